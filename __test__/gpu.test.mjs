@@ -1,0 +1,361 @@
+// GPU behaviour on a real device: capture/replay, GEMM, failure paths, exec update, memory accounting.
+// Skips with a printed reason when no driver is found (CI); on the device machine every test must run.
+import {
+  ArgumentError,
+  CaptureError,
+  CompileError,
+  CudaError,
+  Device,
+  DisposedError,
+  InUseError,
+} from '../dist/index.js'
+import {
+  KERNELS,
+  axpbRef,
+  bf16ToNumber,
+  gemmRef,
+  gpuTest,
+  halfToNumber,
+  numberToBf16,
+  numberToHalf,
+  randomF32,
+  relError,
+} from './helpers.mjs'
+
+const test = gpuTest()
+const MiB = 1 << 20
+let ctx
+function setup() {
+  if (!ctx) {
+    const dev = Device.open(0)
+    const mod = dev.compile(KERNELS, { name: 'test_kernels' })
+    ctx = {
+      dev,
+      mod,
+      axpb: mod.kernel('axpb', ['ptr', 'i32', 'f32', 'f32']),
+      addInto: mod.kernel('add_into', ['ptr', 'ptr', 'i32']),
+      scaleI64: mod.kernel('scale_i64', ['ptr', 'i64', 'i32']),
+    }
+  }
+  return ctx
+}
+const N = 4096
+const cfg = { grid: N / 256, block: 256 }
+
+test('device info comes from the driver', (t) => {
+  const { dev } = setup()
+  t.true(Device.count() >= 1)
+  t.true(Device.driverVersion() >= 12000)
+  t.regex(dev.name, /\w/)
+  const [major] = dev.computeCapability
+  t.true(major >= 7)
+  t.true(dev.multiprocessors > 0)
+  const m = dev.memoryInfo()
+  t.true(m.total > m.free && m.free > 0)
+  t.log(`${dev.name}, sm_${dev.computeCapability.join('')}, ${dev.multiprocessors} SMs, ${(m.total / 2 ** 30).toFixed(1)} GiB, driver ${Device.driverVersion()}, module target ${setup().mod.target}`)
+})
+
+test('every dtype round-trips through upload/download, views share memory', (t) => {
+  const { dev } = setup()
+  const cases = [
+    ['f32', randomF32(1000, 1)],
+    ['i32', Int32Array.from({ length: 1000 }, (_, i) => i * 7919 - 3_000_000)],
+    ['u32', Uint32Array.from({ length: 1000 }, (_, i) => (i * 2654435761) >>> 0)],
+    ['i64', BigInt64Array.from({ length: 1000 }, (_, i) => BigInt(i) * -12345678901n)],
+    ['u8', Uint8Array.from({ length: 1000 }, (_, i) => (i * 31) & 255)],
+    ['f16', Uint16Array.from({ length: 1000 }, (_, i) => numberToHalf((i - 500) / 64))],
+    ['bf16', Uint16Array.from({ length: 1000 }, (_, i) => numberToBf16((i - 500) / 3))],
+  ]
+  for (const [dtype, data] of cases) {
+    const buf = dev.upload(data, dtype)
+    t.is(buf.dtype, dtype)
+    t.is(buf.byteLength, data.byteLength)
+    t.deepEqual(buf.download(), data, dtype)
+    const v = buf.view(100, 10)
+    t.deepEqual(v.download(), data.slice(100, 110), `${dtype} view`)
+  }
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(64, 2))
+  const v = x.view(8, 8)
+  s.fill(v, 2.5)
+  s.synchronize()
+  const host = x.download()
+  t.deepEqual([...host.slice(8, 16)], Array(8).fill(2.5))
+  t.not(host[7], 2.5)
+  const h = dev.alloc('f16', 16)
+  s.fill(h, 1.5)
+  const bf = dev.alloc('bf16', 16)
+  s.fill(bf, -3.25)
+  s.synchronize()
+  t.true([...h.download()].every((b) => halfToNumber(b) === 1.5))
+  t.true([...bf.download()].every((b) => bf16ToNumber(b) === -3.25))
+})
+
+test('async upload/download through pinned staging, events time work', async (t) => {
+  const { dev, axpb } = setup()
+  const s = dev.createStream()
+  const x = dev.alloc('f32', N)
+  const data = randomF32(N, 3)
+  s.uploadAsync(x, data)
+  data.fill(0) // staged: reusing the source at once must not change what lands
+  const start = dev.createEvent()
+  const end = dev.createEvent()
+  start.record(s)
+  s.launch(axpb, cfg, [x, N, 2, 1])
+  end.record(s)
+  const out = await s.downloadAsync(x)
+  await s.synchronizeAsync()
+  t.deepEqual(out, axpbRef(randomF32(N, 3), 1, 2, 1))
+  t.true(end.elapsedSince(start) >= 0)
+})
+
+test('a 100-kernel chain replays to the same bits as eager and matches the CPU reference', (t) => {
+  const { dev, axpb } = setup()
+  const s = dev.createStream()
+  const init = randomF32(N, 4)
+  const eager = dev.upload(init)
+  for (let i = 0; i < 100; i++) s.launch(axpb, cfg, [eager, N, 0.99, 0.01])
+  const viaGraph = dev.upload(init)
+  const g = s.capture(() => {
+    for (let i = 0; i < 100; i++) s.launch(axpb, cfg, [viaGraph, N, 0.99, 0.01])
+  })
+  t.is(g.nodeCount, 100)
+  t.deepEqual(viaGraph.download(), init, 'capture itself runs nothing')
+  g.launch(s)
+  s.synchronize()
+  const ref = axpbRef(init, 100, 0.99, 0.01)
+  t.deepEqual(viaGraph.download(), eager.download())
+  t.deepEqual(viaGraph.download(), ref)
+  g.launch(s)
+  g.launch(s)
+  s.synchronize()
+  t.deepEqual(viaGraph.download(), axpbRef(ref, 200, 0.99, 0.01))
+  const tm = g.timings()
+  t.true(tm.captureUs > 0 && tm.instantiateUs > 0)
+  g.dispose()
+})
+
+test('GEMM matches a float64 CPU reference (f32 < 1e-5, f16/bf16 < 1e-2), with transposes, alpha, beta, and captured', (t) => {
+  const { dev } = setup()
+  const s = dev.createStream()
+  const [m, n, k] = [96, 80, 112]
+  const a = randomF32(m * k, 10)
+  const b = randomF32(k * n, 11)
+  const c0 = randomF32(m * n, 12)
+  for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]]) {
+    const C = dev.upload(c0)
+    s.gemm({ a: dev.upload(a), b: dev.upload(b), c: C, m, n, k, transA, transB, alpha: 0.75, beta: 0.5 })
+    const ref = gemmRef({ a, b, c: c0, m, n, k, transA, transB, alpha: 0.75, beta: 0.5 })
+    const err = relError(C.download(), ref)
+    t.true(err < 1e-5, `f32 trans ${transA}/${transB}: ${err}`)
+  }
+  // column-major storage: C(m x n) = A(m x k) B(k x n) read column-major is, read row-major, the n x m
+  // product of b (as n x k) and a (as k x m)
+  {
+    const C = dev.alloc('f32', m * n)
+    s.gemm({ a: dev.upload(a), b: dev.upload(b), c: C, m, n, k, layout: 'col' })
+    t.true(relError(C.download(), gemmRef({ a: b, b: a, m: n, n: m, k })) < 1e-5)
+  }
+  for (const [dtype, enc, dec] of [['f16', numberToHalf, halfToNumber], ['bf16', numberToBf16, bf16ToNumber]]) {
+    const ah = Uint16Array.from(a, enc)
+    const bh = Uint16Array.from(b, enc)
+    const aq = Float64Array.from(ah, dec)
+    const bq = Float64Array.from(bh, dec)
+    const C16 = dev.alloc(dtype, m * n)
+    const C32 = dev.alloc('f32', m * n)
+    const A = dev.upload(ah, dtype)
+    const B = dev.upload(bh, dtype)
+    s.gemm({ a: A, b: B, c: C16, m, n, k })
+    s.gemm({ a: A, b: B, c: C32, m, n, k })
+    const ref = gemmRef({ a: aq, b: bq, m, n, k })
+    const e16 = relError(Float64Array.from(C16.download(), dec), ref)
+    const e32 = relError(C32.download(), ref)
+    t.true(e16 < 1e-2, `${dtype} out ${e16}`)
+    t.true(e32 < 1e-5, `${dtype} in, f32 out (f32 accumulation) ${e32}`)
+  }
+  // captured GEMM replays to the same result
+  const A = dev.upload(a)
+  const B = dev.upload(b)
+  const C = dev.alloc('f32', m * n)
+  s.prepareBlas()
+  const g = s.capture(() => s.gemm({ a: A, b: B, c: C, m, n, k }))
+  s.fill(C, Number.NaN)
+  g.launch(s)
+  s.synchronize()
+  t.true(relError(C.download(), gemmRef({ a, b, m, n, k })) < 1e-5)
+  t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k: k + 1 }), { instanceOf: ArgumentError, message: /'a'|'b'/ })
+})
+
+test('a failed capture leaves the stream usable and reports the cause', (t) => {
+  const { dev, axpb } = setup()
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(N, 20))
+  const free0 = dev.memoryInfo().free
+  // 1. the callback throws
+  const e1 = t.throws(() => s.capture(() => { s.launch(axpb, cfg, [x, N, 1, 1]); throw new RangeError('boom') }), { instanceOf: CaptureError })
+  t.true(e1.cause instanceof RangeError)
+  t.false(s.capturing)
+  // 2. an operation not allowed in capture (a synchronous download synchronises the context)
+  const e2 = t.throws(() => s.capture(() => { s.launch(axpb, cfg, [x, N, 1, 1]); x.download() }), { instanceOf: CaptureError })
+  t.true(e2.cause instanceof CudaError, String(e2.cause))
+  t.log(`cause: ${e2.cause.message}`)
+  // 3. stream synchronize inside capture
+  t.throws(() => s.capture(() => s.synchronize()), { instanceOf: CaptureError })
+  // 4. a bad launch argument inside capture
+  const e4 = t.throws(() => s.capture(() => s.launch(axpb, cfg, [x, N, 1])), { instanceOf: CaptureError })
+  t.true(e4.cause instanceof ArgumentError)
+  // 5. async callback
+  t.throws(() => s.capture(async () => {}), { instanceOf: CaptureError, message: /synchronous/ })
+  // the stream works eagerly and captures again
+  const before = x.download()
+  s.launch(axpb, cfg, [x, N, 2, 0])
+  s.synchronize()
+  t.deepEqual(x.download(), axpbRef(before, 1, 2, 0))
+  const g = s.capture(() => s.launch(axpb, cfg, [x, N, 0.5, 0]))
+  g.launch(s)
+  s.synchronize()
+  t.deepEqual(x.download(), before)
+  g.dispose()
+  t.true(Math.abs(dev.memoryInfo().free - free0) <= 2 * MiB)
+})
+
+test('exec update works for changed pointers and scalars, and reports a changed topology', (t) => {
+  const { dev, axpb, addInto } = setup()
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(N, 30))
+  const y = dev.upload(randomF32(N, 31))
+  const chain = (buf, a) => () => {
+    for (let i = 0; i < 10; i++) s.launch(axpb, cfg, [buf, N, a, 0.25])
+  }
+  const g = s.capture(chain(x, 0.5))
+  const yBefore = y.download()
+  const xBefore = x.download()
+  const r1 = g.update(s.capture(chain(y, 1.5), { instantiate: false }))
+  t.deepEqual(r1, { updatedInPlace: true })
+  t.is(x.graphUses, 0, 'the old buffer is released by the update')
+  t.is(y.graphUses, 1)
+  g.launch(s)
+  s.synchronize()
+  t.deepEqual(y.download(), axpbRef(yBefore, 10, 1.5, 0.25))
+  t.deepEqual(x.download(), xBefore, 'the old pointer is no longer written')
+  // topology change: another kernel, and more nodes
+  const src = s.capture(() => {
+    s.launch(addInto, cfg, [x, y, N])
+    chain(x, 0.5)()
+  }, { instantiate: false })
+  const r2 = g.update(src)
+  t.false(r2.updatedInPlace)
+  t.regex(r2.reason ?? '', /TOPOLOGY|NODE_TYPE|FAILURE|CHANGED/)
+  t.true(src.disposed)
+  t.is(g.nodeCount, 11)
+  const yNow = y.download()
+  g.launch(s)
+  s.synchronize()
+  const ref = Float32Array.from(xBefore, (v, i) => Math.fround(v + yNow[i]))
+  t.deepEqual(x.download(), axpbRef(ref, 10, 0.5, 0.25))
+  g.dispose()
+})
+
+test('a buffer a live graph uses cannot be freed under it; graphs keep buffers alive', (t) => {
+  const { dev, axpb } = setup()
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(N, 40))
+  const g = s.capture(() => s.launch(axpb, cfg, [x, N, 1, 1]))
+  t.is(x.graphUses, 1)
+  t.throws(() => x.dispose(), { instanceOf: InUseError })
+  t.false(x.disposed)
+  g.launch(s)
+  s.synchronize()
+  g.dispose()
+  t.throws(() => g.launch(s), { instanceOf: DisposedError })
+  t.is(x.graphUses, 0)
+  x.dispose()
+  t.true(x.disposed)
+  t.throws(() => x.download(), { instanceOf: DisposedError })
+  t.throws(() => s.launch(axpb, cfg, [x, N, 1, 1]), { instanceOf: DisposedError })
+})
+
+test('launch arguments are checked against the declared signature', (t) => {
+  const { dev, axpb, scaleI64 } = setup()
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(N, 50))
+  t.throws(() => s.launch(axpb, cfg, [x, N, 1]), { instanceOf: ArgumentError, message: /4 arguments/ })
+  t.throws(() => s.launch(axpb, cfg, [N, N, 1, 1]), { instanceOf: ArgumentError, message: /args\[0\]/ })
+  t.throws(() => s.launch(axpb, cfg, [x, 1.5, 1, 1]), { instanceOf: ArgumentError, message: /args\[1\]/ })
+  t.throws(() => s.launch(axpb, cfg, [x, 2 ** 31, 1, 1]), { instanceOf: ArgumentError, message: /args\[1\]/ })
+  t.throws(() => s.launch(axpb, cfg, [x, x, 1, 1]), { instanceOf: ArgumentError, message: /args\[1\]/ })
+  t.throws(() => s.launch(axpb, { grid: 0, block: 256 }, [x, N, 1, 1]), { instanceOf: ArgumentError, message: /grid/ })
+  t.throws(() => s.launch(axpb, { grid: 1, block: 4096 }, [x, N, 1, 1]), { instanceOf: CudaError })
+  const v = BigInt64Array.from({ length: 256 }, (_, i) => BigInt(i) - 100n)
+  const big = dev.upload(v)
+  s.launch(scaleI64, { grid: 1, block: 256 }, [big, 3_000_000_000n, 256])
+  s.synchronize()
+  t.deepEqual(big.download(), v.map((e) => e * 3_000_000_000n))
+  t.throws(() => dev.compile('extern "C" __global__ void k() { undefined_thing; }', { name: 'broken' }), {
+    instanceOf: CompileError,
+    message: /broken/,
+  })
+  const e = t.throws(() => dev.compile('extern "C" __global__ void k() { undefined_thing; }'))
+  t.regex(e.log, /undefined_thing/)
+  t.throws(() => setup().mod.kernel('nope', []), { instanceOf: ArgumentError, message: /extern "C"/ })
+})
+
+test('1000 capture/dispose cycles return free device memory to within 2 MiB', (t) => {
+  const { dev, axpb } = setup()
+  const s = dev.createStream()
+  const x = dev.upload(randomF32(N, 60))
+  const warm = s.capture(() => s.launch(axpb, cfg, [x, N, 1, 0]))
+  warm.launch(s)
+  warm.dispose()
+  s.synchronize()
+  const free0 = dev.memoryInfo().free
+  for (let i = 0; i < 1000; i++) {
+    const g = s.capture(() => {
+      for (let j = 0; j < 10; j++) s.launch(axpb, cfg, [x, N, 1, 0])
+      const tmp = s.allocAsync('f32', N)
+      s.copy(tmp, x)
+      s.freeAsync(tmp)
+    })
+    g.launch(s)
+    g.dispose()
+  }
+  s.synchronize()
+  dev.trimGraphMemory()
+  const free1 = dev.memoryInfo().free
+  t.log(`free before ${free0}, after ${free1}: delta ${((free0 - free1) / MiB).toFixed(2)} MiB`)
+  t.true(Math.abs(free0 - free1) <= 2 * MiB)
+})
+
+test('graph-memory attributes rise with a graph that allocates inside capture and fall after trim', (t) => {
+  const { dev, addInto } = setup()
+  const s = dev.createStream()
+  dev.trimGraphMemory()
+  const base = dev.graphMemory()
+  const n = 16 * MiB // 64 MiB of f32 temporaries
+  const x = dev.alloc('f32', n)
+  s.fill(x, 1)
+  const g = s.capture(() => {
+    const tmp = s.allocAsync('f32', n)
+    s.fill(tmp, 2)
+    s.launch(addInto, { grid: n / 256, block: 256 }, [x, tmp, n])
+    s.freeAsync(tmp)
+  })
+  t.throws(() => s.freeAsync(x), { instanceOf: ArgumentError })
+  g.launch(s)
+  s.synchronize()
+  const up = dev.graphMemory()
+  t.log(`reserved ${base.reservedCurrent} -> ${up.reservedCurrent}, used ${base.usedCurrent} -> ${up.usedCurrent}; graph says ${JSON.stringify(g.memory())}`)
+  t.true(up.reservedCurrent >= base.reservedCurrent + 4 * n)
+  t.true(up.usedCurrent >= base.usedCurrent + 4 * n)
+  t.true(g.memory().graphReservedDelta >= 4 * n)
+  t.true(x.download().subarray(0, 1000).every((v) => v === 3))
+  g.dispose()
+  dev.trimGraphMemory()
+  const down = dev.graphMemory()
+  t.true(down.reservedCurrent <= base.reservedCurrent)
+  t.true(down.usedCurrent <= base.usedCurrent)
+  // an allocation not freed inside its capture is refused, and the stream stays usable
+  t.throws(() => s.capture(() => { s.allocAsync('f32', 1024) }), { instanceOf: CaptureError, message: /not freed/ })
+  s.fill(x, 0)
+  s.synchronize()
+})

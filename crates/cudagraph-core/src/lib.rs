@@ -1,0 +1,33 @@
+//! cudagraph-core: CUDA graph capture, instantiate, replay and exec-update on `cudarc`.
+//!
+//! A safe layer over `cudarc::driver::{result, sys}`, NVRTC and cuBLAS, one module per concern, with RAII
+//! for every handle. Single-threaded by design (`Rc`): every object is created and used on the thread that
+//! opened its device, which for the Node binding is the JS main thread.
+//!
+//! The engine owns stream ordering itself: it never records per-buffer events (cudarc's default tracking
+//! makes capture fail with `CUDA_ERROR_STREAM_CAPTURE_ISOLATION`), so capture always works. Synchronous
+//! buffer operations synchronise the context; stream operations are ordered on their stream.
+
+pub mod blas;
+pub mod buffer;
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod event;
+pub mod graph;
+pub mod libs;
+pub mod module;
+pub mod stream;
+
+pub use buffer::Buffer;
+pub use device::{Device, GraphMemStats};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use event::Event;
+pub use graph::{Graph, GraphMemory, GraphTimings, UpdateOutcome};
+pub use module::{ArgKind, Kernel, Module};
+pub use blas::{Gemm, Op};
+pub use stream::{CaptureMode, Completion, EndCapture, KernelArg, LaunchConfig, PendingDownload, Stream};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,39 @@
+import type * as N from './native.js'
+import { check, native } from './errors.js'
+import { ARG_KINDS, type ArgKind, Kernel } from './kernel.js'
+
+/** Code compiled by NVRTC and loaded on a device. Kernels keep it loaded. */
+export class Module {
+  /** @internal */
+  readonly native: N.Module
+
+  /** @internal */
+  constructor(n: N.Module) {
+    this.native = n
+  }
+
+  /** The name given at compile time. */
+  get name(): string {
+    return this.native.name
+  }
+
+  /** NVRTC's warnings, empty when it had none. */
+  get log(): string {
+    return this.native.log
+  }
+
+  /** What was compiled for: `sm_XY` (machine code) or `compute_XY` (PTX, compiled by the driver). */
+  get target(): string {
+    return this.native.target
+  }
+
+  /**
+   * Looks up `extern "C"` kernel `name` and declares its parameters, e.g. `['ptr', 'i32', 'f32']`.
+   * Launches check their arguments against it.
+   */
+  kernel<const S extends readonly ArgKind[]>(name: string, signature: S): Kernel<S> {
+    check(typeof name === 'string' && name.length > 0, 'name', 'a kernel name', name)
+    check(Array.isArray(signature), 'signature', `an array of ${ARG_KINDS.join(' | ')}`, signature)
+    return new Kernel(native(() => this.native.kernel(name, [...signature])), signature)
+  }
+}

@@ -1,0 +1,78 @@
+//! `DeviceBuffer`: typed device memory and its views.
+
+use crate::error::{IntoJs, Result};
+use cudagraph_core as core;
+use napi::bindgen_prelude::Uint8Array;
+use napi_derive::napi;
+
+/// A typed range of device memory.
+#[napi]
+pub struct DeviceBuffer {
+    pub(crate) inner: core::Buffer,
+}
+
+#[napi]
+impl DeviceBuffer {
+    #[napi(getter)]
+    pub fn dtype(&self) -> &'static str {
+        self.inner.dtype().name()
+    }
+
+    /// Elements.
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.inner.len() as u32
+    }
+
+    /// Bytes.
+    #[napi(getter)]
+    pub fn byte_length(&self) -> f64 {
+        self.inner.byte_len() as f64
+    }
+
+    /// Offset in elements from the start of the allocation.
+    #[napi(getter)]
+    pub fn offset(&self) -> u32 {
+        self.inner.offset() as u32
+    }
+
+    /// Live graphs that use this buffer's allocation.
+    #[napi(getter)]
+    pub fn graph_uses(&self) -> u32 {
+        self.inner.allocation().graph_uses()
+    }
+
+    #[napi(getter)]
+    pub fn disposed(&self) -> bool {
+        self.inner.ptr().is_err()
+    }
+
+    /// Device address (for debugging and address checks).
+    #[napi(getter)]
+    pub fn address(&self) -> Result<f64> {
+        Ok(self.inner.ptr().js()? as f64)
+    }
+
+    #[napi]
+    pub fn view(&self, offset: u32, length: u32) -> Result<DeviceBuffer> {
+        Ok(DeviceBuffer { inner: self.inner.view(offset as usize, length as usize).js()? })
+    }
+
+    /// Synchronous copy from host bytes (exactly byteLength).
+    #[napi]
+    pub fn upload(&self, bytes: &[u8]) -> Result<()> {
+        self.inner.upload(bytes).js()
+    }
+
+    /// Synchronous copy into host bytes (exactly byteLength).
+    #[napi]
+    pub fn download_into(&self, mut out: Uint8Array) -> Result<()> {
+        // SAFETY: the view is only written by this call, on the JS thread, while the array is alive.
+        self.inner.download(unsafe { out.as_mut() }).js()
+    }
+
+    #[napi]
+    pub fn dispose(&self) -> Result<()> {
+        self.inner.dispose().js()
+    }
+}

@@ -1,0 +1,40 @@
+//! `Module`: NVRTC-compiled code loaded on a device.
+
+use crate::error::{IntoJs, Result};
+use crate::kernel::Kernel;
+use cudagraph_core as core;
+use napi_derive::napi;
+use std::rc::Rc;
+
+/// A loaded module.
+#[napi]
+pub struct Module {
+    pub(crate) inner: Rc<core::Module>,
+}
+
+#[napi]
+impl Module {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+
+    /// NVRTC's warnings from the compile.
+    #[napi(getter)]
+    pub fn log(&self) -> String {
+        self.inner.log().to_string()
+    }
+
+    /// `sm_XY` (cubin) or `compute_XY` (PTX).
+    #[napi(getter)]
+    pub fn target(&self) -> String {
+        self.inner.target().to_string()
+    }
+
+    /// Kernel `name` with its parameter kinds.
+    #[napi]
+    pub fn kernel(&self, name: String, signature: Vec<String>) -> Result<Kernel> {
+        let sig = signature.iter().enumerate().map(|(i, s)| core::ArgKind::parse(&format!("signature[{i}]"), s)).collect::<core::Result<Vec<_>>>().js()?;
+        Ok(Kernel { inner: self.inner.kernel(&name, sig).js()? })
+    }
+}

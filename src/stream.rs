@@ -1,0 +1,234 @@
+//! `Stream`: launches, copies, stream-ordered memory, GEMM and capture.
+
+use crate::buffer::DeviceBuffer;
+use crate::error::{arg_error, to_status_error, IntoJs, Result};
+use crate::event::Event;
+use crate::graph::Graph;
+use crate::handles::{Entry, STREAMS};
+use crate::kernel::Kernel;
+use cudagraph_core as core;
+use napi::bindgen_prelude::{AsyncTask, BigInt, Either3, Uint8Array};
+use napi::{Env, Task};
+use napi_derive::napi;
+
+/// A non-blocking CUDA stream.
+#[napi]
+pub struct Stream {
+    pub(crate) inner: core::Stream,
+    id: u32,
+}
+
+impl Stream {
+    pub(crate) fn new(inner: core::Stream) -> Result<Stream> {
+        let id = STREAMS.with(|t| t.borrow_mut().insert(Entry { raw: inner.raw(), ctx: inner.device().context() }));
+        Ok(Stream { inner, id })
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        STREAMS.with(|t| t.borrow_mut().remove(self.id));
+    }
+}
+
+fn dims(arg: &str, v: &[u32]) -> Result<[u32; 3]> {
+    if v.is_empty() || v.len() > 3 {
+        return Err(arg_error(arg, "1 to 3 dimensions", format!("{} dimensions", v.len())));
+    }
+    Ok([v[0], *v.get(1).unwrap_or(&1), *v.get(2).unwrap_or(&1)])
+}
+
+/// Waits for a [`core::Completion`] on a libuv worker thread.
+pub struct WaitTask(Option<core::Completion>);
+
+impl Task for WaitTask {
+    type Output = ();
+    type JsValue = ();
+    fn compute(&mut self) -> napi::Result<()> {
+        self.0.take().map(|c| c.wait()).transpose().map_err(to_status_error)?;
+        Ok(())
+    }
+    fn resolve(&mut self, _: Env, _: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits for a [`core::PendingDownload`] on a libuv worker thread and returns its bytes.
+pub struct DownloadTask(Option<core::PendingDownload>);
+
+impl Task for DownloadTask {
+    type Output = Vec<u8>;
+    type JsValue = Uint8Array;
+    fn compute(&mut self) -> napi::Result<Vec<u8>> {
+        let p = self.0.take().ok_or_else(|| napi::Error::from_reason("download already collected"))?;
+        p.wait().map_err(to_status_error)
+    }
+    fn resolve(&mut self, _: Env, out: Vec<u8>) -> napi::Result<Uint8Array> {
+        Ok(Uint8Array::new(out))
+    }
+}
+
+#[napi]
+impl Stream {
+    /// Numeric handle for `graphLaunch`.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    #[napi]
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize().js()
+    }
+
+    /// Resolves when all work enqueued so far is done, without blocking the JS thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn synchronize_async(&self) -> Result<AsyncTask<WaitTask>> {
+        Ok(AsyncTask::new(WaitTask(Some(self.inner.completion().js()?))))
+    }
+
+    #[napi]
+    pub fn query(&self) -> Result<bool> {
+        self.inner.query().js()
+    }
+
+    #[napi]
+    pub fn wait_event(&self, event: &Event) -> Result<()> {
+        self.inner.wait_event(&event.inner).js()
+    }
+
+    /// Launches `kernel`; `args` are checked against its signature.
+    #[napi]
+    pub fn launch(
+        &self,
+        kernel: &Kernel,
+        grid: Vec<u32>,
+        block: Vec<u32>,
+        shared_mem_bytes: u32,
+        args: Vec<Either3<&'static DeviceBuffer, f64, BigInt>>,
+    ) -> Result<()> {
+        let cfg = core::LaunchConfig { grid: dims("grid", &grid)?, block: dims("block", &block)?, shared_mem_bytes };
+        let mut packed = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            packed.push(match a {
+                Either3::A(b) => core::KernelArg::Buffer(&b.inner),
+                Either3::B(n) => core::KernelArg::Number(*n),
+                Either3::C(big) => {
+                    let (neg, v, lossless) = big.get_u64();
+                    if !lossless {
+                        return Err(arg_error(&format!("args[{i}]"), "a bigint that fits in 64 bits", "a larger bigint"));
+                    }
+                    core::KernelArg::BigInt(if neg { -(v as i128) } else { v as i128 })
+                }
+            });
+        }
+        self.inner.launch(&kernel.inner, &cfg, &packed).js()
+    }
+
+    /// Copies `src` into `dst` (same byte length).
+    #[napi]
+    pub fn copy(&self, dst: &DeviceBuffer, src: &DeviceBuffer) -> Result<()> {
+        self.inner.copy(&dst.inner, &src.inner).js()
+    }
+
+    #[napi]
+    pub fn memset(&self, buffer: &DeviceBuffer, byte: u8) -> Result<()> {
+        self.inner.memset(&buffer.inner, byte).js()
+    }
+
+    #[napi]
+    pub fn fill(&self, buffer: &DeviceBuffer, value: f64) -> Result<()> {
+        self.inner.fill(&buffer.inner, value).js()
+    }
+
+    /// Stages `bytes` in pinned memory and copies them to `dst` on the stream.
+    #[napi]
+    pub fn upload_async(&self, dst: &DeviceBuffer, bytes: &[u8]) -> Result<()> {
+        self.inner.upload_async(&dst.inner, bytes).js()
+    }
+
+    /// Copies `src` to pinned memory on the stream; resolves with the bytes.
+    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    pub fn download_async(&self, src: &DeviceBuffer) -> Result<AsyncTask<DownloadTask>> {
+        Ok(AsyncTask::new(DownloadTask(Some(self.inner.download_async(&src.inner).js()?))))
+    }
+
+    #[napi]
+    pub fn alloc_async(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
+        let dtype = core::DType::parse("dtype", &dtype).js()?;
+        Ok(DeviceBuffer { inner: self.inner.alloc_async(dtype, length as usize).js()? })
+    }
+
+    #[napi]
+    pub fn free_async(&self, buffer: &DeviceBuffer) -> Result<()> {
+        self.inner.free_async(&buffer.inner).js()
+    }
+
+    /// Creates this stream's cuBLAS handle and workspace (not possible inside capture).
+    #[napi]
+    pub fn prepare_blas(&self) -> Result<()> {
+        self.inner.prepare_blas().js()
+    }
+
+    /// Column-major `c = alpha * op(a) * op(b) + beta * c`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        trans_a: bool,
+        trans_b: bool,
+        m: u32,
+        n: u32,
+        k: u32,
+        alpha: f64,
+        a: &DeviceBuffer,
+        lda: u32,
+        b: &DeviceBuffer,
+        ldb: u32,
+        beta: f64,
+        c: &DeviceBuffer,
+        ldc: u32,
+    ) -> Result<()> {
+        let op = |t| if t { core::Op::T } else { core::Op::N };
+        self.inner
+            .gemm(&core::Gemm {
+                trans_a: op(trans_a),
+                trans_b: op(trans_b),
+                m: m as usize,
+                n: n as usize,
+                k: k as usize,
+                alpha: alpha as f32,
+                a: &a.inner,
+                lda: lda as usize,
+                b: &b.inner,
+                ldb: ldb as usize,
+                beta: beta as f32,
+                c: &c.inner,
+                ldc: ldc as usize,
+            })
+            .js()
+    }
+
+    #[napi(getter)]
+    pub fn capturing(&self) -> bool {
+        self.inner.is_capturing()
+    }
+
+    /// `mode`: 'global' | 'thread_local' | 'relaxed'.
+    #[napi]
+    pub fn begin_capture(&self, mode: String) -> Result<()> {
+        let mode = core::CaptureMode::parse(&mode).js()?;
+        self.inner.begin_capture(mode).js()
+    }
+
+    #[napi]
+    pub fn end_capture(&self, instantiate: bool, upload: bool) -> Result<Graph> {
+        Graph::new(self.inner.end_capture(core::EndCapture { instantiate, upload }).js()?)
+    }
+
+    /// Ends a capture without a graph; returns whether one was open.
+    #[napi]
+    pub fn abort_capture(&self) -> bool {
+        self.inner.abort_capture()
+    }
+}
