@@ -36,6 +36,8 @@ export declare class Device {
 
 /** A typed range of device memory. */
 export declare class DeviceBuffer {
+  /** Numeric handle used by `launchPacked`. */
+  get id(): number
   get dtype(): string
   /** Elements. */
   get length(): number
@@ -86,8 +88,10 @@ export declare class Graph {
   dispose(): void
 }
 
-/** A kernel; launched with `Stream.launch`. */
+/** A kernel; launched with `launchPacked`. */
 export declare class Kernel {
+  /** Numeric handle used by `launchPacked`. */
+  get id(): number
   get name(): string
   get signature(): Array<string>
 }
@@ -112,8 +116,6 @@ export declare class Stream {
   synchronizeAsync(): Promise<void>
   query(): boolean
   waitEvent(event: Event): void
-  /** Launches `kernel`; `args` are checked against its signature. */
-  launch(kernel: Kernel, grid: Array<number>, block: Array<number>, sharedMemBytes: number, args: Array<DeviceBuffer | number | bigint>): void
   /** Copies `src` into `dst` (same byte length). */
   copy(dst: DeviceBuffer, src: DeviceBuffer): void
   memset(buffer: DeviceBuffer, byte: number): void
@@ -160,6 +162,14 @@ export interface GraphTimings {
   instantiateUs: number
   uploadUs: number
 }
+
+/**
+ * Launches kernel `kernel` on stream `stream`. `packed` holds the geometry (see `HEADER`) and then one
+ * slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64` slot
+ * holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
+ * TypeScript layer has checked each argument's kind; values and handles are checked here.
+ */
+export declare function launchPacked(stream: number, kernel: number, packed: Float64Array, wide?: BigInt64Array | undefined | null): void
 
 /** Free and total device memory, bytes. */
 export interface MemoryInfo {

@@ -843,3 +843,4 @@ module.exports.Kernel = nativeBinding.Kernel
 module.exports.Module = nativeBinding.Module
 module.exports.Stream = nativeBinding.Stream
 module.exports.graphLaunch = nativeBinding.graphLaunch
+module.exports.launchPacked = nativeBinding.launchPacked

@@ -9,10 +9,13 @@ import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostA
 export class DeviceBuffer<D extends DType = DType> {
   /** @internal */
   readonly native: N.DeviceBuffer
+  /** @internal numeric handle for packed launches */
+  readonly id: number
 
   /** @internal */
   constructor(n: N.DeviceBuffer) {
     this.native = n
+    this.id = n.id
   }
 
   /** Element type. */

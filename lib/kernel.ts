@@ -27,11 +27,14 @@ export class Kernel<S extends readonly ArgKind[] = readonly ArgKind[]> {
   readonly native: N.Kernel
   /** Parameter kinds, as declared. */
   readonly signature: S
+  /** @internal numeric handle for packed launches */
+  readonly id: number
 
   /** @internal */
   constructor(n: N.Kernel, signature: S) {
     this.native = n
-    this.signature = signature
+    this.signature = Object.freeze([...signature]) as unknown as S
+    this.id = n.id
   }
 
   /** The kernel's name. */

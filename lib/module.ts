@@ -33,7 +33,7 @@ export class Module {
    */
   kernel<const S extends readonly ArgKind[]>(name: string, signature: S): Kernel<S> {
     check(typeof name === 'string' && name.length > 0, 'name', 'a kernel name', name)
-    check(Array.isArray(signature), 'signature', `an array of ${ARG_KINDS.join(' | ')}`, signature)
+    check(Array.isArray(signature) && signature.length <= 256, 'signature', `an array of at most 256 of ${ARG_KINDS.join(' | ')}`, signature)
     return new Kernel(native(() => this.native.kernel(name, [...signature])), signature)
   }
 }

@@ -1,5 +1,5 @@
-import type * as N from './native.js'
-import { CaptureError, check, describe, mapError, native } from './errors.js'
+import * as N from './native.js'
+import { ArgumentError, CaptureError, check, describe, mapError, native } from './errors.js'
 import { DeviceBuffer } from './buffer.js'
 import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostArray, isDType } from './dtype.js'
 import type { Event } from './event.js'
@@ -61,15 +61,30 @@ export interface GemmOptions {
 
 const MODES: readonly CaptureMode[] = ['global', 'thread_local', 'relaxed']
 
-function dim3(name: string, d: Dim3): number[] {
-  const v = typeof d === 'number' ? [d] : [...d]
-  check(
-    v.length >= 1 && v.length <= 3 && v.every((x) => Number.isInteger(x) && x >= 1 && x <= 0x7fffffff),
-    name,
-    '1 to 3 positive integers',
-    d,
-  )
-  return v
+/** Most kernel parameters a launch takes. */
+const MAX_ARGS = 256
+/** Slots before the arguments in the packed launch: grid x/y/z, block x/y/z, shared memory bytes. */
+const HEADER = 7
+/** Reused by every launch (single-threaded): the packed geometry and arguments, and wide integers. */
+const PACKED = new Float64Array(HEADER + MAX_ARGS)
+const WIDE = new BigInt64Array(MAX_ARGS)
+const launchPacked = N.launchPacked
+
+function packDim(p: Float64Array, at: number, name: string, d: Dim3): void {
+  if (typeof d === 'number') {
+    p[at] = d
+    p[at + 1] = 1
+    p[at + 2] = 1
+    return
+  }
+  check(Array.isArray(d) && d.length >= 1 && d.length <= 3, name, '1 to 3 positive integers', d)
+  p[at] = d[0]
+  p[at + 1] = d[1] ?? 1
+  p[at + 2] = d[2] ?? 1
+}
+
+function argKind(i: number, expected: string, got: unknown): ArgumentError {
+  return new ArgumentError(`argument 'args[${i}]': expected ${expected}, got ${describe(got)}`, { argument: `args[${i}]` })
 }
 
 function posInt(name: string, v: unknown): number {
@@ -124,16 +139,41 @@ export class Stream {
 
   /**
    * Launches `kernel`. `args` must match its declared signature (count and kinds); a mismatch is an
-   * ArgumentError naming the argument, and nothing is enqueued.
+   * ArgumentError naming the argument, and nothing is enqueued. One native call, no allocation.
    */
   launch<S extends readonly ArgKind[]>(kernel: Kernel<S>, config: LaunchConfig, args: ArgsOf<S>): void {
-    const grid = dim3('grid', config.grid)
-    const block = dim3('block', config.block)
-    const shared = config.sharedMemBytes ?? 0
-    check(Number.isInteger(shared) && shared >= 0, 'sharedMemBytes', 'a non-negative integer', shared)
-    check(Array.isArray(args), 'args', 'an array of arguments', args)
-    const raw = (args as readonly unknown[]).map((a) => (a instanceof DeviceBuffer ? a.native : a))
-    native(() => this.native.launch(kernel.native, grid, block, shared, raw as Parameters<N.Stream['launch']>[4]))
+    const sig = kernel.signature
+    const a = args as readonly unknown[]
+    if (!Array.isArray(a) || a.length !== sig.length) {
+      check(false, 'args', `${sig.length} arguments for ${kernel.name}(${sig.join(', ')})`, Array.isArray(a) ? `${a.length} arguments` : a)
+    }
+    const p = PACKED
+    packDim(p, 0, 'grid', config.grid)
+    packDim(p, 3, 'block', config.block)
+    p[6] = config.sharedMemBytes ?? 0
+    let wide: BigInt64Array | undefined
+    for (let i = 0; i < sig.length; i++) {
+      const v = a[i]
+      const kind = sig[i]
+      if (kind === 'ptr') {
+        if (!(v instanceof DeviceBuffer)) throw argKind(i, 'a DeviceBuffer (ptr)', v)
+        p[HEADER + i] = v.id
+      } else if (typeof v === 'number') {
+        p[HEADER + i] = v
+      } else if (typeof v === 'bigint' && (kind === 'i64' || kind === 'u64')) {
+        wide ??= WIDE
+        wide[i] = BigInt.asIntN(64, v)
+        check(kind === 'i64' ? BigInt.asIntN(64, v) === v : BigInt.asUintN(64, v) === v, `args[${i}]`, `a 64-bit ${kind === 'i64' ? 'signed' : 'unsigned'} integer`, v)
+        p[HEADER + i] = Number.NaN
+      } else {
+        throw argKind(i, `a number (${kind})`, v)
+      }
+    }
+    try {
+      launchPacked(this.id, kernel.id, p, wide)
+    } catch (e) {
+      throw mapError(e)
+    }
   }
 
   /** Copies `src` into `dst` on the stream (equal byte lengths). */

@@ -1,6 +1,7 @@
 //! `DeviceBuffer`: typed device memory and its views.
 
 use crate::error::{IntoJs, Result};
+use crate::handles::BUFFERS;
 use cudagraph_core as core;
 use napi::bindgen_prelude::Uint8Array;
 use napi_derive::napi;
@@ -9,10 +10,31 @@ use napi_derive::napi;
 #[napi]
 pub struct DeviceBuffer {
     pub(crate) inner: core::Buffer,
+    id: u32,
+}
+
+impl DeviceBuffer {
+    /// Wraps an engine buffer and gives it a handle for packed launches.
+    pub(crate) fn new(inner: core::Buffer) -> DeviceBuffer {
+        let id = BUFFERS.with(|t| t.borrow_mut().insert(inner.clone()));
+        DeviceBuffer { inner, id }
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        BUFFERS.with(|t| t.borrow_mut().remove(self.id));
+    }
 }
 
 #[napi]
 impl DeviceBuffer {
+    /// Numeric handle used by `launchPacked`.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
     #[napi(getter)]
     pub fn dtype(&self) -> &'static str {
         self.inner.dtype().name()
@@ -55,7 +77,7 @@ impl DeviceBuffer {
 
     #[napi]
     pub fn view(&self, offset: u32, length: u32) -> Result<DeviceBuffer> {
-        Ok(DeviceBuffer { inner: self.inner.view(offset as usize, length as usize).js()? })
+        Ok(DeviceBuffer::new(self.inner.view(offset as usize, length as usize).js()?))
     }
 
     /// Synchronous copy from host bytes (exactly byteLength).

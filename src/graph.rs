@@ -1,7 +1,7 @@
 //! `Graph` and the hot-path free function `graphLaunch`.
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
-use crate::handles::{Entry, GRAPHS, STREAMS};
+use crate::handles::{ExecEntry, GRAPHS, STREAMS};
 use crate::stream::Stream;
 use cudagraph_core as core;
 use cudarc::driver::sys;
@@ -39,7 +39,7 @@ pub struct Graph {
 
 impl Graph {
     pub(crate) fn new(g: core::Graph) -> Result<Graph> {
-        let id = GRAPHS.with(|t| t.borrow_mut().insert(Entry { raw: g.raw_exec(), ctx: g.device().context() }));
+        let id = GRAPHS.with(|t| t.borrow_mut().insert(ExecEntry { exec: g.raw_exec(), ctx: g.device().context() }));
         Ok(Graph { inner: Some(g), id })
     }
 
@@ -54,7 +54,7 @@ impl Graph {
     /// Re-publishes the executable handle after it changed (instantiate, update).
     fn refresh(&self) {
         if let Some(g) = &self.inner {
-            GRAPHS.with(|t| t.borrow_mut().set(self.id, Entry { raw: g.raw_exec(), ctx: g.device().context() }));
+            GRAPHS.with(|t| t.borrow_mut().set(self.id, ExecEntry { exec: g.raw_exec(), ctx: g.device().context() }));
         }
     }
 }
@@ -146,17 +146,17 @@ impl Graph {
 /// Replays graph `graph` on stream `stream` (numeric handles): the one napi call of the replay path.
 #[napi]
 pub fn graph_launch(graph: u32, stream: u32) -> Result<()> {
-    let g = GRAPHS.with(|t| t.borrow().get(graph)).ok_or_else(|| disposed("graph"))?;
-    let s = STREAMS.with(|t| t.borrow().get(stream)).ok_or_else(|| disposed("stream"))?;
-    if g.ctx != s.ctx {
+    let g = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
+    let s = STREAMS.with(|t| t.borrow().get(stream).map(|s| (s.raw(), s.device().context()))).ok_or_else(|| disposed("stream"))?;
+    if g.ctx != s.1 {
         return Err(arg_error("stream", "a stream on the graph's device", "a stream of another device"));
     }
-    if g.raw.is_null() {
+    if g.exec.is_null() {
         return Err(arg_error("graph", "an instantiated graph", "a graph captured with instantiate: false"));
     }
     core::device::bind_context(g.ctx).js()?;
     // SAFETY: both handles are live (their objects remove them from the tables before destroying them).
-    unsafe { sys::cuGraphLaunch(g.raw, s.raw) }.check_launch()
+    unsafe { sys::cuGraphLaunch(g.exec, s.0) }.check_launch()
 }
 
 trait CheckLaunch {

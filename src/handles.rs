@@ -1,32 +1,28 @@
-//! Numeric handles for the replay hot path: `graphLaunch(graph, stream)` is a free function taking two
-//! numbers, several times cheaper through napi than a class method. Handles carry a generation, so a
-//! handle of a disposed object never reaches another object that reuses its slot.
+//! Numeric handles for the hot paths. `graphLaunch(graph, stream)` and `launchPacked(stream, kernel, ..)`
+//! are free functions taking numbers, several times cheaper through napi than class methods with
+//! object arguments. Handles carry a generation, so the handle of a disposed object never reaches
+//! another object that reuses its slot.
 
+use cudagraph_core as core;
 use cudarc::driver::sys;
 use std::cell::RefCell;
 
-/// A raw handle and the context it belongs to.
-#[derive(Clone, Copy)]
-pub struct Entry<T: Copy> {
-    pub raw: T,
-    pub ctx: sys::CUcontext,
-}
-
 /// Slots with generations; `id = generation << 20 | index`.
-pub struct Table<T: Copy> {
-    slots: Vec<(u32, Option<Entry<T>>)>,
+pub struct Table<T> {
+    slots: Vec<(u32, Option<T>)>,
     free: Vec<u32>,
 }
 
 const INDEX_BITS: u32 = 20;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
 
-impl<T: Copy> Table<T> {
+impl<T> Table<T> {
     const fn new() -> Self {
         Table { slots: Vec::new(), free: Vec::new() }
     }
 
-    pub fn insert(&mut self, e: Entry<T>) -> u32 {
+    /// Stores `value` and returns its handle.
+    pub fn insert(&mut self, value: T) -> u32 {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -36,18 +32,20 @@ impl<T: Copy> Table<T> {
         };
         let slot = &mut self.slots[index as usize];
         slot.0 = (slot.0 + 1) & ((1 << (32 - INDEX_BITS)) - 1);
-        slot.1 = Some(e);
+        slot.1 = Some(value);
         slot.0 << INDEX_BITS | index
     }
 
-    pub fn set(&mut self, id: u32, e: Entry<T>) {
+    /// Replaces the value of a live handle.
+    pub fn set(&mut self, id: u32, value: T) {
         if let Some(slot) = self.slots.get_mut((id & INDEX_MASK) as usize) {
-            if slot.0 == id >> INDEX_BITS {
-                slot.1 = Some(e);
+            if slot.0 == id >> INDEX_BITS && slot.1.is_some() {
+                slot.1 = Some(value);
             }
         }
     }
 
+    /// Forgets a handle (the value is dropped).
     pub fn remove(&mut self, id: u32) {
         let index = id & INDEX_MASK;
         if let Some(slot) = self.slots.get_mut(index as usize) {
@@ -57,16 +55,46 @@ impl<T: Copy> Table<T> {
         }
     }
 
+    /// The value of a live handle.
     #[inline]
-    pub fn get(&self, id: u32) -> Option<Entry<T>> {
+    pub fn get(&self, id: u32) -> Option<&T> {
         match self.slots.get((id & INDEX_MASK) as usize) {
-            Some((generation, Some(e))) if *generation == id >> INDEX_BITS => Some(*e),
+            Some((generation, Some(v))) if *generation == id >> INDEX_BITS => Some(v),
             _ => None,
         }
     }
 }
 
+/// An executable graph's raw handle and context (null until instantiated).
+#[derive(Clone, Copy)]
+pub struct ExecEntry {
+    pub exec: sys::CUgraphExec,
+    pub ctx: sys::CUcontext,
+}
+
 thread_local! {
-    pub static STREAMS: RefCell<Table<sys::CUstream>> = const { RefCell::new(Table::new()) };
-    pub static GRAPHS: RefCell<Table<sys::CUgraphExec>> = const { RefCell::new(Table::new()) };
+    pub static STREAMS: RefCell<Table<core::Stream>> = const { RefCell::new(Table::new()) };
+    pub static GRAPHS: RefCell<Table<ExecEntry>> = const { RefCell::new(Table::new()) };
+    pub static BUFFERS: RefCell<Table<core::Buffer>> = const { RefCell::new(Table::new()) };
+    pub static KERNELS: RefCell<Table<core::Kernel>> = const { RefCell::new(Table::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn stale_handles_miss_after_slot_reuse() {
+        let mut t = Table::new();
+        let a = t.insert("a");
+        t.remove(a);
+        let b = t.insert("b");
+        assert_eq!(a & 0xfffff, b & 0xfffff, "the slot is reused");
+        assert_eq!(t.get(a), None);
+        assert_eq!(t.get(b), Some(&"b"));
+        t.set(a, "stale");
+        assert_eq!(t.get(b), Some(&"b"));
+        t.remove(a);
+        assert_eq!(t.get(b), Some(&"b"));
+    }
 }

@@ -1,16 +1,37 @@
 //! `Kernel`: a function of a module with a declared signature.
 
+use crate::handles::KERNELS;
 use cudagraph_core as core;
 use napi_derive::napi;
 
-/// A kernel; launched with `Stream.launch`.
+/// A kernel; launched with `launchPacked`.
 #[napi]
 pub struct Kernel {
     pub(crate) inner: core::Kernel,
+    id: u32,
+}
+
+impl Kernel {
+    pub(crate) fn new(inner: core::Kernel) -> Kernel {
+        let id = KERNELS.with(|t| t.borrow_mut().insert(inner.clone()));
+        Kernel { inner, id }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        KERNELS.with(|t| t.borrow_mut().remove(self.id));
+    }
 }
 
 #[napi]
 impl Kernel {
+    /// Numeric handle used by `launchPacked`.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
     #[napi(getter)]
     pub fn name(&self) -> String {
         self.inner.name().to_string()

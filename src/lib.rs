@@ -9,5 +9,6 @@ mod event;
 mod graph;
 mod handles;
 mod kernel;
+mod launch;
 mod module;
 mod stream;

@@ -1,13 +1,12 @@
 //! `Stream`: launches, copies, stream-ordered memory, GEMM and capture.
 
 use crate::buffer::DeviceBuffer;
-use crate::error::{arg_error, to_status_error, IntoJs, Result};
+use crate::error::{to_status_error, IntoJs, Result};
 use crate::event::Event;
 use crate::graph::Graph;
-use crate::handles::{Entry, STREAMS};
-use crate::kernel::Kernel;
+use crate::handles::STREAMS;
 use cudagraph_core as core;
-use napi::bindgen_prelude::{AsyncTask, BigInt, Either3, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::{Env, Task};
 use napi_derive::napi;
 
@@ -20,7 +19,7 @@ pub struct Stream {
 
 impl Stream {
     pub(crate) fn new(inner: core::Stream) -> Result<Stream> {
-        let id = STREAMS.with(|t| t.borrow_mut().insert(Entry { raw: inner.raw(), ctx: inner.device().context() }));
+        let id = STREAMS.with(|t| t.borrow_mut().insert(inner.clone()));
         Ok(Stream { inner, id })
     }
 }
@@ -29,13 +28,6 @@ impl Drop for Stream {
     fn drop(&mut self) {
         STREAMS.with(|t| t.borrow_mut().remove(self.id));
     }
-}
-
-fn dims(arg: &str, v: &[u32]) -> Result<[u32; 3]> {
-    if v.is_empty() || v.len() > 3 {
-        return Err(arg_error(arg, "1 to 3 dimensions", format!("{} dimensions", v.len())));
-    }
-    Ok([v[0], *v.get(1).unwrap_or(&1), *v.get(2).unwrap_or(&1)])
 }
 
 /// Waits for a [`core::Completion`] on a libuv worker thread.
@@ -97,34 +89,6 @@ impl Stream {
         self.inner.wait_event(&event.inner).js()
     }
 
-    /// Launches `kernel`; `args` are checked against its signature.
-    #[napi]
-    pub fn launch(
-        &self,
-        kernel: &Kernel,
-        grid: Vec<u32>,
-        block: Vec<u32>,
-        shared_mem_bytes: u32,
-        args: Vec<Either3<&'static DeviceBuffer, f64, BigInt>>,
-    ) -> Result<()> {
-        let cfg = core::LaunchConfig { grid: dims("grid", &grid)?, block: dims("block", &block)?, shared_mem_bytes };
-        let mut packed = Vec::with_capacity(args.len());
-        for (i, a) in args.iter().enumerate() {
-            packed.push(match a {
-                Either3::A(b) => core::KernelArg::Buffer(&b.inner),
-                Either3::B(n) => core::KernelArg::Number(*n),
-                Either3::C(big) => {
-                    let (neg, v, lossless) = big.get_u64();
-                    if !lossless {
-                        return Err(arg_error(&format!("args[{i}]"), "a bigint that fits in 64 bits", "a larger bigint"));
-                    }
-                    core::KernelArg::BigInt(if neg { -(v as i128) } else { v as i128 })
-                }
-            });
-        }
-        self.inner.launch(&kernel.inner, &cfg, &packed).js()
-    }
-
     /// Copies `src` into `dst` (same byte length).
     #[napi]
     pub fn copy(&self, dst: &DeviceBuffer, src: &DeviceBuffer) -> Result<()> {
@@ -156,7 +120,7 @@ impl Stream {
     #[napi]
     pub fn alloc_async(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
         let dtype = core::DType::parse("dtype", &dtype).js()?;
-        Ok(DeviceBuffer { inner: self.inner.alloc_async(dtype, length as usize).js()? })
+        Ok(DeviceBuffer::new(self.inner.alloc_async(dtype, length as usize).js()?))
     }
 
     #[napi]

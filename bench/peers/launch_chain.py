@@ -47,6 +47,16 @@ def main():
         for _ in range(20):
             g.replay()
             s.synchronize()
+        timer, batched = [], []
+        for _ in range(reps * 10):
+            t0 = time.perf_counter_ns()
+            timer.append((time.perf_counter_ns() - t0) / 1e3)
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            for _ in range(8):
+                g.replay()
+            batched.append((time.perf_counter_ns() - t0) / 8e3)
+            s.synchronize()
         enq, replay = [], []
         for _ in range(reps * 10):
             t0 = time.perf_counter_ns()
@@ -60,7 +70,7 @@ def main():
             replay.append((time.perf_counter_ns() - t0) / 1e3)
     print(json.dumps({
         "n": n_kernels, "eagerUs": pct(eager, 0.5), "eagerP99Us": pct(eager, 0.99), "eagerEnqueueUs": pct(eager_enq, 0.5),
-        "captureInstantiateUs": pct(cap, 0.5), "enqueueP50Us": pct(enq, 0.5), "enqueueP99Us": pct(enq, 0.99),
+        "captureInstantiateUs": pct(cap, 0.5), "timerUs": pct(timer, 0.5), "enqueueP50Us": pct(enq, 0.5), "enqueueBatchedUs": pct(batched, 0.5), "enqueueP99Us": pct(enq, 0.99),
         "replayUs": pct(replay, 0.5), "replayP99Us": pct(replay, 0.99), "torch": torch.__version__,
     }))
 

@@ -184,6 +184,8 @@ pub struct Stream {
     inner: Rc<StreamInner>,
 }
 
+/// Kernel parameters packed on the stack; kernels with more take a heap allocation per launch.
+const INLINE_ARGS: usize = 24;
 /// At most this many pinned upload staging areas are kept per stream.
 const MAX_STAGING: usize = 8;
 /// Smallest pinned staging area, bytes.
@@ -277,11 +279,23 @@ impl Stream {
                 return Err(Error::arg(if i < 3 { "grid" } else { "block" }, "dimensions of at least 1", 0));
             }
         }
-        let mut slots = vec![0u64; args.len()];
+        // Parameters live on the stack for the common case: no allocation per launch.
+        let mut inline_slots = [0u64; INLINE_ARGS];
+        let mut inline_params = [std::ptr::null_mut::<c_void>(); INLINE_ARGS];
+        let (mut heap_slots, mut heap_params);
+        let (slots, params): (&mut [u64], &mut [*mut c_void]) = if args.len() <= INLINE_ARGS {
+            (&mut inline_slots[..args.len()], &mut inline_params[..args.len()])
+        } else {
+            heap_slots = vec![0u64; args.len()];
+            heap_params = vec![std::ptr::null_mut::<c_void>(); args.len()];
+            (&mut heap_slots, &mut heap_params)
+        };
         for (i, (arg, kind)) in args.iter().zip(sig).enumerate() {
             slots[i] = pack_arg(self, i, arg, *kind)?;
         }
-        let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        for (p, s) in params.iter_mut().zip(slots.iter_mut()) {
+            *p = s as *mut u64 as *mut c_void;
+        }
         self.inner.device.bind()?;
         // SAFETY: each param points at an 8-byte slot holding the value in the declared kind's layout (the
         // low bytes, little-endian); the slots outlive the call, which copies them.

@@ -1,0 +1,67 @@
+//! `launchPacked`: the eager kernel launch, one napi call with numbers only.
+
+use crate::error::{arg_error, disposed, IntoJs, Result};
+use crate::handles::{BUFFERS, KERNELS, STREAMS};
+use cudagraph_core as core;
+use napi::bindgen_prelude::{BigInt64Array, Float64Array};
+use napi_derive::napi;
+
+/// Slots of `packed` before the arguments: grid x/y/z, block x/y/z, dynamic shared memory bytes.
+const HEADER: usize = 7;
+
+fn dim(packed: &[f64], i: usize) -> Result<u32> {
+    let v = packed[i];
+    if v.fract() != 0.0 || !(1.0..=u32::MAX as f64).contains(&v) {
+        let (arg, which) = if i < 3 { ("grid", i) } else { ("block", i - 3) };
+        return Err(arg_error(&format!("{arg}[{which}]"), "a positive integer", v));
+    }
+    Ok(v as u32)
+}
+
+/// Launches kernel `kernel` on stream `stream`. `packed` holds the geometry (see `HEADER`) and then one
+/// slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64` slot
+/// holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
+/// TypeScript layer has checked each argument's kind; values and handles are checked here.
+#[napi]
+pub fn launch_packed(stream: u32, kernel: u32, packed: Float64Array, wide: Option<BigInt64Array>) -> Result<()> {
+    let packed: &[f64] = &packed;
+    STREAMS.with(|streams| {
+        let streams = streams.borrow();
+        let stream = streams.get(stream).ok_or_else(|| disposed("stream"))?;
+        KERNELS.with(|kernels| {
+            let kernels = kernels.borrow();
+            let kernel = kernels.get(kernel).ok_or_else(|| disposed("kernel"))?;
+            let sig = kernel.signature();
+            if packed.len() < HEADER + sig.len() {
+                return Err(arg_error("packed", &format!("{} slots", HEADER + sig.len()), packed.len()));
+            }
+            let cfg = core::LaunchConfig {
+                grid: [dim(packed, 0)?, dim(packed, 1)?, dim(packed, 2)?],
+                block: [dim(packed, 3)?, dim(packed, 4)?, dim(packed, 5)?],
+                shared_mem_bytes: {
+                    let v = packed[6];
+                    if v.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&v) {
+                        return Err(arg_error("sharedMemBytes", "a non-negative integer", v));
+                    }
+                    v as u32
+                },
+            };
+            BUFFERS.with(|buffers| {
+                let buffers = buffers.borrow();
+                let mut args: Vec<core::KernelArg> = Vec::with_capacity(sig.len());
+                for (i, kind) in sig.iter().enumerate() {
+                    let v = packed[HEADER + i];
+                    args.push(match kind {
+                        core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as u32).ok_or_else(|| disposed("buffer"))?),
+                        core::ArgKind::I64 | core::ArgKind::U64 if v.is_nan() => {
+                            let bits = wide.as_ref().and_then(|w| w.get(i).copied()).ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
+                            core::KernelArg::BigInt(if *kind == core::ArgKind::U64 { bits as u64 as i128 } else { bits as i128 })
+                        }
+                        _ => core::KernelArg::Number(v),
+                    });
+                }
+                stream.launch(kernel, &cfg, &args).js()
+            })
+        })
+    })
+}
