@@ -15,9 +15,11 @@ import { KERNELS } from '../__test__/kernels.mjs'
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
 const CHAINS = (process.env.BENCH_CHAINS ?? '10,100,1000').split(',').map(Number)
-const REPS = Number(process.env.BENCH_REPS ?? 400)
+const REPS = Number(process.env.BENCH_REPS ?? 300)
 /** Replays enqueued back to back per timed region in the batched enqueue measure. */
 const BATCH = 8
+/** Interleaved rounds per chain length; each figure is the median over rounds. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const progress = (msg) => process.stderr.write(`[bench:launch] ${msg}\n`)
 
 const avail = Device.availability()
@@ -146,24 +148,47 @@ function torch(n) {
 }
 
 const dev = Device.open(0)
-progress(`${dev.name}, driver ${Device.driverVersion()}, chains ${CHAINS.join('/')}, ${REPS} repeats`)
+progress(`${dev.name}, driver ${Device.driverVersion()}, chains ${CHAINS.join('/')}, ${REPS} repeats, ${ROUNDS} rounds`)
+/** Per-metric median over rounds (the rounds of ours, C and PyTorch interleave, so drift hits all alike). */
+function medianOver(results) {
+  const ok = results.filter((r) => !r.skipped)
+  if (ok.length === 0) return results[0]
+  const out = { ...ok[0] }
+  for (const k of Object.keys(out)) {
+    if (typeof out[k] === 'number') out[k] = pct(ok.map((r) => r[k]), 0.5)
+  }
+  return out
+}
+
 const rows = []
 for (const n of CHAINS) {
-  progress(`chain ${n}: ours`)
-  const o = ours(dev, n)
-  progress(`chain ${n}: raw CUDA C`)
-  const c = rawC(n)
-  progress(`chain ${n}: PyTorch`)
-  const p = torch(n)
-  rows.push({ n, ours: o, c, torch: p })
+  const runs = { ours: [], c: [], torch: [] }
+  for (let round = 1; round <= ROUNDS; round++) {
+    progress(`chain ${n}, round ${round}/${ROUNDS}: ours, raw CUDA C, PyTorch`)
+    runs.ours.push(ours(dev, n))
+    runs.c.push(rawC(n))
+    runs.torch.push(torch(n))
+  }
+  rows.push({ n, ours: medianOver(runs.ours), c: medianOver(runs.c), torch: medianOver(runs.torch) })
 }
+const query = (fn) => {
+  const t = []
+  for (let i = 0; i < 200; i++) {
+    const t0 = us()
+    fn()
+    t.push(us() - t0)
+  }
+  return pct(t, 0.5)
+}
+const memInfoUs = query(() => dev.memoryInfo())
+const poolUs = query(() => dev.graphMemory())
 
 const f = (v, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '-')
 const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' ? (a / b).toFixed(3) : '-')
 const line = (cells, widths) => cells.map((c, i) => String(c).padStart(widths[i])).join('  ')
 const net = (v) => v.enqueueP50Us - (v.timerUs ?? 0)
 const W = [6, 16, 10, 12, 12, 12, 12, 10, 10, 10]
-console.log(`\nLaunch floor on ${dev.name} (µs, medians unless marked; enqueue net = p50 less the timer's own cost)`)
+console.log(`\nLaunch floor on ${dev.name} (µs; medians over ${REPS} repeats, then the median of ${ROUNDS} interleaved rounds; enqueue net = p50 less the timer's own cost)`)
 console.log(line(['chain', 'who', 'eager', 'enqueue p50', 'enq. net', 'enq. p99', 'enq. x8 avg', 'replay', 'rep. p99', 'cap+inst'], W))
 for (const r of rows) {
   for (const [who, v] of [['cudagraph (JS)', r.ours], ['raw CUDA C', r.c], ['PyTorch', r.torch]]) {
@@ -202,8 +227,10 @@ if (r100 && typeof r100.c.replayUs === 'number') {
   console.log(`  capture+instantiate no slower than raw C: ${ratio(o.captureInstantiateUs, r100.c.captureInstantiateUs)}x -> ${o.captureInstantiateUs <= r100.c.captureInstantiateUs ? 'met' : 'MISSED'}`)
 }
 
+console.log(`\nDriver queries behind a capture's memory accounting: memoryInfo ${memInfoUs.toFixed(1)} µs, graphMemory ${poolUs.toFixed(1)} µs (graphMemory only for captures with memory nodes)`)
+
 mkdirSync(outDir, { recursive: true })
-writeFileSync(join(outDir, 'launch.json'), JSON.stringify({ device: dev.name, driver: Device.driverVersion(), reps: REPS, rows }, null, 2))
+writeFileSync(join(outDir, 'launch.json'), JSON.stringify({ device: dev.name, driver: Device.driverVersion(), reps: REPS, rounds: ROUNDS, memInfoUs, poolUs, rows }, null, 2))
 writeFileSync(join(outDir, 'launch.svg'), chart(rows))
 console.log(`\nwrote ${join(outDir, 'launch.json')} and ${join(outDir, 'launch.svg')}`)
 

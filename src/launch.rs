@@ -3,7 +3,6 @@
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::handles::{BUFFERS, KERNELS, STREAMS};
 use cudagraph_core as core;
-use napi::bindgen_prelude::{BigInt64Array, Float64Array};
 use napi_derive::napi;
 
 /// Slots of `packed` before the arguments: grid x/y/z, block x/y/z, dynamic shared memory bytes.
@@ -23,8 +22,7 @@ fn dim(packed: &[f64], i: usize) -> Result<u32> {
 /// holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
 /// TypeScript layer has checked each argument's kind; values and handles are checked here.
 #[napi]
-pub fn launch_packed(stream: u32, kernel: u32, packed: Float64Array, wide: Option<BigInt64Array>) -> Result<()> {
-    let packed: &[f64] = &packed;
+pub fn launch_packed(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i64]>) -> Result<()> {
     STREAMS.with(|streams| {
         let streams = streams.borrow();
         let stream = streams.get(stream).ok_or_else(|| disposed("stream"))?;
@@ -54,7 +52,7 @@ pub fn launch_packed(stream: u32, kernel: u32, packed: Float64Array, wide: Optio
                     args.push(match kind {
                         core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as u32).ok_or_else(|| disposed("buffer"))?),
                         core::ArgKind::I64 | core::ArgKind::U64 if v.is_nan() => {
-                            let bits = wide.as_ref().and_then(|w| w.get(i).copied()).ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
+                            let bits = wide.and_then(|w| w.get(i).copied()).ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
                             core::KernelArg::BigInt(if *kind == core::ArgKind::U64 { bits as u64 as i128 } else { bits as i128 })
                         }
                         _ => core::KernelArg::Number(v),

@@ -125,8 +125,6 @@ impl Resources {
 pub(crate) struct CaptureState {
     resources: Resources,
     started: Instant,
-    free_before: u64,
-    graph_mem_before: GraphMemStats,
 }
 
 /// Options for ending a capture.
@@ -514,13 +512,11 @@ impl Stream {
         if self.is_capturing() {
             return Err(Error::Capture("this stream is already capturing".into()));
         }
-        let device = &self.inner.device;
-        let (free_before, _) = device.memory_info()?;
-        let graph_mem_before = device.graph_memory()?;
+        self.inner.device.bind()?;
         let started = Instant::now();
         // SAFETY: live stream, not capturing.
         unsafe { sys::cuStreamBeginCapture_v2(self.raw(), mode.raw()) }.check("cuStreamBeginCapture")?;
-        *self.inner.capture.borrow_mut() = Some(CaptureState { resources: Resources::default(), started, free_before, graph_mem_before });
+        *self.inner.capture.borrow_mut() = Some(CaptureState { resources: Resources::default(), started });
         Ok(())
     }
 
@@ -540,6 +536,7 @@ impl Stream {
             return Err(Error::Capture(format!("the capture was invalidated by an operation inside it ({e})")));
         }
         let unfreed = st.resources.allocs.iter().filter(|a| a.is_graph_owned() && !a.is_freed()).count();
+        let memory_nodes = st.resources.allocs.iter().any(|a| a.is_graph_owned());
         for a in st.resources.allocs.iter().filter(|a| a.is_graph_owned()) {
             a.mark_freed(); // graph allocations are only valid inside the graph
         }
@@ -549,19 +546,25 @@ impl Stream {
                 "{unfreed} stream-ordered allocation(s) made inside the capture were not freed inside it; free them with freeAsync before the capture ends"
             )));
         }
-        if opts.instantiate {
-            graph.instantiate()?;
-            if opts.upload {
-                graph.upload(self)?;
-                self.synchronize()?;
-            }
+        if !opts.instantiate {
+            return Ok(graph);
         }
-        let (free_after, _) = self.inner.device.memory_info()?;
-        let gm = self.inner.device.graph_memory()?;
+        // Capture runs nothing and allocates nothing, so memory measured now is memory before the graph.
+        // The graph pool only changes through memory nodes: without them its deltas are 0 and the four
+        // attribute queries are skipped.
+        let device = &self.inner.device;
+        let (free_before, _) = device.memory_info()?;
+        let pool_before = if memory_nodes { device.graph_memory()? } else { GraphMemStats::default() };
+        graph.instantiate()?;
+        if opts.upload {
+            graph.upload(self)?;
+        }
+        let (free_after, _) = device.memory_info()?;
+        let pool_after = if memory_nodes { device.graph_memory()? } else { GraphMemStats::default() };
         graph.set_memory(GraphMemory {
-            free_bytes_delta: st.free_before as i64 - free_after as i64,
-            graph_reserved_delta: gm.reserved_current as i64 - st.graph_mem_before.reserved_current as i64,
-            graph_used_delta: gm.used_current as i64 - st.graph_mem_before.used_current as i64,
+            free_bytes_delta: free_before as i64 - free_after as i64,
+            graph_reserved_delta: pool_after.reserved_current as i64 - pool_before.reserved_current as i64,
+            graph_used_delta: pool_after.used_current as i64 - pool_before.used_current as i64,
         });
         Ok(graph)
     }
@@ -601,7 +604,12 @@ fn pack_arg(stream: &Stream, i: usize, arg: &KernelArg, kind: ArgKind) -> Result
     };
     Ok(match kind {
         ArgKind::Ptr => match arg {
-            KernelArg::Buffer(b) => stream.check_buffer(b, &name())?,
+            KernelArg::Buffer(b) => {
+                if b.device().ordinal() != stream.device().ordinal() {
+                    stream.same_device(b.device(), &name())?;
+                }
+                b.ptr()?
+            }
             _ => return Err(Error::arg(name(), "a buffer (ptr)", "a number")),
         },
         ArgKind::I32 => int(i32::MIN as f64, i32::MAX as f64)? as i32 as u32 as u64,
