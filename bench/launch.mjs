@@ -127,10 +127,11 @@ function ours(dev, n) {
   }
 }
 
-function rawC(n) {
-  const bin = '/tmp/cudagraph_launch_chain'
+/** Builds a peer with nvcc once (into /tmp), then runs it; a missing compiler is a printed skip. */
+function cPeer(name, extra, n) {
+  const bin = `/tmp/cudagraph_${name}`
   if (!existsSync(bin)) {
-    const cc = spawnSync('nvcc', ['-O2', '-arch=sm_90', '-o', bin, join(here, 'peers', 'launch_chain.cu')], { encoding: 'utf8' })
+    const cc = spawnSync('nvcc', ['-O2', '-arch=sm_90', '-o', bin, join(here, 'peers', `${name}.cu`), ...extra], { encoding: 'utf8' })
     if (cc.status !== 0) {
       process.stderr.write(cc.stderr ?? '')
       return { skipped: `nvcc: ${cc.error?.message ?? cc.stderr.split('\n').find((l) => l.includes('error')) ?? 'failed'}` }
@@ -139,6 +140,8 @@ function rawC(n) {
   const reps = n >= 1000 ? Math.max(20, REPS / 5) : REPS
   return JSON.parse(execFileSync(bin, [String(n), String(reps)], { encoding: 'utf8' }).trim())
 }
+const rawC = (n) => cPeer('launch_chain', [], n)
+const rawDriver = (n) => cPeer('launch_chain_driver', ['-lcuda', '-lnvrtc'], n)
 
 function torch(n) {
   const reps = n >= 1000 ? Math.max(20, REPS / 5) : REPS
@@ -162,14 +165,15 @@ function medianOver(results) {
 
 const rows = []
 for (const n of CHAINS) {
-  const runs = { ours: [], c: [], torch: [] }
+  const runs = { ours: [], c: [], drv: [], torch: [] }
   for (let round = 1; round <= ROUNDS; round++) {
-    progress(`chain ${n}, round ${round}/${ROUNDS}: ours, raw CUDA C, PyTorch`)
+    progress(`chain ${n}, round ${round}/${ROUNDS}: ours, raw CUDA C (runtime), raw C (driver + NVRTC), PyTorch`)
     runs.ours.push(ours(dev, n))
     runs.c.push(rawC(n))
+    runs.drv.push(rawDriver(n))
     runs.torch.push(torch(n))
   }
-  rows.push({ n, ours: medianOver(runs.ours), c: medianOver(runs.c), torch: medianOver(runs.torch) })
+  rows.push({ n, ours: medianOver(runs.ours), c: medianOver(runs.c), drv: medianOver(runs.drv), torch: medianOver(runs.torch) })
 }
 const query = (fn) => {
   const t = []
@@ -191,7 +195,7 @@ const W = [6, 16, 10, 12, 12, 12, 12, 10, 10, 10]
 console.log(`\nLaunch floor on ${dev.name} (µs; medians over ${REPS} repeats, then the median of ${ROUNDS} interleaved rounds; enqueue net = p50 less the timer's own cost)`)
 console.log(line(['chain', 'who', 'eager', 'enqueue p50', 'enq. net', 'enq. p99', 'enq. x8 avg', 'replay', 'rep. p99', 'cap+inst'], W))
 for (const r of rows) {
-  for (const [who, v] of [['cudagraph (JS)', r.ours], ['raw CUDA C', r.c], ['PyTorch', r.torch]]) {
+  for (const [who, v] of [['cudagraph (JS)', r.ours], ['raw CUDA C', r.c], ['raw C drv+NVRTC', r.drv], ['PyTorch', r.torch]]) {
     if (v.skipped) {
       console.log(`${line([r.n, who], W)}  skipped: ${v.skipped}`)
       continue
@@ -200,8 +204,8 @@ for (const r of rows) {
   }
 }
 console.log('\nSpeedups and ratios')
-const W2 = [6, 15, 14, 20, 12, 14, 16]
-console.log(line(['chain', 'graph vs eager', 'eager / C', 'enq. net - C (µs)', 'replay / C', 'cap+inst / C', 'replay / PyTorch'], W2))
+const W2 = [6, 15, 11, 19, 21, 12, 14, 16]
+console.log(line(['chain', 'graph vs eager', 'eager / C', 'enq. net - C (µs)', 'enq. net - C drv (µs)', 'replay / C', 'cap+inst / C', 'replay / PyTorch'], W2))
 for (const r of rows) {
   const o = r.ours
   const hasC = typeof r.c.enqueueP50Us === 'number'
@@ -211,6 +215,7 @@ for (const r of rows) {
       `${(o.eagerUs / o.replayUs).toFixed(1)}x`,
       ratio(o.eagerUs, r.c.eagerUs),
       hasC ? (net(o) - net(r.c)).toFixed(3) : '-',
+      typeof r.drv.enqueueP50Us === 'number' ? (net(o) - net(r.drv)).toFixed(3) : '-',
       ratio(o.replayUs, r.c.replayUs),
       ratio(o.captureInstantiateUs, r.c.captureInstantiateUs),
       ratio(o.replayUs, r.torch.replayUs),
