@@ -83,6 +83,32 @@ export class DisposedError extends CudaGraphError {
   }
 }
 
+/**
+ * A configuration field is invalid. `path` names it (`captureSizes[3]`), `value` is what was given and
+ * `expected` what would have been accepted.
+ */
+export class ConfigError extends CudaGraphError {
+  /** Dotted path of the offending field. */
+  readonly path: string
+  /** The value given. */
+  readonly value: unknown
+  /** What was expected. */
+  readonly expected: string
+  constructor(path: string, value: unknown, expected: string) {
+    super('CONFIG_ERROR', `config '${path}': expected ${expected}, got ${describe(value)}`)
+    this.path = path
+    this.value = value
+    this.expected = expected
+  }
+}
+
+/** An entry is larger than a budget can ever hold (a registry's byte budget); nothing was evicted for it. */
+export class CapacityError extends CudaGraphError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CAPACITY_ERROR', message, options)
+  }
+}
+
 type ErrorClass = new (message: string, options?: { cause?: unknown }) => CudaGraphError
 
 const byCode: Record<string, ErrorClass> = {

@@ -19,8 +19,10 @@ export { Graph, type GraphMemoryDelta, type GraphTimings, type UpdateResult } fr
 export { DTYPES, DTYPE_SIZE, type DType, type HostArray, type HostArrayOf } from './dtype.js'
 export {
   ArgumentError,
+  CapacityError,
   CaptureError,
   CompileError,
+  ConfigError,
   CublasError,
   CudaError,
   CudaGraphError,
@@ -28,3 +30,55 @@ export {
   DisposedError,
   InUseError,
 } from './errors.js'
+export {
+  describeBatch,
+  descriptorFromKey,
+  descriptorKey,
+  relaxForMixed,
+  MAX_KEY_LORAS,
+  MAX_KEY_REQS,
+  MAX_KEY_TOKENS,
+  type BatchDescriptor,
+  type BatchDescriptorInit,
+} from './descriptor.js'
+export {
+  GraphMode,
+  GRAPH_MODES,
+  decodeMode,
+  graphModeName,
+  hasFullGraphs,
+  hasMode,
+  hasPiecewiseGraphs,
+  maxMode,
+  mixedMode,
+  parseGraphMode,
+  separateRoutine,
+  type RuntimeMode,
+} from './graph-mode.js'
+export {
+  DEFAULT_MAX_CAPTURE_SIZE,
+  defaultCaptureSizes,
+  findClosestSize,
+  padForGraph,
+  paddingTable,
+  roundSizesTo,
+  warmupSizes,
+  type WarmupSize,
+} from './capture-sizes.js'
+export { GraphConfig, type GraphConfigInit, type GraphConfigJSON } from './config.js'
+export type { DispatchPolicy } from './policy.js'
+export { DefaultPolicy, type DefaultPolicyOptions } from './default-policy.js'
+export { AdaptivePolicy, type AdaptivePolicyOptions } from './adaptive-policy.js'
+export { StableShapePolicy, type StableShapePolicyOptions } from './stable-shape-policy.js'
+export { DispatchStats, type DispatchStatsJSON } from './dispatch-stats.js'
+export {
+  Dispatcher,
+  type CaptureGroup,
+  type DispatchOptions,
+  type DispatchResult,
+  type DispatcherLike,
+  type DispatcherOptions,
+} from './dispatcher.js'
+export { CompositeDispatcher, type CompositeResult } from './composite-dispatcher.js'
+export { StreamDispatcher, type StreamDispatchResult } from './stream-dispatcher.js'
+export { GraphRegistry, type EvictReason, type Evicted, type RegistryOptions } from './registry.js'
