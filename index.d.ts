@@ -75,7 +75,8 @@ export declare class Graph {
   get nodeCount(): number
   get instantiated(): boolean
   timings(): GraphTimings
-  memory(): GraphMemoryDelta
+  /** Undefined when the capture did not measure memory. */
+  memory(): GraphMemoryDelta | null
   instantiate(): void
   upload(stream: Stream): void
   launch(stream: Stream): void
@@ -133,7 +134,7 @@ export declare class Stream {
   get capturing(): boolean
   /** `mode`: 'global' | 'thread_local' | 'relaxed'. */
   beginCapture(mode: string): void
-  endCapture(instantiate: boolean, upload: boolean): Graph
+  endCapture(instantiate: boolean, upload: boolean, measureMemory: boolean): Graph
   /** Ends a capture without a graph; returns whether one was open. */
   abortCapture(): boolean
 }

@@ -354,6 +354,9 @@ test('graph-memory attributes rise with a graph that allocates inside capture an
   const down = dev.graphMemory()
   t.true(down.reservedCurrent <= base.reservedCurrent)
   t.true(down.usedCurrent <= base.usedCurrent)
+  const unmeasured = s.capture(() => s.fill(x, 1), { measureMemory: false })
+  t.is(unmeasured.memory(), undefined)
+  unmeasured.dispose()
   // an allocation not freed inside its capture is refused, and the stream stays usable
   t.throws(() => s.capture(() => { s.allocAsync('f32', 1024) }), { instanceOf: CaptureError, message: /not freed/ })
   s.fill(x, 0)

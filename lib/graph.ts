@@ -97,9 +97,9 @@ export class Graph {
     return native(() => this.native.timings())
   }
 
-  /** Device memory the graph added when made. */
-  memory(): GraphMemoryDelta {
-    return native(() => this.native.memory())
+  /** Device memory the graph added when made; undefined when captured with `measureMemory: false` or not instantiated. */
+  memory(): GraphMemoryDelta | undefined {
+    return native(() => this.native.memory()) ?? undefined
   }
 
   /** Destroys the graph now; the buffers it used can then be disposed. */

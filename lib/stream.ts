@@ -30,6 +30,11 @@ export interface CaptureOptions {
   instantiate?: boolean
   /** Upload it to the device so the first launch costs no more than later ones (default true). */
   upload?: boolean
+  /**
+   * Measure the device memory the graph adds, for `Graph.memory()` (default true). Costs two driver
+   * memory queries (a few µs each); turn off for many tiny captures.
+   */
+  measureMemory?: boolean
 }
 
 /**
@@ -289,7 +294,7 @@ export class Stream {
       throw new CaptureError(`the capture callback threw: ${cause instanceof Error ? cause.message : describe(cause)}`, { cause })
     }
     try {
-      return new Graph(this.native.endCapture(options.instantiate ?? true, options.upload ?? true))
+      return new Graph(this.native.endCapture(options.instantiate ?? true, options.upload ?? true, options.measureMemory ?? true))
     } catch (e) {
       this.native.abortCapture()
       throw mapError(e)

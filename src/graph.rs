@@ -94,14 +94,14 @@ impl Graph {
         Ok(GraphTimings { capture_us: t.capture_us, instantiate_us: t.instantiate_us, upload_us: t.upload_us })
     }
 
+    /// Undefined when the capture did not measure memory.
     #[napi]
-    pub fn memory(&self) -> Result<GraphMemoryDelta> {
-        let m = self.get()?.memory();
-        Ok(GraphMemoryDelta {
+    pub fn memory(&self) -> Result<Option<GraphMemoryDelta>> {
+        Ok(self.get()?.memory().map(|m| GraphMemoryDelta {
             free_bytes_delta: m.free_bytes_delta as f64,
             graph_reserved_delta: m.graph_reserved_delta as f64,
             graph_used_delta: m.graph_used_delta as f64,
-        })
+        }))
     }
 
     #[napi]

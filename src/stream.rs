@@ -186,8 +186,8 @@ impl Stream {
     }
 
     #[napi]
-    pub fn end_capture(&self, instantiate: bool, upload: bool) -> Result<Graph> {
-        Graph::new(self.inner.end_capture(core::EndCapture { instantiate, upload }).js()?)
+    pub fn end_capture(&self, instantiate: bool, upload: bool, measure_memory: bool) -> Result<Graph> {
+        Graph::new(self.inner.end_capture(core::EndCapture { instantiate, upload, measure_memory }).js()?)
     }
 
     /// Ends a capture without a graph; returns whether one was open.

@@ -6,11 +6,9 @@
 // Build: nvcc -O2 -o launch_chain_driver launch_chain_driver.cu -lcuda -lnvrtc
 #include <cuda.h>
 #include <nvrtc.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <vector>
-#include <algorithm>
+#include "chain_timing.h"
 
 #define CU(x) do { CUresult r_ = (x); if (r_ != CUDA_SUCCESS) { const char* s_; cuGetErrorName(r_, &s_); fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, s_); exit(1); } } while (0)
 #define RTC(x) do { nvrtcResult r_ = (x); if (r_ != NVRTC_SUCCESS) { fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, nvrtcGetErrorString(r_)); exit(1); } } while (0)
@@ -21,16 +19,30 @@ static const char* SRC =
     "  if (i < n) x[i] = __fadd_rn(__fmul_rn(x[i], a), b);\n"
     "}\n";
 
-static double now_us() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
-}
-
-static double pct(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, (size_t)(p * (v.size() - 1) + 0.5))];
-}
+struct DriverOps {
+  int N;
+  CUfunction fn;
+  CUstream s;
+  void** params;
+  CUgraphExec exec = nullptr;
+  void chain() {
+    for (int i = 0; i < N; i++) CU(cuLaunchKernel(fn, 1, 1, 1, 256, 1, 1, 0, s, params, nullptr));
+  }
+  void sync() { CU(cuStreamSynchronize(s)); }
+  void capture() {
+    CUgraph g;
+    CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    chain();
+    CU(cuStreamEndCapture(s, &g));
+    CUgraphExec e;
+    CU(cuGraphInstantiateWithFlags(&e, g, 0));
+    CU(cuGraphDestroy(g));
+    if (exec) CU(cuGraphExecDestroy(exec));
+    exec = e;
+  }
+  void upload() { CU(cuGraphUpload(exec, s)); }
+  void launch() { CU(cuGraphLaunch(exec, s)); }
+};
 
 int main(int argc, char** argv) {
   int N = argc > 1 ? atoi(argv[1]) : 100;
@@ -59,8 +71,10 @@ int main(int argc, char** argv) {
   CU(cuModuleLoadData(&mod, cubin.data()));
   CUfunction fn;
   CU(cuModuleGetFunction(&fn, mod, "axpb"));
-  CUstream s;
-  CU(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  DriverOps ops;
+  ops.N = N;
+  ops.fn = fn;
+  CU(cuStreamCreate(&ops.s, CU_STREAM_NON_BLOCKING));
   CUdeviceptr x;
   const int n = 256;
   CU(cuMemAlloc(&x, n * sizeof(float)));
@@ -68,63 +82,9 @@ int main(int argc, char** argv) {
   float a = 0.999f, b = 0.001f;
   int nn = n;
   void* params[] = {&x, &nn, &a, &b};
-  auto chain = [&]() { for (int i = 0; i < N; i++) CU(cuLaunchKernel(fn, 1, 1, 1, 256, 1, 1, 0, s, params, nullptr)); };
-  chain();
-  CU(cuStreamSynchronize(s));
-  std::vector<double> eager, eagerEnq, capInst, timer, enq, batched, replay;
-  for (int r = 0; r < reps; r++) {
-    double t0 = now_us();
-    chain();
-    double t1 = now_us();
-    CU(cuStreamSynchronize(s));
-    eagerEnq.push_back(t1 - t0);
-    eager.push_back(now_us() - t0);
-  }
-  CUgraphExec exec = nullptr;
-  for (int r = 0; r < 20; r++) {
-    double t0 = now_us();
-    CUgraph g;
-    CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
-    chain();
-    CU(cuStreamEndCapture(s, &g));
-    CUgraphExec e;
-    CU(cuGraphInstantiateWithFlags(&e, g, 0));
-    capInst.push_back(now_us() - t0);
-    CU(cuGraphDestroy(g));
-    if (exec) CU(cuGraphExecDestroy(exec));
-    exec = e;
-  }
-  CU(cuGraphUpload(exec, s));
-  CU(cuStreamSynchronize(s));
-  for (int r = 0; r < 20; r++) { CU(cuGraphLaunch(exec, s)); CU(cuStreamSynchronize(s)); }
-  int samples = reps * 10;
-  for (int r = 0; r < samples; r++) {
-    double t0 = now_us();
-    timer.push_back(now_us() - t0);
-  }
-  for (int r = 0; r < samples; r++) {
-    double t0 = now_us();
-    CU(cuGraphLaunch(exec, s));
-    enq.push_back(now_us() - t0);
-    CU(cuStreamSynchronize(s));
-  }
-  for (int r = 0; r < reps; r++) {
-    double t0 = now_us();
-    for (int j = 0; j < 8; j++) CU(cuGraphLaunch(exec, s));
-    batched.push_back((now_us() - t0) / 8);
-    CU(cuStreamSynchronize(s));
-  }
-  for (int r = 0; r < reps; r++) {
-    double t0 = now_us();
-    CU(cuGraphLaunch(exec, s));
-    CU(cuStreamSynchronize(s));
-    replay.push_back(now_us() - t0);
-  }
-  printf("{\"n\":%d,\"eagerUs\":%.3f,\"eagerP99Us\":%.3f,\"eagerEnqueueUs\":%.3f,\"captureInstantiateUs\":%.3f,"
-         "\"timerUs\":%.4f,\"enqueueP50Us\":%.4f,\"enqueueP99Us\":%.4f,\"enqueueBatchedUs\":%.4f,\"replayUs\":%.3f,\"replayP99Us\":%.3f}\n",
-         N, pct(eager, 0.5), pct(eager, 0.99), pct(eagerEnq, 0.5), pct(capInst, 0.5), pct(timer, 0.5), pct(enq, 0.5),
-         pct(enq, 0.99), pct(batched, 0.5), pct(replay, 0.5), pct(replay, 0.99));
-  CU(cuGraphExecDestroy(exec));
+  ops.params = params;
+  run_chain_benchmark(N, reps, ops);
+  CU(cuGraphExecDestroy(ops.exec));
   CU(cuMemFree(x));
   CU(cuModuleUnload(mod));
   return 0;

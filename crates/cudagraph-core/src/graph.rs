@@ -48,7 +48,7 @@ pub struct Graph {
     resources: Resources,
     nodes: usize,
     timings: GraphTimings,
-    memory: GraphMemory,
+    memory: Option<GraphMemory>,
 }
 
 fn count_nodes(graph: sys::CUgraph) -> Result<usize> {
@@ -70,14 +70,14 @@ impl Graph {
             resources,
             nodes: 0,
             timings: GraphTimings { capture_us, ..Default::default() },
-            memory: GraphMemory::default(),
+            memory: None,
         };
         g.nodes = count_nodes(graph)?;
         Ok(g)
     }
 
     pub(crate) fn set_memory(&mut self, m: GraphMemory) {
-        self.memory = m;
+        self.memory = Some(m);
     }
 
     /// Instantiates the executable graph (idempotent).
@@ -137,8 +137,8 @@ impl Graph {
         self.timings
     }
 
-    /// Memory the graph added when it was made.
-    pub fn memory(&self) -> GraphMemory {
+    /// Memory the graph added when it was made; None when it was not measured (or not instantiated).
+    pub fn memory(&self) -> Option<GraphMemory> {
         self.memory
     }
 

@@ -134,11 +134,14 @@ pub struct EndCapture {
     pub instantiate: bool,
     /// Upload the instantiated graph to the device now, so its first launch is not slower (default true).
     pub upload: bool,
+    /// Measure the memory the graph adds (two `cuMemGetInfo` calls, a few µs each, plus the graph-pool
+    /// attributes when it has memory nodes); default true.
+    pub measure_memory: bool,
 }
 
 impl Default for EndCapture {
     fn default() -> Self {
-        EndCapture { instantiate: true, upload: true }
+        EndCapture { instantiate: true, upload: true, measure_memory: true }
     }
 }
 
@@ -547,6 +550,13 @@ impl Stream {
             )));
         }
         if !opts.instantiate {
+            return Ok(graph);
+        }
+        if !opts.measure_memory {
+            graph.instantiate()?;
+            if opts.upload {
+                graph.upload(self)?;
+            }
             return Ok(graph);
         }
         // Capture runs nothing and allocates nothing, so memory measured now is memory before the graph.
