@@ -36,7 +36,7 @@ export declare class Device {
 
 /** A typed range of device memory. */
 export declare class DeviceBuffer {
-  /** Numeric handle used by `launchPacked`. */
+  /** Numeric handle used by `launchKernel`. */
   get id(): number
   get dtype(): string
   /** Elements. */
@@ -89,9 +89,9 @@ export declare class Graph {
   dispose(): void
 }
 
-/** A kernel; launched with `launchPacked`. */
+/** A kernel; launched with `launchKernel`. */
 export declare class Kernel {
-  /** Numeric handle used by `launchPacked`. */
+  /** Numeric handle used by `launchKernel`. */
   get id(): number
   get name(): string
   get signature(): Array<string>
@@ -139,8 +139,11 @@ export declare class Stream {
   abortCapture(): boolean
 }
 
-/** Replays graph `graph` on stream `stream` (numeric handles): the one napi call of the replay path. */
-export declare function graphLaunch(graph: number, stream: number): void
+/**
+ * Replays a graph: the one napi call of the replay path, without arguments. The mailbox holds the graph
+ * handle at slot `GRAPH` and the stream handle after it.
+ */
+export declare function graphLaunch(): void
 
 /** Bytes the graph added when made. */
 export interface GraphMemoryDelta {
@@ -165,18 +168,21 @@ export interface GraphTimings {
 }
 
 /**
- * Launches kernel `kernel` on stream `stream`. `packed` holds the geometry (see `HEADER`) and then one
- * slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64` slot
- * holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
+ * Launches a kernel. The mailbox holds, from slot `KERNEL`: the stream and kernel handles, the geometry,
+ * then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64`
+ * slot holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
  * TypeScript layer has checked each argument's kind; values and handles are checked here.
  */
-export declare function launchPacked(stream: number, kernel: number, packed: Float64Array, wide?: BigInt64Array | undefined | null): void
+export declare function launchKernel(wide?: BigInt64Array | undefined | null): void
 
 /** Free and total device memory, bytes. */
 export interface MemoryInfo {
   free: number
   total: number
 }
+
+/** Registers `buffer` as this thread's mailbox (called once when the SDK loads). */
+export declare function setLaunchMailbox(buffer: Float64Array): void
 
 /** Result of `Graph.update`. */
 export interface UpdateResult {

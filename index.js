@@ -843,4 +843,5 @@ module.exports.Kernel = nativeBinding.Kernel
 module.exports.Module = nativeBinding.Module
 module.exports.Stream = nativeBinding.Stream
 module.exports.graphLaunch = nativeBinding.graphLaunch
-module.exports.launchPacked = nativeBinding.launchPacked
+module.exports.launchKernel = nativeBinding.launchKernel
+module.exports.setLaunchMailbox = nativeBinding.setLaunchMailbox

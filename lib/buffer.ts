@@ -9,7 +9,7 @@ import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostA
 export class DeviceBuffer<D extends DType = DType> {
   /** @internal */
   readonly native: N.DeviceBuffer
-  /** @internal numeric handle for packed launches */
+  /** @internal numeric handle for launches through the mailbox */
   readonly id: number
 
   /** @internal */

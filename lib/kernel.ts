@@ -27,7 +27,7 @@ export class Kernel<S extends readonly ArgKind[] = readonly ArgKind[]> {
   readonly native: N.Kernel
   /** Parameter kinds, as declared. */
   readonly signature: S
-  /** @internal numeric handle for packed launches */
+  /** @internal numeric handle for launches through the mailbox */
   readonly id: number
 
   /** @internal */

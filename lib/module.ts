@@ -1,6 +1,7 @@
 import type * as N from './native.js'
 import { check, native } from './errors.js'
 import { ARG_KINDS, type ArgKind, Kernel } from './kernel.js'
+import { MAX_ARGS } from './mailbox.js'
 
 /** Code compiled by NVRTC and loaded on a device. Kernels keep it loaded. */
 export class Module {
@@ -33,7 +34,7 @@ export class Module {
    */
   kernel<const S extends readonly ArgKind[]>(name: string, signature: S): Kernel<S> {
     check(typeof name === 'string' && name.length > 0, 'name', 'a kernel name', name)
-    check(Array.isArray(signature) && signature.length <= 256, 'signature', `an array of at most 256 of ${ARG_KINDS.join(' | ')}`, signature)
+    check(Array.isArray(signature) && signature.length <= MAX_ARGS, 'signature', `an array of at most ${MAX_ARGS} of ${ARG_KINDS.join(' | ')}`, signature)
     return new Kernel(native(() => this.native.kernel(name, [...signature])), signature)
   }
 }

@@ -5,6 +5,7 @@ import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostA
 import type { Event } from './event.js'
 import { Graph } from './graph.js'
 import type { ArgKind, ArgsOf, Kernel } from './kernel.js'
+import { KERNEL, KERNEL_HEADER, MAILBOX, MAX_ARGS } from './mailbox.js'
 
 /** Grid or block dimensions: a number or 1 to 3 numbers. */
 export type Dim3 = number | readonly [number] | readonly [number, number] | readonly [number, number, number]
@@ -66,14 +67,11 @@ export interface GemmOptions {
 
 const MODES: readonly CaptureMode[] = ['global', 'thread_local', 'relaxed']
 
-/** Most kernel parameters a launch takes. */
-const MAX_ARGS = 256
-/** Slots before the arguments in the packed launch: grid x/y/z, block x/y/z, shared memory bytes. */
-const HEADER = 7
-/** Reused by every launch (single-threaded): the packed geometry and arguments, and wide integers. */
-const PACKED = new Float64Array(HEADER + MAX_ARGS)
+/** Reused by every launch with bigint arguments (single-threaded). */
 const WIDE = new BigInt64Array(MAX_ARGS)
-const launchPacked = N.launchPacked
+const launchKernel = N.launchKernel
+/** First argument slot in the mailbox. */
+const ARGS = KERNEL + KERNEL_HEADER
 
 function packDim(p: Float64Array, at: number, name: string, d: Dim3): void {
   if (typeof d === 'number') {
@@ -144,7 +142,8 @@ export class Stream {
 
   /**
    * Launches `kernel`. `args` must match its declared signature (count and kinds); a mismatch is an
-   * ArgumentError naming the argument, and nothing is enqueued. One native call, no allocation.
+   * ArgumentError naming the argument, and nothing is enqueued. One native call (operands in the launch
+   * mailbox), no allocation.
    */
   launch<S extends readonly ArgKind[]>(kernel: Kernel<S>, config: LaunchConfig, args: ArgsOf<S>): void {
     const sig = kernel.signature
@@ -152,30 +151,32 @@ export class Stream {
     if (!Array.isArray(a) || a.length !== sig.length) {
       check(false, 'args', `${sig.length} arguments for ${kernel.name}(${sig.join(', ')})`, Array.isArray(a) ? `${a.length} arguments` : a)
     }
-    const p = PACKED
-    packDim(p, 0, 'grid', config.grid)
-    packDim(p, 3, 'block', config.block)
-    p[6] = config.sharedMemBytes ?? 0
+    const p = MAILBOX
+    p[KERNEL] = this.id
+    p[KERNEL + 1] = kernel.id
+    packDim(p, KERNEL + 2, 'grid', config.grid)
+    packDim(p, KERNEL + 5, 'block', config.block)
+    p[KERNEL + 8] = config.sharedMemBytes ?? 0
     let wide: BigInt64Array | undefined
     for (let i = 0; i < sig.length; i++) {
       const v = a[i]
       const kind = sig[i]
       if (kind === 'ptr') {
         if (!(v instanceof DeviceBuffer)) throw argKind(i, 'a DeviceBuffer (ptr)', v)
-        p[HEADER + i] = v.id
+        p[ARGS + i] = v.id
       } else if (typeof v === 'number') {
-        p[HEADER + i] = v
+        p[ARGS + i] = v
       } else if (typeof v === 'bigint' && (kind === 'i64' || kind === 'u64')) {
         wide ??= WIDE
         wide[i] = BigInt.asIntN(64, v)
         check(kind === 'i64' ? BigInt.asIntN(64, v) === v : BigInt.asUintN(64, v) === v, `args[${i}]`, `a 64-bit ${kind === 'i64' ? 'signed' : 'unsigned'} integer`, v)
-        p[HEADER + i] = Number.NaN
+        p[ARGS + i] = Number.NaN
       } else {
         throw argKind(i, `a number (${kind})`, v)
       }
     }
     try {
-      launchPacked(this.id, kernel.id, p, wide)
+      launchKernel(wide)
     } catch (e) {
       throw mapError(e)
     }

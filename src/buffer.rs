@@ -14,7 +14,7 @@ pub struct DeviceBuffer {
 }
 
 impl DeviceBuffer {
-    /// Wraps an engine buffer and gives it a handle for packed launches.
+    /// Wraps an engine buffer and gives it a handle for `launchKernel`.
     pub(crate) fn new(inner: core::Buffer) -> DeviceBuffer {
         let id = BUFFERS.with(|t| t.borrow_mut().insert(inner.clone()));
         DeviceBuffer { inner, id }
@@ -29,7 +29,7 @@ impl Drop for DeviceBuffer {
 
 #[napi]
 impl DeviceBuffer {
-    /// Numeric handle used by `launchPacked`.
+    /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
     pub fn id(&self) -> u32 {
         self.id

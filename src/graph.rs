@@ -2,6 +2,7 @@
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::handles::{ExecEntry, GRAPHS, STREAMS};
+use crate::mailbox::{self, GRAPH};
 use crate::stream::Stream;
 use cudagraph_core as core;
 use cudarc::driver::sys;
@@ -143,9 +144,15 @@ impl Graph {
     }
 }
 
-/// Replays graph `graph` on stream `stream` (numeric handles): the one napi call of the replay path.
+/// Replays a graph: the one napi call of the replay path, without arguments. The mailbox holds the graph
+/// handle at slot `GRAPH` and the stream handle after it.
 #[napi]
-pub fn graph_launch(graph: u32, stream: u32) -> Result<()> {
+pub fn graph_launch() -> Result<()> {
+    mailbox::with(|slots| launch(slots[GRAPH] as u32, slots[GRAPH + 1] as u32))
+}
+
+#[inline]
+fn launch(graph: u32, stream: u32) -> Result<()> {
     let g = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
     let s = STREAMS.with(|t| t.borrow().get(stream).map(|s| (s.raw(), s.device().context()))).ok_or_else(|| disposed("stream"))?;
     if g.ctx != s.1 {

@@ -1,7 +1,7 @@
-//! Numeric handles for the hot paths. `graphLaunch(graph, stream)` and `launchPacked(stream, kernel, ..)`
-//! are free functions taking numbers, several times cheaper through napi than class methods with
-//! object arguments. Handles carry a generation, so the handle of a disposed object never reaches
-//! another object that reuses its slot.
+//! Numeric handles for the hot paths: `graphLaunch` and `launchKernel` find their graph, stream, kernel
+//! and buffers by number (read from the launch mailbox), far cheaper than unwrapping class objects through
+//! napi. Handles carry a generation, so the handle of a disposed object never reaches another object that
+//! reuses its slot.
 
 use cudagraph_core as core;
 use cudarc::driver::sys;

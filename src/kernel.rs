@@ -4,7 +4,7 @@ use crate::handles::KERNELS;
 use cudagraph_core as core;
 use napi_derive::napi;
 
-/// A kernel; launched with `launchPacked`.
+/// A kernel; launched with `launchKernel`.
 #[napi]
 pub struct Kernel {
     pub(crate) inner: core::Kernel,
@@ -26,7 +26,7 @@ impl Drop for Kernel {
 
 #[napi]
 impl Kernel {
-    /// Numeric handle used by `launchPacked`.
+    /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
     pub fn id(&self) -> u32 {
         self.id

@@ -1,11 +1,12 @@
-//! `launchPacked`: the eager kernel launch, one napi call with numbers only.
+//! `launchKernel`: the eager kernel launch, one napi call whose operands are in the launch mailbox.
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::handles::{BUFFERS, KERNELS, STREAMS};
+use crate::mailbox::{self, KERNEL, KERNEL_HEADER};
 use cudagraph_core as core;
 use napi_derive::napi;
 
-/// Slots of `packed` before the arguments: grid x/y/z, block x/y/z, dynamic shared memory bytes.
+/// Slots of the geometry (grid x/y/z, block x/y/z, dynamic shared memory bytes) before the arguments.
 const HEADER: usize = 7;
 
 fn dim(packed: &[f64], i: usize) -> Result<u32> {
@@ -17,12 +18,19 @@ fn dim(packed: &[f64], i: usize) -> Result<u32> {
     Ok(v as u32)
 }
 
-/// Launches kernel `kernel` on stream `stream`. `packed` holds the geometry (see `HEADER`) and then one
-/// slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64` slot
-/// holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
+/// Launches a kernel. The mailbox holds, from slot `KERNEL`: the stream and kernel handles, the geometry,
+/// then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64`
+/// slot holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
 /// TypeScript layer has checked each argument's kind; values and handles are checked here.
 #[napi]
-pub fn launch_packed(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i64]>) -> Result<()> {
+pub fn launch_kernel(wide: Option<&[i64]>) -> Result<()> {
+    mailbox::with(|slots| {
+        let (stream, kernel) = (slots[KERNEL] as u32, slots[KERNEL + 1] as u32);
+        launch(stream, kernel, &slots[KERNEL + 2..], wide)
+    })
+}
+
+fn launch(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i64]>) -> Result<()> {
     STREAMS.with(|streams| {
         let streams = streams.borrow();
         let stream = streams.get(stream).ok_or_else(|| disposed("stream"))?;
@@ -31,7 +39,7 @@ pub fn launch_packed(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i6
             let kernel = kernels.get(kernel).ok_or_else(|| disposed("kernel"))?;
             let sig = kernel.signature();
             if packed.len() < HEADER + sig.len() {
-                return Err(arg_error("packed", &format!("{} slots", HEADER + sig.len()), packed.len()));
+                return Err(arg_error("mailbox", &format!("{} slots", KERNEL + KERNEL_HEADER + sig.len()), packed.len() + KERNEL + 2));
             }
             let cfg = core::LaunchConfig {
                 grid: [dim(packed, 0)?, dim(packed, 1)?, dim(packed, 2)?],

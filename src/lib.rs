@@ -1,5 +1,6 @@
 //! Node.js binding of cudagraph-core (napi-rs). Thin: argument types, error codes, ownership.
-//! One file per exported class; `handles` holds the numeric handle tables of the replay hot path.
+//! One file per exported class; `handles` holds the numeric handle tables and `mailbox` the shared
+//! operand array of the hot paths.
 #![deny(clippy::all)]
 
 mod buffer;
@@ -10,5 +11,6 @@ mod graph;
 mod handles;
 mod kernel;
 mod launch;
+mod mailbox;
 mod module;
 mod stream;
