@@ -169,11 +169,17 @@ export interface GraphTimings {
 
 /**
  * Launches a kernel. The mailbox holds, from slot `KERNEL`: the stream and kernel handles, the geometry,
- * then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64`
- * slot holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
- * TypeScript layer has checked each argument's kind; values and handles are checked here.
+ * then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. The TypeScript
+ * layer has checked each argument's kind; values and handles are checked here. Takes no arguments: every
+ * napi argument costs more than the rest of the call.
  */
-export declare function launchKernel(wide?: BigInt64Array | undefined | null): void
+export declare function launchKernel(): void
+
+/**
+ * `launchKernel` for kernels given bigints beyond 2^53: an `i64`/`u64` slot holding NaN takes its value
+ * from `wide` at the same parameter index.
+ */
+export declare function launchKernelWide(wide: BigInt64Array): void
 
 /** Free and total device memory, bytes. */
 export interface MemoryInfo {

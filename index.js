@@ -844,4 +844,5 @@ module.exports.Module = nativeBinding.Module
 module.exports.Stream = nativeBinding.Stream
 module.exports.graphLaunch = nativeBinding.graphLaunch
 module.exports.launchKernel = nativeBinding.launchKernel
+module.exports.launchKernelWide = nativeBinding.launchKernelWide
 module.exports.setLaunchMailbox = nativeBinding.setLaunchMailbox

@@ -70,6 +70,7 @@ const MODES: readonly CaptureMode[] = ['global', 'thread_local', 'relaxed']
 /** Reused by every launch with bigint arguments (single-threaded). */
 const WIDE = new BigInt64Array(MAX_ARGS)
 const launchKernel = N.launchKernel
+const launchKernelWide = N.launchKernelWide
 /** First argument slot in the mailbox. */
 const ARGS = KERNEL + KERNEL_HEADER
 
@@ -176,7 +177,8 @@ export class Stream {
       }
     }
     try {
-      launchKernel(wide)
+      if (wide === undefined) launchKernel()
+      else launchKernelWide(wide)
     } catch (e) {
       throw mapError(e)
     }

@@ -19,11 +19,22 @@ fn dim(packed: &[f64], i: usize) -> Result<u32> {
 }
 
 /// Launches a kernel. The mailbox holds, from slot `KERNEL`: the stream and kernel handles, the geometry,
-/// then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. An `i64`/`u64`
-/// slot holding NaN takes its value from `wide` at the same parameter index (bigints beyond 2^53). The
-/// TypeScript layer has checked each argument's kind; values and handles are checked here.
+/// then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. The TypeScript
+/// layer has checked each argument's kind; values and handles are checked here. Takes no arguments: every
+/// napi argument costs more than the rest of the call.
 #[napi]
-pub fn launch_kernel(wide: Option<&[i64]>) -> Result<()> {
+pub fn launch_kernel() -> Result<()> {
+    launch_from_mailbox(None)
+}
+
+/// `launchKernel` for kernels given bigints beyond 2^53: an `i64`/`u64` slot holding NaN takes its value
+/// from `wide` at the same parameter index.
+#[napi]
+pub fn launch_kernel_wide(wide: &[i64]) -> Result<()> {
+    launch_from_mailbox(Some(wide))
+}
+
+fn launch_from_mailbox(wide: Option<&[i64]>) -> Result<()> {
     mailbox::with(|slots| {
         let (stream, kernel) = (slots[KERNEL] as u32, slots[KERNEL + 1] as u32);
         launch(stream, kernel, &slots[KERNEL + 2..], wide)
