@@ -215,6 +215,8 @@ test('dispatcher follows vLLM: FULL keys first, relaxed FULL, then PIECEWISE, el
   t.deepEqual(groups[0].descriptors.map((x) => x.numTokens), [16, 8, 4, 2, 1])
   t.deepEqual(groups[1].descriptors.map((x) => x.numTokens), [8, 4, 2, 1])
   t.throws(() => d.dispatch(-1), { instanceOf: ArgumentError })
+  t.is(d.dispatch(17), d.dispatch(17), 'eager results are shared too')
+  t.throws(() => d.dispatch(3, { hasLora: true, numActiveLoras: -1 }), { instanceOf: ArgumentError, message: /numActiveLoras/ })
 })
 
 test('FULL mode serves decode through relaxed FULL keys; FULL_DECODE_ONLY runs mixed batches eagerly', (t) => {

@@ -94,8 +94,23 @@ export function packKey(
   if (typeof uniform !== 'boolean') throw fieldError('uniform', 'a boolean', uniform)
   if (typeof hasLora !== 'boolean') throw fieldError('hasLora', 'a boolean', hasLora)
   if (typeof hasMultimodal !== 'boolean') throw fieldError('hasMultimodal', 'a boolean', hasMultimodal)
+  return packKeyUnchecked(numTokens, numReqs, uniform, hasLora, numActiveLoras, hasMultimodal)
+}
+
+/**
+ * {@link packKey} for fields already known valid (the dispatcher validates its inputs once per call).
+ * @internal
+ */
+export function packKeyUnchecked(
+  numTokens: number,
+  numReqs: number | undefined,
+  uniform: boolean,
+  hasLora: boolean,
+  numActiveLoras: number,
+  hasMultimodal: boolean,
+): number {
   const flags = (uniform ? 1 : 0) | (hasLora ? 2 : 0) | (numActiveLoras << 2) | (hasMultimodal ? 0x400 : 0)
-  return numTokens + r * P24 + flags * P40
+  return numTokens + (numReqs === undefined ? 0 : numReqs + 1) * P24 + flags * P40
 }
 
 /** The descriptor a key was made from (the inverse of {@link descriptorKey}). */

@@ -5,7 +5,7 @@
  */
 import { ArgumentError } from './errors.js'
 import type { GraphConfig } from './config.js'
-import { type BatchDescriptor, describeBatch, descriptorFromKey, packKey, relaxForMixed } from './descriptor.js'
+import { type BatchDescriptor, MAX_KEY_LORAS, describeBatch, descriptorFromKey, descriptorKey, packKeyUnchecked, relaxForMixed } from './descriptor.js'
 import { type GraphMode, type RuntimeMode, decodeMode, hasMode, mixedMode, separateRoutine } from './graph-mode.js'
 import { DispatchStats } from './dispatch-stats.js'
 import type { DispatchPolicy } from './policy.js'
@@ -53,6 +53,8 @@ export interface DispatcherOptions {
 }
 
 const NO_OPTIONS: DispatchOptions = Object.freeze({})
+/** Eager results are cached for batches below this many tokens. */
+const EAGER_CACHE = 1 << 16
 
 /** Powers of two up to maxLoras + 1, and maxLoras + 1 itself (vLLM's captured active-LoRA counts). */
 function capturedLoraCounts(maxLoras: number): number[] {
@@ -77,6 +79,9 @@ export class Dispatcher implements DispatcherLike {
   readonly #captured = new Set<number>()
   readonly #modes: RuntimeMode[] = []
   readonly #batches = new Map<number, BatchDescriptor>()
+  /** Eager results by token count, made on first use: eager dispatches allocate nothing either. */
+  readonly #eagerResults: (DispatchResult | undefined)[] = []
+  #hasFull = false
   #padded_ = 0
   #loras_ = 0
 
@@ -115,6 +120,7 @@ export class Dispatcher implements DispatcherLike {
     this.#piecewise.clear()
     this.#captured.clear()
     this.#mode = mode
+    this.#hasFull = hasMode(mode, 'FULL')
     this.#uniformLen = uniformDecodeQueryLen
     this.#loraCounts = this.loraCases.filter((n) => n > 0)
     const sizes = this.config.captureSizes
@@ -138,7 +144,7 @@ export class Dispatcher implements DispatcherLike {
 
   #addKey(mode: RuntimeMode, d: BatchDescriptor): void {
     const map = mode === 'FULL' ? this.#full : this.#piecewise
-    const k = packKey(d.numTokens, d.numReqs, d.uniform, d.hasLora, d.numActiveLoras, d.hasMultimodal)
+    const k = descriptorKey(d)
     if (!map.has(k)) map.set(k, Object.freeze({ mode, descriptor: d }))
   }
 
@@ -154,18 +160,19 @@ export class Dispatcher implements DispatcherLike {
 
   /** Marks the graph for a dispatched descriptor as captured (with `trackCaptures`). */
   markCaptured(descriptor: BatchDescriptor): void {
-    this.#captured.add(packKey(descriptor.numTokens, descriptor.numReqs, descriptor.uniform, descriptor.hasLora, descriptor.numActiveLoras, descriptor.hasMultimodal))
+    this.#captured.add(descriptorKey(descriptor))
   }
 
   /** Marks it as no longer captured (evicted). */
   markEvicted(descriptor: BatchDescriptor): void {
-    this.#captured.delete(packKey(descriptor.numTokens, descriptor.numReqs, descriptor.uniform, descriptor.hasLora, descriptor.numActiveLoras, descriptor.hasMultimodal))
+    this.#captured.delete(descriptorKey(descriptor))
   }
 
   /**
    * The runtime mode and graph descriptor for a batch of `numTokens`. NONE with the unpadded descriptor
    * when keys are not initialised, the mode is NONE, `numTokens` exceeds the largest capture size, no
-   * allowed mode has a key, or the policy declines. Allocates nothing when a graph is chosen.
+   * allowed mode has a key, or the policy declines. Allocates nothing (results are shared, frozen objects;
+   * eager ones for batches of 2^16 tokens and more excepted).
    */
   dispatch(numTokens: number, options: DispatchOptions = NO_OPTIONS): DispatchResult {
     if (!(numTokens >= 0 && Number.isInteger(numTokens))) {
@@ -175,7 +182,7 @@ export class Dispatcher implements DispatcherLike {
 
     const key = this.#batchKey(numTokens, options)
     const padded = this.#padded_
-    const relaxed = packKey(padded, undefined, false, options.hasLora ?? false, this.#loras_, false)
+    const relaxed = packKeyUnchecked(padded, undefined, false, options.hasLora === true, this.#loras_, false)
 
     const valid = options.validModes
     const invalid = options.invalidModes
@@ -195,7 +202,7 @@ export class Dispatcher implements DispatcherLike {
       const chosen = modes.length > 1 ? policy.selectMode(batch, modes) : modes[0]!
       result = chosen === 'PIECEWISE' ? piecewise! : full!
       const d = result.descriptor
-      const available = !this.#trackCaptures || this.#captured.has(packKey(d.numTokens, d.numReqs, d.uniform, d.hasLora, d.numActiveLoras, d.hasMultimodal))
+      const available = !this.#trackCaptures || this.#captured.has(descriptorKey(d))
       if (!policy.shouldUseGraph(batch, available)) result = undefined
     }
     if (result === undefined) return this.#eager(numTokens)
@@ -209,8 +216,11 @@ export class Dispatcher implements DispatcherLike {
    */
   #batchKey(numTokens: number, options: DispatchOptions): number {
     const c = this.config
-    const hasLora = options.hasLora ?? false
+    const hasLora = options.hasLora === true
     let loras = options.numActiveLoras ?? 0
+    if (!(loras >= 0 && loras <= MAX_KEY_LORAS && Number.isInteger(loras))) {
+      throw new ArgumentError(`argument 'numActiveLoras': expected an integer in 0..${MAX_KEY_LORAS}, got ${loras}`, { argument: 'numActiveLoras' })
+    }
     if (hasLora && loras > 0) {
       if (c.specializeLora) {
         const counts = this.#loraCounts
@@ -221,10 +231,10 @@ export class Dispatcher implements DispatcherLike {
     }
     const padded = c.paddedSize(numTokens)
     const u = this.#uniformLen
-    const uniform = (options.uniformDecode ?? false) && hasMode(this.#mode, 'FULL') && padded % u === 0
+    const uniform = options.uniformDecode === true && this.#hasFull && padded % u === 0
     this.#padded_ = padded
     this.#loras_ = loras
-    return packKey(padded, uniform ? padded / u : Math.min(padded, c.maxNumSeqs), uniform, hasLora, loras, false)
+    return packKeyUnchecked(padded, uniform ? padded / u : Math.min(padded, c.maxNumSeqs), uniform, hasLora, loras, false)
   }
 
   /** The (cached) descriptor of a batch key: what policies see. */
@@ -246,12 +256,15 @@ export class Dispatcher implements DispatcherLike {
 
   #eager(numTokens: number): DispatchResult {
     this.stats.record('NONE', numTokens, numTokens)
-    return { mode: 'NONE', descriptor: describeBatch({ numTokens }) }
+    if (numTokens >= EAGER_CACHE) return { mode: 'NONE', descriptor: describeBatch({ numTokens }) }
+    let r = this.#eagerResults[numTokens]
+    if (r === undefined) this.#eagerResults[numTokens] = r = Object.freeze({ mode: 'NONE', descriptor: describeBatch({ numTokens }) })
+    return r
   }
 
   /** Whether a graph key exists for `descriptor` in runtime mode `mode`. */
   hasKey(mode: 'FULL' | 'PIECEWISE', d: BatchDescriptor): boolean {
-    return (mode === 'FULL' ? this.#full : this.#piecewise).has(packKey(d.numTokens, d.numReqs, d.uniform, d.hasLora, d.numActiveLoras, d.hasMultimodal))
+    return (mode === 'FULL' ? this.#full : this.#piecewise).has(descriptorKey(d))
   }
 
   /** What to capture: PIECEWISE then FULL, each largest first (so smaller graphs reuse the larger's pool). */
