@@ -85,10 +85,8 @@ export function packKey(
   hasMultimodal: boolean,
 ): number {
   if (!(numTokens >= 0 && numTokens <= MAX_KEY_TOKENS && Number.isInteger(numTokens))) throw fieldError('numTokens', `an integer in 0..${MAX_KEY_TOKENS}`, numTokens)
-  let r = 0
-  if (numReqs !== undefined) {
-    if (!(numReqs >= 0 && numReqs <= MAX_KEY_REQS && Number.isInteger(numReqs))) throw fieldError('numReqs', `an integer in 0..${MAX_KEY_REQS} or undefined`, numReqs)
-    r = numReqs + 1
+  if (numReqs !== undefined && !(numReqs >= 0 && numReqs <= MAX_KEY_REQS && Number.isInteger(numReqs))) {
+    throw fieldError('numReqs', `an integer in 0..${MAX_KEY_REQS} or undefined`, numReqs)
   }
   if (!(numActiveLoras >= 0 && numActiveLoras <= MAX_KEY_LORAS && Number.isInteger(numActiveLoras))) throw fieldError('numActiveLoras', `an integer in 0..${MAX_KEY_LORAS}`, numActiveLoras)
   if (typeof uniform !== 'boolean') throw fieldError('uniform', 'a boolean', uniform)

@@ -161,7 +161,8 @@ fn launch(graph: u32, stream: u32) -> Result<()> {
     if g.exec.is_null() {
         return Err(arg_error("graph", "an instantiated graph", "a graph captured with instantiate: false"));
     }
-    core::device::bind_context(g.ctx).js()?;
+    // SAFETY: the context belongs to the graph's device, which the live graph keeps open.
+    unsafe { core::device::bind_context(g.ctx) }.js()?;
     // SAFETY: both handles are live (their objects remove them from the tables before destroying them).
     unsafe { sys::cuGraphLaunch(g.exec, s.0) }.check_launch()
 }

@@ -26,12 +26,15 @@ pub struct GraphMemStats {
 }
 
 /// Makes `ctx` current on the calling thread unless it already is (one thread-local compare).
+///
+/// # Safety
+/// `ctx` must be a context retained by a live [`Device`].
 #[inline]
-pub fn bind_context(ctx: sys::CUcontext) -> Result<()> {
+pub unsafe fn bind_context(ctx: sys::CUcontext) -> Result<()> {
     if CURRENT.with(|c| c.get()) == ctx {
         return Ok(());
     }
-    // SAFETY: callers pass a context retained by a live Device.
+    // SAFETY: the caller guarantees `ctx` is retained by a live Device.
     unsafe { cu::ctx::set_current(ctx) }.check("cuCtxSetCurrent")?;
     CURRENT.with(|c| c.set(ctx));
     Ok(())
@@ -72,7 +75,8 @@ impl Device {
     /// Makes this device's context current on the calling thread (a no-op when it already is).
     #[inline]
     pub fn bind(&self) -> Result<()> {
-        bind_context(self.ctx)
+        // SAFETY: `ctx` is retained by this Device until Drop.
+        unsafe { bind_context(self.ctx) }
     }
 
     /// The device ordinal.
