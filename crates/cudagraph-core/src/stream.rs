@@ -552,30 +552,27 @@ impl Stream {
         if !opts.instantiate {
             return Ok(graph);
         }
-        if !opts.measure_memory {
-            graph.instantiate()?;
-            if opts.upload {
-                graph.upload(self)?;
-            }
-            return Ok(graph);
-        }
         // Capture runs nothing and allocates nothing, so memory measured now is memory before the graph.
         // The graph pool only changes through memory nodes: without them its deltas are 0 and the four
         // attribute queries are skipped.
         let device = &self.inner.device;
-        let (free_before, _) = device.memory_info()?;
-        let pool_before = if memory_nodes { device.graph_memory()? } else { GraphMemStats::default() };
+        let snapshot = || -> Result<(u64, GraphMemStats)> {
+            let (free, _) = device.memory_info()?;
+            Ok((free, if memory_nodes { device.graph_memory()? } else { GraphMemStats::default() }))
+        };
+        let before = if opts.measure_memory { Some(snapshot()?) } else { None };
         graph.instantiate()?;
         if opts.upload {
             graph.upload(self)?;
         }
-        let (free_after, _) = device.memory_info()?;
-        let pool_after = if memory_nodes { device.graph_memory()? } else { GraphMemStats::default() };
-        graph.set_memory(GraphMemory {
-            free_bytes_delta: free_before as i64 - free_after as i64,
-            graph_reserved_delta: pool_after.reserved_current as i64 - pool_before.reserved_current as i64,
-            graph_used_delta: pool_after.used_current as i64 - pool_before.used_current as i64,
-        });
+        if let Some((free_before, pool_before)) = before {
+            let (free_after, pool_after) = snapshot()?;
+            graph.set_memory(GraphMemory {
+                free_bytes_delta: free_before as i64 - free_after as i64,
+                graph_reserved_delta: pool_after.reserved_current as i64 - pool_before.reserved_current as i64,
+                graph_used_delta: pool_after.used_current as i64 - pool_before.used_current as i64,
+            });
+        }
         Ok(graph)
     }
 
