@@ -89,6 +89,28 @@ export declare class Graph {
   dispose(): void
 }
 
+/** Staging areas for a step's static inputs. */
+export declare class InputStage {
+  /**
+   * Staging for `buffers` (the static inputs), with `row_bytes[i]` bytes per row of input i, whose rows
+   * count requests where `per_request[i]` and tokens elsewhere.
+   */
+  constructor(buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>)
+  /** Numeric handle for `stageLaunch`. */
+  get id(): number
+  /** Byte offset of input `i` in an area. */
+  offset(i: number): number
+  /**
+   * Area `which` (0 or 1) as bytes over the pinned memory itself: what JS writes there is what gets
+   * copied. The memory lives until the stage and every such view are gone.
+   */
+  area(which: number): Uint8Array
+  /** The area JS writes next (0 or 1). */
+  get current(): number
+  /** Replaces the static buffer of input `i` (same byte length). */
+  rebind(i: number, buffer: DeviceBuffer): void
+}
+
 /** A kernel; launched with `launchKernel`. */
 export declare class Kernel {
   /** Numeric handle used by `launchKernel`. */
@@ -189,6 +211,14 @@ export interface MemoryInfo {
 
 /** Registers `buffer` as this thread's mailbox (called once when the SDK loads). */
 export declare function setLaunchMailbox(buffer: Float64Array): void
+
+/**
+ * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
+ * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts and the mask of
+ * inputs to copy (bit i: input i); slot
+ * `GRAPH` the graph handle (0: copy only) and the stream handle. Then flips the stage to its other area.
+ */
+export declare function stageLaunch(): void
 
 /** Result of `Graph.update`. */
 export interface UpdateResult {

@@ -270,11 +270,23 @@ export class Dispatcher implements DispatcherLike {
   /** What to capture: PIECEWISE then FULL, each largest first (so smaller graphs reuse the larger's pool). */
   captureDescriptors(): CaptureGroup[] {
     const out: CaptureGroup[] = []
-    for (const [mode, map] of [['PIECEWISE', this.#piecewise], ['FULL', this.#full]] as const) {
-      if (map.size === 0) continue
-      const descriptors = [...map.values()].map((r) => r.descriptor).sort((a, b) => b.numTokens - a.numTokens || (b.numReqs ?? 0) - (a.numReqs ?? 0) || b.numActiveLoras - a.numActiveLoras)
-      out.push({ mode, descriptors })
+    for (const mode of ['PIECEWISE', 'FULL'] as const) {
+      const descriptors = this.captureTargets().filter((r) => r.mode === mode).map((r) => r.descriptor)
+      if (descriptors.length > 0) out.push({ mode, descriptors })
     }
     return out
+  }
+
+  /**
+   * Every key as the result `dispatch` returns for it (the same object), largest batch first across modes,
+   * so that a capture in this order lets each graph reuse the pool memory of the larger ones before it.
+   */
+  captureTargets(): DispatchResult[] {
+    const order = (a: DispatchResult, b: DispatchResult) => {
+      const x = a.descriptor
+      const y = b.descriptor
+      return y.numTokens - x.numTokens || (y.numReqs ?? 0) - (x.numReqs ?? 0) || y.numActiveLoras - x.numActiveLoras || (a.mode === 'PIECEWISE' ? -1 : 1)
+    }
+    return [...this.#piecewise.values(), ...this.#full.values()].sort(order)
   }
 }

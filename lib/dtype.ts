@@ -38,6 +38,11 @@ export function hostArray<D extends DType>(dtype: D, length: number): HostArrayO
   return new ctor[dtype](length) as HostArrayOf[D]
 }
 
+/** A host array of `length` elements of `dtype` over `buffer` from `byteOffset` (no copy). */
+export function hostView<D extends DType>(dtype: D, buffer: ArrayBuffer, byteOffset: number, length: number): HostArrayOf[D] {
+  return new ctor[dtype](buffer, byteOffset, length) as HostArrayOf[D]
+}
+
 /** The dtype a host array maps to (Uint16Array is ambiguous between f16 and bf16: undefined). */
 export function dtypeOf(a: HostArray): DType | undefined {
   if (a instanceof Float32Array) return 'f32'

@@ -109,6 +109,26 @@ export class CapacityError extends CudaGraphError {
   }
 }
 
+/**
+ * A graph was about to replay with static buffers other than the ones it captured (vLLM's input-address
+ * check); nothing was enqueued. `input` names the buffer. Recapture the step's graphs
+ * (`GraphManager.recapture`) after rebinding its buffers.
+ */
+export class InputAddressError extends CudaGraphError {
+  /** The static input whose address changed. */
+  readonly input: string
+  /** Device address the graph captured. */
+  readonly captured: number
+  /** Device address the step holds now. */
+  readonly current: number
+  constructor(input: string, captured: number, current: number) {
+    super('INPUT_ADDRESS', `static input '${input}' is at 0x${current.toString(16)} but the graph was captured with 0x${captured.toString(16)}; call recapture() after rebinding inputs`)
+    this.input = input
+    this.captured = captured
+    this.current = current
+  }
+}
+
 type ErrorClass = new (message: string, options?: { cause?: unknown }) => CudaGraphError
 
 const byCode: Record<string, ErrorClass> = {

@@ -40,12 +40,13 @@ const launchNative = N.graphLaunch
 export class Graph {
   /** @internal */
   readonly native: N.Graph
-  readonly #id: number
+  /** @internal numeric handle for the replay paths */
+  readonly id: number
 
   /** @internal */
   constructor(n: N.Graph) {
     this.native = n
-    this.#id = n.id
+    this.id = n.id
   }
 
   /**
@@ -53,7 +54,7 @@ export class Graph {
    * mailbox), no allocation. The hot path.
    */
   launch(stream: Stream): void {
-    MAILBOX[GRAPH] = this.#id
+    MAILBOX[GRAPH] = this.id
     MAILBOX[GRAPH + 1] = stream.id
     try {
       launchNative()

@@ -29,6 +29,7 @@ export {
   CudaUnavailableError,
   DisposedError,
   InUseError,
+  InputAddressError,
 } from './errors.js'
 export {
   describeBatch,
@@ -82,3 +83,28 @@ export {
 export { CompositeDispatcher, type CompositeResult } from './composite-dispatcher.js'
 export { StreamDispatcher, type StreamDispatchResult } from './stream-dispatcher.js'
 export { GraphRegistry, type EvictReason, type Evicted, type RegistryOptions } from './registry.js'
+export {
+  GraphManager,
+  isOutOfMemory,
+  type EntryMemory,
+  type GraphManagerOptions,
+  type ManagerMemory,
+  type ManagerSnapshot,
+  type WarmupOptions,
+  type WarmupResult,
+} from './graph-manager.js'
+export { Step, type RunInputs, type RunOptions } from './step.js'
+export {
+  parseTensorSpec,
+  type BuffersOf,
+  type InputValue,
+  type Piece,
+  type RowsOf,
+  type StepBatch,
+  type StepContext,
+  type StepSpec,
+  type TensorSpec,
+  type TensorSpecObject,
+} from './step-spec.js'
+export { ManagerStats, type LatencySummary, type ManagerStatsJSON } from './manager-stats.js'
+export { Progress, progressLine, type ProgressSink } from './progress.js'

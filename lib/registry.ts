@@ -128,6 +128,32 @@ export class GraphRegistry<T, K = number> {
     return evicted
   }
 
+  /**
+   * Changes the bytes `key` declares (without marking it used), then evicts least recently used entries
+   * (never this one) while over the byte budget. Returns what was evicted.
+   */
+  resize(key: K, bytes: number): Evicted<K, T>[] {
+    if (!(Number.isSafeInteger(bytes) && bytes >= 0)) throw new ArgumentError(`argument 'bytes': expected a non-negative integer, got ${bytes}`, { argument: 'bytes' })
+    const n = this.#map.get(key)
+    if (n === undefined) throw new ArgumentError(`argument 'key': expected a key in the registry, got ${String(key)}`, { argument: 'key' })
+    this.#bytes += bytes - n.bytes
+    n.bytes = bytes
+    const evicted: Evicted<K, T>[] = []
+    while (this.maxMemoryBytes !== null && this.#bytes > this.maxMemoryBytes && this.#head !== undefined) {
+      const victim = this.#head === n ? n.next : this.#head
+      if (victim === undefined) break
+      this.#remove(victim, 'bytes', evicted)
+    }
+    return evicted
+  }
+
+  /** Entries with their declared bytes, least recently used first. */
+  entries(): { key: K; value: T; bytes: number }[] {
+    const out: { key: K; value: T; bytes: number }[] = []
+    for (let n = this.#head; n; n = n.next) out.push({ key: n.key, value: n.value, bytes: n.bytes })
+    return out
+  }
+
   /** Removes `key` (reported to onEvict as 'deleted'); returns whether it was there. */
   delete(key: K): boolean {
     const n = this.#map.get(key)

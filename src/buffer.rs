@@ -1,7 +1,7 @@
 //! `DeviceBuffer`: typed device memory and its views.
 
 use crate::error::{IntoJs, Result};
-use crate::handles::BUFFERS;
+use crate::handles::{Handle, BUFFERS};
 use cudagraph_core as core;
 use napi::bindgen_prelude::Uint8Array;
 use napi_derive::napi;
@@ -10,7 +10,7 @@ use napi_derive::napi;
 #[napi]
 pub struct DeviceBuffer {
     pub(crate) inner: core::Buffer,
-    id: u32,
+    id: Handle,
 }
 
 impl DeviceBuffer {
@@ -31,8 +31,8 @@ impl Drop for DeviceBuffer {
 impl DeviceBuffer {
     /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
-    pub fn id(&self) -> u32 {
-        self.id
+    pub fn id(&self) -> f64 {
+        self.id as f64
     }
 
     #[napi(getter)]

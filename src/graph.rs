@@ -1,7 +1,7 @@
 //! `Graph` and the hot-path free function `graphLaunch`.
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
-use crate::handles::{ExecEntry, GRAPHS, STREAMS};
+use crate::handles::{ExecEntry, Handle, GRAPHS, STREAMS};
 use crate::mailbox::{self, GRAPH};
 use crate::stream::Stream;
 use cudagraph_core as core;
@@ -35,7 +35,7 @@ pub struct UpdateResult {
 #[napi]
 pub struct Graph {
     inner: Option<core::Graph>,
-    id: u32,
+    id: Handle,
 }
 
 impl Graph {
@@ -70,8 +70,8 @@ impl Drop for Graph {
 impl Graph {
     /// Numeric handle for `graphLaunch`.
     #[napi(getter)]
-    pub fn id(&self) -> u32 {
-        self.id
+    pub fn id(&self) -> f64 {
+        self.id as f64
     }
 
     #[napi(getter)]
@@ -148,37 +148,38 @@ impl Graph {
 /// handle at slot `GRAPH` and the stream handle after it.
 #[napi]
 pub fn graph_launch() -> Result<()> {
-    mailbox::with(|slots| launch(slots[GRAPH] as u32, slots[GRAPH + 1] as u32))
+    mailbox::with(|slots| launch(slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle))
 }
 
 #[inline]
-fn launch(graph: u32, stream: u32) -> Result<()> {
-    let g = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
+fn launch(graph: Handle, stream: Handle) -> Result<()> {
     let s = STREAMS.with(|t| t.borrow().get(stream).map(|s| (s.raw(), s.device().context()))).ok_or_else(|| disposed("stream"))?;
-    if g.ctx != s.1 {
+    launch_exec(exec_for(graph, s.1)?, s.0).js()
+}
+
+/// The executable of a live, instantiated graph handle whose context is `ctx` (the stream's).
+#[inline]
+pub(crate) fn exec_for(graph: Handle, ctx: sys::CUcontext) -> Result<ExecEntry> {
+    let g = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
+    if g.ctx != ctx {
         return Err(arg_error("stream", "a stream on the graph's device", "a stream of another device"));
     }
     if g.exec.is_null() {
         return Err(arg_error("graph", "an instantiated graph", "a graph captured with instantiate: false"));
     }
+    Ok(g)
+}
+
+/// Launches an executable found by [`exec_for`] on `stream`.
+#[inline]
+pub(crate) fn launch_exec(g: ExecEntry, stream: sys::CUstream) -> core::Result<()> {
     // SAFETY: the context belongs to the graph's device, which the live graph keeps open.
-    unsafe { core::device::bind_context(g.ctx) }.js()?;
+    unsafe { core::device::bind_context(g.ctx) }?;
     // SAFETY: both handles are live (their objects remove them from the tables before destroying them).
-    unsafe { sys::cuGraphLaunch(g.exec, s.0) }.check_launch()
-}
-
-trait CheckLaunch {
-    fn check_launch(self) -> Result<()>;
-}
-
-impl CheckLaunch for sys::CUresult {
-    #[inline]
-    fn check_launch(self) -> Result<()> {
-        self.result().map_err(|e| cudagraph_core::Error::Cuda {
-            call: "cuGraphLaunch",
-            code: e.0 as u32,
-            name: e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            message: e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        }).js()
-    }
+    unsafe { sys::cuGraphLaunch(g.exec, stream) }.result().map_err(|e| core::Error::Cuda {
+        call: "cuGraphLaunch",
+        code: e.0 as u32,
+        name: e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        message: e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+    })
 }

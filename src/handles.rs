@@ -1,20 +1,26 @@
-//! Numeric handles for the hot paths: `graphLaunch` and `launchKernel` find their graph, stream, kernel
-//! and buffers by number (read from the launch mailbox), far cheaper than unwrapping class objects through
+//! Numeric handles for the hot paths: `graphLaunch`, `stageLaunch` and `launchKernel` find their graph,
+//! stream, stage, kernel and buffers by number (read from the launch mailbox), far cheaper than unwrapping class objects through
 //! napi. Handles carry a generation, so the handle of a disposed object never reaches another object that
 //! reuses its slot.
 
 use cudagraph_core as core;
 use cudarc::driver::sys;
 use std::cell::RefCell;
+use std::rc::Rc;
 
-/// Slots with generations; `id = generation << 20 | index`.
+/// A handle: `generation << 20 | index`, below 2^52 so that JS numbers (and the f64 mailbox) hold it
+/// exactly. 32-bit generations: a slot must be reused 2^32 times before an old handle could match again
+/// (12 bits wrapped within a 10,000-cycle capture loop, and a late finalizer then removed a live entry).
+pub type Handle = u64;
+
+/// Slots with generations.
 pub struct Table<T> {
     slots: Vec<(u32, Option<T>)>,
     free: Vec<u32>,
 }
 
 const INDEX_BITS: u32 = 20;
-const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 
 impl<T> Table<T> {
     const fn new() -> Self {
@@ -22,7 +28,7 @@ impl<T> Table<T> {
     }
 
     /// Stores `value` and returns its handle.
-    pub fn insert(&mut self, value: T) -> u32 {
+    pub fn insert(&mut self, value: T) -> Handle {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -31,35 +37,36 @@ impl<T> Table<T> {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.0 = (slot.0 + 1) & ((1 << (32 - INDEX_BITS)) - 1);
+        // Generation 0 is never issued, so handle 0 stays free to mean "none".
+        slot.0 = slot.0.wrapping_add(1).max(1);
         slot.1 = Some(value);
-        slot.0 << INDEX_BITS | index
+        (slot.0 as u64) << INDEX_BITS | index as u64
     }
 
     /// Replaces the value of a live handle.
-    pub fn set(&mut self, id: u32, value: T) {
+    pub fn set(&mut self, id: Handle, value: T) {
         if let Some(slot) = self.slots.get_mut((id & INDEX_MASK) as usize) {
-            if slot.0 == id >> INDEX_BITS && slot.1.is_some() {
+            if slot.0 as u64 == id >> INDEX_BITS && slot.1.is_some() {
                 slot.1 = Some(value);
             }
         }
     }
 
     /// Forgets a handle (the value is dropped).
-    pub fn remove(&mut self, id: u32) {
+    pub fn remove(&mut self, id: Handle) {
         let index = id & INDEX_MASK;
         if let Some(slot) = self.slots.get_mut(index as usize) {
-            if slot.0 == id >> INDEX_BITS && slot.1.take().is_some() {
-                self.free.push(index);
+            if slot.0 as u64 == id >> INDEX_BITS && slot.1.take().is_some() {
+                self.free.push(index as u32);
             }
         }
     }
 
     /// The value of a live handle.
     #[inline]
-    pub fn get(&self, id: u32) -> Option<&T> {
+    pub fn get(&self, id: Handle) -> Option<&T> {
         match self.slots.get((id & INDEX_MASK) as usize) {
-            Some((generation, Some(v))) if *generation == id >> INDEX_BITS => Some(v),
+            Some((generation, Some(v))) if *generation as u64 == id >> INDEX_BITS => Some(v),
             _ => None,
         }
     }
@@ -77,6 +84,7 @@ thread_local! {
     pub static GRAPHS: RefCell<Table<ExecEntry>> = const { RefCell::new(Table::new()) };
     pub static BUFFERS: RefCell<Table<core::Buffer>> = const { RefCell::new(Table::new()) };
     pub static KERNELS: RefCell<Table<core::Kernel>> = const { RefCell::new(Table::new()) };
+    pub static STAGES: RefCell<Table<Rc<RefCell<core::InputStage>>>> = const { RefCell::new(Table::new()) };
 }
 
 #[cfg(test)]
@@ -96,5 +104,21 @@ mod tests {
         assert_eq!(t.get(b), Some(&"b"));
         t.remove(a);
         assert_eq!(t.get(b), Some(&"b"));
+    }
+
+    #[test]
+    fn handles_survive_many_reuses_of_one_slot() {
+        let mut t = Table::new();
+        let first = t.insert(0);
+        t.remove(first);
+        for i in 1..10_000 {
+            let h = t.insert(i);
+            assert_ne!(h, first, "a handle came back after {i} reuses");
+            assert!(h < 1 << 52 && h != 0);
+            t.remove(h);
+        }
+        let live = t.insert(-1);
+        t.remove(first);
+        assert_eq!(t.get(live), Some(&-1), "a stale handle removed a live entry");
     }
 }

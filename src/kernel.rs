@@ -1,6 +1,6 @@
 //! `Kernel`: a function of a module with a declared signature.
 
-use crate::handles::KERNELS;
+use crate::handles::{Handle, KERNELS};
 use cudagraph_core as core;
 use napi_derive::napi;
 
@@ -8,7 +8,7 @@ use napi_derive::napi;
 #[napi]
 pub struct Kernel {
     pub(crate) inner: core::Kernel,
-    id: u32,
+    id: Handle,
 }
 
 impl Kernel {
@@ -28,8 +28,8 @@ impl Drop for Kernel {
 impl Kernel {
     /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
-    pub fn id(&self) -> u32 {
-        self.id
+    pub fn id(&self) -> f64 {
+        self.id as f64
     }
 
     #[napi(getter)]

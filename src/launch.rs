@@ -1,7 +1,7 @@
 //! `launchKernel`: the eager kernel launch, one napi call whose operands are in the launch mailbox.
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
-use crate::handles::{BUFFERS, KERNELS, STREAMS};
+use crate::handles::{Handle, BUFFERS, KERNELS, STREAMS};
 use crate::mailbox::{self, KERNEL, KERNEL_HEADER};
 use cudagraph_core as core;
 use napi_derive::napi;
@@ -36,12 +36,12 @@ pub fn launch_kernel_wide(wide: &[i64]) -> Result<()> {
 
 fn launch_from_mailbox(wide: Option<&[i64]>) -> Result<()> {
     mailbox::with(|slots| {
-        let (stream, kernel) = (slots[KERNEL] as u32, slots[KERNEL + 1] as u32);
+        let (stream, kernel) = (slots[KERNEL] as Handle, slots[KERNEL + 1] as Handle);
         launch(stream, kernel, &slots[KERNEL + 2..], wide)
     })
 }
 
-fn launch(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i64]>) -> Result<()> {
+fn launch(stream: Handle, kernel: Handle, packed: &[f64], wide: Option<&[i64]>) -> Result<()> {
     STREAMS.with(|streams| {
         let streams = streams.borrow();
         let stream = streams.get(stream).ok_or_else(|| disposed("stream"))?;
@@ -69,7 +69,7 @@ fn launch(stream: u32, kernel: u32, packed: &[f64], wide: Option<&[i64]>) -> Res
                 for (i, kind) in sig.iter().enumerate() {
                     let v = packed[HEADER + i];
                     args.push(match kind {
-                        core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as u32).ok_or_else(|| disposed("buffer"))?),
+                        core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as Handle).ok_or_else(|| disposed("buffer"))?),
                         core::ArgKind::I64 | core::ArgKind::U64 if v.is_nan() => {
                             let bits = wide.and_then(|w| w.get(i).copied()).ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
                             core::KernelArg::BigInt(if *kind == core::ArgKind::U64 { bits as u64 as i128 } else { bits as i128 })

@@ -1,7 +1,7 @@
 //! The launch mailbox: one Float64Array, registered once per thread by the TypeScript layer, through which
 //! the hot calls get their operands. A napi call costs about 35 ns bare but about 100 ns more per number
 //! argument; reading the operands from memory JS just wrote makes `graphLaunch()` and `launchKernel()`
-//! argument-free. Layout (slots): see `GRAPH`, `KERNEL` below and lib/mailbox.ts, which must agree.
+//! argument-free. Layout (slots): see `GRAPH`, `STAGE`, `KERNEL` below and lib/mailbox.ts, which must agree.
 
 use crate::error::{arg_error, Result};
 use napi::bindgen_prelude::Float64Array;
@@ -10,9 +10,12 @@ use std::cell::RefCell;
 
 /// Slot of the graph handle for `graphLaunch`; the stream handle follows.
 pub const GRAPH: usize = 0;
+/// First slot of `stageLaunch`: the input stage handle, the token and request row counts and the copy mask
+/// (the graph and stream handles are at `GRAPH`).
+pub const STAGE: usize = 2;
 /// First slot of `launchKernel`: stream handle, kernel handle, grid x/y/z, block x/y/z, shared memory
 /// bytes, then one slot per kernel argument.
-pub const KERNEL: usize = 2;
+pub const KERNEL: usize = 6;
 /// Slots before the kernel arguments, from `KERNEL`.
 pub const KERNEL_HEADER: usize = 9;
 

@@ -4,7 +4,7 @@ use crate::buffer::DeviceBuffer;
 use crate::error::{to_status_error, IntoJs, Result};
 use crate::event::Event;
 use crate::graph::Graph;
-use crate::handles::STREAMS;
+use crate::handles::{Handle, STREAMS};
 use cudagraph_core as core;
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::{Env, Task};
@@ -14,7 +14,7 @@ use napi_derive::napi;
 #[napi]
 pub struct Stream {
     pub(crate) inner: core::Stream,
-    id: u32,
+    id: Handle,
 }
 
 impl Stream {
@@ -64,8 +64,8 @@ impl Task for DownloadTask {
 impl Stream {
     /// Numeric handle for `graphLaunch`.
     #[napi(getter)]
-    pub fn id(&self) -> u32 {
-        self.id
+    pub fn id(&self) -> f64 {
+        self.id as f64
     }
 
     #[napi]

@@ -1,0 +1,283 @@
+// npm run bench:manager — an MLP stack (LAYERS x relu(x W + b), hidden HIDDEN, f16 with f32 accumulation,
+// cuBLAS GEMMs and an NVRTC bias+relu kernel) at batch 1..512: eager from JS, the GraphManager's replay
+// (dispatch, padding, host-input copy-in and replay, one native call) and PyTorch eager and CUDA graph on the
+// same weights (bench/peers/mlp.py), in one run on one GPU.
+// Timing, the same on both sides: host clock around one step (input DMA from pinned host memory, the step,
+// stream synchronize); median and p99 over BENCH_REPS steps after warm-up.
+// Correctness first: graph == eager bit for bit at every size, the batch-1 output against a float64 CPU
+// reference, and PyTorch's output for the same input against ours.
+// Prints a table; writes manager.json and manager.svg to $BENCH_OUT (default bench/out).
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Device, GraphManager } from '../dist/index.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const outDir = process.env.BENCH_OUT ?? join(here, 'out')
+const LAYERS = Number(process.env.BENCH_LAYERS ?? 16)
+const HIDDEN = Number(process.env.BENCH_HIDDEN ?? 2048)
+const REPS = Number(process.env.BENCH_REPS ?? 300)
+const SIZES = (process.env.BENCH_SIZES ?? '1,2,4,8,16,32,64,100,128,256,512').split(',').map(Number)
+const MAX = 512
+const progress = (msg) => process.stderr.write(`[bench:manager] ${msg}\n`)
+
+const avail = Device.availability()
+if (!avail.available) {
+  console.log(`bench:manager needs a CUDA GPU: ${avail.reason}`)
+  process.exit(2)
+}
+
+// f16 <-> number, rounding to nearest even (host side of the f16 weights and of the reference).
+function roundEven(x) {
+  const f = Math.floor(x)
+  const d = x - f
+  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f
+}
+function toHalf(v) {
+  if (Number.isNaN(v)) return 0x7e00
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0
+  const a = Math.abs(v)
+  if (a >= 65520) return sign | 0x7c00
+  if (a < 2 ** -14) return sign | roundEven(a / 2 ** -24)
+  let e = Math.floor(Math.log2(a))
+  if (2 ** e > a) e--
+  else if (2 ** (e + 1) <= a) e++
+  // A mantissa that rounds up to 1024 carries into the exponent, as it should.
+  return sign | (((e + 15) << 10) + roundEven((a / 2 ** e - 1) * 1024))
+}
+function fromHalf(h) {
+  const s = h & 0x8000 ? -1 : 1
+  const e = (h >>> 10) & 0x1f
+  const m = h & 0x3ff
+  if (e === 0) return s * m * 2 ** -24
+  if (e === 31) return m ? NaN : s * Infinity
+  return s * (1 + m / 1024) * 2 ** (e - 15)
+}
+function rng(seed) {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = Math.imul(s ^ (s >>> 15), s | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+const randomHalf = (n, seed, scale) => {
+  const r = rng(seed)
+  return Uint16Array.from({ length: n }, () => toHalf((r() * 2 - 1) * scale))
+}
+
+const KERNELS = `
+__device__ float h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ unsigned short f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+extern "C" __global__ void bias_relu(unsigned short* y, const unsigned short* b, int n, int H) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x; if (i >= n * H) return;
+  y[i] = f2h(fmaxf(h2f(y[i]) + h2f(b[i % H]), 0.f));
+}`
+
+const relErr = (a, b) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / b.reduce((s, v) => s + v * v, 0))
+const pct = (v, p) => {
+  const s = [...v].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.round(p * (s.length - 1)))]
+}
+
+const dev = Device.open(0)
+progress(`${dev.name}: MLP ${LAYERS} x ${HIDDEN}, f16, sizes ${SIZES.join(',')}, ${REPS} reps`)
+const mod = dev.compile(KERNELS, { name: 'mlp' })
+const biasRelu = mod.kernel('bias_relu', ['ptr', 'ptr', 'i32', 'i32'])
+const scale = Math.sqrt(6 / HIDDEN)
+const hostW = Array.from({ length: LAYERS }, (_, l) => randomHalf(HIDDEN * HIDDEN, 100 + l, scale))
+const hostB = Array.from({ length: LAYERS }, (_, l) => randomHalf(HIDDEN, 200 + l, 0.05))
+const W = hostW.map((w) => dev.upload(w, 'f16'))
+const B = hostB.map((b) => dev.upload(b, 'f16'))
+
+/** The MLP as a manager step: two pool scratch buffers ping-pong between layers. */
+const spec = () => ({
+  name: 'mlp',
+  inputs: { x: ['f16', MAX, HIDDEN] },
+  outputs: { y: ['f16', MAX, HIDDEN] },
+  forward(c, b) {
+    const n = b.numTokens
+    const s = c.stream
+    const bufs = [c.scratch('f16', n * HIDDEN), c.scratch('f16', n * HIDDEN)]
+    let x = c.inputs.x
+    for (let l = 0; l < LAYERS; l++) {
+      const y = l === LAYERS - 1 ? c.outputs.y : bufs[l % 2]
+      s.gemm({ a: x, b: W[l], c: y, m: n, n: HIDDEN, k: HIDDEN })
+      s.launch(biasRelu, { grid: Math.ceil((n * HIDDEN) / 256), block: 256 }, [y, B[l], n, HIDDEN])
+      x = y
+    }
+  },
+})
+
+const stream = dev.createStream()
+stream.prepareBlas()
+const mgr = new GraphManager(dev, { stream, config: { mode: 'FULL', maxNumSeqs: 256, maxCaptureSize: MAX } })
+const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
+const step = mgr.wrap(spec())
+const eager = eagerMgr.wrap(spec())
+const warm = await mgr.warmup(step, { progress: true })
+
+// Correctness: the batch-1 probe against float64 (layer outputs rounded to f16 as stored), and graph ==
+// eager bit for bit at every size.
+const probe = randomHalf(HIDDEN, 7, 1)
+let ref = Array.from(probe, fromHalf)
+for (let l = 0; l < LAYERS; l++) {
+  const w = Float64Array.from(hostW[l], fromHalf)
+  const next = new Float64Array(HIDDEN)
+  for (let k = 0; k < HIDDEN; k++) {
+    const xk = ref[k]
+    if (xk === 0) continue
+    const row = k * HIDDEN
+    for (let j = 0; j < HIDDEN; j++) next[j] += xk * w[row + j]
+  }
+  ref = Array.from(next, (v, j) => fromHalf(toHalf(Math.max(0, fromHalf(toHalf(v)) + fromHalf(hostB[l][j])))))
+}
+const ours1 = Array.from(step.run({ x: probe }, { numTokens: 1 }).y.download(), fromHalf)
+const cpuErr = relErr(ours1, ref)
+const nonzero = ref.filter((v) => v !== 0).length
+// Capture sizes replay the same GEMM shapes as eager: bit for bit. A padded size (a graph for more rows)
+// may get another cuBLAS kernel, so it is held to f16 tolerance instead.
+let bitExact = 0
+let exactSizes = 0
+let paddedErr = 0
+for (const n of SIZES) {
+  const x = randomHalf(n * HIDDEN, 1000 + n, 1)
+  const g = Array.from(step.run({ x }, { numTokens: n }).y.download(), fromHalf)
+  const e = Array.from(eager.run({ x }, { numTokens: n }).y.download(), fromHalf)
+  if (mgr.config.paddedSize(n) === n) {
+    exactSizes++
+    if (g.every((v, i) => Object.is(v, e[i]))) bitExact++
+    else progress(`graph and eager differ at batch ${n}`)
+  } else paddedErr = Math.max(paddedErr, relErr(g, e))
+}
+progress(`batch 1 vs float64 CPU: rel err ${cpuErr.toExponential(2)} (${nonzero}/${HIDDEN} non-zero); graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes; padded sizes within ${paddedErr.toExponential(2)}`)
+if (cpuErr > 2e-2 || nonzero < HIDDEN / 8 || bitExact !== exactSizes || paddedErr > 1e-2) {
+  console.log('bench:manager: correctness check failed; not timing')
+  process.exit(1)
+}
+
+// PyTorch on the same weights (and the probe input, to compare outputs).
+const weightsFile = join(tmpdir(), `cudagraph_mlp_${process.pid}.f16`)
+{
+  const parts = []
+  for (let l = 0; l < LAYERS; l++) parts.push(hostW[l], hostB[l])
+  parts.push(probe)
+  const all = new Uint16Array(parts.reduce((s, p) => s + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    all.set(p, o)
+    o += p.length
+  }
+  writeFileSync(weightsFile, all)
+}
+
+/**
+ * Times `s` at batch `n`. The input is written once into each of the step's two pinned staging areas
+ * (Step.staging) and passed as is, so a step copies it host-to-device by DMA only, like the PyTorch peer's
+ * pinned host tensor.
+ */
+function timeSteps(s, x, n) {
+  const filled = new Set()
+  const input = () => {
+    const v = s.staging('x')
+    if (!filled.has(v)) {
+      v.set(x)
+      filled.add(v)
+    }
+    return v
+  }
+  for (let i = 0; i < 20; i++) s.run({ x: input() }, { numTokens: n })
+  stream.synchronize()
+  const t = new Float64Array(REPS)
+  for (let i = 0; i < REPS; i++) {
+    const v = input()
+    const t0 = performance.now()
+    s.run({ x: v }, { numTokens: n })
+    stream.synchronize()
+    t[i] = (performance.now() - t0) * 1000
+  }
+  return { p50: pct(t, 0.5), p99: pct(t, 0.99) }
+}
+
+const rows = []
+for (const n of SIZES) {
+  const x = randomHalf(n * HIDDEN, 2000 + n, 1)
+  const e = timeSteps(eager, x, n)
+  const g = timeSteps(step, x, n)
+  rows.push({ n, eagerUs: e.p50, eagerP99Us: e.p99, graphUs: g.p50, graphP99Us: g.p99 })
+  progress(`batch ${n}: eager ${e.p50.toFixed(1)} µs, manager replay ${g.p50.toFixed(1)} µs`)
+}
+const st = mgr.stats()
+
+progress('PyTorch peer...')
+const py = spawnSync('python3', [join(here, 'peers', 'mlp.py'), weightsFile, String(LAYERS), String(HIDDEN), String(REPS), SIZES.join(',')], { encoding: 'utf8' })
+let torch
+if (py.status === 0) {
+  torch = JSON.parse(py.stdout.trim().split('\n').pop())
+  for (const r of rows) r.torch = torch.rows.find((t) => t.n === r.n)
+} else {
+  torch = { skipped: (py.error?.message ?? py.stderr.trim().split('\n').pop()) || 'python3 failed' }
+  progress(`PyTorch peer skipped: ${torch.skipped}`)
+}
+const torchErr = torch.probe ? relErr(ours1, torch.probe) : undefined
+
+const f = (v, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '-')
+const cols = ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'torch eager', 'torch graph', 'torch g p99', 'ours/torch graph']
+const widths = [5, 10, 10, 10, 10, 8, 12, 12, 12, 16]
+const line = (cells) => cells.map((c, i) => String(c).padStart(widths[i])).join('  ')
+console.log(`\nMLP ${LAYERS} x ${HIDDEN} f16 on ${dev.name}: step time per batch, µs (pinned host input -> device + step + sync; median / p99 of ${REPS})`)
+console.log(line(cols))
+for (const r of rows) {
+  console.log(line([r.n, f(r.eagerUs), f(r.eagerP99Us), f(r.graphUs), f(r.graphP99Us), `${f(r.eagerUs / r.graphUs, 2)}x`, f(r.torch?.eagerUs), f(r.torch?.graphUs), f(r.torch?.graphP99Us), r.torch ? f(r.graphUs / r.torch.graphUs, 3) : '-']))
+}
+console.log(`\nwarm-up: ${warm.captured} graphs in ${warm.seconds.toFixed(2)} s, ${(warm.bytes / 2 ** 20).toFixed(1)} MiB added; stats: ${st.replays} replays, p50 host ${st.replayUs.p50.toFixed(1)} µs, p99 ${st.replayUs.p99.toFixed(1)} µs (dispatch + copy-in + enqueue)`)
+console.log(`correctness: batch-1 rel err vs float64 ${cpuErr.toExponential(2)}; vs PyTorch ${torchErr === undefined ? '-' : torchErr.toExponential(2)}; graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes, padded sizes within ${paddedErr.toExponential(2)}`)
+const b1 = rows.find((r) => r.n === 1)
+const worst = rows.filter((r) => r.torch).reduce((m, r) => Math.max(m, r.graphUs / r.torch.graphUs), 0)
+console.log(`targets: batch 1 graph vs eager ${f(b1.eagerUs / b1.graphUs, 2)}x (target >= 3x); worst ours/PyTorch-graph ${f(worst, 3)} (target <= 1)`)
+
+mkdirSync(outDir, { recursive: true })
+writeFileSync(join(outDir, 'manager.json'), JSON.stringify({ device: dev.name, layers: LAYERS, hidden: HIDDEN, reps: REPS, warmup: warm, cpuErr, torchErr, bitExact, torch: torch.torch ?? torch.skipped, stats: st, rows }, null, 2))
+writeFileSync(join(outDir, 'manager.svg'), chart(rows))
+console.log(`wrote ${join(outDir, 'manager.json')} and ${join(outDir, 'manager.svg')}`)
+mgr.dispose()
+eagerMgr.dispose()
+
+/** Step time vs batch (log-log): eager, manager replay, PyTorch eager and graph. */
+function chart(rows) {
+  const series = [
+    ['cudagraph eager', '#f4a261', (r) => r.eagerUs],
+    ['cudagraph manager replay', '#2a9d8f', (r) => r.graphUs],
+    ['PyTorch eager', '#e76f51', (r) => r.torch?.eagerUs],
+    ['PyTorch CUDA graph', '#264653', (r) => r.torch?.graphUs],
+  ]
+  const Wd = 760
+  const Ht = 420
+  const left = 70
+  const top = 40
+  const plotW = Wd - left - 30
+  const plotH = 300
+  const vals = rows.flatMap((r) => series.map(([, , get]) => get(r))).filter((v) => typeof v === 'number' && v > 0)
+  const lo = Math.floor(Math.log10(Math.min(...vals)))
+  const hi = Math.ceil(Math.log10(Math.max(...vals)))
+  const nx = rows.map((r) => r.n)
+  const xl = Math.log2(Math.min(...nx))
+  const xh = Math.log2(Math.max(...nx))
+  const x = (n) => left + ((Math.log2(n) - xl) / (xh - xl || 1)) * plotW
+  const y = (v) => top + plotH - ((Math.log10(v) - lo) / (hi - lo)) * plotH
+  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${Wd}" height="${Ht}" font-family="sans-serif" font-size="12">`
+  svg += `<rect width="${Wd}" height="${Ht}" fill="white"/><text x="${Wd / 2}" y="20" text-anchor="middle" font-size="14">MLP ${LAYERS} x ${HIDDEN} f16: step time vs batch (µs, log-log), lower is better</text>`
+  for (let e = lo; e <= hi; e++) svg += `<line x1="${left}" x2="${left + plotW}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/><text x="${left - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e}</text>`
+  for (const n of nx) svg += `<text x="${x(n)}" y="${top + plotH + 16}" text-anchor="middle">${n}</text>`
+  svg += `<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle">batch (rows)</text>`
+  series.forEach(([name, color, get], i) => {
+    const pts = rows.filter((r) => typeof get(r) === 'number').map((r) => `${x(r.n).toFixed(1)},${y(get(r)).toFixed(1)}`)
+    if (pts.length > 0) svg += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`
+    for (const r of rows) if (typeof get(r) === 'number') svg += `<circle cx="${x(r.n)}" cy="${y(get(r))}" r="3" fill="${color}"><title>${name} batch ${r.n}: ${get(r).toFixed(1)} µs</title></circle>`
+    svg += `<rect x="${left + (i % 2) * 300}" y="${top + plotH + 50 + Math.floor(i / 2) * 18 - 10}" width="12" height="12" fill="${color}"/><text x="${left + (i % 2) * 300 + 18}" y="${top + plotH + 50 + Math.floor(i / 2) * 18}">${name}</text>`
+  })
+  return svg + '</svg>\n'
+}

@@ -1,0 +1,442 @@
+/**
+ * A wrapped model step: static input and output buffers sized for the most rows, pinned staging for host
+ * inputs, and `run`, which dispatches, pads, copies in and replays in one native call (see GraphManager).
+ */
+import * as N from './native.js'
+import { ArgumentError, InputAddressError, check, describe, mapError, native } from './errors.js'
+import { DeviceBuffer } from './buffer.js'
+import { type DType, type HostArray, fitsDType, hostView } from './dtype.js'
+import type { Device } from './device.js'
+import type { Dispatcher, DispatchOptions, DispatchResult } from './dispatcher.js'
+import type { Graph } from './graph.js'
+import type { GraphConfig } from './config.js'
+import type { ManagerStats } from './manager-stats.js'
+import { GRAPH, MAILBOX, STAGE } from './mailbox.js'
+import type { Stream } from './stream.js'
+import {
+  type BuffersOf,
+  type InputValue,
+  type ParsedTensor,
+  type Piece,
+  type StepBatch,
+  type StepContext,
+  type StepSpec,
+  type TensorSpec,
+  parseTensorSpecs,
+} from './step-spec.js'
+
+/** Options of {@link Step.run}: the batch's shape, as the dispatcher reads it. */
+export interface RunOptions extends DispatchOptions {
+  /** Tokens of real data in the inputs (rows of token inputs). */
+  numTokens: number
+  /** Requests of real data (rows of request inputs and outputs); default numTokens. */
+  numReqs?: number
+}
+
+/** Inputs of {@link Step.run}: host arrays, device buffers, or nothing (the static buffer is used as it is). */
+export type RunInputs<I extends Record<string, TensorSpec>> = { readonly [K in keyof I]?: InputValue<I[K]> }
+
+/** A captured graph (or, for PIECEWISE, one graph per graphable piece) for one dispatch result. @internal */
+export interface GraphEntry {
+  readonly step: Step<Record<string, TensorSpec>, Record<string, TensorSpec>>
+  readonly result: DispatchResult
+  /** The (padded) batch it was captured for. */
+  readonly batch: StepBatch
+  /** FULL: one graph; PIECEWISE: one per graphable piece, in order. */
+  readonly graphs: Graph[]
+  /** Scratch bytes its largest graph allocates from the pool (which graph holds the shared pool memory). */
+  readonly scratchBytes: number
+  /** Graph-pool memory accounted to it (what it added, plus what it inherited from evicted graphs), bytes. */
+  poolBytes: number
+  /** Device memory its executables added (the driver keeps it for later graphs after eviction), bytes. */
+  readonly execBytes: number
+  /** Static input addresses at capture, in input order. */
+  addresses: number[]
+  /** Whether a replay checked the addresses since the last capture or rebind. */
+  checked: boolean
+}
+
+/** What a step needs from its manager. @internal */
+export interface StepHost {
+  readonly device: Device
+  readonly stream: Stream
+  readonly config: GraphConfig
+  readonly stats: ManagerStats
+  /** The graph for `result`: held, captured now (captureOnMiss), or undefined to run eagerly. */
+  entryFor(step: Step<Record<string, TensorSpec>, Record<string, TensorSpec>>, result: DispatchResult): GraphEntry | undefined
+  /** Drops every graph of `step`. */
+  release(step: Step<Record<string, TensorSpec>, Record<string, TensorSpec>>): void
+}
+
+const stageLaunch = N.stageLaunch
+/** Most inputs a step takes (the copy mask is one number). */
+const MAX_INPUTS = 52
+
+/** A batch descriptor a forward sees, mutable inside this module only. */
+interface MutableBatch {
+  numTokens: number
+  numReqs: number
+  realTokens: number
+  realReqs: number
+  uniformDecode: boolean
+  mode: StepBatch['mode']
+}
+
+/**
+ * A step wrapped by a {@link GraphManager}. Its static buffers live as long as it does; graphs captured
+ * for it read and write them.
+ */
+export class Step<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>> {
+  /** For logs and stats. */
+  readonly name: string
+  /** The static input buffers the graphs read (replaced by {@link Step.bindInput}). */
+  readonly inputs: BuffersOf<I>
+  /** The static output buffers the graphs write. */
+  readonly outputs: BuffersOf<O>
+  /** Decides per batch which graph runs; owned by this step. */
+  readonly dispatcher: Dispatcher
+  /** @internal graphs held, by dispatch result */
+  readonly entries = new Map<DispatchResult, GraphEntry>()
+  /** @internal dispatch results whose capture failed: run eagerly until recapture */
+  readonly failed = new Set<DispatchResult>()
+  /** @internal */
+  readonly pieces: readonly Piece<I, O>[] | undefined
+  /** @internal current static input addresses, in input order */
+  readonly addresses: number[]
+  readonly #host: StepHost
+  readonly #spec: StepSpec<I, O>
+  readonly #in: readonly ParsedTensor[]
+  readonly #out: readonly ParsedTensor[]
+  readonly #stage: N.InputStage
+  /** Host views of each input in staging area 0 and 1. */
+  readonly #views: [HostArray[], HostArray[]]
+  #area: number
+  readonly #ctx: StepContext<I, O>
+  readonly #scratch: DeviceBuffer[] = []
+  #scratchBytes = 0
+  readonly #outViews = new Map<number, BuffersOf<O>>()
+  readonly #pieceBatch: MutableBatch = { numTokens: 0, numReqs: 0, realTokens: 0, realReqs: 0, uniformDecode: false, mode: 'PIECEWISE' }
+  readonly #maxTokens: number
+  readonly #maxReqs: number
+  #disposed = false
+
+  /** @internal use {@link GraphManager.wrap} */
+  constructor(host: StepHost, spec: StepSpec<I, O>, name: string, dispatcher: Dispatcher) {
+    check(spec !== null && typeof spec === 'object', 'spec', 'a step spec', spec)
+    check(spec.forward === undefined || typeof spec.forward === 'function', 'spec.forward', 'a function', spec.forward)
+    check(spec.forward !== undefined || spec.pieces !== undefined, 'spec.forward', 'a forward function or pieces', undefined)
+    if (spec.pieces !== undefined) {
+      check(Array.isArray(spec.pieces) && spec.pieces.length > 0, 'spec.pieces', 'a non-empty array of pieces', spec.pieces)
+      spec.pieces.forEach((p, i) => {
+        check(p !== null && typeof p === 'object' && typeof p.run === 'function' && typeof p.graphable === 'boolean', `spec.pieces[${i}]`, '{ name, graphable, run }', p)
+      })
+    }
+    const ins = parseTensorSpecs('inputs', spec.inputs)
+    const outs = parseTensorSpecs('outputs', spec.outputs)
+    check(ins.length <= MAX_INPUTS, 'spec.inputs', `at most ${MAX_INPUTS} inputs`, `${ins.length}`)
+    const c = host.config
+    const needTokens = c.maxCaptureSize
+    const needReqs = Math.min(c.maxNumSeqs, c.maxCaptureSize)
+    for (const t of [...ins, ...outs]) {
+      const need = t.per === 'token' ? needTokens : needReqs
+      const path = `${ins.includes(t) ? 'inputs' : 'outputs'}.${t.name}.rows`
+      check(t.rows >= need, path, `at least ${need} ${t.per} rows (the config captures batches that large)`, t.rows)
+    }
+    this.#maxTokens = Math.min(...[...ins, ...outs].filter((t) => t.per === 'token').map((t) => t.rows))
+    this.#maxReqs = Math.min(...[...ins, ...outs].filter((t) => t.per === 'request').map((t) => t.rows))
+    this.#host = host
+    this.#spec = spec
+    this.#in = ins
+    this.#out = outs
+    this.pieces = spec.pieces
+    this.name = name
+    this.dispatcher = dispatcher
+
+    const dev = host.device
+    const made: DeviceBuffer[] = []
+    try {
+      const alloc = (t: ParsedTensor) => {
+        const b = dev.alloc(t.dtype, t.rows * t.width)
+        made.push(b)
+        host.stream.memset(b, 0)
+        return b
+      }
+      this.inputs = Object.fromEntries(ins.map((t) => [t.name, alloc(t)])) as BuffersOf<I>
+      this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, alloc(t)]))) as BuffersOf<O>
+      const inBufs = ins.map((t) => this.inputs[t.name]!)
+      this.#stage = native(() => new N.InputStage(inBufs.map((b) => b.native), ins.map((t) => t.rowBytes), ins.map((t) => t.per === 'request')))
+      const area = (k: number) => {
+        const bytes = native(() => this.#stage.area(k))
+        return ins.map((t, i) => hostView(t.dtype, bytes.buffer as ArrayBuffer, bytes.byteOffset + this.#stage.offset(i), t.rows * t.width))
+      }
+      this.#views = [area(0), area(1)]
+      this.#area = this.#stage.current
+      this.addresses = inBufs.map((b) => b.address)
+    } catch (e) {
+      for (const b of made) b.dispose()
+      throw e
+    }
+    const scratch = this.#scratch
+    const stream = host.stream
+    this.#ctx = Object.freeze({
+      device: dev,
+      stream,
+      inputs: this.inputs,
+      outputs: this.outputs,
+      scratch: <D extends DType>(dtype: D, length: number): DeviceBuffer<D> => {
+        const b = stream.allocAsync(dtype, length)
+        scratch.push(b)
+        this.#scratchBytes += b.byteLength
+        return b
+      },
+    })
+  }
+
+  /** Most token rows a run can have. */
+  get maxTokens(): number {
+    return this.#maxTokens
+  }
+
+  /** Most request rows a run can have (Infinity when no tensor counts requests). */
+  get maxReqs(): number {
+    return this.#maxReqs
+  }
+
+  /** Whether {@link Step.dispose} ran. */
+  get disposed(): boolean {
+    return this.#disposed
+  }
+
+  /**
+   * Runs the step for a batch of `options.numTokens` tokens and returns views of the outputs' real rows
+   * (device buffers; shared between runs of the same size: read them before the next run).
+   *
+   * Dispatches (the config's sizes and the policy), pads to the chosen capture size, copies `inputs` into
+   * the static buffers (pad rows take each input's `pad` value), and replays: host-array inputs and the
+   * replay go in one native call. Sizes above the largest capture size, NONE mode, a policy's no, or a
+   * missing graph (without `captureOnMiss`) run the same forward eagerly at the real size.
+   */
+  run(inputs: RunInputs<I>, options: RunOptions): BuffersOf<O> {
+    const t0 = performance.now()
+    if (this.#disposed) throw new ArgumentError("argument 'step': expected a live step, got a disposed one", { argument: 'step' })
+    check(options !== null && typeof options === 'object', 'options', '{ numTokens, ... }', options)
+    const numTokens = options.numTokens
+    check(Number.isInteger(numTokens) && numTokens >= 1 && numTokens <= this.#maxTokens, 'options.numTokens', `an integer in 1..${this.#maxTokens}`, numTokens)
+    const numReqs = options.numReqs ?? numTokens
+    check(Number.isInteger(numReqs) && numReqs >= 1 && numReqs <= Math.min(numTokens, this.#maxReqs), 'options.numReqs', `an integer in 1..${Math.min(numTokens, this.#maxReqs)}`, numReqs)
+    check(inputs !== null && typeof inputs === 'object', 'inputs', 'a record of input values', inputs)
+    const host = this.#host
+    const d = this.dispatcher.dispatch(numTokens, options)
+    const entry = d.mode === 'NONE' ? undefined : host.entryFor(this as never, d)
+    const stats = host.stats
+    if (entry !== undefined) {
+      const b = entry.batch
+      const mask = this.#stageInputs(inputs, numTokens, numReqs, b.numTokens, b.numReqs)
+      if (!entry.checked) this.#checkAddresses(entry)
+      const pieces = this.pieces
+      const first = entry.graphs[0]!
+      const piecewise = d.mode === 'PIECEWISE' && pieces !== undefined
+      this.#launch(mask, b.numTokens, b.numReqs, !piecewise || pieces[0]!.graphable ? first.id : 0)
+      if (piecewise) this.#runPieces(entry, numTokens, numReqs)
+      stats.replays++
+      stats.paddingTokens += b.numTokens - numTokens
+      const us = (performance.now() - t0) * 1000
+      stats.replayWindow.add(us)
+      if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, d.mode, us, options)
+    } else {
+      const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
+      this.#launch(mask, numTokens, numReqs, 0)
+      this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode: 'NONE' })
+      stats.eagerRuns++
+      const us = (performance.now() - t0) * 1000
+      stats.eagerWindow.add(us)
+      if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, 'NONE', us, options)
+    }
+    return this.#outputsFor(numTokens, numReqs)
+  }
+
+  /**
+   * The pinned host memory the next {@link Step.run} copies input `name` from (as many elements as the
+   * static buffer). Write an input here and pass this same array to `run`, and nothing is copied on the
+   * host: only the DMA to the device remains, as with a pinned tensor in PyTorch. Two areas alternate
+   * between runs, so ask again before each run.
+   */
+  staging<K extends keyof I & string>(name: K): InputValue<I[K]> & HostArray {
+    const i = this.#in.findIndex((t) => t.name === name)
+    check(i >= 0, 'name', `an input of this step (${this.#in.map((t) => t.name).join(', ')})`, name)
+    return this.#views[this.#area]![i]! as InputValue<I[K]> & HostArray
+  }
+
+  /**
+   * Makes `buffer` the static buffer of input `name` (same dtype and length): for chaining steps without
+   * copies. Graphs captured before read the old buffer, so their next replay fails the input-address check
+   * until {@link GraphManager.recapture} re-captures them.
+   */
+  bindInput<K extends keyof I & string>(name: K, buffer: BuffersOf<I>[K]): void {
+    const i = this.#in.findIndex((t) => t.name === name)
+    check(i >= 0, 'name', `an input of this step (${this.#in.map((t) => t.name).join(', ')})`, name)
+    const t = this.#in[i]!
+    check(buffer instanceof DeviceBuffer && buffer.dtype === t.dtype && buffer.length === t.rows * t.width, 'buffer', `a ${t.dtype} DeviceBuffer of ${t.rows * t.width} elements`, buffer)
+    native(() => this.#stage.rebind(i, buffer.native))
+    ;(this.inputs as Record<string, DeviceBuffer>)[name] = buffer
+    this.addresses[i] = buffer.address
+    for (const e of this.entries.values()) e.checked = false
+  }
+
+  /** Frees the step's graphs and static buffers (buffers bound with bindInput stay the caller's). */
+  dispose(): void {
+    if (this.#disposed) return
+    this.#host.release(this as never)
+    this.#disposed = true
+    for (const b of [...Object.values(this.inputs), ...Object.values(this.outputs)] as DeviceBuffer[]) {
+      if (!b.disposed && b.graphUses === 0) b.dispose()
+    }
+  }
+
+  /** @internal the forward (or all pieces) at `batch`, eagerly or inside a capture; frees scratch after. */
+  callForward(batch: StepBatch): void {
+    const spec = this.#spec
+    this.#withScratch(() => {
+      if (spec.forward !== undefined) spec.forward(this.#ctx, batch)
+      else for (const p of this.pieces!) p.run(this.#ctx, batch)
+    })
+  }
+
+  /** @internal one piece at `batch`; frees its scratch after. */
+  runPiece(piece: Piece<I, O>, batch: StepBatch): void {
+    this.#withScratch(() => piece.run(this.#ctx, batch))
+  }
+
+  /** @internal scratch bytes the last forward or piece allocated */
+  get scratchBytes(): number {
+    return this.#scratchBytes
+  }
+
+  #withScratch(fn: () => void): void {
+    this.#scratchBytes = 0
+    let ok = false
+    try {
+      fn()
+      ok = true
+    } finally {
+      const s = this.#scratch
+      const stream = this.#host.stream
+      for (let i = s.length - 1; i >= 0; i--) {
+        // After a failure (a capture may be invalidated) freeing can fail too; the first error is the one.
+        try {
+          stream.freeAsync(s[i]!)
+        } catch (e) {
+          if (ok) throw e
+        }
+      }
+      s.length = 0
+    }
+  }
+
+  /** Writes host inputs into the current staging area with pad rows; copies device inputs. Returns the copy mask. */
+  #stageInputs(inputs: RunInputs<I>, realTokens: number, realReqs: number, tokens: number, reqs: number): number {
+    const views = this.#views[this.#area]!
+    let mask = 0
+    const ins = this.#in
+    for (let i = 0; i < ins.length; i++) {
+      const t = ins[i]!
+      const v = (inputs as Record<string, unknown>)[t.name]
+      if (v === undefined) continue
+      const real = (t.per === 'token' ? realTokens : realReqs) * t.width
+      const padded = (t.per === 'token' ? tokens : reqs) * t.width
+      if (v instanceof DeviceBuffer) {
+        this.#copyDevice(t, v, real, padded)
+        continue
+      }
+      if (!ArrayBuffer.isView(v) || !fitsDType(v as HostArray, t.dtype) || (v as HostArray).length < real) {
+        throw new ArgumentError(`argument 'inputs.${t.name}': expected a host array for ${t.dtype} with at least ${real} elements or a DeviceBuffer, got ${describe(v)}${ArrayBuffer.isView(v) ? ` of ${(v as HostArray).length}` : ''}`, { argument: `inputs.${t.name}` })
+      }
+      const view = views[i]! as Float32Array
+      const src = v as Float32Array
+      // An input written straight into staging (Step.staging) is already in place.
+      if (src !== view) view.set(src.length === real ? src : src.subarray(0, real))
+      if (padded > real) view.fill(t.pad as number, real, padded)
+      mask += 2 ** i
+    }
+    return mask
+  }
+
+  /** Copies `real` elements of a device input into the static buffer and pads up to `padded` (not the hot path). */
+  #copyDevice(t: ParsedTensor, v: DeviceBuffer, real: number, padded: number): void {
+    const dst = this.inputs[t.name]!
+    if (v.address === dst.address) return
+    check(v.dtype === t.dtype && v.length >= real, `inputs.${t.name}`, `a ${t.dtype} DeviceBuffer of at least ${real} elements`, v)
+    const s = this.#host.stream
+    s.copy(dst.view(0, real), v.length === real ? v : v.view(0, real))
+    if (padded > real) {
+      const pad = dst.view(real, padded - real)
+      if (t.pad === 0 || t.pad === 0n) s.memset(pad, 0)
+      else if (t.dtype === 'f32' || t.dtype === 'i32' || t.dtype === 'u32' || t.dtype === 'u8') s.fill(pad, t.pad as number)
+      else check(false, `inputs.${t.name}`, `a host array (a DeviceBuffer input pads only with 0 for ${t.dtype})`, v)
+    }
+  }
+
+  /** One native call: copy the masked inputs' rows from staging, then launch `graphId` (0: none). */
+  #launch(mask: number, tokens: number, reqs: number, graphId: number): void {
+    const m = MAILBOX
+    m[GRAPH] = graphId
+    m[GRAPH + 1] = this.#host.stream.id
+    m[STAGE] = this.#stage.id
+    m[STAGE + 1] = tokens
+    m[STAGE + 2] = reqs
+    m[STAGE + 3] = mask
+    try {
+      stageLaunch()
+      this.#area ^= 1
+    } catch (e) {
+      this.#area = this.#stage.current
+      throw mapError(e)
+    }
+  }
+
+  /** The pieces after the first: graphable ones replay, the others run eagerly at the real size. */
+  #runPieces(entry: GraphEntry, realTokens: number, realReqs: number): void {
+    const pieces = this.pieces!
+    const stream = this.#host.stream
+    const b = this.#pieceBatch
+    b.numTokens = entry.batch.numTokens
+    b.numReqs = entry.batch.numReqs
+    b.realTokens = realTokens
+    b.realReqs = realReqs
+    b.uniformDecode = entry.batch.uniformDecode
+    let g = pieces[0]!.graphable ? 1 : 0
+    if (!pieces[0]!.graphable) this.runPiece(pieces[0]!, b)
+    for (let i = 1; i < pieces.length; i++) {
+      const p = pieces[i]!
+      if (p.graphable) entry.graphs[g++]!.launch(stream)
+      else this.runPiece(p, b)
+    }
+  }
+
+  #checkAddresses(entry: GraphEntry): void {
+    const now = this.addresses
+    for (let i = 0; i < now.length; i++) {
+      if (entry.addresses[i] !== now[i]) throw new InputAddressError(this.#in[i]!.name, entry.addresses[i]!, now[i]!)
+    }
+    entry.checked = true
+  }
+
+  /** Views of the outputs' real rows, made once per size. */
+  #outputsFor(tokens: number, reqs: number): BuffersOf<O> {
+    const key = tokens * 0x200000 + reqs
+    let o = this.#outViews.get(key)
+    if (o === undefined) {
+      o = Object.freeze(
+        Object.fromEntries(
+          this.#out.map((t) => {
+            const b = this.outputs[t.name]!
+            const n = (t.per === 'token' ? tokens : reqs) * t.width
+            return [t.name, n === b.length ? b : b.view(0, n)]
+          }),
+        ),
+      ) as BuffersOf<O>
+      this.#outViews.set(key, o)
+    }
+    return o
+  }
+}
