@@ -243,7 +243,8 @@ function scratchSpec(width, kernels = 1) {
 
 test('the whole ladder adds at most 1.2x the device memory of its largest graph captured alone', async (t) => {
   const { dev, stream } = setup()
-  const spec = () => scratchSpec(16384, 20)
+  // 64 MiB of scratch at 512 tokens, a few kernels: the pool dominates, as in a real model step.
+  const spec = () => scratchSpec(32768, 4)
   dev.synchronize()
   dev.trimGraphMemory()
   const alone = new GraphManager(dev, { stream, config: { mode: 'FULL', captureSizes: [512] } })
@@ -254,11 +255,11 @@ test('the whole ladder adds at most 1.2x the device memory of its largest graph 
   const step = ladder.wrap(spec())
   const l = await ladder.warmup(step)
   t.is(l.captured, ladder.config.captureSizes.length)
-  t.true(a.bytes >= 32 * MiB, `the largest graph alone added ${a.bytes / MiB} MiB`)
+  t.true(a.bytes >= 48 * MiB, `the largest graph alone added ${a.bytes / MiB} MiB`)
   t.true(l.bytes <= 1.2 * a.bytes, `ladder ${l.bytes / MiB} MiB vs alone ${a.bytes / MiB} MiB`)
   const out = step.run({ x: Int32Array.from({ length: 300 }, (_, i) => i * 3) }, { numTokens: 300 }).y.download()
-  t.deepEqual(Array.from(out.slice(0, 4)), [20, 23, 26, 29])
-  t.log(`largest (512 tokens, 32 MiB scratch) alone: ${(a.bytes / MiB).toFixed(1)} MiB; ladder of ${l.captured}: ${(l.bytes / MiB).toFixed(1)} MiB (${(l.bytes / a.bytes).toFixed(3)}x) in ${l.seconds.toFixed(2)} s`)
+  t.deepEqual(Array.from(out.slice(0, 4)), [4, 7, 10, 13])
+  t.log(`largest (512 tokens, 64 MiB scratch) alone: ${(a.bytes / MiB).toFixed(1)} MiB; ladder of ${l.captured}: ${(l.bytes / MiB).toFixed(1)} MiB (${(l.bytes / a.bytes).toFixed(3)}x) in ${l.seconds.toFixed(2)} s`)
   ladder.dispose()
   dev.trimGraphMemory()
 })
