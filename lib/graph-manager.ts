@@ -7,7 +7,7 @@
  * memory of a larger one; capturing largest first (warmup) makes the whole ladder cost about what the
  * largest graph costs alone.
  */
-import { CaptureError, CublasError, CudaError, check } from './errors.js'
+import { CublasError, CudaError, check } from './errors.js'
 import { GraphConfig, type GraphConfigInit } from './config.js'
 import type { Device, GraphMemoryStats } from './device.js'
 import { Dispatcher, type DispatchResult } from './dispatcher.js'
@@ -97,6 +97,14 @@ const OOM_MARGIN = 64 * 2 ** 20
 /** A capture refused because its graph cannot fit in device memory (see GraphManager#instantiate). */
 class OutOfMemory extends Error {}
 
+/** Graphs just captured for one entry, the most scratch one of them allocates, and the memory they added (bytes). */
+interface Captured {
+  graphs: Graph[]
+  scratch: number
+  pool: number
+  exec: number
+}
+
 /** Whether `e` (or what caused it) is the device running out of memory. */
 export function isOutOfMemory(e: unknown): boolean {
   for (let c = e, depth = 0; c instanceof Error && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
@@ -128,10 +136,6 @@ export class GraphManager {
   readonly #steps = new Set<AnyStep>()
   readonly #host: StepHost
   #stepCount = 0
-  /** Scratch bytes of the largest graph of the last capture, and the pool and other memory it added. */
-  #lastScratch = 0
-  #lastPool = 0
-  #lastExec = 0
 
 
   constructor(device: Device, options: GraphManagerOptions = {}) {
@@ -143,14 +147,13 @@ export class GraphManager {
     this.#policy = options.policy
     this.#log = options.log ?? ((m) => console.warn(`cudagraph: ${m}`))
     this.#registry = GraphRegistry.fromConfig<GraphEntry, GraphEntry>(this.config, { onEvict: (e) => this.#pending.push(e) })
-    const self = this
     this.#host = {
       device,
       stream: this.stream,
       config: this.config,
       stats: this.#stats,
-      entryFor: (step, result) => self.#entryFor(step, result),
-      release: (step) => self.#release(step),
+      entryFor: (step, result) => this.#entryFor(step, result),
+      release: (step) => this.#release(step),
     }
   }
 
@@ -207,7 +210,7 @@ export class GraphManager {
     this.stream.synchronize()
     for (const e of s.entries.values()) {
       const t0 = performance.now()
-      const fresh = this.#captureGraphs(s, e.result.mode as 'FULL' | 'PIECEWISE', e.batch, false)
+      const fresh = this.#captureGraphs(s, e.result.mode as 'FULL' | 'PIECEWISE', e.batch, false).graphs
       fresh.forEach((g, i) => {
         if (e.graphs[i]!.update(g).updatedInPlace) updated++
         else reinstantiated++
@@ -301,9 +304,9 @@ export class GraphManager {
     const batch = this.#batchOf(step, result)
     const label = `${step.name} ${result.mode} ${batch.numTokens} tokens`
     const t0 = performance.now()
-    let graphs: Graph[]
+    let c: Captured
     try {
-      graphs = this.#warmAndCapture(step, batch)
+      c = this.#warmAndCapture(step, batch)
     } catch (e) {
       if (!isOutOfMemory(e)) throw e
       const n = this.#registry.size
@@ -312,23 +315,22 @@ export class GraphManager {
       this.device.trimGraphMemory()
       this.#log(`out of memory capturing ${label} (${e instanceof Error ? e.message : String(e)}); evicted ${n} graphs, retrying once`)
       try {
-        graphs = this.#warmAndCapture(step, batch)
+        c = this.#warmAndCapture(step, batch)
       } catch (e2) {
         if (!isOutOfMemory(e2)) throw e2
         return this.#fail(step, result, `out of memory again capturing ${label} (${e2 instanceof Error ? e2.message : String(e2)}); running it eagerly`)
       }
     }
-    const poolBytes = this.#lastPool
-    const execBytes = this.#lastExec
+    const { graphs, scratch, pool: poolBytes, exec: execBytes } = c
     const bytes = poolBytes + execBytes
     const budget = this.config.maxMemoryBytes
     // Alone, the graph needs its scratch from the pool even where it now reuses another graph's.
-    const alone = Math.max(bytes, this.#lastScratch + execBytes)
+    const alone = Math.max(bytes, scratch + execBytes)
     if (budget !== null && alone > budget) {
       for (const g of graphs) g.dispose()
       return this.#fail(step, result, `${label} needs ${mib(alone)}, more than the whole budget of ${mib(budget)}; running it eagerly`)
     }
-    const entry: GraphEntry = { step, result, batch, graphs, scratchBytes: this.#lastScratch, poolBytes, execBytes, addresses: [...step.addresses], checked: false }
+    const entry: GraphEntry = { step, result, batch, graphs, scratchBytes: scratch, poolBytes, execBytes, addresses: [...step.addresses], checked: false }
     this.#registry.put(entry, entry, bytes)
     step.entries.set(result, entry)
     step.dispatcher.markCaptured(result.descriptor)
@@ -350,7 +352,7 @@ export class GraphManager {
   }
 
   /** numWarmups eager runs at the padded size, then the capture; on failure nothing is left. */
-  #warmAndCapture(step: AnyStep, batch: StepBatch): Graph[] {
+  #warmAndCapture(step: AnyStep, batch: StepBatch): Captured {
     for (let i = 0; i < this.config.numWarmups; i++) step.callForward({ ...batch, mode: 'NONE' })
     // Eager temporaries go back to the default pool at a sync, so the capture's memory delta is the graph's.
     this.stream.synchronize()
@@ -360,49 +362,44 @@ export class GraphManager {
   /**
    * FULL: one graph of the whole forward; PIECEWISE: one per graphable piece (or the forward without
    * pieces). With `instantiate`, each graph is checked to fit before it is instantiated and uploaded, and
-   * the memory they add is measured (#lastPool, #lastExec).
+   * the memory they add is measured.
    */
-  #captureGraphs(step: AnyStep, mode: 'FULL' | 'PIECEWISE', batch: StepBatch, instantiate: boolean): Graph[] {
+  #captureGraphs(step: AnyStep, mode: 'FULL' | 'PIECEWISE', batch: StepBatch, instantiate: boolean): Captured {
     const opts = { instantiate: false, upload: false, measureMemory: false }
-    const graphs: Graph[] = []
-    this.#lastScratch = 0
-    this.#lastPool = 0
-    this.#lastExec = 0
+    const c: Captured = { graphs: [], scratch: 0, pool: 0, exec: 0 }
     const add = (fn: () => void) => {
       const g = this.stream.capture(fn, opts)
-      graphs.push(g)
-      this.#lastScratch = Math.max(this.#lastScratch, step.scratchBytes)
-      if (instantiate) this.#instantiate(g, step.scratchBytes)
+      c.graphs.push(g)
+      c.scratch = Math.max(c.scratch, step.scratchBytes)
+      if (instantiate) this.#instantiate(g, step.scratchBytes, c)
     }
     try {
       const pieces = step.pieces
       if (mode === 'FULL' || pieces === undefined) add(() => step.callForward(batch))
       else for (const p of pieces) if (p.graphable) add(() => step.runPiece(p, batch))
-      return graphs
+      return c
     } catch (e) {
-      for (const g of graphs) g.dispose()
-      throw e instanceof CaptureError && e.cause !== undefined && isOutOfMemory(e.cause) ? e.cause : e
+      for (const g of c.graphs) g.dispose()
+      throw e
     }
   }
 
   /**
-   * Instantiates and uploads `g`, measuring what it adds. A graph whose scratch cannot fit in free memory
-   * plus the pool's reserve is refused before the driver tries: an upload that runs out of memory part way
-   * leaves what it mapped in the pool, beyond the reach of a trim.
+   * Instantiates and uploads `g`, adding the pool and other memory it takes to `into`. A graph whose
+   * scratch cannot fit in free memory plus the pool's reserve is refused before the driver tries: an upload
+   * that runs out of memory part way leaves what it mapped in the pool, beyond the reach of a trim.
    */
-  #instantiate(g: Graph, scratch: number): void {
+  #instantiate(g: Graph, scratch: number, into: Captured): void {
     const free = this.device.memoryInfo().free
-    const pool = this.device.graphMemory()
-    const reusable = pool.reservedCurrent
-    if (scratch > reusable && scratch - reusable > free - OOM_MARGIN) {
-      throw new OutOfMemory(`the graph needs ${mib(scratch)} of pool scratch; ${mib(reusable)} reserved and ${mib(free)} free`)
+    const reserved = this.device.graphMemory().reservedCurrent
+    if (scratch > reserved && scratch - reserved > free - OOM_MARGIN) {
+      throw new OutOfMemory(`the graph needs ${mib(scratch)} of pool scratch; ${mib(reserved)} reserved and ${mib(free)} free`)
     }
     g.instantiate()
     g.upload(this.stream)
-    const poolAfter = this.device.graphMemory().reservedCurrent
-    const added = Math.max(0, poolAfter - pool.reservedCurrent)
-    this.#lastPool += added
-    this.#lastExec += Math.max(0, free - this.device.memoryInfo().free - added)
+    const added = Math.max(0, this.device.graphMemory().reservedCurrent - reserved)
+    into.pool += added
+    into.exec += Math.max(0, free - this.device.memoryInfo().free - added)
   }
 
   /**

@@ -177,9 +177,7 @@ export class GraphRegistry<T, K = number> {
 
   /** Keys from least to most recently used. */
   keys(): K[] {
-    const out: K[] = []
-    for (let n = this.#head; n; n = n.next) out.push(n.key)
-    return out
+    return this.entries().map((e) => e.key)
   }
 
   #evictIdle(now: number, evicted: Evicted<K, T>[], keep: Node<K, T> | undefined): void {

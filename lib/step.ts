@@ -221,37 +221,38 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     if (this.#disposed) throw new ArgumentError("argument 'step': expected a live step, got a disposed one", { argument: 'step' })
     check(options !== null && typeof options === 'object', 'options', '{ numTokens, ... }', options)
     const numTokens = options.numTokens
-    check(Number.isInteger(numTokens) && numTokens >= 1 && numTokens <= this.#maxTokens, 'options.numTokens', `an integer in 1..${this.#maxTokens}`, numTokens)
+    // Checked first, messages built only on failure: a replay allocates nothing.
+    if (!(Number.isInteger(numTokens) && numTokens >= 1 && numTokens <= this.#maxTokens)) check(false, 'options.numTokens', `an integer in 1..${this.#maxTokens}`, numTokens)
     const numReqs = options.numReqs ?? numTokens
-    check(Number.isInteger(numReqs) && numReqs >= 1 && numReqs <= Math.min(numTokens, this.#maxReqs), 'options.numReqs', `an integer in 1..${Math.min(numTokens, this.#maxReqs)}`, numReqs)
+    if (!(Number.isInteger(numReqs) && numReqs >= 1 && numReqs <= numTokens && numReqs <= this.#maxReqs)) {
+      check(false, 'options.numReqs', `an integer in 1..${Math.min(numTokens, this.#maxReqs)}`, numReqs)
+    }
     check(inputs !== null && typeof inputs === 'object', 'inputs', 'a record of input values', inputs)
     const host = this.#host
     const d = this.dispatcher.dispatch(numTokens, options)
     const entry = d.mode === 'NONE' ? undefined : host.entryFor(this as never, d)
     const stats = host.stats
+    let mode = d.mode
     if (entry !== undefined) {
       const b = entry.batch
       const mask = this.#stageInputs(inputs, numTokens, numReqs, b.numTokens, b.numReqs)
       if (!entry.checked) this.#checkAddresses(entry)
       const pieces = this.pieces
-      const first = entry.graphs[0]!
       const piecewise = d.mode === 'PIECEWISE' && pieces !== undefined
-      this.#launch(mask, b.numTokens, b.numReqs, !piecewise || pieces[0]!.graphable ? first.id : 0)
+      this.#launch(mask, b.numTokens, b.numReqs, !piecewise || pieces[0]!.graphable ? entry.graphs[0]!.id : 0)
       if (piecewise) this.#runPieces(entry, numTokens, numReqs)
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
-      const us = (performance.now() - t0) * 1000
-      stats.replayWindow.add(us)
-      if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, d.mode, us, options)
     } else {
+      mode = 'NONE'
       const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
       this.#launch(mask, numTokens, numReqs, 0)
-      this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode: 'NONE' })
+      this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode })
       stats.eagerRuns++
-      const us = (performance.now() - t0) * 1000
-      stats.eagerWindow.add(us)
-      if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, 'NONE', us, options)
     }
+    const us = (performance.now() - t0) * 1000
+    ;(entry !== undefined ? stats.replayWindow : stats.eagerWindow).add(us)
+    if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, mode, us, options)
     return this.#outputsFor(numTokens, numReqs)
   }
 
