@@ -1,7 +1,7 @@
 // Shared by the test files: the GPU probe, the test kernels, seeded random data and error norms.
 import test from 'ava'
 import { Device } from '../dist/index.js'
-export { KERNELS } from './kernels.mjs'
+export { KERNELS } from '../bench/peers/kernels.mjs'
 
 /** Whether a CUDA device is usable; GPU tests skip with this reason when not. */
 export const gpu = Device.availability()

@@ -7,12 +7,12 @@
 // measured in each language), and 8 enqueues back to back per region; launch + synchronize for replay
 // and eager time; median and p99 over many repeats after warm-up. Prints a table; writes launch.json and
 // launch.svg to $BENCH_OUT (default bench/out).
-import { execFileSync, spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Device } from '../dist/index.js'
+import { cPeer, oursChain } from './peers/c-peer.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -34,35 +34,13 @@ const pct = (v, p) => {
 }
 const us = () => Number(process.hrtime.bigint()) / 1e3
 
-/** Our side, in a fresh Node process per round like the C and PyTorch peers (bench/peers/launch_chain.mjs). */
-function ours(n) {
-  const r = spawnSync(process.execPath, [join(here, 'peers', 'launch_chain.mjs'), String(n), String(REPS)], { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`bench/peers/launch_chain.mjs failed: ${r.stderr}`)
-  return JSON.parse(r.stdout.trim().split('\n').pop())
-}
-
-/** Builds a C peer with nvcc once (into /tmp), then runs it; a missing compiler is a printed skip. */
-function cPeer(name, extra, n) {
-  // Keyed by the sources' hash: a warm machine keeps /tmp, and a stale build must not be timed.
-  const hash = createHash('sha256')
-  for (const f of [`${name}.cu`, 'chain_timing.h']) hash.update(readFileSync(join(here, 'peers', f)))
-  const bin = `/tmp/cudagraph_${name}_${hash.digest('hex').slice(0, 12)}`
-  if (!existsSync(bin)) {
-    const cc = spawnSync('nvcc', ['-O2', '-arch=sm_90', '-o', bin, join(here, 'peers', `${name}.cu`), ...extra], { encoding: 'utf8' })
-    if (cc.status !== 0) {
-      process.stderr.write(cc.stderr ?? '')
-      return { skipped: `nvcc: ${cc.error?.message ?? cc.stderr.split('\n').find((l) => l.includes('error')) ?? 'failed'}` }
-    }
-  }
-  const reps = n >= 1000 ? Math.max(20, REPS / 5) : REPS
-  return JSON.parse(execFileSync(bin, [String(n), String(reps)], { encoding: 'utf8' }).trim())
-}
-const rawC = (n) => cPeer('launch_chain', [], n)
-const rawDriver = (n) => cPeer('launch_chain_driver', ['-lcuda', '-lnvrtc'], n)
+const ours = (n) => oursChain(n, REPS)
+const chainReps = (n) => (n >= 1000 ? Math.max(20, REPS / 5) : REPS)
+const rawC = (n) => cPeer('launch_chain', [], [n, chainReps(n)])
+const rawDriver = (n) => cPeer('launch_chain_driver', ['-lcuda', '-lnvrtc'], [n, chainReps(n)])
 
 function torch(n) {
-  const reps = n >= 1000 ? Math.max(20, REPS / 5) : REPS
-  const r = spawnSync('python3', [join(here, 'peers', 'launch_chain.py'), String(n), String(reps)], { encoding: 'utf8' })
+  const r = spawnSync('python3', [join(here, 'peers', 'launch_chain.py'), String(n), String(chainReps(n))], { encoding: 'utf8' })
   if (r.status !== 0) return { skipped: `python3/torch: ${r.error?.message ?? r.stderr.trim().split('\n').pop()}` }
   return JSON.parse(r.stdout.trim().split('\n').pop())
 }

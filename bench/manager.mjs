@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Device, GraphManager } from '../dist/index.js'
+import { Device, GraphManager, fromHalf, lineChartSvg, toHalf } from '../dist/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -29,32 +29,6 @@ if (!avail.available) {
   process.exit(2)
 }
 
-// f16 <-> number, rounding to nearest even (host side of the f16 weights and of the reference).
-function roundEven(x) {
-  const f = Math.floor(x)
-  const d = x - f
-  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f
-}
-function toHalf(v) {
-  if (Number.isNaN(v)) return 0x7e00
-  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0
-  const a = Math.abs(v)
-  if (a >= 65520) return sign | 0x7c00
-  if (a < 2 ** -14) return sign | roundEven(a / 2 ** -24)
-  let e = Math.floor(Math.log2(a))
-  if (2 ** e > a) e--
-  else if (2 ** (e + 1) <= a) e++
-  // A mantissa that rounds up to 1024 carries into the exponent, as it should.
-  return sign | (((e + 15) << 10) + roundEven((a / 2 ** e - 1) * 1024))
-}
-function fromHalf(h) {
-  const s = h & 0x8000 ? -1 : 1
-  const e = (h >>> 10) & 0x1f
-  const m = h & 0x3ff
-  if (e === 0) return s * m * 2 ** -24
-  if (e === 31) return m ? NaN : s * Infinity
-  return s * (1 + m / 1024) * 2 ** (e - 15)
-}
 function rng(seed) {
   let s = seed >>> 0
   return () => {
@@ -248,36 +222,16 @@ eagerMgr.dispose()
 
 /** Step time vs batch (log-log): eager, manager replay, PyTorch eager and graph. */
 function chart(rows) {
-  const series = [
-    ['cudagraph eager', '#f4a261', (r) => r.eagerUs],
-    ['cudagraph manager replay', '#2a9d8f', (r) => r.graphUs],
-    ['PyTorch eager', '#e76f51', (r) => r.torch?.eagerUs],
-    ['PyTorch CUDA graph', '#264653', (r) => r.torch?.graphUs],
-  ]
-  const Wd = 760
-  const Ht = 420
-  const left = 70
-  const top = 40
-  const plotW = Wd - left - 30
-  const plotH = 300
-  const vals = rows.flatMap((r) => series.map(([, , get]) => get(r))).filter((v) => typeof v === 'number' && v > 0)
-  const lo = Math.floor(Math.log10(Math.min(...vals)))
-  const hi = Math.ceil(Math.log10(Math.max(...vals)))
-  const nx = rows.map((r) => r.n)
-  const xl = Math.log2(Math.min(...nx))
-  const xh = Math.log2(Math.max(...nx))
-  const x = (n) => left + ((Math.log2(n) - xl) / (xh - xl || 1)) * plotW
-  const y = (v) => top + plotH - ((Math.log10(v) - lo) / (hi - lo)) * plotH
-  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${Wd}" height="${Ht}" font-family="sans-serif" font-size="12">`
-  svg += `<rect width="${Wd}" height="${Ht}" fill="white"/><text x="${Wd / 2}" y="20" text-anchor="middle" font-size="14">MLP ${LAYERS} x ${HIDDEN} f16: step time vs batch (µs, log-log), lower is better</text>`
-  for (let e = lo; e <= hi; e++) svg += `<line x1="${left}" x2="${left + plotW}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/><text x="${left - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e}</text>`
-  for (const n of nx) svg += `<text x="${x(n)}" y="${top + plotH + 16}" text-anchor="middle">${n}</text>`
-  svg += `<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle">batch (rows)</text>`
-  series.forEach(([name, color, get], i) => {
-    const pts = rows.filter((r) => typeof get(r) === 'number').map((r) => `${x(r.n).toFixed(1)},${y(get(r)).toFixed(1)}`)
-    if (pts.length > 0) svg += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`
-    for (const r of rows) if (typeof get(r) === 'number') svg += `<circle cx="${x(r.n)}" cy="${y(get(r))}" r="3" fill="${color}"><title>${name} batch ${r.n}: ${get(r).toFixed(1)} µs</title></circle>`
-    svg += `<rect x="${left + (i % 2) * 300}" y="${top + plotH + 50 + Math.floor(i / 2) * 18 - 10}" width="12" height="12" fill="${color}"/><text x="${left + (i % 2) * 300 + 18}" y="${top + plotH + 50 + Math.floor(i / 2) * 18}">${name}</text>`
+  const line = (name, color, get) => ({ name, color, points: rows.filter((r) => typeof get(r) === 'number').map((r) => [r.n, get(r)]) })
+  return lineChartSvg({
+    title: `MLP ${LAYERS} x ${HIDDEN} f16: step time vs batch (µs, log-log), lower is better`,
+    xLabel: 'batch (rows)',
+    yUnit: 'µs',
+    series: [
+      line('cudagraph eager', '#f4a261', (r) => r.eagerUs),
+      line('cudagraph manager replay', '#2a9d8f', (r) => r.graphUs),
+      line('PyTorch eager', '#e76f51', (r) => r.torch?.eagerUs),
+      line('PyTorch CUDA graph', '#264653', (r) => r.torch?.graphUs),
+    ],
   })
-  return svg + '</svg>\n'
 }

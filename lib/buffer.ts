@@ -76,6 +76,16 @@ export class DeviceBuffer<D extends DType = DType> {
     return out
   }
 
+  /**
+   * Copies the buffer into `out` (a host array of this dtype with at least `length` elements) after all
+   * enqueued work is done: a read that allocates nothing.
+   */
+  downloadInto(out: HostArrayOf[D]): HostArrayOf[D] {
+    check(fitsDType(out as HostArray, this.dtype) && (out as HostArray).length >= this.length, 'out', `a host array for ${this.dtype} of at least ${this.length} elements`, out)
+    native(() => this.native.downloadInto(bytesOf((out as HostArray).length === this.length ? out : (out as HostArray).subarray(0, this.length))))
+    return out
+  }
+
   /** Frees the memory now (all views of it become disposed). Throws InUseError while a live graph uses it. */
   dispose(): void {
     native(() => this.native.dispose())

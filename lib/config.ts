@@ -167,6 +167,17 @@ export class GraphConfig {
     return new GraphConfig({ ...base, captureSizes: sizes, maxCaptureSize: sizes[sizes.length - 1]! })
   }
 
+  /**
+   * This config for a step of at most `maxTokens` token rows: capture sizes above it dropped (a batch
+   * must never pad past the step's buffers); NONE when no size is left. Itself when nothing changes.
+   */
+  cappedTo(maxTokens: number): GraphConfig {
+    if (this.maxCaptureSize <= maxTokens) return this
+    const sizes = this.captureSizes.filter((s) => s <= maxTokens)
+    const { maxCaptureSize: _max, captureSizes: _sizes, ...rest } = this.toJSON()
+    return GraphConfig.from(sizes.length === 0 ? { ...rest, mode: 'NONE' } : { ...rest, captureSizes: sizes })
+  }
+
   /** A config that never uses graphs. */
   static disabled(): GraphConfig {
     return GraphConfig.from({ mode: 'NONE' })

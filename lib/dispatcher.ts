@@ -82,6 +82,8 @@ export class Dispatcher implements DispatcherLike {
   /** Eager results by token count, made on first use: eager dispatches allocate nothing either. */
   readonly #eagerResults: (DispatchResult | undefined)[] = []
   #hasFull = false
+  /** False inside peek. */
+  #recording = true
   #padded_ = 0
   #loras_ = 0
 
@@ -206,8 +208,18 @@ export class Dispatcher implements DispatcherLike {
       if (!policy.shouldUseGraph(batch, available)) result = undefined
     }
     if (result === undefined) return this.#eager(numTokens)
-    this.stats.record(result.mode, numTokens, padded)
+    if (this.#recording) this.stats.record(result.mode, numTokens, padded)
     return result
+  }
+
+  /** What {@link Dispatcher.dispatch} would return, without counting it in the stats. */
+  peek(numTokens: number, options: DispatchOptions = NO_OPTIONS): DispatchResult {
+    this.#recording = false
+    try {
+      return this.dispatch(numTokens, options)
+    } finally {
+      this.#recording = true
+    }
   }
 
   /**
@@ -255,7 +267,7 @@ export class Dispatcher implements DispatcherLike {
   }
 
   #eager(numTokens: number): DispatchResult {
-    this.stats.record('NONE', numTokens, numTokens)
+    if (this.#recording) this.stats.record('NONE', numTokens, numTokens)
     if (numTokens >= EAGER_CACHE) return { mode: 'NONE', descriptor: describeBatch({ numTokens }) }
     let r = this.#eagerResults[numTokens]
     if (r === undefined) this.#eagerResults[numTokens] = r = Object.freeze({ mode: 'NONE', descriptor: describeBatch({ numTokens }) })

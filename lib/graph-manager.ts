@@ -17,7 +17,7 @@ import { ManagerStats, type ManagerStatsJSON } from './manager-stats.js'
 import { Progress, type ProgressSink } from './progress.js'
 import { type Evicted, GraphRegistry } from './registry.js'
 import { type GraphEntry, Step, type StepHost } from './step.js'
-import type { StepBatch, StepSpec, TensorSpec } from './step-spec.js'
+import { type StepBatch, type StepSpec, type TensorSpec, parseTensorSpecs } from './step-spec.js'
 import type { Stream } from './stream.js'
 
 type AnyStep = Step<Record<string, TensorSpec>, Record<string, TensorSpec>>
@@ -162,7 +162,10 @@ export class GraphManager {
    * Nothing is captured until {@link GraphManager.warmup} (or a run, with captureOnMiss).
    */
   wrap<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>>(spec: StepSpec<I, O>): Step<I, O> {
-    const dispatcher = new Dispatcher(this.config, this.#policy === undefined ? { trackCaptures: true } : { policy: this.#policy, trackCaptures: true })
+    // A step sized below the largest capture size gets the sizes that fit its buffers.
+    const tokenRows = spec !== null && typeof spec === 'object' ? parseTensorSpecs('inputs', spec.inputs).filter((t) => t.per === 'token').map((t) => t.rows) : []
+    const config = tokenRows.length > 0 ? this.config.cappedTo(Math.min(...tokenRows)) : this.config
+    const dispatcher = new Dispatcher(config, this.#policy === undefined ? { trackCaptures: true } : { policy: this.#policy, trackCaptures: true })
     dispatcher.initializeKeys()
     const name = spec?.name ?? `step${this.#stepCount}`
     const step = new Step<I, O>(this.#host, spec, name, dispatcher)
@@ -291,7 +294,7 @@ export class GraphManager {
   /** The padded batch a graph for `result` computes. */
   #batchOf(step: AnyStep, result: DispatchResult): StepBatch {
     const d = result.descriptor
-    const numReqs = d.numReqs ?? Math.min(d.numTokens, this.config.maxNumSeqs, step.maxReqs)
+    const numReqs = Math.min(d.numReqs ?? Math.min(d.numTokens, this.config.maxNumSeqs), step.maxReqs)
     return Object.freeze({ numTokens: d.numTokens, numReqs, realTokens: d.numTokens, realReqs: numReqs, uniformDecode: d.uniform, mode: result.mode })
   }
 

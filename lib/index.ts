@@ -93,7 +93,7 @@ export {
   type WarmupOptions,
   type WarmupResult,
 } from './graph-manager.js'
-export { Step, type RunInputs, type RunOptions } from './step.js'
+export { Step, type GraphUse, type RunInputs, type RunOptions } from './step.js'
 export {
   parseTensorSpec,
   type BuffersOf,
@@ -108,3 +108,10 @@ export {
 } from './step-spec.js'
 export { ManagerStats, type LatencySummary, type ManagerStatsJSON } from './manager-stats.js'
 export { Progress, progressLine, type ProgressSink } from './progress.js'
+export { fromHalf, roundHalf, toHalf } from './half.js'
+export { MODEL_PRESETS, headDim, modelConfig, parameterCount, type ModelConfig, type ModelName } from './model-config.js'
+export { DecoderModel, DECODER_KERNELS_PATH, type DecoderOptions, type ForwardContext, type ForwardTensors, type Weight } from './decoder-model.js'
+export { DecoderRunner, type DecoderRunnerOptions } from './decoder-runner.js'
+export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
+export { writeSafetensors, type SafetensorsEntry } from './safetensors.js'
+export { lineChartSvg, type ChartSeries, type ChartSpec } from './svg-chart.js'

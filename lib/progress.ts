@@ -7,9 +7,6 @@ export interface ProgressSink {
   columns?: number
 }
 
-/** Node's process, as far as this file uses it (the SDK does not depend on @types/node). */
-declare const process: { stderr: ProgressSink }
-
 /** Renders `[#####.....] done/total label`. */
 export function progressLine(done: number, total: number, label: string, width = 24): string {
   const filled = total > 0 ? Math.round((width * done) / total) : width

@@ -26,6 +26,9 @@ import {
 } from './step-spec.js'
 
 /** Options of {@link Step.run}: the batch's shape, as the dispatcher reads it. */
+/** How a run goes: a graph captured for its size, a graph for a larger size (padded), or eagerly. */
+export type GraphUse = 'captured' | 'padded' | 'eager'
+
 export interface RunOptions extends DispatchOptions {
   /** Tokens of real data in the inputs (rows of token inputs). */
   numTokens: number
@@ -134,13 +137,12 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     const ins = parseTensorSpecs('inputs', spec.inputs)
     const outs = parseTensorSpecs('outputs', spec.outputs)
     check(ins.length <= MAX_INPUTS, 'spec.inputs', `at most ${MAX_INPUTS} inputs`, `${ins.length}`)
-    const c = host.config
-    const needTokens = c.maxCaptureSize
-    const needReqs = Math.min(c.maxNumSeqs, c.maxCaptureSize)
+    // Token buffers must hold the largest size this step's dispatcher captures; request rows may be fewer
+    // (a prefill step of one request): its graphs compute at most that many (GraphManager caps them).
+    const needTokens = dispatcher.config.maxCaptureSize
     for (const t of [...ins, ...outs]) {
-      const need = t.per === 'token' ? needTokens : needReqs
-      const path = `${ins.includes(t) ? 'inputs' : 'outputs'}.${t.name}.rows`
-      check(t.rows >= need, path, `at least ${need} ${t.per} rows (the config captures batches that large)`, t.rows)
+      if (t.per !== 'token') continue
+      check(t.rows >= needTokens, `${ins.includes(t) ? 'inputs' : 'outputs'}.${t.name}.rows`, `at least ${needTokens} token rows (the config captures batches that large)`, t.rows)
     }
     this.#maxTokens = Math.min(...[...ins, ...outs].filter((t) => t.per === 'token').map((t) => t.rows))
     this.#maxReqs = Math.min(...[...ins, ...outs].filter((t) => t.per === 'request').map((t) => t.rows))
@@ -254,6 +256,16 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     ;(entry !== undefined ? stats.replayWindow : stats.eagerWindow).add(us)
     if (this.dispatcher.policy?.record !== undefined) this.dispatcher.record(numTokens, mode, us, options)
     return this.#outputsFor(numTokens, numReqs)
+  }
+
+  /**
+   * How a run of `numTokens` tokens would go now, without running or counting it: `'captured'` (a graph
+   * of that size), `'padded'` (a graph of a larger size) or `'eager'`.
+   */
+  graphUse(numTokens: number, options: DispatchOptions = {}): GraphUse {
+    const d = this.dispatcher.peek(numTokens, options)
+    if (d.mode === 'NONE' || !this.entries.has(d)) return 'eager'
+    return d.descriptor.numTokens === numTokens ? 'captured' : 'padded'
   }
 
   /**

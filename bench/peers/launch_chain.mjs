@@ -3,7 +3,7 @@
 // timed exactly as bench/peers/launch_chain.cu times its own. Prints one JSON line.
 // Usage: node bench/peers/launch_chain.mjs N REPS
 import { Device } from '../../dist/index.js'
-import { KERNELS } from '../../__test__/kernels.mjs'
+import { KERNELS } from './kernels.mjs'
 
 const n = Number(process.argv[2] ?? 100)
 const REPS = Number(process.argv[3] ?? 300)

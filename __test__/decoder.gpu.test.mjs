@@ -1,0 +1,133 @@
+// GPU tests of the built-in decoder: the tiny model against a float64 CPU reference of the same math,
+// graph == eager tokens, batched decode == lone requests, bad input, and the PyTorch peer's greedy tokens.
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ArgumentError, DecoderModel, DecoderReference, DecoderRunner, Device, GraphManager } from '../dist/index.js'
+import { gpuTest, relError, rng } from './helpers.mjs'
+
+const test = gpuTest()
+
+function setup(t, { slots = 8, mode = 'FULL' } = {}) {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  stream.prepareBlas()
+  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 3, slots, maxSeqLen: 128 })
+  const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: slots, maxCaptureSize: 64 } })
+  const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
+  const graph = new DecoderRunner(model, mgr, { maxPrefillTokens: 64, maxBatch: slots })
+  const eager = new DecoderRunner(model, eagerMgr, { maxPrefillTokens: 64, maxBatch: slots })
+  t.teardown(() => {
+    graph.dispose()
+    eager.dispose()
+    model.dispose()
+  })
+  return { dev, stream, model, mgr, graph, eager }
+}
+
+const prompt = (n, seed, vocab) => {
+  const r = rng(seed)
+  return Int32Array.from({ length: n }, () => Math.floor(r() * vocab))
+}
+
+test('tiny decoder matches the float64 CPU reference (prefill and decode logits, greedy tokens)', async (t) => {
+  const { model, graph } = setup(t)
+  await graph.warmup()
+  const V = model.config.vocab
+  const ref = new DecoderReference(model.config, model.downloadWeights())
+  const p = prompt(13, 41, V)
+  // Prefill: our logits for the last prompt token against the reference's.
+  const first = graph.prefill(2, p)
+  const ours0 = graph.prefillStep.outputs.logits.view(0, V).download()
+  const pos = Int32Array.from(p, (_, i) => i)
+  const r0 = ref.forward(p, pos, new Int32Array(p.length).fill(2), [p.length - 1])
+  const errs = [relError(ours0, r0.logits)]
+  const spread = Math.sqrt(r0.logits.reduce((s, v) => s + v * v, 0) / V)
+  t.true(spread > 1, `logits spread ${spread} (the test needs non-trivial logits)`)
+  t.is(first, r0.next[0], 'prefill greedy token')
+  // Decode 6 tokens, each step checked against the reference fed the same token.
+  let tok = first
+  let agree = 1
+  for (let i = 0; i < 6; i++) {
+    const at = p.length + i
+    const next = graph.decode(1, Int32Array.of(2), Int32Array.of(tok), Int32Array.of(at))[0]
+    const ours = graph.decodeStep.outputs.logits.view(0, V).download()
+    const r = ref.forward([tok], [at], [2], [0])
+    errs.push(relError(ours, r.logits))
+    if (next === r.next[0]) agree++
+    tok = next
+  }
+  t.log(`logits rel err vs float64: max ${Math.max(...errs).toExponential(2)} over ${errs.length} steps; greedy tokens ${agree}/7 equal; logits rms ${spread.toFixed(2)}`)
+  t.true(Math.max(...errs) < 1e-2, `rel err ${Math.max(...errs)}`)
+  t.is(agree, 7)
+})
+
+test('graph and eager generate identical tokens; a batched decode step gives each request what it gets alone', async (t) => {
+  const { model, graph, eager, mgr } = setup(t)
+  const w = await graph.warmup()
+  t.true(w.captured > 0 && w.failed === 0)
+  const V = model.config.vocab
+  const prompts = [5, 13, 29, 40].map((n, i) => prompt(n, 100 + i, V))
+  const alone = prompts.map((p, i) => graph.generate(i, p, 12))
+  prompts.forEach((p, i) => t.deepEqual(eager.generate(4 + i, p, 12), alone[i], `prompt ${i}: eager == graph`))
+  // The four requests decode together in batches of 4 after their prefills.
+  const slots = Int32Array.of(0, 1, 2, 3)
+  const toks = new Int32Array(4)
+  const pos = new Int32Array(4)
+  const got = prompts.map((p, i) => [graph.prefill(i, p)])
+  for (let step = 1; step < 12; step++) {
+    for (let i = 0; i < 4; i++) {
+      toks[i] = got[i][step - 1]
+      pos[i] = prompts[i].length + step - 1
+    }
+    const next = graph.decode(4, slots, toks, pos)
+    for (let i = 0; i < 4; i++) got[i].push(next[i])
+  }
+  got.forEach((g, i) => t.deepEqual(Int32Array.from(g), alone[i], `request ${i} batched == alone`))
+  const distinct = new Set(alone.flatMap((a) => [...a])).size
+  t.true(distinct > 4, `generated tokens vary (${distinct} distinct)`)
+  t.is(graph.decodeUse(3), 'padded')
+  t.is(graph.prefillUse(13), 'padded')
+  t.is(graph.prefillUse(16), 'captured')
+  t.log(`${w.captured} graphs; manager: ${mgr.stats().replays} replays, ${mgr.stats().eagerRuns} eager runs`)
+})
+
+test('bad token ids, slots and lengths are typed errors and leave the runner working', async (t) => {
+  const { model, graph } = setup(t)
+  await graph.warmup()
+  const V = model.config.vocab
+  const p = prompt(9, 7, V)
+  const before = graph.generate(0, p, 4)
+  t.throws(() => graph.prefill(0, Int32Array.of(1, V, 2)), { instanceOf: ArgumentError, message: /tokens\[1\].*0\.\.255/ })
+  t.throws(() => graph.prefill(0, Int32Array.of(-1)), { instanceOf: ArgumentError })
+  t.throws(() => graph.prefill(99, p), { instanceOf: ArgumentError, message: /slot/ })
+  t.throws(() => graph.prefill(0, new Int32Array(65)), { instanceOf: ArgumentError, message: /1\.\.64/ })
+  t.throws(() => graph.decode(1, Int32Array.of(0), Int32Array.of(1), Int32Array.of(128)), { instanceOf: ArgumentError, message: /position/ })
+  t.throws(() => new DecoderRunner(model, graph.manager, { maxBatch: 99 }), { instanceOf: ArgumentError, message: /maxBatch/ })
+  t.deepEqual(graph.generate(0, p, 4), before)
+})
+
+test('the PyTorch peer on the same weights (safetensors) gives our greedy tokens', async (t) => {
+  const has = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available()'], { encoding: 'utf8' })
+  if (has.status !== 0) {
+    t.log(`python3 with torch and CUDA not found: ${has.stderr.trim().split('\n').pop()}`)
+    t.fail('the device machine has PyTorch; this test must run there')
+    return
+  }
+  const { model, graph } = setup(t)
+  await graph.warmup()
+  const p = prompt(20, 9, model.config.vocab)
+  const gen = graph.generate(0, p, 16)
+  const dir = mkdtempSync(join(tmpdir(), 'cudagraph-peer-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  model.save(join(dir, 'm.safetensors'))
+  const sequence = [...p, ...gen.subarray(0, -1)]
+  writeFileSync(join(dir, 'req.json'), JSON.stringify({ batchSizes: [1], context: 8, reps: 10, sequence, promptLen: p.length }))
+  const r = spawnSync('python3', [new URL('../bench/peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  const peer = JSON.parse(r.stdout.trim().split('\n').pop())
+  const theirs = gen.map((_, i) => peer.greedy[p.length - 1 + i])
+  t.log(`PyTorch ${peer.torch}: ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`)
+  t.deepEqual([...theirs], [...gen])
+})
