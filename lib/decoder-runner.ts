@@ -47,6 +47,9 @@ export class DecoderRunner {
   readonly #iota: Int32Array
   readonly #one = new Int32Array(1)
   readonly #next: Int32Array
+  /** Run options reused by every step (a step allocates nothing). */
+  readonly #prefillOptions = { numTokens: 1, numReqs: 1 }
+  readonly #decodeOptions = { numTokens: 1, numReqs: 1, uniformDecode: true }
   /** #next's first n elements, by n: decode returns one without allocating. */
   readonly #nextViews: Int32Array[]
 
@@ -90,16 +93,18 @@ export class DecoderRunner {
    * writing their keys and values, and returns the greedy next token. Waits for the result.
    */
   prefill(slot: number, tokens: Int32Array, start = 0): number {
+    this.#checkTokens(tokens, tokens instanceof Int32Array ? tokens.length : 1)
     const n = tokens.length
     this.#checkSlot(slot, start, n, this.maxPrefillTokens, 'tokens')
-    this.#checkTokens('tokens', tokens, n)
     const s = this.prefillStep
     const positions = s.staging('positions') as Int32Array
     const slots = s.staging('slots') as Int32Array
     for (let i = 0; i < n; i++) positions[i] = start + i
     slots.fill(slot, 0, n)
     this.#one[0] = n - 1
-    const out = s.run({ tokens, positions, slots, last: this.#one }, { numTokens: n, numReqs: 1 })
+    const o = this.#prefillOptions
+    o.numTokens = n
+    const out = s.run({ tokens, positions, slots, last: this.#one }, o)
     return out.next.downloadInto(this.#one)[0]!
   }
 
@@ -108,9 +113,12 @@ export class DecoderRunner {
    * token and its position); returns the greedy next tokens (a reused array: copy what you keep).
    */
   decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array): Int32Array {
-    check(Number.isInteger(n) && n >= 1 && n <= this.maxBatch, 'n', `an integer in 1..${this.maxBatch} (maxBatch)`, n)
-    check(slots instanceof Int32Array && slots.length >= n && positions instanceof Int32Array && positions.length >= n, 'slots/positions', `Int32Arrays of at least ${n} elements`, [slots, positions])
-    this.#checkTokens('tokens', tokens, n)
+    // Checked first, messages built only on failure: a step allocates nothing.
+    if (!(Number.isInteger(n) && n >= 1 && n <= this.maxBatch)) check(false, 'n', `an integer in 1..${this.maxBatch} (maxBatch)`, n)
+    if (!(slots instanceof Int32Array && slots.length >= n && positions instanceof Int32Array && positions.length >= n)) {
+      check(false, 'slots/positions', `Int32Arrays of at least ${n} elements`, [slots, positions])
+    }
+    this.#checkTokens(tokens, n)
     for (let i = 0; i < n; i++) {
       const s = slots[i]!
       const p = positions[i]!
@@ -118,7 +126,10 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    const out = this.decodeStep.run({ tokens, positions, slots, last: this.#iota }, { numTokens: n, numReqs: n, uniformDecode: true })
+    const o = this.#decodeOptions
+    o.numTokens = n
+    o.numReqs = n
+    const out = this.decodeStep.run({ tokens, positions, slots, last: this.#iota }, o)
     out.next.downloadInto(this.#next)
     return this.#nextViews[n]!
   }
@@ -157,12 +168,13 @@ export class DecoderRunner {
     check(start + n <= this.model.maxSeqLen, what, `to end within maxSeqLen (${this.model.maxSeqLen})`, start + n)
   }
 
-  #checkTokens(name: string, tokens: Int32Array, n: number): void {
-    check(tokens instanceof Int32Array && tokens.length >= n, name, `an Int32Array of at least ${n} token ids`, tokens)
+  /** The first `n` ids of `tokens` are in the vocabulary (messages built only on failure). */
+  #checkTokens(tokens: Int32Array, n: number): void {
+    if (!(tokens instanceof Int32Array && tokens.length >= n)) check(false, 'tokens', `an Int32Array of at least ${n} token ids`, tokens)
     const V = this.model.config.vocab
     for (let i = 0; i < n; i++) {
       const t = tokens[i]!
-      if (!(t >= 0 && t < V)) check(false, `${name}[${i}]`, `a token id in 0..${V - 1}`, t)
+      if (!(t >= 0 && t < V)) check(false, `tokens[${i}]`, `a token id in 0..${V - 1}`, t)
     }
   }
 }
