@@ -119,7 +119,7 @@ test('the cudagraph command: usage, bad commands and flags exit 2 with a message
   t.is(run('--help').status, 0)
   const bad = run('frobnicate')
   t.is(bad.status, 2)
-  t.regex(bad.stderr, /unknown command 'frobnicate' \(expected info or bench\)/)
+  t.regex(bad.stderr, /unknown command 'frobnicate' \(expected info, bench, serve, client\)/)
   const flag = run('bench', '--model', 'big')
   t.is(flag.status, 2)
   t.regex(flag.stderr, /--model: expected one of tiny, small, 1b, got 'big'/)

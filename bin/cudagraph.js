@@ -5,4 +5,7 @@ require('../dist/cli.js')
   .main(process.argv.slice(2))
   .then((code) => {
     process.exitCode = code
+    // serve has released the GPU and its socket: nothing a library left open (a timer, a metrics
+    // collector) may keep it alive after SIGTERM.
+    if (process.argv[2] === 'serve') process.exit(code)
   })

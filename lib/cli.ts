@@ -1,6 +1,7 @@
 /**
- * The `cudagraph` command (package.json `bin`): `info` (the device and what its driver supports) and
- * `bench` (the built-in decoder benchmark). Bad flags and a machine without a GPU get a message that says
+ * The `cudagraph` command (package.json `bin`): `info` (the device and what its driver supports), `bench`
+ * (the built-in decoder benchmark; `--serve` for the generator's), `serve` (the generator) and `client`.
+ * Bad flags and a machine without a GPU get a message that says
  * what was wrong and what is allowed, and exit code 2.
  */
 import { parseArgs } from 'node:util'
@@ -8,6 +9,8 @@ import { type BenchOptions, runBench } from './decoder-bench.js'
 import { Device } from './device.js'
 import { GRAPH_MODES, type GraphMode } from './graph-mode.js'
 import { MODEL_PRESETS, type ModelName } from './model-config.js'
+import { type ServeBenchOptions, runServeBench } from './serve-bench.js'
+import { type ClientOptions, type ServeOptions, client, serve } from './serve-command.js'
 
 const USAGE = `usage: cudagraph <command> [flags]
 
@@ -15,6 +18,12 @@ commands:
   info                 the GPU, its driver and which graph features it supports
   bench                the built-in decoder benchmark: TTFT table, decode step per batch size,
                        launch floor, PyTorch peer; writes results.json and chart.svg
+  bench --serve        the generator benchmark: a serve process and 1, 8, 64 concurrent clients;
+                       TTFT, inter-token time, tokens/s, IPC per token; serve-results.json
+  serve --socket PATH  the generator: model and graphs on the GPU, clients on a Unix socket,
+                       continuous batching, Prometheus /metrics; SIGTERM or SIGINT stops it
+  client --socket PATH --prompt-tokens 1,2,3 [--max-new-tokens 32]
+                       one prompt to a running generator; tokens are printed as they come
 
 bench flags:
   --model NAME         ${Object.keys(MODEL_PRESETS).join(' | ')} (default small)
@@ -27,7 +36,29 @@ bench flags:
   --seed N             weights and prompts (default 1)
   --out DIR            where results.json and chart.svg go (default ./cudagraph-bench)
   --no-peer            skip the PyTorch peer
-  --json               print only the results as JSON on stdout`
+  --json               print only the results as JSON on stdout
+
+bench --serve flags:
+  --model NAME         as above (default small)
+  --clients LIST       concurrent clients, 1..256 (default 1,8,64)
+  --requests N         timed requests per client, in turn (default 4)
+  --tokens N           tokens per request (default 64)
+  --prompt-length N    prompt tokens per request (default 32)
+  --seed N, --out DIR, --json   as above
+
+serve flags:
+  --socket PATH        Unix socket to listen on (required)
+  --model NAME         as above (default small)
+  --max-batch N        requests decoded together, 1..256 (default 64)
+  --max-seq-len N      tokens per request, prompt included (default 1024)
+  --max-prefill N      tokens per prefill step (default 256)
+  --max-queue N        requests waiting for a slot before BUSY (default 1024)
+  --metrics-port N     GET /metrics and /healthz on 127.0.0.1 (default 9400; 0: any free port)
+  --graph-memory MIB   graph memory budget; missing graphs are padded or run eagerly and
+                       captured when idle (default: no budget)
+  --mode MODE          as above (default FULL)
+  --seed N             weights (default 1)
+  --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)`
 
 /** A flag's value was wrong: the message says which flag, what it got and what is allowed. */
 class UsageError extends Error {}
@@ -70,20 +101,18 @@ export function parseBenchFlags(args: string[]): BenchOptions {
   } catch (e) {
     throw new UsageError(e instanceof Error ? e.message : String(e))
   }
-  const model = parsed.model ?? 'small'
-  if (!Object.hasOwn(MODEL_PRESETS, model)) throw new UsageError(`--model: expected one of ${Object.keys(MODEL_PRESETS).join(', ')}, got '${model}'`)
-  const mode = parsed.mode ?? 'FULL'
-  if (!(GRAPH_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode: expected one of ${GRAPH_MODES.join(', ')}, got '${mode}'`)
+  const model = modelName(parsed.model)
+  const mode = graphMode(parsed.mode)
   const tokens = int('tokens', parsed.tokens, 32, 1, 1024)
   const promptLengths = parsed['prompt-lengths'] === undefined ? [10, 50, 100, 150, 200, 250, 300, 350, 400] : intList('prompt-lengths', parsed['prompt-lengths'], 1, 2048)
   const context = int('context', parsed.context, 128, 1, 2048)
   if (Math.max(...promptLengths) + tokens > 4096) throw new UsageError(`--prompt-lengths/--tokens: the longest prompt plus the tokens must be at most 4096, got ${Math.max(...promptLengths) + tokens}`)
   return {
-    model: model as ModelName,
+    model,
     batchSizes: parsed['batch-sizes'] === undefined ? [1, 2, 4, 8, 16, 32, 64, 128, 256] : intList('batch-sizes', parsed['batch-sizes'], 1, 256),
     promptLengths,
     tokens,
-    mode: mode as GraphMode,
+    mode,
     context,
     reps: int('reps', parsed.reps, 200, 10, 100000),
     seed: int('seed', parsed.seed, 1, 0, 2 ** 31),
@@ -91,6 +120,84 @@ export function parseBenchFlags(args: string[]): BenchOptions {
     peer: parsed['no-peer'] !== true,
     print: parsed.json !== true,
   }
+}
+
+function parseFlags(args: string[], options: Record<string, { type: 'string' | 'boolean' }>): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args, strict: true, allowPositionals: false, options }).values
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e))
+  }
+}
+
+function modelName(v: string | boolean | undefined): ModelName {
+  const model = (v as string | undefined) ?? 'small'
+  if (!Object.hasOwn(MODEL_PRESETS, model)) throw new UsageError(`--model: expected one of ${Object.keys(MODEL_PRESETS).join(', ')}, got '${model}'`)
+  return model as ModelName
+}
+
+function graphMode(v: string | boolean | undefined): GraphMode {
+  const mode = (v as string | undefined) ?? 'FULL'
+  if (!(GRAPH_MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode: expected one of ${GRAPH_MODES.join(', ')}, got '${mode}'`)
+  return mode as GraphMode
+}
+
+/** Parses `bench --serve` flags (throws UsageError). */
+export function parseServeBenchFlags(args: string[]): ServeBenchOptions {
+  const str = { type: 'string' } as const
+  const f = parseFlags(args, { serve: { type: 'boolean' }, model: str, clients: str, requests: str, tokens: str, 'prompt-length': str, seed: str, out: str, json: { type: 'boolean' } })
+  const s = (k: string) => f[k] as string | undefined
+  const tokens = int('tokens', s('tokens'), 64, 1, 2048)
+  const promptLength = int('prompt-length', s('prompt-length'), 32, 1, 2048)
+  return {
+    model: modelName(f.model),
+    clients: s('clients') === undefined ? [1, 8, 64] : intList('clients', s('clients')!, 1, 256),
+    requests: int('requests', s('requests'), 4, 1, 10000),
+    tokens,
+    promptLength,
+    seed: int('seed', s('seed'), 1, 0, 2 ** 31),
+    out: s('out') ?? 'cudagraph-bench',
+    print: f.json !== true,
+  }
+}
+
+/** Parses `serve` flags (throws UsageError). */
+export function parseServeFlags(args: string[]): ServeOptions {
+  const str = { type: 'string' } as const
+  const f = parseFlags(args, { socket: str, model: str, 'max-batch': str, 'max-seq-len': str, 'max-prefill': str, 'max-queue': str, 'metrics-port': str, 'graph-memory': str, mode: str, seed: str, 'drain-ms': str })
+  const s = (k: string) => f[k] as string | undefined
+  const socket = s('socket')
+  if (socket === undefined || socket === '') throw new UsageError('--socket: the Unix socket path to listen on is required')
+  const mode = graphMode(f.mode)
+  const maxSeqLen = int('max-seq-len', s('max-seq-len'), 1024, 2, 4096)
+  const mib = s('graph-memory') === undefined ? null : int('graph-memory', s('graph-memory'), 0, 1, 2 ** 30)
+  return {
+    socket,
+    model: modelName(f.model),
+    maxBatch: int('max-batch', s('max-batch'), 64, 1, 256),
+    maxSeqLen,
+    maxPrefillTokens: int('max-prefill', s('max-prefill'), Math.min(256, maxSeqLen), 1, maxSeqLen),
+    maxQueue: int('max-queue', s('max-queue'), 1024, 0, 1 << 20),
+    metricsPort: int('metrics-port', s('metrics-port'), 9400, 0, 65535),
+    graphMemory: mib === null ? null : mib * 2 ** 20,
+    mode,
+    seed: int('seed', s('seed'), 1, 0, 2 ** 31),
+    drainMs: int('drain-ms', s('drain-ms'), 5000, 0, 3600_000),
+  }
+}
+
+/** Parses `client` flags (throws UsageError). */
+export function parseClientFlags(args: string[]): ClientOptions {
+  const str = { type: 'string' } as const
+  const f = parseFlags(args, { socket: str, 'prompt-tokens': str, 'max-new-tokens': str })
+  const s = (k: string) => f[k] as string | undefined
+  const socket = s('socket')
+  if (socket === undefined || socket === '') throw new UsageError('--socket: the Unix socket path of a running generator is required')
+  const p = s('prompt-tokens')
+  if (p === undefined) throw new UsageError('--prompt-tokens: a comma-separated list of token ids is required, e.g. 1,2,3')
+  const prompt = p.split(',').map((t) => Number(t.trim()))
+  if (p.trim() === '' || prompt.some((t) => !Number.isInteger(t) || t < 0 || t > 0x7fffffff)) throw new UsageError(`--prompt-tokens: expected comma-separated non-negative integers, got '${p}'`)
+  return { socket, prompt, maxNewTokens: int('max-new-tokens', s('max-new-tokens'), 32, 1, 0xffffffff) }
 }
 
 /** `cudagraph info`: the device, the driver and each feature probed by using it. */
@@ -142,6 +249,15 @@ function info(): string {
   return lines.join('\n')
 }
 
+/** A benchmark command: it prints its tables, or with --json (print false) only the results. */
+function benchmark(print: boolean, go: () => Promise<Record<string, unknown>>): () => Promise<number> {
+  return async () => {
+    const results = await go()
+    if (!print) console.log(JSON.stringify(results, null, 2))
+    return 0
+  }
+}
+
 /** Runs the command line `args` (without node and the script); resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args
@@ -149,14 +265,34 @@ export async function main(args: string[]): Promise<number> {
     console.log(USAGE)
     return cmd === undefined ? 2 : 0
   }
-  if (cmd !== 'info' && cmd !== 'bench') {
-    console.error(`cudagraph: unknown command '${cmd}' (expected info or bench)\n\n${USAGE}`)
+  const commands = ['info', 'bench', 'serve', 'client']
+  if (!commands.includes(cmd)) {
+    console.error(`cudagraph: unknown command '${cmd}' (expected ${commands.join(', ')})\n\n${USAGE}`)
     return 2
   }
-  let options: BenchOptions | undefined
+  const serveBench = cmd === 'bench' && rest.includes('--serve')
+  let run: () => Promise<number>
   try {
-    if (cmd === 'bench') options = parseBenchFlags(rest)
-    else if (rest.length > 0) throw new UsageError(`info takes no flags, got '${rest.join(' ')}'`)
+    if (cmd === 'client') {
+      // A client needs no GPU here: the generator has it.
+      const o = parseClientFlags(rest)
+      return await client(o)
+    } else if (serveBench) {
+      const o = parseServeBenchFlags(rest)
+      run = benchmark(o.print, () => runServeBench(o))
+    } else if (cmd === 'bench') {
+      const o = parseBenchFlags(rest)
+      run = benchmark(o.print, () => runBench(o))
+    } else if (cmd === 'serve') {
+      const o = parseServeFlags(rest)
+      run = () => serve(o)
+    } else {
+      if (rest.length > 0) throw new UsageError(`info takes no flags, got '${rest.join(' ')}'`)
+      run = async () => {
+        console.log(info())
+        return 0
+      }
+    }
   } catch (e) {
     if (!(e instanceof UsageError)) throw e
     console.error(`cudagraph ${cmd}: ${e.message}\n\n${USAGE}`)
@@ -167,11 +303,5 @@ export async function main(args: string[]): Promise<number> {
     console.error(`cudagraph ${cmd}: no usable CUDA GPU here (${avail.reason}). It needs an NVIDIA GPU and its driver (libcuda).`)
     return 2
   }
-  if (cmd === 'info') {
-    console.log(info())
-    return 0
-  }
-  const results = await runBench(options!)
-  if (!options!.print) console.log(JSON.stringify(results, null, 2))
-  return 0
+  return run()
 }

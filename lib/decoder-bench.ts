@@ -69,7 +69,7 @@ export interface DecodeRow {
 const PEERS = join(__dirname, '..', 'bench', 'peers')
 
 /** A seeded stream of token ids (mulberry32), so every run and the peer see the same prompts. */
-function tokenSource(seed: number, vocab: number): (n: number) => Int32Array {
+export function tokenSource(seed: number, vocab: number): (n: number) => Int32Array {
   let s = seed >>> 0
   const next = () => {
     s = (s + 0x6d2b79f5) >>> 0

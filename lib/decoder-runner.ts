@@ -14,6 +14,8 @@ export interface DecoderRunnerOptions {
   maxPrefillTokens?: number
   /** Most requests one decode step takes (default the model's slots). */
   maxBatch?: number
+  /** Most requests one prefill step takes (default min(16, maxBatch, maxPrefillTokens)). */
+  maxPrefillReqs?: number
 }
 
 const stepSpec = (model: DecoderModel, name: string, tokens: number, reqs: number) => {
@@ -42,10 +44,14 @@ export class DecoderRunner {
   readonly prefillStep: DecoderStep
   readonly decodeStep: DecoderStep
   readonly maxPrefillTokens: number
+  readonly maxPrefillReqs: number
   readonly maxBatch: number
   /** 0, 1, 2, ...: each decode request's logits row is its own token row. */
   readonly #iota: Int32Array
-  readonly #one = new Int32Array(1)
+  /** One-request prefill arguments: slot, start, length. */
+  readonly #one = { slot: new Int32Array(1), start: new Int32Array(1), length: new Int32Array(1) }
+  /** Each prefill request's last token row. */
+  readonly #last: Int32Array
   readonly #next: Int32Array
   /** Run options reused by every step (a step allocates nothing). */
   readonly #prefillOptions = { numTokens: 1, numReqs: 1 }
@@ -60,13 +66,17 @@ export class DecoderRunner {
     check(Number.isInteger(maxPrefill) && maxPrefill >= 1 && maxPrefill <= model.maxSeqLen, 'maxPrefillTokens', `an integer in 1..${model.maxSeqLen} (maxSeqLen)`, maxPrefill)
     const maxBatch = options.maxBatch ?? model.slots
     check(Number.isInteger(maxBatch) && maxBatch >= 1 && maxBatch <= model.slots, 'maxBatch', `an integer in 1..${model.slots} (slots)`, maxBatch)
+    const maxPrefillReqs = options.maxPrefillReqs ?? Math.min(16, maxBatch, maxPrefill)
+    check(Number.isInteger(maxPrefillReqs) && maxPrefillReqs >= 1 && maxPrefillReqs <= Math.min(maxBatch, maxPrefill), 'maxPrefillReqs', `an integer in 1..${Math.min(maxBatch, maxPrefill)} (maxBatch and maxPrefillTokens)`, maxPrefillReqs)
     this.maxPrefillTokens = maxPrefill
+    this.maxPrefillReqs = maxPrefillReqs
     this.maxBatch = maxBatch
     const wrap = (name: string, tokens: number, reqs: number) =>
       manager.wrap({ ...stepSpec(model, name, tokens, reqs), forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs) })
-    this.prefillStep = wrap('prefill', maxPrefill, 1)
+    this.prefillStep = wrap('prefill', maxPrefill, maxPrefillReqs)
     this.decodeStep = wrap('decode', maxBatch, maxBatch)
     this.#iota = Int32Array.from({ length: maxBatch }, (_, i) => i)
+    this.#last = new Int32Array(maxPrefillReqs)
     this.#next = new Int32Array(maxBatch)
     this.#nextViews = Array.from({ length: maxBatch + 1 }, (_, n) => this.#next.subarray(0, n))
   }
@@ -76,6 +86,21 @@ export class DecoderRunner {
     const a = await this.manager.warmup(this.prefillStep, options)
     const b = await this.manager.warmup(this.decodeStep, options)
     return { captured: a.captured + b.captured, failed: a.failed + b.failed, seconds: a.seconds + b.seconds, bytes: a.bytes + b.bytes }
+  }
+
+  /** Graphs steps found missing (evicted, or never captured) and so ran eagerly; see captureMissed. */
+  get missedGraphs(): number {
+    return this.decodeStep.missed.size + this.prefillStep.missed.size
+  }
+
+  /**
+   * Captures up to `max` graphs steps found missing, decode first (rolling graphs: a server calls this
+   * in idle time, with no request in flight, since the warm-up runs write the KV cache of whatever slots
+   * the static inputs hold). Returns how many were captured.
+   */
+  captureMissed(max = 1): number {
+    const n = this.manager.captureMissed(this.decodeStep, max)
+    return n < max ? n + this.manager.captureMissed(this.prefillStep, max - n) : n
   }
 
   /** How a prefill of `numTokens` tokens runs now (no side effects). */
@@ -88,24 +113,71 @@ export class DecoderRunner {
     return this.decodeStep.graphUse(numReqs, { uniformDecode: true })
   }
 
+  /** The vocabulary size: token ids are 0..vocab-1. */
+  get vocab(): number {
+    return this.model.config.vocab
+  }
+
+  /** Longest sequence (prompt and generated tokens) a request can have. */
+  get maxSeqLen(): number {
+    return this.model.maxSeqLen
+  }
+
+  /** KV-cache slots: requests that can be in flight at once. */
+  get slots(): number {
+    return this.model.slots
+  }
+
   /**
    * Runs `tokens` (ids in 0..vocab-1) of the request in `slot` at positions `start`, `start + 1`, ...,
    * writing their keys and values, and returns the greedy next token. Waits for the result.
    */
   prefill(slot: number, tokens: Int32Array, start = 0): number {
-    this.#checkTokens(tokens, tokens instanceof Int32Array ? tokens.length : 1)
-    const n = tokens.length
-    this.#checkSlot(slot, start, n, this.maxPrefillTokens, 'tokens')
+    const one = this.#one
+    one.slot[0] = slot
+    one.start[0] = start
+    one.length[0] = tokens instanceof Int32Array ? tokens.length : 0
+    return this.prefillBatch(1, one.slot, one.start, one.length, tokens)[0]!
+  }
+
+  /**
+   * One prefill step for `n` requests: request i's `lengths[i]` tokens (the next ones of `tokens`, which
+   * holds them back to back) go into `slots[i]` at positions `starts[i]`, `starts[i] + 1`, ... (a start
+   * above 0 continues a prompt split over steps). Returns each request's greedy next token (a reused
+   * array: copy what you keep). Waits for the result.
+   */
+  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array): Int32Array {
+    // Checked first, messages built only on failure: a step allocates nothing.
+    if (!(Number.isInteger(n) && n >= 1 && n <= this.maxPrefillReqs)) check(false, 'n', `an integer in 1..${this.maxPrefillReqs} (maxPrefillReqs)`, n)
+    if (!(slots instanceof Int32Array && slots.length >= n && starts instanceof Int32Array && starts.length >= n && lengths instanceof Int32Array && lengths.length >= n)) {
+      check(false, 'slots/starts/lengths', `Int32Arrays of at least ${n} elements`, [slots, starts, lengths])
+    }
+    let total = 0
+    for (let r = 0; r < n; r++) {
+      const len = lengths[r]!
+      this.#checkSlot(slots[r]!, starts[r]!, len)
+      total += len
+    }
+    if (total > this.maxPrefillTokens) check(false, 'lengths', `at most ${this.maxPrefillTokens} tokens in all (maxPrefillTokens)`, total)
+    this.#checkTokens(tokens, total)
     const s = this.prefillStep
     const positions = s.staging('positions') as Int32Array
-    const slots = s.staging('slots') as Int32Array
-    for (let i = 0; i < n; i++) positions[i] = start + i
-    slots.fill(slot, 0, n)
-    this.#one[0] = n - 1
+    const slotRows = s.staging('slots') as Int32Array
+    const last = this.#last
+    for (let r = 0, t = 0; r < n; r++) {
+      const len = lengths[r]!
+      const start = starts[r]!
+      for (let i = 0; i < len; i++) positions[t + i] = start + i
+      slotRows.fill(slots[r]!, t, t + len)
+      t += len
+      last[r] = t - 1
+    }
     const o = this.#prefillOptions
-    o.numTokens = n
-    const out = s.run({ tokens, positions, slots, last: this.#one }, o)
-    return out.next.downloadInto(this.#one)[0]!
+    o.numTokens = total
+    o.numReqs = n
+    const out = s.run({ tokens, positions, slots: slotRows, last }, o)
+    out.next.downloadInto(this.#next)
+    return this.#nextViews[n]!
   }
 
   /**
@@ -141,7 +213,7 @@ export class DecoderRunner {
   generate(slot: number, prompt: Int32Array, maxNewTokens: number, onToken?: (token: number, index: number) => void): Int32Array {
     check(Number.isInteger(maxNewTokens) && maxNewTokens >= 1, 'maxNewTokens', 'a positive integer', maxNewTokens)
     check(prompt instanceof Int32Array && prompt.length >= 1, 'prompt', 'a non-empty Int32Array of token ids', prompt)
-    this.#checkSlot(slot, 0, prompt.length + maxNewTokens - 1, this.model.maxSeqLen, 'prompt + maxNewTokens')
+    this.#checkSlot(slot, 0, prompt.length + maxNewTokens - 1)
     const out = new Int32Array(maxNewTokens)
     const one = { slot: Int32Array.of(slot), token: new Int32Array(1), pos: new Int32Array(1) }
     out[0] = this.prefill(slot, prompt)
@@ -161,11 +233,13 @@ export class DecoderRunner {
     this.decodeStep.dispose()
   }
 
-  #checkSlot(slot: number, start: number, n: number, most: number, what: string): void {
-    check(Number.isInteger(slot) && slot >= 0 && slot < this.model.slots, 'slot', `an integer in 0..${this.model.slots - 1}`, slot)
-    check(Number.isInteger(start) && start >= 0, 'start', 'a non-negative integer', start)
-    check(n >= 1 && n <= most, what, `1..${most} tokens`, n)
-    check(start + n <= this.model.maxSeqLen, what, `to end within maxSeqLen (${this.model.maxSeqLen})`, start + n)
+  /** `n` tokens of `slot` from position `start` fit the cache (messages built only on failure). */
+  #checkSlot(slot: number, start: number, n: number): void {
+    const S = this.model.slots
+    const L = this.model.maxSeqLen
+    if (!(Number.isInteger(slot) && slot >= 0 && slot < S)) check(false, 'slot', `an integer in 0..${S - 1}`, slot)
+    if (!(Number.isInteger(start) && start >= 0)) check(false, 'start', 'a non-negative integer', start)
+    if (!(Number.isInteger(n) && n >= 1 && start + n <= L)) check(false, 'tokens', `1 or more tokens ending within maxSeqLen (${L}) from position ${start}`, n)
   }
 
   /** The first `n` ids of `tokens` are in the vocabulary (messages built only on failure). */

@@ -202,6 +202,25 @@ export class GraphManager {
   }
 
   /**
+   * Captures up to `max` graphs that runs of `step` dispatched to but found missing (evicted, or never
+   * captured) and so ran eagerly: rolling graphs, for a server that captures in idle time and never inside
+   * a step serving a request. Sizes whose capture failed before are skipped. The warm-up runs and the
+   * capture run the forward on whatever the static buffers hold. Returns how many were captured.
+   */
+  captureMissed<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>>(step: Step<I, O>, max = Infinity): number {
+    const s = step as unknown as AnyStep
+    check(this.#steps.has(s), 'step', 'a live step of this manager', step)
+    let captured = 0
+    for (const r of [...s.missed]) {
+      if (captured >= max) break
+      s.missed.delete(r)
+      if (s.entries.has(r) || s.failed.has(r)) continue
+      if (this.#capture(s, r) !== undefined) captured++
+    }
+    return captured
+  }
+
+  /**
    * Re-captures every graph `step` holds (after its inputs were rebound, or scalars its forward reads
    * changed): each executable is updated in place when the driver allows it, else re-instantiated.
    */

@@ -30,6 +30,11 @@ export {
   DisposedError,
   InUseError,
   InputAddressError,
+  RefusedError,
+  BusyError,
+  ProtocolError,
+  ServerError,
+  ConnectionClosedError,
 } from './errors.js'
 export {
   describeBatch,
@@ -115,3 +120,38 @@ export { DecoderRunner, type DecoderRunnerOptions } from './decoder-runner.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
 export { writeSafetensors, type SafetensorsEntry } from './safetensors.js'
 export { lineChartSvg, type ChartSeries, type ChartSpec } from './svg-chart.js'
+export {
+  BatchScheduler,
+  type GenerationEngine,
+  type GenerationRequest,
+  type SchedulerOptions,
+  type SchedulerSink,
+  type StepReport,
+} from './batch-scheduler.js'
+export { GeneratorServer, type CloseOptions, type GeneratorServerOptions, type RollingGraphs } from './generator-server.js'
+export { Client, Generation, type ConnectOptions, type GenerateOptions, type ServerInfo } from './client.js'
+export { ServerMetrics, type Health, type RequestOutcome } from './server-metrics.js'
+export {
+  DEFAULT_MAX_FRAME_BYTES,
+  ErrorCode,
+  FINISH_REASONS,
+  FrameDecoder,
+  FrameError,
+  MessageType,
+  PROTOCOL_VERSION,
+  encode,
+  encodeTokens,
+  errorCodeName,
+  type CancelMessage,
+  type ClientMessage,
+  type DoneMessage,
+  type ErrorCodeName,
+  type ErrorMessage,
+  type FinishReason,
+  type GenerateMessage,
+  type HelloMessage,
+  type Message,
+  type PingMessage,
+  type ServerMessage,
+  type TokensMessage,
+} from './wire-protocol.js'

@@ -102,6 +102,8 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
   readonly entries = new Map<DispatchResult, GraphEntry>()
   /** @internal dispatch results whose capture failed: run eagerly until recapture */
   readonly failed = new Set<DispatchResult>()
+  /** Graphs runs dispatched to that were missing (evicted or never captured): they ran eagerly. */
+  readonly missed = new Set<DispatchResult>()
   /** @internal */
   readonly pieces: readonly Piece<I, O>[] | undefined
   /** @internal current static input addresses, in input order */
@@ -246,6 +248,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
     } else {
+      if (d.mode !== 'NONE') this.missed.add(d)
       mode = 'NONE'
       const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
       this.#launch(mask, numTokens, numReqs, 0)
