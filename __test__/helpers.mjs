@@ -124,3 +124,18 @@ export function numberToBf16(v) {
   const x = new Uint32Array(new Float32Array([v]).buffer)[0]
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff
 }
+
+let sockets = 0
+/** A fresh Unix socket path under the temp directory. */
+export const socketPath = (tag) => `${process.env.TMPDIR ?? '/tmp'}/cg-${tag}-${process.pid}-${sockets++}.sock`
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** Waits until `cond()` holds, polling every 2 ms; throws after `ms`. */
+export async function until(cond, ms = 3000) {
+  const t0 = Date.now()
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('timed out waiting')
+    await sleep(2)
+  }
+}

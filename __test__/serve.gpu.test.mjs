@@ -1,23 +1,13 @@
 // The generator on the GPU: the built-in decoder behind a GeneratorServer, real clients on its socket.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Client, DecoderModel, DecoderRunner, Device, GeneratorServer, GraphManager } from '../dist/index.js'
-import { gpuTest, rng } from './helpers.mjs'
+import { gpuTest, rng, socketPath, until as untilDefault } from './helpers.mjs'
 
 const test = gpuTest()
 const CLI = new URL('../bin/cudagraph.js', import.meta.url).pathname
-let n = 0
-const sockPath = () => join(tmpdir(), `cg-gpu-${process.pid}-${n++}.sock`)
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-async function until(cond, ms = 10000) {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('timed out waiting')
-    await sleep(2)
-  }
-}
+const sockPath = () => socketPath('gpu')
+const until = (cond, ms = 10000) => untilDefault(cond, ms)
 
 /** The tiny decoder with 64 KV slots, graphs captured, behind a server. */
 async function tinyServer(t, { slots = 64, maxSeqLen = 256, config = {} } = {}) {

@@ -3,22 +3,12 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import test from 'ava'
 import { BusyError, Client, ConnectionClosedError, ErrorCode, FrameDecoder, GeneratorServer, MessageType, ProtocolError, RefusedError, ServerError, encode } from '../dist/index.js'
 import { FakeEngine } from './fake-engine.mjs'
+import { sleep, socketPath, until } from './helpers.mjs'
 
-let n = 0
-const sockPath = () => join(tmpdir(), `cg-test-${process.pid}-${n++}.sock`)
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-async function until(cond, ms = 3000) {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error('timed out waiting')
-    await sleep(2)
-  }
-}
+const sockPath = () => socketPath('test')
 async function start(t, engineOptions = {}, serverOptions = {}) {
   const engine = new FakeEngine({ maxSeqLen: 256, ...engineOptions })
   const server = await GeneratorServer.listen({ socketPath: sockPath(), engine, log: () => {}, ...serverOptions })
