@@ -151,8 +151,11 @@ export declare class Stream {
   freeAsync(buffer: DeviceBuffer): void
   /** Creates this stream's cuBLAS handle and workspace (not possible inside capture). */
   prepareBlas(): void
-  /** Column-major `c = alpha * op(a) * op(b) + beta * c`. */
-  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: DeviceBuffer, lda: number, b: DeviceBuffer, ldb: number, beta: number, c: DeviceBuffer, ldc: number): void
+  /**
+   * Column-major `c = act(alpha * op(a) * op(b) + beta * c + bias)`; `activation`: 0 none, 1 relu,
+   * 2 gelu (a number: this runs once per GEMM in eager steps).
+   */
+  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: DeviceBuffer, lda: number, b: DeviceBuffer, ldb: number, beta: number, c: DeviceBuffer, ldc: number, bias: DeviceBuffer | undefined | null, activation: number): void
   get capturing(): boolean
   /** `mode`: 'global' | 'thread_local' | 'relaxed'. */
   beginCapture(mode: string): void

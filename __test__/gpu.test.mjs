@@ -186,6 +186,81 @@ test('GEMM matches a float64 CPU reference (f32 < 1e-5, f16/bf16 < 1e-2), with t
   t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k: k + 1 }), { instanceOf: ArgumentError, message: /'a'|'b'/ })
 })
 
+test('GEMM with a fused bias and relu/gelu (cuBLASLt epilogue) matches a float64 reference, eagerly and captured; bad bias is a typed error', (t) => {
+  const { dev } = setup()
+  const s = dev.createStream()
+  s.prepareBlas()
+  const [m, n, k] = [64, 72, 96]
+  const a = randomF32(m * k, 30)
+  const b = randomF32(k * n, 31, -0.3, 0.3)
+  const bias = randomF32(n, 32, -0.5, 0.5)
+  const c0 = randomF32(m * n, 33)
+  const gelu = (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)))
+  const acts = { none: (x) => x, relu: (x) => Math.max(0, x), gelu }
+  const A = dev.upload(a)
+  const B = dev.upload(b)
+  const Bias = dev.upload(bias)
+  for (const [act, f] of Object.entries(acts)) {
+    for (const withBias of [true, false]) {
+      if (act === 'none' && !withBias) continue
+      const ref = gemmRef({ a, b, c: c0, m, n, k, alpha: 0.9, beta: 0.5 }).map((v, i) => f(v + (withBias ? bias[i % n] : 0)))
+      const C = dev.upload(c0)
+      s.gemm({ a: A, b: B, c: C, m, n, k, alpha: 0.9, beta: 0.5, bias: withBias ? Bias : undefined, activation: act })
+      const out = C.download()
+      const err = relError(out, ref)
+      t.true(err < 1e-5, `${act}${withBias ? '+bias' : ''}: rel err ${err}`)
+      if (act === 'relu') {
+        const zeros = out.filter((v) => v === 0).length
+        t.true(zeros > m * n * 0.2 && zeros < m * n * 0.8, `relu clipped ${zeros} of ${m * n}`)
+      }
+    }
+  }
+  // f16 in and out with an f16 bias (the MLP's case)
+  {
+    const ah = Uint16Array.from(a, numberToHalf)
+    const bh = Uint16Array.from(b, numberToHalf)
+    const biasH = Uint16Array.from(bias, numberToHalf)
+    const ref = gemmRef({ a: Float64Array.from(ah, halfToNumber), b: Float64Array.from(bh, halfToNumber), m, n, k }).map((v, i) => Math.max(0, v + halfToNumber(biasH[i % n])))
+    const C = dev.alloc('f16', m * n)
+    s.gemm({ a: dev.upload(ah, 'f16'), b: dev.upload(bh, 'f16'), c: C, m, n, k, bias: dev.upload(biasH, 'f16'), activation: 'relu' })
+    const err = relError(Float64Array.from(C.download(), halfToNumber), ref)
+    t.true(err < 1e-2, `f16 relu+bias: ${err}`)
+    // layout 'col': b then a, read column-major, give (a b)^T as n x m, the same memory as row-major a b;
+    // the bias has one value per column-major row, n of them
+    const Ccol = dev.alloc('f32', m * n)
+    const biasCol = randomF32(n, 34)
+    s.gemm({ a: B, b: A, c: Ccol, m: n, n: m, k, layout: 'col', bias: dev.upload(biasCol), activation: 'relu' })
+    const refCol = gemmRef({ a, b, m, n, k }).map((v, i) => Math.max(0, v + biasCol[i % n]))
+    t.true(relError(Ccol.download(), refCol) < 1e-5)
+  }
+  // captured: the replay equals the eager call bit for bit, whether the shape was first seen eagerly or
+  // inside the capture (its plan is made there and kept for later eager calls)
+  for (const rows of [m, m - 8]) {
+    const C1 = dev.upload(c0)
+    const C2 = dev.upload(c0)
+    const o = { a: A, b: B, m: rows, n, k, beta: 1, bias: Bias, activation: 'gelu' }
+    if (rows === m) s.gemm({ ...o, c: C1 })
+    const g = s.capture(() => s.gemm({ ...o, c: C2 }))
+    if (rows !== m) s.gemm({ ...o, c: C1 })
+    g.launch(s)
+    s.synchronize()
+    t.deepEqual(C2.download(), C1.download(), `${rows} rows`)
+    g.dispose()
+  }
+  const Cg = dev.alloc('f32', m * n)
+  const g = s.capture(() => s.gemm({ a: A, b: B, c: Cg, m, n, k, bias: Bias, activation: 'relu' }))
+  t.throws(() => Bias.dispose(), { instanceOf: InUseError }, 'the bias is held by the graph that captured it')
+  g.dispose()
+  // bad input: typed errors naming the argument; the stream works after
+  const C = dev.alloc('f32', m * n)
+  t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, bias: dev.alloc('f32', n - 1) }), { instanceOf: ArgumentError, message: /'bias'.*at least 72/ })
+  t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, bias: dev.alloc('f16', n) }), { instanceOf: ArgumentError, message: /'bias'.*f32/ })
+  t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, activation: 'tanh' }), { instanceOf: ArgumentError, message: /'activation'/ })
+  t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, bias: bias }), { instanceOf: ArgumentError, message: /'bias'/ })
+  s.gemm({ a: A, b: B, c: C, m, n, k, bias: Bias, activation: 'relu' })
+  t.true(relError(C.download(), gemmRef({ a, b, m, n, k }).map((v, i) => Math.max(0, v + bias[i % n]))) < 1e-5)
+})
+
 test('a failed capture leaves the stream usable and reports the cause', (t) => {
   const { dev, axpb } = setup()
   const s = dev.createStream()

@@ -141,6 +141,24 @@ test('an AbortSignal cancels a generation: it rejects with the reason and the se
   c.close()
 })
 
+// serial: it counts the process's pending immediates, which concurrent tests would add to
+test.serial('a busy-polling client keeps its event loop turning only while it generates, and gets the same tokens', async (t) => {
+  const { engine, server } = await start(t)
+  const c = await Client.connect(server.socketPath, { busyPoll: true })
+  const immediates = () => process.getActiveResourcesInfo().filter((r) => r === 'Immediate').length
+  t.is(immediates(), 0, 'no polling before a generation')
+  const g = c.generate([5, 6, 7], { maxNewTokens: 40 })
+  t.is(immediates(), 1, 'polling while generating')
+  const got = await g.toArray()
+  t.deepEqual(got, engine.reference([5, 6, 7], 40))
+  await new Promise((r) => setImmediate(r))
+  await new Promise((r) => setImmediate(r))
+  t.is(immediates(), 0, 'polling stopped with the last generation')
+  const two = [c.generate([1], { maxNewTokens: 5 }), c.generate([2], { maxNewTokens: 9 })]
+  t.deepEqual(await Promise.all(two.map((x) => x.toArray())), [engine.reference([1], 5), engine.reference([2], 9)])
+  c.close()
+})
+
 test('close drains running requests, ends waiting ones with shutdown, removes the socket; then connecting is refused', async (t) => {
   const { engine, server } = await start(t, { slots: 1, maxBatch: 1, maxSeqLen: 1 << 16 })
   const c = await Client.connect(server.socketPath)

@@ -22,8 +22,9 @@ commands:
                        TTFT, inter-token time, tokens/s, IPC per token; serve-results.json
   serve --socket PATH  the generator: model and graphs on the GPU, clients on a Unix socket,
                        continuous batching, Prometheus /metrics; SIGTERM or SIGINT stops it
-  client --socket PATH --prompt-tokens 1,2,3 [--max-new-tokens 32]
+  client --socket PATH --prompt-tokens 1,2,3 [--max-new-tokens 32] [--busy-poll]
                        one prompt to a running generator; tokens are printed as they come
+                       (--busy-poll: spin instead of sleeping between tokens, one core busy)
 
 bench flags:
   --model NAME         ${Object.keys(MODEL_PRESETS).join(' | ')} (default small)
@@ -189,7 +190,7 @@ export function parseServeFlags(args: string[]): ServeOptions {
 /** Parses `client` flags (throws UsageError). */
 export function parseClientFlags(args: string[]): ClientOptions {
   const str = { type: 'string' } as const
-  const f = parseFlags(args, { socket: str, 'prompt-tokens': str, 'max-new-tokens': str })
+  const f = parseFlags(args, { socket: str, 'prompt-tokens': str, 'max-new-tokens': str, 'busy-poll': { type: 'boolean' } })
   const s = (k: string) => f[k] as string | undefined
   const socket = s('socket')
   if (socket === undefined || socket === '') throw new UsageError('--socket: the Unix socket path of a running generator is required')
@@ -197,7 +198,7 @@ export function parseClientFlags(args: string[]): ClientOptions {
   if (p === undefined) throw new UsageError('--prompt-tokens: a comma-separated list of token ids is required, e.g. 1,2,3')
   const prompt = p.split(',').map((t) => Number(t.trim()))
   if (p.trim() === '' || prompt.some((t) => !Number.isInteger(t) || t < 0 || t > 0x7fffffff)) throw new UsageError(`--prompt-tokens: expected comma-separated non-negative integers, got '${p}'`)
-  return { socket, prompt, maxNewTokens: int('max-new-tokens', s('max-new-tokens'), 32, 1, 0xffffffff) }
+  return { socket, prompt, maxNewTokens: int('max-new-tokens', s('max-new-tokens'), 32, 1, 0xffffffff), busyPoll: f['busy-poll'] === true }
 }
 
 /** `cudagraph info`: the device, the driver and each feature probed by using it. */

@@ -10,7 +10,7 @@
  * ```
  */
 export { Device, type Availability, type CompileOptions, type GraphMemoryStats, type MemoryInfo } from './device.js'
-export { Stream, type CaptureMode, type CaptureOptions, type Dim3, type GemmOptions, type LaunchConfig } from './stream.js'
+export { Stream, type CaptureMode, type CaptureOptions, type Dim3, type GemmActivation, type GemmOptions, type LaunchConfig } from './stream.js'
 export { DeviceBuffer } from './buffer.js'
 export { Event } from './event.js'
 export { Module } from './module.js'

@@ -2,8 +2,9 @@
  * `cudagraph bench --serve`: the generator as users run it, two processes. Starts `cudagraph serve` as a
  * child, then for 1, 8, 64... concurrent clients measures TTFT, inter-token time, tokens/s and the IPC
  * cost per token (server write to client read, stamped on the server's monotonic clock: no GPU work in
- * it), plus a PING round trip. Checks that every prompt gets the same tokens at every concurrency, then
- * stops the server with SIGTERM and checks that it exits 0 and removes its socket.
+ * it), plus a PING round trip; then one busy-polling client (ConnectOptions.busyPoll). Checks that every
+ * prompt gets the same tokens at every concurrency, then stops the server with SIGTERM and checks that it
+ * exits 0 and removes its socket.
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -34,6 +35,8 @@ export interface ServeBenchOptions {
 /** One row: `clients` clients, each running its requests in turn. */
 export interface ServeRow {
   clients: number
+  /** Whether the clients busy-poll (ConnectOptions.busyPoll). */
+  busyPoll: boolean
   requests: number
   tokens: number
   tokensPerSecond: number
@@ -95,10 +98,11 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     }
     say(`ping round trip: p50 ${fixed(percentile(rtt, 0.5))} µs, p99 ${fixed(percentile(rtt, 0.99))} µs`)
 
-    const rows: ServeRow[] = []
-    for (const n of o.clients) {
+    /** Runs every client's requests in turn, all clients at once; one row. */
+    const measure = async (group: Client[], busyPoll: boolean): Promise<ServeRow> => {
+      const n = group.length
       // Warm-up: one short request per client (connections, JIT), not timed.
-      await Promise.all(clients.slice(0, n).map((c, k) => c.generate(prompts[k]!, { maxNewTokens: 4 }).toArray()))
+      await Promise.all(group.map((c, k) => c.generate(prompts[k]!, { maxNewTokens: 4 }).toArray()))
       const before = await histogram(port, 'cudagraph_decode_batch_size')
       const ttft: number[] = []
       const gaps: number[] = []
@@ -106,7 +110,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       let tokens = 0
       const t0 = performance.now()
       await Promise.all(
-        clients.slice(0, n).map(async (c, k) => {
+        group.map(async (c, k) => {
           for (let j = 0; j < o.requests; j++) {
             const idx = k * o.requests + j
             const got: number[] = []
@@ -136,6 +140,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       const after = await histogram(port, 'cudagraph_decode_batch_size')
       const row: ServeRow = {
         clients: n,
+        busyPoll,
         requests: n * o.requests,
         tokens,
         tokensPerSecond: tokens / seconds,
@@ -147,22 +152,31 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
         ipcP99Us: percentile(ipc, 0.99),
         meanBatch: (after.sum - before.sum) / (after.count - before.count),
       }
-      rows.push(row)
-      say(`${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}`)
+      say(`${n} clients${busyPoll ? ', busy-polling' : ''}: ${tokens} tokens in ${seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}`)
+      return row
     }
+
+    const rows: ServeRow[] = []
+    for (const n of o.clients) rows.push(await measure(clients.slice(0, n), false))
+    // One client again, busy-polling (ConnectOptions.busyPoll): the IPC cost without the wake-up.
+    const poller = await Client.connect(socket, { busyPoll: true })
+    const polled = await measure([poller], true)
+    poller.close()
     for (const c of clients) c.close()
 
     const one = rows.find((r) => r.clients === 1)
     const most = rows.find((r) => r.clients === maxClients)
+    const table = [...rows, polled]
     print('')
     print(`Generator over a Unix socket: ${o.model}, prompts of ${o.promptLength} tokens, ${o.tokens} tokens each, ${o.requests} requests per client in turn`)
     print(
       formatTable(
         ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'IPC p50 µs', 'IPC p99 µs', 'mean batch'],
-        rows.map((r) => [r.clients, r.requests, fixed(r.tokensPerSecond, 0), one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-', fixed(r.ttftP50Ms, 2), fixed(r.ttftP99Ms, 2), fixed(r.interTokenP50Ms, 3), fixed(r.interTokenP99Ms, 3), fixed(r.ipcP50Us), fixed(r.ipcP99Us), fixed(r.meanBatch, 1)]),
+        table.map((r) => [r.busyPoll ? `${r.clients} busy-poll` : r.clients, r.requests, fixed(r.tokensPerSecond, 0), one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-', fixed(r.ttftP50Ms, 2), fixed(r.ttftP99Ms, 2), fixed(r.interTokenP50Ms, 3), fixed(r.interTokenP99Ms, 3), fixed(r.ipcP50Us), fixed(r.ipcP99Us), fixed(r.meanBatch, 1)]),
       ),
     )
     print(`IPC: the socket's cost per token, from the server writing a token's frame to the client reading it (no GPU work in it); PING round trip p50 ${fixed(percentile(rtt, 0.5))} µs, p99 ${fixed(percentile(rtt, 0.99))} µs`)
+    print(`busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`)
     print(`same tokens for the same prompt at every concurrency: ${compared - mismatches}/${compared} requests compared`)
 
     child.kill('SIGTERM')
@@ -171,15 +185,16 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     print(`SIGTERM: the server exited with ${code} and ${socketRemoved ? 'removed' : 'left'} its socket file`)
     const targets = {
       ipcP50Us: one?.ipcP50Us,
+      ipcBusyPollP50Us: polled.ipcP50Us,
       scaling: one && most ? most.tokensPerSecond / one.tokensPerSecond : undefined,
       sameTokens: mismatches === 0,
       cleanShutdown: code === 0 && socketRemoved,
     }
     print(
-      `targets: IPC per token p50 at 1 client ${fixed(targets.ipcP50Us)} µs (<= 30); ${maxClients} clients ${fixed(targets.scaling, 1)}x the tokens/s of 1 (>= 20); ` +
+      `targets: IPC per token p50 at 1 client ${fixed(targets.ipcP50Us)} µs, busy-polling ${fixed(targets.ipcBusyPollP50Us)} µs (<= 30); ${maxClients} clients ${fixed(targets.scaling, 1)}x the tokens/s of 1 (>= 20); ` +
         `same tokens at every concurrency: ${targets.sameTokens ? 'yes' : 'no'}; clean shutdown: ${targets.cleanShutdown ? 'yes' : 'no'}`,
     )
-    const results = { options: { ...o, print: undefined }, pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) }, rows, tokensCompared: compared, mismatches, shutdown: { code, socketRemoved }, targets }
+    const results = { options: { ...o, print: undefined }, pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) }, rows: table, tokensCompared: compared, mismatches, shutdown: { code, socketRemoved }, targets }
     mkdirSync(o.out, { recursive: true })
     writeFileSync(join(o.out, 'serve-results.json'), `${JSON.stringify(results, null, 2)}\n`)
     writeFileSync(

@@ -75,13 +75,15 @@ export interface ClientOptions {
   socket: string
   prompt: number[]
   maxNewTokens: number
+  /** See ConnectOptions.busyPoll. */
+  busyPoll: boolean
 }
 
 /** Sends one prompt and prints its tokens as they arrive; a summary goes to stderr. */
 export async function client(o: ClientOptions): Promise<number> {
   let c: Client | undefined
   try {
-    c = await Client.connect(o.socket)
+    c = await Client.connect(o.socket, { busyPoll: o.busyPoll })
     const t0 = performance.now()
     let first = 0
     const g = c.generate(o.prompt, { maxNewTokens: o.maxNewTokens })

@@ -39,8 +39,9 @@ export interface CaptureOptions {
 }
 
 /**
- * A GEMM: `c = alpha * op(a) * op(b) + beta * c` where op(a) is m x k, op(b) is k x n and c is m x n.
- * a and b are f32, f16 or bf16 (the same); c is that dtype or f32; accumulation is always f32.
+ * A GEMM: `c = activation(alpha * op(a) * op(b) + beta * c + bias)` where op(a) is m x k, op(b) is k x n
+ * and c is m x n. a and b are f32, f16 or bf16 (the same); c is that dtype or f32; accumulation is always
+ * f32. A bias or an activation runs inside the GEMM kernel (cuBLASLt epilogue), not as another pass.
  */
 export interface GemmOptions {
   a: DeviceBuffer
@@ -63,7 +64,18 @@ export interface GemmOptions {
   lda?: number
   ldb?: number
   ldc?: number
+  /**
+   * Added to every row of the result, one value per output column: n elements for `'row'` layout
+   * (m for `'col'`), of c's dtype. Default none.
+   */
+  bias?: DeviceBuffer
+  /** Applied after the bias (default `'none'`); `'gelu'` is the tanh approximation. */
+  activation?: GemmActivation
 }
+
+/** An activation fused into a GEMM. */
+export type GemmActivation = 'none' | 'relu' | 'gelu'
+const ACTIVATIONS: readonly GemmActivation[] = ['none', 'relu', 'gelu']
 
 const MODES: readonly CaptureMode[] = ['global', 'thread_local', 'relaxed']
 
@@ -260,17 +272,22 @@ export class Stream {
     }
     const layout = o.layout ?? 'row'
     check(layout === 'row' || layout === 'col', 'layout', "'row' or 'col'", layout)
+    check(o.bias === undefined || o.bias instanceof DeviceBuffer, 'bias', 'a DeviceBuffer or undefined', o.bias)
+    const act = ACTIVATIONS.indexOf(o.activation ?? 'none')
+    check(act >= 0, 'activation', ACTIVATIONS.join(' | '), o.activation)
+    const bias = o.bias?.native
     if (layout === 'col') {
       const lda = o.lda ?? (ta ? k : m)
       const ldb = o.ldb ?? (tb ? n : k)
       const ldc = o.ldc ?? m
-      native(() => this.native.gemm(ta, tb, m, n, k, alpha, o.a.native, lda, o.b.native, ldb, beta, o.c.native, ldc))
+      native(() => this.native.gemm(ta, tb, m, n, k, alpha, o.a.native, lda, o.b.native, ldb, beta, o.c.native, ldc, bias, act))
     } else {
-      // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+      // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands. The bias, one
+      // per row-major column, is one per column-major row of C^T, as cuBLASLt wants it.
       const lda = o.lda ?? (ta ? m : k)
       const ldb = o.ldb ?? (tb ? k : n)
       const ldc = o.ldc ?? n
-      native(() => this.native.gemm(tb, ta, n, m, k, alpha, o.b.native, ldb, o.a.native, lda, beta, o.c.native, ldc))
+      native(() => this.native.gemm(tb, ta, n, m, k, alpha, o.b.native, ldb, o.a.native, lda, beta, o.c.native, ldc, bias, act))
     }
   }
 

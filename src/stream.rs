@@ -134,7 +134,8 @@ impl Stream {
         self.inner.prepare_blas().js()
     }
 
-    /// Column-major `c = alpha * op(a) * op(b) + beta * c`.
+    /// Column-major `c = act(alpha * op(a) * op(b) + beta * c + bias)`; `activation`: 0 none, 1 relu,
+    /// 2 gelu (a number: this runs once per GEMM in eager steps).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
@@ -152,8 +153,11 @@ impl Stream {
         beta: f64,
         c: &DeviceBuffer,
         ldc: u32,
+        bias: Option<&DeviceBuffer>,
+        activation: u32,
     ) -> Result<()> {
         let op = |t| if t { core::Op::T } else { core::Op::N };
+        let activation = core::Activation::from_code(activation).js()?;
         self.inner
             .gemm(&core::Gemm {
                 trans_a: op(trans_a),
@@ -169,6 +173,8 @@ impl Stream {
                 beta: beta as f32,
                 c: &c.inner,
                 ldc: ldc as usize,
+                bias: bias.map(|b| &b.inner),
+                activation,
             })
             .js()
     }

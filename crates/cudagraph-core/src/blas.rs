@@ -1,5 +1,7 @@
-//! cuBLAS GEMM on a stream, capturable.
+//! cuBLAS GEMM on a stream, capturable. A GEMM with a bias or an activation goes through cuBLASLt
+//! ([`crate::blas_lt`]), which fuses them into the GEMM kernel.
 
+use crate::blas_lt::{Activation, BlasLt, LtCall, PlanKey, Workspace};
 use crate::buffer::Buffer;
 use crate::dtype::DType;
 use crate::error::{Check, Error, Result};
@@ -12,10 +14,12 @@ use std::ffi::c_void;
 /// NVIDIA recommends for Hopper.
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// A cuBLAS handle bound to one stream, with its own workspace. Destroyed on drop.
+/// A cuBLAS handle bound to one stream, a cuBLASLt handle, and the workspace both use (their calls are
+/// ordered on the one stream, so they never use it at the same time). Destroyed on drop.
 #[derive(Debug)]
 pub struct Blas {
     handle: bl::cublasHandle_t,
+    lt: BlasLt,
     pub(crate) workspace: Buffer,
 }
 
@@ -25,7 +29,15 @@ impl Blas {
         stream.device().bind()?;
         let workspace = Buffer::alloc(stream.device(), DType::U8, WORKSPACE_BYTES)?;
         let handle = cudarc::cublas::result::create_handle().map_err(|e| Error::Cublas { call: "cublasCreate", status: format!("{:?}", e.0) })?;
-        let blas = Blas { handle, workspace };
+        let lt = match BlasLt::new() {
+            Ok(lt) => lt,
+            Err(e) => {
+                // SAFETY: created just above and not yet owned by a Blas.
+                let _ = unsafe { bl::cublasDestroy_v2(handle) };
+                return Err(e);
+            }
+        };
+        let blas = Blas { handle, lt, workspace };
         // SAFETY: live handle; the stream outlives the handle (the stream owns it).
         unsafe { bl::cublasSetStream_v2(blas.handle, stream.raw() as bl::cudaStream_t) }.check("cublasSetStream")?;
         // SAFETY: the workspace lives as long as the handle (same struct) and any graph that captured it.
@@ -48,8 +60,9 @@ pub enum Op {
     T,
 }
 
-/// `C = alpha * op(A) * op(B) + beta * C`, column-major as in BLAS: op(A) is m x k, op(B) is k x n, C is
-/// m x n. A and B share a dtype (f32, f16 or bf16); C is that dtype or f32; accumulation is f32.
+/// `C = act(alpha * op(A) * op(B) + beta * C + bias)`, column-major as in BLAS: op(A) is m x k, op(B) is
+/// k x n, C is m x n, bias (optional) has m elements, one per row of C. A and B share a dtype (f32, f16 or
+/// bf16); C and the bias are that dtype or f32; accumulation is f32.
 #[derive(Debug)]
 pub struct Gemm<'a> {
     pub trans_a: Op,
@@ -65,6 +78,8 @@ pub struct Gemm<'a> {
     pub beta: f32,
     pub c: &'a Buffer,
     pub ldc: usize,
+    pub bias: Option<&'a Buffer>,
+    pub activation: Activation,
 }
 
 fn data_type(d: DType) -> bl::cudaDataType {
@@ -107,12 +122,59 @@ impl Stream {
         check_matrix("a", g.a, ar, ac, g.lda)?;
         check_matrix("b", g.b, br, bc, g.ldb)?;
         check_matrix("c", g.c, g.m, g.n, g.ldc)?;
+        if let Some(bias) = g.bias {
+            if bias.dtype() != g.c.dtype() {
+                return Err(Error::arg("bias", format!("the dtype of c ({})", g.c.dtype().name()), bias.dtype().name()));
+            }
+            if bias.len() < g.m {
+                return Err(Error::arg("bias", format!("at least {} elements (one per row of c, column-major)", g.m), format!("{} elements", bias.len())));
+            }
+            self.same_device(bias.device(), "bias")?;
+        }
         let pa = g.a.ptr()?;
         let pb = g.b.ptr()?;
         let pc = g.c.ptr()?;
         for (arg, b) in [("a", g.a), ("b", g.b), ("c", g.c)] {
             self.same_device(b.device(), arg)?;
         }
+        if g.bias.is_some() || g.activation != Activation::None {
+            let pbias = g.bias.map(Buffer::ptr).transpose()?.unwrap_or(0);
+            let call = LtCall {
+                key: PlanKey {
+                    trans_a: g.trans_a == Op::T,
+                    trans_b: g.trans_b == Op::T,
+                    m: g.m as u64,
+                    n: g.n as u64,
+                    k: g.k as u64,
+                    lda: g.lda as i64,
+                    ldb: g.ldb as i64,
+                    ldc: g.ldc as i64,
+                    ab: ta,
+                    c: g.c.dtype(),
+                    bias: g.bias.is_some(),
+                    activation: g.activation,
+                    align: BlasLt::alignments(pa, pb, pc, pbias),
+                },
+                alpha: g.alpha,
+                beta: g.beta,
+                a: pa,
+                b: pb,
+                c: pc,
+                bias: pbias,
+            };
+            self.with_blas(|blas| blas.lt.matmul(&call, self, Workspace { ptr: blas.workspace.ptr()?, bytes: WORKSPACE_BYTES }))?;
+        } else {
+            self.gemm_ex(g, pa, pb, pc)?;
+        }
+        self.track_all(&[g.a, g.b, g.c]);
+        if let Some(bias) = g.bias {
+            self.track_all(&[bias]);
+        }
+        Ok(())
+    }
+
+    /// A plain GEMM through cublasGemmEx (checked by [`Stream::gemm`]).
+    fn gemm_ex(&self, g: &Gemm, pa: u64, pb: u64, pc: u64) -> Result<()> {
         let op = |o| if o == Op::N { bl::cublasOperation_t::CUBLAS_OP_N } else { bl::cublasOperation_t::CUBLAS_OP_T };
         self.with_blas(|blas| {
             // SAFETY: sizes and leading dimensions were checked against the buffers above; alpha/beta are
@@ -127,10 +189,10 @@ impl Stream {
                     g.k as i32,
                     &g.alpha as *const f32 as *const c_void,
                     pa as *const c_void,
-                    data_type(ta),
+                    data_type(g.a.dtype()),
                     g.lda as i32,
                     pb as *const c_void,
-                    data_type(tb),
+                    data_type(g.b.dtype()),
                     g.ldb as i32,
                     &g.beta as *const f32 as *const c_void,
                     pc as *mut c_void,
@@ -141,8 +203,6 @@ impl Stream {
                 )
             }
             .check("cublasGemmEx")
-        })?;
-        self.track_all(&[g.a, g.b, g.c]);
-        Ok(())
+        })
     }
 }

@@ -9,6 +9,7 @@
 //! buffer operations synchronise the context; stream operations are ordered on their stream.
 
 pub mod blas;
+pub mod blas_lt;
 pub mod buffer;
 pub mod device;
 pub mod dtype;
@@ -29,6 +30,7 @@ pub use graph::{Graph, GraphMemory, GraphTimings, UpdateOutcome};
 pub use input_stage::{InputStage, StageInput};
 pub use module::{ArgKind, Kernel, Module};
 pub use blas::{Gemm, Op};
+pub use blas_lt::Activation;
 pub use stream::{CaptureMode, Completion, EndCapture, KernelArg, LaunchConfig, PendingDownload, Stream};
 
 #[cfg(test)]

@@ -77,10 +77,10 @@ pub fn cublas() -> Result<()> {
     let ok = *STATE.get_or_init(|| {
         preload(&["libcublasLt.so.13"]);
         preload(&["libcublas.so.13", "libcublas.so"]);
-        // SAFETY: only probes whether the shared library can be opened.
-        unsafe { cudarc::cublas::sys::is_culib_present() }
+        // SAFETY: only probes whether the shared libraries can be opened.
+        unsafe { cudarc::cublas::sys::is_culib_present() && cudarc::cublaslt::sys::is_culib_present() }
     });
     ok.then_some(()).ok_or_else(|| {
-        Error::Unavailable("cuBLAS (libcublas.so.13) was not found; set CUDA_HOME or CUDAGRAPH_LIBRARY_PATH".into())
+        Error::Unavailable("cuBLAS (libcublas.so.13 and libcublasLt.so.13) was not found; set CUDA_HOME or CUDAGRAPH_LIBRARY_PATH".into())
     })
 }

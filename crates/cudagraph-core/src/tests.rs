@@ -25,6 +25,13 @@ fn arg_kinds_and_capture_modes_parse() {
 }
 
 #[test]
+fn gemm_activations_parse_and_pointer_alignments_are_powers_of_two() {
+    assert_eq!(crate::Activation::from_code(1).unwrap(), crate::Activation::Relu);
+    assert!(crate::Activation::from_code(3).unwrap_err().to_string().contains("'activation'"));
+    assert_eq!(crate::blas_lt::BlasLt::alignments(0x7f00_0000_0000, 0x1002, 0x1010, 0), [256, 2, 16, 256]);
+}
+
+#[test]
 fn errors_name_the_argument_and_the_driver_error() {
     let e = Error::arg("args[1]", "an integer", 1.5);
     assert_eq!(e.to_string(), "argument 'args[1]': expected an integer, got 1.5");
