@@ -11,6 +11,7 @@ use crate::stream::Stream;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys;
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::size_of;
@@ -223,14 +224,14 @@ impl BlasLt {
     /// plan first if it is new.
     pub(crate) fn matmul(&self, call: &LtCall, stream: &Stream, workspace: Workspace) -> Result<()> {
         let mut plans = self.plans.borrow_mut();
-        if !plans.contains_key(&call.key) {
-            if plans.len() >= MAX_PLANS {
-                plans.clear();
-            }
-            let plan = Plan::new(self.handle, &call.key, workspace.bytes)?;
-            plans.insert(call.key, plan);
+        if plans.len() >= MAX_PLANS && !plans.contains_key(&call.key) {
+            plans.clear();
         }
-        let plan = &plans[&call.key];
+        // One hash lookup per GEMM in the common case (the plan exists).
+        let plan = match plans.entry(call.key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Plan::new(self.handle, &call.key, workspace.bytes)?),
+        };
         if call.key.bias {
             plan.desc.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &call.bias, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")?;
         }
