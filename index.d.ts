@@ -89,22 +89,36 @@ export declare class Graph {
   dispose(): void
 }
 
-/** Staging areas for a step's static inputs. */
-export declare class InputStage {
+/** Pinned staging for a step's static inputs and read-back outputs. */
+export declare class HostStage {
   /**
-   * Staging for `buffers` (the static inputs), with `row_bytes[i]` bytes per row of input i, whose rows
-   * count requests where `per_request[i]` and tokens elsewhere.
+   * Staging for `buffers`, with `row_bytes[i]` bytes per row of buffer i, whose rows count requests where
+   * `per_request[i]` and tokens elsewhere. Buffers with `read_back[i]` are outputs copied to the host
+   * after a step (in their own order); the others are inputs copied in (in theirs).
    */
-  constructor(buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>)
+  constructor(buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, readBack: Array<boolean>)
   /** Numeric handle for `stageLaunch`. */
   get id(): number
   /** Byte offset of input `i` in an area. */
   offset(i: number): number
   /**
-   * Area `which` (0 or 1) as bytes over the pinned memory itself: what JS writes there is what gets
-   * copied. The memory lives until the stage and every such view are gone.
+   * Input area `which` (0 or 1) as bytes over the pinned memory itself: what JS writes there is what
+   * gets copied. The memory lives until the stage and every such view are gone.
    */
   area(which: number): Uint8Array
+  /** Byte offset of read-back output `i` in the read-back area. */
+  outputOffset(i: number): number
+  /**
+   * The read-back area as bytes over the pinned memory itself: a step's outputs are there once the call
+   * that read them back returns, until the next one. Lives as long as `area`'s views.
+   */
+  outputArea(): Uint8Array
+  /**
+   * Copies the first `tokens` or `reqs` rows of every read-back output to the read-back area after the
+   * work enqueued on `stream`, and waits for them (for steps that did not run through `stageLaunch`'s
+   * read-back: eager and piecewise ones).
+   */
+  readBack(stream: Stream, tokens: number, reqs: number): void
   /** The area JS writes next (0 or 1). */
   get current(): number
   /** Replaces the static buffer of input `i` (same byte length). */
@@ -217,9 +231,10 @@ export declare function setLaunchMailbox(buffer: Float64Array): void
 
 /**
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
- * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts and the mask of
- * inputs to copy (bit i: input i); slot
- * `GRAPH` the graph handle (0: copy only) and the stream handle. Then flips the stage to its other area.
+ * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
+ * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, copy the read-back outputs'
+ * rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
+ * Then flips the stage to its other area.
  */
 export declare function stageLaunch(): void
 

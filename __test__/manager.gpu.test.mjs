@@ -1,7 +1,7 @@
 // The graph manager on a real device: graph vs eager bit for bit over the ladder and padded sizes,
 // piecewise, the ladder-memory bound, eviction under a budget, 10,000 capture/evict cycles, the
 // input-address check and out-of-memory fallback. Skips with a printed reason without a driver.
-import { Device, GraphManager, InputAddressError } from '../dist/index.js'
+import { ArgumentError, Device, GraphManager, InputAddressError } from '../dist/index.js'
 import { gpuTest, randomF32, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -76,7 +76,7 @@ function toySpec({ gemm = false, attention = false, maxT = MAX_T } = {}) {
   const { k, table, W } = setup()
   return {
     inputs: { tokens: { dtype: 'i32', rows: maxT, pad: 0 }, positions: ['i32', maxT] },
-    outputs: { hidden: ['f32', maxT, H], next: ['i32', maxT] },
+    outputs: { hidden: ['f32', maxT, H], next: { dtype: 'i32', rows: maxT, readBack: true } },
     forward(c, b) {
       const s = c.stream
       const n = b.numTokens
@@ -99,7 +99,7 @@ function piecewiseSpec(maxT = MAX_T) {
   const mid = dev.alloc('f32', maxT * H)
   return {
     inputs: { tokens: ['i32', maxT], positions: ['i32', maxT] },
-    outputs: { hidden: ['f32', maxT, H], next: ['i32', maxT] },
+    outputs: { hidden: ['f32', maxT, H], next: { dtype: 'i32', rows: maxT, readBack: true } },
     pieces: [
       {
         name: 'embed+dense',
@@ -148,13 +148,22 @@ function toyRef({ tokens, positions }, n, table, W) {
   return hidden
 }
 
+/**
+ * Runs both steps on the same inputs; `next` is a read-back output, so each run's host copy must already
+ * equal what a download of the device buffer gives (FULL graphs read back in the replay's native call,
+ * eager and piecewise runs after their last launch). Returns `readBackOk` false on any difference.
+ */
 function runBoth(graphStep, eagerStep, n, opts, seed) {
   const inp = batchInputs(n, seed)
   const g = graphStep.run(inp, { numTokens: n, ...opts })
+  const gBack = graphStep.hostOutput('next').slice(0, n)
   const gh = g.hidden.download()
   const gn = g.next.download()
   const e = eagerStep.run(inp, { numTokens: n, ...opts })
-  return { inp, gh, gn, eh: e.hidden.download(), en: e.next.download() }
+  const eBack = eagerStep.hostOutput('next').slice(0, n)
+  const en = e.next.download()
+  const readBackOk = firstDiff(gBack, gn) === -1 && firstDiff(eBack, en) === -1
+  return { inp, gh, gn, eh: e.hidden.download(), en, readBackOk }
 }
 
 test('graph output equals eager bit for bit over the ladder and padded sizes, and the CPU reference', async (t) => {
@@ -168,12 +177,14 @@ test('graph output equals eager bit for bit over the ladder and padded sizes, an
     const sizes = mgr.config.captureSizes
     t.is(w.captured, step.dispatcher.captureTargets().length)
     t.is(w.failed, 0)
+    t.is(t.throws(() => step.hostOutput('hidden'), { instanceOf: ArgumentError }).argument, 'name', 'hidden is not read back')
     let checked = 0
     for (const s of sizes) {
       for (const n of new Set([s, Math.max(1, s - 1), Math.max(1, s - 5)])) {
         const r = runBoth(step, ref, n, { uniformDecode: true }, 1000 + n)
         t.is(firstDiff(r.gh, r.eh), -1, `hidden differs at n=${n} (gemm ${gemm})`)
         t.is(firstDiff(r.gn, r.en), -1, `next differs at n=${n}`)
+        t.true(r.readBackOk, `read-back next differs from the device's at n=${n}`)
         t.is(r.gh.length, n * H)
         checked++
       }
@@ -212,6 +223,7 @@ test('piecewise equals eager; FULL_AND_PIECEWISE uses full graphs for uniform de
         const r = runBoth(step, ref, n, { uniformDecode }, 500 + n)
         t.is(firstDiff(r.gh, r.eh), -1, `${mode}: hidden differs at n=${n} uniform=${uniformDecode}`)
         t.is(firstDiff(r.gn, r.en), -1, `${mode}: next differs at n=${n}`)
+        t.true(r.readBackOk, `${mode}: read-back next differs from the device's at n=${n}`)
       }
     }
     const st = mgr.stats()

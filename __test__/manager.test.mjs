@@ -14,19 +14,22 @@ import {
   Progress,
   isOutOfMemory,
   parseTensorSpec,
+  parseTensorSpecs,
   progressLine,
 } from '../dist/index.js'
 
 test('tensor specs: tuple and object forms, defaults, and errors that name the field', (t) => {
   t.like(parseTensorSpec('inputs.tokens', ['i32', 64]), { dtype: 'i32', rows: 64, width: 1, per: 'token', pad: 0, rowBytes: 4 })
   t.like(parseTensorSpec('x', ['f16', 8, 2048]), { rows: 8, width: 2048, rowBytes: 4096 })
-  t.like(parseTensorSpec('x', { dtype: 'i64', rows: 4, per: 'request', pad: -1n }), { per: 'request', pad: -1n, rowBytes: 8 })
+  t.like(parseTensorSpec('x', { dtype: 'i64', rows: 4, per: 'request', pad: -1n }), { per: 'request', pad: -1n, readBack: false, rowBytes: 8 })
+  t.like(parseTensorSpec('x', { dtype: 'i32', rows: 4, readBack: true }), { readBack: true })
   const cases = [
     [['f64', 8], 'x.dtype'],
     [['f32', 0], 'x.rows'],
     [['f32', 8, 1.5], 'x.width'],
     [{ dtype: 'f32', rows: 8, per: 'batch' }, 'x.per'],
     [{ dtype: 'i64', rows: 8, pad: 1 }, 'x.pad'],
+    [{ dtype: 'i32', rows: 8, readBack: 1 }, 'x.readBack'],
     [['f32'], 'x'],
     [null, 'x'],
   ]
@@ -34,6 +37,10 @@ test('tensor specs: tuple and object forms, defaults, and errors that name the f
     const e = t.throws(() => parseTensorSpec('x', spec), { instanceOf: ArgumentError })
     t.is(e.argument, arg)
   }
+  // Only outputs are read back.
+  const e = t.throws(() => parseTensorSpecs('inputs', { tokens: { dtype: 'i32', rows: 8, readBack: true } }), { instanceOf: ArgumentError })
+  t.is(e.argument, 'inputs.tokens.readBack')
+  t.true(parseTensorSpecs('outputs', { next: { dtype: 'i32', rows: 8, readBack: true } })[0].readBack)
 })
 
 test('stats: p50/p99 over the window, counters in toJSON', (t) => {

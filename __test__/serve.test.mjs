@@ -143,8 +143,14 @@ test('an AbortSignal cancels a generation: it rejects with the reason and the se
 
 // serial: it counts the process's pending immediates, which concurrent tests would add to
 test.serial('a busy-polling client keeps its event loop turning only while it generates, and gets the same tokens', async (t) => {
-  const { engine, server } = await start(t)
-  const c = await Client.connect(server.socketPath, { busyPoll: true })
+  // The server runs in its own process: its scheduler's immediates must not count as the client's.
+  const path = sockPath()
+  const p = spawn(process.execPath, [new URL('./fixtures/fake-server.mjs', import.meta.url).pathname, path], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = new Promise((r) => p.once('exit', r))
+  t.teardown(() => p.kill('SIGKILL'))
+  await new Promise((r) => p.stdout.once('data', r))
+  const engine = new FakeEngine({ maxSeqLen: 1 << 20 }) // the fixture's, for the reference tokens
+  const c = await Client.connect(path, { busyPoll: true })
   const immediates = () => process.getActiveResourcesInfo().filter((r) => r === 'Immediate').length
   t.is(immediates(), 0, 'no polling before a generation')
   const g = c.generate([5, 6, 7], { maxNewTokens: 40 })
@@ -157,6 +163,8 @@ test.serial('a busy-polling client keeps its event loop turning only while it ge
   const two = [c.generate([1], { maxNewTokens: 5 }), c.generate([2], { maxNewTokens: 9 })]
   t.deepEqual(await Promise.all(two.map((x) => x.toArray())), [engine.reference([1], 5), engine.reference([2], 9)])
   c.close()
+  p.kill('SIGTERM')
+  await exited
 })
 
 test('close drains running requests, ends waiting ones with shutdown, removes the socket; then connecting is refused', async (t) => {

@@ -78,10 +78,13 @@ export class DeviceBuffer<D extends DType = DType> {
 
   /**
    * Copies the buffer into `out` (a host array of this dtype with at least `length` elements) after all
-   * enqueued work is done: a read that allocates nothing.
+   * enqueued work is done, with no new host array (for a step's outputs every step, a read-back output
+   * of the step costs less: see `readBack` in the step's spec).
    */
   downloadInto(out: HostArrayOf[D]): HostArrayOf[D] {
-    check(fitsDType(out as HostArray, this.dtype) && (out as HostArray).length >= this.length, 'out', `a host array for ${this.dtype} of at least ${this.length} elements`, out)
+    if (!(fitsDType(out as HostArray, this.dtype) && (out as HostArray).length >= this.length)) {
+      check(false, 'out', `a host array for ${this.dtype} of at least ${this.length} elements`, out)
+    }
     native(() => this.native.downloadInto(bytesOf((out as HostArray).length === this.length ? out : (out as HostArray).subarray(0, this.length))))
     return out
   }

@@ -18,6 +18,7 @@ import { type ModelName, parameterCount } from './model-config.js'
 import type { GraphUse } from './step.js'
 import { lineChartSvg } from './svg-chart.js'
 import { fixed, formatTable, percentile } from './table.js'
+import { type HostContention, describeContention, hostDelta, hostSample } from './host-contention.js'
 
 /** What `cudagraph bench` runs. */
 export interface BenchOptions {
@@ -53,6 +54,8 @@ export interface PromptRow {
   graph: GraphUse
   paddedTo: number
   deviceMemoryGB: number
+  /** What the host took from the timing thread while the graph steps of this row ran (undefined off Linux). */
+  host: HostContention | undefined
 }
 
 /** A row of the decode-per-batch table (µs per step: inputs in, step, next tokens out). */
@@ -67,6 +70,8 @@ export interface DecodeRow {
 }
 
 const PEERS = join(__dirname, '..', 'bench', 'peers')
+/** Untimed generations before seed 004's table, ms. */
+const WARMUP_MS = 1000
 
 /** A seeded stream of token ids (mulberry32), so every run and the peer see the same prompts. */
 export function tokenSource(seed: number, vocab: number): (n: number) => Int32Array {
@@ -111,6 +116,11 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const sameTokens = gTokens.every((t, i) => t === eTokens[i])
     say(`correctness: graph and eager generate ${sameTokens ? 'the same' : 'DIFFERENT'} ${o.tokens} tokens for a ${probe.length}-token prompt`)
 
+    // Warm-up, excluded from every figure: on the device, the first 1240 decode steps after the captures
+    // had a P99 of 1.41x P50, the same steps later 1.05-1.18x.
+    say(`warm-up: ${WARMUP_MS} ms of ${o.tokens}-token generations (not timed)`)
+    for (const t = performance.now(); performance.now() - t < WARMUP_MS; ) graph.generate(0, probe, o.tokens)
+
     // Seed 004's table. Every step is timed from host input to tokens on the host.
     const captures0 = mgr.stats().captures
     const promptRows: PromptRow[] = []
@@ -122,15 +132,17 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         const steps = new Float64Array(repeat * (o.tokens - 1))
         const firsts = new Float64Array(repeat)
         const one = { slot: Int32Array.of(0), token: new Int32Array(1), pos: new Int32Array(1) }
-        for (let k = 0, n = 0; k < repeat; k++) {
+        // Two untimed requests first: this length's first steps are warm-up, not figures.
+        for (let k = -2, n = 0; k < repeat; k++) {
           const t0 = performance.now()
           let tok = r.prefill(0, prompt)
-          ttft[k] = performance.now() - t0
+          if (k >= 0) ttft[k] = performance.now() - t0
           for (let i = 1; i < o.tokens; i++) {
             one.token[0] = tok
             one.pos[0] = L + i - 1
             const t1 = performance.now()
             tok = r.decode(1, one.slot, one.token, one.pos)[0]!
+            if (k < 0) continue
             steps[n++] = performance.now() - t1
             if (i === 1) firsts[k] = steps[n - 1]!
           }
@@ -138,7 +150,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         return { ttft: percentile(ttft, 0.5), p50: percentile(steps, 0.5), p99: percentile(steps, 0.99), first: percentile(firsts, 0.5) }
       }
       // 40 requests per prompt length: a p99 over 1240 decode steps, not a handful of slow ones.
+      const h0 = hostSample()
       const g = run(graph, 40)
+      const host = hostDelta(h0, hostSample())
       const e = run(eager, 3)
       const mem = dev.memoryInfo()
       const use = graph.prefillUse(L)
@@ -153,8 +167,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         graph: use,
         paddedTo: use === 'eager' ? L : mgr.config.paddedSize(L),
         deviceMemoryGB: (mem.total - mem.free) / 1e9,
+        host,
       })
-      say(`prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms`)
+      say(`prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; host: ${describeContention(host)}`)
     }
 
     // Decode step time per batch size: each request has `context` tokens in the cache.
@@ -245,7 +260,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     else print(`PyTorch peer: torch ${String(torch.torch)}; same greedy tokens as ours at ${peerAgreement!.same}/${peerAgreement!.total} positions (teacher-forced on our sequence${peerAgreement!.nearTies ? `; ${peerAgreement!.nearTies} differ at near-ties, top-2 margin < 0.05` : ''})`)
 
     const b1 = decodeRows.find((r) => r.batch === 1)
-    const worstP99 = Math.max(...promptRows.map((r) => r.decodeP99Ms / r.decodeP50Ms))
+    const tail = (r: PromptRow) => r.decodeP99Ms / r.decodeP50Ms
+    const worstP99 = Math.max(...promptRows.map(tail))
     const targets = {
       batch1Speedup: b1 ? b1.eagerP50Us / b1.graphP50Us : undefined,
       batch1VsTorchGraph: b1?.torch ? b1.graphP50Us / b1.torch.graphP50Us : undefined,
@@ -257,6 +273,14 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       `targets: batch-1 decode graph vs eager ${fixed(targets.batch1Speedup, 2)}x (>= 3x); ours/PyTorch graph at batch 1 ${fixed(targets.batch1VsTorchGraph, 3)} (<= 1); ` +
         `decode P99/P50 worst ${fixed(worstP99, 2)} (<= 1.2); every prompt length on a pre-captured or padded graph: ${targets.everyPromptOnAGraph ? 'yes' : 'no'}; captures inside timed steps: ${capturesInTimedSteps}`,
     )
+    if (worstP99 > 1.2) {
+      // Say what the machine did during the rows that missed, beside the best row, so a slow tail from
+      // the host (a VM's steal, preemption) is told from one of the work.
+      const best = promptRows.reduce((a, r) => (tail(r) < tail(a) ? r : a))
+      for (const r of [...promptRows.filter((r) => tail(r) > 1.2), best]) {
+        print(`  prompt ${r.promptTokens}: P99/P50 ${fixed(tail(r), 2)}; host while timed: ${describeContention(r.host)}`)
+      }
+    }
 
     const results = {
       device: { name: dev.name, driver: Device.driverVersion(), computeCapability: dev.computeCapability, totalMemory: dev.totalMemory },

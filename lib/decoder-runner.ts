@@ -30,7 +30,8 @@ const stepSpec = (model: DecoderModel, name: string, tokens: number, reqs: numbe
       last: { dtype: 'i32', rows: reqs, per: 'request' },
     },
     outputs: {
-      next: { dtype: 'i32', rows: reqs, per: 'request' },
+      // Read back by the replay's own native call: one call per step, tokens on the host when it returns.
+      next: { dtype: 'i32', rows: reqs, per: 'request', readBack: true },
       logits: { dtype: 'f32', rows: reqs, width: model.config.vocab, per: 'request' },
     },
   } as const
@@ -52,12 +53,14 @@ export class DecoderRunner {
   readonly #one = { slot: new Int32Array(1), start: new Int32Array(1), length: new Int32Array(1) }
   /** Each prefill request's last token row. */
   readonly #last: Int32Array
-  readonly #next: Int32Array
-  /** Run options reused by every step (a step allocates nothing). */
+  /** Run options and inputs reused by every step (a step allocates nothing). */
   readonly #prefillOptions = { numTokens: 1, numReqs: 1 }
   readonly #decodeOptions = { numTokens: 1, numReqs: 1, uniformDecode: true }
-  /** #next's first n elements, by n: decode returns one without allocating. */
-  readonly #nextViews: Int32Array[]
+  readonly #prefillInputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
+  readonly #decodeInputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
+  /** The first n next tokens of each step's pinned read-back, by n: steps return one without allocating. */
+  readonly #prefillNext: Int32Array[]
+  readonly #decodeNext: Int32Array[]
 
   constructor(model: DecoderModel, manager: GraphManager, options: DecoderRunnerOptions = {}) {
     this.model = model
@@ -77,8 +80,12 @@ export class DecoderRunner {
     this.decodeStep = wrap('decode', maxBatch, maxBatch)
     this.#iota = Int32Array.from({ length: maxBatch }, (_, i) => i)
     this.#last = new Int32Array(maxPrefillReqs)
-    this.#next = new Int32Array(maxBatch)
-    this.#nextViews = Array.from({ length: maxBatch + 1 }, (_, n) => this.#next.subarray(0, n))
+    const empty = new Int32Array(0)
+    this.#prefillInputs = { tokens: empty, positions: empty, slots: empty, last: this.#last }
+    this.#decodeInputs = { tokens: empty, positions: empty, slots: empty, last: this.#iota }
+    const views = (next: Int32Array, n: number) => Array.from({ length: n + 1 }, (_, k) => next.subarray(0, k))
+    this.#prefillNext = views(this.prefillStep.hostOutput('next'), maxPrefillReqs)
+    this.#decodeNext = views(this.decodeStep.hostOutput('next'), maxBatch)
   }
 
   /** Captures the prefill ladder, then the decode ladder (largest first, so decode reuses the pool). */
@@ -175,9 +182,12 @@ export class DecoderRunner {
     const o = this.#prefillOptions
     o.numTokens = total
     o.numReqs = n
-    const out = s.run({ tokens, positions, slots: slotRows, last }, o)
-    out.next.downloadInto(this.#next)
-    return this.#nextViews[n]!
+    const inputs = this.#prefillInputs
+    inputs.tokens = tokens
+    inputs.positions = positions
+    inputs.slots = slotRows
+    s.run(inputs, o)
+    return this.#prefillNext[n]!
   }
 
   /**
@@ -201,9 +211,12 @@ export class DecoderRunner {
     const o = this.#decodeOptions
     o.numTokens = n
     o.numReqs = n
-    const out = this.decodeStep.run({ tokens, positions, slots, last: this.#iota }, o)
-    out.next.downloadInto(this.#next)
-    return this.#nextViews[n]!
+    const inputs = this.#decodeInputs
+    inputs.tokens = tokens
+    inputs.positions = positions
+    inputs.slots = slots
+    this.decodeStep.run(inputs, o)
+    return this.#decodeNext[n]!
   }
 
   /**

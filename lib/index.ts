@@ -101,6 +101,7 @@ export {
 export { Step, type GraphUse, type RunInputs, type RunOptions } from './step.js'
 export {
   parseTensorSpec,
+  parseTensorSpecs,
   type BuffersOf,
   type InputValue,
   type Piece,

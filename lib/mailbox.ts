@@ -9,10 +9,10 @@ import * as N from './native.js'
 
 /** Slot of the graph handle for `graphLaunch`; the stream handle follows. */
 export const GRAPH = 0
-/** First slot of `stageLaunch`: the input stage handle, the token and request row counts, the copy mask. */
+/** First slot of `stageLaunch`: the host stage handle, the token and request row counts, the copy mask, read-back. */
 export const STAGE = 2
 /** First slot of `launchKernel`: stream, kernel, grid x/y/z, block x/y/z, shared memory bytes, arguments. */
-export const KERNEL = 6
+export const KERNEL = 7
 /** Slots from KERNEL before the kernel arguments. */
 export const KERNEL_HEADER = 9
 /** Most kernel parameters a launch takes. */

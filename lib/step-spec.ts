@@ -26,6 +26,12 @@ export interface TensorSpecObject<D extends DType = DType> {
    * default 0). A neutral value: a pad token id, a position, an index the forward ignores.
    */
   pad?: number | bigint
+  /**
+   * Outputs only: at the end of every run, copy this output's rows to pinned host memory, in the same
+   * native call as the replay, and wait for them; read them with {@link Step.hostOutput}. For what the
+   * host needs after each step (sampled token ids), the way `.cpu()` is in PyTorch. Default false.
+   */
+  readBack?: boolean
 }
 
 /** A tensor spec: `[dtype, rows]`, `[dtype, rows, width]` or the object form. */
@@ -39,6 +45,8 @@ export interface ParsedTensor {
   readonly width: number
   readonly per: RowsOf
   readonly pad: number | bigint
+  /** Copied to the host after every run (outputs only). */
+  readonly readBack: boolean
   /** Bytes per row. */
   readonly rowBytes: number
 }
@@ -114,7 +122,7 @@ export function parseTensorSpec(path: string, spec: unknown): ParsedTensor {
     check(spec.length === 2 || spec.length === 3, path, '[dtype, rows] or [dtype, rows, width]', spec)
     o = spec.length === 3 ? { dtype: spec[0] as DType, rows: spec[1] as number, width: spec[2] as number } : { dtype: spec[0] as DType, rows: spec[1] as number }
   } else {
-    check(spec !== null && typeof spec === 'object', path, 'a tensor spec ([dtype, rows, width?] or { dtype, rows, width?, per?, pad? })', spec)
+    check(spec !== null && typeof spec === 'object', path, 'a tensor spec ([dtype, rows, width?] or { dtype, rows, width?, per?, pad?, readBack? })', spec)
     o = spec as TensorSpecObject
   }
   check(isDType(o.dtype), `${path}.dtype`, 'one of f32, f16, bf16, i32, u32, i64, u8', o.dtype)
@@ -125,9 +133,11 @@ export function parseTensorSpec(path: string, spec: unknown): ParsedTensor {
   check(ROWS_OF.includes(per), `${path}.per`, "'token' or 'request'", per)
   const pad = o.pad ?? (o.dtype === 'i64' ? 0n : 0)
   check(o.dtype === 'i64' ? typeof pad === 'bigint' : typeof pad === 'number', `${path}.pad`, o.dtype === 'i64' ? 'a bigint' : 'a number', pad)
+  const readBack = o.readBack ?? false
+  check(typeof readBack === 'boolean', `${path}.readBack`, 'a boolean', readBack)
   const rowBytes = width * DTYPE_SIZE[o.dtype]
   check(o.rows * rowBytes <= 0xffffffff, path, 'at most 4 GiB', `${o.rows} x ${rowBytes} bytes`)
-  return Object.freeze({ name: path, dtype: o.dtype, rows: o.rows, width, per, pad, rowBytes })
+  return Object.freeze({ name: path, dtype: o.dtype, rows: o.rows, width, per, pad, readBack, rowBytes })
 }
 
 /** Validates a record of at least one tensor spec; each is named by its key. */
@@ -135,5 +145,6 @@ export function parseTensorSpecs(what: 'inputs' | 'outputs', specs: unknown): Pa
   check(specs !== null && typeof specs === 'object' && !Array.isArray(specs), what, 'a record of tensor specs', specs)
   const out = Object.entries(specs as Record<string, unknown>).map(([k, v]) => Object.freeze({ ...parseTensorSpec(`${what}.${k}`, v), name: k }))
   check(out.length > 0, what, 'at least one tensor', describe(specs))
+  for (const t of out) check(what === 'outputs' || !t.readBack, `inputs.${t.name}.readBack`, 'false or absent (only outputs are read back)', t.readBack)
   return out
 }

@@ -1,11 +1,12 @@
 /**
  * A wrapped model step: static input and output buffers sized for the most rows, pinned staging for host
- * inputs, and `run`, which dispatches, pads, copies in and replays in one native call (see GraphManager).
+ * inputs and read-back outputs, and `run`, which dispatches, pads, copies in, replays and reads back in one
+ * native call (see GraphManager).
  */
 import * as N from './native.js'
 import { ArgumentError, InputAddressError, check, describe, mapError, native } from './errors.js'
 import { DeviceBuffer } from './buffer.js'
-import { type DType, type HostArray, fitsDType, hostView } from './dtype.js'
+import { type DType, type HostArray, type HostArrayOf, fitsDType, hostView } from './dtype.js'
 import type { Device } from './device.js'
 import type { Dispatcher, DispatchOptions, DispatchResult } from './dispatcher.js'
 import type { Graph } from './graph.js'
@@ -15,6 +16,7 @@ import { GRAPH, MAILBOX, STAGE } from './mailbox.js'
 import type { Stream } from './stream.js'
 import {
   type BuffersOf,
+  type DTypeOfSpec,
   type InputValue,
   type ParsedTensor,
   type Piece,
@@ -25,10 +27,10 @@ import {
   parseTensorSpecs,
 } from './step-spec.js'
 
-/** Options of {@link Step.run}: the batch's shape, as the dispatcher reads it. */
 /** How a run goes: a graph captured for its size, a graph for a larger size (padded), or eagerly. */
 export type GraphUse = 'captured' | 'padded' | 'eager'
 
+/** Options of {@link Step.run}: the batch's shape, as the dispatcher reads it. */
 export interface RunOptions extends DispatchOptions {
   /** Tokens of real data in the inputs (rows of token inputs). */
   numTokens: number
@@ -112,9 +114,11 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
   readonly #spec: StepSpec<I, O>
   readonly #in: readonly ParsedTensor[]
   readonly #out: readonly ParsedTensor[]
-  readonly #stage: N.InputStage
+  readonly #stage: N.HostStage
   /** Host views of each input in staging area 0 and 1. */
   readonly #views: [HostArray[], HostArray[]]
+  /** Pinned host views of the read-back outputs, by name (empty: the step reads nothing back). */
+  readonly #hostOut = new Map<string, HostArray>()
   #area: number
   readonly #ctx: StepContext<I, O>
   readonly #scratch: DeviceBuffer[] = []
@@ -168,12 +172,17 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       this.inputs = Object.fromEntries(ins.map((t) => [t.name, alloc(t)])) as BuffersOf<I>
       this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, alloc(t)]))) as BuffersOf<O>
       const inBufs = ins.map((t) => this.inputs[t.name]!)
-      this.#stage = native(() => new N.InputStage(inBufs.map((b) => b.native), ins.map((t) => t.rowBytes), ins.map((t) => t.per === 'request')))
+      const backs = outs.filter((t) => t.readBack)
+      const staged = [...ins, ...backs]
+      const bufs = [...inBufs, ...backs.map((t) => this.outputs[t.name]!)]
+      this.#stage = native(() => new N.HostStage(bufs.map((b) => b.native), staged.map((t) => t.rowBytes), staged.map((t) => t.per === 'request'), staged.map((t) => t.readBack)))
       const area = (k: number) => {
         const bytes = native(() => this.#stage.area(k))
         return ins.map((t, i) => hostView(t.dtype, bytes.buffer as ArrayBuffer, bytes.byteOffset + this.#stage.offset(i), t.rows * t.width))
       }
       this.#views = [area(0), area(1)]
+      const back = native(() => this.#stage.outputArea())
+      backs.forEach((t, j) => this.#hostOut.set(t.name, hostView(t.dtype, back.buffer as ArrayBuffer, back.byteOffset + this.#stage.outputOffset(j), t.rows * t.width)))
       this.#area = this.#stage.current
       this.addresses = inBufs.map((b) => b.address)
     } catch (e) {
@@ -219,6 +228,9 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
    * the static buffers (pad rows take each input's `pad` value), and replays: host-array inputs and the
    * replay go in one native call. Sizes above the largest capture size, NONE mode, a policy's no, or a
    * missing graph (without `captureOnMiss`) run the same forward eagerly at the real size.
+   *
+   * A step with read-back outputs returns once their rows are in {@link Step.hostOutput} (a FULL graph
+   * reads them back in the replay's native call); its recorded latency then includes that wait.
    */
   run(inputs: RunInputs<I>, options: RunOptions): BuffersOf<O> {
     const t0 = performance.now()
@@ -243,16 +255,20 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       if (!entry.checked) this.#checkAddresses(entry)
       const pieces = this.pieces
       const piecewise = d.mode === 'PIECEWISE' && pieces !== undefined
-      this.#launch(mask, b.numTokens, b.numReqs, !piecewise || pieces[0]!.graphable ? entry.graphs[0]!.id : 0)
-      if (piecewise) this.#runPieces(entry, numTokens, numReqs)
+      this.#launch(mask, b.numTokens, b.numReqs, !piecewise || pieces[0]!.graphable ? entry.graphs[0]!.id : 0, !piecewise)
+      if (piecewise) {
+        this.#runPieces(entry, numTokens, numReqs)
+        this.#readBack(b.numTokens, b.numReqs)
+      }
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
     } else {
       if (d.mode !== 'NONE') this.missed.add(d)
       mode = 'NONE'
       const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
-      this.#launch(mask, numTokens, numReqs, 0)
+      this.#launch(mask, numTokens, numReqs, 0, false)
       this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode })
+      this.#readBack(numTokens, numReqs)
       stats.eagerRuns++
     }
     const us = (performance.now() - t0) * 1000
@@ -281,6 +297,17 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     const i = this.#in.findIndex((t) => t.name === name)
     check(i >= 0, 'name', `an input of this step (${this.#in.map((t) => t.name).join(', ')})`, name)
     return this.#views[this.#area]![i]! as InputValue<I[K]> & HostArray
+  }
+
+  /**
+   * The pinned host copy of read-back output `name` (an output whose spec has `readBack: true`), as many
+   * elements as its static buffer: after each {@link Step.run}, its first rows (the run's real rows) hold
+   * what the run wrote, until the next run. The same array every time: keep it, copy what you keep.
+   */
+  hostOutput<K extends keyof O & string>(name: K): HostArrayOf[DTypeOfSpec<O[K]> & DType] {
+    const v = this.#hostOut.get(name)
+    if (v === undefined) check(false, 'name', `a read-back output of this step (${[...this.#hostOut.keys()].join(', ') || 'none'})`, name)
+    return v as HostArrayOf[DTypeOfSpec<O[K]> & DType]
   }
 
   /**
@@ -392,8 +419,11 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     }
   }
 
-  /** One native call: copy the masked inputs' rows from staging, then launch `graphId` (0: none). */
-  #launch(mask: number, tokens: number, reqs: number, graphId: number): void {
+  /**
+   * One native call: copy the masked inputs' rows from staging, then launch `graphId` (0: none), then
+   * (`read` and the step has read-back outputs) copy those back and wait for them.
+   */
+  #launch(mask: number, tokens: number, reqs: number, graphId: number, read: boolean): void {
     const m = MAILBOX
     m[GRAPH] = graphId
     m[GRAPH + 1] = this.#host.stream.id
@@ -401,11 +431,22 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     m[STAGE + 1] = tokens
     m[STAGE + 2] = reqs
     m[STAGE + 3] = mask
+    m[STAGE + 4] = read && this.#hostOut.size > 0 ? 1 : 0
     try {
       stageLaunch()
       this.#area ^= 1
     } catch (e) {
       this.#area = this.#stage.current
+      throw mapError(e)
+    }
+  }
+
+  /** Reads the read-back outputs' first rows to the host after the work enqueued so far (none: nothing). */
+  #readBack(tokens: number, reqs: number): void {
+    if (this.#hostOut.size === 0) return
+    try {
+      this.#stage.readBack(this.#host.stream.native, tokens, reqs)
+    } catch (e) {
       throw mapError(e)
     }
   }

@@ -84,7 +84,7 @@ thread_local! {
     pub static GRAPHS: RefCell<Table<ExecEntry>> = const { RefCell::new(Table::new()) };
     pub static BUFFERS: RefCell<Table<core::Buffer>> = const { RefCell::new(Table::new()) };
     pub static KERNELS: RefCell<Table<core::Kernel>> = const { RefCell::new(Table::new()) };
-    pub static STAGES: RefCell<Table<Rc<RefCell<core::InputStage>>>> = const { RefCell::new(Table::new()) };
+    pub static STAGES: RefCell<Table<Rc<RefCell<core::HostStage>>>> = const { RefCell::new(Table::new()) };
 }
 
 #[cfg(test)]

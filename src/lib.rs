@@ -9,7 +9,7 @@ mod error;
 mod event;
 mod graph;
 mod handles;
-mod input_stage;
+mod host_stage;
 mod kernel;
 mod launch;
 mod mailbox;

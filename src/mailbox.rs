@@ -10,12 +10,12 @@ use std::cell::RefCell;
 
 /// Slot of the graph handle for `graphLaunch`; the stream handle follows.
 pub const GRAPH: usize = 0;
-/// First slot of `stageLaunch`: the input stage handle, the token and request row counts and the copy mask
-/// (the graph and stream handles are at `GRAPH`).
+/// First slot of `stageLaunch`: the host stage handle, the token and request row counts, the copy mask and
+/// the read-back flag (the graph and stream handles are at `GRAPH`).
 pub const STAGE: usize = 2;
 /// First slot of `launchKernel`: stream handle, kernel handle, grid x/y/z, block x/y/z, shared memory
 /// bytes, then one slot per kernel argument.
-pub const KERNEL: usize = 6;
+pub const KERNEL: usize = 7;
 /// Slots before the kernel arguments, from `KERNEL`.
 pub const KERNEL_HEADER: usize = 9;
 

@@ -1,0 +1,238 @@
+//! A step's host side in pinned memory: inputs written straight into pinned staging, then copied into the
+//! step's static device buffers by one call that also launches the graph; and read-back outputs, copied
+//! to pinned memory after the launch by that same call, which then waits for them.
+//!
+//! Two pinned input areas alternate, each holding every input back to back (256-byte aligned). While the
+//! copies out of one area run, the caller writes the next step's inputs into the other;
+//! [`HostStage::submit`] returns only once the area the caller writes next is free again, so a write never
+//! races a copy. The read-back area is single: [`HostStage::read_back`] waits for its copies, and the
+//! caller reads it before the next step.
+
+use crate::buffer::Buffer;
+use crate::device::Device;
+use crate::error::{Check, Error, Result};
+use crate::event::Event;
+use crate::stream::{Pinned, Stream};
+use cudarc::driver::sys;
+use std::ffi::c_void;
+use std::rc::Rc;
+
+/// Alignment of each input inside an area, bytes.
+const ALIGN: usize = 256;
+
+/// One static tensor of a step: its device buffer and how many bytes one row takes.
+#[derive(Debug)]
+pub struct StageTensor {
+    /// The static device buffer (kept alive by the stage): an input is copied into it, a read-back output
+    /// out of it.
+    pub buffer: Buffer,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    /// Rows count requests (true) or tokens (false).
+    pub per_request: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    tensor: StageTensor,
+    offset: usize,
+    max_rows: usize,
+}
+
+impl Slot {
+    /// Rows of this tensor in a step of `tokens` token rows and `reqs` request rows, checked against its
+    /// buffer; `i` and `what` name it in the error.
+    fn rows(&self, i: usize, what: &str, tokens: usize, reqs: usize) -> Result<usize> {
+        let rows = if self.tensor.per_request { reqs } else { tokens };
+        if rows > self.max_rows {
+            let unit = if self.tensor.per_request { "requests" } else { "tokens" };
+            return Err(Error::arg(format!("{what}[{i}]"), format!("at most {} {unit}", self.max_rows), rows));
+        }
+        Ok(rows)
+    }
+}
+
+/// The pinned memory of a stage: two input areas and the read-back area.
+#[derive(Debug)]
+struct Areas {
+    input: [Pinned; 2],
+    output: Pinned,
+}
+
+/// Lays `tensors` out back to back (ALIGN-aligned) on `device`; returns the slots and the bytes they span.
+fn layout(what: &str, tensors: Vec<StageTensor>, device: &Device) -> Result<(Vec<Slot>, usize)> {
+    let mut slots = Vec::with_capacity(tensors.len());
+    let mut offset = 0;
+    for (i, tensor) in tensors.into_iter().enumerate() {
+        if tensor.buffer.device().ordinal() != device.ordinal() {
+            return Err(Error::arg(format!("{what}[{i}]"), format!("a buffer on device {}", device.ordinal()), "a buffer on another device"));
+        }
+        if tensor.row_bytes == 0 || tensor.buffer.byte_len() % tensor.row_bytes != 0 {
+            return Err(Error::arg(format!("{what}[{i}].rowBytes"), format!("a positive divisor of the buffer's {} bytes", tensor.buffer.byte_len()), tensor.row_bytes));
+        }
+        let max_rows = tensor.buffer.byte_len() / tensor.row_bytes;
+        let bytes = tensor.buffer.byte_len();
+        slots.push(Slot { tensor, offset, max_rows });
+        offset += bytes.div_ceil(ALIGN) * ALIGN;
+    }
+    Ok((slots, offset))
+}
+
+/// Pinned staging for a step's static inputs (double-buffered) and read-back outputs.
+#[derive(Debug)]
+pub struct HostStage {
+    inputs: Vec<Slot>,
+    outputs: Vec<Slot>,
+    /// Shared with whoever exposes the areas to JS, so the memory outlives every view of it.
+    areas: Rc<Areas>,
+    done: [Event; 2],
+    area_bytes: usize,
+    output_bytes: usize,
+    current: usize,
+}
+
+impl HostStage {
+    /// Staging for `inputs` and `outputs` (read back after each step), on the device of their buffers (all
+    /// must share one).
+    pub fn new(inputs: Vec<StageTensor>, outputs: Vec<StageTensor>) -> Result<HostStage> {
+        if inputs.len() > 64 {
+            return Err(Error::arg("inputs", "at most 64 inputs", inputs.len()));
+        }
+        let device = match inputs.first().or(outputs.first()) {
+            Some(t) => t.buffer.device().clone(),
+            None => return Err(Error::arg("inputs", "at least one input or output", "none")),
+        };
+        let (inputs, area_bytes) = layout("inputs", inputs, &device)?;
+        let (outputs, output_bytes) = layout("outputs", outputs, &device)?;
+        // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or to.
+        let pinned = |bytes: usize| Pinned::new(bytes.max(ALIGN));
+        Ok(HostStage {
+            inputs,
+            outputs,
+            areas: Rc::new(Areas { input: [pinned(area_bytes)?, pinned(area_bytes)?], output: pinned(output_bytes)? }),
+            done: [Event::new(&device, false)?, Event::new(&device, false)?],
+            area_bytes,
+            output_bytes,
+            current: 0,
+        })
+    }
+
+    /// Bytes of one input area.
+    pub fn area_bytes(&self) -> usize {
+        self.area_bytes
+    }
+
+    /// Byte offset of input `i` inside an input area.
+    pub fn offset(&self, i: usize) -> Option<usize> {
+        self.inputs.get(i).map(|s| s.offset)
+    }
+
+    /// Start of input area `which` (0 or 1): host memory the caller writes inputs into.
+    pub fn area_ptr(&self, which: usize) -> *mut u8 {
+        self.areas.input[which & 1].as_ptr()
+    }
+
+    /// Bytes of the read-back area.
+    pub fn output_bytes(&self) -> usize {
+        self.output_bytes
+    }
+
+    /// Byte offset of output `i` inside the read-back area.
+    pub fn output_offset(&self, i: usize) -> Option<usize> {
+        self.outputs.get(i).map(|s| s.offset)
+    }
+
+    /// Start of the read-back area: host memory the caller reads outputs from after a step.
+    pub fn output_ptr(&self) -> *mut u8 {
+        self.areas.output.as_ptr()
+    }
+
+    /// Whether the stage has outputs to read back.
+    pub fn reads_back(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
+    /// Keeps both areas alive while held (for views of them handed out elsewhere).
+    pub fn keep_alive(&self) -> Rc<dyn std::any::Any> {
+        self.areas.clone()
+    }
+
+    /// The area the caller writes next.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Enqueues on `stream`, for every input in `mask` (bit i: input i), a copy of its first `tokens` or `reqs` rows from the current
+    /// area into its static buffer; then `then` (typically a graph launch) on the same stream. Flips to
+    /// the other area and waits until the copies last made from it are done.
+    pub fn submit(&self, stream: &Stream, mask: u64, tokens: usize, reqs: usize, then: impl FnOnce() -> Result<()>) -> Result<usize> {
+        let area = self.current;
+        let base = self.area_ptr(area);
+        for (i, s) in self.inputs.iter().enumerate() {
+            let rows = s.rows(i, "inputs", tokens, reqs)?;
+            if rows == 0 || mask & (1 << i) == 0 {
+                continue;
+            }
+            let dst = s.tensor.buffer.ptr()?;
+            // SAFETY: the source lies inside the pinned area (offset + rows * row_bytes <= area size by
+            // construction) and the destination inside the static buffer, which this stage keeps alive.
+            unsafe { sys::cuMemcpyHtoDAsync_v2(dst, base.add(s.offset) as *const c_void, rows * s.tensor.row_bytes, stream.raw()) }
+                .check("cuMemcpyHtoDAsync")?;
+        }
+        self.done[area].record(stream)?;
+        then()?;
+        Ok(area)
+    }
+
+    /// Enqueues on `stream` a copy of every output's first `tokens` or `reqs` rows into the read-back
+    /// area, after the work enqueued so far, and waits for the stream: the rows are on the host on return.
+    pub fn read_back(&self, stream: &Stream, tokens: usize, reqs: usize) -> Result<()> {
+        let base = self.output_ptr();
+        for (i, s) in self.outputs.iter().enumerate() {
+            let rows = s.rows(i, "outputs", tokens, reqs)?;
+            if rows == 0 {
+                continue;
+            }
+            let src = s.tensor.buffer.ptr()?;
+            // SAFETY: the destination lies inside the pinned read-back area (offset + rows * row_bytes <=
+            // its size by construction), the source inside the static buffer, which this stage keeps alive.
+            unsafe { sys::cuMemcpyDtoHAsync_v2(base.add(s.offset) as *mut c_void, src, rows * s.tensor.row_bytes, stream.raw()) }
+                .check("cuMemcpyDtoHAsync")?;
+        }
+        stream.synchronize()
+    }
+
+    /// Makes the other area current, waiting for the copies last made out of it.
+    pub fn flip(&mut self) -> Result<usize> {
+        self.current ^= 1;
+        self.done[self.current].synchronize()?;
+        Ok(self.current)
+    }
+
+    /// The static buffer of input `i`.
+    pub fn buffer(&self, i: usize) -> Option<&Buffer> {
+        self.inputs.get(i).map(|s| &s.tensor.buffer)
+    }
+
+    /// Replaces the static buffer of input `i` (same byte length).
+    pub fn rebind(&mut self, i: usize, buffer: Buffer) -> Result<()> {
+        let n = self.inputs.len();
+        let s = self.inputs.get_mut(i).ok_or_else(|| Error::arg("index", format!("an input index below {n}"), i))?;
+        let old = &s.tensor.buffer;
+        if buffer.byte_len() != old.byte_len() || buffer.device().ordinal() != old.device().ordinal() {
+            return Err(Error::arg("buffer", format!("a buffer of {} bytes on device {}", old.byte_len(), old.device().ordinal()), format!("{} bytes", buffer.byte_len())));
+        }
+        buffer.ptr()?;
+        s.tensor.buffer = buffer;
+        Ok(())
+    }
+}
+
+impl Drop for HostStage {
+    fn drop(&mut self) {
+        // The pinned areas must outlive the copies out of them.
+        for e in &self.done {
+            let _ = e.synchronize();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `HostStage`: a step's pinned host side (double-buffered input staging, a read-back area for outputs),
+//! and `stageLaunch`, the one napi call that copies the inputs into the static buffers, replays a graph
+//! and, when asked, reads the outputs back and waits for them.
+
+use crate::buffer::DeviceBuffer;
+use crate::error::{arg_error, disposed, IntoJs, Result};
+use crate::graph;
+use crate::handles::{Handle, STAGES, STREAMS};
+use crate::mailbox::{self, GRAPH, STAGE};
+use crate::stream::Stream;
+use cudagraph_core as core;
+use napi::bindgen_prelude::Uint8Array;
+use napi_derive::napi;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Pinned staging for a step's static inputs and read-back outputs.
+#[napi]
+pub struct HostStage {
+    inner: Rc<RefCell<core::HostStage>>,
+    id: Handle,
+}
+
+impl Drop for HostStage {
+    fn drop(&mut self) {
+        STAGES.with(|t| t.borrow_mut().remove(self.id));
+    }
+}
+
+#[napi]
+impl HostStage {
+    /// Staging for `buffers`, with `row_bytes[i]` bytes per row of buffer i, whose rows count requests where
+    /// `per_request[i]` and tokens elsewhere. Buffers with `read_back[i]` are outputs copied to the host
+    /// after a step (in their own order); the others are inputs copied in (in theirs).
+    #[napi(constructor)]
+    pub fn new(buffers: Vec<&DeviceBuffer>, row_bytes: Vec<u32>, per_request: Vec<bool>, read_back: Vec<bool>) -> Result<HostStage> {
+        let n = buffers.len();
+        if row_bytes.len() != n || per_request.len() != n || read_back.len() != n {
+            return Err(arg_error(
+                "rowBytes/perRequest/readBack",
+                &format!("{n} entries each, one per buffer"),
+                format!("{}, {} and {}", row_bytes.len(), per_request.len(), read_back.len()),
+            ));
+        }
+        let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+        for (i, b) in buffers.iter().enumerate() {
+            let t = core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] };
+            if read_back[i] {
+                outputs.push(t);
+            } else {
+                inputs.push(t);
+            }
+        }
+        let inner = Rc::new(RefCell::new(core::HostStage::new(inputs, outputs).js()?));
+        let id = STAGES.with(|t| t.borrow_mut().insert(inner.clone()));
+        Ok(HostStage { inner, id })
+    }
+
+    /// Numeric handle for `stageLaunch`.
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.id as f64
+    }
+
+    /// Byte offset of input `i` in an area.
+    #[napi]
+    pub fn offset(&self, i: u32) -> Result<u32> {
+        self.inner.borrow().offset(i as usize).map(|o| o as u32).ok_or_else(|| arg_error("index", "an input index", i))
+    }
+
+    /// Input area `which` (0 or 1) as bytes over the pinned memory itself: what JS writes there is what
+    /// gets copied. The memory lives until the stage and every such view are gone.
+    #[napi]
+    pub fn area(&self, which: u32) -> Result<Uint8Array> {
+        if which > 1 {
+            return Err(arg_error("which", "0 or 1", which));
+        }
+        let stage = self.inner.borrow();
+        Ok(external(&stage, stage.area_ptr(which as usize), stage.area_bytes()))
+    }
+
+    /// Byte offset of read-back output `i` in the read-back area.
+    #[napi]
+    pub fn output_offset(&self, i: u32) -> Result<u32> {
+        self.inner.borrow().output_offset(i as usize).map(|o| o as u32).ok_or_else(|| arg_error("index", "a read-back output index", i))
+    }
+
+    /// The read-back area as bytes over the pinned memory itself: a step's outputs are there once the call
+    /// that read them back returns, until the next one. Lives as long as `area`'s views.
+    #[napi]
+    pub fn output_area(&self) -> Uint8Array {
+        let stage = self.inner.borrow();
+        external(&stage, stage.output_ptr(), stage.output_bytes())
+    }
+
+    /// Copies the first `tokens` or `reqs` rows of every read-back output to the read-back area after the
+    /// work enqueued on `stream`, and waits for them (for steps that did not run through `stageLaunch`'s
+    /// read-back: eager and piecewise ones).
+    #[napi]
+    pub fn read_back(&self, stream: &Stream, tokens: u32, reqs: u32) -> Result<()> {
+        self.inner.borrow().read_back(&stream.inner, tokens as usize, reqs as usize).js()
+    }
+
+    /// The area JS writes next (0 or 1).
+    #[napi(getter)]
+    pub fn current(&self) -> u32 {
+        self.inner.borrow().current() as u32
+    }
+
+    /// Replaces the static buffer of input `i` (same byte length).
+    #[napi]
+    pub fn rebind(&self, i: u32, buffer: &DeviceBuffer) -> Result<()> {
+        self.inner.borrow_mut().rebind(i as usize, buffer.inner.clone()).js()
+    }
+}
+
+/// A Uint8Array over `len` bytes of the stage's pinned memory at `ptr`, keeping that memory alive.
+fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
+    let keep = stage.keep_alive();
+    // SAFETY: the pointer covers `len` bytes of pinned memory that `keep` holds until the finalizer runs;
+    // the engine writes it only in read-back copies it waits for before returning to JS.
+    unsafe { Uint8Array::with_external_data(ptr, len, move |_, _| drop(keep)) }
+}
+
+/// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
+/// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
+/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, copy the read-back outputs'
+/// rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
+/// Then flips the stage to its other area.
+#[napi]
+pub fn stage_launch() -> Result<()> {
+    mailbox::with(|slots| {
+        let (stage, tokens, reqs, mask) = (slots[STAGE] as Handle, slots[STAGE + 1], slots[STAGE + 2], slots[STAGE + 3] as u64);
+        let read = slots[STAGE + 4] != 0.0;
+        let (graph_id, stream_id) = (slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle);
+        if !(tokens >= 0.0 && reqs >= 0.0 && tokens.fract() == 0.0 && reqs.fract() == 0.0) {
+            return Err(arg_error("rows", "non-negative integer token and request counts", format!("{tokens} and {reqs}")));
+        }
+        let stage = STAGES.with(|t| t.borrow().get(stage).cloned()).ok_or_else(|| disposed("input stage"))?;
+        let stream = STREAMS.with(|t| t.borrow().get(stream_id).cloned()).ok_or_else(|| disposed("stream"))?;
+        let exec = if graph_id == 0 { None } else { Some(graph::exec_for(graph_id, stream.device().context())?) };
+        let mut stage = stage.borrow_mut();
+        stage.submit(&stream, mask, tokens as usize, reqs as usize, || exec.map_or(Ok(()), |g| graph::launch_exec(g, stream.raw()))).js()?;
+        stage.flip().js()?;
+        if read {
+            stage.read_back(&stream, tokens as usize, reqs as usize).js()?;
+        }
+        Ok(())
+    })
+}
