@@ -29,8 +29,9 @@ export function lineChartSvg(spec: ChartSpec): string {
   const pts = spec.series.flatMap((s) => s.points).filter(([x, y]) => x > 0 && y > 0)
   const ys = pts.map((p) => p[1])
   const xs = [...new Set(pts.map((p) => p[0]))].sort((a, b) => a - b)
-  const lo = Math.floor(Math.log10(Math.min(...ys, 1)))
-  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...ys, 10))))
+  // The decades the data spans (µs figures sit in 100..10000: no empty decades below them).
+  const lo = ys.length > 0 ? Math.floor(Math.log10(Math.min(...ys))) : 0
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(ys.length > 0 ? Math.max(...ys) : 10)))
   const xl = Math.log2(Math.min(...xs, 1))
   const xh = Math.log2(Math.max(...xs, 2))
   const x = (v: number) => left + ((Math.log2(v) - xl) / (xh - xl || 1)) * plotW
