@@ -14,11 +14,11 @@ import { DecoderRunner } from './decoder-runner.js'
 import { Device } from './device.js'
 import { GraphManager } from './graph-manager.js'
 import type { GraphMode } from './graph-mode.js'
+import { type HostContention, describeContention, hostDelta, hostSample } from './host-contention.js'
 import { type ModelName, parameterCount } from './model-config.js'
 import type { GraphUse } from './step.js'
 import { lineChartSvg } from './svg-chart.js'
 import { fixed, formatTable, percentile } from './table.js'
-import { type HostContention, describeContention, hostDelta, hostSample } from './host-contention.js'
 
 /** What `cudagraph bench` runs. */
 export interface BenchOptions {

@@ -147,11 +147,6 @@ impl HostStage {
         self.areas.output.as_ptr()
     }
 
-    /// Whether the stage has outputs to read back.
-    pub fn reads_back(&self) -> bool {
-        !self.outputs.is_empty()
-    }
-
     /// Keeps both areas alive while held (for views of them handed out elsewhere).
     pub fn keep_alive(&self) -> Rc<dyn std::any::Any> {
         self.areas.clone()
