@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Device, GraphManager, fromHalf, lineChartSvg, toHalf } from '../dist/index.js'
+import { Device, GraphManager, fromHalf, lineChartSvg, seriesOf, toHalf } from '../dist/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -213,7 +213,7 @@ eagerMgr.dispose()
 
 /** Step time vs batch (log-log): eager, manager replay, PyTorch eager and graph. */
 function chart(rows) {
-  const line = (name, color, get) => ({ name, color, points: rows.filter((r) => typeof get(r) === 'number').map((r) => [r.n, get(r)]) })
+  const line = (name, color, get) => seriesOf(name, color, rows, (r) => r.n, get)
   return lineChartSvg({
     title: `MLP ${LAYERS} x ${HIDDEN} f16: step time vs batch (µs, log-log), lower is better`,
     xLabel: 'batch (rows)',

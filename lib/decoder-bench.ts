@@ -17,7 +17,7 @@ import type { GraphMode } from './graph-mode.js'
 import { type HostContention, describeContention, hostDelta, hostSample } from './host-contention.js'
 import { type ModelName, parameterCount } from './model-config.js'
 import type { GraphUse } from './step.js'
-import { lineChartSvg } from './svg-chart.js'
+import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable, percentile } from './table.js'
 
 /** What `cudagraph bench` runs. */
@@ -325,14 +325,7 @@ function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], 
 }
 
 function chart(modelName: string, rows: DecodeRow[]): string {
-  const line = (name: string, color: string, get: (r: DecodeRow) => number | undefined) => ({
-    name,
-    color,
-    points: rows.flatMap((r) => {
-      const v = get(r)
-      return v === undefined ? [] : [[r.batch, v] as const]
-    }),
-  })
+  const line = (name: string, color: string, get: (r: DecodeRow) => number | undefined) => seriesOf(name, color, rows, (r) => r.batch, get)
   return lineChartSvg({
     title: `cudagraph bench (${modelName}): decode step time vs batch size (µs, log-log), lower is better`,
     xLabel: 'batch (requests)',

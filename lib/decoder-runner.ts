@@ -38,6 +38,39 @@ const stepSpec = (model: DecoderModel, name: string, tokens: number, reqs: numbe
 }
 type DecoderStep = Step<ReturnType<typeof stepSpec>['inputs'], ReturnType<typeof stepSpec>['outputs']>
 
+/**
+ * What one step's runs reuse, so a run allocates nothing: its options, its inputs record, and views of the
+ * first n next tokens of its pinned read-back, by n.
+ */
+interface StepCall {
+  readonly step: DecoderStep
+  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean }
+  readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
+  readonly next: readonly Int32Array[]
+}
+
+function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformDecode: boolean): StepCall {
+  const empty = new Int32Array(0)
+  const next = step.hostOutput('next')
+  return {
+    step,
+    options: { numTokens: 1, numReqs: 1, uniformDecode },
+    inputs: { tokens: empty, positions: empty, slots: empty, last },
+    next: Array.from({ length: maxReqs + 1 }, (_, k) => next.subarray(0, k)),
+  }
+}
+
+/** Runs `c` for `n` requests over `numTokens` token rows; returns their next tokens (pinned, reused). */
+function runCall(c: StepCall, numTokens: number, n: number, tokens: Int32Array, positions: Int32Array, slots: Int32Array): Int32Array {
+  c.options.numTokens = numTokens
+  c.options.numReqs = n
+  c.inputs.tokens = tokens
+  c.inputs.positions = positions
+  c.inputs.slots = slots
+  c.step.run(c.inputs, c.options)
+  return c.next[n]!
+}
+
 /** Prefill and decode of one model on one manager (graphs when its config has them, else eager). */
 export class DecoderRunner {
   readonly model: DecoderModel
@@ -53,14 +86,8 @@ export class DecoderRunner {
   readonly #one = { slot: new Int32Array(1), start: new Int32Array(1), length: new Int32Array(1) }
   /** Each prefill request's last token row. */
   readonly #last: Int32Array
-  /** Run options and inputs reused by every step (a step allocates nothing). */
-  readonly #prefillOptions = { numTokens: 1, numReqs: 1 }
-  readonly #decodeOptions = { numTokens: 1, numReqs: 1, uniformDecode: true }
-  readonly #prefillInputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
-  readonly #decodeInputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
-  /** The first n next tokens of each step's pinned read-back, by n: steps return one without allocating. */
-  readonly #prefillNext: Int32Array[]
-  readonly #decodeNext: Int32Array[]
+  readonly #prefill: StepCall
+  readonly #decode: StepCall
 
   constructor(model: DecoderModel, manager: GraphManager, options: DecoderRunnerOptions = {}) {
     this.model = model
@@ -80,12 +107,8 @@ export class DecoderRunner {
     this.decodeStep = wrap('decode', maxBatch, maxBatch)
     this.#iota = Int32Array.from({ length: maxBatch }, (_, i) => i)
     this.#last = new Int32Array(maxPrefillReqs)
-    const empty = new Int32Array(0)
-    this.#prefillInputs = { tokens: empty, positions: empty, slots: empty, last: this.#last }
-    this.#decodeInputs = { tokens: empty, positions: empty, slots: empty, last: this.#iota }
-    const views = (next: Int32Array, n: number) => Array.from({ length: n + 1 }, (_, k) => next.subarray(0, k))
-    this.#prefillNext = views(this.prefillStep.hostOutput('next'), maxPrefillReqs)
-    this.#decodeNext = views(this.decodeStep.hostOutput('next'), maxBatch)
+    this.#prefill = stepCall(this.prefillStep, maxPrefillReqs, this.#last, false)
+    this.#decode = stepCall(this.decodeStep, maxBatch, this.#iota, true)
   }
 
   /** Captures the prefill ladder, then the decode ladder (largest first, so decode reuses the pool). */
@@ -179,15 +202,7 @@ export class DecoderRunner {
       t += len
       last[r] = t - 1
     }
-    const o = this.#prefillOptions
-    o.numTokens = total
-    o.numReqs = n
-    const inputs = this.#prefillInputs
-    inputs.tokens = tokens
-    inputs.positions = positions
-    inputs.slots = slotRows
-    s.run(inputs, o)
-    return this.#prefillNext[n]!
+    return runCall(this.#prefill, total, n, tokens, positions, slotRows)
   }
 
   /**
@@ -208,15 +223,7 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    const o = this.#decodeOptions
-    o.numTokens = n
-    o.numReqs = n
-    const inputs = this.#decodeInputs
-    inputs.tokens = tokens
-    inputs.positions = positions
-    inputs.slots = slots
-    this.decodeStep.run(inputs, o)
-    return this.#decodeNext[n]!
+    return runCall(this.#decode, n, n, tokens, positions, slots)
   }
 
   /**

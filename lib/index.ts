@@ -120,7 +120,7 @@ export { DecoderModel, DECODER_KERNELS_PATH, type DecoderOptions, type ForwardCo
 export { DecoderRunner, type DecoderRunnerOptions } from './decoder-runner.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
 export { writeSafetensors, type SafetensorsEntry } from './safetensors.js'
-export { lineChartSvg, type ChartSeries, type ChartSpec } from './svg-chart.js'
+export { lineChartSvg, seriesOf, type ChartSeries, type ChartSpec } from './svg-chart.js'
 export {
   BatchScheduler,
   type GenerationEngine,

@@ -7,6 +7,16 @@ export interface ChartSeries {
   points: readonly (readonly [number, number])[]
 }
 
+/** A series from table rows: `y(row)` at `x(row)`; rows without a number (undefined, or null from JSON) are left out. */
+export function seriesOf<R>(name: string, color: string, rows: readonly R[], x: (r: R) => number, y: (r: R) => number | undefined): ChartSeries {
+  const points: (readonly [number, number])[] = []
+  for (const r of rows) {
+    const v = y(r)
+    if (typeof v === 'number') points.push([x(r), v])
+  }
+  return { name, color, points }
+}
+
 /** What to draw; x is spaced by log2 (batch sizes), y by log10 (times). */
 export interface ChartSpec {
   title: string
