@@ -1,35 +1,64 @@
 // CPU tests: argument validation, error types and the no-driver path. They run everywhere (CI has no GPU).
 import test from 'ava'
 import * as api from '../dist/index.js'
-import { mapError } from '../dist/errors.js'
+import { mapError } from '../dist/cuda/native.js'
 import { gpu } from './helpers.mjs'
 
 const { ArgumentError, CaptureError, CompileError, CudaError, CudaGraphError, CudaUnavailableError, Device, DisposedError, InUseError } = api
 
 test('the package root exports the API and the error classes', (t) => {
-  for (const name of ['Device', 'Stream', 'DeviceBuffer', 'Event', 'Module', 'Kernel', 'Graph', 'DTYPES', 'ARG_KINDS']) {
-    t.truthy(api[name], name)
+  const exported = Object.keys(api)
+  for (const name of ['Device', 'Stream', 'DeviceBuffer', 'Event', 'Module', 'Kernel', 'Graph', 'DTYPES', 'ARG_KINDS']) t.true(exported.includes(name), name)
+  const made = [
+    new ArgumentError('x', 'a number', 'y'),
+    new CaptureError('x'),
+    new CompileError('x', { module: 'm', log: '' }),
+    new CudaError('x', { call: 'cuInit', cudaName: 'CUDA_ERROR_NOT_INITIALIZED', cudaCode: 3 }),
+    new CudaUnavailableError('x'),
+    new DisposedError('x'),
+    new InUseError('x'),
+    new api.NativeBindingError('x', { platform: 'p', package: 'cudagraph-p' }),
+  ]
+  for (const e of made) {
+    t.true(e instanceof CudaGraphError)
+    t.true(e instanceof Error)
+    t.is(e.name, e.constructor.name)
   }
-  for (const E of [ArgumentError, CaptureError, CompileError, CudaError, CudaUnavailableError, DisposedError, InUseError]) {
-    t.true(new E('x') instanceof CudaGraphError)
-    t.true(new E('x') instanceof Error)
-  }
+  // Not on the root: the model and the generator are subpath exports; charts and progress bars are not API.
+  for (const name of ['DecoderModel', 'GeneratorServer', 'Client', 'lineChartSvg', 'Progress', 'writeSafetensors']) t.false(exported.includes(name), name)
+})
+
+test('the binding\'s mailbox layout is what the TypeScript side writes by', async (t) => {
+  // Loading the binding needs no GPU (CUDA is loaded on first use), only the addon.
+  const { binding } = await import('../dist/cuda/native.js')
+  const { LAYOUT, MAILBOX } = await import('../dist/cuda/mailbox.js')
+  const b = binding()
+  t.deepEqual({ ...LAYOUT }, { ...b.launchMailboxLayout() })
+  t.is(MAILBOX.length, LAYOUT.slots)
+  t.true(LAYOUT.graph + 2 <= LAYOUT.stage && LAYOUT.stage + 6 <= LAYOUT.kernel, 'the regions do not overlap')
 })
 
 test('native error codes become typed errors in one place', (t) => {
-  const raw = (code, message) => Object.assign(new Error(message), { code })
-  const cuda = mapError(raw('CUDA_ERROR', 'cuLaunchKernel failed: CUDA_ERROR_INVALID_VALUE: invalid argument'))
+  // The binding sends each error's fields as JSON in `code` (src/error.rs); nothing is parsed out of the message.
+  const raw = (fields, message) => Object.assign(new Error(message), { code: JSON.stringify(fields) })
+  const cuda = mapError(raw({ code: 'CUDA_ERROR', call: 'cuLaunchKernel', cudaName: 'CUDA_ERROR_INVALID_VALUE', cudaCode: '1' }, 'cuLaunchKernel failed: invalid argument'))
   t.true(cuda instanceof CudaError)
   t.is(cuda.cudaName, 'CUDA_ERROR_INVALID_VALUE')
+  t.is(cuda.cudaCode, 1)
   t.is(cuda.call, 'cuLaunchKernel')
-  const comp = mapError(raw('COMPILE_ERROR', "NVRTC could not compile 'm' (NVRTC_ERROR_COMPILATION)\nline 1: error"))
+  t.is(cuda.message, 'cuLaunchKernel failed: invalid argument')
+  const comp = mapError(raw({ code: 'COMPILE_ERROR', module: 'm', log: 'line 1: error' }, "NVRTC could not compile 'm'"))
   t.true(comp instanceof CompileError)
   t.is(comp.log, 'line 1: error')
-  const arg = mapError(raw('ARGUMENT_ERROR', "argument 'args[2]': expected a buffer (ptr), got a number"))
+  t.is(comp.module, 'm')
+  const arg = mapError(raw({ code: 'ARGUMENT_ERROR', argument: 'args[2]', expected: 'a buffer (ptr)', got: 'a number' }, "argument 'args[2]': expected a buffer (ptr), got a number"))
   t.is(arg.argument, 'args[2]')
-  t.true(mapError(raw('InvalidArg', 'Value is none of these types')) instanceof ArgumentError)
-  t.true(mapError(new Error('[IN_USE] buffer is used')) instanceof InUseError)
-  t.is(mapError(new Error('[IN_USE] buffer is used')).message, 'buffer is used')
+  t.is(arg.expected, 'a buffer (ptr)')
+  t.true(mapError(Object.assign(new Error('Value is none of these types'), { code: 'InvalidArg' })) instanceof ArgumentError)
+  // Async tasks carry the same JSON as a message prefix.
+  const inUse = mapError(new Error('[{"code":"IN_USE"}] buffer is used'))
+  t.true(inUse instanceof InUseError)
+  t.is(inUse.message, 'buffer is used')
   const plain = new TypeError('other')
   t.is(mapError(plain), plain)
 })

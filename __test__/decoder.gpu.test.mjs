@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ArgumentError, DecoderModel, DecoderReference, DecoderRunner, Device, GraphManager } from '../dist/index.js'
+import { ArgumentError, Device, GraphManager } from '../dist/index.js'
+import { DecoderModel, DecoderReference, DecoderRunner } from '../dist/model/index.js'
 import { gpuTest, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -70,7 +71,7 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
   const V = model.config.vocab
   const prompts = [5, 13, 29, 40].map((n, i) => prompt(n, 100 + i, V))
   const alone = prompts.map((p, i) => graph.generate(i, p, 12))
-  prompts.forEach((p, i) => t.deepEqual(eager.generate(4 + i, p, 12), alone[i], `prompt ${i}: eager == graph`))
+  for (const [i, p] of prompts.entries()) t.deepEqual(eager.generate(4 + i, p, 12), alone[i], `prompt ${i}: eager == graph`)
   // The four requests decode together in batches of 4 after their prefills.
   const slots = Int32Array.of(0, 1, 2, 3)
   const toks = new Int32Array(4)
@@ -84,7 +85,7 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
     const next = graph.decode(4, slots, toks, pos)
     for (let i = 0; i < 4; i++) got[i].push(next[i])
   }
-  got.forEach((g, i) => t.deepEqual(Int32Array.from(g), alone[i], `request ${i} batched == alone`))
+  for (const [i, g] of got.entries()) t.deepEqual(Int32Array.from(g), alone[i], `request ${i} batched == alone`)
   const distinct = new Set(alone.flatMap((a) => [...a])).size
   t.true(distinct > 4, `generated tokens vary (${distinct} distinct)`)
   t.is(graph.decodeUse(3), 'padded')
@@ -124,7 +125,7 @@ test('the PyTorch peer on the same weights (safetensors) gives our greedy tokens
   model.save(join(dir, 'm.safetensors'))
   const sequence = [...p, ...gen.subarray(0, -1)]
   writeFileSync(join(dir, 'req.json'), JSON.stringify({ batchSizes: [1], context: 8, reps: 10, sequence, promptLen: p.length }))
-  const r = spawnSync('python3', [new URL('../bench/peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], { encoding: 'utf8' })
+  const r = spawnSync('python3', [new URL('../peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
   const peer = JSON.parse(r.stdout.trim().split('\n').pop())
   const theirs = gen.map((_, i) => peer.greedy[p.length - 1 + i])

@@ -5,8 +5,8 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
-import { ArgumentError, DecoderReference, GraphConfig, MODEL_PRESETS, fromHalf, modelConfig, parameterCount, roundHalf, toHalf, writeSafetensors } from '../dist/index.js'
-import { parseBenchFlags } from '../dist/cli.js'
+import { ArgumentError, GraphConfig, fromHalf, roundHalf, toHalf } from '../dist/index.js'
+import { DecoderReference, MODEL_PRESETS, modelConfig, parameterCount, writeSafetensors } from '../dist/model/index.js'
 import { rng } from './helpers.mjs'
 
 test('presets: 1b has about a billion parameters; bad configs name the field', (t) => {
@@ -64,7 +64,7 @@ test('reference: a prefill gives the logits of token-by-token decoding (causal a
   // Order matters (rotary positions, causal attention): the same tokens reversed end in other logits.
   const reversed = new DecoderReference(c, w).forward([...toks].reverse(), pos, [0, 0, 0, 0, 0], [4])
   t.false(reversed.logits.every((v, j) => Math.abs(v - a.logits[4 * c.vocab + j]) < 1e-6))
-  t.throws(() => new DecoderReference(c, w).forward([1], [3], [0], [0]), { message: /position 0 of slot 0 was never written/ })
+  t.throws(() => new DecoderReference(c, w).forward([1], [3], [0], [0]), { message: /position 0 never was/ })
 })
 
 test('safetensors: header, offsets, alignment and data as the format says', (t) => {
@@ -86,7 +86,7 @@ test('safetensors: header, offsets, alignment and data as the format says', (t) 
   const data = f.subarray(8 + n)
   t.deepEqual(new Uint16Array(data.buffer.slice(data.byteOffset, data.byteOffset + 12)), a)
   t.deepEqual(new Float32Array(data.buffer.slice(data.byteOffset + 12, data.byteOffset + 20)), b)
-  t.throws(() => writeSafetensors(join(dir, 'y'), [{ name: 'a', dtype: 'F16', shape: [4], data: () => a }]), { message: /'a' has 12 bytes, its shape needs 8/ })
+  t.throws(() => writeSafetensors(join(dir, 'y'), [{ name: 'a', dtype: 'F16', shape: [4], data: () => a }]), { message: /entries.a': expected 8 bytes of data for its shape, got '12 bytes'/ })
 })
 
 test('a step smaller than the largest capture size gets only the sizes that fit', (t) => {
@@ -97,33 +97,3 @@ test('a step smaller than the largest capture size gets only the sizes that fit'
   t.is(GraphConfig.from({ mode: 'FULL', captureSizes: [8, 16] }).cappedTo(4).mode, 'NONE')
 })
 
-test('bench flags: defaults, and each bad flag names itself, what it got and what is allowed', (t) => {
-  const d = parseBenchFlags([])
-  t.is(d.model, 'small')
-  t.deepEqual(d.promptLengths, [10, 50, 100, 150, 200, 250, 300, 350, 400])
-  t.is(d.mode, 'FULL')
-  t.true(d.peer && d.print)
-  const o = parseBenchFlags(['--model', 'tiny', '--batch-sizes', '4,1,2', '--tokens', '8', '--mode', 'NONE', '--json', '--no-peer'])
-  t.deepEqual([o.model, o.batchSizes, o.tokens, o.mode, o.print, o.peer], ['tiny', [1, 2, 4], 8, 'NONE', false, false])
-  t.throws(() => parseBenchFlags(['--model', 'big']), { message: /--model: expected one of tiny, small, 1b, got 'big'/ })
-  t.throws(() => parseBenchFlags(['--batch-sizes', '1,x']), { message: /--batch-sizes: expected comma-separated integers in 1\.\.256, got '1,x'/ })
-  t.throws(() => parseBenchFlags(['--batch-sizes', '512']), { message: /1\.\.256/ })
-  t.throws(() => parseBenchFlags(['--tokens', '0']), { message: /--tokens: expected an integer in 1\.\.1024/ })
-  t.throws(() => parseBenchFlags(['--mode', 'ALL']), { message: /--mode: expected one of NONE, PIECEWISE, FULL/ })
-  t.throws(() => parseBenchFlags(['--colour']), { message: /colour/ })
-})
-
-test('the cudagraph command: usage, bad commands and flags exit 2 with a message; no GPU is said plainly', (t) => {
-  const bin = new URL('../bin/cudagraph.js', import.meta.url).pathname
-  const run = (...a) => spawnSync(process.execPath, [bin, ...a], { encoding: 'utf8' })
-  t.is(run('--help').status, 0)
-  const bad = run('frobnicate')
-  t.is(bad.status, 2)
-  t.regex(bad.stderr, /unknown command 'frobnicate' \(expected info, bench, serve, client\)/)
-  const flag = run('bench', '--model', 'big')
-  t.is(flag.status, 2)
-  t.regex(flag.stderr, /--model: expected one of tiny, small, 1b, got 'big'/)
-  const info = run('info')
-  if (info.status === 2) t.regex(info.stderr, /no usable CUDA GPU here/)
-  else t.regex(info.stdout, /compute capability/)
-})

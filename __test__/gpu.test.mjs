@@ -1,14 +1,6 @@
 // GPU behaviour on a real device: capture/replay, GEMM, failure paths, exec update, memory accounting.
 // Skips with a printed reason when no driver is found (CI); on the device machine every test must run.
-import {
-  ArgumentError,
-  CaptureError,
-  CompileError,
-  CudaError,
-  Device,
-  DisposedError,
-  InUseError,
-} from '../dist/index.js'
+import { ArgumentError, CaptureError, CompileError, CudaError, Device, DisposedError, InUseError } from '../dist/index.js'
 import {
   KERNELS,
   axpbRef,

@@ -1,7 +1,8 @@
 // Shared by the test files: the GPU probe, the test kernels, seeded random data and error norms.
 import test from 'ava'
 import { Device } from '../dist/index.js'
-export { KERNELS } from '../bench/peers/kernels.mjs'
+import { seededRandom } from '../dist/util/random.js'
+export { KERNELS } from '../peers/kernels.mjs'
 
 /** Whether a CUDA device is usable; GPU tests skip with this reason when not. */
 export const gpu = Device.availability()
@@ -26,17 +27,8 @@ export function axpbRef(x, steps, a, b) {
   return out
 }
 
-/** Deterministic PRNG (mulberry32) so failures reproduce; the seed differs per test. */
-export function rng(seed) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic PRNG (the package's one seeded generator) so failures reproduce; the seed differs per test. */
+export const rng = seededRandom
 
 /** `n` uniform floats in [lo, hi), never all zero. */
 export function randomF32(n, seed, lo = -1, hi = 1) {

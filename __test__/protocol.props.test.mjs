@@ -2,7 +2,7 @@
 // corrupted or hostile streams, which must end in a FrameError and never buffer past the frame limit.
 import test from 'ava'
 import fc from 'fast-check'
-import { ErrorCode, FINISH_REASONS, FrameDecoder, FrameError, MessageType, encode, encodeTokens } from '../dist/index.js'
+import { ErrorCode, FINISH_REASONS, FrameDecoder, FrameError, MessageType, encode, encodeTokens } from '../dist/serve/index.js'
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff })
 const i32s = (min) => fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { minLength: min, maxLength: 40 }).map((a) => Int32Array.from(a))
@@ -70,7 +70,7 @@ test('random and corrupted streams end in a FrameError, never another throw, and
         }
       } catch (e) {
         t.true(e instanceof FrameError, String(e))
-        t.true([ErrorCode.PROTOCOL, ErrorCode.FRAME_TOO_LARGE, ErrorCode.UNKNOWN_TYPE].includes(e.code))
+        t.true([ErrorCode.PROTOCOL, ErrorCode.FRAME_TOO_LARGE, ErrorCode.UNKNOWN_TYPE].includes(e.errorCode))
         // A failed decoder stays failed: the connection is to be closed.
         t.throws(() => d.push(Buffer.from(encode({ type: MessageType.PING, nonce: 1n }))), { instanceOf: FrameError })
       }
@@ -91,7 +91,7 @@ test('a frame above the limit is refused from its length field alone; bad versio
   bad([3, 0, 0, 0, 1, MessageType.CANCEL, 0], /0x2 with a 1-byte payload/)
   bad([1, 0, 0, 0, 1], /frame length 1/)
   const e = t.throws(() => FrameDecoder.forServer().push(Buffer.from([2, 0, 0, 0, 1, 0x7f])))
-  t.is(e.code, ErrorCode.UNKNOWN_TYPE)
+  t.is(e.errorCode, ErrorCode.UNKNOWN_TYPE)
   // TOKENS built by the server's fast path equal the general encoder's.
   const tokens = Int32Array.of(5, -1, 7)
   t.deepEqual(encodeTokens(3, 42n, tokens, 2), encode({ type: MessageType.TOKENS, requestId: 3, sentNs: 42n, tokens: tokens.subarray(0, 2) }))

@@ -2,7 +2,8 @@
 // position or chunk changes the tokens): join/leave, queue limits, cancellation, chunked prefill.
 import test from 'ava'
 import fc from 'fast-check'
-import { ArgumentError, BatchScheduler } from '../dist/index.js'
+import { ArgumentError } from '../dist/index.js'
+import { BatchScheduler } from '../dist/serve/index.js'
 import { FakeEngine } from './fake-engine.mjs'
 
 function collect() {
@@ -128,7 +129,10 @@ test('property: any interleaving of joins, cancels and steps ends every request 
       for (const o of ops) {
         if (o.kind === 'submit') {
           const r = req(`r${all.length}`, Array.from({ length: o.len }, (_, k) => (o.seed + k * 5) % 97), o.max)
-          if (s.submit(r)) (live.push(r), all.push(r))
+          if (s.submit(r)) {
+            live.push(r)
+            all.push(r)
+          }
           else t.true(s.queued >= maxQueue)
         } else if (o.kind === 'cancel' && live.length) s.cancel(live[o.pick % live.length])
         else for (let i = 0; i < o.n; i++) s.step()

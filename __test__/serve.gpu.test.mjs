@@ -1,7 +1,9 @@
 // The generator on the GPU: the built-in decoder behind a GeneratorServer, real clients on its socket.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { Client, DecoderModel, DecoderRunner, Device, GeneratorServer, GraphManager } from '../dist/index.js'
+import { Device, GraphManager } from '../dist/index.js'
+import { DecoderModel, DecoderRunner } from '../dist/model/index.js'
+import { Client, GeneratorServer } from '../dist/serve/index.js'
 import { gpuTest, rng, socketPath, until as untilDefault } from './helpers.mjs'
 
 const test = gpuTest()

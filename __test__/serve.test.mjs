@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import test from 'ava'
-import { BusyError, Client, ConnectionClosedError, ErrorCode, FrameDecoder, GeneratorServer, MessageType, ProtocolError, RefusedError, ServerError, encode } from '../dist/index.js'
+import { BusyError, Client, ConnectionClosedError, ErrorCode, FrameDecoder, GeneratorServer, MessageType, ProtocolError, RefusedError, ServerError, encode } from '../dist/serve/index.js'
 import { FakeEngine } from './fake-engine.mjs'
 import { sleep, socketPath, until } from './helpers.mjs'
 
@@ -229,9 +229,9 @@ test('serve, client and bench --serve flags: each bad one exits 2 naming itself;
     [['serve'], /--socket: the Unix socket path to listen on is required/],
     [['serve', '--socket', '/tmp/x', '--max-batch', '0'], /--max-batch: expected an integer in 1\.\.256, got '0'/],
     [['serve', '--socket', '/tmp/x', '--model', 'huge'], /--model: expected one of tiny, small, 1b, got 'huge'/],
-    [['serve', '--socket', '/tmp/x', '--bogus'], /Unknown option '--bogus'/],
-    [['client', '--socket', '/tmp/x'], /--prompt-tokens: a comma-separated list of token ids is required/],
-    [['client', '--socket', '/tmp/x', '--prompt-tokens', '1,a'], /--prompt-tokens: expected comma-separated non-negative integers, got '1,a'/],
+    [['serve', '--socket', '/tmp/x', '--bogus'], /unknown flag '--bogus'/],
+    [['client', '--socket', '/tmp/x'], /--prompt-tokens: a comma-separated list of token ids \(e.g. 1,2,3\) is required/],
+    [['client', '--socket', '/tmp/x', '--prompt-tokens', '1,a'], /--prompt-tokens: expected comma-separated token ids \(integers 0\.\.2147483647\), got '1,a'/],
     [['bench', '--serve', '--clients', '0,8'], /--clients: expected comma-separated integers in 1\.\.256, got '0,8'/],
   ]
   for (const [args, re] of cases) {

@@ -10,7 +10,10 @@ const progress = (m) => process.stderr.write(`[bench:dispatch] ${m}\n`)
 // A serving mix: 70% uniform decode steps of 1..256 requests (small batches most common), 25% mixed
 // prefill batches of 16..1024 tokens (some above the largest capture size run eagerly), 5% LoRA decode.
 let seed = 12345
-const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32)
+const rand = () => {
+  seed = (seed * 1103515245 + 12345) >>> 0
+  return seed / 2 ** 32
+}
 const N = 4096
 const tokens = new Int32Array(N)
 const opts = []

@@ -1,5 +1,5 @@
 // npm run bench:launch — the launch floor: a chain of N tiny kernels (N = 10, 100, 1000), run eagerly
-// from JS and replayed as a graph (bench/peers/launch_chain.mjs), and the same chain in raw CUDA C through
+// from JS and replayed as a graph (peers/launch_chain.mjs), and the same chain in raw CUDA C through
 // the runtime (launch_chain.cu) and through the driver API with NVRTC as cudagraph does
 // (launch_chain_driver.cu), both built with nvcc here, and in PyTorch (launch_chain.py), all in one run
 // on one GPU. Every peer runs in a fresh process per round; rounds interleave.
@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Device } from '../dist/index.js'
-import { cPeer, oursChain } from './peers/c-peer.mjs'
+import { cPeer, oursChain, peerPath } from '../dist/cli/peers.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -40,7 +40,7 @@ const rawC = (n) => cPeer('launch_chain', [], [n, chainReps(n)])
 const rawDriver = (n) => cPeer('launch_chain_driver', ['-lcuda', '-lnvrtc'], [n, chainReps(n)])
 
 function torch(n) {
-  const r = spawnSync('python3', [join(here, 'peers', 'launch_chain.py'), String(n), String(chainReps(n))], { encoding: 'utf8' })
+  const r = spawnSync('python3', [peerPath('launch_chain.py'), String(n), String(chainReps(n))], { encoding: 'utf8' })
   if (r.status !== 0) return { skipped: `python3/torch: ${r.error?.message ?? r.stderr.trim().split('\n').pop()}` }
   return JSON.parse(r.stdout.trim().split('\n').pop())
 }

@@ -1,7 +1,7 @@
 // npm run bench:manager — an MLP stack (LAYERS x relu(x W + b), hidden HIDDEN, f16 with f32 accumulation,
 // one cuBLASLt GEMM per layer with the bias and relu fused into its epilogue) at batch 1..512: eager from JS,
 // the GraphManager's replay (dispatch, padding, host-input copy-in and replay, one native call) and PyTorch
-// eager and CUDA graph on the same weights (bench/peers/mlp.py: idiomatic addmm + relu_, and the fused
+// eager and CUDA graph on the same weights (peers/mlp.py: idiomatic addmm + relu_, and the fused
 // _addmm_activation, PyTorch's private op with the same cuBLASLt epilogue), in one run on one GPU.
 // Timing, the same on both sides: host clock around one step (input DMA from pinned host memory, the step,
 // stream synchronize); median and p99 over BENCH_REPS steps after warm-up.
@@ -13,7 +13,11 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Device, GraphManager, fromHalf, lineChartSvg, seriesOf, toHalf } from '../dist/index.js'
+import { Device, GraphManager, fromHalf, toHalf } from '../dist/index.js'
+import { peerPath } from '../dist/cli/peers.js'
+import { lineChartSvg, seriesOf } from '../dist/cli/svg-chart.js'
+import { percentile } from '../dist/util/percentile.js'
+import { seededRandom } from '../dist/util/random.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -30,25 +34,12 @@ if (!avail.available) {
   process.exit(2)
 }
 
-function rng(seed) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), s | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const randomHalf = (n, seed, scale) => {
-  const r = rng(seed)
+  const r = seededRandom(seed)
   return Uint16Array.from({ length: n }, () => toHalf((r() * 2 - 1) * scale))
 }
 
 const relErr = (a, b) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / b.reduce((s, v) => s + v * v, 0))
-const pct = (v, p) => {
-  const s = [...v].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.round(p * (s.length - 1)))]
-}
 
 const dev = Device.open(0)
 progress(`${dev.name}: MLP ${LAYERS} x ${HIDDEN}, f16, sizes ${SIZES.join(',')}, ${REPS} reps`)
@@ -164,7 +155,7 @@ function timeSteps(s, x, n) {
     stream.synchronize()
     t[i] = (performance.now() - t0) * 1000
   }
-  return { p50: pct(t, 0.5), p99: pct(t, 0.99) }
+  return { p50: percentile(t, 0.5), p99: percentile(t, 0.99) }
 }
 
 const rows = []
@@ -178,7 +169,7 @@ for (const n of SIZES) {
 const st = mgr.stats()
 
 progress('PyTorch peer...')
-const py = spawnSync('python3', [join(here, 'peers', 'mlp.py'), weightsFile, String(LAYERS), String(HIDDEN), String(REPS), SIZES.join(',')], { encoding: 'utf8' })
+const py = spawnSync('python3', [peerPath('mlp.py'), weightsFile, String(LAYERS), String(HIDDEN), String(REPS), SIZES.join(',')], { encoding: 'utf8' })
 let torch
 if (py.status === 0) {
   torch = JSON.parse(py.stdout.trim().split('\n').pop())

@@ -1,6 +1,7 @@
 /**
- * Typed errors. The native binding throws plain Errors with a `code`; {@link mapError} turns each into
- * one of these classes in this one place.
+ * The package's errors: every error it throws is one of these, with a stable `code` and the fields that
+ * say what went wrong. Engine errors arrive with their fields from the native binding (lib/cuda/native.ts
+ * maps them in one place); the generator's client and server errors are in lib/serve/errors.ts.
  */
 
 /** Base class of every error this package throws. `code` is stable and machine-readable. */
@@ -21,44 +22,79 @@ export class CudaUnavailableError extends CudaGraphError {
   }
 }
 
-/** A CUDA driver call failed. `cudaName` is the driver's name for the error (`CUDA_ERROR_OUT_OF_MEMORY`). */
-export class CudaError extends CudaGraphError {
-  /** The driver's error name, e.g. `CUDA_ERROR_INVALID_VALUE`; empty if unknown. */
-  readonly cudaName: string
-  /** The driver call that failed, e.g. `cuLaunchKernel`. */
-  readonly call: string
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('CUDA_ERROR', message, options)
-    this.cudaName = /CUDA_ERROR_[A-Z0-9_]+/.exec(message)?.[0] ?? ''
-    this.call = /^(\w+) failed/.exec(message)?.[1] ?? ''
+/**
+ * The native addon for this platform is missing or could not load (no prebuilt binary was installed and
+ * none was built from source). Everything that needs no GPU (the policy layer, the wire protocol, the
+ * client) works without it.
+ */
+export class NativeBindingError extends CudaGraphError {
+  /** `process.platform-process.arch` with the libc, e.g. `linux-x64-gnu`. */
+  readonly platform: string
+  /** The npm package that carries the binary for this platform, e.g. `cudagraph-linux-x64-gnu`. */
+  readonly package: string
+  constructor(message: string, fields: { platform: string; package: string; cause?: unknown }) {
+    super('NATIVE_UNAVAILABLE', message, { cause: fields.cause })
+    this.platform = fields.platform
+    this.package = fields.package
   }
 }
 
-/** A cuBLAS call failed. */
+/** A CUDA driver call failed. */
+export class CudaError extends CudaGraphError {
+  /** The driver's error name, e.g. `CUDA_ERROR_INVALID_VALUE`. */
+  readonly cudaName: string
+  /** The driver's numeric error code (`CUresult`), e.g. 1. */
+  readonly cudaCode: number
+  /** The driver call that failed, e.g. `cuLaunchKernel`. */
+  readonly call: string
+  constructor(message: string, fields: { call: string; cudaName: string; cudaCode: number; cause?: unknown }) {
+    super('CUDA_ERROR', message, { cause: fields.cause })
+    this.call = fields.call
+    this.cudaName = fields.cudaName
+    this.cudaCode = fields.cudaCode
+  }
+}
+
+/** A cuBLAS or cuBLASLt call failed. */
 export class CublasError extends CudaGraphError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('CUBLAS_ERROR', message, options)
+  /** The call that failed, e.g. `cublasLtMatmul`. */
+  readonly call: string
+  /** cuBLAS's status name, e.g. `CUBLAS_STATUS_ALLOC_FAILED`. */
+  readonly status: string
+  constructor(message: string, fields: { call: string; status: string; cause?: unknown }) {
+    super('CUBLAS_ERROR', message, { cause: fields.cause })
+    this.call = fields.call
+    this.status = fields.status
   }
 }
 
 /** NVRTC could not compile the source; `log` holds the compiler's log. */
 export class CompileError extends CudaGraphError {
+  /** The module name given to `Device.compile`. */
+  readonly module: string
   /** NVRTC's compile log (errors with line numbers). */
   readonly log: string
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('COMPILE_ERROR', message, options)
-    const nl = message.indexOf('\n')
-    this.log = nl >= 0 ? message.slice(nl + 1) : ''
+  constructor(message: string, fields: { module: string; log: string; cause?: unknown }) {
+    super('COMPILE_ERROR', message, { cause: fields.cause })
+    this.module = fields.module
+    this.log = fields.log
   }
 }
 
 /** An argument was missing, out of range or of the wrong kind; `argument` names it. Nothing was changed. */
 export class ArgumentError extends CudaGraphError {
-  /** The offending argument, e.g. `args[1]`, `dtype`. */
+  /** The offending argument, e.g. `args[1]`, `dtype`, `inputs.tokens`. */
   readonly argument: string
-  constructor(message: string, options?: { cause?: unknown; argument?: string }) {
-    super('ARGUMENT_ERROR', message, options)
-    this.argument = options?.argument ?? /^argument '([^']+)'/.exec(message)?.[1] ?? ''
+  /** What would have been accepted. */
+  readonly expected: string
+  /**
+   * `argument '<argument>': expected <expected>, got <got>` unless `options.message` says otherwise (errors
+   * from the engine, whose `got` is already text).
+   */
+  constructor(argument: string, expected: string, got: unknown, options?: { cause?: unknown; message?: string }) {
+    super('ARGUMENT_ERROR', options?.message ?? `argument '${argument}': expected ${expected}, got ${describe(got)}`, options)
+    this.argument = argument
+    this.expected = expected
   }
 }
 
@@ -129,99 +165,9 @@ export class InputAddressError extends CudaGraphError {
   }
 }
 
-/** No generator server listens on the socket path (nothing there, or nobody accepting). */
-export class RefusedError extends CudaGraphError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('REFUSED', message, options)
-  }
-}
-
-/** The generator's wait queue is full: the request was not taken; try again later. */
-export class BusyError extends CudaGraphError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('BUSY', message, options)
-  }
-}
-
-/** The peer broke the wire protocol (a bad frame, version or message type); the connection is closed. */
-export class ProtocolError extends CudaGraphError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('PROTOCOL', message, options)
-  }
-}
-
-/**
- * The generator answered with an error: `serverCode` is the protocol's name for it (`INVALID_REQUEST`,
- * `SHUTTING_DOWN`, `INTERNAL`, `SLOW_READER`, ...).
- */
-export class ServerError extends CudaGraphError {
-  /** The ERROR frame's code name (see docs/protocol.md). */
-  readonly serverCode: string
-  constructor(serverCode: string, message: string, options?: { cause?: unknown }) {
-    super('SERVER_ERROR', message, options)
-    this.serverCode = serverCode
-  }
-}
-
-/** The connection ended (the server died, or the client closed it) while this was waiting on it. */
-export class ConnectionClosedError extends CudaGraphError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('CONNECTION_CLOSED', message, options)
-  }
-}
-
-type ErrorClass = new (message: string, options?: { cause?: unknown }) => CudaGraphError
-
-const byCode: Record<string, ErrorClass> = {
-  CUDA_UNAVAILABLE: CudaUnavailableError,
-  CUDA_ERROR: CudaError,
-  CUBLAS_ERROR: CublasError,
-  COMPILE_ERROR: CompileError,
-  ARGUMENT_ERROR: ArgumentError,
-  CAPTURE_ERROR: CaptureError,
-  IN_USE: InUseError,
-  DISPOSED: DisposedError,
-  // napi-rs's own codes for a JS value of the wrong type
-  InvalidArg: ArgumentError,
-  NumberExpected: ArgumentError,
-  StringExpected: ArgumentError,
-  ObjectExpected: ArgumentError,
-  BooleanExpected: ArgumentError,
-  ArrayExpected: ArgumentError,
-  BigintExpected: ArgumentError,
-}
-
-/**
- * Converts anything the native binding threw into a typed error (errors of this package pass through).
- * Async tasks carry their code as a `[CODE] ` message prefix.
- */
-export function mapError(e: unknown): unknown {
-  if (e instanceof CudaGraphError || !(e instanceof Error)) return e
-  let code = (e as { code?: unknown }).code
-  let message = e.message
-  const prefixed = /^\[([A-Z_]+)\] ([\s\S]*)$/.exec(message)
-  if (prefixed) {
-    code = prefixed[1]
-    message = prefixed[2]!
-  }
-  const Cls = typeof code === 'string' ? byCode[code] : undefined
-  return Cls ? new Cls(message, { cause: e }) : e
-}
-
-/** Runs `fn`, rethrowing native errors as typed ones. */
-export function native<T>(fn: () => T): T {
-  try {
-    return fn()
-  } catch (e) {
-    throw mapError(e)
-  }
-}
-
 /** Throws an {@link ArgumentError} naming `argument` unless `ok`. */
 export function check(ok: boolean, argument: string, expected: string, got: unknown): asserts ok {
-  if (!ok) {
-    throw new ArgumentError(`argument '${argument}': expected ${expected}, got ${describe(got)}`, { argument })
-  }
+  if (!ok) throw new ArgumentError(argument, expected, got)
 }
 
 /** Short description of a value for error messages. */
@@ -230,5 +176,6 @@ export function describe(v: unknown): string {
   if (typeof v === 'bigint') return `${v}n`
   if (Array.isArray(v)) return `[${v.map(describe).join(', ')}]`
   if (v === null || typeof v !== 'object') return String(v)
+  if (ArrayBuffer.isView(v) && 'length' in v) return `${v.constructor.name}(${String(v.length)})`
   return v.constructor?.name ?? 'an object'
 }

@@ -1,43 +1,17 @@
-// npm "install" hook: use a prebuilt binary when one is present (the platform package, or a
-// cudagraph.<platform>.node beside package.json), else build the addon from source with cargo.
-// The build needs Rust but no CUDA toolkit: cudarc loads the driver at run time.
+// npm "install" hook of a clone of the repository: builds the native addon from source with cargo (Rust,
+// no CUDA toolkit: cudarc loads the driver at run time). The published package has no install hook: it
+// takes its binary from the platform package (npm/<platform>/) that npm installs as an optional dependency.
+// CUDAGRAPH_SKIP_BUILD=1 skips the build (a machine that gets a built binary carried to it).
 'use strict'
-const { existsSync, readdirSync, copyFileSync } = require('node:fs')
-const { join } = require('node:path')
 const { spawnSync } = require('node:child_process')
+const { join } = require('node:path')
 
+if (process.env.CUDAGRAPH_SKIP_BUILD) process.exit(0)
 const root = join(__dirname, '..')
-const prebuilt = readdirSync(root).some((f) => /^cudagraph\..+\.node$/.test(f))
-const platformPkg = `cudagraph-${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`
-let fromPackage = false
-try {
-  require.resolve(`${platformPkg}/package.json`, { paths: [root] })
-  fromPackage = true
-} catch {}
-if (prebuilt || fromPackage || process.env.CUDAGRAPH_SKIP_BUILD) process.exit(0)
-
-const run = (cmd, args) => spawnSync(cmd, args, { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' })
-console.log('cudagraph: no prebuilt binary for this platform; building from source with cargo')
-let napiCli = null
-try {
-  napiCli = require.resolve('@napi-rs/cli/package.json', { paths: [root] })
-} catch {}
-if (napiCli) {
-  const r = run(process.execPath, [join(napiCli, '..', 'dist', 'cli.js'), 'build', '--platform', '--release'])
-  process.exit(r.status ?? 1)
-}
-if (spawnSync('cargo', ['--version']).status !== 0) {
-  console.error('cudagraph: no prebuilt binary and no Rust toolchain (cargo) to build one; install Rust from rustup.rs')
+if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
+  console.error('cudagraph: building the native addon from source needs Rust (cargo), and none is on PATH: install it from https://rustup.rs, or set CUDAGRAPH_SKIP_BUILD=1 to skip the build')
   process.exit(1)
 }
-const r = run('cargo', ['build', '--release', '-p', 'cudagraph'])
-if (r.status !== 0) process.exit(r.status ?? 1)
-const ext = process.platform === 'win32' ? 'dll' : process.platform === 'darwin' ? 'dylib' : 'so'
-const lib = join(root, 'target', 'release', `${process.platform === 'win32' ? '' : 'lib'}cudagraph.${ext}`)
-const abi = process.platform === 'linux' ? '-gnu' : process.platform === 'win32' ? '-msvc' : ''
-const dest = join(root, `cudagraph.${process.platform}-${process.arch}${abi}.node`)
-if (!existsSync(lib)) {
-  console.error(`cudagraph: cargo finished but ${lib} is missing`)
-  process.exit(1)
-}
-copyFileSync(lib, dest)
+// package.json's build:native holds the napi build command; npm_execpath is the npm running this hook.
+const r = spawnSync(process.execPath, [process.env.npm_execpath, 'run', 'build:native'], { cwd: root, stdio: 'inherit' })
+process.exit(r.status ?? 1)

@@ -1,7 +1,7 @@
 //! `DeviceBuffer`: typed device memory and its views.
 
 use crate::error::{IntoJs, Result};
-use crate::handles::{Handle, BUFFERS};
+use crate::handles::{Registered, BUFFERS};
 use cudagraph_core as core;
 use napi::bindgen_prelude::Uint8Array;
 use napi_derive::napi;
@@ -10,20 +10,13 @@ use napi_derive::napi;
 #[napi]
 pub struct DeviceBuffer {
     pub(crate) inner: core::Buffer,
-    id: Handle,
+    reg: Registered<core::Buffer>,
 }
 
 impl DeviceBuffer {
     /// Wraps an engine buffer and gives it a handle for `launchKernel`.
-    pub(crate) fn new(inner: core::Buffer) -> DeviceBuffer {
-        let id = BUFFERS.with(|t| t.borrow_mut().insert(inner.clone()));
-        DeviceBuffer { inner, id }
-    }
-}
-
-impl Drop for DeviceBuffer {
-    fn drop(&mut self) {
-        BUFFERS.with(|t| t.borrow_mut().remove(self.id));
+    pub(crate) fn new(inner: core::Buffer) -> Result<DeviceBuffer> {
+        Ok(DeviceBuffer { reg: Registered::new(&BUFFERS, inner.clone())?, inner })
     }
 }
 
@@ -32,7 +25,7 @@ impl DeviceBuffer {
     /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.id as f64
+        self.reg.id()
     }
 
     #[napi(getter)]
@@ -77,7 +70,7 @@ impl DeviceBuffer {
 
     #[napi]
     pub fn view(&self, offset: u32, length: u32) -> Result<DeviceBuffer> {
-        Ok(DeviceBuffer::new(self.inner.view(offset as usize, length as usize).js()?))
+        DeviceBuffer::new(self.inner.view(offset as usize, length as usize).js()?)
     }
 
     /// Synchronous copy from host bytes (exactly byteLength).

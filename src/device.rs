@@ -119,7 +119,7 @@ impl Device {
     #[napi]
     pub fn alloc(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
         let dtype = core::DType::parse("dtype", &dtype).js()?;
-        Ok(DeviceBuffer::new(core::Buffer::alloc(&self.inner, dtype, length as usize).js()?))
+        DeviceBuffer::new(core::Buffer::alloc(&self.inner, dtype, length as usize).js()?)
     }
 
     #[napi]

@@ -1,11 +1,10 @@
 //! `Graph` and the hot-path free function `graphLaunch`.
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
-use crate::handles::{ExecEntry, Handle, GRAPHS, STREAMS};
+use crate::handles::{Handle, Registered, GRAPHS, STREAMS};
 use crate::mailbox::{self, GRAPH};
 use crate::stream::Stream;
 use cudagraph_core as core;
-use cudarc::driver::sys;
 use napi_derive::napi;
 
 /// Capture / instantiate / upload durations, µs.
@@ -35,13 +34,13 @@ pub struct UpdateResult {
 #[napi]
 pub struct Graph {
     inner: Option<core::Graph>,
-    id: Handle,
+    reg: Registered<core::ExecHandle>,
 }
 
 impl Graph {
     pub(crate) fn new(g: core::Graph) -> Result<Graph> {
-        let id = GRAPHS.with(|t| t.borrow_mut().insert(ExecEntry { exec: g.raw_exec(), ctx: g.device().context() }));
-        Ok(Graph { inner: Some(g), id })
+        let reg = Registered::new(&GRAPHS, g.exec_handle())?;
+        Ok(Graph { inner: Some(g), reg })
     }
 
     fn get(&self) -> Result<&core::Graph> {
@@ -55,14 +54,8 @@ impl Graph {
     /// Re-publishes the executable handle after it changed (instantiate, update).
     fn refresh(&self) {
         if let Some(g) = &self.inner {
-            GRAPHS.with(|t| t.borrow_mut().set(self.id, ExecEntry { exec: g.raw_exec(), ctx: g.device().context() }));
+            self.reg.set(g.exec_handle());
         }
-    }
-}
-
-impl Drop for Graph {
-    fn drop(&mut self) {
-        GRAPHS.with(|t| t.borrow_mut().remove(self.id));
     }
 }
 
@@ -71,7 +64,7 @@ impl Graph {
     /// Numeric handle for `graphLaunch`.
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.id as f64
+        self.reg.id()
     }
 
     #[napi(getter)]
@@ -86,7 +79,7 @@ impl Graph {
 
     #[napi(getter)]
     pub fn instantiated(&self) -> Result<bool> {
-        Ok(!self.get()?.raw_exec().is_null())
+        Ok(self.get()?.is_instantiated())
     }
 
     #[napi]
@@ -123,14 +116,15 @@ impl Graph {
     }
 
     /// Takes over `source` (a fresh capture of the same work): in place when the driver allows it, else
-    /// by re-instantiating. `source` is disposed.
+    /// by re-instantiating. `source` is disposed. A disposed target leaves `source` as it was.
     #[napi]
     pub fn update(&mut self, source: &mut Graph) -> Result<UpdateResult> {
-        if source.id == self.id {
+        if source.reg.handle() == self.reg.handle() {
             return Err(arg_error("source", "another graph", "the graph itself"));
         }
+        self.get()?;
         let src = source.inner.take().ok_or_else(|| disposed("source graph"))?;
-        GRAPHS.with(|t| t.borrow_mut().remove(source.id));
+        source.reg.remove();
         let out = self.get_mut()?.update(src).js()?;
         self.refresh();
         Ok(UpdateResult { updated_in_place: out.updated_in_place, reason: out.reason })
@@ -139,7 +133,7 @@ impl Graph {
     /// Destroys the graph now; its buffers become free to dispose.
     #[napi]
     pub fn dispose(&mut self) {
-        GRAPHS.with(|t| t.borrow_mut().remove(self.id));
+        self.reg.remove();
         self.inner = None;
     }
 }
@@ -148,38 +142,16 @@ impl Graph {
 /// handle at slot `GRAPH` and the stream handle after it.
 #[napi]
 pub fn graph_launch() -> Result<()> {
-    mailbox::with(|slots| launch(slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle))
-}
-
-#[inline]
-fn launch(graph: Handle, stream: Handle) -> Result<()> {
-    let s = STREAMS.with(|t| t.borrow().get(stream).map(|s| (s.raw(), s.device().context()))).ok_or_else(|| disposed("stream"))?;
-    launch_exec(exec_for(graph, s.1)?, s.0).js()
-}
-
-/// The executable of a live, instantiated graph handle whose context is `ctx` (the stream's).
-#[inline]
-pub(crate) fn exec_for(graph: Handle, ctx: sys::CUcontext) -> Result<ExecEntry> {
-    let g = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
-    if g.ctx != ctx {
-        return Err(arg_error("stream", "a stream on the graph's device", "a stream of another device"));
-    }
-    if g.exec.is_null() {
-        return Err(arg_error("graph", "an instantiated graph", "a graph captured with instantiate: false"));
-    }
-    Ok(g)
-}
-
-/// Launches an executable found by [`exec_for`] on `stream`.
-#[inline]
-pub(crate) fn launch_exec(g: ExecEntry, stream: sys::CUstream) -> core::Result<()> {
-    // SAFETY: the context belongs to the graph's device, which the live graph keeps open.
-    unsafe { core::device::bind_context(g.ctx) }?;
-    // SAFETY: both handles are live (their objects remove them from the tables before destroying them).
-    unsafe { sys::cuGraphLaunch(g.exec, stream) }.result().map_err(|e| core::Error::Cuda {
-        call: "cuGraphLaunch",
-        code: e.0 as u32,
-        name: e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        message: e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+    mailbox::with(|slots| {
+        let stream = STREAMS.with(|t| t.borrow().get(slots[GRAPH + 1] as Handle).cloned()).ok_or_else(|| disposed("stream"))?;
+        launch(slots[GRAPH] as Handle, &stream)
     })
+}
+
+/// Replays the live graph behind `graph` on `stream`.
+#[inline]
+pub(crate) fn launch(graph: Handle, stream: &core::Stream) -> Result<()> {
+    let exec = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
+    // SAFETY: a graph's handle leaves the table before its executable changes or is destroyed.
+    unsafe { exec.launch(stream) }.js()
 }

@@ -5,7 +5,7 @@
 use crate::buffer::DeviceBuffer;
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::graph;
-use crate::handles::{Handle, STAGES, STREAMS};
+use crate::handles::{Handle, Registered, STAGES, STREAMS};
 use crate::mailbox::{self, GRAPH, STAGE};
 use crate::stream::Stream;
 use cudagraph_core as core;
@@ -18,13 +18,7 @@ use std::rc::Rc;
 #[napi]
 pub struct HostStage {
     inner: Rc<RefCell<core::HostStage>>,
-    id: Handle,
-}
-
-impl Drop for HostStage {
-    fn drop(&mut self) {
-        STAGES.with(|t| t.borrow_mut().remove(self.id));
-    }
+    reg: Registered<Rc<RefCell<core::HostStage>>>,
 }
 
 #[napi]
@@ -52,14 +46,13 @@ impl HostStage {
             }
         }
         let inner = Rc::new(RefCell::new(core::HostStage::new(inputs, outputs).js()?));
-        let id = STAGES.with(|t| t.borrow_mut().insert(inner.clone()));
-        Ok(HostStage { inner, id })
+        Ok(HostStage { reg: Registered::new(&STAGES, inner.clone())?, inner })
     }
 
     /// Numeric handle for `stageLaunch`.
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.id as f64
+        self.reg.id()
     }
 
     /// Byte offset of input `i` in an area.
@@ -126,25 +119,34 @@ fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
 /// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, copy the read-back outputs'
 /// rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
-/// Then flips the stage to its other area.
+/// Then flips the stage to its other area, and writes the area JS fills next to slot `STAGE + 5`, whether
+/// the call succeeded or not: that slot is the one record of it.
 #[napi]
 pub fn stage_launch() -> Result<()> {
     mailbox::with(|slots| {
-        let (stage, tokens, reqs, mask) = (slots[STAGE] as Handle, slots[STAGE + 1], slots[STAGE + 2], slots[STAGE + 3] as u64);
-        let read = slots[STAGE + 4] != 0.0;
-        let (graph_id, stream_id) = (slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle);
-        if !(tokens >= 0.0 && reqs >= 0.0 && tokens.fract() == 0.0 && reqs.fract() == 0.0) {
-            return Err(arg_error("rows", "non-negative integer token and request counts", format!("{tokens} and {reqs}")));
-        }
-        let stage = STAGES.with(|t| t.borrow().get(stage).cloned()).ok_or_else(|| disposed("input stage"))?;
-        let stream = STREAMS.with(|t| t.borrow().get(stream_id).cloned()).ok_or_else(|| disposed("stream"))?;
-        let exec = if graph_id == 0 { None } else { Some(graph::exec_for(graph_id, stream.device().context())?) };
-        let mut stage = stage.borrow_mut();
-        stage.submit(&stream, mask, tokens as usize, reqs as usize, || exec.map_or(Ok(()), |g| graph::launch_exec(g, stream.raw()))).js()?;
-        stage.flip().js()?;
-        if read {
-            stage.read_back(&stream, tokens as usize, reqs as usize).js()?;
-        }
-        Ok(())
+        let stage = STAGES.with(|t| t.borrow().get(slots[STAGE] as Handle).cloned()).ok_or_else(|| disposed("input stage"))?;
+        let r = stage_launch_with(&stage, slots);
+        slots[STAGE + 5] = stage.borrow().current() as f64;
+        r
     })
+}
+
+fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<()> {
+    let (tokens, reqs, mask) = (slots[STAGE + 1], slots[STAGE + 2], slots[STAGE + 3] as u64);
+    let read = slots[STAGE + 4] != 0.0;
+    let (graph_id, stream_id) = (slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle);
+    if !(tokens >= 0.0 && reqs >= 0.0 && tokens.fract() == 0.0 && reqs.fract() == 0.0) {
+        return Err(arg_error("rows", "non-negative integer token and request counts", format!("{tokens} and {reqs}")));
+    }
+    let stream = STREAMS.with(|t| t.borrow().get(stream_id).cloned()).ok_or_else(|| disposed("stream"))?;
+    let mut stage = stage.borrow_mut();
+    stage.submit(&stream, mask, tokens as usize, reqs as usize).js()?;
+    if graph_id != 0 {
+        graph::launch(graph_id, &stream)?;
+    }
+    stage.flip().js()?;
+    if read {
+        stage.read_back(&stream, tokens as usize, reqs as usize).js()?;
+    }
+    Ok(())
 }

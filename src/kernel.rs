@@ -1,6 +1,7 @@
 //! `Kernel`: a function of a module with a declared signature.
 
-use crate::handles::{Handle, KERNELS};
+use crate::error::Result;
+use crate::handles::{Registered, KERNELS};
 use cudagraph_core as core;
 use napi_derive::napi;
 
@@ -8,19 +9,12 @@ use napi_derive::napi;
 #[napi]
 pub struct Kernel {
     pub(crate) inner: core::Kernel,
-    id: Handle,
+    reg: Registered<core::Kernel>,
 }
 
 impl Kernel {
-    pub(crate) fn new(inner: core::Kernel) -> Kernel {
-        let id = KERNELS.with(|t| t.borrow_mut().insert(inner.clone()));
-        Kernel { inner, id }
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        KERNELS.with(|t| t.borrow_mut().remove(self.id));
+    pub(crate) fn new(inner: core::Kernel) -> Result<Kernel> {
+        Ok(Kernel { reg: Registered::new(&KERNELS, inner.clone())?, inner })
     }
 }
 
@@ -29,7 +23,7 @@ impl Kernel {
     /// Numeric handle used by `launchKernel`.
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.id as f64
+        self.reg.id()
     }
 
     #[napi(getter)]

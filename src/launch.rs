@@ -2,12 +2,9 @@
 
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::handles::{Handle, BUFFERS, KERNELS, STREAMS};
-use crate::mailbox::{self, KERNEL, KERNEL_HEADER};
+use crate::mailbox::{self, GEOMETRY, KERNEL, KERNEL_HEADER};
 use cudagraph_core as core;
 use napi_derive::napi;
-
-/// Slots of the geometry (grid x/y/z, block x/y/z, dynamic shared memory bytes) before the arguments.
-const HEADER: usize = 7;
 
 fn dim(packed: &[f64], i: usize) -> Result<u32> {
     let v = packed[i];
@@ -49,7 +46,7 @@ fn launch(stream: Handle, kernel: Handle, packed: &[f64], wide: Option<&[i64]>) 
             let kernels = kernels.borrow();
             let kernel = kernels.get(kernel).ok_or_else(|| disposed("kernel"))?;
             let sig = kernel.signature();
-            if packed.len() < HEADER + sig.len() {
+            if packed.len() < GEOMETRY + sig.len() {
                 return Err(arg_error("mailbox", &format!("{} slots", KERNEL + KERNEL_HEADER + sig.len()), packed.len() + KERNEL + 2));
             }
             let cfg = core::LaunchConfig {
@@ -67,7 +64,7 @@ fn launch(stream: Handle, kernel: Handle, packed: &[f64], wide: Option<&[i64]>) 
                 let buffers = buffers.borrow();
                 let mut args: Vec<core::KernelArg> = Vec::with_capacity(sig.len());
                 for (i, kind) in sig.iter().enumerate() {
-                    let v = packed[HEADER + i];
+                    let v = packed[GEOMETRY + i];
                     args.push(match kind {
                         core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as Handle).ok_or_else(|| disposed("buffer"))?),
                         core::ArgKind::I64 | core::ArgKind::U64 if v.is_nan() => {

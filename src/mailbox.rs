@@ -1,7 +1,7 @@
 //! The launch mailbox: one Float64Array, registered once per thread by the TypeScript layer, through which
 //! the hot calls get their operands. A napi call costs about 35 ns bare but about 100 ns more per number
 //! argument; reading the operands from memory JS just wrote makes `graphLaunch()` and `launchKernel()`
-//! argument-free. Layout (slots): see `GRAPH`, `STAGE`, `KERNEL` below and lib/mailbox.ts, which must agree.
+//! argument-free. The slot layout is defined here only: TypeScript reads it from `launchMailboxLayout()`.
 
 use crate::error::{arg_error, Result};
 use napi::bindgen_prelude::Float64Array;
@@ -11,38 +11,82 @@ use std::cell::RefCell;
 /// Slot of the graph handle for `graphLaunch`; the stream handle follows.
 pub const GRAPH: usize = 0;
 /// First slot of `stageLaunch`: the host stage handle, the token and request row counts, the copy mask and
-/// the read-back flag (the graph and stream handles are at `GRAPH`).
-pub const STAGE: usize = 2;
-/// First slot of `launchKernel`: stream handle, kernel handle, grid x/y/z, block x/y/z, shared memory
-/// bytes, then one slot per kernel argument.
-pub const KERNEL: usize = 7;
+/// the read-back flag (the graph and stream handles are at `GRAPH`); then the one slot the binding writes:
+/// the staging area JS fills next, after every call, failed ones too.
+pub const STAGE: usize = GRAPH + 2;
+/// Slots from `STAGE`.
+pub const STAGE_SLOTS: usize = 6;
+/// First slot of `launchKernel`: stream handle, kernel handle, then the geometry, then the arguments.
+pub const KERNEL: usize = STAGE + STAGE_SLOTS;
+/// Geometry slots after the two handles: grid x/y/z, block x/y/z, dynamic shared memory bytes.
+pub const GEOMETRY: usize = 7;
 /// Slots before the kernel arguments, from `KERNEL`.
-pub const KERNEL_HEADER: usize = 9;
+pub const KERNEL_HEADER: usize = 2 + GEOMETRY;
+/// Most kernel parameters a launch takes.
+pub const MAX_ARGS: usize = 256;
+/// Slots of the whole mailbox.
+pub const SLOTS: usize = KERNEL + KERNEL_HEADER + MAX_ARGS;
+
+/// The mailbox's slot layout (slot indices of a Float64Array).
+#[napi(object)]
+pub struct MailboxLayout {
+    pub graph: u32,
+    pub stage: u32,
+    pub kernel: u32,
+    pub kernel_header: u32,
+    pub max_args: u32,
+    pub slots: u32,
+}
+
+/// The layout the TypeScript layer writes by.
+#[napi]
+pub fn launch_mailbox_layout() -> MailboxLayout {
+    MailboxLayout {
+        graph: GRAPH as u32,
+        stage: STAGE as u32,
+        kernel: KERNEL as u32,
+        kernel_header: KERNEL_HEADER as u32,
+        max_args: MAX_ARGS as u32,
+        slots: SLOTS as u32,
+    }
+}
 
 thread_local! {
     /// The registered array (kept referenced, so its memory stays put) and its data.
-    static MAILBOX: RefCell<Option<(Float64Array, *const f64, usize)>> = const { RefCell::new(None) };
+    static MAILBOX: RefCell<Option<(Float64Array, *mut f64, usize)>> = const { RefCell::new(None) };
 }
 
-/// Registers `buffer` as this thread's mailbox (called once when the SDK loads).
+/// Registers `buffer` as this thread's mailbox (called once when the SDK loads the binding).
 #[napi]
 pub fn set_launch_mailbox(buffer: Float64Array) -> Result<()> {
-    if buffer.len() < KERNEL + KERNEL_HEADER {
-        return Err(arg_error("buffer", &format!("at least {} slots", KERNEL + KERNEL_HEADER), buffer.len()));
+    if buffer.len() < SLOTS {
+        return Err(arg_error("buffer", &format!("at least {SLOTS} slots"), buffer.len()));
     }
-    let (ptr, len) = (buffer.as_ptr(), buffer.len());
+    let (ptr, len) = (buffer.as_ptr() as *mut f64, buffer.len());
     MAILBOX.with(|m| *m.borrow_mut() = Some((buffer, ptr, len)));
     Ok(())
 }
 
 /// The mailbox's slots, or an error when none was registered.
 #[inline]
-pub fn with<T>(f: impl FnOnce(&[f64]) -> Result<T>) -> Result<T> {
+pub fn with<T>(f: impl FnOnce(&mut [f64]) -> Result<T>) -> Result<T> {
     MAILBOX.with(|m| {
         let m = m.borrow();
         let (_, ptr, len) = m.as_ref().ok_or_else(|| arg_error("mailbox", "a registered launch mailbox", "none"))?;
         // SAFETY: the array is kept referenced in MAILBOX, its data was externalized by napi when it was
         // registered (it does not move), and JS, which writes it, is not running during this call.
-        f(unsafe { std::slice::from_raw_parts(*ptr, *len) })
+        f(unsafe { std::slice::from_raw_parts_mut(*ptr, *len) })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_follow_each_other_without_overlap() {
+        assert_eq!(STAGE, GRAPH + 2);
+        assert_eq!(KERNEL, STAGE + STAGE_SLOTS, "stageLaunch uses 6 slots from STAGE");
+        assert_eq!(SLOTS, KERNEL + KERNEL_HEADER + MAX_ARGS);
+    }
 }

@@ -35,6 +35,6 @@ impl Module {
     #[napi]
     pub fn kernel(&self, name: String, signature: Vec<String>) -> Result<Kernel> {
         let sig = signature.iter().enumerate().map(|(i, s)| core::ArgKind::parse(&format!("signature[{i}]"), s)).collect::<core::Result<Vec<_>>>().js()?;
-        Ok(Kernel::new(self.inner.kernel(&name, sig).js()?))
+        Kernel::new(self.inner.kernel(&name, sig).js()?)
     }
 }

@@ -4,7 +4,7 @@ use crate::buffer::DeviceBuffer;
 use crate::error::{to_status_error, IntoJs, Result};
 use crate::event::Event;
 use crate::graph::Graph;
-use crate::handles::{Handle, STREAMS};
+use crate::handles::{Registered, STREAMS};
 use cudagraph_core as core;
 use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::{Env, Task};
@@ -14,19 +14,12 @@ use napi_derive::napi;
 #[napi]
 pub struct Stream {
     pub(crate) inner: core::Stream,
-    id: Handle,
+    reg: Registered<core::Stream>,
 }
 
 impl Stream {
     pub(crate) fn new(inner: core::Stream) -> Result<Stream> {
-        let id = STREAMS.with(|t| t.borrow_mut().insert(inner.clone()));
-        Ok(Stream { inner, id })
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        STREAMS.with(|t| t.borrow_mut().remove(self.id));
+        Ok(Stream { reg: Registered::new(&STREAMS, inner.clone())?, inner })
     }
 }
 
@@ -65,7 +58,7 @@ impl Stream {
     /// Numeric handle for `graphLaunch`.
     #[napi(getter)]
     pub fn id(&self) -> f64 {
-        self.id as f64
+        self.reg.id()
     }
 
     #[napi]
@@ -120,7 +113,7 @@ impl Stream {
     #[napi]
     pub fn alloc_async(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
         let dtype = core::DType::parse("dtype", &dtype).js()?;
-        Ok(DeviceBuffer::new(self.inner.alloc_async(dtype, length as usize).js()?))
+        DeviceBuffer::new(self.inner.alloc_async(dtype, length as usize).js()?)
     }
 
     #[napi]

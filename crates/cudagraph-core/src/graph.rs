@@ -102,9 +102,15 @@ impl Graph {
         Ok(self.exec)
     }
 
-    /// The raw executable handle (null until instantiated). For the binding's handle table.
-    pub fn raw_exec(&self) -> sys::CUgraphExec {
-        self.exec
+    /// A copyable reference to the executable for a handle table on the replay path (see [`ExecHandle`]).
+    /// It changes when the graph is instantiated or updated by re-instantiation.
+    pub fn exec_handle(&self) -> ExecHandle {
+        ExecHandle { exec: self.exec, ctx: self.device.context() }
+    }
+
+    /// Whether the executable exists.
+    pub fn is_instantiated(&self) -> bool {
+        !self.exec.is_null()
     }
 
     /// Prepares the graph's device resources on `stream` so the first launch is as fast as the rest, and
@@ -182,6 +188,35 @@ impl Graph {
         self.timings.capture_us = source.timings.capture_us;
         self.memory = source.memory;
         Ok(outcome) // `source` drops here with our old graph and resources
+    }
+}
+
+/// A graph's executable and context, copied into a handle table so that a replay needs no borrow of the
+/// graph. It is only valid while the graph lives and keeps this executable: whoever holds it must forget it
+/// before the graph is dropped, instantiated again or updated (the binding's handle tables do).
+#[derive(Clone, Copy, Debug)]
+pub struct ExecHandle {
+    exec: sys::CUgraphExec,
+    ctx: sys::CUcontext,
+}
+
+impl ExecHandle {
+    /// Enqueues one replay on `stream`: the replay path's only driver call.
+    ///
+    /// # Safety
+    /// The graph this came from must still live and hold this executable (see the type's documentation).
+    #[inline]
+    pub unsafe fn launch(&self, stream: &Stream) -> Result<()> {
+        if self.ctx != stream.device().context() {
+            return Err(Error::arg("stream", "a stream on the graph's device", "a stream of another device"));
+        }
+        if self.exec.is_null() {
+            return Err(Error::arg("graph", "an instantiated graph", "a graph captured with instantiate: false"));
+        }
+        // SAFETY: the caller guarantees the graph, which keeps its device's context retained, is alive.
+        unsafe { crate::device::bind_context(self.ctx) }?;
+        // SAFETY: the executable is live (caller's contract) and the stream is live (borrowed).
+        unsafe { sys::cuGraphLaunch(self.exec, stream.raw()) }.check("cuGraphLaunch")
     }
 }
 

@@ -157,10 +157,10 @@ impl HostStage {
         self.current
     }
 
-    /// Enqueues on `stream`, for every input in `mask` (bit i: input i), a copy of its first `tokens` or `reqs` rows from the current
-    /// area into its static buffer; then `then` (typically a graph launch) on the same stream. Flips to
-    /// the other area and waits until the copies last made from it are done.
-    pub fn submit(&self, stream: &Stream, mask: u64, tokens: usize, reqs: usize, then: impl FnOnce() -> Result<()>) -> Result<usize> {
+    /// Enqueues on `stream`, for every input in `mask` (bit i: input i), a copy of its first `tokens` or
+    /// `reqs` rows from the current area into its static buffer, and records when the area is free again.
+    /// What reads the inputs (a graph launch) goes on the same stream after it; then [`HostStage::flip`].
+    pub fn submit(&self, stream: &Stream, mask: u64, tokens: usize, reqs: usize) -> Result<usize> {
         let area = self.current;
         let base = self.area_ptr(area);
         for (i, s) in self.inputs.iter().enumerate() {
@@ -175,7 +175,6 @@ impl HostStage {
                 .check("cuMemcpyHtoDAsync")?;
         }
         self.done[area].record(stream)?;
-        then()?;
         Ok(area)
     }
 

@@ -8,6 +8,8 @@
 //! makes capture fail with `CUDA_ERROR_STREAM_CAPTURE_ISOLATION`), so capture always works. Synchronous
 //! buffer operations synchronise the context; stream operations are ordered on their stream.
 
+#![deny(clippy::all, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod blas;
 pub mod blas_lt;
 pub mod buffer;
@@ -26,7 +28,7 @@ pub use device::{Device, GraphMemStats};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use event::Event;
-pub use graph::{Graph, GraphMemory, GraphTimings, UpdateOutcome};
+pub use graph::{ExecHandle, Graph, GraphMemory, GraphTimings, UpdateOutcome};
 pub use host_stage::{HostStage, StageTensor};
 pub use module::{ArgKind, Kernel, Module};
 pub use blas::{Gemm, Op};

@@ -356,19 +356,27 @@ impl Stream {
             }
             Ok(value)
         };
-        // SAFETY (all arms): the range lies inside a live allocation.
-        match buf.dtype() {
-            DType::F32 => unsafe { sys::cuMemsetD32Async(p, (value as f32).to_bits(), n, self.raw()) }.check("cuMemsetD32Async"),
-            DType::I32 => unsafe { sys::cuMemsetD32Async(p, int_in(i32::MIN as f64, i32::MAX as f64)? as i32 as u32, n, self.raw()) }.check("cuMemsetD32Async"),
-            DType::U32 => unsafe { sys::cuMemsetD32Async(p, int_in(0.0, u32::MAX as f64)? as u32, n, self.raw()) }.check("cuMemsetD32Async"),
-            DType::F16 => unsafe { sys::cuMemsetD16Async(p, half::f16::from_f64(value).to_bits(), n, self.raw()) }.check("cuMemsetD16Async"),
-            DType::BF16 => unsafe { sys::cuMemsetD16Async(p, half::bf16::from_f64(value).to_bits(), n, self.raw()) }.check("cuMemsetD16Async"),
-            DType::U8 => unsafe { sys::cuMemsetD8Async(p, int_in(0.0, 255.0)? as u8, n, self.raw()) }.check("cuMemsetD8Async"),
+        // The element's bit pattern and the memset word it takes: 32, 16 or 8 bits.
+        let (word, bits, count) = match buf.dtype() {
+            DType::F32 => (4, (value as f32).to_bits(), n),
+            DType::I32 => (4, int_in(i32::MIN as f64, i32::MAX as f64)? as i32 as u32, n),
+            DType::U32 => (4, int_in(0.0, u32::MAX as f64)? as u32, n),
+            DType::F16 => (2, half::f16::from_f64(value).to_bits() as u32, n),
+            DType::BF16 => (2, half::bf16::from_f64(value).to_bits() as u32, n),
+            DType::U8 => (1, int_in(0.0, 255.0)? as u32, n),
             DType::I64 => {
                 // A 64-bit pattern is two equal 32-bit words only for 0 and -1.
                 let v = int_in(-1.0, 0.0).map_err(|_| Error::arg("value", "0 or -1 for an i64 buffer (use a kernel for other values)", value))?;
-                unsafe { sys::cuMemsetD32Async(p, v as i32 as u32, n * 2, self.raw()) }.check("cuMemsetD32Async")
+                (4, v as i32 as u32, n * 2)
             }
+        };
+        match word {
+            // SAFETY: `count` words of this size cover exactly the buffer's range, inside a live allocation.
+            4 => unsafe { sys::cuMemsetD32Async(p, bits, count, self.raw()) }.check("cuMemsetD32Async"),
+            // SAFETY: as above.
+            2 => unsafe { sys::cuMemsetD16Async(p, bits as u16, count, self.raw()) }.check("cuMemsetD16Async"),
+            // SAFETY: as above.
+            _ => unsafe { sys::cuMemsetD8Async(p, bits as u8, count, self.raw()) }.check("cuMemsetD8Async"),
         }?;
         self.track(buf);
         Ok(())

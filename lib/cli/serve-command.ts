@@ -1,0 +1,109 @@
+/**
+ * `cudagraph serve` (the generator process: model, graphs, socket, metrics) and `cudagraph client` (one
+ * prompt, its tokens printed as they come).
+ */
+import { Client } from '../serve/client.js'
+import { CudaGraphError } from '../errors.js'
+import { DecoderModel } from '../model/decoder-model.js'
+import { DecoderRunner } from '../model/decoder-runner.js'
+import { Device } from '../cuda/device.js'
+import { GeneratorServer } from '../serve/generator-server.js'
+import { GraphManager } from '../manager/graph-manager.js'
+import type { GraphMode } from '../policy/graph-mode.js'
+import { type ModelName, parameterCount } from '../model/model-config.js'
+
+/** What `cudagraph serve` runs. */
+export interface ServeOptions {
+  socket: string
+  model: ModelName
+  /** Requests decoded together at most (KV slots). */
+  maxBatch: number
+  /** Longest sequence per request, tokens. */
+  maxSeqLen: number
+  /** Tokens one prefill step takes at most. */
+  maxPrefillTokens: number
+  maxQueue: number
+  /** Port of /metrics and /healthz (0: any free one). */
+  metricsPort: number
+  /** Graph memory budget, bytes (null: none). */
+  graphMemory: number | null
+  mode: GraphMode
+  seed: number
+  /** How long running requests may finish after SIGTERM, ms. */
+  drainMs: number
+}
+
+/**
+ * Loads the model, captures the graph ladder (progress on stderr), serves until SIGTERM or SIGINT, then
+ * drains, releases the GPU and removes the socket. Prints one `ready` line on stdout when it accepts
+ * clients. Resolves to the exit code.
+ */
+export async function serve(o: ServeOptions): Promise<number> {
+  const say = (s: string) => process.stderr.write(`cudagraph serve: ${s}\n`)
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  stream.prepareBlas()
+  const model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: o.maxBatch, maxSeqLen: o.maxSeqLen })
+  say(`${dev.name}: model ${o.model} (${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters), ${o.maxBatch} KV slots x ${o.maxSeqLen} tokens`)
+  const maxCapture = Math.max(o.maxBatch, o.maxPrefillTokens)
+  const manager = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: o.maxBatch, maxCaptureSize: maxCapture, maxMemoryBytes: o.graphMemory }, log: say })
+  const runner = new DecoderRunner(model, manager, { maxBatch: o.maxBatch, maxPrefillTokens: o.maxPrefillTokens })
+  let server: GeneratorServer | undefined
+  try {
+    await runner.warmup({ progress: true })
+    server = await GeneratorServer.listen({ socketPath: o.socket, engine: runner, model: o.model, maxQueue: o.maxQueue, metricsPort: o.metricsPort, log: say })
+    process.stdout.write(`cudagraph serve: ready on ${o.socket} (model ${o.model}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`)
+    const signal = await new Promise<string>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'))
+      process.once('SIGINT', () => resolve('SIGINT'))
+    })
+    say(`${signal}: no new connections; running requests get ${o.drainMs} ms to finish`)
+    await server.close({ drainMs: o.drainMs })
+    const s = manager.stats()
+    say(`stopped: ${s.replays} graph replays, ${s.eagerRuns} eager steps, ${s.captures} captures, ${s.evictions} evictions`)
+    return 0
+  } finally {
+    await server?.close()
+    runner.dispose()
+    manager.dispose()
+    model.dispose()
+  }
+}
+
+/** What `cudagraph client` sends. */
+export interface ClientOptions {
+  socket: string
+  prompt: number[]
+  maxNewTokens: number
+  /** See ConnectOptions.busyPoll. */
+  busyPoll: boolean
+}
+
+/** Sends one prompt and prints its tokens as they arrive; a summary goes to stderr. */
+export async function client(o: ClientOptions): Promise<number> {
+  let c: Client | undefined
+  try {
+    c = await Client.connect(o.socket, { busyPoll: o.busyPoll })
+    const t0 = performance.now()
+    let first = 0
+    const g = c.generate(o.prompt, { maxNewTokens: o.maxNewTokens })
+    const stop = () => g.cancel()
+    process.once('SIGINT', stop)
+    let count = 0
+    for await (const tok of g) {
+      if (++count === 1) first = performance.now() - t0
+      process.stdout.write(count === 1 ? `${tok}` : ` ${tok}`)
+    }
+    process.off('SIGINT', stop)
+    const ms = performance.now() - t0
+    process.stdout.write('\n')
+    process.stderr.write(`cudagraph client: ${count} tokens (${g.finishReason}), first after ${first.toFixed(2)} ms, ${((count * 1000) / ms).toFixed(0)} tokens/s\n`)
+    return 0
+  } catch (e) {
+    const name = e instanceof CudaGraphError || e instanceof DOMException ? `${e.name}: ` : ''
+    process.stderr.write(`\ncudagraph client: ${name}${e instanceof Error ? e.message : String(e)}\n`)
+    return 1
+  } finally {
+    c?.close()
+  }
+}

@@ -1,0 +1,45 @@
+import type * as N from './native.js'
+import { native } from './native.js'
+import { check } from '../errors.js'
+import { ARG_KINDS, type ArgKind, Kernel } from './kernel.js'
+import { LAYOUT } from './mailbox.js'
+
+/** Code compiled by NVRTC and loaded on a device. Kernels keep it loaded. */
+export class Module {
+  /** @internal */
+  readonly native: N.Module
+
+  /** @internal */
+  static wrap(n: N.Module): Module {
+    return new Module(n)
+  }
+
+  private constructor(n: N.Module) {
+    this.native = n
+  }
+
+  /** The name given at compile time. */
+  get name(): string {
+    return this.native.name
+  }
+
+  /** NVRTC's warnings, empty when it had none. */
+  get log(): string {
+    return this.native.log
+  }
+
+  /** What was compiled for: `sm_XY` (machine code) or `compute_XY` (PTX, compiled by the driver). */
+  get target(): string {
+    return this.native.target
+  }
+
+  /**
+   * Looks up `extern "C"` kernel `name` and declares its parameters, e.g. `['ptr', 'i32', 'f32']`.
+   * Launches check their arguments against it.
+   */
+  kernel<const S extends readonly ArgKind[]>(name: string, signature: S): Kernel<S> {
+    check(typeof name === 'string' && name.length > 0, 'name', 'a kernel name', name)
+    check(Array.isArray(signature) && signature.length <= LAYOUT.maxArgs, 'signature', `an array of at most ${LAYOUT.maxArgs} of ${ARG_KINDS.join(' | ')}`, signature)
+    return Kernel.wrap(native(() => this.native.kernel(name, [...signature])), signature)
+  }
+}

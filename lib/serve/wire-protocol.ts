@@ -1,0 +1,319 @@
+/**
+ * The generator's wire format (docs/protocol.md is the spec): length-prefixed binary frames, little
+ * endian. A frame is `u32 length` (the bytes after it, 2..maxFrameBytes), `u8 version`, `u8 type`, then
+ * the payload of that type. Encoders here return whole frames; {@link FrameDecoder} cuts a byte stream
+ * back into messages and refuses a bad one before buffering it.
+ */
+import { ProtocolError } from './errors.js'
+
+/** The protocol version every frame carries. */
+export const PROTOCOL_VERSION = 1
+
+/** Default largest frame either side accepts (length field included), bytes. */
+export const DEFAULT_MAX_FRAME_BYTES = 1 << 20
+
+/** Bytes before a frame's payload: length (4), version (1), type (1). */
+const HEADER = 6
+
+/** Message type codes (client → server below 0x80, server → client from 0x80). */
+export const MessageType = {
+  GENERATE: 0x01,
+  CANCEL: 0x02,
+  PING: 0x03,
+  HELLO: 0x81,
+  TOKENS: 0x82,
+  DONE: 0x83,
+  ERROR: 0x84,
+  PONG: 0x85,
+} as const
+
+/** Why a request ended (DONE's reason byte). */
+export const FINISH_REASONS = ['length', 'context', 'cancelled', 'shutdown'] as const
+/** `length`: maxNewTokens made; `context`: the model's maxSeqLen reached; `cancelled`; `shutdown`. */
+export type FinishReason = (typeof FINISH_REASONS)[number]
+
+/** ERROR codes. The first three close the connection after the frame. */
+export const ErrorCode = {
+  /** A frame the receiver cannot parse (bad length, version or payload). Connection closed. */
+  PROTOCOL: 1,
+  /** A length field above the receiver's maxFrameBytes. Connection closed. */
+  FRAME_TOO_LARGE: 2,
+  /** An unknown message type. Connection closed. */
+  UNKNOWN_TYPE: 3,
+  /** A GENERATE or CANCEL the server refuses (token ids, lengths, request id); the connection stays. */
+  INVALID_REQUEST: 4,
+  /** The wait queue is full; try again later. */
+  BUSY: 5,
+  /** The server is shutting down and takes no new requests. */
+  SHUTTING_DOWN: 6,
+  /** The server failed running the request. */
+  INTERNAL: 7,
+  /** The client read too slowly: its unread output passed the server's limit. Connection closed. */
+  SLOW_READER: 8,
+} as const
+export type ErrorCodeName = keyof typeof ErrorCode
+const ERROR_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, k])) as Record<number, ErrorCodeName>
+
+/** The name of ERROR code `code` (`UNKNOWN` for one this version does not define). */
+export function errorCodeName(code: number): ErrorCodeName | 'UNKNOWN' {
+  return ERROR_NAMES[code] ?? 'UNKNOWN'
+}
+
+/** Client → server: generate up to `maxNewTokens` tokens after `tokens` (request ids are the client's, ≥ 1). */
+export interface GenerateMessage {
+  type: typeof MessageType.GENERATE
+  requestId: number
+  maxNewTokens: number
+  tokens: Int32Array
+}
+/** Client → server: stop request `requestId` (answered by DONE `cancelled` unless it already ended). */
+export interface CancelMessage {
+  type: typeof MessageType.CANCEL
+  requestId: number
+}
+/** Either way: PING is answered by a PONG with the same nonce. */
+export interface PingMessage {
+  type: typeof MessageType.PING | typeof MessageType.PONG
+  nonce: bigint
+}
+/** Server → client, first frame of a connection: what the model accepts. */
+export interface HelloMessage {
+  type: typeof MessageType.HELLO
+  vocab: number
+  maxSeqLen: number
+  maxBatch: number
+  maxFrameBytes: number
+  model: string
+}
+/**
+ * Server → client: tokens of a request, in order. `sentNs` is the server's monotonic clock when the frame
+ * was written (nanoseconds; comparable with `process.hrtime.bigint()` on the same host).
+ */
+export interface TokensMessage {
+  type: typeof MessageType.TOKENS
+  requestId: number
+  sentNs: bigint
+  tokens: Int32Array
+}
+/** Server → client: the request ended after `generated` tokens; its id is free again. */
+export interface DoneMessage {
+  type: typeof MessageType.DONE
+  requestId: number
+  reason: FinishReason
+  generated: number
+}
+/** Server → client: `requestId` 0 for the connection, else that request (which has ended). */
+export interface ErrorMessage {
+  type: typeof MessageType.ERROR
+  requestId: number
+  code: number
+  message: string
+}
+
+export type ClientMessage = GenerateMessage | CancelMessage | PingMessage
+export type ServerMessage = HelloMessage | TokensMessage | DoneMessage | ErrorMessage | PingMessage
+export type Message = ClientMessage | ServerMessage
+
+/** A frame that breaks the protocol; `errorCode` is the ERROR code the receiver answers with. */
+export class FrameError extends ProtocolError {
+  /** The protocol's ERROR code for it (`ErrorCode.PROTOCOL`, `FRAME_TOO_LARGE`, `UNKNOWN_TYPE`). */
+  readonly errorCode: number
+  constructor(errorCode: number, message: string) {
+    super(message)
+    this.errorCode = errorCode
+  }
+}
+
+function frame(type: number, payload: number): Buffer {
+  const b = Buffer.allocUnsafe(HEADER + payload)
+  b.writeUInt32LE(payload + 2, 0)
+  b[4] = PROTOCOL_VERSION
+  b[5] = type
+  return b
+}
+
+function putTokens(b: Buffer, at: number, tokens: Int32Array): void {
+  if ((b.byteOffset + at) % 4 === 0) new Int32Array(b.buffer, b.byteOffset + at, tokens.length).set(tokens)
+  else for (let i = 0; i < tokens.length; i++) b.writeInt32LE(tokens[i]!, at + 4 * i)
+}
+
+/** Reads `n` i32 at `at` into a fresh array (the frame's bytes are not kept). */
+function getTokens(b: Buffer, at: number, n: number): Int32Array {
+  const out = new Int32Array(n)
+  if ((b.byteOffset + at) % 4 === 0) out.set(new Int32Array(b.buffer, b.byteOffset + at, n))
+  else for (let i = 0; i < n; i++) out[i] = b.readInt32LE(at + 4 * i)
+  return out
+}
+
+/** The frame of one message (a Buffer in Node). */
+export function encode(m: Message): Uint8Array {
+  switch (m.type) {
+    case MessageType.GENERATE: {
+      const b = frame(m.type, 8 + 4 * m.tokens.length)
+      b.writeUInt32LE(m.requestId, 6)
+      b.writeUInt32LE(m.maxNewTokens, 10)
+      putTokens(b, 14, m.tokens)
+      return b
+    }
+    case MessageType.CANCEL: {
+      const b = frame(m.type, 4)
+      b.writeUInt32LE(m.requestId, 6)
+      return b
+    }
+    case MessageType.PING:
+    case MessageType.PONG: {
+      const b = frame(m.type, 8)
+      b.writeBigUInt64LE(m.nonce, 6)
+      return b
+    }
+    case MessageType.HELLO: {
+      const name = Buffer.from(m.model, 'utf8')
+      const b = frame(m.type, 16 + name.length)
+      b.writeUInt32LE(m.vocab, 6)
+      b.writeUInt32LE(m.maxSeqLen, 10)
+      b.writeUInt32LE(m.maxBatch, 14)
+      b.writeUInt32LE(m.maxFrameBytes, 18)
+      name.copy(b, 22)
+      return b
+    }
+    case MessageType.TOKENS:
+      return encodeTokens(m.requestId, m.sentNs, m.tokens, m.tokens.length)
+    case MessageType.DONE: {
+      const b = frame(m.type, 9)
+      b.writeUInt32LE(m.requestId, 6)
+      b[10] = FINISH_REASONS.indexOf(m.reason)
+      b.writeUInt32LE(m.generated, 11)
+      return b
+    }
+    case MessageType.ERROR: {
+      const text = Buffer.from(m.message, 'utf8')
+      const b = frame(m.type, 6 + text.length)
+      b.writeUInt32LE(m.requestId, 6)
+      b.writeUInt16LE(m.code, 10)
+      text.copy(b, 12)
+      return b
+    }
+  }
+}
+
+/** A TOKENS frame of the first `n` of `tokens` (the server's per-step path: no message object). */
+export function encodeTokens(requestId: number, sentNs: bigint, tokens: Int32Array, n: number): Uint8Array {
+  const b = frame(MessageType.TOKENS, 12 + 4 * n)
+  b.writeUInt32LE(requestId, 6)
+  b.writeBigUInt64LE(sentNs, 10)
+  putTokens(b, 18, n === tokens.length ? tokens : tokens.subarray(0, n))
+  return b
+}
+
+/** Payload bytes each type has: exact, or at least `min` and then `min + k * step`. */
+const SHAPES: Record<number, { min: number; step: number }> = {
+  [MessageType.GENERATE]: { min: 8, step: 4 },
+  [MessageType.CANCEL]: { min: 4, step: 0 },
+  [MessageType.PING]: { min: 8, step: 0 },
+  [MessageType.PONG]: { min: 8, step: 0 },
+  [MessageType.HELLO]: { min: 16, step: 1 },
+  [MessageType.TOKENS]: { min: 12, step: 4 },
+  [MessageType.DONE]: { min: 9, step: 0 },
+  [MessageType.ERROR]: { min: 6, step: 1 },
+}
+
+/** Parses one frame's body (`b` from the version byte on, `len` bytes). Throws FrameError. */
+function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<number>): Message {
+  const version = b[at]!
+  if (version !== PROTOCOL_VERSION) throw new FrameError(ErrorCode.PROTOCOL, `protocol version ${version}, expected ${PROTOCOL_VERSION}`)
+  const type = b[at + 1]!
+  const shape = SHAPES[type]
+  if (shape === undefined || !accept.has(type)) throw new FrameError(ErrorCode.UNKNOWN_TYPE, `unknown message type 0x${type.toString(16).padStart(2, '0')}`)
+  const n = len - 2
+  const p = at + 2
+  if (n < shape.min || (shape.step === 0 ? n !== shape.min : (n - shape.min) % shape.step !== 0)) {
+    throw new FrameError(ErrorCode.PROTOCOL, `message type 0x${type.toString(16)} with a ${n}-byte payload`)
+  }
+  switch (type) {
+    case MessageType.GENERATE:
+      return { type, requestId: b.readUInt32LE(p), maxNewTokens: b.readUInt32LE(p + 4), tokens: getTokens(b, p + 8, (n - 8) / 4) }
+    case MessageType.CANCEL:
+      return { type, requestId: b.readUInt32LE(p) }
+    case MessageType.PING:
+    case MessageType.PONG:
+      return { type, nonce: b.readBigUInt64LE(p) }
+    case MessageType.HELLO:
+      return {
+        type,
+        vocab: b.readUInt32LE(p),
+        maxSeqLen: b.readUInt32LE(p + 4),
+        maxBatch: b.readUInt32LE(p + 8),
+        maxFrameBytes: b.readUInt32LE(p + 12),
+        model: b.toString('utf8', p + 16, p + n),
+      }
+    case MessageType.TOKENS:
+      return { type, requestId: b.readUInt32LE(p), sentNs: b.readBigUInt64LE(p + 4), tokens: getTokens(b, p + 12, (n - 12) / 4) }
+    case MessageType.DONE: {
+      const reason = FINISH_REASONS[b[p + 4]!]
+      if (reason === undefined) throw new FrameError(ErrorCode.PROTOCOL, `DONE with reason ${b[p + 4]}`)
+      return { type, requestId: b.readUInt32LE(p), reason, generated: b.readUInt32LE(p + 5) }
+    }
+    default:
+      return { type: MessageType.ERROR, requestId: b.readUInt32LE(p), code: b.readUInt16LE(p + 4), message: b.toString('utf8', p + 6, p + n) }
+  }
+}
+
+const CLIENT_TYPES: ReadonlySet<number> = new Set([MessageType.GENERATE, MessageType.CANCEL, MessageType.PING])
+const SERVER_TYPES: ReadonlySet<number> = new Set([MessageType.HELLO, MessageType.TOKENS, MessageType.DONE, MessageType.ERROR, MessageType.PONG])
+
+/**
+ * Cuts a byte stream into messages. `push` returns the messages the bytes completed; the first bad frame
+ * throws a FrameError and the decoder stays failed (the connection is to be closed). A length above
+ * `maxFrameBytes` is refused as soon as its 4 bytes arrive, so a peer cannot make it buffer more.
+ */
+export class FrameDecoder<M extends Message> {
+  readonly maxFrameBytes: number
+  readonly #accept: ReadonlySet<number>
+  #pending: Buffer | undefined
+  #failed: FrameError | undefined
+
+  private constructor(accept: ReadonlySet<number>, maxFrameBytes: number) {
+    this.#accept = accept
+    this.maxFrameBytes = maxFrameBytes
+  }
+
+  /** A decoder for what a server receives (GENERATE, CANCEL, PING). */
+  static forServer(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): FrameDecoder<ClientMessage> {
+    return new FrameDecoder<ClientMessage>(CLIENT_TYPES, maxFrameBytes)
+  }
+
+  /** A decoder for what a client receives (HELLO, TOKENS, DONE, ERROR, PONG). */
+  static forClient(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): FrameDecoder<ServerMessage> {
+    return new FrameDecoder<ServerMessage>(SERVER_TYPES, maxFrameBytes)
+  }
+
+  /** Bytes held of an incomplete frame. */
+  get buffered(): number {
+    return this.#pending?.length ?? 0
+  }
+
+  /** The messages `chunk` completes, in order. Throws FrameError on the first bad frame. */
+  push(chunk: Uint8Array): M[] {
+    if (this.#failed !== undefined) throw this.#failed
+    const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const b = this.#pending === undefined ? c : Buffer.concat([this.#pending, c])
+    this.#pending = undefined
+    const out: M[] = []
+    let at = 0
+    try {
+      while (b.length - at >= 4) {
+        const len = b.readUInt32LE(at)
+        if (len + 4 > this.maxFrameBytes) throw new FrameError(ErrorCode.FRAME_TOO_LARGE, `a ${len + 4}-byte frame, more than the ${this.maxFrameBytes}-byte limit`)
+        if (len < 2) throw new FrameError(ErrorCode.PROTOCOL, `frame length ${len}, expected at least 2`)
+        if (b.length - at - 4 < len) break
+        out.push(decodeBody(b, at + 4, len, this.#accept) as M)
+        at += 4 + len
+      }
+    } catch (e) {
+      if (e instanceof FrameError) this.#failed = e
+      throw e
+    }
+    if (at < b.length) this.#pending = Buffer.from(b.subarray(at))
+    return out
+  }
+}
