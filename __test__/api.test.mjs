@@ -1,7 +1,7 @@
 // CPU tests: argument validation, error types and the no-driver path. They run everywhere (CI has no GPU).
 import test from 'ava'
-import * as api from '../dist/index.js'
 import { mapError } from '../dist/cuda/native.js'
+import * as api from '../dist/index.js'
 import { gpu } from './helpers.mjs'
 
 const { ArgumentError, CaptureError, CompileError, CudaError, CudaGraphError, CudaUnavailableError, Device, DisposedError, InUseError } = api
@@ -28,7 +28,7 @@ test('the package root exports the API and the error classes', (t) => {
   for (const name of ['DecoderModel', 'GeneratorServer', 'Client', 'lineChartSvg', 'Progress', 'writeSafetensors']) t.false(exported.includes(name), name)
 })
 
-test('the binding\'s mailbox layout is what the TypeScript side writes by', async (t) => {
+test("the binding's mailbox layout is what the TypeScript side writes by", async (t) => {
   // Loading the binding needs no GPU (CUDA is loaded on first use), only the addon.
   const { binding } = await import('../dist/cuda/native.js')
   const { LAYOUT, MAILBOX } = await import('../dist/cuda/mailbox.js')
@@ -41,7 +41,9 @@ test('the binding\'s mailbox layout is what the TypeScript side writes by', asyn
 test('native error codes become typed errors in one place', (t) => {
   // The binding sends each error's fields as JSON in `code` (src/error.rs); nothing is parsed out of the message.
   const raw = (fields, message) => Object.assign(new Error(message), { code: JSON.stringify(fields) })
-  const cuda = mapError(raw({ code: 'CUDA_ERROR', call: 'cuLaunchKernel', cudaName: 'CUDA_ERROR_INVALID_VALUE', cudaCode: '1' }, 'cuLaunchKernel failed: invalid argument'))
+  const cuda = mapError(
+    raw({ code: 'CUDA_ERROR', call: 'cuLaunchKernel', cudaName: 'CUDA_ERROR_INVALID_VALUE', cudaCode: '1' }, 'cuLaunchKernel failed: invalid argument'),
+  )
   t.true(cuda instanceof CudaError)
   t.is(cuda.cudaName, 'CUDA_ERROR_INVALID_VALUE')
   t.is(cuda.cudaCode, 1)
@@ -51,7 +53,12 @@ test('native error codes become typed errors in one place', (t) => {
   t.true(comp instanceof CompileError)
   t.is(comp.log, 'line 1: error')
   t.is(comp.module, 'm')
-  const arg = mapError(raw({ code: 'ARGUMENT_ERROR', argument: 'args[2]', expected: 'a buffer (ptr)', got: 'a number' }, "argument 'args[2]': expected a buffer (ptr), got a number"))
+  const arg = mapError(
+    raw(
+      { code: 'ARGUMENT_ERROR', argument: 'args[2]', expected: 'a buffer (ptr)', got: 'a number' },
+      "argument 'args[2]': expected a buffer (ptr), got a number",
+    ),
+  )
   t.is(arg.argument, 'args[2]')
   t.is(arg.expected, 'a buffer (ptr)')
   t.true(mapError(Object.assign(new Error('Value is none of these types'), { code: 'InvalidArg' })) instanceof ArgumentError)

@@ -1,9 +1,10 @@
 // The `cudagraph` command's conventions (CPU): --version, per-command --help, one-line usage errors that
 // name the flag and what is allowed, "did you mean", strict numbers, and the documented exit codes
 // (0 done, 1 runtime failure or no GPU, 2 usage error).
-import test from 'ava'
+
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import test from 'ava'
 import { parseBenchFlags, parseClientFlags, parseServeFlags } from '../dist/cli/main.js'
 
 const bin = new URL('../bin/cudagraph.js', import.meta.url).pathname
@@ -28,7 +29,11 @@ test('bench flags: defaults, and each bad flag names itself, what it got and wha
 
 test('numbers are strict: empty, blank, fractional, signed-out-of-range and gapped lists are refused, never read as 0', (t) => {
   for (const bad of ['', ' ', '1.5', '1e3', '0x10', '12abc', '65536']) {
-    t.throws(() => parseServeFlags(['--socket', '/tmp/s', '--metrics-port', bad]), { message: /--metrics-port: expected an integer in 0\.\.65535/ }, JSON.stringify(bad))
+    t.throws(
+      () => parseServeFlags(['--socket', '/tmp/s', '--metrics-port', bad]),
+      { message: /--metrics-port: expected an integer in 0\.\.65535/ },
+      JSON.stringify(bad),
+    )
   }
   t.throws(() => parseServeFlags(['--socket', '/tmp/s', '--metrics-port=-1']), { message: /--metrics-port: expected an integer in 0\.\.65535, got '-1'/ })
   t.is(parseServeFlags(['--socket', '/tmp/s', '--metrics-port', '0']).metricsPort, 0)
@@ -54,7 +59,10 @@ test('the command: --version, help per command, usage errors in one line with wh
 
   const bad = run('bnech')
   t.is(bad.status, 2)
-  t.deepEqual(bad.stderr.trim().split('\n'), ["cudagraph: unknown command 'bnech'; did you mean 'bench'? (commands: info, bench, serve, client)", "run 'cudagraph --help'"])
+  t.deepEqual(bad.stderr.trim().split('\n'), [
+    "cudagraph: unknown command 'bnech'; did you mean 'bench'? (commands: info, bench, serve, client)",
+    "run 'cudagraph --help'",
+  ])
   const flag = run('bench', '--tokenz', '3')
   t.is(flag.status, 2)
   const lines = flag.stderr.trim().split('\n')

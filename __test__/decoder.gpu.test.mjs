@@ -59,7 +59,9 @@ test('tiny decoder matches the float64 CPU reference (prefill and decode logits,
     if (next === r.next[0]) agree++
     tok = next
   }
-  t.log(`logits rel err vs float64: max ${Math.max(...errs).toExponential(2)} over ${errs.length} steps; greedy tokens ${agree}/7 equal; logits rms ${spread.toFixed(2)}`)
+  t.log(
+    `logits rel err vs float64: max ${Math.max(...errs).toExponential(2)} over ${errs.length} steps; greedy tokens ${agree}/7 equal; logits rms ${spread.toFixed(2)}`,
+  )
   t.true(Math.max(...errs) < 1e-2, `rel err ${Math.max(...errs)}`)
   t.is(agree, 7)
 })
@@ -125,10 +127,14 @@ test('the PyTorch peer on the same weights (safetensors) gives our greedy tokens
   model.save(join(dir, 'm.safetensors'))
   const sequence = [...p, ...gen.subarray(0, -1)]
   writeFileSync(join(dir, 'req.json'), JSON.stringify({ batchSizes: [1], context: 8, reps: 10, sequence, promptLen: p.length }))
-  const r = spawnSync('python3', [new URL('../peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], { encoding: 'utf8' })
+  const r = spawnSync('python3', [new URL('../peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], {
+    encoding: 'utf8',
+  })
   t.is(r.status, 0, r.stderr)
   const peer = JSON.parse(r.stdout.trim().split('\n').pop())
   const theirs = gen.map((_, i) => peer.greedy[p.length - 1 + i])
-  t.log(`PyTorch ${peer.torch}: ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`)
+  t.log(
+    `PyTorch ${peer.torch}: ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`,
+  )
   t.deepEqual([...theirs], [...gen])
 })

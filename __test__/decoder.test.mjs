@@ -1,11 +1,11 @@
 // CPU tests of the decoder workload and the CLI: configs, the float64 reference's own consistency,
 // safetensors, f16 rounding, flag parsing and the no-GPU message.
-import test from 'ava'
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs'
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { spawnSync } from 'node:child_process'
-import { ArgumentError, GraphConfig, fromHalf, roundHalf, toHalf } from '../dist/index.js'
+import test from 'ava'
+import { ArgumentError, fromHalf, GraphConfig, roundHalf, toHalf } from '../dist/index.js'
 import { DecoderReference, MODEL_PRESETS, modelConfig, parameterCount, writeSafetensors } from '../dist/model/index.js'
 import { rng } from './helpers.mjs'
 
@@ -45,7 +45,12 @@ function reference(seed) {
       [`layers.${l}.down`]: [c.ffn, c.hidden],
     })
   }
-  const w = new Map(Object.entries(shapes).map(([k, s]) => [k, Uint16Array.from({ length: s.reduce((a, b) => a * b) }, () => toHalf(k.endsWith('norm') ? 1 + (r() - 0.5) * 0.2 : (r() * 2 - 1) * 0.3))]))
+  const w = new Map(
+    Object.entries(shapes).map(([k, s]) => [
+      k,
+      Uint16Array.from({ length: s.reduce((a, b) => a * b) }, () => toHalf(k.endsWith('norm') ? 1 + (r() - 0.5) * 0.2 : (r() * 2 - 1) * 0.3)),
+    ]),
+  )
   return { c, w }
 }
 
@@ -58,7 +63,10 @@ test('reference: a prefill gives the logits of token-by-token decoding (causal a
   toks.forEach((tok, i) => {
     const r = b.forward([tok], [i], [5], [0])
     const row = a.logits.subarray(i * c.vocab, (i + 1) * c.vocab)
-    t.true(r.logits.every((v, j) => Math.abs(v - row[j]) < 1e-9), `position ${i}`)
+    t.true(
+      r.logits.every((v, j) => Math.abs(v - row[j]) < 1e-9),
+      `position ${i}`,
+    )
     t.is(r.next[0], a.next[i])
   })
   // Order matters (rotary positions, causal attention): the same tokens reversed end in other logits.
@@ -72,10 +80,14 @@ test('safetensors: header, offsets, alignment and data as the format says', (t) 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const a = Uint16Array.from([1, 2, 3, 4, 5, 6])
   const b = Float32Array.from([1.5, -2])
-  writeSafetensors(join(dir, 'x.safetensors'), [
-    { name: 'a', dtype: 'F16', shape: [2, 3], data: () => a },
-    { name: 'b', dtype: 'F32', shape: [2], data: () => b },
-  ], { k: 'v' })
+  writeSafetensors(
+    join(dir, 'x.safetensors'),
+    [
+      { name: 'a', dtype: 'F16', shape: [2, 3], data: () => a },
+      { name: 'b', dtype: 'F32', shape: [2], data: () => b },
+    ],
+    { k: 'v' },
+  )
   const f = readFileSync(join(dir, 'x.safetensors'))
   const n = Number(f.readBigUInt64LE(0))
   t.is((8 + n) % 8, 0)
@@ -86,7 +98,9 @@ test('safetensors: header, offsets, alignment and data as the format says', (t) 
   const data = f.subarray(8 + n)
   t.deepEqual(new Uint16Array(data.buffer.slice(data.byteOffset, data.byteOffset + 12)), a)
   t.deepEqual(new Float32Array(data.buffer.slice(data.byteOffset + 12, data.byteOffset + 20)), b)
-  t.throws(() => writeSafetensors(join(dir, 'y'), [{ name: 'a', dtype: 'F16', shape: [4], data: () => a }]), { message: /entries.a': expected 8 bytes of data for its shape, got '12 bytes'/ })
+  t.throws(() => writeSafetensors(join(dir, 'y'), [{ name: 'a', dtype: 'F16', shape: [4], data: () => a }]), {
+    message: /entries.a': expected 8 bytes of data for its shape, got '12 bytes'/,
+  })
 })
 
 test('a step smaller than the largest capture size gets only the sizes that fit', (t) => {
@@ -96,4 +110,3 @@ test('a step smaller than the largest capture size gets only the sizes that fit'
   t.is(c.cappedTo(20).paddedSize(17), 17)
   t.is(GraphConfig.from({ mode: 'FULL', captureSizes: [8, 16] }).cappedTo(4).mode, 'NONE')
 })
-

@@ -1,18 +1,7 @@
 // GPU behaviour on a real device: capture/replay, GEMM, failure paths, exec update, memory accounting.
 // Skips with a printed reason when no driver is found (CI); on the device machine every test must run.
 import { ArgumentError, CaptureError, CompileError, CudaError, Device, DisposedError, InUseError } from '../dist/index.js'
-import {
-  KERNELS,
-  axpbRef,
-  bf16ToNumber,
-  gemmRef,
-  gpuTest,
-  halfToNumber,
-  numberToBf16,
-  numberToHalf,
-  randomF32,
-  relError,
-} from './helpers.mjs'
+import { axpbRef, bf16ToNumber, gemmRef, gpuTest, halfToNumber, KERNELS, numberToBf16, numberToHalf, randomF32, relError } from './helpers.mjs'
 
 const test = gpuTest()
 const MiB = 1 << 20
@@ -44,7 +33,9 @@ test('device info comes from the driver', (t) => {
   t.true(dev.multiprocessors > 0)
   const m = dev.memoryInfo()
   t.true(m.total > m.free && m.free > 0)
-  t.log(`${dev.name}, sm_${dev.computeCapability.join('')}, ${dev.multiprocessors} SMs, ${(m.total / 2 ** 30).toFixed(1)} GiB, driver ${Device.driverVersion()}, module target ${setup().mod.target}`)
+  t.log(
+    `${dev.name}, sm_${dev.computeCapability.join('')}, ${dev.multiprocessors} SMs, ${(m.total / 2 ** 30).toFixed(1)} GiB, driver ${Device.driverVersion()}, module target ${setup().mod.target}`,
+  )
 })
 
 test('every dtype round-trips through upload/download, views share memory', (t) => {
@@ -134,7 +125,12 @@ test('GEMM matches a float64 CPU reference (f32 < 1e-5, f16/bf16 < 1e-2), with t
   const a = randomF32(m * k, 10)
   const b = randomF32(k * n, 11)
   const c0 = randomF32(m * n, 12)
-  for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]]) {
+  for (const [transA, transB] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ]) {
     const C = dev.upload(c0)
     s.gemm({ a: dev.upload(a), b: dev.upload(b), c: C, m, n, k, transA, transB, alpha: 0.75, beta: 0.5 })
     const ref = gemmRef({ a, b, c: c0, m, n, k, transA, transB, alpha: 0.75, beta: 0.5 })
@@ -148,7 +144,10 @@ test('GEMM matches a float64 CPU reference (f32 < 1e-5, f16/bf16 < 1e-2), with t
     s.gemm({ a: dev.upload(a), b: dev.upload(b), c: C, m, n, k, layout: 'col' })
     t.true(relError(C.download(), gemmRef({ a: b, b: a, m: n, n: m, k })) < 1e-5)
   }
-  for (const [dtype, enc, dec] of [['f16', numberToHalf, halfToNumber], ['bf16', numberToBf16, bf16ToNumber]]) {
+  for (const [dtype, enc, dec] of [
+    ['f16', numberToHalf, halfToNumber],
+    ['bf16', numberToBf16, bf16ToNumber],
+  ]) {
     const ah = Uint16Array.from(a, enc)
     const bh = Uint16Array.from(b, enc)
     const aq = Float64Array.from(ah, dec)
@@ -212,7 +211,9 @@ test('GEMM with a fused bias and relu/gelu (cuBLASLt epilogue) matches a float64
     const ah = Uint16Array.from(a, numberToHalf)
     const bh = Uint16Array.from(b, numberToHalf)
     const biasH = Uint16Array.from(bias, numberToHalf)
-    const ref = gemmRef({ a: Float64Array.from(ah, halfToNumber), b: Float64Array.from(bh, halfToNumber), m, n, k }).map((v, i) => Math.max(0, v + halfToNumber(biasH[i % n])))
+    const ref = gemmRef({ a: Float64Array.from(ah, halfToNumber), b: Float64Array.from(bh, halfToNumber), m, n, k }).map((v, i) =>
+      Math.max(0, v + halfToNumber(biasH[i % n])),
+    )
     const C = dev.alloc('f16', m * n)
     s.gemm({ a: dev.upload(ah, 'f16'), b: dev.upload(bh, 'f16'), c: C, m, n, k, bias: dev.upload(biasH, 'f16'), activation: 'relu' })
     const err = relError(Float64Array.from(C.download(), halfToNumber), ref)
@@ -250,7 +251,12 @@ test('GEMM with a fused bias and relu/gelu (cuBLASLt epilogue) matches a float64
   t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, activation: 'tanh' }), { instanceOf: ArgumentError, message: /'activation'/ })
   t.throws(() => s.gemm({ a: A, b: B, c: C, m, n, k, bias: bias }), { instanceOf: ArgumentError, message: /'bias'/ })
   s.gemm({ a: A, b: B, c: C, m, n, k, bias: Bias, activation: 'relu' })
-  t.true(relError(C.download(), gemmRef({ a, b, m, n, k }).map((v, i) => Math.max(0, v + bias[i % n]))) < 1e-5)
+  t.true(
+    relError(
+      C.download(),
+      gemmRef({ a, b, m, n, k }).map((v, i) => Math.max(0, v + bias[i % n])),
+    ) < 1e-5,
+  )
 })
 
 test('a failed capture leaves the stream usable and reports the cause', (t) => {
@@ -259,11 +265,25 @@ test('a failed capture leaves the stream usable and reports the cause', (t) => {
   const x = dev.upload(randomF32(N, 20))
   const free0 = dev.memoryInfo().free
   // 1. the callback throws
-  const e1 = t.throws(() => s.capture(() => { s.launch(axpb, cfg, [x, N, 1, 1]); throw new RangeError('boom') }), { instanceOf: CaptureError })
+  const e1 = t.throws(
+    () =>
+      s.capture(() => {
+        s.launch(axpb, cfg, [x, N, 1, 1])
+        throw new RangeError('boom')
+      }),
+    { instanceOf: CaptureError },
+  )
   t.true(e1.cause instanceof RangeError)
   t.false(s.capturing)
   // 2. an operation not allowed in capture (a synchronous download synchronises the context)
-  const e2 = t.throws(() => s.capture(() => { s.launch(axpb, cfg, [x, N, 1, 1]); x.download() }), { instanceOf: CaptureError })
+  const e2 = t.throws(
+    () =>
+      s.capture(() => {
+        s.launch(axpb, cfg, [x, N, 1, 1])
+        x.download()
+      }),
+    { instanceOf: CaptureError },
+  )
   t.true(e2.cause instanceof CudaError, String(e2.cause))
   t.log(`cause: ${e2.cause.message}`)
   // 3. stream synchronize inside capture
@@ -306,10 +326,13 @@ test('exec update works for changed pointers and scalars, and reports a changed 
   t.deepEqual(y.download(), axpbRef(yBefore, 10, 1.5, 0.25))
   t.deepEqual(x.download(), xBefore, 'the old pointer is no longer written')
   // topology change: another kernel, and more nodes
-  const src = s.capture(() => {
-    s.launch(addInto, cfg, [x, y, N])
-    chain(x, 0.5)()
-  }, { instantiate: false })
+  const src = s.capture(
+    () => {
+      s.launch(addInto, cfg, [x, y, N])
+      chain(x, 0.5)()
+    },
+    { instantiate: false },
+  )
   const r2 = g.update(src)
   t.false(r2.updatedInPlace)
   t.regex(r2.reason ?? '', /TOPOLOGY|NODE_TYPE|FAILURE|CHANGED/)
@@ -357,7 +380,10 @@ test('launch arguments are checked against the declared signature', (t) => {
   const big = dev.upload(v)
   s.launch(scaleI64, { grid: 1, block: 256 }, [big, 3_000_000_000n, 256])
   s.synchronize()
-  t.deepEqual(big.download(), v.map((e) => e * 3_000_000_000n))
+  t.deepEqual(
+    big.download(),
+    v.map((e) => e * 3_000_000_000n),
+  )
   t.throws(() => dev.compile('extern "C" __global__ void k() { undefined_thing; }', { name: 'broken' }), {
     instanceOf: CompileError,
     message: /broken/,
@@ -415,7 +441,12 @@ test('graph-memory attributes rise with a graph that allocates inside capture an
   t.true(up.reservedCurrent >= base.reservedCurrent + 4 * n)
   t.true(up.usedCurrent >= base.usedCurrent + 4 * n)
   t.true(g.memory().graphReservedDelta >= 4 * n)
-  t.true(x.download().subarray(0, 1000).every((v) => v === 3))
+  t.true(
+    x
+      .download()
+      .subarray(0, 1000)
+      .every((v) => v === 3),
+  )
   g.dispose()
   dev.trimGraphMemory()
   const down = dev.graphMemory()
@@ -425,7 +456,13 @@ test('graph-memory attributes rise with a graph that allocates inside capture an
   t.is(unmeasured.memory(), undefined)
   unmeasured.dispose()
   // an allocation not freed inside its capture is refused, and the stream stays usable
-  t.throws(() => s.capture(() => { s.allocAsync('f32', 1024) }), { instanceOf: CaptureError, message: /not freed/ })
+  t.throws(
+    () =>
+      s.capture(() => {
+        s.allocAsync('f32', 1024)
+      }),
+    { instanceOf: CaptureError, message: /not freed/ },
+  )
   s.fill(x, 0)
   s.synchronize()
 })

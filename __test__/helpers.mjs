@@ -2,6 +2,7 @@
 import test from 'ava'
 import { Device } from '../dist/index.js'
 import { seededRandom } from '../dist/util/random.js'
+
 export { KERNELS } from '../peers/kernels.mjs'
 
 /** Whether a CUDA device is usable; GPU tests skip with this reason when not. */

@@ -202,7 +202,9 @@ test('graph output equals eager bit for bit over the ladder and padded sizes, an
     for (let i = 0; i < want.length; i++) maxErr = Math.max(maxErr, Math.abs(r.gh[i] - want[i]))
     t.true(maxErr < 2e-4, `max |graph - CPU| ${maxErr}`)
     t.true(new Set(r.gn).size > 3, 'argmax is not constant')
-    t.log(`gemm=${gemm}: ${w.captured} graphs in ${(w.seconds * 1000).toFixed(0)} ms, ${checked} sizes equal bit for bit, max err vs CPU ${maxErr.toExponential(2)}, replay p50 ${st.replayUs.p50.toFixed(1)} µs p99 ${st.replayUs.p99.toFixed(1)} µs`)
+    t.log(
+      `gemm=${gemm}: ${w.captured} graphs in ${(w.seconds * 1000).toFixed(0)} ms, ${checked} sizes equal bit for bit, max err vs CPU ${maxErr.toExponential(2)}, replay p50 ${st.replayUs.p50.toFixed(1)} µs p99 ${st.replayUs.p99.toFixed(1)} µs`,
+    )
     mgr.dispose()
     eager.dispose()
   }
@@ -271,19 +273,25 @@ test('the whole ladder adds at most 1.2x the device memory of its largest graph 
   t.true(l.bytes <= 1.2 * a.bytes, `ladder ${l.bytes / MiB} MiB vs alone ${a.bytes / MiB} MiB`)
   const out = step.run({ x: Int32Array.from({ length: 300 }, (_, i) => i * 3) }, { numTokens: 300 }).y.download()
   t.deepEqual(Array.from(out.slice(0, 4)), [4, 7, 10, 13])
-  t.log(`largest (512 tokens, 64 MiB scratch) alone: ${(a.bytes / MiB).toFixed(1)} MiB; ladder of ${l.captured}: ${(l.bytes / MiB).toFixed(1)} MiB (${(l.bytes / a.bytes).toFixed(3)}x) in ${l.seconds.toFixed(2)} s`)
+  t.log(
+    `largest (512 tokens, 64 MiB scratch) alone: ${(a.bytes / MiB).toFixed(1)} MiB; ladder of ${l.captured}: ${(l.bytes / MiB).toFixed(1)} MiB (${(l.bytes / a.bytes).toFixed(3)}x) in ${l.seconds.toFixed(2)} s`,
+  )
   ladder.dispose()
   dev.trimGraphMemory()
 })
 
-test('eviction under a budget frees the pool memory it says; the accounting equals the driver\'s pool', (t) => {
+test("eviction under a budget frees the pool memory it says; the accounting equals the driver's pool", (t) => {
   const { dev, stream } = setup()
   dev.synchronize()
   dev.trimGraphMemory()
   const pool = () => dev.graphMemory().reservedCurrent
   const pool0 = pool()
   const budget = 192 * MiB
-  const mgr = new GraphManager(dev, { stream, captureOnMiss: true, config: { mode: 'FULL', captureSizes: [64, 128, 256, 512], maxGraphs: 2, maxMemoryBytes: budget, numWarmups: 0 } })
+  const mgr = new GraphManager(dev, {
+    stream,
+    captureOnMiss: true,
+    config: { mode: 'FULL', captureSizes: [64, 128, 256, 512], maxGraphs: 2, maxMemoryBytes: budget, numWarmups: 0 },
+  })
   // 64 Ki floats of scratch per token: 16, 32, 64 and 128 MiB for the four sizes.
   const step = mgr.wrap(scratchSpec(65536))
   const trace = []
@@ -304,7 +312,9 @@ test('eviction under a budget frees the pool memory it says; the accounting equa
   mgr.evictAll()
   t.is(pool(), pool0, 'evictAll trims the pool back to where it was')
   t.is(mgr.stats().freedBytes - st.freedBytes, before, 'the last evictions freed what they accounted for')
-  t.log(`maxGraphs 2, budget 192 MiB: ${st.captures} captures, ${st.evictions} evictions, pool freed ${(st.freedBytes / MiB).toFixed(0)} MiB; ${trace.join('; ')}`)
+  t.log(
+    `maxGraphs 2, budget 192 MiB: ${st.captures} captures, ${st.evictions} evictions, pool freed ${(st.freedBytes / MiB).toFixed(0)} MiB; ${trace.join('; ')}`,
+  )
   mgr.dispose()
 })
 
@@ -366,7 +376,12 @@ test('out of memory during capture evicts, retries once, then runs eagerly; a bu
   dev.trimGraphMemory()
   // 1. A budget smaller than the graph: eager with a logged reason, nothing held.
   const logs = []
-  const small = new GraphManager(dev, { stream, captureOnMiss: true, log: (m) => logs.push(m), config: { mode: 'FULL', captureSizes: [512], maxMemoryBytes: 16 * MiB } })
+  const small = new GraphManager(dev, {
+    stream,
+    captureOnMiss: true,
+    log: (m) => logs.push(m),
+    config: { mode: 'FULL', captureSizes: [512], maxMemoryBytes: 16 * MiB },
+  })
   const s1 = small.wrap(scratchSpec(16384))
   const x = Int32Array.from({ length: 512 }, (_, i) => i)
   dev.synchronize()
@@ -385,7 +400,12 @@ test('out of memory during capture evicts, retries once, then runs eagerly; a bu
   // 2. Real out-of-memory: fill the device so the 512-token graph cannot get its 1 GiB of scratch.
   logs.length = 0
   const mem = () => `free ${(dev.memoryInfo().free / MiB).toFixed(0)} MiB, pool ${(dev.graphMemory().reservedCurrent / MiB).toFixed(0)} MiB`
-  const mgr = new GraphManager(dev, { stream, captureOnMiss: true, log: (m) => logs.push(`${m} (${mem()})`), config: { mode: 'FULL', captureSizes: [512], numWarmups: 0 } })
+  const mgr = new GraphManager(dev, {
+    stream,
+    captureOnMiss: true,
+    log: (m) => logs.push(`${m} (${mem()})`),
+    config: { mode: 'FULL', captureSizes: [512], numWarmups: 0 },
+  })
   const step = mgr.wrap(scratchSpec(524288))
   const ballast = []
   try {

@@ -1,7 +1,20 @@
 // The graph manager's parts that need no GPU: tensor specs, stats, progress, registry resizing, capture
 // order, out-of-memory detection and the typed errors. The GPU behaviour is in manager.gpu.test.mjs.
 import test from 'ava'
-import { ArgumentError, CaptureError, CudaError, Dispatcher, GraphConfig, GraphManager, GraphRegistry, InputAddressError, ManagerStats, isOutOfMemory, parseTensorSpec, parseTensorSpecs } from '../dist/index.js'
+import {
+  ArgumentError,
+  CaptureError,
+  CudaError,
+  Dispatcher,
+  GraphConfig,
+  GraphManager,
+  GraphRegistry,
+  InputAddressError,
+  isOutOfMemory,
+  ManagerStats,
+  parseTensorSpec,
+  parseTensorSpecs,
+} from '../dist/index.js'
 import { Progress, progressLine } from '../dist/manager/progress.js'
 
 test('tensor specs: tuple and object forms, defaults, and errors that name the field', (t) => {
@@ -47,14 +60,26 @@ test('stats: p50/p99 over the window, counters in toJSON', (t) => {
 
 test('progress: a bar redrawn in place on a TTY, only the summary line elsewhere', (t) => {
   t.is(progressLine(3, 12, 'FULL 64 tokens', 12), '[###.........] 3/12 FULL 64 tokens')
-  const tty = { out: '', isTTY: true, columns: 60, write(s) { this.out += s } }
+  const tty = {
+    out: '',
+    isTTY: true,
+    columns: 60,
+    write(s) {
+      this.out += s
+    },
+  }
   const p = new Progress('warming up', 2, { enabled: true, sink: tty })
   p.tick('a')
   p.tick('b')
   p.finish('done: 2 graphs')
   t.regex(tty.out, /^\rwarming up \[#{12}\.{12}\] 1\/2 a/)
   t.true(tty.out.endsWith('\r\u001b[2Kdone: 2 graphs\n'))
-  const pipe = { out: '', write(s) { this.out += s } }
+  const pipe = {
+    out: '',
+    write(s) {
+      this.out += s
+    },
+  }
   const q = new Progress('warming up', 2, { sink: pipe })
   q.tick('a')
   q.finish('summary')
@@ -67,11 +92,24 @@ test('registry.resize re-declares bytes and evicts others (never the resized one
   r.put('a', 1, 30)
   r.put('b', 2, 30)
   r.put('c', 3, 30)
-  t.deepEqual(r.resize('c', 60).map((e) => e.key), ['a'])
+  t.deepEqual(
+    r.resize('c', 60).map((e) => e.key),
+    ['a'],
+  )
   t.deepEqual(gone, ['a'])
   t.is(r.bytes, 90)
-  t.deepEqual(r.entries().map((e) => [e.key, e.bytes]), [['b', 30], ['c', 60]])
-  t.deepEqual(r.resize('b', 200).map((e) => e.key), ['c'], 'over budget alone: everything else goes')
+  t.deepEqual(
+    r.entries().map((e) => [e.key, e.bytes]),
+    [
+      ['b', 30],
+      ['c', 60],
+    ],
+  )
+  t.deepEqual(
+    r.resize('b', 200).map((e) => e.key),
+    ['c'],
+    'over budget alone: everything else goes',
+  )
   t.is(r.bytes, 200)
   t.throws(() => r.resize('zz', 1), { instanceOf: ArgumentError })
   t.throws(() => r.resize('b', -1), { instanceOf: ArgumentError })
@@ -82,10 +120,25 @@ test('capture targets: every key once, largest first, the same objects dispatch 
   d.initializeKeys()
   const targets = d.captureTargets()
   t.is(targets.length, 8, '4 PIECEWISE + 4 FULL decode keys')
-  t.deepEqual(targets.map((r) => r.descriptor.numTokens), [8, 8, 4, 4, 2, 2, 1, 1])
-  t.is(d.dispatch(3, { uniformDecode: true }), targets.find((r) => r.mode === 'FULL' && r.descriptor.numTokens === 4))
-  t.is(d.dispatch(3), targets.find((r) => r.mode === 'PIECEWISE' && r.descriptor.numTokens === 4))
-  t.deepEqual(d.captureDescriptors().map((g) => [g.mode, g.descriptors.length]), [['PIECEWISE', 4], ['FULL', 4]])
+  t.deepEqual(
+    targets.map((r) => r.descriptor.numTokens),
+    [8, 8, 4, 4, 2, 2, 1, 1],
+  )
+  t.is(
+    d.dispatch(3, { uniformDecode: true }),
+    targets.find((r) => r.mode === 'FULL' && r.descriptor.numTokens === 4),
+  )
+  t.is(
+    d.dispatch(3),
+    targets.find((r) => r.mode === 'PIECEWISE' && r.descriptor.numTokens === 4),
+  )
+  t.deepEqual(
+    d.captureDescriptors().map((g) => [g.mode, g.descriptors.length]),
+    [
+      ['PIECEWISE', 4],
+      ['FULL', 4],
+    ],
+  )
 })
 
 test('out-of-memory detection looks through causes; typed errors carry their fields', (t) => {

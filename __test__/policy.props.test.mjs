@@ -2,7 +2,7 @@
 // and the registry against a reference model.
 import test from 'ava'
 import fc from 'fast-check'
-import { ConfigError, GraphConfig, GraphRegistry, describeBatch, descriptorFromKey, descriptorKey } from '../dist/index.js'
+import { ConfigError, describeBatch, descriptorFromKey, descriptorKey, GraphConfig, GraphRegistry } from '../dist/index.js'
 
 const RUNS = { numRuns: 300 }
 
@@ -164,7 +164,7 @@ test('the registry never exceeds its budgets and evicts in LRU order (against a 
           if (JSON.stringify(evicted) !== JSON.stringify(expect)) return false
         } else if (s.op === 'get') {
           const i = model.findIndex(([k]) => k === s.key)
-          if ((r.get(s.key) === undefined) !== (i < 0)) return false
+          if ((r.get(s.key) === undefined) !== i < 0) return false
           if (i >= 0) model.push(...model.splice(i, 1))
         } else {
           const i = model.findIndex(([k]) => k === s.key)

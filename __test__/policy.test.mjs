@@ -1,7 +1,37 @@
 // The policy layer (no GPU): descriptors and keys, graph modes, config and capture sizes, padding,
 // dispatcher, policies, stats and the registry. Table-driven; property tests are in policy.props.test.mjs.
 import test from 'ava'
-import { AdaptivePolicy, ArgumentError, CapacityError, CompositeDispatcher, ConfigError, DefaultPolicy, Dispatcher, GraphConfig, GraphMode, GraphRegistry, StableShapePolicy, StreamDispatcher, decodeMode, defaultCaptureSizes, describeBatch, descriptorFromKey, descriptorKey, findClosestSize, graphModeName, hasFullGraphs, hasMode, hasPiecewiseGraphs, maxMode, mixedMode, padForGraph, parseGraphMode, relaxForMixed, separateRoutine, warmupSizes } from '../dist/index.js'
+import {
+  AdaptivePolicy,
+  ArgumentError,
+  CapacityError,
+  CompositeDispatcher,
+  ConfigError,
+  DefaultPolicy,
+  Dispatcher,
+  decodeMode,
+  defaultCaptureSizes,
+  describeBatch,
+  descriptorFromKey,
+  descriptorKey,
+  findClosestSize,
+  GraphConfig,
+  GraphMode,
+  GraphRegistry,
+  graphModeName,
+  hasFullGraphs,
+  hasMode,
+  hasPiecewiseGraphs,
+  maxMode,
+  mixedMode,
+  padForGraph,
+  parseGraphMode,
+  relaxForMixed,
+  StableShapePolicy,
+  StreamDispatcher,
+  separateRoutine,
+  warmupSizes,
+} from '../dist/index.js'
 
 test('descriptors get defaults, relax for mixed batches, and key injectively', (t) => {
   const d = describeBatch({ numTokens: 16, numReqs: 16, uniform: true, hasLora: true, numActiveLoras: 2 })
@@ -43,7 +73,10 @@ test('bad descriptor fields are ArgumentErrors naming the field', (t) => {
     const e = t.throws(() => describeBatch(init), { instanceOf: ArgumentError })
     t.is(e.argument, field)
   }
-  t.throws(() => descriptorKey({ numTokens: 3.5, numReqs: undefined, uniform: false, hasLora: false, numActiveLoras: 0, hasMultimodal: false }), { instanceOf: ArgumentError, message: /numTokens/ })
+  t.throws(() => descriptorKey({ numTokens: 3.5, numReqs: undefined, uniform: false, hasLora: false, numActiveLoras: 0, hasMultimodal: false }), {
+    instanceOf: ArgumentError,
+    message: /numTokens/,
+  })
 })
 
 test('graph modes: decode and mixed routines, and names', (t) => {
@@ -144,16 +177,32 @@ test('config round-trips through JSON; disabled never uses graphs', (t) => {
 
 test('padding: exact sizes map to themselves, others up, 0 to 0, above the max not at all', (t) => {
   const c = GraphConfig.from({ captureSizes: [1, 2, 4, 8, 16] })
-  const table = [[0, 0], [1, 1], [3, 4], [4, 4], [5, 8], [9, 16], [16, 16], [17, 17], [1000, 1000]]
+  const table = [
+    [0, 0],
+    [1, 1],
+    [3, 4],
+    [4, 4],
+    [5, 8],
+    [9, 16],
+    [16, 16],
+    [17, 17],
+    [1000, 1000],
+  ]
   for (const [n, p] of table) t.is(c.paddedSize(n), p, `n=${n}`)
   t.true(c.shouldUseGraph(16))
   t.false(c.shouldUseGraph(17))
   t.false(c.shouldUseGraph(0))
   t.is(findClosestSize([1, 2, 4, 8], 3), 4)
   t.is(findClosestSize([1, 2, 4, 8], 9), undefined)
-  t.deepEqual([0, 1, 3, 5, 7, 8, 9, 17].map((n) => padForGraph(n, 8)), [0, 1, 4, 8, 8, 8, 16, 24])
+  t.deepEqual(
+    [0, 1, 3, 5, 7, 8, 9, 17].map((n) => padForGraph(n, 8)),
+    [0, 1, 4, 8, 8, 8, 16, 24],
+  )
   t.throws(() => padForGraph(-1), { instanceOf: ArgumentError })
-  t.deepEqual(warmupSizes(20, 4, 8), [20, 16, 8, 4, 2, 1].map((n) => ({ numTokens: n, numReqs: Math.min(n, 4) })))
+  t.deepEqual(
+    warmupSizes(20, 4, 8),
+    [20, 16, 8, 4, 2, 1].map((n) => ({ numTokens: n, numReqs: Math.min(n, 4) })),
+  )
 })
 
 test('dispatcher follows vLLM: FULL keys first, relaxed FULL, then PIECEWISE, else NONE unpadded', (t) => {
@@ -181,9 +230,18 @@ test('dispatcher follows vLLM: FULL keys first, relaxed FULL, then PIECEWISE, el
   }
   t.is(d.dispatch(3, { uniformDecode: true }), d.dispatch(3, { uniformDecode: true }), 'hits return the same object: no allocation')
   const groups = d.captureDescriptors()
-  t.deepEqual(groups.map((g) => g.mode), ['PIECEWISE', 'FULL'])
-  t.deepEqual(groups[0].descriptors.map((x) => x.numTokens), [16, 8, 4, 2, 1])
-  t.deepEqual(groups[1].descriptors.map((x) => x.numTokens), [8, 4, 2, 1])
+  t.deepEqual(
+    groups.map((g) => g.mode),
+    ['PIECEWISE', 'FULL'],
+  )
+  t.deepEqual(
+    groups[0].descriptors.map((x) => x.numTokens),
+    [16, 8, 4, 2, 1],
+  )
+  t.deepEqual(
+    groups[1].descriptors.map((x) => x.numTokens),
+    [8, 4, 2, 1],
+  )
   t.throws(() => d.dispatch(-1), { instanceOf: ArgumentError })
   t.is(d.dispatch(17), d.dispatch(17), 'eager results are shared too')
   t.throws(() => d.dispatch(3, { hasLora: true, numActiveLoras: -1 }), { instanceOf: ArgumentError, message: /numActiveLoras/ })
@@ -324,7 +382,10 @@ test('registry evicts least recently used by count and by bytes, reports through
   r.put(2, 'b', 10)
   r.put(3, 'c', 10)
   t.is(r.get(1), 'a') // 1 becomes most recent: order 2, 3, 1
-  t.deepEqual(r.put(4, 'd', 10).map((e) => e.key), [2])
+  t.deepEqual(
+    r.put(4, 'd', 10).map((e) => e.key),
+    [2],
+  )
   t.deepEqual(r.keys(), [3, 1, 4])
   r.put(5, 'e', 85) // count evicts 3 (4 entries > 3); then 105 bytes > 100 evicts 1, and 95 fits
   t.deepEqual(evicted, ['2:count', '3:count', '1:bytes'])
@@ -352,12 +413,18 @@ test('registry evicts idle entries; get marks use; fromConfig takes the budgets'
   now = 120
   t.is(r.get('a'), 1) // a used at 120
   now = 170
-  t.deepEqual(r.evictIdle().map((e) => `${e.key}:${e.reason}`), ['b:idle'])
+  t.deepEqual(
+    r.evictIdle().map((e) => `${e.key}:${e.reason}`),
+    ['b:idle'],
+  )
   now = 400
   r.put('c', 3, 0)
   t.deepEqual(r.keys(), ['c'], 'put evicts idle entries too')
   t.is(r.peek('c'), 3)
-  t.deepEqual(r.clear().map((e) => e.reason), ['cleared'])
+  t.deepEqual(
+    r.clear().map((e) => e.reason),
+    ['cleared'],
+  )
   const fc = GraphRegistry.fromConfig(GraphConfig.from({ maxGraphs: 2, maxMemoryBytes: 1000, idleEvictMs: 10 }))
   t.deepEqual([fc.maxGraphs, fc.maxMemoryBytes, fc.idleEvictMs], [2, 1000, 10])
 })

@@ -2,7 +2,7 @@
 // corrupted or hostile streams, which must end in a FrameError and never buffer past the frame limit.
 import test from 'ava'
 import fc from 'fast-check'
-import { ErrorCode, FINISH_REASONS, FrameDecoder, FrameError, MessageType, encode, encodeTokens } from '../dist/serve/index.js'
+import { ErrorCode, encode, encodeTokens, FINISH_REASONS, FrameDecoder, FrameError, MessageType } from '../dist/serve/index.js'
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff })
 const i32s = (min) => fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { minLength: min, maxLength: 40 }).map((a) => Int32Array.from(a))
@@ -84,7 +84,8 @@ test('a frame above the limit is refused from its length field alone; bad versio
   const len = Buffer.alloc(4)
   len.writeUInt32LE(5000)
   t.throws(() => d.push(len), { instanceOf: FrameError, message: /5004-byte frame, more than the 1024-byte limit/ })
-  const bad = (bytes, re, code) => t.throws(() => FrameDecoder.forServer().push(Buffer.from(bytes)), { instanceOf: FrameError, message: re }, String(code)) && undefined
+  const bad = (bytes, re, code) =>
+    t.throws(() => FrameDecoder.forServer().push(Buffer.from(bytes)), { instanceOf: FrameError, message: re }, String(code)) && undefined
   bad([2, 0, 0, 0, 9, MessageType.PING], /protocol version 9, expected 1/)
   bad([2, 0, 0, 0, 1, 0x7f], /unknown message type 0x7f/)
   bad([2, 0, 0, 0, 1, MessageType.HELLO], /unknown message type 0x81/) // a server message sent to the server

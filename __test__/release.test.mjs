@@ -3,12 +3,13 @@
 // needs from the cache the project's own install filled (--prefer-offline). Then: require and import work,
 // the policy layer runs with no GPU, `npx cudagraph info` says there is no GPU (exit code 1), and a
 // consumer .ts file type-checks under strict, including what must not type-check.
-import test from 'ava'
+
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import test from 'ava'
 import { platformName } from '../dist/cuda/platform.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -18,7 +19,10 @@ const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
 /** PATH without the folders that hold cargo or rustc: the install must build nothing. */
 function pathWithoutRust() {
-  return (process.env.PATH ?? '').split(delimiter).filter((d) => !existsSync(join(d, 'cargo')) && !existsSync(join(d, 'rustc'))).join(delimiter)
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .filter((d) => !existsSync(join(d, 'cargo')) && !existsSync(join(d, 'rustc')))
+    .join(delimiter)
 }
 
 const CONSUMER_TS = `import { Device, Dispatcher, GraphConfig, GraphRegistry, type Graph, type MemoryInfo } from 'cudagraph'
@@ -56,7 +60,12 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
   const dir = mkdtempSync(join(tmpdir(), 'cudagraph-release-'))
   try {
     const out = join(dir, 'tarballs')
-    const summary = JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'release.mjs'), '--out', out], { encoding: 'utf8' }).trim().split('\n').pop())
+    const summary = JSON.parse(
+      execFileSync(process.execPath, [join(root, 'scripts', 'release.mjs'), '--out', out], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .pop(),
+    )
     const main = summary.tarballs.find((x) => x.platform === 'main')
     const plat = summary.tarballs.find((x) => x.platform === platform)
     t.truthy(main && plat, JSON.stringify(summary))
@@ -64,7 +73,10 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
 
     // The main tarball: no binary, no Rust sources, no install hook; the platform packages as optional dependencies.
     const listing = execFileSync('tar', ['-tzf', join(out, main.file)], { encoding: 'utf8' }).split('\n')
-    t.false(listing.some((f) => f.endsWith('.node') || f.endsWith('.rs') || f.endsWith('Cargo.toml')), 'no binary or Rust source in the main tarball')
+    t.false(
+      listing.some((f) => f.endsWith('.node') || f.endsWith('.rs') || f.endsWith('Cargo.toml')),
+      'no binary or Rust source in the main tarball',
+    )
     const pkg = JSON.parse(execFileSync('tar', ['-xzOf', join(out, main.file), 'package/package.json'], { encoding: 'utf8' }))
     t.is(pkg.scripts, undefined)
     t.deepEqual(pkg.optionalDependencies, { 'cudagraph-linux-arm64-gnu': pkg.version, 'cudagraph-linux-x64-gnu': pkg.version })
@@ -75,11 +87,31 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
     const env = { ...process.env, PATH: pathWithoutRust() }
     t.is(spawnSync('cargo', ['--version'], { env }).status === 0, false, 'cargo is off PATH for the install')
-    execFileSync(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', join(out, main.file), join(out, plat.file)], { cwd: app, env, encoding: 'utf8', stdio: 'pipe' })
+    execFileSync(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', join(out, main.file), join(out, plat.file)], {
+      cwd: app,
+      env,
+      encoding: 'utf8',
+      stdio: 'pipe',
+    })
 
-    const cjs = execFileSync(process.execPath, ['-e', "const c = require('cudagraph'); const d = new c.Dispatcher(c.GraphConfig.from({ maxNumSeqs: 8 })); d.initializeKeys(); console.log(d.dispatch(3, { uniformDecode: true }).descriptor.numTokens, typeof c.Device.availability().available)"], { cwd: app, env, encoding: 'utf8' })
+    const cjs = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        "const c = require('cudagraph'); const d = new c.Dispatcher(c.GraphConfig.from({ maxNumSeqs: 8 })); d.initializeKeys(); console.log(d.dispatch(3, { uniformDecode: true }).descriptor.numTokens, typeof c.Device.availability().available)",
+      ],
+      { cwd: app, env, encoding: 'utf8' },
+    )
     t.is(cjs.trim(), '4 boolean')
-    const esm = execFileSync(process.execPath, ['--input-type=module', '-e', "import { GraphConfig } from 'cudagraph'; import { encode, MessageType } from 'cudagraph/serve'; import { MODEL_PRESETS } from 'cudagraph/model'; console.log(GraphConfig.from({}).mode, encode({ type: MessageType.PING, nonce: 1n }).length, Object.keys(MODEL_PRESETS).length)"], { cwd: app, env, encoding: 'utf8' })
+    const esm = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "import { GraphConfig } from 'cudagraph'; import { encode, MessageType } from 'cudagraph/serve'; import { MODEL_PRESETS } from 'cudagraph/model'; console.log(GraphConfig.from({}).mode, encode({ type: MessageType.PING, nonce: 1n }).length, Object.keys(MODEL_PRESETS).length)",
+      ],
+      { cwd: app, env, encoding: 'utf8' },
+    )
     t.is(esm.trim(), 'FULL_AND_PIECEWISE 14 3')
 
     const info = spawnSync(npm, ['exec', '--offline', '--', 'cudagraph', 'info'], { cwd: app, env, encoding: 'utf8' })
@@ -91,7 +123,19 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
     writeFileSync(join(app, 'main.ts'), CONSUMER_TS)
     writeFileSync(
       join(app, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: false, types: [], typeRoots: [join(root, 'node_modules', '@types')] }, files: ['main.ts'] }),
+      JSON.stringify({
+        compilerOptions: {
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          strict: true,
+          noEmit: true,
+          skipLibCheck: false,
+          types: [],
+          typeRoots: [join(root, 'node_modules', '@types')],
+        },
+        files: ['main.ts'],
+      }),
     )
     const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], { cwd: app, encoding: 'utf8' })
     t.is(tsc.status, 0, tsc.stdout + tsc.stderr)

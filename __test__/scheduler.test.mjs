@@ -35,7 +35,13 @@ test('requests joining at different steps are batched and each gets what it gets
   const eng = new FakeEngine()
   const c = collect()
   const s = new BatchScheduler(eng, c.sink)
-  const reqs = Array.from({ length: 12 }, (_, i) => req(`r${i}`, Array.from({ length: 1 + ((i * 7) % 30) }, (_, k) => (i * 13 + k) % 97), 3 + (i % 9)))
+  const reqs = Array.from({ length: 12 }, (_, i) =>
+    req(
+      `r${i}`,
+      Array.from({ length: 1 + ((i * 7) % 30) }, (_, k) => (i * 13 + k) % 97),
+      3 + (i % 9),
+    ),
+  )
   let steps = 0
   for (let i = 0; i < reqs.length || s.hasWork; steps++) {
     if (i < reqs.length) t.true(s.submit(reqs[i++]))
@@ -58,7 +64,10 @@ test('the queue is bounded, a full one refuses at once, and cancel frees slots f
   const s = new BatchScheduler(eng, c.sink, { maxQueue: 2 })
   const rs = Array.from({ length: 6 }, (_, i) => req(`r${i}`, [i + 1, 2, 3], 50))
   // Two take the free slots at the next step, two wait: the fifth is refused.
-  t.deepEqual(rs.slice(0, 5).map((r) => s.submit(r)), [true, true, true, true, false])
+  t.deepEqual(
+    rs.slice(0, 5).map((r) => s.submit(r)),
+    [true, true, true, true, false],
+  )
   s.step()
   t.is(s.running, 2)
   t.is(s.queued, 2)
@@ -128,12 +137,15 @@ test('property: any interleaving of joins, cancels and steps ends every request 
       const all = []
       for (const o of ops) {
         if (o.kind === 'submit') {
-          const r = req(`r${all.length}`, Array.from({ length: o.len }, (_, k) => (o.seed + k * 5) % 97), o.max)
+          const r = req(
+            `r${all.length}`,
+            Array.from({ length: o.len }, (_, k) => (o.seed + k * 5) % 97),
+            o.max,
+          )
           if (s.submit(r)) {
             live.push(r)
             all.push(r)
-          }
-          else t.true(s.queued >= maxQueue)
+          } else t.true(s.queued >= maxQueue)
         } else if (o.kind === 'cancel' && live.length) s.cancel(live[o.pick % live.length])
         else for (let i = 0; i < o.n; i++) s.step()
         t.true(s.running <= slots)

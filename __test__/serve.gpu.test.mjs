@@ -56,7 +56,9 @@ test('64 concurrent clients each get exactly the tokens their prompt gets alone;
   t.true(count - upTo16 > 0, 'decode steps of more than 16 requests ran')
   t.true(num(/^cudagraph_graph_hits_total (\d+)/m) > 0)
   t.true(num(/^cudagraph_graph_memory_bytes\{kind="held"\} (\d+)/m) > 0)
-  t.log(`${after.replays - before.replays} replays for 64 x 24 tokens; mean decode batch ${(num(/^cudagraph_decode_batch_size_sum (\d+)/m) / count).toFixed(1)} over both phases`)
+  t.log(
+    `${after.replays - before.replays} replays for 64 x 24 tokens; mean decode batch ${(num(/^cudagraph_decode_batch_size_sum (\d+)/m) / count).toFixed(1)} over both phases`,
+  )
   for (const c of clients) c.close()
 })
 
@@ -70,7 +72,9 @@ test('killing clients mid-stream leaves the server healthy, its slots free and d
   const steady = c.generate(steadyPrompt, { maxNewTokens: 1500 }).toArray()
   // 8 client processes killed with SIGKILL once they print tokens, and 8 connections dropped in-process.
   const procs = Array.from({ length: 8 }, (_, i) => {
-    const p = spawn(process.execPath, [CLI, 'client', '--socket', server.socketPath, '--prompt-tokens', `${i + 1},2,3`, '--max-new-tokens', '4000'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    const p = spawn(process.execPath, [CLI, 'client', '--socket', server.socketPath, '--prompt-tokens', `${i + 1},2,3`, '--max-new-tokens', '4000'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
     const started = new Promise((r) => p.stdout.once('data', r))
     const exit = new Promise((r) => p.once('exit', (code, sig) => r(sig ?? code)))
     return { p, started, exit }
@@ -115,13 +119,36 @@ test('rolling graphs: after evictions, missing sizes run eagerly and are capture
   t.deepEqual(again, alone)
   const s3 = manager.stats()
   t.true(s3.replays > s2.replays)
-  t.log(`${s1.eagerRuns - s0.eagerRuns} eager steps while graphs were missing, ${s2.captures - s1.captures} captured when idle, then ${s3.replays - s2.replays} replays and ${s3.eagerRuns - s2.eagerRuns} eager steps`)
+  t.log(
+    `${s1.eagerRuns - s0.eagerRuns} eager steps while graphs were missing, ${s2.captures - s1.captures} captured when idle, then ${s3.replays - s2.replays} replays and ${s3.eagerRuns - s2.eagerRuns} eager steps`,
+  )
   c.close()
 })
 
 test('cudagraph serve: ready line, the client command, /metrics, and SIGTERM mid-stream: the client is told, exit 0, socket gone', async (t) => {
   const path = sockPath()
-  const p = spawn(process.execPath, [CLI, 'serve', '--socket', path, '--model', 'tiny', '--max-batch', '8', '--max-seq-len', '4096', '--max-prefill', '64', '--metrics-port', '0', '--drain-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const p = spawn(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--socket',
+      path,
+      '--model',
+      'tiny',
+      '--max-batch',
+      '8',
+      '--max-seq-len',
+      '4096',
+      '--max-prefill',
+      '64',
+      '--metrics-port',
+      '0',
+      '--drain-ms',
+      '0',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
   let err = ''
   p.stderr.on('data', (d) => (err += d))
   const exit = new Promise((r) => p.once('exit', (code, sig) => r(sig ?? code)))
@@ -135,7 +162,9 @@ test('cudagraph serve: ready line, the client command, /metrics, and SIGTERM mid
     exit.then((code) => reject(new Error(`serve exited ${code}: ${err}`)))
   })
   const cli = await new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, 'client', '--socket', path, '--prompt-tokens', '1,2,3', '--max-new-tokens', '16'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = spawn(process.execPath, [CLI, 'client', '--socket', path, '--prompt-tokens', '1,2,3', '--max-new-tokens', '16'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let out = ''
     let e = ''
     c.stdout.on('data', (d) => (out += d))
@@ -152,7 +181,10 @@ test('cudagraph serve: ready line, the client command, /metrics, and SIGTERM mid
   const g = c.generate([4, 5], { maxNewTokens: 4000 })
   await until(() => g.received > 10)
   p.kill('SIGTERM')
-  const e = await g.toArray().then(() => undefined, (x) => x)
+  const e = await g.toArray().then(
+    () => undefined,
+    (x) => x,
+  )
   t.is(e?.serverCode, 'SHUTTING_DOWN', String(e))
   t.is(await exit, 0, err)
   t.false(existsSync(path))

@@ -4,7 +4,19 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import test from 'ava'
-import { BusyError, Client, ConnectionClosedError, ErrorCode, FrameDecoder, GeneratorServer, MessageType, ProtocolError, RefusedError, ServerError, encode } from '../dist/serve/index.js'
+import {
+  BusyError,
+  Client,
+  ConnectionClosedError,
+  ErrorCode,
+  encode,
+  FrameDecoder,
+  GeneratorServer,
+  MessageType,
+  ProtocolError,
+  RefusedError,
+  ServerError,
+} from '../dist/serve/index.js'
 import { FakeEngine } from './fake-engine.mjs'
 import { sleep, socketPath, until } from './helpers.mjs'
 
@@ -34,7 +46,12 @@ test('concurrent clients on many connections get exactly what each prompt gets a
   for (let i = 0; i < 24; i++) {
     const prompt = Array.from({ length: 1 + ((i * 11) % 40) }, (_, k) => (i * 7 + k * 3) % 97)
     const max = 5 + (i % 13)
-    jobs.push(clients[i % 6].generate(prompt, { maxNewTokens: max }).toArray().then((got) => t.deepEqual(got, engine.reference(prompt, max), `request ${i}`)))
+    jobs.push(
+      clients[i % 6]
+        .generate(prompt, { maxNewTokens: max })
+        .toArray()
+        .then((got) => t.deepEqual(got, engine.reference(prompt, max), `request ${i}`)),
+    )
   }
   await Promise.all(jobs)
   t.true(Math.max(...engine.decodeSizes) >= 8, `decode batches up to ${Math.max(...engine.decodeSizes)}`)
@@ -71,12 +88,21 @@ test('bad frames close only their connection, with an error frame; bad requests 
 
   // Out of the vocabulary, empty, or a reused id: INVALID_REQUEST for that request only.
   const c = await Client.connect(server.socketPath)
-  await t.throwsAsync(c.generate([5, 97], { maxNewTokens: 3 }).toArray(), { instanceOf: ServerError, message: /token 1 of the prompt is 97, outside the vocabulary 0\.\.96/ })
+  await t.throwsAsync(c.generate([5, 97], { maxNewTokens: 3 }).toArray(), {
+    instanceOf: ServerError,
+    message: /token 1 of the prompt is 97, outside the vocabulary 0\.\.96/,
+  })
   const r = await raw(server.socketPath)
   r.s.write(encode({ type: MessageType.GENERATE, requestId: 1, maxNewTokens: 2, tokens: new Int32Array(0) }))
   r.s.write(encode({ type: MessageType.GENERATE, requestId: 0, maxNewTokens: 2, tokens: Int32Array.of(1) }))
   await until(() => r.got.length >= 3)
-  t.deepEqual(r.got.slice(1).map((m) => [m.type, m.code, m.requestId]), [[MessageType.ERROR, ErrorCode.INVALID_REQUEST, 1], [MessageType.ERROR, ErrorCode.INVALID_REQUEST, 0]])
+  t.deepEqual(
+    r.got.slice(1).map((m) => [m.type, m.code, m.requestId]),
+    [
+      [MessageType.ERROR, ErrorCode.INVALID_REQUEST, 1],
+      [MessageType.ERROR, ErrorCode.INVALID_REQUEST, 0],
+    ],
+  )
   r.s.destroy()
   // The one slot is busy with `long`, one request may wait; the next is BUSY.
   const waiting = c.generate([7], { maxNewTokens: 2 })
@@ -135,7 +161,10 @@ test('an AbortSignal cancels a generation: it rejects with the reason and the se
     }
   })()
   // The abort reason is a DOMException, which ava's throwsAsync does not take for an Error.
-  await done.then(() => t.fail('no rejection'), (e) => t.is(e.name, 'AbortError'))
+  await done.then(
+    () => t.fail('no rejection'),
+    (e) => t.is(e.name, 'AbortError'),
+  )
   await until(() => server.running === 0)
   t.is(c.inFlight, 0)
   c.close()
@@ -244,7 +273,9 @@ test('serve, client and bench --serve flags: each bad one exits 2 naming itself;
   t.regex(none.stderr, /RefusedError: no generator is listening on/)
   const { engine, server } = await start(t)
   const out = await new Promise((resolve) => {
-    const c = spawn(process.execPath, [cli, 'client', '--socket', server.socketPath, '--prompt-tokens', '3,4', '--max-new-tokens', '9'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = spawn(process.execPath, [cli, 'client', '--socket', server.socketPath, '--prompt-tokens', '3,4', '--max-new-tokens', '9'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let o = ''
     let e = ''
     c.stdout.on('data', (d) => (o += d))

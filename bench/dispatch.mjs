@@ -1,7 +1,7 @@
 // npm run bench:dispatch — CPU cost of the policy layer over a realistic mix of batches: median ns per
 // Dispatcher.dispatch, descriptorKey and GraphRegistry.get. 21 timed repeats of 1M calls each after
 // warm-up; the median and p99 of the repeats are printed with an empty-loop baseline.
-import { Dispatcher, GraphConfig, GraphRegistry, describeBatch, descriptorKey } from '../dist/index.js'
+import { Dispatcher, describeBatch, descriptorKey, GraphConfig, GraphRegistry } from '../dist/index.js'
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 1_000_000)
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 21)
@@ -94,4 +94,6 @@ for (const [name, r] of Object.entries(results)) {
   console.log(`${name.padEnd(24)}${r.median.toFixed(1).padStart(10)}${r.p99.toFixed(1).padStart(10)}${(target ?? '-').toString().padStart(10)}  ${verdict}`)
 }
 const s = dispatcher.stats.toJSON()
-console.log(`\nmix: ${(s.byMode.FULL / s.total * 100).toFixed(1)}% FULL, ${(s.byMode.PIECEWISE / s.total * 100).toFixed(1)}% PIECEWISE, ${(s.byMode.NONE / s.total * 100).toFixed(1)}% eager; padding waste ${(s.paddingWaste * 100).toFixed(2)}% (checksum ${sink % 997})`)
+console.log(
+  `\nmix: ${((s.byMode.FULL / s.total) * 100).toFixed(1)}% FULL, ${((s.byMode.PIECEWISE / s.total) * 100).toFixed(1)}% PIECEWISE, ${((s.byMode.NONE / s.total) * 100).toFixed(1)}% eager; padding waste ${(s.paddingWaste * 100).toFixed(2)}% (checksum ${sink % 997})`,
+)

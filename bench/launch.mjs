@@ -9,10 +9,10 @@
 // launch.svg to $BENCH_OUT (default bench/out).
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { join, dirname } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Device } from '../dist/index.js'
 import { cPeer, oursChain, peerPath } from '../dist/cli/peers.js'
+import { Device } from '../dist/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const outDir = process.env.BENCH_OUT ?? join(here, 'out')
@@ -53,7 +53,11 @@ function medianOver(results) {
   if (ok.length === 0) return results[0]
   const out = { ...ok[0] }
   for (const k of Object.keys(out)) {
-    if (typeof out[k] === 'number') out[k] = pct(ok.map((r) => r[k]), 0.5)
+    if (typeof out[k] === 'number')
+      out[k] = pct(
+        ok.map((r) => r[k]),
+        0.5,
+      )
   }
   return out
 }
@@ -98,15 +102,38 @@ const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' ? (a / b
 const line = (cells, widths) => cells.map((c, i) => String(c).padStart(widths[i])).join('  ')
 const net = (v) => v.enqueueP50Us - (v.timerUs ?? 0)
 const W = [6, 16, 10, 12, 12, 12, 12, 10, 10, 10]
-console.log(`\nLaunch floor on ${dev.name} (µs; medians over ${REPS} repeats, then the median of ${ROUNDS} interleaved rounds; enqueue net = p50 less the timer's own cost)`)
+console.log(
+  `\nLaunch floor on ${dev.name} (µs; medians over ${REPS} repeats, then the median of ${ROUNDS} interleaved rounds; enqueue net = p50 less the timer's own cost)`,
+)
 console.log(line(['chain', 'who', 'eager', 'enqueue p50', 'enq. net', 'enq. p99', 'enq. x8 avg', 'replay', 'rep. p99', 'cap+inst'], W))
 for (const r of rows) {
-  for (const [who, v] of [['cudagraph (JS)', r.ours], ['raw CUDA C', r.c], ['raw C drv+NVRTC', r.drv], ['PyTorch', r.torch]]) {
+  for (const [who, v] of [
+    ['cudagraph (JS)', r.ours],
+    ['raw CUDA C', r.c],
+    ['raw C drv+NVRTC', r.drv],
+    ['PyTorch', r.torch],
+  ]) {
     if (v.skipped) {
       console.log(`${line([r.n, who], W)}  skipped: ${v.skipped}`)
       continue
     }
-    console.log(line([r.n, who, f(v.eagerUs, 1), f(v.enqueueP50Us, 3), f(net(v), 3), f(v.enqueueP99Us, 3), f(v.enqueueBatchedUs, 3), f(v.replayUs, 1), f(v.replayP99Us, 1), f(v.captureInstantiateUs, 1)], W))
+    console.log(
+      line(
+        [
+          r.n,
+          who,
+          f(v.eagerUs, 1),
+          f(v.enqueueP50Us, 3),
+          f(net(v), 3),
+          f(v.enqueueP99Us, 3),
+          f(v.enqueueBatchedUs, 3),
+          f(v.replayUs, 1),
+          f(v.replayP99Us, 1),
+          f(v.captureInstantiateUs, 1),
+        ],
+        W,
+      ),
+    )
   }
 }
 console.log('\nSpeedups and ratios')
@@ -116,16 +143,19 @@ for (const r of rows) {
   const o = r.ours
   const hasC = typeof r.c.enqueueP50Us === 'number'
   console.log(
-    line([
-      r.n,
-      `${(o.eagerUs / o.replayUs).toFixed(1)}x`,
-      ratio(o.eagerUs, r.c.eagerUs),
-      hasC ? (net(o) - net(r.c)).toFixed(3) : '-',
-      typeof r.drv.enqueueP50Us === 'number' ? (net(o) - net(r.drv)).toFixed(3) : '-',
-      ratio(o.replayUs, r.c.replayUs),
-      ratio(o.captureInstantiateUs, r.c.captureInstantiateUs),
-      ratio(o.replayUs, r.torch.replayUs),
-    ], W2),
+    line(
+      [
+        r.n,
+        `${(o.eagerUs / o.replayUs).toFixed(1)}x`,
+        ratio(o.eagerUs, r.c.eagerUs),
+        hasC ? (net(o) - net(r.c)).toFixed(3) : '-',
+        typeof r.drv.enqueueP50Us === 'number' ? (net(o) - net(r.drv)).toFixed(3) : '-',
+        ratio(o.replayUs, r.c.replayUs),
+        ratio(o.captureInstantiateUs, r.c.captureInstantiateUs),
+        ratio(o.replayUs, r.torch.replayUs),
+      ],
+      W2,
+    ),
   )
 }
 const r100 = rows.find((r) => r.n === 100)
@@ -133,20 +163,33 @@ if (r100 && typeof r100.c.replayUs === 'number') {
   const o = r100.ours
   const d = r100.enqueueDiffC
   console.log('\nTargets (chain 100)')
-  console.log(`  replay enqueue p50 within 0.3 µs of raw C: ${d.median.toFixed(3)} µs net, median of the ${ROUNDS} paired rounds (range ${d.min.toFixed(3)} .. ${d.max.toFixed(3)}) -> ${d.median <= 0.3 ? 'met' : 'MISSED'}`)
-  console.log(`  chain-100 replay within 3% of raw C: ${((o.replayUs / r100.c.replayUs - 1) * 100).toFixed(1)}% -> ${o.replayUs <= 1.03 * r100.c.replayUs ? 'met' : 'MISSED'}`)
-  console.log(`  capture+instantiate no slower than raw C: ${ratio(o.captureInstantiateRawUs, r100.c.captureInstantiateUs)}x without memory accounting (as C), ${ratio(o.captureInstantiateUs, r100.c.captureInstantiateUs)}x with it -> ${o.captureInstantiateRawUs <= r100.c.captureInstantiateUs ? 'met' : 'MISSED'}`)
+  console.log(
+    `  replay enqueue p50 within 0.3 µs of raw C: ${d.median.toFixed(3)} µs net, median of the ${ROUNDS} paired rounds (range ${d.min.toFixed(3)} .. ${d.max.toFixed(3)}) -> ${d.median <= 0.3 ? 'met' : 'MISSED'}`,
+  )
+  console.log(
+    `  chain-100 replay within 3% of raw C: ${((o.replayUs / r100.c.replayUs - 1) * 100).toFixed(1)}% -> ${o.replayUs <= 1.03 * r100.c.replayUs ? 'met' : 'MISSED'}`,
+  )
+  console.log(
+    `  capture+instantiate no slower than raw C: ${ratio(o.captureInstantiateRawUs, r100.c.captureInstantiateUs)}x without memory accounting (as C), ${ratio(o.captureInstantiateUs, r100.c.captureInstantiateUs)}x with it -> ${o.captureInstantiateRawUs <= r100.c.captureInstantiateUs ? 'met' : 'MISSED'}`,
+  )
 }
 
 console.log('\nWhere our capture+instantiate goes (µs, medians; no memory accounting)')
 for (const r of rows) {
   const o = r.ours
-  console.log(`  chain ${String(r.n).padStart(4)}: begin..end capture ${f(o.captureUs, 1)}, cuGraphInstantiate ${f(o.instantiateUs, 1)}, total ${f(o.captureInstantiateRawUs, 1)} (raw C ${f(r.c.captureInstantiateUs, 1)}, driver+NVRTC C ${f(r.drv.captureInstantiateUs, 1)})`)
+  console.log(
+    `  chain ${String(r.n).padStart(4)}: begin..end capture ${f(o.captureUs, 1)}, cuGraphInstantiate ${f(o.instantiateUs, 1)}, total ${f(o.captureInstantiateRawUs, 1)} (raw C ${f(r.c.captureInstantiateUs, 1)}, driver+NVRTC C ${f(r.drv.captureInstantiateUs, 1)})`,
+  )
 }
-console.log(`\nDriver queries behind a capture's memory accounting: memoryInfo ${memInfoUs.toFixed(1)} µs, graphMemory ${poolUs.toFixed(1)} µs (graphMemory only for captures with memory nodes)`)
+console.log(
+  `\nDriver queries behind a capture's memory accounting: memoryInfo ${memInfoUs.toFixed(1)} µs, graphMemory ${poolUs.toFixed(1)} µs (graphMemory only for captures with memory nodes)`,
+)
 
 mkdirSync(outDir, { recursive: true })
-writeFileSync(join(outDir, 'launch.json'), JSON.stringify({ device: dev.name, driver: Device.driverVersion(), reps: REPS, rounds: ROUNDS, memInfoUs, poolUs, rows }, null, 2))
+writeFileSync(
+  join(outDir, 'launch.json'),
+  JSON.stringify({ device: dev.name, driver: Device.driverVersion(), reps: REPS, rounds: ROUNDS, memInfoUs, poolUs, rows }, null, 2),
+)
 writeFileSync(join(outDir, 'launch.svg'), chart(rows))
 console.log(`\nwrote ${join(outDir, 'launch.json')} and ${join(outDir, 'launch.svg')}`)
 
@@ -190,5 +233,5 @@ function chart(rows) {
     const ly = top + plotH + 40 + Math.floor(i / 3) * 18
     svg += `<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${color}"/><text x="${lx + 18}" y="${ly}">${name}</text>`
   })
-  return svg + '</svg>\n'
+  return `${svg}</svg>\n`
 }

@@ -13,9 +13,9 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Device, GraphManager, fromHalf, toHalf } from '../dist/index.js'
 import { peerPath } from '../dist/cli/peers.js'
 import { lineChartSvg, seriesOf } from '../dist/cli/svg-chart.js'
+import { Device, fromHalf, GraphManager, toHalf } from '../dist/index.js'
 import { percentile } from '../dist/util/percentile.js'
 import { seededRandom } from '../dist/util/random.js'
 
@@ -109,7 +109,9 @@ for (const n of SIZES) {
     else progress(`graph and eager differ at batch ${n}`)
   } else paddedErr = Math.max(paddedErr, relErr(g, e))
 }
-progress(`batch 1 vs float64 CPU: rel err ${cpuErr.toExponential(2)} (${nonzero}/${HIDDEN} non-zero); graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes; padded sizes within ${paddedErr.toExponential(2)}`)
+progress(
+  `batch 1 vs float64 CPU: rel err ${cpuErr.toExponential(2)} (${nonzero}/${HIDDEN} non-zero); graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes; padded sizes within ${paddedErr.toExponential(2)}`,
+)
 if (cpuErr > 2e-2 || nonzero < HIDDEN / 8 || bitExact !== exactSizes || paddedErr > 1e-2) {
   console.log('bench:manager: correctness check failed; not timing')
   process.exit(1)
@@ -181,22 +183,73 @@ if (py.status === 0) {
 const torchErr = torch.probe ? Math.max(relErr(ours1, torch.probe), relErr(ours1, torch.fusedProbe)) : undefined
 
 const f = (v, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '-')
-const cols = ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'torch eager', 'torch graph', 'torch fused g', 'ours/torch graph', 'ours/torch fused']
+const cols = [
+  'batch',
+  'eager p50',
+  'eager p99',
+  'graph p50',
+  'graph p99',
+  'speedup',
+  'torch eager',
+  'torch graph',
+  'torch fused g',
+  'ours/torch graph',
+  'ours/torch fused',
+]
 const widths = [5, 10, 10, 10, 10, 8, 12, 12, 13, 16, 16]
 const line = (cells) => cells.map((c, i) => String(c).padStart(widths[i])).join('  ')
 console.log(`\nMLP ${LAYERS} x ${HIDDEN} f16 on ${dev.name}: step time per batch, µs (pinned host input -> device + step + sync; median / p99 of ${REPS})`)
 console.log(line(cols))
 for (const r of rows) {
-  console.log(line([r.n, f(r.eagerUs), f(r.eagerP99Us), f(r.graphUs), f(r.graphP99Us), `${f(r.eagerUs / r.graphUs, 2)}x`, f(r.torch?.eagerUs), f(r.torch?.graphUs), f(r.torch?.fusedGraphUs), r.torch ? f(r.graphUs / r.torch.graphUs, 3) : '-', r.torch ? f(r.graphUs / r.torch.fusedGraphUs, 3) : '-']))
+  console.log(
+    line([
+      r.n,
+      f(r.eagerUs),
+      f(r.eagerP99Us),
+      f(r.graphUs),
+      f(r.graphP99Us),
+      `${f(r.eagerUs / r.graphUs, 2)}x`,
+      f(r.torch?.eagerUs),
+      f(r.torch?.graphUs),
+      f(r.torch?.fusedGraphUs),
+      r.torch ? f(r.graphUs / r.torch.graphUs, 3) : '-',
+      r.torch ? f(r.graphUs / r.torch.fusedGraphUs, 3) : '-',
+    ]),
+  )
 }
-console.log(`\nwarm-up: ${warm.captured} graphs in ${warm.seconds.toFixed(2)} s, ${(warm.bytes / 2 ** 20).toFixed(1)} MiB added; stats: ${st.replays} replays, p50 host ${st.replayUs.p50.toFixed(1)} µs, p99 ${st.replayUs.p99.toFixed(1)} µs (dispatch + copy-in + enqueue)`)
-console.log(`correctness: batch-1 rel err vs float64 ${cpuErr.toExponential(2)}; vs PyTorch ${torchErr === undefined ? '-' : torchErr.toExponential(2)}; graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes, padded sizes within ${paddedErr.toExponential(2)}`)
+console.log(
+  `\nwarm-up: ${warm.captured} graphs in ${warm.seconds.toFixed(2)} s, ${(warm.bytes / 2 ** 20).toFixed(1)} MiB added; stats: ${st.replays} replays, p50 host ${st.replayUs.p50.toFixed(1)} µs, p99 ${st.replayUs.p99.toFixed(1)} µs (dispatch + copy-in + enqueue)`,
+)
+console.log(
+  `correctness: batch-1 rel err vs float64 ${cpuErr.toExponential(2)}; vs PyTorch ${torchErr === undefined ? '-' : torchErr.toExponential(2)}; graph == eager bit for bit at ${bitExact}/${exactSizes} capture sizes, padded sizes within ${paddedErr.toExponential(2)}`,
+)
 const b1 = rows.find((r) => r.n === 1)
 const worst = (key) => rows.filter((r) => r.torch).reduce((m, r) => Math.max(m, r.graphUs / r.torch[key]), 0)
-console.log(`targets: batch 1 graph vs eager ${f(b1.eagerUs / b1.graphUs, 2)}x (target >= 3x); worst ours/PyTorch graph ${f(worst('graphUs'), 3)} (target <= 1); against the fused private op ${f(worst('fusedGraphUs'), 3)}`)
+console.log(
+  `targets: batch 1 graph vs eager ${f(b1.eagerUs / b1.graphUs, 2)}x (target >= 3x); worst ours/PyTorch graph ${f(worst('graphUs'), 3)} (target <= 1); against the fused private op ${f(worst('fusedGraphUs'), 3)}`,
+)
 
 mkdirSync(outDir, { recursive: true })
-writeFileSync(join(outDir, 'manager.json'), JSON.stringify({ device: dev.name, layers: LAYERS, hidden: HIDDEN, reps: REPS, warmup: warm, cpuErr, torchErr, bitExact, torch: torch.torch ?? torch.skipped, stats: st, rows }, null, 2))
+writeFileSync(
+  join(outDir, 'manager.json'),
+  JSON.stringify(
+    {
+      device: dev.name,
+      layers: LAYERS,
+      hidden: HIDDEN,
+      reps: REPS,
+      warmup: warm,
+      cpuErr,
+      torchErr,
+      bitExact,
+      torch: torch.torch ?? torch.skipped,
+      stats: st,
+      rows,
+    },
+    null,
+    2,
+  ),
+)
 writeFileSync(join(outDir, 'manager.svg'), chart(rows))
 console.log(`wrote ${join(outDir, 'manager.json')} and ${join(outDir, 'manager.svg')}`)
 mgr.dispose()

@@ -158,7 +158,10 @@ export class InputAddressError extends CudaGraphError {
   /** Device address the step holds now. */
   readonly current: number
   constructor(input: string, captured: number, current: number) {
-    super('INPUT_ADDRESS', `static input '${input}' is at 0x${current.toString(16)} but the graph was captured with 0x${captured.toString(16)}; call recapture() after rebinding inputs`)
+    super(
+      'INPUT_ADDRESS',
+      `static input '${input}' is at 0x${current.toString(16)} but the graph was captured with 0x${captured.toString(16)}; call recapture() after rebinding inputs`,
+    )
     this.input = input
     this.captured = captured
     this.current = current

@@ -11,14 +11,16 @@
  * g.launch(s)
  * ```
  */
-export { Device, type Availability, type CompileOptions, type GraphMemoryStats, type MemoryInfo } from './cuda/device.js'
-export { Stream, type CaptureMode, type CaptureOptions, type Dim3, type GemmActivation, type GemmOptions, type LaunchConfig } from './cuda/stream.js'
+
 export { DeviceBuffer } from './cuda/buffer.js'
+export { type Availability, type CompileOptions, Device, type GraphMemoryStats, type MemoryInfo } from './cuda/device.js'
+export { DTYPE_SIZE, DTYPES, type DType, type HostArray, type HostArrayOf } from './cuda/dtype.js'
 export { Event } from './cuda/event.js'
-export { Module } from './cuda/module.js'
-export { Kernel, ARG_KINDS, type ArgKind, type ArgValueOf, type ArgsOf } from './cuda/kernel.js'
 export { Graph, type GraphMemoryDelta, type GraphTimings, type UpdateResult } from './cuda/graph.js'
-export { DTYPES, DTYPE_SIZE, type DType, type HostArray, type HostArrayOf } from './cuda/dtype.js'
+export { fromHalf, roundHalf, toHalf } from './cuda/half.js'
+export { ARG_KINDS, type ArgKind, type ArgsOf, type ArgValueOf, Kernel } from './cuda/kernel.js'
+export { Module } from './cuda/module.js'
+export { type CaptureMode, type CaptureOptions, type Dim3, type GemmActivation, type GemmOptions, type LaunchConfig, Stream } from './cuda/stream.js'
 export {
   ArgumentError,
   CapacityError,
@@ -30,79 +32,28 @@ export {
   CudaGraphError,
   CudaUnavailableError,
   DisposedError,
-  InUseError,
   InputAddressError,
+  InUseError,
   NativeBindingError,
 } from './errors.js'
 export {
-  describeBatch,
-  descriptorFromKey,
-  descriptorKey,
-  relaxForMixed,
-  MAX_KEY_LORAS,
-  MAX_KEY_REQS,
-  MAX_KEY_TOKENS,
-  type BatchDescriptor,
-  type BatchDescriptorInit,
-} from './policy/descriptor.js'
-export {
-  GraphMode,
-  GRAPH_MODES,
-  decodeMode,
-  graphModeName,
-  hasFullGraphs,
-  hasMode,
-  hasPiecewiseGraphs,
-  maxMode,
-  mixedMode,
-  parseGraphMode,
-  separateRoutine,
-  type RuntimeMode,
-} from './policy/graph-mode.js'
-export {
-  DEFAULT_MAX_CAPTURE_SIZE,
-  defaultCaptureSizes,
-  findClosestSize,
-  padForGraph,
-  paddingTable,
-  roundSizesTo,
-  warmupSizes,
-  type WarmupSize,
-} from './policy/capture-sizes.js'
-export { GraphConfig, type GraphConfigInit, type GraphConfigJSON } from './policy/config.js'
-export type { DispatchPolicy } from './policy/policy.js'
-export { DefaultPolicy, type DefaultPolicyOptions } from './policy/default-policy.js'
-export { AdaptivePolicy, type AdaptivePolicyOptions } from './policy/adaptive-policy.js'
-export { StableShapePolicy, type StableShapePolicyOptions } from './policy/stable-shape-policy.js'
-export { DispatchStats, type DispatchStatsJSON } from './policy/dispatch-stats.js'
-export {
-  Dispatcher,
-  type CaptureGroup,
-  type DispatchOptions,
-  type DispatchResult,
-  type DispatcherLike,
-  type DispatcherOptions,
-} from './policy/dispatcher.js'
-export { CompositeDispatcher, type CompositeResult } from './policy/composite-dispatcher.js'
-export { StreamDispatcher, type StreamDispatchResult } from './policy/stream-dispatcher.js'
-export { GraphRegistry, type EvictReason, type Evicted, type RegistryOptions, type Releasable } from './policy/registry.js'
-export {
-  GraphManager,
-  isOutOfMemory,
   type EntryMemory,
+  GraphManager,
   type GraphManagerOptions,
+  isOutOfMemory,
   type ManagerMemory,
   type ManagerSnapshot,
   type WarmupOptions,
   type WarmupResult,
 } from './manager/graph-manager.js'
-export { Step, type GraphUse, type RunInputs, type RunOptions } from './manager/step.js'
+export { type LatencySummary, ManagerStats, type ManagerStatsJSON } from './manager/manager-stats.js'
+export { type GraphUse, type RunInputs, type RunOptions, Step } from './manager/step.js'
 export {
-  parseTensorSpec,
-  parseTensorSpecs,
   type BuffersOf,
   type InputValue,
   type Piece,
+  parseTensorSpec,
+  parseTensorSpecs,
   type RowsOf,
   type StepBatch,
   type StepContext,
@@ -110,5 +61,55 @@ export {
   type TensorSpec,
   type TensorSpecObject,
 } from './manager/step-spec.js'
-export { ManagerStats, type LatencySummary, type ManagerStatsJSON } from './manager/manager-stats.js'
-export { fromHalf, roundHalf, toHalf } from './cuda/half.js'
+export { AdaptivePolicy, type AdaptivePolicyOptions } from './policy/adaptive-policy.js'
+export {
+  DEFAULT_MAX_CAPTURE_SIZE,
+  defaultCaptureSizes,
+  findClosestSize,
+  paddingTable,
+  padForGraph,
+  roundSizesTo,
+  type WarmupSize,
+  warmupSizes,
+} from './policy/capture-sizes.js'
+export { CompositeDispatcher, type CompositeResult } from './policy/composite-dispatcher.js'
+export { GraphConfig, type GraphConfigInit, type GraphConfigJSON } from './policy/config.js'
+export { DefaultPolicy, type DefaultPolicyOptions } from './policy/default-policy.js'
+export {
+  type BatchDescriptor,
+  type BatchDescriptorInit,
+  describeBatch,
+  descriptorFromKey,
+  descriptorKey,
+  MAX_KEY_LORAS,
+  MAX_KEY_REQS,
+  MAX_KEY_TOKENS,
+  relaxForMixed,
+} from './policy/descriptor.js'
+export { DispatchStats, type DispatchStatsJSON } from './policy/dispatch-stats.js'
+export {
+  type CaptureGroup,
+  Dispatcher,
+  type DispatcherLike,
+  type DispatcherOptions,
+  type DispatchOptions,
+  type DispatchResult,
+} from './policy/dispatcher.js'
+export {
+  decodeMode,
+  GRAPH_MODES,
+  GraphMode,
+  graphModeName,
+  hasFullGraphs,
+  hasMode,
+  hasPiecewiseGraphs,
+  maxMode,
+  mixedMode,
+  parseGraphMode,
+  type RuntimeMode,
+  separateRoutine,
+} from './policy/graph-mode.js'
+export type { DispatchPolicy } from './policy/policy.js'
+export { type Evicted, type EvictReason, GraphRegistry, type RegistryOptions, type Releasable } from './policy/registry.js'
+export { StableShapePolicy, type StableShapePolicyOptions } from './policy/stable-shape-policy.js'
+export { StreamDispatcher, type StreamDispatchResult } from './policy/stream-dispatcher.js'

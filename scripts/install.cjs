@@ -9,7 +9,9 @@ const { join } = require('node:path')
 if (process.env.CUDAGRAPH_SKIP_BUILD) process.exit(0)
 const root = join(__dirname, '..')
 if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
-  console.error('cudagraph: building the native addon from source needs Rust (cargo), and none is on PATH: install it from https://rustup.rs, or set CUDAGRAPH_SKIP_BUILD=1 to skip the build')
+  console.error(
+    'cudagraph: building the native addon from source needs Rust (cargo), and none is on PATH: install it from https://rustup.rs, or set CUDAGRAPH_SKIP_BUILD=1 to skip the build',
+  )
   process.exit(1)
 }
 // package.json's build:native holds the napi build command; npm_execpath is the npm running this hook.

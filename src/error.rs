@@ -52,7 +52,9 @@ fn object(code: &str, fields: &[(&str, &str)]) -> String {
 fn details(e: &Error) -> String {
     match e {
         Error::Unavailable(_) => object("CUDA_UNAVAILABLE", &[]),
-        Error::Cuda { call, code, name, .. } => object("CUDA_ERROR", &[("call", call), ("cudaName", name), ("cudaCode", &code.to_string())]),
+        Error::Cuda { call, code, name, .. } => {
+            object("CUDA_ERROR", &[("call", call), ("cudaName", name), ("cudaCode", &code.to_string())])
+        }
         Error::Compile { name, log, .. } => object("COMPILE_ERROR", &[("module", name), ("log", log)]),
         Error::Cublas { call, status } => object("CUBLAS_ERROR", &[("call", call), ("status", status)]),
         Error::Argument { arg, expected, got } => object("ARGUMENT_ERROR", &[("argument", arg), ("expected", expected), ("got", got)]),

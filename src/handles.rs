@@ -95,9 +95,9 @@ pub struct Registered<T: 'static> {
 impl<T: 'static> Registered<T> {
     /// Enters `value` in `table`; a typed error when the table is full.
     pub fn new(table: &'static Tables<T>, value: T) -> Result<Registered<T>> {
-        let id = table.with(|t| t.borrow_mut().insert(value)).map_err(|_| {
-            to_js(core::Error::InUse(format!("more than {} live objects of one kind: dispose some first", INDEX_MASK + 1)))
-        })?;
+        let id = table
+            .with(|t| t.borrow_mut().insert(value))
+            .map_err(|_| to_js(core::Error::InUse(format!("more than {} live objects of one kind: dispose some first", INDEX_MASK + 1))))?;
         Ok(Registered { table, id })
     }
 

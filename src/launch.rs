@@ -68,7 +68,9 @@ fn launch(stream: Handle, kernel: Handle, packed: &[f64], wide: Option<&[i64]>) 
                     args.push(match kind {
                         core::ArgKind::Ptr => core::KernelArg::Buffer(buffers.get(v as Handle).ok_or_else(|| disposed("buffer"))?),
                         core::ArgKind::I64 | core::ArgKind::U64 if v.is_nan() => {
-                            let bits = wide.and_then(|w| w.get(i).copied()).ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
+                            let bits = wide
+                                .and_then(|w| w.get(i).copied())
+                                .ok_or_else(|| arg_error(&format!("args[{i}]"), "a number or bigint", "NaN"))?;
                             core::KernelArg::BigInt(if *kind == core::ArgKind::U64 { bits as u64 as i128 } else { bits as i128 })
                         }
                         _ => core::KernelArg::Number(v),

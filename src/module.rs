@@ -34,7 +34,12 @@ impl Module {
     /// Kernel `name` with its parameter kinds.
     #[napi]
     pub fn kernel(&self, name: String, signature: Vec<String>) -> Result<Kernel> {
-        let sig = signature.iter().enumerate().map(|(i, s)| core::ArgKind::parse(&format!("signature[{i}]"), s)).collect::<core::Result<Vec<_>>>().js()?;
+        let sig = signature
+            .iter()
+            .enumerate()
+            .map(|(i, s)| core::ArgKind::parse(&format!("signature[{i}]"), s))
+            .collect::<core::Result<Vec<_>>>()
+            .js()?;
         Kernel::new(self.inner.kernel(&name, sig).js()?)
     }
 }

@@ -8,18 +8,18 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DecoderModel } from '../model/decoder-model.js'
-import { DecoderRunner } from '../model/decoder-runner.js'
 import { Device } from '../cuda/device.js'
 import { GraphManager } from '../manager/graph-manager.js'
-import type { GraphMode } from '../policy/graph-mode.js'
-import { type HostContention, describeContention, hostDelta, hostSample } from './host-contention.js'
-import { type ModelName, parameterCount } from '../model/model-config.js'
 import type { GraphUse } from '../manager/step.js'
-import { lineChartSvg, seriesOf } from './svg-chart.js'
+import { DecoderModel } from '../model/decoder-model.js'
+import { DecoderRunner } from '../model/decoder-runner.js'
+import { type ModelName, parameterCount } from '../model/model-config.js'
+import type { GraphMode } from '../policy/graph-mode.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
+import { describeContention, type HostContention, hostDelta, hostSample } from './host-contention.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
+import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
 /** What `cudagraph bench` runs. */
@@ -88,7 +88,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   say(`cudagraph bench: ${dev.name}, driver ${Device.driverVersion()}, model ${o.model}, mode ${o.mode}`)
   const model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: Math.max(2, maxBatch), maxSeqLen })
   const bytes = model.bytes
-  say(`model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen})`)
+  say(
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen})`,
+  )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
   const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
@@ -158,7 +160,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         deviceMemoryGB: (mem.total - mem.free) / 1e9,
         host,
       })
-      say(`prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; host: ${describeContention(host)}`)
+      say(
+        `prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; host: ${describeContention(host)}`,
+      )
     }
 
     // Decode step time per batch size: each request has `context` tokens in the cache.
@@ -218,7 +222,16 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     print(
       formatTable(
         ['prompt', 'TTFT ms', 'P50 ms', 'P99 ms', 'graphs used', 'memory GB', 'eager TTFT ms', 'eager P50 ms'],
-        promptRows.map((r) => [r.promptTokens, fixed(r.ttftMs, 2), fixed(r.decodeP50Ms, 3), fixed(r.decodeP99Ms, 3), r.graph === 'padded' ? `padded to ${r.paddedTo}` : r.graph === 'captured' ? 'pre-captured' : 'eager', fixed(r.deviceMemoryGB, 2), fixed(r.eagerTtftMs, 2), fixed(r.eagerDecodeP50Ms, 3)]),
+        promptRows.map((r) => [
+          r.promptTokens,
+          fixed(r.ttftMs, 2),
+          fixed(r.decodeP50Ms, 3),
+          fixed(r.decodeP99Ms, 3),
+          r.graph === 'padded' ? `padded to ${r.paddedTo}` : r.graph === 'captured' ? 'pre-captured' : 'eager',
+          fixed(r.deviceMemoryGB, 2),
+          fixed(r.eagerTtftMs, 2),
+          fixed(r.eagerDecodeP50Ms, 3),
+        ]),
       ),
     )
     print('')
@@ -226,7 +239,17 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     print(
       formatTable(
         ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'torch eager', 'torch graph', 'ours/torch graph'],
-        decodeRows.map((r) => [r.batch, fixed(r.eagerP50Us), fixed(r.eagerP99Us), fixed(r.graphP50Us), fixed(r.graphP99Us), `${fixed(r.eagerP50Us / r.graphP50Us, 2)}x`, fixed(r.torch?.eagerP50Us), fixed(r.torch?.graphP50Us), r.torch ? fixed(r.graphP50Us / r.torch.graphP50Us, 3) : '-']),
+        decodeRows.map((r) => [
+          r.batch,
+          fixed(r.eagerP50Us),
+          fixed(r.eagerP99Us),
+          fixed(r.graphP50Us),
+          fixed(r.graphP99Us),
+          `${fixed(r.eagerP50Us / r.graphP50Us, 2)}x`,
+          fixed(r.torch?.eagerP50Us),
+          fixed(r.torch?.graphP50Us),
+          r.torch ? fixed(r.graphP50Us / r.torch.graphP50Us, 3) : '-',
+        ]),
       ),
     )
     print('')
@@ -236,13 +259,21 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         ['', 'eager', 'graph replay', 'replay enqueue'],
         [
           ['cudagraph (JS)', fixed(floor.ours.eagerUs), fixed(floor.ours.replayUs), fixed(floor.ours.enqueueP50Us! - floor.ours.timerUs!, 2)],
-          ['raw CUDA C', fixed(floor.c.eagerUs), fixed(floor.c.replayUs), floor.c.skipped ? floor.c.skipped : fixed(floor.c.enqueueP50Us! - floor.c.timerUs!, 2)],
+          [
+            'raw CUDA C',
+            fixed(floor.c.eagerUs),
+            fixed(floor.c.replayUs),
+            floor.c.skipped ? floor.c.skipped : fixed(floor.c.enqueueP50Us! - floor.c.timerUs!, 2),
+          ],
         ],
       ),
     )
     print('')
     if ('skipped' in torch) print(`PyTorch peer: skipped (${torch.skipped})`)
-    else print(`PyTorch peer: torch ${String(torch.torch)}; same greedy tokens as ours at ${peerAgreement!.same}/${peerAgreement!.total} positions (teacher-forced on our sequence${peerAgreement!.nearTies ? `; ${peerAgreement!.nearTies} differ at near-ties, top-2 margin < 0.05` : ''})`)
+    else
+      print(
+        `PyTorch peer: torch ${String(torch.torch)}; same greedy tokens as ours at ${peerAgreement!.same}/${peerAgreement!.total} positions (teacher-forced on our sequence${peerAgreement!.nearTies ? `; ${peerAgreement!.nearTies} differ at near-ties, top-2 margin < 0.05` : ''})`,
+      )
 
     const b1 = decodeRows.find((r) => r.batch === 1)
     const tail = (r: PromptRow) => r.decodeP99Ms / r.decodeP50Ms
@@ -292,16 +323,28 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   }
 }
 
-function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], promptLen: number, say: (s: string) => void): Record<string, unknown> | { skipped: string } {
+function runTorchPeer(
+  model: DecoderModel,
+  o: BenchOptions,
+  sequence: number[],
+  promptLen: number,
+  say: (s: string) => void,
+): Record<string, unknown> | { skipped: string } {
   const probe = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available(), "torch sees no CUDA device"'], { encoding: 'utf8' })
-  if (probe.status !== 0) return { skipped: `python3 with torch and CUDA not found (${(probe.error?.message ?? probe.stderr.trim().split('\n').pop()) || 'exit ' + String(probe.status)})` }
+  if (probe.status !== 0)
+    return {
+      skipped: `python3 with torch and CUDA not found (${(probe.error?.message ?? probe.stderr.trim().split('\n').pop()) || `exit ${String(probe.status)}`})`,
+    }
   const dir = join(tmpdir(), `cudagraph-peer-${process.pid}`)
   mkdirSync(dir, { recursive: true })
   try {
     say('PyTorch peer: writing the weights (safetensors) and running peers/decoder.py')
     model.save(join(dir, 'model.safetensors'))
     writeFileSync(join(dir, 'request.json'), JSON.stringify({ batchSizes: o.batchSizes, context: o.context, reps: o.reps, sequence, promptLen }))
-    const r = spawnSync('python3', [peerPath('decoder.py'), join(dir, 'model.safetensors'), join(dir, 'request.json')], { encoding: 'utf8', maxBuffer: 64 << 20 })
+    const r = spawnSync('python3', [peerPath('decoder.py'), join(dir, 'model.safetensors'), join(dir, 'request.json')], {
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    })
     if (r.status !== 0) return { skipped: `the peer failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` }
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>
   } finally {

@@ -67,14 +67,16 @@ export function int(flag: string, v: string | undefined, dflt: number, lo: numbe
 export function intList(flag: string, v: string, lo: number, hi: number): number[] {
   const parts = v.split(',').map((s) => s.trim())
   const out = parts.map((s) => (INTEGER.test(s) ? Number(s) : Number.NaN))
-  if (out.some((n) => !(Number.isSafeInteger(n) && n >= lo && n <= hi))) throw new UsageError(`--${flag}: expected comma-separated integers in ${lo}..${hi}, got '${v}'`)
+  if (out.some((n) => !(Number.isSafeInteger(n) && n >= lo && n <= hi)))
+    throw new UsageError(`--${flag}: expected comma-separated integers in ${lo}..${hi}, got '${v}'`)
   return [...new Set(out)].sort((a, b) => a - b)
 }
 
 /** Flag `--flag`'s value, one of `allowed`, or `dflt`. */
 export function oneOf<T extends string>(flag: string, v: string | boolean | undefined, allowed: readonly T[], dflt: T): T {
   if (v === undefined) return dflt
-  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw new UsageError(`--${flag}: expected one of ${allowed.join(', ')}, got '${String(v)}'${suggest(String(v), allowed)}`)
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v))
+    throw new UsageError(`--${flag}: expected one of ${allowed.join(', ')}, got '${String(v)}'${suggest(String(v), allowed)}`)
   return v as T
 }
 

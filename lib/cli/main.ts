@@ -14,8 +14,8 @@ import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
 import { type BenchOptions, runBench } from './decoder-bench.js'
 import { UsageError } from './errors.js'
 import { type FlagSpec, int, intList, oneOf, parseFlags, required, suggest } from './flags.js'
-import { type ServeBenchOptions, runServeBench } from './serve-bench.js'
-import { type ClientOptions, type ServeOptions, client, serve } from './serve-command.js'
+import { runServeBench, type ServeBenchOptions } from './serve-bench.js'
+import { type ClientOptions, client, type ServeOptions, serve } from './serve-command.js'
 
 const MODELS = Object.keys(MODEL_PRESETS) as ModelName[]
 
@@ -110,7 +110,8 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
   const f = parseFlags(args, BENCH_FLAGS)
   const s = (k: string) => f[k] as string | undefined
   const tokens = int('tokens', s('tokens'), 32, 1, 1024)
-  const promptLengths = s('prompt-lengths') === undefined ? [10, 50, 100, 150, 200, 250, 300, 350, 400] : intList('prompt-lengths', s('prompt-lengths')!, 1, 2048)
+  const promptLengths =
+    s('prompt-lengths') === undefined ? [10, 50, 100, 150, 200, 250, 300, 350, 400] : intList('prompt-lengths', s('prompt-lengths')!, 1, 2048)
   if (Math.max(...promptLengths) + tokens > 4096) {
     throw new UsageError(`--prompt-lengths/--tokens: the longest prompt plus the tokens must be at most 4096, got ${Math.max(...promptLengths) + tokens}`)
   }
@@ -185,8 +186,14 @@ export function parseClientFlags(args: readonly string[]): ClientOptions {
   const socket = required('socket', f.socket, 'the Unix socket path of a running generator')
   const p = required('prompt-tokens', f['prompt-tokens'], 'a comma-separated list of token ids (e.g. 1,2,3)')
   const prompt = p.split(',').map((t) => (/^\s*\d+\s*$/.test(t) ? Number(t) : Number.NaN))
-  if (prompt.some((t) => !(Number.isSafeInteger(t) && t <= 0x7fffffff))) throw new UsageError(`--prompt-tokens: expected comma-separated token ids (integers 0..2147483647), got '${p}'`)
-  return { socket, prompt, maxNewTokens: int('max-new-tokens', f['max-new-tokens'] as string | undefined, 32, 1, 0xffffffff), busyPoll: f['busy-poll'] === true }
+  if (prompt.some((t) => !(Number.isSafeInteger(t) && t <= 0x7fffffff)))
+    throw new UsageError(`--prompt-tokens: expected comma-separated token ids (integers 0..2147483647), got '${p}'`)
+  return {
+    socket,
+    prompt,
+    maxNewTokens: int('max-new-tokens', f['max-new-tokens'] as string | undefined, 32, 1, 0xffffffff),
+    busyPoll: f['busy-poll'] === true,
+  }
 }
 
 /** `cudagraph info`: the device, the driver and each feature probed by using it. */

@@ -10,12 +10,12 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BenchmarkError } from './errors.js'
-import { Client } from '../serve/client.js'
-import { tokenSource } from '../util/random.js'
 import type { ModelName } from '../model/model-config.js'
-import { lineChartSvg } from './svg-chart.js'
+import { Client } from '../serve/client.js'
 import { percentile } from '../util/percentile.js'
+import { tokenSource } from '../util/random.js'
+import { BenchmarkError } from './errors.js'
+import { lineChartSvg } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
 /** What `cudagraph bench --serve` runs. */
@@ -69,9 +69,28 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
   const socket = join(tmpdir(), `cudagraph-bench-${process.pid}.sock`)
   const maxClients = Math.max(...o.clients)
   const maxSeqLen = Math.max(128, o.promptLength + o.tokens)
-  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--model', o.model, '--max-batch', String(maxClients), '--max-seq-len', String(maxSeqLen), '--metrics-port', '0', '--seed', String(o.seed)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--socket',
+      socket,
+      '--model',
+      o.model,
+      '--max-batch',
+      String(maxClients),
+      '--max-seq-len',
+      String(maxSeqLen),
+      '--metrics-port',
+      '0',
+      '--seed',
+      String(o.seed),
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  )
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
@@ -154,7 +173,9 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
         ipcP99Us: percentile(ipc, 0.99),
         meanBatch: (after.sum - before.sum) / (after.count - before.count),
       }
-      say(`${n} clients${busyPoll ? ', busy-polling' : ''}: ${tokens} tokens in ${seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}`)
+      say(
+        `${n} clients${busyPoll ? ', busy-polling' : ''}: ${tokens} tokens in ${seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}`,
+      )
       return row
     }
 
@@ -174,11 +195,27 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     print(
       formatTable(
         ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'IPC p50 µs', 'IPC p99 µs', 'mean batch'],
-        table.map((r) => [r.busyPoll ? `${r.clients} busy-poll` : r.clients, r.requests, fixed(r.tokensPerSecond, 0), one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-', fixed(r.ttftP50Ms, 2), fixed(r.ttftP99Ms, 2), fixed(r.interTokenP50Ms, 3), fixed(r.interTokenP99Ms, 3), fixed(r.ipcP50Us), fixed(r.ipcP99Us), fixed(r.meanBatch, 1)]),
+        table.map((r) => [
+          r.busyPoll ? `${r.clients} busy-poll` : r.clients,
+          r.requests,
+          fixed(r.tokensPerSecond, 0),
+          one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-',
+          fixed(r.ttftP50Ms, 2),
+          fixed(r.ttftP99Ms, 2),
+          fixed(r.interTokenP50Ms, 3),
+          fixed(r.interTokenP99Ms, 3),
+          fixed(r.ipcP50Us),
+          fixed(r.ipcP99Us),
+          fixed(r.meanBatch, 1),
+        ]),
       ),
     )
-    print(`IPC: the socket's cost per token, from the server writing a token's frame to the client reading it (no GPU work in it); PING round trip p50 ${fixed(percentile(rtt, 0.5))} µs, p99 ${fixed(percentile(rtt, 0.99))} µs`)
-    print(`busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`)
+    print(
+      `IPC: the socket's cost per token, from the server writing a token's frame to the client reading it (no GPU work in it); PING round trip p50 ${fixed(percentile(rtt, 0.5))} µs, p99 ${fixed(percentile(rtt, 0.99))} µs`,
+    )
+    print(
+      `busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`,
+    )
     print(`same tokens for the same prompt at every concurrency: ${compared - mismatches}/${compared} requests compared`)
 
     child.kill('SIGTERM')
@@ -196,7 +233,15 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       `targets: IPC per token p50 at 1 client ${fixed(targets.ipcP50Us)} µs, busy-polling ${fixed(targets.ipcBusyPollP50Us)} µs (<= 30); ${maxClients} clients ${fixed(targets.scaling, 1)}x the tokens/s of 1 (>= 20); ` +
         `same tokens at every concurrency: ${targets.sameTokens ? 'yes' : 'no'}; clean shutdown: ${targets.cleanShutdown ? 'yes' : 'no'}`,
     )
-    const results = { options: { ...o, print: undefined }, pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) }, rows: table, tokensCompared: compared, mismatches, shutdown: { code, socketRemoved }, targets }
+    const results = {
+      options: { ...o, print: undefined },
+      pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) },
+      rows: table,
+      tokensCompared: compared,
+      mismatches,
+      shutdown: { code, socketRemoved },
+      targets,
+    }
     mkdirSync(o.out, { recursive: true })
     writeFileSync(join(o.out, 'serve-results.json'), `${JSON.stringify(results, null, 2)}\n`)
     writeFileSync(

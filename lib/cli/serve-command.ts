@@ -2,15 +2,16 @@
  * `cudagraph serve` (the generator process: model, graphs, socket, metrics) and `cudagraph client` (one
  * prompt, its tokens printed as they come).
  */
-import { Client } from '../serve/client.js'
+
+import { Device } from '../cuda/device.js'
 import { CudaGraphError } from '../errors.js'
+import { GraphManager } from '../manager/graph-manager.js'
 import { DecoderModel } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
-import { Device } from '../cuda/device.js'
-import { GeneratorServer } from '../serve/generator-server.js'
-import { GraphManager } from '../manager/graph-manager.js'
-import type { GraphMode } from '../policy/graph-mode.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
+import type { GraphMode } from '../policy/graph-mode.js'
+import { Client } from '../serve/client.js'
+import { GeneratorServer } from '../serve/generator-server.js'
 
 /** What `cudagraph serve` runs. */
 export interface ServeOptions {
@@ -46,13 +47,19 @@ export async function serve(o: ServeOptions): Promise<number> {
   const model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: o.maxBatch, maxSeqLen: o.maxSeqLen })
   say(`${dev.name}: model ${o.model} (${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters), ${o.maxBatch} KV slots x ${o.maxSeqLen} tokens`)
   const maxCapture = Math.max(o.maxBatch, o.maxPrefillTokens)
-  const manager = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: o.maxBatch, maxCaptureSize: maxCapture, maxMemoryBytes: o.graphMemory }, log: say })
+  const manager = new GraphManager(dev, {
+    stream,
+    config: { mode: o.mode, maxNumSeqs: o.maxBatch, maxCaptureSize: maxCapture, maxMemoryBytes: o.graphMemory },
+    log: say,
+  })
   const runner = new DecoderRunner(model, manager, { maxBatch: o.maxBatch, maxPrefillTokens: o.maxPrefillTokens })
   let server: GeneratorServer | undefined
   try {
     await runner.warmup({ progress: true })
     server = await GeneratorServer.listen({ socketPath: o.socket, engine: runner, model: o.model, maxQueue: o.maxQueue, metricsPort: o.metricsPort, log: say })
-    process.stdout.write(`cudagraph serve: ready on ${o.socket} (model ${o.model}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`)
+    process.stdout.write(
+      `cudagraph serve: ready on ${o.socket} (model ${o.model}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`,
+    )
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'))
       process.once('SIGINT', () => resolve('SIGINT'))
@@ -97,7 +104,9 @@ export async function client(o: ClientOptions): Promise<number> {
     process.off('SIGINT', stop)
     const ms = performance.now() - t0
     process.stdout.write('\n')
-    process.stderr.write(`cudagraph client: ${count} tokens (${g.finishReason}), first after ${first.toFixed(2)} ms, ${((count * 1000) / ms).toFixed(0)} tokens/s\n`)
+    process.stderr.write(
+      `cudagraph client: ${count} tokens (${g.finishReason}), first after ${first.toFixed(2)} ms, ${((count * 1000) / ms).toFixed(0)} tokens/s\n`,
+    )
     return 0
   } catch (e) {
     const name = e instanceof CudaGraphError || e instanceof DOMException ? `${e.name}: ` : ''

@@ -55,8 +55,10 @@ export function lineChartSvg(spec: ChartSpec): string {
   svg += `<text x="${left + plotW / 2}" y="${top + plotH + 34}" text-anchor="middle">${esc(spec.xLabel)}</text>`
   spec.series.forEach((s, i) => {
     const ok = s.points.filter(([a, b]) => a > 0 && b > 0)
-    if (ok.length > 0) svg += `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${ok.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ')}"/>`
-    for (const [a, b] of ok) svg += `<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="3" fill="${s.color}"><title>${esc(s.name)} ${a}: ${b.toFixed(1)} ${esc(spec.yUnit)}</title></circle>`
+    if (ok.length > 0)
+      svg += `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${ok.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ')}"/>`
+    for (const [a, b] of ok)
+      svg += `<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="3" fill="${s.color}"><title>${esc(s.name)} ${a}: ${b.toFixed(1)} ${esc(spec.yUnit)}</title></circle>`
     const ly = top + plotH + 50 + Math.floor(i / 2) * 18
     svg += `<rect x="${left + (i % 2) * 300}" y="${ly - 10}" width="12" height="12" fill="${s.color}"/><text x="${left + (i % 2) * 300 + 18}" y="${ly}">${esc(s.name)}</text>`
   })

@@ -1,7 +1,7 @@
+import { check } from '../errors.js'
+import { bytesOf, type DType, fitsDType, type HostArray, type HostArrayOf, hostArray } from './dtype.js'
 import type * as N from './native.js'
 import { native } from './native.js'
-import { check } from '../errors.js'
-import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostArray } from './dtype.js'
 
 /**
  * Typed device memory, or a view on it. Freed by {@link DeviceBuffer.dispose} or when garbage collected;

@@ -1,10 +1,10 @@
-import type * as N from './native.js'
-import { binding, native } from './native.js'
 import { check } from '../errors.js'
 import { DeviceBuffer } from './buffer.js'
-import { type DType, type HostArray, type HostArrayOf, dtypeOf, fitsDType, isDType } from './dtype.js'
+import { type DType, dtypeOf, fitsDType, type HostArray, type HostArrayOf, isDType } from './dtype.js'
 import { Event } from './event.js'
 import { Module } from './module.js'
+import type * as N from './native.js'
+import { binding, native } from './native.js'
 import { Stream } from './stream.js'
 
 /** Free and total device memory, bytes (from the driver). */

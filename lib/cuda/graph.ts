@@ -1,6 +1,6 @@
+import { CALLS, LAYOUT, MAILBOX } from './mailbox.js'
 import type * as N from './native.js'
 import { mapError, native } from './native.js'
-import { CALLS, LAYOUT, MAILBOX } from './mailbox.js'
 import type { Stream } from './stream.js'
 
 /** How long a graph took to make, in µs. */

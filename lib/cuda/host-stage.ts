@@ -2,12 +2,13 @@
  * A step's pinned host side: two input staging areas that alternate, a read-back area for outputs, and
  * `launch`, the one native call that copies staged inputs in, replays a graph and reads outputs back.
  */
-import type * as N from './native.js'
-import { binding, mapError, native } from './native.js'
+
 import type { DeviceBuffer } from './buffer.js'
 import { type DType, type HostArray, hostView } from './dtype.js'
 import type { Graph } from './graph.js'
 import { CALLS, LAYOUT, MAILBOX } from './mailbox.js'
+import type * as N from './native.js'
+import { binding, mapError, native } from './native.js'
 import type { Stream } from './stream.js'
 
 /** One static tensor a stage copies: its device buffer, its elements and how many bytes one row takes. */
@@ -39,16 +40,33 @@ export class HostStage {
     this.#id = n.id
     const views = (bytes: Uint8Array, offset: (i: number) => number, ts: readonly StagedTensor[]) =>
       ts.map((t, i) => hostView(t.dtype, bytes.buffer as ArrayBuffer, bytes.byteOffset + offset(i), t.buffer.length))
-    const area = (k: number) => views(native(() => n.area(k)), (i) => n.offset(i), inputs)
+    const area = (k: number) =>
+      views(
+        native(() => n.area(k)),
+        (i) => n.offset(i),
+        inputs,
+      )
     this.#inputs = [area(0), area(1)]
-    this.outputs = views(native(() => n.outputArea()), (i) => n.outputOffset(i), outputs)
+    this.outputs = views(
+      native(() => n.outputArea()),
+      (i) => n.outputOffset(i),
+      outputs,
+    )
     this.#area = n.current
   }
 
   /** Stages `inputs` (copied in, in order) and `outputs` (read back, in order). @internal */
   static create(inputs: readonly StagedTensor[], outputs: readonly StagedTensor[]): HostStage {
     const all = [...inputs, ...outputs]
-    const n = native(() => new (binding().HostStage)(all.map((t) => t.buffer.native), all.map((t) => t.rowBytes), all.map((t) => t.perRequest), all.map((_, i) => i >= inputs.length)))
+    const n = native(
+      () =>
+        new (binding().HostStage)(
+          all.map((t) => t.buffer.native),
+          all.map((t) => t.rowBytes),
+          all.map((t) => t.perRequest),
+          all.map((_, i) => i >= inputs.length),
+        ),
+    )
     return new HostStage(n, inputs, outputs)
   }
 

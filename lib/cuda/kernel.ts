@@ -1,5 +1,5 @@
-import type * as N from './native.js'
 import type { DeviceBuffer } from './buffer.js'
+import type * as N from './native.js'
 
 /** Kind of one kernel parameter: a device pointer or a scalar. */
 export type ArgKind = 'ptr' | 'i32' | 'u32' | 'i64' | 'u64' | 'f32' | 'f64'

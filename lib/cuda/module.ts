@@ -1,8 +1,8 @@
-import type * as N from './native.js'
-import { native } from './native.js'
 import { check } from '../errors.js'
 import { ARG_KINDS, type ArgKind, Kernel } from './kernel.js'
 import { LAYOUT } from './mailbox.js'
+import type * as N from './native.js'
+import { native } from './native.js'
 
 /** Code compiled by NVRTC and loaded on a device. Kernels keep it loaded. */
 export class Module {
@@ -39,7 +39,15 @@ export class Module {
    */
   kernel<const S extends readonly ArgKind[]>(name: string, signature: S): Kernel<S> {
     check(typeof name === 'string' && name.length > 0, 'name', 'a kernel name', name)
-    check(Array.isArray(signature) && signature.length <= LAYOUT.maxArgs, 'signature', `an array of at most ${LAYOUT.maxArgs} of ${ARG_KINDS.join(' | ')}`, signature)
-    return Kernel.wrap(native(() => this.native.kernel(name, [...signature])), signature)
+    check(
+      Array.isArray(signature) && signature.length <= LAYOUT.maxArgs,
+      'signature',
+      `an array of at most ${LAYOUT.maxArgs} of ${ARG_KINDS.join(' | ')}`,
+      signature,
+    )
+    return Kernel.wrap(
+      native(() => this.native.kernel(name, [...signature])),
+      signature,
+    )
   }
 }

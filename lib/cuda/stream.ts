@@ -1,12 +1,12 @@
-import type * as N from './native.js'
-import { mapError, native } from './native.js'
 import { ArgumentError, CaptureError, check, describe } from '../errors.js'
 import { DeviceBuffer } from './buffer.js'
-import { type DType, type HostArray, type HostArrayOf, bytesOf, fitsDType, hostArray, isDType } from './dtype.js'
+import { bytesOf, type DType, fitsDType, type HostArray, type HostArrayOf, hostArray, isDType } from './dtype.js'
 import type { Event } from './event.js'
 import { Graph } from './graph.js'
 import type { ArgKind, ArgsOf, Kernel } from './kernel.js'
 import { CALLS, LAYOUT, MAILBOX } from './mailbox.js'
+import type * as N from './native.js'
+import { mapError, native } from './native.js'
 
 /** Grid or block dimensions: a number or 1 to 3 numbers. */
 export type Dim3 = number | readonly [number] | readonly [number, number] | readonly [number, number, number]
@@ -185,7 +185,12 @@ export class Stream {
       } else if (typeof v === 'bigint' && (kind === 'i64' || kind === 'u64')) {
         wide ??= wideArgs ??= new BigInt64Array(LAYOUT.maxArgs)
         wide[i] = BigInt.asIntN(64, v)
-        check(kind === 'i64' ? BigInt.asIntN(64, v) === v : BigInt.asUintN(64, v) === v, `args[${i}]`, `a 64-bit ${kind === 'i64' ? 'signed' : 'unsigned'} integer`, v)
+        check(
+          kind === 'i64' ? BigInt.asIntN(64, v) === v : BigInt.asUintN(64, v) === v,
+          `args[${i}]`,
+          `a 64-bit ${kind === 'i64' ? 'signed' : 'unsigned'} integer`,
+          v,
+        )
         p[at + i] = Number.NaN
       } else {
         throw argKind(i, `a number (${kind})`, v)

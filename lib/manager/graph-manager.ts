@@ -7,18 +7,19 @@
  * memory of a larger one; capturing largest first (warmup) makes the whole ladder cost about what the
  * largest graph costs alone.
  */
-import { CublasError, CudaError, InputAddressError, check } from '../errors.js'
-import { GraphConfig, type GraphConfigInit } from '../policy/config.js'
+
 import type { Device, GraphMemoryStats } from '../cuda/device.js'
+import type { Graph } from '../cuda/graph.js'
+import type { Stream } from '../cuda/stream.js'
+import { CublasError, CudaError, check, InputAddressError } from '../errors.js'
+import { GraphConfig, type GraphConfigInit } from '../policy/config.js'
 import { Dispatcher, type DispatchResult } from '../policy/dispatcher.js'
 import type { DispatchPolicy } from '../policy/policy.js'
-import type { Graph } from '../cuda/graph.js'
+import { type Evicted, GraphRegistry } from '../policy/registry.js'
 import { ManagerStats, type ManagerStatsJSON } from './manager-stats.js'
 import { Progress, type ProgressSink } from './progress.js'
-import { type Evicted, GraphRegistry } from '../policy/registry.js'
 import { type GraphEntry, type ManagedStep, Step, type StepOwner } from './step.js'
-import { type StepBatch, type StepSpec, type TensorSpec, parseTensorSpecs } from './step-spec.js'
-import type { Stream } from '../cuda/stream.js'
+import { parseTensorSpecs, type StepBatch, type StepSpec, type TensorSpec } from './step-spec.js'
 
 /** The graphs of one step: held entries by dispatch result, sizes whose capture failed, sizes that were missing. */
 interface StepGraphs {
@@ -173,7 +174,12 @@ export class GraphManager {
    */
   wrap<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>>(spec: StepSpec<I, O>): Step<I, O> {
     // A step sized below the largest capture size gets the sizes that fit its buffers.
-    const tokenRows = spec !== null && typeof spec === 'object' ? parseTensorSpecs('inputs', spec.inputs).filter((t) => t.per === 'token').map((t) => t.rows) : []
+    const tokenRows =
+      spec !== null && typeof spec === 'object'
+        ? parseTensorSpecs('inputs', spec.inputs)
+            .filter((t) => t.per === 'token')
+            .map((t) => t.rows)
+        : []
     const config = tokenRows.length > 0 ? this.config.cappedTo(Math.min(...tokenRows)) : this.config
     const dispatcher = new Dispatcher(config, this.#policy === undefined ? { trackCaptures: true } : { policy: this.#policy, trackCaptures: true })
     dispatcher.initializeKeys()
@@ -188,11 +194,18 @@ export class GraphManager {
    * Captures every graph the step's dispatcher lists, largest first, each after `numWarmups` eager runs.
    * Yields to the event loop between captures (the progress bar redraws, timers run).
    */
-  async warmup<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>>(step: Step<I, O>, options: WarmupOptions = {}): Promise<WarmupResult> {
+  async warmup<I extends Record<string, TensorSpec>, O extends Record<string, TensorSpec>>(
+    step: Step<I, O>,
+    options: WarmupOptions = {},
+  ): Promise<WarmupResult> {
     const g = this.#liveGraphs(step)
     const targets = step.dispatcher.captureTargets().filter((r) => !g.entries.has(r))
     const show = options.progress ?? false
-    const progress = new Progress(`warming up ${step.name}`, targets.length, options.sink === undefined ? { enabled: show } : { enabled: show, sink: options.sink })
+    const progress = new Progress(
+      `warming up ${step.name}`,
+      targets.length,
+      options.sink === undefined ? { enabled: show } : { enabled: show, sink: options.sink },
+    )
     const t0 = performance.now()
     const free0 = this.device.memoryInfo().free
     let captured = 0
@@ -206,7 +219,10 @@ export class GraphManager {
     }
     const seconds = (performance.now() - t0) / 1000
     const bytes = Math.max(0, free0 - this.device.memoryInfo().free)
-    if (show) progress.finish(`cudagraph: ${step.name}: ${captured} graphs captured in ${seconds.toFixed(2)} s, ${mib(bytes)} added${failed ? `, ${failed} fell back to eager` : ''}`)
+    if (show)
+      progress.finish(
+        `cudagraph: ${step.name}: ${captured} graphs captured in ${seconds.toFixed(2)} s, ${mib(bytes)} added${failed ? `, ${failed} fell back to eager` : ''}`,
+      )
     return { captured, failed, seconds, bytes }
   }
 
@@ -395,7 +411,8 @@ export class GraphManager {
     this.#stats.captureMs += performance.now() - t0
     this.#settleEvictions()
     // Evicting others can show that this graph alone needs more pool memory than it added.
-    if (!this.#registry.has(entry)) return this.#fail(step, result, `${label} needs more than the budget of ${mib(budget ?? 0)} with the pool memory it shares; running it eagerly`)
+    if (!this.#registry.has(entry))
+      return this.#fail(step, result, `${label} needs more than the budget of ${mib(budget ?? 0)} with the pool memory it shares; running it eagerly`)
     return entry
   }
 

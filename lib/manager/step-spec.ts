@@ -2,12 +2,13 @@
  * What a user hands the graph manager: a step's static inputs and outputs, its forward, and optionally its
  * pieces. {@link parseTensorSpec} validates a tensor spec without touching the GPU.
  */
-import { check, describe } from '../errors.js'
-import { type DType, DTYPE_SIZE, type HostArrayOf, isDType } from '../cuda/dtype.js'
+
 import type { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
-import type { RuntimeMode } from '../policy/graph-mode.js'
+import { DTYPE_SIZE, type DType, type HostArrayOf, isDType } from '../cuda/dtype.js'
 import type { Stream } from '../cuda/stream.js'
+import { check, describe } from '../errors.js'
+import type { RuntimeMode } from '../policy/graph-mode.js'
 
 /** Whether a tensor's rows are the batch's tokens or its requests. */
 export type RowsOf = 'token' | 'request'
@@ -120,7 +121,8 @@ export function parseTensorSpec(path: string, spec: unknown): ParsedTensor {
   let o: TensorSpecObject
   if (Array.isArray(spec)) {
     check(spec.length === 2 || spec.length === 3, path, '[dtype, rows] or [dtype, rows, width]', spec)
-    o = spec.length === 3 ? { dtype: spec[0] as DType, rows: spec[1] as number, width: spec[2] as number } : { dtype: spec[0] as DType, rows: spec[1] as number }
+    o =
+      spec.length === 3 ? { dtype: spec[0] as DType, rows: spec[1] as number, width: spec[2] as number } : { dtype: spec[0] as DType, rows: spec[1] as number }
   } else {
     check(spec !== null && typeof spec === 'object', path, 'a tensor spec ([dtype, rows, width?] or { dtype, rows, width?, per?, pad?, readBack? })', spec)
     o = spec as TensorSpecObject

@@ -3,13 +3,14 @@
  * inputs and read-back outputs, and `run`, which dispatches, pads, copies in, replays and reads back in one
  * native call (see GraphManager).
  */
-import { ArgumentError, check } from '../errors.js'
+
 import { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
-import { type DType, type HostArray, type HostArrayOf, fitsDType } from '../cuda/dtype.js'
+import { type DType, fitsDType, type HostArray, type HostArrayOf } from '../cuda/dtype.js'
 import type { Graph } from '../cuda/graph.js'
 import { HostStage } from '../cuda/host-stage.js'
 import type { Stream } from '../cuda/stream.js'
+import { ArgumentError, check } from '../errors.js'
 import type { Dispatcher, DispatchOptions, DispatchResult } from '../policy/dispatcher.js'
 import type { ManagerStats } from './manager-stats.js'
 import {
@@ -18,11 +19,11 @@ import {
   type InputValue,
   type ParsedTensor,
   type Piece,
+  parseTensorSpecs,
   type StepBatch,
   type StepContext,
   type StepSpec,
   type TensorSpec,
-  parseTensorSpecs,
 } from './step-spec.js'
 
 /** How a run goes: a graph captured for its size, a graph for a larger size (padded), or eagerly. */
@@ -154,7 +155,12 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     if (spec.pieces !== undefined) {
       check(Array.isArray(spec.pieces) && spec.pieces.length > 0, 'spec.pieces', 'a non-empty array of pieces', spec.pieces)
       spec.pieces.forEach((p, i) => {
-        check(p !== null && typeof p === 'object' && typeof p.run === 'function' && typeof p.graphable === 'boolean', `spec.pieces[${i}]`, '{ name, graphable, run }', p)
+        check(
+          p !== null && typeof p === 'object' && typeof p.run === 'function' && typeof p.graphable === 'boolean',
+          `spec.pieces[${i}]`,
+          '{ name, graphable, run }',
+          p,
+        )
       })
     }
     const ins = parseTensorSpecs('inputs', spec.inputs)
@@ -165,7 +171,12 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     const needTokens = dispatcher.config.maxCaptureSize
     for (const t of [...ins, ...outs]) {
       if (t.per !== 'token') continue
-      check(t.rows >= needTokens, `${ins.includes(t) ? 'inputs' : 'outputs'}.${t.name}.rows`, `at least ${needTokens} token rows (the config captures batches that large)`, t.rows)
+      check(
+        t.rows >= needTokens,
+        `${ins.includes(t) ? 'inputs' : 'outputs'}.${t.name}.rows`,
+        `at least ${needTokens} token rows (the config captures batches that large)`,
+        t.rows,
+      )
     }
     this.#maxTokens = Math.min(...[...ins, ...outs].filter((t) => t.per === 'token').map((t) => t.rows))
     this.#maxReqs = Math.min(...[...ins, ...outs].filter((t) => t.per === 'request').map((t) => t.rows))
@@ -257,7 +268,8 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     check(options !== null && typeof options === 'object', 'options', '{ numTokens, ... }', options)
     const numTokens = options.numTokens
     // Checked first, messages built only on failure: a replay allocates nothing.
-    if (!(Number.isInteger(numTokens) && numTokens >= 1 && numTokens <= this.#maxTokens)) check(false, 'options.numTokens', `an integer in 1..${this.#maxTokens}`, numTokens)
+    if (!(Number.isInteger(numTokens) && numTokens >= 1 && numTokens <= this.#maxTokens))
+      check(false, 'options.numTokens', `an integer in 1..${this.#maxTokens}`, numTokens)
     const numReqs = options.numReqs ?? numTokens
     if (!(Number.isInteger(numReqs) && numReqs >= 1 && numReqs <= numTokens && numReqs <= this.#maxReqs)) {
       check(false, 'options.numReqs', `an integer in 1..${Math.min(numTokens, this.#maxReqs)}`, numReqs)
@@ -336,7 +348,12 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     const i = this.#in.findIndex((t) => t.name === name)
     check(i >= 0, 'name', `an input of this step (${this.#in.map((t) => t.name).join(', ')})`, name)
     const t = this.#in[i]!
-    check(buffer instanceof DeviceBuffer && buffer.dtype === t.dtype && buffer.length === t.rows * t.width, 'buffer', `a ${t.dtype} DeviceBuffer of ${t.rows * t.width} elements`, buffer)
+    check(
+      buffer instanceof DeviceBuffer && buffer.dtype === t.dtype && buffer.length === t.rows * t.width,
+      'buffer',
+      `a ${t.dtype} DeviceBuffer of ${t.rows * t.width} elements`,
+      buffer,
+    )
     this.#stage.rebind(i, buffer)
     ;(this.inputs as Record<string, DeviceBuffer>)[name] = buffer
     this.#addresses[i] = buffer.address

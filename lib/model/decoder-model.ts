@@ -8,11 +8,11 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
-import { check } from '../errors.js'
 import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
-import { type ModelConfig, type ModelName, headDim, modelConfig } from './model-config.js'
 import type { Stream } from '../cuda/stream.js'
+import { check } from '../errors.js'
+import { headDim, type ModelConfig, type ModelName, modelConfig } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
 
 /** Options of {@link DecoderModel.create}. */
@@ -88,7 +88,16 @@ export class DecoderModel {
   readonly #top: { embed: DeviceBuffer<'f16'>; norm: DeviceBuffer<'f16'>; lmHead: DeviceBuffer<'f16'> }
   #disposed = false
 
-  private constructor(device: Device, config: ModelConfig, seed: number, slots: number, maxSeqLen: number, module: Module, weights: Map<string, Weight>, caches: [DeviceBuffer<'f16'>[], DeviceBuffer<'f16'>[]]) {
+  private constructor(
+    device: Device,
+    config: ModelConfig,
+    seed: number,
+    slots: number,
+    maxSeqLen: number,
+    module: Module,
+    weights: Map<string, Weight>,
+    caches: [DeviceBuffer<'f16'>[], DeviceBuffer<'f16'>[]],
+  ) {
     this.device = device
     this.config = config
     this.seed = seed
@@ -236,7 +245,19 @@ export class DecoderModel {
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
       s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H })
       s.launch(k.rope, { grid: T, block: 128 }, [qkv, L.kCache, L.vCache, t.positions, t.slots, c.heads, c.kvHeads, hd, S, c.ropeTheta])
-      s.launch(k.attention, { grid: [T, c.heads], block: 128 }, [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, c.heads, c.kvHeads, hd, S, 1 / Math.sqrt(hd)])
+      s.launch(k.attention, { grid: [T, c.heads], block: 128 }, [
+        attn,
+        qkv,
+        L.kCache,
+        L.vCache,
+        t.positions,
+        t.slots,
+        c.heads,
+        c.kvHeads,
+        hd,
+        S,
+        1 / Math.sqrt(hd),
+      ])
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd })
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
       s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H })

@@ -2,9 +2,10 @@
  * The decoder's math in float64 on the CPU, rounding to f16 exactly where the GPU stores f16 (GEMM, norm,
  * rotary, attention and SwiGLU outputs; the KV cache). For checking {@link DecoderModel} on small models.
  */
-import { ArgumentError, check } from '../errors.js'
+
 import { fromHalf, roundHalf } from '../cuda/half.js'
-import { type ModelConfig, headDim } from './model-config.js'
+import { ArgumentError, check } from '../errors.js'
+import { headDim, type ModelConfig } from './model-config.js'
 
 /** One forward's result: logits [requests x vocab] and the greedy tokens. */
 export interface ReferenceOutput {
@@ -97,7 +98,8 @@ export class DecoderReference {
     const c = this.config
     const hd = headDim(c)
     const kv = this.#cache.get(slot)![layer]!
-    for (let j = 0; j <= pos; j++) if (kv[j] === undefined) throw new ArgumentError('pos', `a position of slot ${slot} whose earlier positions were all run (position ${j} never was)`, pos)
+    for (let j = 0; j <= pos; j++)
+      if (kv[j] === undefined) throw new ArgumentError('pos', `a position of slot ${slot} whose earlier positions were all run (position ${j} never was)`, pos)
     const out = new Float64Array(c.heads * hd)
     const group = c.heads / c.kvHeads
     for (let h = 0; h < c.heads; h++) {

@@ -3,10 +3,11 @@
  * graphs keyed by padded token count) and a decode step (one token for each of many requests, graphs
  * keyed by padded request count). Both steps write the same KV cache.
  */
-import type { DecoderModel } from './decoder-model.js'
+
 import { check } from '../errors.js'
 import type { GraphManager, WarmupOptions, WarmupResult } from '../manager/graph-manager.js'
 import type { GraphUse, Step } from '../manager/step.js'
+import type { DecoderModel } from './decoder-model.js'
 
 /** Options of {@link DecoderRunner}. */
 export interface DecoderRunnerOptions {
@@ -93,16 +94,29 @@ export class DecoderRunner {
     this.model = model
     this.manager = manager
     const maxPrefill = options.maxPrefillTokens ?? Math.min(512, model.maxSeqLen)
-    check(Number.isInteger(maxPrefill) && maxPrefill >= 1 && maxPrefill <= model.maxSeqLen, 'maxPrefillTokens', `an integer in 1..${model.maxSeqLen} (maxSeqLen)`, maxPrefill)
+    check(
+      Number.isInteger(maxPrefill) && maxPrefill >= 1 && maxPrefill <= model.maxSeqLen,
+      'maxPrefillTokens',
+      `an integer in 1..${model.maxSeqLen} (maxSeqLen)`,
+      maxPrefill,
+    )
     const maxBatch = options.maxBatch ?? model.slots
     check(Number.isInteger(maxBatch) && maxBatch >= 1 && maxBatch <= model.slots, 'maxBatch', `an integer in 1..${model.slots} (slots)`, maxBatch)
     const maxPrefillReqs = options.maxPrefillReqs ?? Math.min(16, maxBatch, maxPrefill)
-    check(Number.isInteger(maxPrefillReqs) && maxPrefillReqs >= 1 && maxPrefillReqs <= Math.min(maxBatch, maxPrefill), 'maxPrefillReqs', `an integer in 1..${Math.min(maxBatch, maxPrefill)} (maxBatch and maxPrefillTokens)`, maxPrefillReqs)
+    check(
+      Number.isInteger(maxPrefillReqs) && maxPrefillReqs >= 1 && maxPrefillReqs <= Math.min(maxBatch, maxPrefill),
+      'maxPrefillReqs',
+      `an integer in 1..${Math.min(maxBatch, maxPrefill)} (maxBatch and maxPrefillTokens)`,
+      maxPrefillReqs,
+    )
     this.maxPrefillTokens = maxPrefill
     this.maxPrefillReqs = maxPrefillReqs
     this.maxBatch = maxBatch
     const wrap = (name: string, tokens: number, reqs: number) =>
-      manager.wrap({ ...stepSpec(model, name, tokens, reqs), forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs) })
+      manager.wrap({
+        ...stepSpec(model, name, tokens, reqs),
+        forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs),
+      })
     this.prefillStep = wrap('prefill', maxPrefill, maxPrefillReqs)
     this.decodeStep = wrap('decode', maxBatch, maxBatch)
     this.#iota = Int32Array.from({ length: maxBatch }, (_, i) => i)
@@ -179,7 +193,16 @@ export class DecoderRunner {
   prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxPrefillReqs)) check(false, 'n', `an integer in 1..${this.maxPrefillReqs} (maxPrefillReqs)`, n)
-    if (!(slots instanceof Int32Array && slots.length >= n && starts instanceof Int32Array && starts.length >= n && lengths instanceof Int32Array && lengths.length >= n)) {
+    if (
+      !(
+        slots instanceof Int32Array &&
+        slots.length >= n &&
+        starts instanceof Int32Array &&
+        starts.length >= n &&
+        lengths instanceof Int32Array &&
+        lengths.length >= n
+      )
+    ) {
       check(false, 'slots/starts/lengths', `Int32Arrays of at least ${n} elements`, [slots, starts, lengths])
     }
     let total = 0

@@ -58,7 +58,8 @@ export function modelConfig(model: ModelName | (Partial<ModelConfig> & { preset?
   check(model !== null && typeof model === 'object', 'model', `a preset name (${names.join(', ')}) or a partial config`, model)
   const preset = model.preset ?? 'small'
   check(Object.hasOwn(MODEL_PRESETS, preset), 'model.preset', names.join(', '), preset)
-  for (const k of Object.keys(model)) check(k === 'preset' || (FIELDS as readonly string[]).includes(k), `model.${k}`, `a known field (${FIELDS.join(', ')})`, k)
+  for (const k of Object.keys(model))
+    check(k === 'preset' || (FIELDS as readonly string[]).includes(k), `model.${k}`, `a known field (${FIELDS.join(', ')})`, k)
   const c: ModelConfig = { ...MODEL_PRESETS[preset] }
   for (const k of FIELDS) {
     const v = model[k]

@@ -38,7 +38,8 @@ export function writeSafetensors(path: string, entries: readonly SafetensorsEntr
     for (const e of entries) {
       const d = e.data()
       const want = (header[e.name] as { data_offsets: [number, number] }).data_offsets
-      if (d.byteLength !== want[1] - want[0]) throw new ArgumentError(`entries.${e.name}`, `${want[1] - want[0]} bytes of data for its shape`, `${d.byteLength} bytes`)
+      if (d.byteLength !== want[1] - want[0])
+        throw new ArgumentError(`entries.${e.name}`, `${want[1] - want[0]} bytes of data for its shape`, `${d.byteLength} bytes`)
       writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength))
     }
   } finally {

@@ -1,5 +1,5 @@
 import { describeBatch } from './descriptor.js'
-import type { DispatchOptions, DispatchResult, DispatcherLike } from './dispatcher.js'
+import type { DispatcherLike, DispatchOptions, DispatchResult } from './dispatcher.js'
 
 /** A composite decision: which member dispatcher made it (undefined when none chose a graph). */
 export interface CompositeResult extends DispatchResult {

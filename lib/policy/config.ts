@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../errors.js'
 import { DEFAULT_MAX_CAPTURE_SIZE, defaultCaptureSizes, paddingTable, roundSizesTo } from './capture-sizes.js'
-import { type GraphMode, decodeMode, parseGraphMode } from './graph-mode.js'
+import { decodeMode, type GraphMode, parseGraphMode } from './graph-mode.js'
 
 /** The JSON form of a {@link GraphConfig}; every field optional in {@link GraphConfig.from}. */
 export interface GraphConfigInit {

@@ -80,11 +80,13 @@ export function packKey(
   numActiveLoras: number,
   hasMultimodal: boolean,
 ): number {
-  if (!(numTokens >= 0 && numTokens <= MAX_KEY_TOKENS && Number.isInteger(numTokens))) throw new ArgumentError('numTokens', `an integer in 0..${MAX_KEY_TOKENS}`, numTokens)
+  if (!(numTokens >= 0 && numTokens <= MAX_KEY_TOKENS && Number.isInteger(numTokens)))
+    throw new ArgumentError('numTokens', `an integer in 0..${MAX_KEY_TOKENS}`, numTokens)
   if (numReqs !== undefined && !(numReqs >= 0 && numReqs <= MAX_KEY_REQS && Number.isInteger(numReqs))) {
     throw new ArgumentError('numReqs', `an integer in 0..${MAX_KEY_REQS} or undefined`, numReqs)
   }
-  if (!(numActiveLoras >= 0 && numActiveLoras <= MAX_KEY_LORAS && Number.isInteger(numActiveLoras))) throw new ArgumentError('numActiveLoras', `an integer in 0..${MAX_KEY_LORAS}`, numActiveLoras)
+  if (!(numActiveLoras >= 0 && numActiveLoras <= MAX_KEY_LORAS && Number.isInteger(numActiveLoras)))
+    throw new ArgumentError('numActiveLoras', `an integer in 0..${MAX_KEY_LORAS}`, numActiveLoras)
   if (typeof uniform !== 'boolean') throw new ArgumentError('uniform', 'a boolean', uniform)
   if (typeof hasLora !== 'boolean') throw new ArgumentError('hasLora', 'a boolean', hasLora)
   if (typeof hasMultimodal !== 'boolean') throw new ArgumentError('hasMultimodal', 'a boolean', hasMultimodal)

@@ -5,9 +5,9 @@
  */
 import { ArgumentError } from '../errors.js'
 import type { GraphConfig } from './config.js'
-import { type BatchDescriptor, MAX_KEY_LORAS, describeBatch, descriptorFromKey, descriptorKey, packKeyUnchecked, relaxForMixed } from './descriptor.js'
-import { type GraphMode, type RuntimeMode, decodeMode, hasMode, mixedMode, separateRoutine } from './graph-mode.js'
+import { type BatchDescriptor, describeBatch, descriptorFromKey, descriptorKey, MAX_KEY_LORAS, packKeyUnchecked, relaxForMixed } from './descriptor.js'
 import { DispatchStats } from './dispatch-stats.js'
+import { decodeMode, type GraphMode, hasMode, mixedMode, type RuntimeMode, separateRoutine } from './graph-mode.js'
 import type { DispatchPolicy } from './policy.js'
 
 /** What a batch looks like beyond its token count. */
@@ -286,7 +286,9 @@ export class Dispatcher implements DispatcherLike {
   captureDescriptors(): CaptureGroup[] {
     const out: CaptureGroup[] = []
     for (const mode of ['PIECEWISE', 'FULL'] as const) {
-      const descriptors = this.captureTargets().filter((r) => r.mode === mode).map((r) => r.descriptor)
+      const descriptors = this.captureTargets()
+        .filter((r) => r.mode === mode)
+        .map((r) => r.descriptor)
       if (descriptors.length > 0) out.push({ mode, descriptors })
     }
     return out

@@ -1,6 +1,6 @@
 import { ArgumentError } from '../errors.js'
 import { type BatchDescriptor, descriptorKey } from './descriptor.js'
-import type { DispatchOptions, DispatchResult, DispatcherLike } from './dispatcher.js'
+import type { DispatcherLike, DispatchOptions, DispatchResult } from './dispatcher.js'
 
 /** A decision and the stream (index) to run it on. */
 export interface StreamDispatchResult extends DispatchResult {

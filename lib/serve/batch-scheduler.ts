@@ -105,7 +105,12 @@ export class BatchScheduler<R extends GenerationRequest> {
     this.maxQueue = options.maxQueue ?? 1024
     this.maxRunning = options.maxRunning ?? most
     check(Number.isInteger(this.maxQueue) && this.maxQueue >= 0, 'maxQueue', 'a non-negative integer', this.maxQueue)
-    check(Number.isInteger(this.maxRunning) && this.maxRunning >= 1 && this.maxRunning <= most, 'maxRunning', `an integer in 1..${most} (the engine's slots and maxBatch)`, this.maxRunning)
+    check(
+      Number.isInteger(this.maxRunning) && this.maxRunning >= 1 && this.maxRunning <= most,
+      'maxRunning',
+      `an integer in 1..${most} (the engine's slots and maxBatch)`,
+      this.maxRunning,
+    )
     this.#freeSlots = Array.from({ length: this.maxRunning }, (_, i) => this.maxRunning - 1 - i)
     const P = engine.maxPrefillReqs
     this.#pSlots = new Int32Array(P)

@@ -4,19 +4,19 @@
  * BusyError (queue full), ProtocolError, ServerError (the server's error frames) and
  * ConnectionClosedError (the server went away); a cancelled generation rejects with its signal's reason.
  */
-import { type Socket, createConnection } from 'node:net'
+import { createConnection, type Socket } from 'node:net'
 import { check } from '../errors.js'
 import { BusyError, ConnectionClosedError, ProtocolError, RefusedError, ServerError } from './errors.js'
 import {
   DEFAULT_MAX_FRAME_BYTES,
   ErrorCode,
+  encode,
+  errorCodeName,
   type FinishReason,
   FrameDecoder,
   type HelloMessage,
   MessageType,
   type ServerMessage,
-  encode,
-  errorCodeName,
 } from './wire-protocol.js'
 
 /** Options of {@link Client.connect}. */
@@ -186,7 +186,10 @@ export class Client {
     return new Promise<Client>((resolve, reject) => {
       const socket = createConnection(socketPath)
       let client: Client | undefined
-      const timer = setTimeout(() => fail(new ProtocolError(`no HELLO from the server at ${socketPath} within ${options.timeoutMs ?? 5000} ms`)), options.timeoutMs ?? 5000)
+      const timer = setTimeout(
+        () => fail(new ProtocolError(`no HELLO from the server at ${socketPath} within ${options.timeoutMs ?? 5000} ms`)),
+        options.timeoutMs ?? 5000,
+      )
       const fail = (e: Error) => {
         clearTimeout(timer)
         socket.destroy()
@@ -241,8 +244,18 @@ export class Client {
   generate(prompt: Int32Array | readonly number[], options: GenerateOptions): Generation {
     const tokens = prompt instanceof Int32Array ? prompt : Int32Array.from(prompt)
     check(tokens.length >= 1, 'prompt', 'at least one token id', prompt)
-    check(Number.isInteger(options.maxNewTokens) && options.maxNewTokens >= 1 && options.maxNewTokens <= 0xffffffff, 'maxNewTokens', 'a positive 32-bit integer', options.maxNewTokens)
-    check(14 + 4 * tokens.length <= this.server.maxFrameBytes, 'prompt', `at most ${Math.floor((this.server.maxFrameBytes - 14) / 4)} tokens (the server's frame limit)`, tokens.length)
+    check(
+      Number.isInteger(options.maxNewTokens) && options.maxNewTokens >= 1 && options.maxNewTokens <= 0xffffffff,
+      'maxNewTokens',
+      'a positive 32-bit integer',
+      options.maxNewTokens,
+    )
+    check(
+      14 + 4 * tokens.length <= this.server.maxFrameBytes,
+      'prompt',
+      `at most ${Math.floor((this.server.maxFrameBytes - 14) / 4)} tokens (the server's frame limit)`,
+      tokens.length,
+    )
     const id = this.#nextId
     this.#nextId = id >= 0xffffffff ? 1 : id + 1
     const g = new Generation(this, id, options.signal)
@@ -304,7 +317,12 @@ export class Client {
         this.#open.get(m.requestId)?.push(m.tokens, m.sentNs)
         return
       case MessageType.DONE:
-        this.#open.get(m.requestId)?.end(m.reason, m.reason === 'shutdown' ? new ServerError('SHUTTING_DOWN', `the server shut down after ${m.generated} tokens of this request`) : undefined)
+        this.#open
+          .get(m.requestId)
+          ?.end(
+            m.reason,
+            m.reason === 'shutdown' ? new ServerError('SHUTTING_DOWN', `the server shut down after ${m.generated} tokens of this request`) : undefined,
+          )
         return
       case MessageType.PONG: {
         const p = this.#pings.get(m.nonce)
@@ -315,7 +333,11 @@ export class Client {
       case MessageType.ERROR: {
         const name = errorCodeName(m.code)
         const err =
-          m.code === ErrorCode.BUSY ? new BusyError(m.message) : FATAL.has(m.code) ? new ProtocolError(`the server refused a frame: ${m.message} (${name})`) : new ServerError(name, m.message)
+          m.code === ErrorCode.BUSY
+            ? new BusyError(m.message)
+            : FATAL.has(m.code)
+              ? new ProtocolError(`the server refused a frame: ${m.message} (${name})`)
+              : new ServerError(name, m.message)
         if (m.requestId === 0) this.#lost(err)
         else this.#open.get(m.requestId)?.end(undefined, err)
         return

@@ -5,21 +5,21 @@
  * or goes away loses only its own requests (their KV slots are freed at once); everyone else is served.
  */
 import { existsSync, unlinkSync } from 'node:fs'
-import { type Server, type Socket, connect, createServer } from 'node:net'
-import { AddressInUseError } from './errors.js'
-import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink } from './batch-scheduler.js'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
+import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink } from './batch-scheduler.js'
+import { AddressInUseError } from './errors.js'
 import { type RequestOutcome, ServerMetrics } from './server-metrics.js'
 import {
   type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
   ErrorCode,
+  encode,
+  encodeTokens,
   type FinishReason,
   FrameDecoder,
   FrameError,
   MessageType,
-  encode,
-  encodeTokens,
 } from './wire-protocol.js'
 
 /** Rolling graphs: an engine that can capture, in idle time, the graphs its steps found missing. */
@@ -109,7 +109,10 @@ export class GeneratorServer {
       done: (r, reason, n) => this.#finish(r, reason, n),
       failed: (r, e) => this.#failed(r, e),
     }
-    this.#scheduler = new BatchScheduler(o.engine, sink, { ...(o.maxQueue !== undefined && { maxQueue: o.maxQueue }), ...(o.maxRunning !== undefined && { maxRunning: o.maxRunning }) })
+    this.#scheduler = new BatchScheduler(o.engine, sink, {
+      ...(o.maxQueue !== undefined && { maxQueue: o.maxQueue }),
+      ...(o.maxRunning !== undefined && { maxRunning: o.maxRunning }),
+    })
     const mgr = o.engine.manager
     const graphs = mgr === undefined ? undefined : () => mgr.stats()
     this.metrics = new ServerMetrics(graphs, () => ({
@@ -174,13 +177,16 @@ export class GeneratorServer {
     const deadline = now() + drainMs
     while (this.#scheduler.hasWork && now() < deadline) await new Promise((r) => setTimeout(r, 5))
     this.#scheduler.cancelAll('shutdown')
-    const ended = [...this.#conns].map((c) => new Promise<void>((resolve) => {
-      if (c.socket.destroyed) return resolve()
-      c.socket.once('close', () => resolve())
-      c.socket.end()
-      // A client that does not read its last frames is not waited for.
-      setTimeout(() => c.socket.destroy(), 1000).unref()
-    }))
+    const ended = [...this.#conns].map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.socket.destroyed) return resolve()
+          c.socket.once('close', () => resolve())
+          c.socket.end()
+          // A client that does not read its last frames is not waited for.
+          setTimeout(() => c.socket.destroy(), 1000).unref()
+        }),
+    )
     await Promise.all(ended)
     await netClosed
     await this.metrics.close()
@@ -202,7 +208,16 @@ export class GeneratorServer {
     const conn = new Connection(socket, FrameDecoder.forServer(this.#maxFrame))
     this.#conns.add(conn)
     const e = this.engine
-    socket.write(encode({ type: MessageType.HELLO, vocab: e.vocab, maxSeqLen: e.maxSeqLen, maxBatch: this.#scheduler.maxRunning, maxFrameBytes: this.#maxFrame, model: this.#model }))
+    socket.write(
+      encode({
+        type: MessageType.HELLO,
+        vocab: e.vocab,
+        maxSeqLen: e.maxSeqLen,
+        maxBatch: this.#scheduler.maxRunning,
+        maxFrameBytes: this.#maxFrame,
+        model: this.#model,
+      }),
+    )
     socket.on('data', (chunk: Buffer) => this.#receive(conn, chunk))
     socket.on('error', () => this.#drop(conn, 'disconnected'))
     socket.on('close', () => this.#drop(conn, 'disconnected'))

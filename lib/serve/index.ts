@@ -10,31 +10,31 @@ export {
   type SchedulerSink,
   type StepReport,
 } from './batch-scheduler.js'
-export { GeneratorServer, type CloseOptions, type GeneratorServerOptions, type RollingGraphs } from './generator-server.js'
-export { Client, Generation, type ConnectOptions, type GenerateOptions, type ServerInfo } from './client.js'
-export { ServerMetrics, type Health, type RequestOutcome } from './server-metrics.js'
+export { Client, type ConnectOptions, type GenerateOptions, Generation, type ServerInfo } from './client.js'
 export { AddressInUseError, BusyError, ConnectionClosedError, ProtocolError, RefusedError, ServerError } from './errors.js'
+export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type RollingGraphs } from './generator-server.js'
+export { type Health, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 export {
+  type CancelMessage,
+  type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
+  type DoneMessage,
   ErrorCode,
-  FINISH_REASONS,
-  FrameDecoder,
-  FrameError,
-  MessageType,
-  PROTOCOL_VERSION,
+  type ErrorCodeName,
+  type ErrorMessage,
   encode,
   encodeTokens,
   errorCodeName,
-  type CancelMessage,
-  type ClientMessage,
-  type DoneMessage,
-  type ErrorCodeName,
-  type ErrorMessage,
+  FINISH_REASONS,
   type FinishReason,
+  FrameDecoder,
+  FrameError,
   type GenerateMessage,
   type HelloMessage,
   type Message,
+  MessageType,
   type PingMessage,
+  PROTOCOL_VERSION,
   type ServerMessage,
   type TokensMessage,
 } from './wire-protocol.js'

@@ -2,11 +2,11 @@
  * The generator's metrics in Prometheus text format (prom-client), served with a health check on a small
  * HTTP server: `GET /metrics` and `GET /healthz`.
  */
-import { type Server, createServer } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { StepReport } from './batch-scheduler.js'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
+import type { StepReport } from './batch-scheduler.js'
 import type { FinishReason } from './wire-protocol.js'
 
 /** How a request ended, as the `outcome` label of `cudagraph_requests_total`. */
@@ -37,7 +37,10 @@ export class ServerMetrics {
    * `graphs` reads the graph manager's stats at scrape time (not on the serving path); `health` the
    * server's state.
    */
-  constructor(graphs: (() => ManagerSnapshot) | undefined, readonly health: () => Health) {
+  constructor(
+    graphs: (() => ManagerSnapshot) | undefined,
+    readonly health: () => Health,
+  ) {
     const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry, prefix: 'cudagraph_process_' })
     const requests = new Counter({ name: 'cudagraph_requests_total', help: 'Requests by how they ended', labelNames: ['outcome'], registers })
@@ -56,7 +59,12 @@ export class ServerMetrics {
       buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
       registers,
     })
-    this.#batch = new Histogram({ name: 'cudagraph_decode_batch_size', help: 'Requests per decode step', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers })
+    this.#batch = new Histogram({
+      name: 'cudagraph_decode_batch_size',
+      help: 'Requests per decode step',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    })
     this.#step = new Histogram({
       name: 'cudagraph_step_seconds',
       help: 'One scheduler step (prefill and decode, tokens sent)',
@@ -74,7 +82,14 @@ export class ServerMetrics {
         this.set({ state: 'queued' }, h.queued)
       },
     })
-    new Gauge({ name: 'cudagraph_connections', help: 'Open client connections', registers, collect() { this.set(health().connections) } })
+    new Gauge({
+      name: 'cudagraph_connections',
+      help: 'Open client connections',
+      registers,
+      collect() {
+        this.set(health().connections)
+      },
+    })
     if (graphs !== undefined) this.#graphMetrics(graphs)
   }
 
@@ -160,7 +175,14 @@ export class ServerMetrics {
     counter('cudagraph_graph_evictions_total', 'Graphs evicted', 'evictions')
     counter('cudagraph_graph_replays_total', 'Graph replays', 'replays')
     counter('cudagraph_eager_runs_total', 'Steps run eagerly', 'eagerRuns')
-    new Gauge({ name: 'cudagraph_graphs', help: 'Graphs held', registers, collect() { this.set(read(false).graphs) } })
+    new Gauge({
+      name: 'cudagraph_graphs',
+      help: 'Graphs held',
+      registers,
+      collect() {
+        this.set(read(false).graphs)
+      },
+    })
     new Gauge({
       name: 'cudagraph_graph_memory_bytes',
       help: 'Graph memory: what held graphs account for (held), and the device graph pool (used, reserved, high_water)',

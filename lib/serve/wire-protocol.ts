@@ -303,7 +303,8 @@ export class FrameDecoder<M extends Message> {
     try {
       while (b.length - at >= 4) {
         const len = b.readUInt32LE(at)
-        if (len + 4 > this.maxFrameBytes) throw new FrameError(ErrorCode.FRAME_TOO_LARGE, `a ${len + 4}-byte frame, more than the ${this.maxFrameBytes}-byte limit`)
+        if (len + 4 > this.maxFrameBytes)
+          throw new FrameError(ErrorCode.FRAME_TOO_LARGE, `a ${len + 4}-byte frame, more than the ${this.maxFrameBytes}-byte limit`)
         if (len < 2) throw new FrameError(ErrorCode.PROTOCOL, `frame length ${len}, expected at least 2`)
         if (b.length - at - 4 < len) break
         out.push(decodeBody(b, at + 4, len, this.#accept) as M)

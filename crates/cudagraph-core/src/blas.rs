@@ -28,7 +28,8 @@ impl Blas {
         libs::cublas()?;
         stream.device().bind()?;
         let workspace = Buffer::alloc(stream.device(), DType::U8, WORKSPACE_BYTES)?;
-        let handle = cudarc::cublas::result::create_handle().map_err(|e| Error::Cublas { call: "cublasCreate", status: format!("{:?}", e.0) })?;
+        let handle =
+            cudarc::cublas::result::create_handle().map_err(|e| Error::Cublas { call: "cublasCreate", status: format!("{:?}", e.0) })?;
         let lt = match BlasLt::new() {
             Ok(lt) => lt,
             Err(e) => {
@@ -41,7 +42,8 @@ impl Blas {
         // SAFETY: live handle; the stream outlives the handle (the stream owns it).
         unsafe { bl::cublasSetStream_v2(blas.handle, stream.raw() as bl::cudaStream_t) }.check("cublasSetStream")?;
         // SAFETY: the workspace lives as long as the handle (same struct) and any graph that captured it.
-        unsafe { bl::cublasSetWorkspace_v2(blas.handle, blas.workspace.ptr()? as *mut c_void, WORKSPACE_BYTES) }.check("cublasSetWorkspace")?;
+        unsafe { bl::cublasSetWorkspace_v2(blas.handle, blas.workspace.ptr()? as *mut c_void, WORKSPACE_BYTES) }
+            .check("cublasSetWorkspace")?;
         Ok(blas)
     }
 }
@@ -97,7 +99,11 @@ fn check_matrix(name: &str, buf: &Buffer, rows: usize, cols: usize, ld: usize) -
     }
     let need = ld * (cols - 1) + rows;
     if buf.len() < need {
-        return Err(Error::arg(name, format!("at least {need} elements for a {rows}x{cols} matrix with ld {ld}"), format!("{} elements", buf.len())));
+        return Err(Error::arg(
+            name,
+            format!("at least {need} elements for a {rows}x{cols} matrix with ld {ld}"),
+            format!("{} elements", buf.len()),
+        ));
     }
     Ok(())
 }
@@ -127,7 +133,11 @@ impl Stream {
                 return Err(Error::arg("bias", format!("the dtype of c ({})", g.c.dtype().name()), bias.dtype().name()));
             }
             if bias.len() < g.m {
-                return Err(Error::arg("bias", format!("at least {} elements (one per row of c, column-major)", g.m), format!("{} elements", bias.len())));
+                return Err(Error::arg(
+                    "bias",
+                    format!("at least {} elements (one per row of c, column-major)", g.m),
+                    format!("{} elements", bias.len()),
+                ));
             }
             self.same_device(bias.device(), "bias")?;
         }

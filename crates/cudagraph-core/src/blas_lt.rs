@@ -119,7 +119,10 @@ struct Pref(sys::cublasLtMatmulPreference_t);
 impl Pref {
     fn set<T>(&self, attr: sys::cublasLtMatmulPreferenceAttributes_t, value: &T) -> Result<()> {
         // SAFETY: `value` is the attribute's documented type and is read during the call only.
-        lt_check(unsafe { lt::set_matmul_pref_attribute(self.0, attr, value as *const T as *const c_void, size_of::<T>()) }, "cublasLtMatmulPreferenceSetAttribute")
+        lt_check(
+            unsafe { lt::set_matmul_pref_attribute(self.0, attr, value as *const T as *const c_void, size_of::<T>()) },
+            "cublasLtMatmulPreferenceSetAttribute",
+        )
     }
 }
 
@@ -178,7 +181,10 @@ impl Plan {
         }
         // SAFETY: all descriptors are live (owned above) and describe the key's shapes.
         let found = unsafe { lt::get_matmul_algo_heuristic(handle, desc.0, a.0, b.0, c.0, c.0, pref.0) };
-        let heuristic = found.map_err(|e| Error::Cublas { call: "cublasLtMatmulAlgoGetHeuristic", status: format!("{:?} (no algorithm for this GEMM and epilogue)", e.0) })?;
+        let heuristic = found.map_err(|e| Error::Cublas {
+            call: "cublasLtMatmulAlgoGetHeuristic",
+            status: format!("{:?} (no algorithm for this GEMM and epilogue)", e.0),
+        })?;
         Ok(Plan { desc, a, b, c, algo: heuristic.algo })
     }
 }
@@ -233,7 +239,11 @@ impl BlasLt {
             Entry::Vacant(e) => e.insert(Plan::new(self.handle, &call.key, workspace.bytes)?),
         };
         if call.key.bias {
-            plan.desc.set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &call.bias, "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")?;
+            plan.desc.set(
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                &call.bias,
+                "cublasLtMatmulDescSetAttribute(BIAS_POINTER)",
+            )?;
         }
         // SAFETY: the caller checked shapes and leading dimensions against the buffers; alpha and beta are
         // host f32 scalars read at enqueue time (captured by value); the workspace outlives the call.

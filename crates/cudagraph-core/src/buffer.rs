@@ -191,7 +191,11 @@ impl Buffer {
     pub fn view(&self, offset: usize, len: usize) -> Result<Buffer> {
         check_len(len)?;
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(Error::arg("offset/length", format!("a range inside 0..{}", self.len), format!("{offset}..{}", offset.saturating_add(len))));
+            return Err(Error::arg(
+                "offset/length",
+                format!("a range inside 0..{}", self.len),
+                format!("{offset}..{}", offset.saturating_add(len)),
+            ));
         }
         self.alloc.ptr()?;
         Ok(Buffer { alloc: self.alloc.clone(), dtype: self.dtype, offset: self.offset + offset, len })
@@ -225,7 +229,11 @@ impl Buffer {
 
     pub(crate) fn check_host_len(&self, arg: &str, bytes: usize) -> Result<()> {
         if bytes != self.byte_len() {
-            return Err(Error::arg(arg, format!("{} bytes ({} x {})", self.byte_len(), self.len, self.dtype.name()), format!("{bytes} bytes")));
+            return Err(Error::arg(
+                arg,
+                format!("{} bytes ({} x {})", self.byte_len(), self.len, self.dtype.name()),
+                format!("{bytes} bytes"),
+            ));
         }
         Ok(())
     }

@@ -108,10 +108,7 @@ impl Device {
     /// Compute capability as (major, minor).
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
         use sys::CUdevice_attribute::*;
-        Ok((
-            self.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-            self.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
-        ))
+        Ok((self.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?, self.attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?))
     }
 
     /// Driver version as the driver reports it (for example 13000 for CUDA 13.0).

@@ -159,11 +159,19 @@ impl Graph {
     /// work and holds its resources; `source` is consumed.
     pub fn update(&mut self, mut source: Graph) -> Result<UpdateOutcome> {
         if source.device.ordinal() != self.device.ordinal() {
-            return Err(Error::arg("source", format!("a graph on device {}", self.device.ordinal()), format!("one on device {}", source.device.ordinal())));
+            return Err(Error::arg(
+                "source",
+                format!("a graph on device {}", self.device.ordinal()),
+                format!("one on device {}", source.device.ordinal()),
+            ));
         }
         let exec = self.exec()?;
         self.device.bind()?;
-        let mut info = sys::CUgraphExecUpdateResultInfo { result: sys::CUgraphExecUpdateResult::CU_GRAPH_EXEC_UPDATE_SUCCESS, errorNode: std::ptr::null_mut(), errorFromNode: std::ptr::null_mut() };
+        let mut info = sys::CUgraphExecUpdateResultInfo {
+            result: sys::CUgraphExecUpdateResult::CU_GRAPH_EXEC_UPDATE_SUCCESS,
+            errorNode: std::ptr::null_mut(),
+            errorFromNode: std::ptr::null_mut(),
+        };
         // SAFETY: live exec and graph; `info` is written by the call.
         let r = unsafe { sys::cuGraphExecUpdate_v2(exec, source.graph, &mut info) };
         let outcome = match r {

@@ -65,10 +65,18 @@ fn layout(what: &str, tensors: Vec<StageTensor>, device: &Device) -> Result<(Vec
     let mut offset = 0;
     for (i, tensor) in tensors.into_iter().enumerate() {
         if tensor.buffer.device().ordinal() != device.ordinal() {
-            return Err(Error::arg(format!("{what}[{i}]"), format!("a buffer on device {}", device.ordinal()), "a buffer on another device"));
+            return Err(Error::arg(
+                format!("{what}[{i}]"),
+                format!("a buffer on device {}", device.ordinal()),
+                "a buffer on another device",
+            ));
         }
         if tensor.row_bytes == 0 || tensor.buffer.byte_len() % tensor.row_bytes != 0 {
-            return Err(Error::arg(format!("{what}[{i}].rowBytes"), format!("a positive divisor of the buffer's {} bytes", tensor.buffer.byte_len()), tensor.row_bytes));
+            return Err(Error::arg(
+                format!("{what}[{i}].rowBytes"),
+                format!("a positive divisor of the buffer's {} bytes", tensor.buffer.byte_len()),
+                tensor.row_bytes,
+            ));
         }
         let max_rows = tensor.buffer.byte_len() / tensor.row_bytes;
         let bytes = tensor.buffer.byte_len();
@@ -214,7 +222,11 @@ impl HostStage {
         let s = self.inputs.get_mut(i).ok_or_else(|| Error::arg("index", format!("an input index below {n}"), i))?;
         let old = &s.tensor.buffer;
         if buffer.byte_len() != old.byte_len() || buffer.device().ordinal() != old.device().ordinal() {
-            return Err(Error::arg("buffer", format!("a buffer of {} bytes on device {}", old.byte_len(), old.device().ordinal()), format!("{} bytes", buffer.byte_len())));
+            return Err(Error::arg(
+                "buffer",
+                format!("a buffer of {} bytes on device {}", old.byte_len(), old.device().ordinal()),
+                format!("{} bytes", buffer.byte_len()),
+            ));
         }
         buffer.ptr()?;
         s.tensor.buffer = buffer;

@@ -23,6 +23,8 @@ pub mod libs;
 pub mod module;
 pub mod stream;
 
+pub use blas::{Gemm, Op};
+pub use blas_lt::Activation;
 pub use buffer::Buffer;
 pub use device::{Device, GraphMemStats};
 pub use dtype::DType;
@@ -31,8 +33,6 @@ pub use event::Event;
 pub use graph::{ExecHandle, Graph, GraphMemory, GraphTimings, UpdateOutcome};
 pub use host_stage::{HostStage, StageTensor};
 pub use module::{ArgKind, Kernel, Module};
-pub use blas::{Gemm, Op};
-pub use blas_lt::Activation;
 pub use stream::{CaptureMode, Completion, EndCapture, KernelArg, LaunchConfig, PendingDownload, Stream};
 
 #[cfg(test)]

@@ -66,9 +66,8 @@ pub fn nvrtc() -> Result<()> {
         // SAFETY: only probes whether the shared library can be opened.
         unsafe { cudarc::nvrtc::sys::is_culib_present() }
     });
-    ok.then_some(()).ok_or_else(|| {
-        Error::Unavailable("NVRTC (libnvrtc.so.13) was not found; set CUDA_HOME or CUDAGRAPH_LIBRARY_PATH".into())
-    })
+    ok.then_some(())
+        .ok_or_else(|| Error::Unavailable("NVRTC (libnvrtc.so.13) was not found; set CUDA_HOME or CUDAGRAPH_LIBRARY_PATH".into()))
 }
 
 /// Ensures cuBLAS can be loaded.

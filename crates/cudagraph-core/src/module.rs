@@ -83,9 +83,12 @@ fn pick_target(cc: (i32, i32)) -> Result<(String, bool)> {
     if archs.contains(&want) {
         return Ok((format!("sm_{want}"), true));
     }
-    let best = archs.iter().copied().filter(|&a| a <= want).max().ok_or_else(|| {
-        Error::Unavailable(format!("NVRTC supports none of the architectures up to sm_{want} (it knows {archs:?})"))
-    })?;
+    let best = archs
+        .iter()
+        .copied()
+        .filter(|&a| a <= want)
+        .max()
+        .ok_or_else(|| Error::Unavailable(format!("NVRTC supports none of the architectures up to sm_{want} (it knows {archs:?})")))?;
     Ok((format!("compute_{best}"), false))
 }
 
@@ -131,14 +134,26 @@ impl Module {
         let image: Vec<u8> = if cubin {
             let mut size = 0usize;
             // SAFETY: `prog` compiled; writes one size.
-            unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }.result().map_err(|e| Error::Compile { name: name.into(), status: format!("{:?}", e.0), log: log.clone() })?;
+            unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }.result().map_err(|e| Error::Compile {
+                name: name.into(),
+                status: format!("{:?}", e.0),
+                log: log.clone(),
+            })?;
             let mut bin = vec![0u8; size];
             // SAFETY: `bin` holds the size NVRTC reported.
-            unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, bin.as_mut_ptr() as *mut c_char) }.result().map_err(|e| Error::Compile { name: name.into(), status: format!("{:?}", e.0), log: log.clone() })?;
+            unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, bin.as_mut_ptr() as *mut c_char) }.result().map_err(|e| Error::Compile {
+                name: name.into(),
+                status: format!("{:?}", e.0),
+                log: log.clone(),
+            })?;
             bin
         } else {
             // SAFETY: `prog` compiled.
-            let ptx = unsafe { rtc::get_ptx(prog.0) }.map_err(|e| Error::Compile { name: name.into(), status: format!("{:?}", e.0), log: log.clone() })?;
+            let ptx = unsafe { rtc::get_ptx(prog.0) }.map_err(|e| Error::Compile {
+                name: name.into(),
+                status: format!("{:?}", e.0),
+                log: log.clone(),
+            })?;
             ptx.into_iter().map(|c| c as u8).collect()
         };
         device.bind()?;
@@ -177,7 +192,11 @@ impl Module {
         match unsafe { sys::cuModuleGetFunction(&mut func, self.raw, cname.as_ptr()) } {
             sys::CUresult::CUDA_SUCCESS => {}
             sys::CUresult::CUDA_ERROR_NOT_FOUND => {
-                return Err(Error::arg("name", format!("a kernel of module '{}' (declare it extern \"C\")", self.name), format!("'{name}'")))
+                return Err(Error::arg(
+                    "name",
+                    format!("a kernel of module '{}' (declare it extern \"C\")", self.name),
+                    format!("'{name}'"),
+                ))
             }
             e => e.check("cuModuleGetFunction")?,
         }

@@ -223,7 +223,11 @@ impl Stream {
 
     pub(crate) fn same_device(&self, other: &Rc<Device>, what: &str) -> Result<()> {
         if other.ordinal() != self.inner.device.ordinal() {
-            return Err(Error::arg(what, format!("an object on device {}", self.inner.device.ordinal()), format!("one on device {}", other.ordinal())));
+            return Err(Error::arg(
+                what,
+                format!("an object on device {}", self.inner.device.ordinal()),
+                format!("one on device {}", other.ordinal()),
+            ));
         }
         Ok(())
     }
@@ -273,7 +277,11 @@ impl Stream {
         self.same_device(kernel.module.device(), "kernel")?;
         let sig = &kernel.signature;
         if args.len() != sig.len() {
-            return Err(Error::arg("args", format!("{} arguments for {}({})", sig.len(), kernel.name(), sig.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")), format!("{} arguments", args.len())));
+            return Err(Error::arg(
+                "args",
+                format!("{} arguments for {}({})", sig.len(), kernel.name(), sig.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")),
+                format!("{} arguments", args.len()),
+            ));
         }
         for (i, d) in cfg.grid.iter().chain(cfg.block.iter()).enumerate() {
             if *d == 0 {
@@ -303,8 +311,12 @@ impl Stream {
         unsafe {
             sys::cuLaunchKernel(
                 kernel.func,
-                cfg.grid[0], cfg.grid[1], cfg.grid[2],
-                cfg.block[0], cfg.block[1], cfg.block[2],
+                cfg.grid[0],
+                cfg.grid[1],
+                cfg.grid[2],
+                cfg.block[0],
+                cfg.block[1],
+                cfg.block[2],
                 cfg.shared_mem_bytes,
                 self.raw(),
                 params.as_mut_ptr(),
@@ -366,7 +378,8 @@ impl Stream {
             DType::U8 => (1, int_in(0.0, 255.0)? as u32, n),
             DType::I64 => {
                 // A 64-bit pattern is two equal 32-bit words only for 0 and -1.
-                let v = int_in(-1.0, 0.0).map_err(|_| Error::arg("value", "0 or -1 for an i64 buffer (use a kernel for other values)", value))?;
+                let v = int_in(-1.0, 0.0)
+                    .map_err(|_| Error::arg("value", "0 or -1 for an i64 buffer (use a kernel for other values)", value))?;
                 (4, v as i32 as u32, n * 2)
             }
         };
@@ -432,7 +445,9 @@ impl Stream {
     pub fn download_async(&self, src: &Buffer) -> Result<PendingDownload> {
         let s = self.check_buffer(src, "src")?;
         if self.inner.capture.borrow().is_some() {
-            return Err(Error::Capture("downloadAsync cannot be captured: copy into a device buffer inside the graph and download it after replay".into()));
+            return Err(Error::Capture(
+                "downloadAsync cannot be captured: copy into a device buffer inside the graph and download it after replay".into(),
+            ));
         }
         let pinned = Pinned::new(src.byte_len())?;
         // SAFETY: pinned destination holds byte_len bytes; it lives in the returned handle until waited on.
@@ -471,9 +486,15 @@ impl Stream {
         let a = buf.allocation();
         let p = a.ptr()?;
         match &a.kind {
-            AllocKind::Plain => return Err(Error::arg("buffer", "a buffer from allocAsync (use dispose() for others)", "a buffer from alloc")),
+            AllocKind::Plain => {
+                return Err(Error::arg("buffer", "a buffer from allocAsync (use dispose() for others)", "a buffer from alloc"))
+            }
             AllocKind::Graph if self.inner.capture.borrow().is_none() => {
-                return Err(Error::arg("buffer", "a buffer allocated in this capture, freed before it ends", "a graph allocation outside its capture"))
+                return Err(Error::arg(
+                    "buffer",
+                    "a buffer allocated in this capture, freed before it ends",
+                    "a graph allocation outside its capture",
+                ))
             }
             _ => {}
         }
@@ -642,7 +663,11 @@ fn pack_arg(stream: &Stream, i: usize, arg: &KernelArg, kind: ArgKind) -> Result
                 KernelArg::Number(v) => *v,
                 _ => return Err(Error::arg(name(), format!("a number ({})", kind.name()), "a buffer or bigint")),
             };
-            if kind == ArgKind::F32 { (v as f32).to_bits() as u64 } else { v.to_bits() }
+            if kind == ArgKind::F32 {
+                (v as f32).to_bits() as u64
+            } else {
+                v.to_bits()
+            }
         }
     })
 }
