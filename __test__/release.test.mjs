@@ -113,6 +113,16 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
       { cwd: app, env, encoding: 'utf8' },
     )
     t.is(esm.trim(), 'FULL_AND_PIECEWISE 14 3')
+    // Package data is found where the installed code looks for it.
+    const data = execFileSync(
+      process.execPath,
+      [
+        '-e',
+        "const fs = require('fs'); const path = require('path'); const { DECODER_KERNELS_PATH } = require('cudagraph/model'); const root = path.dirname(require.resolve('cudagraph/package.json')); console.log(fs.existsSync(DECODER_KERNELS_PATH), fs.existsSync(path.join(root, 'peers', 'decoder.py')), fs.existsSync(path.join(root, 'bin', 'cudagraph.js')))",
+      ],
+      { cwd: app, env, encoding: 'utf8' },
+    )
+    t.is(data.trim(), 'true true true')
 
     const info = spawnSync(npm, ['exec', '--offline', '--', 'cudagraph', 'info'], { cwd: app, env, encoding: 'utf8' })
     if (info.status === 1) t.regex(info.stderr, /cudagraph info: no usable CUDA GPU here/)

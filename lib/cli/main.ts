@@ -11,6 +11,7 @@ import { Device } from '../cuda/device.js'
 import { CudaGraphError } from '../errors.js'
 import { MODEL_PRESETS, type ModelName } from '../model/model-config.js'
 import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
+import { PACKAGE_ROOT } from '../util/package-root.js'
 import { type BenchOptions, runBench } from './decoder-bench.js'
 import { UsageError } from './errors.js'
 import { type FlagSpec, int, intList, oneOf, parseFlags, required, suggest } from './flags.js'
@@ -254,9 +255,9 @@ function benchmark(print: boolean, go: () => Promise<Record<string, unknown>>): 
   }
 }
 
-/** The package version (package.json two folders above dist/cli). */
+/** The package version. */
 function version(): string {
-  return (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version
 }
 
 const COMMANDS = ['info', 'bench', 'serve', 'client']

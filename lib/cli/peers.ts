@@ -6,10 +6,11 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { PACKAGE_ROOT } from '../util/package-root.js'
 import { BenchmarkError } from './errors.js'
 
-/** The peers folder of the installed package (dist/cli is two folders below the package root). */
-export const PEERS_DIR = join(__dirname, '..', '..', 'peers')
+/** The peers folder of the installed package. */
+export const PEERS_DIR = join(PACKAGE_ROOT, 'peers')
 
 /** Path of peer file `name`. */
 export function peerPath(name: string): string {

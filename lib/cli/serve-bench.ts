@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ModelName } from '../model/model-config.js'
 import { Client } from '../serve/client.js'
+import { PACKAGE_ROOT } from '../util/package-root.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
 import { BenchmarkError } from './errors.js'
@@ -53,7 +54,7 @@ export interface ServeRow {
   meanBatch: number
 }
 
-const CLI = join(__dirname, '..', 'bin', 'cudagraph.js')
+const CLI = join(PACKAGE_ROOT, 'bin', 'cudagraph.js')
 
 /** Scrapes the sum and count of histogram `name` from the server's metrics. */
 async function histogram(port: number, name: string): Promise<{ sum: number; count: number }> {

@@ -9,7 +9,9 @@ import { Stream } from './stream.js'
 
 /** Free and total device memory, bytes (from the driver). */
 export interface MemoryInfo {
+  /** Free device memory, bytes. */
   free: number
+  /** Total device memory, bytes. */
   total: number
 }
 

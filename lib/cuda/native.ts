@@ -17,6 +17,7 @@ import {
   InUseError,
   NativeBindingError,
 } from '../errors.js'
+import { PACKAGE_ROOT } from '../util/package-root.js'
 import type * as Binding from './binding.js'
 import { attachMailbox } from './mailbox.js'
 import { PREBUILT_PLATFORMS, platformName, platformPackage } from './platform.js'
@@ -26,9 +27,6 @@ export type Native = typeof Binding
 export type { Device, DeviceBuffer, Event, Graph, HostStage, Kernel, Module, Stream } from './binding.js'
 
 let loaded: Native | undefined
-
-/** The package root: dist/cuda/native.js is two folders below it. */
-const ROOT = join(__dirname, '..', '..')
 
 /**
  * The binding, loaded the first time: `CUDAGRAPH_NATIVE_PATH` if set, else a `cudagraph.<platform>.node`
@@ -48,7 +46,7 @@ function load(): Native {
   const platform = platformName()
   const pkg = platformPackage(platform)
   const tried: string[] = []
-  const candidates = process.env.CUDAGRAPH_NATIVE_PATH ? [process.env.CUDAGRAPH_NATIVE_PATH] : [join(ROOT, `cudagraph.${platform}.node`), pkg]
+  const candidates = process.env.CUDAGRAPH_NATIVE_PATH ? [process.env.CUDAGRAPH_NATIVE_PATH] : [join(PACKAGE_ROOT, `cudagraph.${platform}.node`), pkg]
   for (const c of candidates) {
     try {
       return require(c) as Native

@@ -71,15 +71,18 @@ export interface WarmupResult {
 
 /** One held graph entry. */
 export interface EntryMemory {
+  /** The step's name. */
   step: string
   mode: 'FULL' | 'PIECEWISE'
+  /** Token rows the graph computes (its padded size), tokens. */
   numTokens: number
+  /** Request rows it computes, requests. */
   numReqs: number
-  /** Bytes it is accounted for: poolBytes + execBytes. */
+  /** What it is accounted for: poolBytes + execBytes, bytes. */
   bytes: number
-  /** Graph-pool memory: what its capture added, plus what it inherited from evicted graphs it shares with. */
+  /** Graph-pool memory: what its capture added, plus what it inherited from evicted graphs it shares with, bytes. */
   poolBytes: number
-  /** Memory its executables added. */
+  /** Memory its executables added, bytes. */
   execBytes: number
 }
 
@@ -97,7 +100,9 @@ export interface ManagerMemory {
 
 /** `stats()`: counters, latencies and memory. */
 export interface ManagerSnapshot extends ManagerStatsJSON {
+  /** Graph entries held now, a count. */
   graphs: number
+  /** Memory by the driver's numbers and the manager's accounting, bytes. */
   memory: ManagerMemory
 }
 

@@ -6,38 +6,41 @@ const WINDOW = 8192
 
 /** Percentiles over the most recent samples, µs. */
 export interface LatencySummary {
-  /** Samples in the window. */
+  /** Samples in the window (a count). */
   count: number
+  /** Median, µs. */
   p50: number
+  /** 99th percentile (lib/util/percentile.ts), µs. */
   p99: number
+  /** Largest sample, µs. */
   max: number
 }
 
 /** The plain form of {@link ManagerStats}. */
 export interface ManagerStatsJSON {
-  /** Graphs captured (a PIECEWISE entry counts once). */
+  /** Graph entries captured, a count (a PIECEWISE entry counts once). */
   captures: number
-  /** Runs served by a graph. */
+  /** Runs served by a graph, a count. */
   replays: number
-  /** Runs served eagerly (no graph for the size, NONE mode, policy, or a failed capture). */
+  /** Runs served eagerly (no graph for the size, NONE mode, policy, or a failed capture), a count. */
   eagerRuns: number
-  /** Runs whose graph was held. */
+  /** Runs whose graph was held, a count. */
   hits: number
-  /** Runs that wanted a graph that was not held. */
+  /** Runs that wanted a graph that was not held, a count. */
   misses: number
-  /** Tokens of padding replayed (padded minus real), summed. */
+  /** Padding replayed (padded minus real tokens, summed over runs), tokens. */
   paddingTokens: number
-  /** Entries evicted. */
+  /** Entries evicted, a count. */
   evictions: number
-  /** Bytes evicted entries declared. */
+  /** What the evicted entries declared, bytes. */
   evictedBytes: number
   /** Graph-pool memory that came back after evictions (the driver's pool attributes), bytes. */
   freedBytes: number
-  /** Recaptures applied by in-place exec update. */
+  /** Recaptures applied by in-place exec update, a count. */
   updates: number
-  /** Recaptures that had to re-instantiate (topology changed). */
+  /** Recaptures that had to re-instantiate (topology changed), a count. */
   reinstantiations: number
-  /** Captures that failed (out of memory or over budget) and fell back to eager. */
+  /** Captures that failed (out of memory or over budget) and fell back to eager, a count. */
   captureFailures: number
   /** Time spent capturing, instantiating and uploading, ms. */
   captureMs: number

@@ -12,6 +12,7 @@ import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
 import type { Stream } from '../cuda/stream.js'
 import { check } from '../errors.js'
+import { PACKAGE_ROOT } from '../util/package-root.js'
 import { headDim, type ModelConfig, type ModelName, modelConfig } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
 
@@ -56,7 +57,7 @@ export interface Weight {
 }
 
 /** Where the kernels' source ships in the package. */
-export const DECODER_KERNELS_PATH = join(__dirname, '..', 'kernels', 'decoder.cu')
+export const DECODER_KERNELS_PATH = join(PACKAGE_ROOT, 'kernels', 'decoder.cu')
 
 interface LayerWeights {
   attnNorm: DeviceBuffer<'f16'>
