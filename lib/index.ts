@@ -66,6 +66,7 @@ export {
   DEFAULT_MAX_CAPTURE_SIZE,
   defaultCaptureSizes,
   findClosestSize,
+  MAX_CAPTURE_SIZE,
   paddingTable,
   padForGraph,
   roundSizesTo,

@@ -34,53 +34,53 @@ pub struct Device {
 #[napi]
 impl Device {
     /// Number of CUDA devices. Throws CUDA_UNAVAILABLE without a driver.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn count() -> Result<i32> {
         core::Device::count().js()
     }
 
     /// CUDA driver version, e.g. 13000.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn driver_version() -> Result<i32> {
         core::Device::driver_version().js()
     }
 
     /// Opens device `ordinal`.
-    #[napi(factory)]
+    #[napi(factory, catch_unwind)]
     pub fn open(ordinal: i32) -> Result<Device> {
         Ok(Device { inner: core::Device::open(ordinal).js()? })
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn ordinal(&self) -> i32 {
         self.inner.ordinal()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> Result<String> {
         self.inner.name().js()
     }
 
     /// [major, minor].
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn compute_capability(&self) -> Result<Vec<i32>> {
         let (a, b) = self.inner.compute_capability().js()?;
         Ok(vec![a, b])
     }
 
     /// Number of streaming multiprocessors.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn multiprocessors(&self) -> Result<i32> {
         self.inner.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn memory_info(&self) -> Result<MemoryInfo> {
         let (free, total) = self.inner.memory_info().js()?;
         Ok(MemoryInfo { free: free as f64, total: total as f64 })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn graph_memory(&self) -> Result<GraphMemoryStats> {
         let g = self.inner.graph_memory().js()?;
         Ok(GraphMemoryStats {
@@ -91,38 +91,38 @@ impl Device {
         })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn trim_graph_memory(&self) -> Result<()> {
         self.inner.trim_graph_memory().js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn reset_graph_memory_high(&self) -> Result<()> {
         self.inner.reset_graph_memory_high().js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn synchronize(&self) -> Result<()> {
         self.inner.synchronize().js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_stream(&self) -> Result<Stream> {
         Stream::new(core::Stream::new(&self.inner).js()?)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_event(&self, timing: bool) -> Result<Event> {
         Ok(Event { inner: core::Event::new(&self.inner, timing).js()? })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn alloc(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
         let dtype = core::DType::parse("dtype", &dtype).js()?;
         DeviceBuffer::new(core::Buffer::alloc(&self.inner, dtype, length as usize).js()?)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn compile(&self, source: String, name: String, options: Vec<String>) -> Result<Module> {
         Ok(Module { inner: core::Module::compile(&self.inner, &source, &name, &options).js()? })
     }

@@ -13,23 +13,23 @@ pub struct Event {
 
 #[napi]
 impl Event {
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn record(&self, stream: &Stream) -> Result<()> {
         self.inner.record(&stream.inner).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn synchronize(&self) -> Result<()> {
         self.inner.synchronize().js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn query(&self) -> Result<bool> {
         self.inner.query().js()
     }
 
     /// Milliseconds from `start` to this event.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn elapsed_since(&self, start: &Event) -> Result<f64> {
         Ok(self.inner.elapsed_since(&start.inner).js()? as f64)
     }

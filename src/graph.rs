@@ -62,34 +62,34 @@ impl Graph {
 #[napi]
 impl Graph {
     /// Numeric handle for `graphLaunch`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.reg.id()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn disposed(&self) -> bool {
         self.inner.is_none()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn node_count(&self) -> Result<u32> {
         Ok(self.get()?.node_count() as u32)
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn instantiated(&self) -> Result<bool> {
         Ok(self.get()?.is_instantiated())
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn timings(&self) -> Result<GraphTimings> {
         let t = self.get()?.timings();
         Ok(GraphTimings { capture_us: t.capture_us, instantiate_us: t.instantiate_us, upload_us: t.upload_us })
     }
 
     /// Undefined when the capture did not measure memory.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn memory(&self) -> Result<Option<GraphMemoryDelta>> {
         Ok(self.get()?.memory().map(|m| GraphMemoryDelta {
             free_bytes_delta: m.free_bytes_delta as f64,
@@ -98,26 +98,26 @@ impl Graph {
         }))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn instantiate(&mut self) -> Result<()> {
         self.get_mut()?.instantiate().js()?;
         self.refresh();
         Ok(())
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn upload(&mut self, stream: &Stream) -> Result<()> {
         self.get_mut()?.upload(&stream.inner).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn launch(&self, stream: &Stream) -> Result<()> {
         self.get()?.launch(&stream.inner).js()
     }
 
     /// Takes over `source` (a fresh capture of the same work): in place when the driver allows it, else
     /// by re-instantiating. `source` is disposed. A disposed target leaves `source` as it was.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn update(&mut self, source: &mut Graph) -> Result<UpdateResult> {
         if source.reg.handle() == self.reg.handle() {
             return Err(arg_error("source", "another graph", "the graph itself"));
@@ -131,7 +131,7 @@ impl Graph {
     }
 
     /// Destroys the graph now; its buffers become free to dispose.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn dispose(&mut self) {
         self.reg.remove();
         self.inner = None;
@@ -140,7 +140,7 @@ impl Graph {
 
 /// Replays a graph: the one napi call of the replay path, without arguments. The mailbox holds the graph
 /// handle at slot `GRAPH` and the stream handle after it.
-#[napi]
+#[napi(catch_unwind)]
 pub fn graph_launch() -> Result<()> {
     mailbox::with(|slots| {
         let stream = STREAMS.with(|t| t.borrow().get(slots[GRAPH + 1] as Handle).cloned()).ok_or_else(|| disposed("stream"))?;

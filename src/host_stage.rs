@@ -26,7 +26,7 @@ impl HostStage {
     /// Staging for `buffers`, with `row_bytes[i]` bytes per row of buffer i, whose rows count requests where
     /// `per_request[i]` and tokens elsewhere. Buffers with `read_back[i]` are outputs copied to the host
     /// after a step (in their own order); the others are inputs copied in (in theirs).
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(buffers: Vec<&DeviceBuffer>, row_bytes: Vec<u32>, per_request: Vec<bool>, read_back: Vec<bool>) -> Result<HostStage> {
         let n = buffers.len();
         if row_bytes.len() != n || per_request.len() != n || read_back.len() != n {
@@ -50,20 +50,20 @@ impl HostStage {
     }
 
     /// Numeric handle for `stageLaunch`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.reg.id()
     }
 
     /// Byte offset of input `i` in an area.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn offset(&self, i: u32) -> Result<u32> {
         self.inner.borrow().offset(i as usize).map(|o| o as u32).ok_or_else(|| arg_error("index", "an input index", i))
     }
 
     /// Input area `which` (0 or 1) as bytes over the pinned memory itself: what JS writes there is what
     /// gets copied. The memory lives until the stage and every such view are gone.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn area(&self, which: u32) -> Result<Uint8Array> {
         if which > 1 {
             return Err(arg_error("which", "0 or 1", which));
@@ -73,14 +73,14 @@ impl HostStage {
     }
 
     /// Byte offset of read-back output `i` in the read-back area.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn output_offset(&self, i: u32) -> Result<u32> {
         self.inner.borrow().output_offset(i as usize).map(|o| o as u32).ok_or_else(|| arg_error("index", "a read-back output index", i))
     }
 
     /// The read-back area as bytes over the pinned memory itself: a step's outputs are there once the call
     /// that read them back returns, until the next one. Lives as long as `area`'s views.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn output_area(&self) -> Uint8Array {
         let stage = self.inner.borrow();
         external(&stage, stage.output_ptr(), stage.output_bytes())
@@ -89,19 +89,19 @@ impl HostStage {
     /// Copies the first `tokens` or `reqs` rows of every read-back output to the read-back area after the
     /// work enqueued on `stream`, and waits for them (for steps that did not run through `stageLaunch`'s
     /// read-back: eager and piecewise ones).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn read_back(&self, stream: &Stream, tokens: u32, reqs: u32) -> Result<()> {
         self.inner.borrow().read_back(&stream.inner, tokens as usize, reqs as usize).js()
     }
 
     /// The area JS writes next (0 or 1).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn current(&self) -> u32 {
         self.inner.borrow().current() as u32
     }
 
     /// Replaces the static buffer of input `i` (same byte length).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn rebind(&self, i: u32, buffer: &DeviceBuffer) -> Result<()> {
         self.inner.borrow_mut().rebind(i as usize, buffer.inner.clone()).js()
     }
@@ -121,7 +121,7 @@ fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
 /// rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
 /// Then flips the stage to its other area, and writes the area JS fills next to slot `STAGE + 5`, whether
 /// the call succeeded or not: that slot is the one record of it.
-#[napi]
+#[napi(catch_unwind)]
 pub fn stage_launch() -> Result<()> {
     mailbox::with(|slots| {
         let stage = STAGES.with(|t| t.borrow().get(slots[STAGE] as Handle).cloned()).ok_or_else(|| disposed("input stage"))?;

@@ -21,17 +21,17 @@ impl Kernel {
 #[napi]
 impl Kernel {
     /// Numeric handle used by `launchKernel`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.reg.id()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> String {
         self.inner.name().to_string()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn signature(&self) -> Vec<&'static str> {
         self.inner.signature().iter().map(|k| k.name()).collect()
     }

@@ -19,14 +19,14 @@ fn dim(packed: &[f64], i: usize) -> Result<u32> {
 /// then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. The TypeScript
 /// layer has checked each argument's kind; values and handles are checked here. Takes no arguments: every
 /// napi argument costs more than the rest of the call.
-#[napi]
+#[napi(catch_unwind)]
 pub fn launch_kernel() -> Result<()> {
     launch_from_mailbox(None)
 }
 
 /// `launchKernel` for kernels given bigints beyond 2^53: an `i64`/`u64` slot holding NaN takes its value
 /// from `wide` at the same parameter index.
-#[napi]
+#[napi(catch_unwind)]
 pub fn launch_kernel_wide(wide: &[i64]) -> Result<()> {
     launch_from_mailbox(Some(wide))
 }

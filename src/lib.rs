@@ -17,3 +17,10 @@ mod launch;
 mod mailbox;
 mod module;
 mod stream;
+
+/// Panics with `message`: the regression test that a Rust panic becomes a JS error instead of aborting
+/// the process (every export is `catch_unwind`). Not part of the SDK.
+#[napi_derive::napi(catch_unwind)]
+pub fn debug_panic(message: String) -> error::Result<()> {
+    panic!("{message}")
+}

@@ -1,12 +1,13 @@
 //! The launch mailbox: one Float64Array, registered once per thread by the TypeScript layer, through which
 //! the hot calls get their operands. A napi call costs about 35 ns bare but about 100 ns more per number
 //! argument; reading the operands from memory JS just wrote makes `graphLaunch()` and `launchKernel()`
-//! argument-free. The slot layout is defined here only: TypeScript reads it from `launchMailboxLayout()`.
+//! argument-free. The slot layout is defined here only: TypeScript reads it from `launchMailboxLayout()`,
+//! and the memory is the binding's: TypeScript gets a view of it from `launchMailbox()`.
 
 use crate::error::{arg_error, Result};
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// Slot of the graph handle for `graphLaunch`; the stream handle follows.
 pub const GRAPH: usize = 0;
@@ -39,7 +40,7 @@ pub struct MailboxLayout {
 }
 
 /// The layout the TypeScript layer writes by.
-#[napi]
+#[napi(catch_unwind)]
 pub fn launch_mailbox_layout() -> MailboxLayout {
     MailboxLayout {
         graph: GRAPH as u32,
@@ -52,33 +53,36 @@ pub fn launch_mailbox_layout() -> MailboxLayout {
 }
 
 thread_local! {
-    /// The registered array (kept referenced, so its memory stays put) and its data.
-    static MAILBOX: RefCell<Option<(Float64Array, *mut f64, usize)>> = const { RefCell::new(None) };
+    /// The mailbox's memory, owned here for the thread's lifetime (leaked once, 2 KiB): JS only ever holds
+    /// an external view of it, so nothing JS does (detaching its array) can leave a dangling pointer here.
+    static SLOTS_MEMORY: Cell<*mut f64> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// Registers `buffer` as this thread's mailbox (called once when the SDK loads the binding).
-#[napi]
-pub fn set_launch_mailbox(buffer: Float64Array) -> Result<()> {
-    if buffer.len() < SLOTS {
-        return Err(arg_error("buffer", &format!("at least {SLOTS} slots"), buffer.len()));
-    }
-    let (ptr, len) = (buffer.as_ptr() as *mut f64, buffer.len());
-    MAILBOX.with(|m| *m.borrow_mut() = Some((buffer, ptr, len)));
-    Ok(())
+/// This thread's mailbox, as a Float64Array over memory the binding owns (called once when the SDK loads
+/// the binding; later calls view the same memory).
+#[napi(catch_unwind)]
+pub fn launch_mailbox() -> Float64Array {
+    let ptr = SLOTS_MEMORY.with(|m| {
+        if m.get().is_null() {
+            m.set(Box::leak(vec![0f64; SLOTS].into_boxed_slice()).as_mut_ptr());
+        }
+        m.get()
+    });
+    // SAFETY: `ptr` covers SLOTS f64s that are never freed; the finalizer has nothing to release.
+    unsafe { Float64Array::with_external_data(ptr, SLOTS, |_, _| {}) }
 }
 
-/// The mailbox's slots, or an error when none was registered.
+/// The mailbox's slots, or an error when JS has not asked for it yet.
 #[inline]
 pub fn with<T>(f: impl FnOnce(&mut [f64]) -> Result<T>) -> Result<T> {
-    MAILBOX.with(|m| {
-        let m = m.borrow();
-        let (_, ptr, len) = m.as_ref().ok_or_else(|| arg_error("mailbox", "a registered launch mailbox", "none"))?;
-        // SAFETY: the array is kept referenced in MAILBOX, its data was externalized by napi when it was
-        // registered (it does not move), and JS, which writes it, is not running during this call.
-        f(unsafe { std::slice::from_raw_parts_mut(*ptr, *len) })
-    })
+    let ptr = SLOTS_MEMORY.with(Cell::get);
+    if ptr.is_null() {
+        return Err(arg_error("mailbox", "the launch mailbox (launchMailbox())", "none"));
+    }
+    // SAFETY: SLOTS f64s owned by this thread for its lifetime; JS, the only other writer, is not running
+    // during this call.
+    f(unsafe { std::slice::from_raw_parts_mut(ptr, SLOTS) })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

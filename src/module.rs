@@ -14,25 +14,25 @@ pub struct Module {
 
 #[napi]
 impl Module {
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> String {
         self.inner.name().to_string()
     }
 
     /// NVRTC's warnings from the compile.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn log(&self) -> String {
         self.inner.log().to_string()
     }
 
     /// `sm_XY` (cubin) or `compute_XY` (PTX).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn target(&self) -> String {
         self.inner.target().to_string()
     }
 
     /// Kernel `name` with its parameter kinds.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn kernel(&self, name: String, signature: Vec<String>) -> Result<Kernel> {
         let sig = signature
             .iter()

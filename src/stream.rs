@@ -30,7 +30,8 @@ impl Task for WaitTask {
     type Output = ();
     type JsValue = ();
     fn compute(&mut self) -> napi::Result<()> {
-        self.0.take().map(|c| c.wait()).transpose().map_err(to_status_error)?;
+        // Borrowed, not taken: the event is destroyed when the task is, on the JS thread.
+        self.0.as_ref().map(|c| c.wait()).transpose().map_err(to_status_error)?;
         Ok(())
     }
     fn resolve(&mut self, _: Env, _: ()) -> napi::Result<()> {
@@ -45,7 +46,10 @@ impl Task for DownloadTask {
     type Output = Vec<u8>;
     type JsValue = Uint8Array;
     fn compute(&mut self) -> napi::Result<Vec<u8>> {
-        let p = self.0.take().ok_or_else(|| napi::Error::from_reason("download already collected"))?;
+        // Borrowed, not taken: the pinned memory is freed when the task is dropped, on the JS thread,
+        // never on this worker thread, where cuMemFreeHost would invalidate a capture running on the JS
+        // thread.
+        let p = self.0.as_ref().ok_or_else(|| napi::Error::from_reason("download already collected"))?;
         p.wait().map_err(to_status_error)
     }
     fn resolve(&mut self, _: Env, out: Vec<u8>) -> napi::Result<Uint8Array> {
@@ -56,80 +60,80 @@ impl Task for DownloadTask {
 #[napi]
 impl Stream {
     /// Numeric handle for `graphLaunch`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.reg.id()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn synchronize(&self) -> Result<()> {
         self.inner.synchronize().js()
     }
 
     /// Resolves when all work enqueued so far is done, without blocking the JS thread.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(ts_return_type = "Promise<void>", catch_unwind)]
     pub fn synchronize_async(&self) -> Result<AsyncTask<WaitTask>> {
         Ok(AsyncTask::new(WaitTask(Some(self.inner.completion().js()?))))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn query(&self) -> Result<bool> {
         self.inner.query().js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn wait_event(&self, event: &Event) -> Result<()> {
         self.inner.wait_event(&event.inner).js()
     }
 
     /// Copies `src` into `dst` (same byte length).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn copy(&self, dst: &DeviceBuffer, src: &DeviceBuffer) -> Result<()> {
         self.inner.copy(&dst.inner, &src.inner).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn memset(&self, buffer: &DeviceBuffer, byte: u8) -> Result<()> {
         self.inner.memset(&buffer.inner, byte).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn fill(&self, buffer: &DeviceBuffer, value: f64) -> Result<()> {
         self.inner.fill(&buffer.inner, value).js()
     }
 
     /// Stages `bytes` in pinned memory and copies them to `dst` on the stream.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn upload_async(&self, dst: &DeviceBuffer, bytes: &[u8]) -> Result<()> {
         self.inner.upload_async(&dst.inner, bytes).js()
     }
 
     /// Copies `src` to pinned memory on the stream; resolves with the bytes.
-    #[napi(ts_return_type = "Promise<Uint8Array>")]
+    #[napi(ts_return_type = "Promise<Uint8Array>", catch_unwind)]
     pub fn download_async(&self, src: &DeviceBuffer) -> Result<AsyncTask<DownloadTask>> {
         Ok(AsyncTask::new(DownloadTask(Some(self.inner.download_async(&src.inner).js()?))))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn alloc_async(&self, dtype: String, length: u32) -> Result<DeviceBuffer> {
         let dtype = core::DType::parse("dtype", &dtype).js()?;
         DeviceBuffer::new(self.inner.alloc_async(dtype, length as usize).js()?)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn free_async(&self, buffer: &DeviceBuffer) -> Result<()> {
         self.inner.free_async(&buffer.inner).js()
     }
 
     /// Creates this stream's cuBLAS handle and workspace (not possible inside capture).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn prepare_blas(&self) -> Result<()> {
         self.inner.prepare_blas().js()
     }
 
     /// Column-major `c = act(alpha * op(a) * op(b) + beta * c + bias)`; `activation`: 0 none, 1 relu,
     /// 2 gelu (a number: this runs once per GEMM in eager steps).
-    #[napi]
+    #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
@@ -172,25 +176,25 @@ impl Stream {
             .js()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn capturing(&self) -> bool {
         self.inner.is_capturing()
     }
 
     /// `mode`: 'global' | 'thread_local' | 'relaxed'.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn begin_capture(&self, mode: String) -> Result<()> {
         let mode = core::CaptureMode::parse(&mode).js()?;
         self.inner.begin_capture(mode).js()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn end_capture(&self, instantiate: bool, upload: bool, measure_memory: bool) -> Result<Graph> {
         Graph::new(self.inner.end_capture(core::EndCapture { instantiate, upload, measure_memory }).js()?)
     }
 
     /// Ends a capture without a graph; returns whether one was open.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn abort_capture(&self) -> bool {
         self.inner.abort_capture()
     }

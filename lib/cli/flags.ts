@@ -3,6 +3,8 @@
  * (`''`, `' '`, `1.5` and `1,,2` are refused, never read as 0) and "did you mean" for a misspelt flag.
  * Every mistake is a {@link UsageError} whose message names the flag, what it got and what is allowed.
  */
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { UsageError } from './errors.js'
 
@@ -78,6 +80,36 @@ export function oneOf<T extends string>(flag: string, v: string | boolean | unde
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v))
     throw new UsageError(`--${flag}: expected one of ${allowed.join(', ')}, got '${String(v)}'${suggest(String(v), allowed)}`)
   return v as T
+}
+
+/**
+ * Makes `--flag`'s directory (and its parents) and checks it can be written, before any work starts: a
+ * benchmark must not run for minutes and then fail to save its results.
+ */
+export function writableDir(flag: string, dir: string): void {
+  try {
+    // One level at a time from the nearest existing folder (a recursive mkdir can spin on /proc).
+    const missing: string[] = []
+    for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d)
+    for (const d of missing) mkdirSync(d)
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error(), { code: 'ENOTDIR' })
+    accessSync(dir, constants.W_OK)
+  } catch (e) {
+    throw new UsageError(`--${flag}: cannot write to '${dir}' (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
+  }
+}
+
+/** Checks that a Unix socket can be made at `--flag`'s path: its folder exists and can be written. */
+export function socketPathUsable(flag: string, path: string): void {
+  const dir = dirname(resolve(path))
+  try {
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error(), { code: 'ENOTDIR' })
+    accessSync(dir, constants.W_OK)
+  } catch (e) {
+    throw new UsageError(`--${flag}: cannot create a socket in '${dir}' (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
+  }
+  // Unix socket paths are limited to 107 bytes on Linux.
+  if (Buffer.byteLength(path) > 107) throw new UsageError(`--${flag}: a Unix socket path of at most 107 bytes, got ${Buffer.byteLength(path)}`)
 }
 
 /** A required non-empty string flag. */

@@ -14,7 +14,7 @@ import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
 import { type BenchOptions, runBench } from './decoder-bench.js'
 import { UsageError } from './errors.js'
-import { type FlagSpec, int, intList, oneOf, parseFlags, required, suggest } from './flags.js'
+import { type FlagSpec, int, intList, oneOf, parseFlags, required, socketPathUsable, suggest, writableDir } from './flags.js'
 import { runServeBench, type ServeBenchOptions } from './serve-bench.js'
 import { type ClientOptions, client, type ServeOptions, serve } from './serve-command.js'
 
@@ -80,7 +80,9 @@ with continuous batching. GET /metrics and /healthz on 127.0.0.1. SIGTERM or SIG
   --graph-memory MIB   graph memory budget; missing graphs run eagerly and are captured when idle
   --mode MODE          ${GRAPH_MODES.join(' | ')} (default FULL)
   --seed N             weights (default 1)
-  --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)`,
+  --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)
+  --max-connections N  open connections at most; more are refused, 1..65536 (default 1024)
+  --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)`,
   client: `usage: cudagraph client --socket PATH --prompt-tokens 1,2,3 [flags]
 
   --socket PATH        the Unix socket of a running generator (required)
@@ -161,6 +163,8 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     mode: str,
     seed: str,
     'drain-ms': str,
+    'max-connections': str,
+    'idle-timeout-ms': str,
   })
   const s = (k: string) => f[k] as string | undefined
   const socket = required('socket', f.socket, 'the Unix socket path to listen on')
@@ -178,6 +182,8 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     mode: oneOf<GraphMode>('mode', f.mode, GRAPH_MODES, 'FULL'),
     seed: int('seed', s('seed'), 1, 0, 2 ** 31),
     drainMs: int('drain-ms', s('drain-ms'), 5000, 0, 3600_000),
+    maxConnections: int('max-connections', s('max-connections'), 1024, 1, 65536),
+    idleTimeoutMs: int('idle-timeout-ms', s('idle-timeout-ms'), 60_000, 1, 0x7fffffff),
   }
 }
 
@@ -290,12 +296,15 @@ export async function main(args: readonly string[]): Promise<number> {
       return await client(o)
     } else if (name === 'bench --serve') {
       const o = parseServeBenchFlags(rest)
+      writableDir('out', o.out)
       run = benchmark(o.print, () => runServeBench(o))
     } else if (cmd === 'bench') {
       const o = parseBenchFlags(rest)
+      writableDir('out', o.out)
       run = benchmark(o.print, () => runBench(o))
     } else if (cmd === 'serve') {
       const o = parseServeFlags(rest)
+      socketPathUsable('socket', o.socket)
       run = () => serve(o)
     } else {
       if (rest.length > 0) throw new UsageError(`info takes no flags, got '${rest.join(' ')}'`)

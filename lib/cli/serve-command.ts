@@ -32,6 +32,10 @@ export interface ServeOptions {
   seed: number
   /** How long running requests may finish after SIGTERM, ms. */
   drainMs: number
+  /** Open connections at most. */
+  maxConnections: number
+  /** Idle connections are closed after this long, ms. */
+  idleTimeoutMs: number
 }
 
 /**
@@ -56,7 +60,16 @@ export async function serve(o: ServeOptions): Promise<number> {
   let server: GeneratorServer | undefined
   try {
     await runner.warmup({ progress: true })
-    server = await GeneratorServer.listen({ socketPath: o.socket, engine: runner, model: o.model, maxQueue: o.maxQueue, metricsPort: o.metricsPort, log: say })
+    server = await GeneratorServer.listen({
+      socketPath: o.socket,
+      engine: runner,
+      model: o.model,
+      maxQueue: o.maxQueue,
+      metricsPort: o.metricsPort,
+      maxConnections: o.maxConnections,
+      idleTimeoutMs: o.idleTimeoutMs,
+      log: say,
+    })
     process.stdout.write(
       `cudagraph serve: ready on ${o.socket} (model ${o.model}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`,
     )

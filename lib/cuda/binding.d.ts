@@ -171,6 +171,12 @@ export declare class Stream {
 }
 
 /**
+ * Panics with `message`: the regression test that a Rust panic becomes a JS error instead of aborting
+ * the process (every export is `catch_unwind`). Not part of the SDK.
+ */
+export declare function debugPanic(message: string): void
+
+/**
  * Replays a graph: the one napi call of the replay path, without arguments. The mailbox holds the graph
  * handle at slot `GRAPH` and the stream handle after it.
  */
@@ -212,6 +218,12 @@ export declare function launchKernel(): void
  */
 export declare function launchKernelWide(wide: BigInt64Array): void
 
+/**
+ * This thread's mailbox, as a Float64Array over memory the binding owns (called once when the SDK loads
+ * the binding; later calls view the same memory).
+ */
+export declare function launchMailbox(): Float64Array
+
 /** The layout the TypeScript layer writes by. */
 export declare function launchMailboxLayout(): MailboxLayout
 
@@ -230,9 +242,6 @@ export interface MemoryInfo {
   free: number
   total: number
 }
-
-/** Registers `buffer` as this thread's mailbox (called once when the SDK loads the binding). */
-export declare function setLaunchMailbox(buffer: Float64Array): void
 
 /**
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without

@@ -60,8 +60,15 @@ export class DeviceBuffer<D extends DType = DType> {
 
   /** A view of `length` elements starting at element `offset`, sharing this memory. */
   view(offset: number, length: number): DeviceBuffer<D> {
-    check(Number.isInteger(offset) && offset >= 0, 'offset', 'a non-negative integer', offset)
-    check(Number.isInteger(length) && length > 0, 'length', 'a positive integer', length)
+    // The binding takes 32-bit counts: check the range here, where nothing can wrap.
+    const n = this.length
+    check(Number.isInteger(offset) && offset >= 0 && offset < n, 'offset', `an integer in 0..${n - 1}`, offset)
+    check(
+      Number.isInteger(length) && length > 0 && offset + length <= n,
+      'length',
+      `an integer in 1..${n - offset} (the view must end inside the buffer)`,
+      length,
+    )
     return DeviceBuffer.wrap<D>(native(() => this.native.view(offset, length)))
   }
 

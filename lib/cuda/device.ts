@@ -69,7 +69,7 @@ export class Device {
 
   /** Opens device `ordinal` (default 0). Throws CudaUnavailableError without a driver, ArgumentError for a bad ordinal. */
   static open(ordinal = 0): Device {
-    check(Number.isInteger(ordinal) && ordinal >= 0, 'ordinal', 'a non-negative integer', ordinal)
+    check(Number.isInteger(ordinal) && ordinal >= 0 && ordinal <= 0x7fffffff, 'ordinal', 'an integer in 0..2147483647', ordinal)
     return new Device(native(() => binding().Device.open(ordinal)))
   }
 

@@ -12,8 +12,8 @@ import type { Native } from './native.js'
 /** Slot indices (the binding's `launchMailboxLayout()`), set when the binding loads. */
 export const LAYOUT = { graph: 0, stage: 0, kernel: 0, kernelHeader: 0, maxArgs: 0, slots: 0 }
 
-/** The mailbox. Its own ArrayBuffer, so the memory is off the JS heap and never moves. Empty until the binding loads. */
-export let MAILBOX = new Float64Array(0)
+/** The mailbox: a view of memory the binding owns (off the JS heap; it never moves). Empty until the binding loads. */
+export let MAILBOX: Float64Array = new Float64Array(0)
 
 function unloaded(): never {
   throw new CudaGraphError('NATIVE_UNAVAILABLE', 'the native binding is not loaded')
@@ -27,11 +27,10 @@ export const CALLS: Pick<Native, 'graphLaunch' | 'stageLaunch' | 'launchKernel' 
   launchKernelWide: unloaded,
 }
 
-/** Reads the layout, registers a mailbox of its size and binds the hot calls (once, by lib/cuda/native.ts). */
+/** Reads the layout, takes the binding's mailbox and binds the hot calls (once, by lib/cuda/native.ts). */
 export function attachMailbox(b: Native): void {
   Object.assign(LAYOUT, b.launchMailboxLayout())
-  MAILBOX = new Float64Array(new ArrayBuffer(8 * LAYOUT.slots))
-  b.setLaunchMailbox(MAILBOX)
+  MAILBOX = b.launchMailbox()
   CALLS.graphLaunch = b.graphLaunch
   CALLS.stageLaunch = b.stageLaunch
   CALLS.launchKernel = b.launchKernel

@@ -109,7 +109,10 @@ export function mapError(e: unknown): unknown {
   }
   const cause = { cause: e }
   if (d === undefined) {
-    return typeof code === 'string' && NAPI_TYPE_CODES.has(code) ? new ArgumentError('', 'a value of the declared type', undefined, { message, cause: e }) : e
+    if (typeof code === 'string' && NAPI_TYPE_CODES.has(code)) return new ArgumentError('', 'a value of the declared type', undefined, { message, cause: e })
+    // Every engine error carries its fields; a bare failure is a panic the binding caught (catch_unwind).
+    if (code === 'GenericFailure') return new CudaGraphError('INTERNAL', `the native addon failed: ${message}`, { cause: e })
+    return e
   }
   switch (d.code) {
     case 'CUDA_ERROR':

@@ -284,17 +284,19 @@ export class Stream {
     const act = ACTIVATIONS.indexOf(o.activation ?? 'none')
     check(act >= 0, 'activation', ACTIVATIONS.join(' | '), o.activation)
     const bias = o.bias?.native
+    // Leading dimensions travel as 32-bit integers: a larger one is an error here, never a wrapped value.
+    const ld = (name: 'lda' | 'ldb' | 'ldc', dflt: number) => (o[name] === undefined ? dflt : posInt(name, o[name]))
     if (layout === 'col') {
-      const lda = o.lda ?? (ta ? k : m)
-      const ldb = o.ldb ?? (tb ? n : k)
-      const ldc = o.ldc ?? m
+      const lda = ld('lda', ta ? k : m)
+      const ldb = ld('ldb', tb ? n : k)
+      const ldc = ld('ldc', m)
       native(() => this.native.gemm(ta, tb, m, n, k, alpha, o.a.native, lda, o.b.native, ldb, beta, o.c.native, ldc, bias, act))
     } else {
       // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands. The bias, one
       // per row-major column, is one per column-major row of C^T, as cuBLASLt wants it.
-      const lda = o.lda ?? (ta ? m : k)
-      const ldb = o.ldb ?? (tb ? k : n)
-      const ldc = o.ldc ?? n
+      const lda = ld('lda', ta ? m : k)
+      const ldb = ld('ldb', tb ? k : n)
+      const ldc = ld('ldc', n)
       native(() => this.native.gemm(tb, ta, n, m, k, alpha, o.b.native, ldb, o.a.native, lda, beta, o.c.native, ldc, bias, act))
     }
   }

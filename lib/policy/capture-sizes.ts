@@ -4,8 +4,14 @@
  */
 import { ArgumentError } from '../errors.js'
 
-/** Largest default capture size. */
+/** Largest default capture size, tokens. */
 export const DEFAULT_MAX_CAPTURE_SIZE = 512
+
+/**
+ * Largest capture size a config accepts, tokens: every size up to it gets a padding-table entry, and a
+ * graph for more tokens than this is a prefill far past what graphs are for.
+ */
+export const MAX_CAPTURE_SIZE = 1 << 16
 
 /**
  * The default ladder up to `max`: 1, 2, 4, then every 8 below 256, then every 16 from 256 up to `max`.
@@ -58,8 +64,8 @@ export function findClosestSize(sizes: readonly number[], n: number): number | u
   return sizes[lo]
 }
 
-function positiveInt(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 1) throw new ArgumentError(name, 'a positive integer', v)
+function positiveInt(name: string, v: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isSafeInteger(v) || v < 1 || v > max) throw new ArgumentError(name, `an integer in 1..${max}`, v)
 }
 
 /**
@@ -68,7 +74,7 @@ function positiveInt(name: string, v: number): void {
  */
 export function padForGraph(size: number, granularity = 8): number {
   positiveInt('granularity', granularity)
-  if (!Number.isInteger(size) || size < 0) throw new ArgumentError('size', 'a non-negative integer', size)
+  if (!Number.isSafeInteger(size) || size < 0) throw new ArgumentError('size', 'a non-negative integer', size)
   if (size === 0) return 0
   if (size < granularity) {
     const p = 2 ** Math.ceil(Math.log2(size))
@@ -88,7 +94,7 @@ export interface WarmupSize {
  * up to it, and `maxTokens` itself; each with `min(numTokens, maxReqs)` requests.
  */
 export function warmupSizes(maxTokens: number, maxReqs: number, granularity = 8): WarmupSize[] {
-  positiveInt('maxTokens', maxTokens)
+  positiveInt('maxTokens', maxTokens, MAX_CAPTURE_SIZE)
   positiveInt('maxReqs', maxReqs)
   positiveInt('granularity', granularity)
   const tokens = new Set<number>([maxTokens])

@@ -3,34 +3,38 @@
  * `GraphConfig.from` validates a plain object and fills defaults; `toJSON` gives a plain object back.
  */
 import { ConfigError } from '../errors.js'
-import { DEFAULT_MAX_CAPTURE_SIZE, defaultCaptureSizes, paddingTable, roundSizesTo } from './capture-sizes.js'
+import { DEFAULT_MAX_CAPTURE_SIZE, defaultCaptureSizes, MAX_CAPTURE_SIZE, paddingTable, roundSizesTo } from './capture-sizes.js'
+import { MAX_KEY_LORAS, MAX_KEY_REQS, MAX_KEY_TOKENS } from './descriptor.js'
 import { decodeMode, type GraphMode, parseGraphMode } from './graph-mode.js'
 
-/** The JSON form of a {@link GraphConfig}; every field optional in {@link GraphConfig.from}. */
+/**
+ * The JSON form of a {@link GraphConfig}; every field optional in {@link GraphConfig.from}. Each field has
+ * a range (below); a value outside it is a ConfigError naming the field, never a later failure.
+ */
 export interface GraphConfigInit {
   /** Graph mode (default FULL_AND_PIECEWISE). */
   mode?: GraphMode
-  /** Batch sizes (tokens) to capture; default: the ladder up to maxCaptureSize. */
+  /** Batch sizes to capture, tokens, each 1..65536; default: the ladder up to maxCaptureSize. */
   captureSizes?: readonly number[]
-  /** Largest size to capture; default min(maxNumSeqs × (1 + numSpecTokens) × 2, 512), capped by maxNumBatchedTokens. */
+  /** Largest size to capture, tokens, 1..65536; default min(maxNumSeqs × (1 + numSpecTokens) × 2, 512), capped by maxNumBatchedTokens. */
   maxCaptureSize?: number
-  /** Most requests in a batch (default 256). */
+  /** Most requests in a batch, 1..65534 (default 256). */
   maxNumSeqs?: number
-  /** Speculative tokens per request and step (default 0). */
+  /** Speculative tokens per request and step, 0..64 (default 0). */
   numSpecTokens?: number
-  /** Most tokens in a batch (default 8192). */
+  /** Most tokens in a batch, 1..16777215 (default 8192). */
   maxNumBatchedTokens?: number
-  /** Eager runs before each capture (default 1). */
+  /** Eager runs before each capture, 0..100 (default 1). */
   numWarmups?: number
   /** Capture separate graphs per active-LoRA count (default true). */
   specializeLora?: boolean
-  /** LoRA adapters served at once; 0 = no LoRA (default 0). */
+  /** LoRA adapters served at once, 0..255; 0 = no LoRA (default 0). */
   maxLoras?: number
-  /** Most graphs kept; null = no limit (default null). */
+  /** Most graphs kept, 1..1000000; null = no limit (default null). */
   maxGraphs?: number | null
-  /** Most graph memory kept, bytes; null = no limit (default null). */
+  /** Most graph memory kept, bytes, 1..2^53−1; null = no limit (default null). */
   maxMemoryBytes?: number | null
-  /** Evict graphs unused this long, ms; null = never (default null). */
+  /** Evict graphs unused this long, ms, 1..2147483647; null = never (default null). */
   idleEvictMs?: number | null
 }
 
@@ -65,15 +69,15 @@ const FIELDS: readonly (keyof GraphConfigJSON)[] = [
   'idleEvictMs',
 ]
 
-function int(path: string, v: unknown, min: number, fallback: number): number {
+function int(path: string, v: unknown, min: number, max: number, fallback: number): number {
   if (v === undefined) return fallback
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new ConfigError(path, v, `an integer >= ${min}`)
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw new ConfigError(path, v, `an integer in ${min}..${max}`)
   return v
 }
 
-function optInt(path: string, v: unknown, min: number): number | null {
+function optInt(path: string, v: unknown, min: number, max: number): number | null {
   if (v === undefined || v === null) return null
-  return int(path, v, min, 0)
+  return int(path, v, min, max, 0)
 }
 
 function bool(path: string, v: unknown, fallback: boolean): boolean {
@@ -126,29 +130,29 @@ export class GraphConfig {
       if (!(FIELDS as readonly string[]).includes(k)) throw new ConfigError(k, (init as Record<string, unknown>)[k], `a known field (${FIELDS.join(', ')})`)
     }
     const mode = init.mode === undefined ? 'FULL_AND_PIECEWISE' : parseGraphMode(init.mode)
-    const maxNumSeqs = int('maxNumSeqs', init.maxNumSeqs, 1, 256)
-    const numSpecTokens = int('numSpecTokens', init.numSpecTokens, 0, 0)
-    const maxNumBatchedTokens = int('maxNumBatchedTokens', init.maxNumBatchedTokens, 1, 8192)
+    const maxNumSeqs = int('maxNumSeqs', init.maxNumSeqs, 1, MAX_KEY_REQS, 256)
+    const numSpecTokens = int('numSpecTokens', init.numSpecTokens, 0, 64, 0)
+    const maxNumBatchedTokens = int('maxNumBatchedTokens', init.maxNumBatchedTokens, 1, MAX_KEY_TOKENS, 8192)
     const base = {
       mode,
       maxNumSeqs,
       numSpecTokens,
       maxNumBatchedTokens,
-      numWarmups: int('numWarmups', init.numWarmups, 0, 1),
+      numWarmups: int('numWarmups', init.numWarmups, 0, 100, 1),
       specializeLora: bool('specializeLora', init.specializeLora, true),
-      maxLoras: int('maxLoras', init.maxLoras, 0, 0),
-      maxGraphs: optInt('maxGraphs', init.maxGraphs, 1),
-      maxMemoryBytes: optInt('maxMemoryBytes', init.maxMemoryBytes, 1),
-      idleEvictMs: optInt('idleEvictMs', init.idleEvictMs, 1),
+      maxLoras: int('maxLoras', init.maxLoras, 0, MAX_KEY_LORAS, 0),
+      maxGraphs: optInt('maxGraphs', init.maxGraphs, 1, 1_000_000),
+      maxMemoryBytes: optInt('maxMemoryBytes', init.maxMemoryBytes, 1, Number.MAX_SAFE_INTEGER),
+      idleEvictMs: optInt('idleEvictMs', init.idleEvictMs, 1, 0x7fffffff),
     }
     if (mode === 'NONE') return new GraphConfig({ ...base, captureSizes: [], maxCaptureSize: 0 })
 
     let sizes: number[]
     let max: number
-    const userMax = init.maxCaptureSize === undefined ? undefined : int('maxCaptureSize', init.maxCaptureSize, 1, 0)
+    const userMax = init.maxCaptureSize === undefined ? undefined : int('maxCaptureSize', init.maxCaptureSize, 1, MAX_CAPTURE_SIZE, 0)
     if (init.captureSizes !== undefined) {
       if (!Array.isArray(init.captureSizes)) throw new ConfigError('captureSizes', init.captureSizes, 'an array of positive integers')
-      for (const [i, s] of init.captureSizes.entries()) int(`captureSizes[${i}]`, s, 1, 0)
+      for (const [i, s] of init.captureSizes.entries()) int(`captureSizes[${i}]`, s, 1, MAX_CAPTURE_SIZE, 0)
       sizes = [...new Set(init.captureSizes)].filter((s) => s <= maxNumBatchedTokens).sort((a, b) => a - b)
       if (sizes.length === 0) throw new ConfigError('captureSizes', init.captureSizes, `at least one size <= maxNumBatchedTokens (${maxNumBatchedTokens})`)
       max = sizes[sizes.length - 1]!

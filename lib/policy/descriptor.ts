@@ -42,6 +42,7 @@ function checkBool(field: string, v: unknown): boolean {
 
 /** A validated, frozen descriptor with defaults filled in (numReqs undefined, flags false, 0 LoRAs). */
 export function describeBatch(init: BatchDescriptorInit): BatchDescriptor {
+  if (init === null || typeof init !== 'object') throw new ArgumentError('init', 'a batch descriptor object', init)
   const d: BatchDescriptor = {
     numTokens: checkInt('numTokens', init.numTokens, 0, MAX_KEY_TOKENS),
     numReqs: init.numReqs === undefined ? undefined : checkInt('numReqs', init.numReqs, 0, MAX_KEY_REQS),
@@ -65,6 +66,7 @@ export function relaxForMixed(d: BatchDescriptor): BatchDescriptor {
  * hasMultimodal (1): 51 bits. Out-of-range or non-integer fields are an ArgumentError naming the field.
  */
 export function descriptorKey(d: BatchDescriptor): number {
+  if (d === null || typeof d !== 'object') throw new ArgumentError('descriptor', 'a batch descriptor', d)
   return packKey(d.numTokens, d.numReqs, d.uniform, d.hasLora, d.numActiveLoras, d.hasMultimodal)
 }
 

@@ -4,10 +4,19 @@
  * looked up in the FULL keys, then (relaxed for mixed batches) in the FULL and PIECEWISE keys.
  */
 import { ArgumentError } from '../errors.js'
-import type { GraphConfig } from './config.js'
-import { type BatchDescriptor, describeBatch, descriptorFromKey, descriptorKey, MAX_KEY_LORAS, packKeyUnchecked, relaxForMixed } from './descriptor.js'
+import { GraphConfig } from './config.js'
+import {
+  type BatchDescriptor,
+  describeBatch,
+  descriptorFromKey,
+  descriptorKey,
+  MAX_KEY_LORAS,
+  MAX_KEY_TOKENS,
+  packKeyUnchecked,
+  relaxForMixed,
+} from './descriptor.js'
 import { DispatchStats } from './dispatch-stats.js'
-import { decodeMode, type GraphMode, hasMode, mixedMode, type RuntimeMode, separateRoutine } from './graph-mode.js'
+import { decodeMode, GRAPH_MODES, type GraphMode, hasMode, mixedMode, type RuntimeMode, separateRoutine } from './graph-mode.js'
 import type { DispatchPolicy } from './policy.js'
 
 /** What a batch looks like beyond its token count. */
@@ -88,6 +97,8 @@ export class Dispatcher implements DispatcherLike {
   #loras_ = 0
 
   constructor(config: GraphConfig, options: DispatcherOptions = {}) {
+    if (!(config instanceof GraphConfig)) throw new ArgumentError('config', 'a GraphConfig (GraphConfig.from({ ... }))', config)
+    if (options === null || typeof options !== 'object') throw new ArgumentError('options', 'an object of dispatcher options', options)
     this.config = config
     this.policy = options.policy
     this.#trackCaptures = options.trackCaptures ?? false
@@ -115,6 +126,7 @@ export class Dispatcher implements DispatcherLike {
    * has `uniformDecodeQueryLen` tokens per request (default 1 + numSpecTokens). Call again to rebuild.
    */
   initializeKeys(mode: GraphMode = this.config.mode, uniformDecodeQueryLen = 1 + this.config.numSpecTokens): void {
+    if (!GRAPH_MODES.includes(mode)) throw new ArgumentError('mode', `one of ${GRAPH_MODES.join(', ')}`, mode)
     if (!Number.isInteger(uniformDecodeQueryLen) || uniformDecodeQueryLen < 1) {
       throw new ArgumentError('uniformDecodeQueryLen', 'a positive integer', uniformDecodeQueryLen)
     }
@@ -177,17 +189,23 @@ export class Dispatcher implements DispatcherLike {
    * eager ones for batches of 2^16 tokens and more excepted).
    */
   dispatch(numTokens: number, options: DispatchOptions = NO_OPTIONS): DispatchResult {
-    if (!(numTokens >= 0 && Number.isInteger(numTokens))) {
-      throw new ArgumentError('numTokens', 'a non-negative integer', numTokens)
+    // Every argument is checked before anything is counted: a refused call leaves the stats as they were.
+    if (!(numTokens >= 0 && numTokens <= MAX_KEY_TOKENS && Number.isInteger(numTokens))) {
+      throw new ArgumentError('numTokens', `an integer in 0..${MAX_KEY_TOKENS}`, numTokens)
     }
+    if (options === null || typeof options !== 'object') throw new ArgumentError('options', 'an object of dispatch options', options)
+    const valid = options.validModes
+    const invalid = options.invalidModes
+    if (valid !== undefined && !Array.isArray(valid))
+      throw new ArgumentError('options.validModes', "an array of 'FULL' | 'PIECEWISE' | 'NONE', or undefined", valid)
+    if (invalid !== undefined && !Array.isArray(invalid))
+      throw new ArgumentError('options.invalidModes', "an array of 'FULL' | 'PIECEWISE' | 'NONE', or undefined", invalid)
     if (!this.#initialized || this.#mode === 'NONE' || numTokens > this.config.maxCaptureSize || numTokens === 0) return this.#eager(numTokens)
 
     const key = this.#batchKey(numTokens, options)
     const padded = this.#padded_
     const relaxed = packKeyUnchecked(padded, undefined, false, options.hasLora === true, this.#loras_, false)
 
-    const valid = options.validModes
-    const invalid = options.invalidModes
     const allowFull = (valid === undefined || valid.includes('FULL')) && (invalid === undefined || !invalid.includes('FULL'))
     const allowPiecewise = (valid === undefined || valid.includes('PIECEWISE')) && (invalid === undefined || !invalid.includes('PIECEWISE'))
     const full = allowFull ? (this.#full.get(key) ?? this.#full.get(relaxed)) : undefined

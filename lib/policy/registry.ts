@@ -120,8 +120,9 @@ export class GraphRegistry<T = Releasable, K = number> {
     if (this.maxMemoryBytes !== null && bytes > this.maxMemoryBytes) {
       throw new CapacityError(`entry of ${bytes} bytes exceeds the registry's whole budget of ${this.maxMemoryBytes} bytes; nothing was evicted`)
     }
-    const evicted: Evicted<K, T>[] = []
     const old = this.#map.get(key)
+    this.#checkTotal(bytes - (old?.bytes ?? 0))
+    const evicted: Evicted<K, T>[] = []
     if (old) this.#remove(old, 'replaced', evicted)
     const node: Node<K, T> = { key, value, bytes, lastUsed: this.idleEvictMs !== null ? this.#now() : 0, prev: undefined, next: undefined }
     this.#map.set(key, node)
@@ -141,6 +142,7 @@ export class GraphRegistry<T = Releasable, K = number> {
     if (!(Number.isSafeInteger(bytes) && bytes >= 0)) throw new ArgumentError('bytes', 'a non-negative integer', bytes)
     const n = this.#map.get(key)
     if (n === undefined) throw new ArgumentError('key', 'a key in the registry', key)
+    this.#checkTotal(bytes - n.bytes)
     this.#bytes += bytes - n.bytes
     n.bytes = bytes
     const evicted: Evicted<K, T>[] = []
@@ -183,6 +185,16 @@ export class GraphRegistry<T = Releasable, K = number> {
   /** Keys from least to most recently used. */
   keys(): K[] {
     return this.entries().map((e) => e.key)
+  }
+
+  /**
+   * The total is kept exact: a change that would take it past 2^53−1 bytes (where doubles stop counting
+   * every byte, and sums and differences drift) is a CapacityError and changes nothing.
+   */
+  #checkTotal(delta: number): void {
+    if (this.#bytes + delta > Number.MAX_SAFE_INTEGER) {
+      throw new CapacityError(`the registry would hold more than ${Number.MAX_SAFE_INTEGER} bytes (2^53-1) in all; nothing was changed`)
+    }
   }
 
   #evictIdle(now: number, evicted: Evicted<K, T>[], keep: Node<K, T> | undefined): void {

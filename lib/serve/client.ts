@@ -161,6 +161,27 @@ export class Generation implements AsyncIterable<number> {
   }
 }
 
+/**
+ * The prompt as token ids, or an ArgumentError naming the first bad element: every id must be an integer
+ * in 0..2^31−1. Nothing is coerced (NaN, null, 1.7, 2^32+5 and strings are refused, not sent as 0, 1, 5).
+ */
+function promptTokens(prompt: unknown): Int32Array {
+  if (prompt instanceof Int32Array) {
+    check(prompt.length >= 1, 'prompt', 'at least one token id', prompt)
+    for (let i = 0; i < prompt.length; i++) if (prompt[i]! < 0) check(false, `prompt[${i}]`, 'a token id in 0..2147483647', prompt[i])
+    return prompt
+  }
+  check(Array.isArray(prompt) && prompt.length >= 1, 'prompt', 'an Int32Array or an array of at least one token id', prompt)
+  const out = new Int32Array(prompt.length)
+  for (let i = 0; i < prompt.length; i++) {
+    const v: unknown = prompt[i]
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0x7fffffff))
+      check(false, `prompt[${i}]`, 'a token id (an integer in 0..2147483647)', v)
+    out[i] = v
+  }
+  return out
+}
+
 /** A connection to a generator server. */
 export class Client {
   /** What the server accepts (from its HELLO). */
@@ -242,8 +263,8 @@ export class Client {
 
   /** Starts generating after `prompt` (token ids): iterate the result for the tokens. */
   generate(prompt: Int32Array | readonly number[], options: GenerateOptions): Generation {
-    const tokens = prompt instanceof Int32Array ? prompt : Int32Array.from(prompt)
-    check(tokens.length >= 1, 'prompt', 'at least one token id', prompt)
+    const tokens = promptTokens(prompt)
+    check(options !== null && typeof options === 'object', 'options', '{ maxNewTokens, ... }', options)
     check(
       Number.isInteger(options.maxNewTokens) && options.maxNewTokens >= 1 && options.maxNewTokens <= 0xffffffff,
       'maxNewTokens',

@@ -6,10 +6,11 @@
  */
 import { existsSync, unlinkSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
+import { check } from '../errors.js'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
-import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink } from './batch-scheduler.js'
+import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
-import { type RequestOutcome, ServerMetrics } from './server-metrics.js'
+import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 import {
   type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
@@ -44,10 +45,19 @@ export interface GeneratorServerOptions {
   maxQueue?: number
   /** Requests running at once (default the engine's min(slots, maxBatch)). */
   maxRunning?: number
-  /** Largest frame accepted from a client, bytes (default 1 MiB). */
+  /** Largest frame accepted from a client, bytes, 64..64 MiB (default 1 MiB). */
   maxFrameBytes?: number
-  /** Unread output a client may leave before it is dropped as a slow reader, bytes (default 4 MiB). */
+  /**
+   * Output a client may leave unread before it is dropped as a slow reader, bytes, 64 KiB..1 GiB (default
+   * 4 MiB). Every byte queued to it counts: tokens, DONE, ERROR and PONG frames alike.
+   */
   maxUnreadBytes?: number
+  /** Open connections at most, 1..65536; more are refused at once (default 1024). */
+  maxConnections?: number
+  /** A connection with no request running that sends nothing this long is closed, ms (default 60000). */
+  idleTimeoutMs?: number
+  /** A frame whose first bytes arrived must be complete within this long, or the connection is closed, ms (default 10000). */
+  frameTimeoutMs?: number
   /** Port for GET /metrics and /healthz on 127.0.0.1 (0: any free port; undefined: no HTTP). */
   metricsPort?: number
   /** Where the server reports dropped clients and engine failures (default console.error). */
@@ -70,11 +80,60 @@ interface Served extends GenerationRequest {
 class Connection {
   readonly requests = new Map<number, Served>()
   closed = false
+  /** When the client last sent bytes, ms (performance.now()). */
+  lastHeard = now()
+  /** When the frame it is sending began to arrive, ms; 0 when it is between frames. */
+  frameStarted = 0
+  /**
+   * Output not yet handed to the socket, contiguous: frames made while a write is in flight (or during a
+   * step) wait here and go out as one write. A client has at most one write in flight, so what it leaves
+   * unread costs its bytes, not a write request per frame.
+   */
+  out: Buffer | undefined
+  outBytes = 0
+  /** Bytes of the write in flight (0: none). */
+  writing = 0
   constructor(
     readonly socket: Socket,
     readonly decoder: FrameDecoder<ClientMessage>,
   ) {}
 }
+
+/** Most bytes of a model name in HELLO. */
+const MAX_MODEL_NAME_BYTES = 1024
+
+/** The options with defaults, each checked against its documented range (an ArgumentError naming it). */
+function serverLimits(o: GeneratorServerOptions) {
+  check(o !== null && typeof o === 'object', 'options', 'GeneratorServer options', o)
+  check(typeof o.socketPath === 'string' && o.socketPath.length > 0, 'options.socketPath', 'a Unix socket path', o.socketPath)
+  const e = o.engine
+  check(e !== null && typeof e === 'object' && typeof e.prefillBatch === 'function', 'options.engine', 'a GenerationEngine', e)
+  check(Number.isInteger(e.vocab) && e.vocab >= 1 && e.vocab <= 0x7fffffff, 'options.engine.vocab', 'an integer in 1..2147483647', e.vocab)
+  check(Number.isInteger(e.maxSeqLen) && e.maxSeqLen >= 1 && e.maxSeqLen <= 0x7fffffff, 'options.engine.maxSeqLen', 'an integer in 1..2147483647', e.maxSeqLen)
+  const int = (name: keyof GeneratorServerOptions, lo: number, hi: number, dflt: number): number => {
+    const v = o[name] ?? dflt
+    check(typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi, `options.${name}`, `an integer in ${lo}..${hi}`, v)
+    return v
+  }
+  const model = o.model ?? 'model'
+  check(
+    typeof model === 'string' && Buffer.byteLength(model) <= MAX_MODEL_NAME_BYTES,
+    'options.model',
+    `a name of at most ${MAX_MODEL_NAME_BYTES} bytes`,
+    model.length > 64 ? `${model.length} characters` : model,
+  )
+  return {
+    model,
+    maxFrameBytes: int('maxFrameBytes', 64, 64 << 20, DEFAULT_MAX_FRAME_BYTES),
+    maxUnreadBytes: int('maxUnreadBytes', 64 << 10, 1 << 30, 4 << 20),
+    maxConnections: int('maxConnections', 1, 65536, 1024),
+    idleTimeoutMs: int('idleTimeoutMs', 1, 0x7fffffff, 60_000),
+    frameTimeoutMs: int('frameTimeoutMs', 1, 0x7fffffff, 10_000),
+  }
+}
+
+/** How long a closed connection may take to drain its last frames before it is cut, ms. */
+const CLOSE_GRACE_MS = 1000
 
 const now = () => performance.now()
 
@@ -87,22 +146,24 @@ export class GeneratorServer {
   /** The metrics port (undefined without HTTP). */
   metricsPort: number | undefined
   readonly #net: Server
-  readonly #model: string
-  readonly #maxFrame: number
-  readonly #maxUnread: number
+  readonly #limits: ReturnType<typeof serverLimits>
   readonly #log: (message: string) => void
   readonly #conns = new Set<Connection>()
+  /** Every accepted socket until it closes, also after its connection was dropped: close() waits for these. */
+  readonly #sockets = new Set<Socket>()
+  /** Connections with frames made during the current step. */
+  readonly #dirty = new Set<Connection>()
   readonly #one = new Int32Array(1)
+  readonly #sweeper: NodeJS.Timeout
+  #inStep = false
   #looping = false
   #idleCapture = false
   #closing: Promise<void> | undefined
 
-  private constructor(o: GeneratorServerOptions) {
+  private constructor(o: GeneratorServerOptions, limits: ReturnType<typeof serverLimits>) {
     this.socketPath = o.socketPath
     this.engine = o.engine
-    this.#model = o.model ?? 'model'
-    this.#maxFrame = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
-    this.#maxUnread = o.maxUnreadBytes ?? 4 << 20
+    this.#limits = limits
     this.#log = o.log ?? ((m) => console.error(m))
     const sink: SchedulerSink<Served> = {
       token: (r, tok, index) => this.#sendToken(r, tok, index),
@@ -122,15 +183,23 @@ export class GeneratorServer {
       queued: this.queued,
     }))
     this.#net = createServer((s) => this.#accept(s))
+    const sweep = Math.max(20, Math.min(limits.idleTimeoutMs, limits.frameTimeoutMs) / 4)
+    this.#sweeper = setInterval(() => this.#sweep(), sweep).unref()
   }
 
-  /** Starts a server on `options.socketPath`; resolves once it accepts connections. */
+  /**
+   * Starts a server on `options.socketPath`; resolves once it accepts connections. Every option is checked
+   * first (an ArgumentError naming it), before the socket is touched.
+   */
   static async listen(options: GeneratorServerOptions): Promise<GeneratorServer> {
+    const limits = serverLimits(options)
     await removeStaleSocket(options.socketPath)
-    const server = new GeneratorServer(options)
+    const server = new GeneratorServer(options, limits)
     await new Promise<void>((resolve, reject) => {
       server.#net.once('error', reject)
-      server.#net.listen(options.socketPath, () => {
+      // A backlog as deep as the connection limit allows (the kernel caps it): a burst of connects is
+      // accepted or refused by the limit, not by a full queue.
+      server.#net.listen({ path: options.socketPath, backlog: Math.min(limits.maxConnections, 4096) }, () => {
         server.#net.off('error', reject)
         resolve()
       })
@@ -173,18 +242,19 @@ export class GeneratorServer {
 
   async #shutdown(drainMs: number): Promise<void> {
     const netClosed = new Promise<void>((resolve) => this.#net.close(() => resolve()))
+    clearInterval(this.#sweeper)
     this.#scheduler.cancelQueued('shutdown')
     const deadline = now() + drainMs
     while (this.#scheduler.hasWork && now() < deadline) await new Promise((r) => setTimeout(r, 5))
     this.#scheduler.cancelAll('shutdown')
-    const ended = [...this.#conns].map(
-      (c) =>
+    for (const c of [...this.#conns]) this.#close(c, undefined)
+    // Every socket, dropped ones too, is ended with a destroy timer: one that never reads cannot hold this.
+    const ended = [...this.#sockets].map(
+      (socket) =>
         new Promise<void>((resolve) => {
-          if (c.socket.destroyed) return resolve()
-          c.socket.once('close', () => resolve())
-          c.socket.end()
-          // A client that does not read its last frames is not waited for.
-          setTimeout(() => c.socket.destroy(), 1000).unref()
+          if (socket.destroyed) return resolve()
+          socket.once('close', () => resolve())
+          endWithin(socket, CLOSE_GRACE_MS)
         }),
     )
     await Promise.all(ended)
@@ -205,43 +275,130 @@ export class GeneratorServer {
       socket.destroy()
       return
     }
-    const conn = new Connection(socket, FrameDecoder.forServer(this.#maxFrame))
+    if (this.#sockets.size >= this.#limits.maxConnections) {
+      this.metrics.connectionRefused()
+      socket.destroy()
+      return
+    }
+    this.#sockets.add(socket)
+    const conn = new Connection(socket, FrameDecoder.forServer(this.#limits.maxFrameBytes))
     this.#conns.add(conn)
+    socket.on('data', (chunk: Buffer) => this.#receive(conn, chunk))
+    socket.on('error', () => this.#drop(conn, 'disconnected'))
+    socket.on('close', () => {
+      this.#sockets.delete(socket)
+      this.#drop(conn, 'disconnected')
+    })
     const e = this.engine
-    socket.write(
+    this.#send(
+      conn,
       encode({
         type: MessageType.HELLO,
         vocab: e.vocab,
         maxSeqLen: e.maxSeqLen,
         maxBatch: this.#scheduler.maxRunning,
-        maxFrameBytes: this.#maxFrame,
-        model: this.#model,
+        maxFrameBytes: this.#limits.maxFrameBytes,
+        model: this.#limits.model,
       }),
     )
-    socket.on('data', (chunk: Buffer) => this.#receive(conn, chunk))
-    socket.on('error', () => this.#drop(conn, 'disconnected'))
-    socket.on('close', () => this.#drop(conn, 'disconnected'))
   }
 
   #receive(conn: Connection, chunk: Buffer): void {
     if (conn.closed) return
+    const t = now()
+    conn.lastHeard = t
     let msgs: ClientMessage[]
     try {
       msgs = conn.decoder.push(chunk)
     } catch (e) {
       if (!(e instanceof FrameError)) throw e
       this.#sendError(conn, 0, e.errorCode, e.message)
-      conn.socket.end()
-      this.#drop(conn, 'cancelled')
+      this.#close(conn, 'protocol')
       return
     }
+    // Bytes left of an unfinished frame start (or keep) its clock; a finished one stops it.
+    conn.frameStarted = conn.decoder.buffered === 0 ? 0 : conn.frameStarted || t
     for (const m of msgs) {
+      if (conn.closed) return
       if (m.type === MessageType.GENERATE) this.#generate(conn, m.requestId, m.maxNewTokens, m.tokens)
       else if (m.type === MessageType.CANCEL) {
         const r = conn.requests.get(m.requestId)
         // A CANCEL for a request that already ended crossed its DONE: nothing to do.
         if (r !== undefined) this.#scheduler.cancel(r, 'cancelled')
-      } else if (m.type === MessageType.PING) conn.socket.write(encode({ type: MessageType.PONG, nonce: m.nonce }))
+      } else if (m.type === MessageType.PING) this.#send(conn, encode({ type: MessageType.PONG, nonce: m.nonce }))
+    }
+  }
+
+  /**
+   * Queues `frame` for `conn`. During a step it waits for the step's end (one write per client per step);
+   * otherwise it goes out now unless a write is in flight, which it then follows. Every byte queued counts
+   * against the client's unread budget.
+   */
+  #send(conn: Connection, frame: Uint8Array): void {
+    if (conn.closed || conn.socket.destroyed) return
+    const need = conn.outBytes + frame.length
+    let out = conn.out
+    if (out === undefined || out.length < need) {
+      const grown = Buffer.allocUnsafe(Math.max(4096, 2 * need))
+      if (out !== undefined) out.copy(grown, 0, 0, conn.outBytes)
+      out = grown
+      conn.out = out
+    }
+    out.set(frame, conn.outBytes)
+    conn.outBytes = need
+    if (conn.writing + conn.outBytes > this.#limits.maxUnreadBytes) {
+      this.#dropSlowReader(conn)
+      return
+    }
+    if (this.#inStep) this.#dirty.add(conn)
+    else this.#write(conn)
+  }
+
+  /** Hands the queued output to the socket as one write, unless one is in flight (its end calls this again). */
+  #write(conn: Connection): void {
+    if (conn.writing > 0 || conn.outBytes === 0 || conn.closed || conn.socket.destroyed) return
+    const buf = conn.out!.subarray(0, conn.outBytes)
+    conn.out = undefined
+    conn.outBytes = 0
+    conn.writing = buf.length
+    conn.socket.write(buf, () => {
+      conn.writing = 0
+      this.#write(conn)
+    })
+  }
+
+  /** Writes what the step made for each client. */
+  #flush(): void {
+    for (const conn of this.#dirty) this.#write(conn)
+    this.#dirty.clear()
+  }
+
+  /** Drops a client whose unread output passed the budget. */
+  #dropSlowReader(conn: Connection): void {
+    const unread = conn.writing + conn.outBytes
+    const limit = this.#limits.maxUnreadBytes
+    conn.out = undefined
+    conn.outBytes = 0
+    this.#log(`cudagraph serve: dropping a client that left ${unread} bytes unread (limit ${limit})`)
+    // Written past the budget on purpose: the last frame says why, if the client reads after all.
+    conn.socket.write(encode({ type: MessageType.ERROR, requestId: 0, code: ErrorCode.SLOW_READER, message: `more than ${limit} bytes unread; closing` }))
+    this.#close(conn, 'slow_reader')
+  }
+
+  /** Ends `conn` (its requests too) and cuts it if it does not drain within the grace period. */
+  #close(conn: Connection, reason: DropReason | undefined): void {
+    if (reason !== undefined && !conn.closed) this.metrics.connectionDropped(reason)
+    this.#drop(conn, reason === undefined ? 'shutdown' : 'disconnected')
+    endWithin(conn.socket, CLOSE_GRACE_MS)
+  }
+
+  /** Closes connections idle past idleTimeoutMs and ones whose frame did not finish within frameTimeoutMs. */
+  #sweep(): void {
+    const t = now()
+    const { idleTimeoutMs, frameTimeoutMs } = this.#limits
+    for (const c of [...this.#conns]) {
+      if (c.frameStarted > 0 && t - c.frameStarted > frameTimeoutMs) this.#close(c, 'frame_timeout')
+      else if (c.requests.size === 0 && c.frameStarted === 0 && t - c.lastHeard > idleTimeoutMs) this.#close(c, 'idle')
     }
   }
 
@@ -279,16 +436,7 @@ export class GeneratorServer {
     const conn = r.conn
     if (conn.closed) return
     this.#one[0] = tok
-    conn.socket.write(encodeTokens(r.id, process.hrtime.bigint(), this.#one, 1))
-    if (conn.socket.writableLength > this.#maxUnread) {
-      this.#log(`cudagraph serve: dropping a client that left ${conn.socket.writableLength} bytes unread (limit ${this.#maxUnread})`)
-      this.#sendError(conn, 0, ErrorCode.SLOW_READER, `more than ${this.#maxUnread} bytes unread; closing`)
-      this.#drop(conn, 'disconnected')
-      // Its requests are gone, so nothing more is queued for it: what is pending (the error last) may
-      // still drain if it reads now; a client that never does is cut after a second.
-      conn.socket.end()
-      setTimeout(() => conn.socket.destroy(), 1000).unref()
-    }
+    this.#send(conn, encodeTokens(r.id, process.hrtime.bigint(), this.#one, 1))
   }
 
   #finish(r: Served, reason: FinishReason, generated: number): void {
@@ -296,7 +444,7 @@ export class GeneratorServer {
     if (conn.requests.get(r.id) === r) conn.requests.delete(r.id)
     if (conn.closed) return
     this.metrics.requestEnded(reason)
-    conn.socket.write(encode({ type: MessageType.DONE, requestId: r.id, reason, generated }))
+    this.#send(conn, encode({ type: MessageType.DONE, requestId: r.id, reason, generated }))
   }
 
   #failed(r: Served, e: unknown): void {
@@ -308,7 +456,7 @@ export class GeneratorServer {
   }
 
   #sendError(conn: Connection, id: number, code: number, message: string): void {
-    if (!conn.socket.destroyed) conn.socket.write(encode({ type: MessageType.ERROR, requestId: id, code, message }))
+    this.#send(conn, encode({ type: MessageType.ERROR, requestId: id, code, message }))
   }
 
   /** Forgets `conn`: its requests end now (slots freed), nothing more is written to it. */
@@ -339,7 +487,14 @@ export class GeneratorServer {
       return
     }
     const t0 = now()
-    const r = s.step()
+    this.#inStep = true
+    let r: StepReport
+    try {
+      r = s.step()
+    } finally {
+      this.#inStep = false
+      this.#flush()
+    }
     this.metrics.step(r, (now() - t0) / 1000)
     setImmediate(this.#tick)
   }
@@ -368,6 +523,13 @@ export class GeneratorServer {
     }
     setImmediate(turn)
   }
+}
+
+/** Ends `socket` (its pending output drains first) and destroys it if that takes longer than `ms`. */
+function endWithin(socket: Socket, ms: number): void {
+  if (socket.destroyed) return
+  socket.end()
+  setTimeout(() => socket.destroy(), ms).unref()
 }
 
 /** Removes a socket file nobody listens on; throws if a server answers there. */

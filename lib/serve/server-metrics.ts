@@ -13,6 +13,10 @@ import type { FinishReason } from './wire-protocol.js'
 export type RequestOutcome = FinishReason | 'busy' | 'invalid' | 'error' | 'disconnected'
 const OUTCOMES: readonly RequestOutcome[] = ['length', 'context', 'cancelled', 'shutdown', 'busy', 'invalid', 'error', 'disconnected']
 
+/** Why the server closed a client's connection, as the `reason` label of `cudagraph_connections_dropped_total`. */
+export type DropReason = 'slow_reader' | 'idle' | 'frame_timeout' | 'protocol'
+const DROP_REASONS: readonly DropReason[] = ['slow_reader', 'idle', 'frame_timeout', 'protocol']
+
 /** What the health check reports. */
 export interface Health {
   status: 'ok' | 'closing'
@@ -31,6 +35,8 @@ export class ServerMetrics {
   readonly #interToken: Histogram
   readonly #batch: Histogram
   readonly #step: Histogram
+  readonly #refused: Counter
+  readonly #dropped: Record<DropReason, Counter.Internal>
   #http: Server | undefined
 
   /**
@@ -71,6 +77,14 @@ export class ServerMetrics {
       buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
       registers,
     })
+    this.#refused = new Counter({ name: 'cudagraph_connections_refused_total', help: 'Connections refused at the connection limit', registers })
+    const dropped = new Counter({
+      name: 'cudagraph_connections_dropped_total',
+      help: 'Connections the server closed: slow readers, idle ones, frames not finished in time, protocol errors',
+      labelNames: ['reason'],
+      registers,
+    })
+    this.#dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, dropped.labels({ reason: r })])) as Record<DropReason, Counter.Internal>
     new Gauge({
       name: 'cudagraph_requests',
       help: 'Requests holding a KV slot (running) or waiting for one (queued)',
@@ -91,6 +105,16 @@ export class ServerMetrics {
       },
     })
     if (graphs !== undefined) this.#graphMetrics(graphs)
+  }
+
+  /** A connection was refused at the connection limit. */
+  connectionRefused(): void {
+    this.#refused.inc()
+  }
+
+  /** The server closed a connection for `reason`. */
+  connectionDropped(reason: DropReason): void {
+    this.#dropped[reason].inc()
   }
 
   /** A request ended (or was refused) with `outcome`. */

@@ -261,15 +261,26 @@ function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<numb
 const CLIENT_TYPES: ReadonlySet<number> = new Set([MessageType.GENERATE, MessageType.CANCEL, MessageType.PING])
 const SERVER_TYPES: ReadonlySet<number> = new Set([MessageType.HELLO, MessageType.TOKENS, MessageType.DONE, MessageType.ERROR, MessageType.PONG])
 
+/** First allocation for a frame that arrives in pieces, bytes; it doubles up to the frame's length. */
+const PARTIAL_START = 64 << 10
+
 /**
  * Cuts a byte stream into messages. `push` returns the messages the bytes completed; the first bad frame
  * throws a FrameError and the decoder stays failed (the connection is to be closed). A length above
- * `maxFrameBytes` is refused as soon as its 4 bytes arrive, so a peer cannot make it buffer more.
+ * `maxFrameBytes` is refused as soon as its 4 bytes arrive, so a peer cannot make it buffer more. Whole
+ * frames are decoded where they arrive; a frame that arrives in pieces is copied once into a buffer that
+ * grows with what arrived (at most twice that), so a peer trickling bytes costs linear time and memory.
  */
 export class FrameDecoder<M extends Message> {
   readonly maxFrameBytes: number
   readonly #accept: ReadonlySet<number>
-  #pending: Buffer | undefined
+  /** The length field of a frame whose first 1..3 bytes arrived. */
+  readonly #head = Buffer.alloc(4)
+  #headFilled = 0
+  /** A frame (its length field included) being assembled, its total length and the bytes it holds. */
+  #frame: Buffer | undefined
+  #frameLength = 0
+  #filled = 0
   #failed: FrameError | undefined
 
   private constructor(accept: ReadonlySet<number>, maxFrameBytes: number) {
@@ -289,32 +300,76 @@ export class FrameDecoder<M extends Message> {
 
   /** Bytes held of an incomplete frame. */
   get buffered(): number {
-    return this.#pending?.length ?? 0
+    return this.#headFilled + this.#filled
+  }
+
+  /** The checked total length of a frame whose length field reads `len`. */
+  #frameLengthOf(len: number): number {
+    if (len + 4 > this.maxFrameBytes) throw new FrameError(ErrorCode.FRAME_TOO_LARGE, `a ${len + 4}-byte frame, more than the ${this.maxFrameBytes}-byte limit`)
+    if (len < 2) throw new FrameError(ErrorCode.PROTOCOL, `frame length ${len}, expected at least 2`)
+    return len + 4
+  }
+
+  /** Appends `c[at..end)` to the frame being assembled, growing its buffer geometrically. */
+  #append(c: Buffer, at: number, end: number): void {
+    const need = this.#filled + end - at
+    let f = this.#frame
+    if (f === undefined || f.length < need) {
+      const grown = Buffer.allocUnsafe(Math.min(this.#frameLength, Math.max(need, PARTIAL_START, 2 * (f?.length ?? 0))))
+      if (f !== undefined) f.copy(grown, 0, 0, this.#filled)
+      f = grown
+      this.#frame = f
+    }
+    c.copy(f, this.#filled, at, end)
+    this.#filled = need
   }
 
   /** The messages `chunk` completes, in order. Throws FrameError on the first bad frame. */
   push(chunk: Uint8Array): M[] {
     if (this.#failed !== undefined) throw this.#failed
     const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    const b = this.#pending === undefined ? c : Buffer.concat([this.#pending, c])
-    this.#pending = undefined
     const out: M[] = []
     let at = 0
     try {
-      while (b.length - at >= 4) {
-        const len = b.readUInt32LE(at)
-        if (len + 4 > this.maxFrameBytes)
-          throw new FrameError(ErrorCode.FRAME_TOO_LARGE, `a ${len + 4}-byte frame, more than the ${this.maxFrameBytes}-byte limit`)
-        if (len < 2) throw new FrameError(ErrorCode.PROTOCOL, `frame length ${len}, expected at least 2`)
-        if (b.length - at - 4 < len) break
-        out.push(decodeBody(b, at + 4, len, this.#accept) as M)
-        at += 4 + len
+      while (at < c.length) {
+        if (this.#filled > 0) {
+          // Finishing a frame that arrived in pieces.
+          const end = Math.min(c.length, at + this.#frameLength - this.#filled)
+          this.#append(c, at, end)
+          at = end
+          if (this.#filled === this.#frameLength) {
+            out.push(decodeBody(this.#frame!, 4, this.#frameLength - 4, this.#accept) as M)
+            this.#frame = undefined
+            this.#filled = 0
+          }
+        } else if (this.#headFilled > 0 || c.length - at < 4) {
+          // A length field split across chunks.
+          const take = Math.min(4 - this.#headFilled, c.length - at)
+          c.copy(this.#head, this.#headFilled, at, at + take)
+          this.#headFilled += take
+          at += take
+          if (this.#headFilled === 4) {
+            this.#frameLength = this.#frameLengthOf(this.#head.readUInt32LE(0))
+            this.#headFilled = 0
+            this.#append(this.#head, 0, 4)
+          }
+        } else {
+          // Whole frames are decoded in place; the start of a longer one is kept.
+          const total = this.#frameLengthOf(c.readUInt32LE(at))
+          if (c.length - at >= total) {
+            out.push(decodeBody(c, at + 4, total - 4, this.#accept) as M)
+            at += total
+          } else {
+            this.#frameLength = total
+            this.#append(c, at, c.length)
+            at = c.length
+          }
+        }
       }
     } catch (e) {
       if (e instanceof FrameError) this.#failed = e
       throw e
     }
-    if (at < b.length) this.#pending = Buffer.from(b.subarray(at))
     return out
   }
 }

@@ -72,6 +72,10 @@ impl Allocation {
         self.freed.set(true);
     }
 
+    pub(crate) fn is_stream_ordered(&self) -> bool {
+        matches!(self.kind, AllocKind::StreamOrdered(_))
+    }
+
     pub(crate) fn is_freed(&self) -> bool {
         self.freed.get()
     }
@@ -98,8 +102,14 @@ impl Allocation {
             // SAFETY: `ptr` came from cuMemAlloc and is freed once (guarded by `freed`). cuMemFree waits for
             // work using it to finish.
             AllocKind::Plain => unsafe { sys::cuMemFree_v2(self.ptr) }.check("cuMemFree"),
-            // SAFETY: freed on the stream that allocated it, ordered after all work enqueued there.
-            AllocKind::StreamOrdered(s) => unsafe { sys::cuMemFreeAsync(self.ptr, s.raw) }.check("cuMemFreeAsync"),
+            AllocKind::StreamOrdered(s) => {
+                // Work on other streams (a graph replayed elsewhere) may still use it, and freed memory goes
+                // back to the pool for the next allocation at once: wait for the device first. Dispose and
+                // drop are not the hot path (a step's scratch is freed with Stream::free_async).
+                self.device.synchronize()?;
+                // SAFETY: allocated by cuMemAllocAsync on this stream, freed once (guarded by `freed`).
+                unsafe { sys::cuMemFreeAsync(self.ptr, s.raw) }.check("cuMemFreeAsync")
+            }
             AllocKind::Graph => Ok(()),
         }
     }

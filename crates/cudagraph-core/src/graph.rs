@@ -231,8 +231,10 @@ impl ExecHandle {
 impl Drop for Graph {
     fn drop(&mut self) {
         let _ = self.device.bind();
-        if !self.resources.pinned.is_empty() {
-            // Pinned sources may still be read by a replay in flight.
+        if !self.resources.pinned.is_empty() || self.resources.allocs.iter().any(|a| a.is_stream_ordered()) {
+            // Pinned sources may still be read by a replay in flight, on any stream; and stream-ordered
+            // memory whose last reference this graph holds is freed below, back to a pool that serves
+            // the next allocation at once.
             let _ = self.device.synchronize();
         }
         // SAFETY: each handle destroyed once; CUDA defers the exec's release until running replays finish.

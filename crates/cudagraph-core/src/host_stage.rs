@@ -57,6 +57,9 @@ impl Slot {
 struct Areas {
     input: [Pinned; 2],
     output: Pinned,
+    /// Keeps the device's primary context, which owns the pinned memory, alive as long as any view of the
+    /// areas (dropped after the memory, being declared last).
+    _device: Rc<Device>,
 }
 
 /// Lays `tensors` out back to back (ALIGN-aligned) on `device`; returns the slots and the bytes they span.
@@ -117,7 +120,11 @@ impl HostStage {
         Ok(HostStage {
             inputs,
             outputs,
-            areas: Rc::new(Areas { input: [pinned(area_bytes)?, pinned(area_bytes)?], output: pinned(output_bytes)? }),
+            areas: Rc::new(Areas {
+                input: [pinned(area_bytes)?, pinned(area_bytes)?],
+                output: pinned(output_bytes)?,
+                _device: device.clone(),
+            }),
             done: [Event::new(&device, false)?, Event::new(&device, false)?],
             area_bytes,
             output_bytes,

@@ -127,6 +127,16 @@ pub(crate) struct CaptureState {
     started: Instant,
 }
 
+impl CaptureState {
+    /// Marks the memory nodes' allocations released: their memory only exists inside the graph (or, for an
+    /// aborted capture, nowhere), so a buffer from them must be a DisposedError, never an address.
+    fn release_graph_allocations(&self) {
+        for a in self.resources.allocs.iter().filter(|a| a.is_graph_owned()) {
+            a.mark_freed();
+        }
+    }
+}
+
 /// Options for ending a capture.
 #[derive(Clone, Copy, Debug)]
 pub struct EndCapture {
@@ -158,7 +168,8 @@ pub struct StreamInner {
 impl Drop for StreamInner {
     fn drop(&mut self) {
         let _ = self.device.bind();
-        if self.capture.get_mut().take().is_some() {
+        if let Some(st) = self.capture.get_mut().take() {
+            st.release_graph_allocations();
             let mut g = std::ptr::null_mut();
             // SAFETY: ends the capture left open; the partial graph (if any) is destroyed.
             unsafe {
@@ -560,6 +571,8 @@ impl Stream {
         // SAFETY: live stream in capture; on success writes the captured graph.
         let ended = unsafe { sys::cuStreamEndCapture(self.raw(), &mut raw) }.check("cuStreamEndCapture");
         let capture_us = st.started.elapsed().as_secs_f64() * 1e6;
+        let unfreed = st.resources.allocs.iter().filter(|a| a.is_graph_owned() && !a.is_freed()).count();
+        st.release_graph_allocations();
         if let Err(e) = ended {
             if !raw.is_null() {
                 // SAFETY: a graph returned alongside an error is ours to destroy.
@@ -567,11 +580,7 @@ impl Stream {
             }
             return Err(Error::Capture(format!("the capture was invalidated by an operation inside it ({e})")));
         }
-        let unfreed = st.resources.allocs.iter().filter(|a| a.is_graph_owned() && !a.is_freed()).count();
         let memory_nodes = st.resources.allocs.iter().any(|a| a.is_graph_owned());
-        for a in st.resources.allocs.iter().filter(|a| a.is_graph_owned()) {
-            a.mark_freed(); // graph allocations are only valid inside the graph
-        }
         let mut graph = Graph::from_capture(self.inner.device.clone(), raw, st.resources, capture_us)?;
         if unfreed > 0 {
             return Err(Error::Capture(format!(
@@ -608,7 +617,11 @@ impl Stream {
     /// Ends a capture without producing a graph (the capture callback threw). Always leaves the stream
     /// out of capture mode; returns whether a capture was open.
     pub fn abort_capture(&self) -> bool {
-        let was = self.inner.capture.borrow_mut().take().is_some();
+        let st = self.inner.capture.borrow_mut().take();
+        if let Some(st) = &st {
+            st.release_graph_allocations();
+        }
+        let was = st.is_some();
         let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         // SAFETY: live stream; ending a capture (active or invalidated) returns it to normal mode.
         unsafe {
@@ -677,27 +690,33 @@ fn pack_arg(stream: &Stream, i: usize, arg: &KernelArg, kind: ArgKind) -> Result
 pub struct Completion {
     event: sys::CUevent,
     ctx: sys::CUcontext,
+    /// The device whose primary context this holds retained (a count the driver keeps, usable from any
+    /// thread), so the context outlives the event even when every Device object is gone.
+    dev: sys::CUdevice,
 }
 
-// SAFETY: event and context handles are process-wide driver objects usable from any thread.
+// SAFETY: event, context and device handles are process-wide driver objects usable from any thread.
 unsafe impl Send for Completion {}
 
 impl Completion {
     fn record(stream: &Stream) -> Result<Completion> {
-        let mut event = std::ptr::null_mut();
-        // SAFETY: writes one event handle, then records it on the live stream.
+        let dev = stream.device().raw();
+        // SAFETY: retains the primary context of a live device; released once in Drop.
+        unsafe { cudarc::driver::result::primary_ctx::retain(dev) }
+            .map_err(|e| crate::error::driver_error("cuDevicePrimaryCtxRetain", e))?;
+        let mut c = Completion { event: std::ptr::null_mut(), ctx: stream.device().context(), dev };
+        // SAFETY: writes one event handle (destroyed in Drop), then records it on the live stream.
         unsafe {
-            sys::cuEventCreate(&mut event, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32).check("cuEventCreate")?;
-            let c = Completion { event, ctx: stream.device().context() };
-            sys::cuEventRecord(event, stream.raw()).check("cuEventRecord")?;
-            Ok(c)
+            sys::cuEventCreate(&mut c.event, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32).check("cuEventCreate")?;
+            sys::cuEventRecord(c.event, stream.raw()).check("cuEventRecord")?;
         }
+        Ok(c)
     }
 
     /// Blocks the calling thread until the stream's work up to the record is done. Makes the device's
     /// context current on this thread.
     pub fn wait(&self) -> Result<()> {
-        // SAFETY: the context outlives this value (the caller keeps the device open); the event is live.
+        // SAFETY: this value holds the context retained; the event is live.
         unsafe {
             cudarc::driver::result::ctx::set_current(self.ctx).check("cuCtxSetCurrent")?;
             sys::cuEventSynchronize(self.event).check("cuEventSynchronize")
@@ -707,12 +726,20 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        // SAFETY: destroyed once; the driver defers the release while a record is pending.
-        let _ = unsafe { sys::cuEventDestroy_v2(self.event) };
+        // SAFETY: destroyed once (if made); the driver defers the release while a record is pending. Then
+        // the context retained in `record` is released.
+        unsafe {
+            if !self.event.is_null() {
+                let _ = sys::cuEventDestroy_v2(self.event);
+            }
+            let _ = cudarc::driver::result::primary_ctx::release(self.dev);
+        }
     }
 }
 
-/// A device-to-host copy in flight; [`PendingDownload::wait`] may run on any thread.
+/// A device-to-host copy in flight. [`PendingDownload::wait`] may run on any thread, but the value must be
+/// dropped on the thread that made it: freeing pinned memory (`cuMemFreeHost`) on another thread while
+/// that one captures a graph in the default global mode would invalidate the capture.
 #[derive(Debug)]
 pub struct PendingDownload {
     pinned: Pinned,
@@ -721,8 +748,8 @@ pub struct PendingDownload {
 }
 
 impl PendingDownload {
-    /// Waits for the copy and returns the bytes.
-    pub fn wait(self) -> Result<Vec<u8>> {
+    /// Waits for the copy and returns the bytes (the pinned memory stays with `self`).
+    pub fn wait(&self) -> Result<Vec<u8>> {
         self.done.wait()?;
         let mut out = vec![0u8; self.len];
         // SAFETY: the copy into `pinned` is complete; it holds `len` bytes.
