@@ -714,12 +714,19 @@ impl Completion {
     }
 
     /// Blocks the calling thread until the stream's work up to the record is done. Makes the device's
-    /// context current on this thread.
+    /// context current on this thread. Meant for a worker thread while the JS thread may be capturing:
+    /// the wait runs in relaxed capture mode, so it neither fails nor invalidates a global-mode capture
+    /// on another thread (waiting on an event recorded outside any capture cannot disturb one).
     pub fn wait(&self) -> Result<()> {
-        // SAFETY: this value holds the context retained; the event is live.
+        let mut mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+        // SAFETY: this value holds the context retained; the event is live; the thread's capture mode is
+        // exchanged for the wait and restored after it.
         unsafe {
             cudarc::driver::result::ctx::set_current(self.ctx).check("cuCtxSetCurrent")?;
-            sys::cuEventSynchronize(self.event).check("cuEventSynchronize")
+            sys::cuThreadExchangeStreamCaptureMode(&mut mode).check("cuThreadExchangeStreamCaptureMode")?;
+            let waited = sys::cuEventSynchronize(self.event).check("cuEventSynchronize");
+            let _ = sys::cuThreadExchangeStreamCaptureMode(&mut mode);
+            waited
         }
     }
 }
