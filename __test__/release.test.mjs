@@ -94,35 +94,31 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
       stdio: 'pipe',
     })
 
-    const cjs = execFileSync(
-      process.execPath,
-      [
+    // Node in the consumer project, with no Rust on PATH: what it prints.
+    const node = (...args) => execFileSync(process.execPath, args, { cwd: app, env, encoding: 'utf8' }).trim()
+    t.is(
+      node(
         '-e',
         "const c = require('cudagraph'); const d = new c.Dispatcher(c.GraphConfig.from({ maxNumSeqs: 8 })); d.initializeKeys(); console.log(d.dispatch(3, { uniformDecode: true }).descriptor.numTokens, typeof c.Device.availability().available)",
-      ],
-      { cwd: app, env, encoding: 'utf8' },
+      ),
+      '4 boolean',
     )
-    t.is(cjs.trim(), '4 boolean')
-    const esm = execFileSync(
-      process.execPath,
-      [
+    t.is(
+      node(
         '--input-type=module',
         '-e',
         "import { GraphConfig } from 'cudagraph'; import { encode, MessageType } from 'cudagraph/serve'; import { MODEL_PRESETS } from 'cudagraph/model'; console.log(GraphConfig.from({}).mode, encode({ type: MessageType.PING, nonce: 1n }).length, Object.keys(MODEL_PRESETS).length)",
-      ],
-      { cwd: app, env, encoding: 'utf8' },
+      ),
+      'FULL_AND_PIECEWISE 14 3',
     )
-    t.is(esm.trim(), 'FULL_AND_PIECEWISE 14 3')
     // Package data is found where the installed code looks for it.
-    const data = execFileSync(
-      process.execPath,
-      [
+    t.is(
+      node(
         '-e',
         "const fs = require('fs'); const path = require('path'); const { DECODER_KERNELS_PATH } = require('cudagraph/model'); const root = path.dirname(require.resolve('cudagraph/package.json')); console.log(fs.existsSync(DECODER_KERNELS_PATH), fs.existsSync(path.join(root, 'peers', 'decoder.py')), fs.existsSync(path.join(root, 'bin', 'cudagraph.js')))",
-      ],
-      { cwd: app, env, encoding: 'utf8' },
+      ),
+      'true true true',
     )
-    t.is(data.trim(), 'true true true')
 
     const info = spawnSync(npm, ['exec', '--offline', '--', 'cudagraph', 'info'], { cwd: app, env, encoding: 'utf8' })
     if (info.status === 1) t.regex(info.stderr, /cudagraph info: no usable CUDA GPU here/)

@@ -1,5 +1,5 @@
 /**
- * `cudagraph bench`: what graphs buy on this GPU, on the built-in decoder. Seed 004's table (TTFT, decode
+ * `cudagraph bench`: what graphs buy on this GPU, on the built-in decoder. The prompt-length table (TTFT, decode
  * P50/P99, graphs used, memory per prompt length), decode step time per batch size (eager vs graph), the
  * launch floor (a chain of tiny kernels, ours vs raw CUDA C) and the PyTorch peer on the same weights, in
  * one run. Writes results.json and chart.svg.
@@ -17,7 +17,7 @@ import { type ModelName, parameterCount } from '../model/model-config.js'
 import type { GraphMode } from '../policy/graph-mode.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
-import { describeContention, type HostContention, hostDelta, hostSample } from './host-contention.js'
+import { describeContention, type CpuContention, cpuDelta, cpuSample } from './cpu-contention.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
@@ -43,7 +43,7 @@ export interface BenchOptions {
   print: boolean
 }
 
-/** A row of seed 004's table. */
+/** A row of the prompt-length table (TTFT and decode latency per prompt length). */
 export interface PromptRow {
   promptTokens: number
   ttftMs: number
@@ -56,8 +56,8 @@ export interface PromptRow {
   graph: GraphUse
   paddedTo: number
   deviceMemoryGB: number
-  /** What the host took from the timing thread while the graph steps of this row ran (undefined off Linux). */
-  host: HostContention | undefined
+  /** What the machine took from the timing thread's CPU while the graph steps of this row ran (undefined off Linux). */
+  cpu: CpuContention | undefined
 }
 
 /** A row of the decode-per-batch table (µs per step: inputs in, step, next tokens out). */
@@ -71,7 +71,7 @@ export interface DecodeRow {
   torch?: { eagerP50Us: number; eagerP99Us: number; graphP50Us: number; graphP99Us: number }
 }
 
-/** Untimed generations before seed 004's table, ms. */
+/** Untimed generations before the prompt-length table, ms. */
 const WARMUP_MS = 1000
 
 /** Runs the benchmark; returns everything results.json holds. */
@@ -112,7 +112,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     say(`warm-up: ${WARMUP_MS} ms of ${o.tokens}-token generations (not timed)`)
     for (const t = performance.now(); performance.now() - t < WARMUP_MS; ) graph.generate(0, probe, o.tokens)
 
-    // Seed 004's table. Every step is timed from host input to tokens on the host.
+    // The prompt-length table. Every step is timed from host input to tokens on the host.
     const captures0 = mgr.stats().captures
     const promptRows: PromptRow[] = []
     for (const L of o.promptLengths) {
@@ -141,9 +141,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         return { ttft: percentile(ttft, 0.5), p50: percentile(steps, 0.5), p99: percentile(steps, 0.99), first: percentile(firsts, 0.5) }
       }
       // 40 requests per prompt length: a p99 over 1240 decode steps, not a handful of slow ones.
-      const h0 = hostSample()
+      const h0 = cpuSample()
       const g = run(graph, 40)
-      const host = hostDelta(h0, hostSample())
+      const cpu = cpuDelta(h0, cpuSample())
       const e = run(eager, 3)
       const mem = dev.memoryInfo()
       const use = graph.prefillUse(L)
@@ -158,10 +158,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         graph: use,
         paddedTo: use === 'eager' ? L : mgr.config.paddedSize(L),
         deviceMemoryGB: (mem.total - mem.free) / 1e9,
-        host,
+        cpu,
       })
       say(
-        `prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; host: ${describeContention(host)}`,
+        `prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; cpu: ${describeContention(cpu)}`,
       )
     }
 
@@ -218,7 +218,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 
     // Tables.
     print('')
-    print(`Seed 004's table: ${o.model}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs)`)
+    print(`TTFT and decode latency per prompt length: ${o.model}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs)`)
     print(
       formatTable(
         ['prompt', 'TTFT ms', 'P50 ms', 'P99 ms', 'graphs used', 'memory GB', 'eager TTFT ms', 'eager P50 ms'],
@@ -294,7 +294,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       // the host (a VM's steal, preemption) is told from one of the work.
       const best = promptRows.reduce((a, r) => (tail(r) < tail(a) ? r : a))
       for (const r of [...promptRows.filter((r) => tail(r) > 1.2), best]) {
-        print(`  prompt ${r.promptTokens}: P99/P50 ${fixed(tail(r), 2)}; host while timed: ${describeContention(r.host)}`)
+        print(`  prompt ${r.promptTokens}: P99/P50 ${fixed(tail(r), 2)}; cpu while timed: ${describeContention(r.cpu)}`)
       }
     }
 

@@ -1,5 +1,5 @@
 /**
- * The generator (seed 004's server, with continuous batching): owns the engine, accepts clients on a
+ * The generator server (continuous batching): owns the engine, accepts clients on a
  * Unix socket, batches their requests into shared steps ({@link BatchScheduler}) and streams tokens back
  * as they are made. Frames follow docs/protocol.md. A client that breaks the protocol, reads too slowly
  * or goes away loses only its own requests (their KV slots are freed at once); everyone else is served.

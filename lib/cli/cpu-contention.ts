@@ -1,13 +1,13 @@
 /**
- * What the host took from the calling thread over a stretch of time: the kernel's run-queue wait and
+ * What the machine took from the calling thread's CPU over a stretch of time: the kernel's run-queue wait and
  * involuntary context switches of this thread, and the hypervisor's steal time over all CPUs. A benchmark
  * reads a sample before and after a timed stretch (never inside it) to tell a slow tail caused by the
- * machine from one caused by the work. Linux only (/proc); elsewhere `hostSample` returns undefined.
+ * machine from one caused by the work. Linux only (/proc); elsewhere `cpuSample` returns undefined.
  */
 import { readFileSync } from 'node:fs'
 
-/** Host contention counters, or their change over a stretch. */
-export interface HostContention {
+/** CPU contention counters, or their change over a stretch. */
+export interface CpuContention {
   /** Time this thread was runnable but waiting for a CPU, µs (0 where the kernel keeps no schedstats). */
   runQueueWaitUs: number
   /** Times this thread was preempted. */
@@ -28,7 +28,7 @@ const read = (path: string): string | undefined => {
 }
 
 /** The counters now, or undefined where /proc is missing (not Linux). */
-export function hostSample(): HostContention | undefined {
+export function cpuSample(): CpuContention | undefined {
   const stat = read('/proc/stat')
   const status = read('/proc/thread-self/status')
   if (stat === undefined || status === undefined) return undefined
@@ -41,7 +41,7 @@ export function hostSample(): HostContention | undefined {
 }
 
 /** `after - before`, or undefined when either is. */
-export function hostDelta(before: HostContention | undefined, after: HostContention | undefined): HostContention | undefined {
+export function cpuDelta(before: CpuContention | undefined, after: CpuContention | undefined): CpuContention | undefined {
   if (before === undefined || after === undefined) return undefined
   return {
     runQueueWaitUs: after.runQueueWaitUs - before.runQueueWaitUs,
@@ -51,7 +51,7 @@ export function hostDelta(before: HostContention | undefined, after: HostContent
 }
 
 /** "steal 30 ms, run-queue wait 120 µs, 3 preemptions", or "not measured". */
-export function describeContention(c: HostContention | undefined): string {
+export function describeContention(c: CpuContention | undefined): string {
   if (c === undefined) return 'not measured'
   return `steal ${c.stealMs.toFixed(0)} ms, run-queue wait ${c.runQueueWaitUs.toFixed(0)} µs, ${c.involuntarySwitches} preemptions`
 }
