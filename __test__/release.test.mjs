@@ -169,3 +169,13 @@ console.log(c.Device.availability().available)`,
   t.deepEqual(r.stdout.trim().split('\n'), ['8', `NativeBindingError NATIVE_UNAVAILABLE ${platform} cudagraph-${platform} true`, 'false'])
   t.false(readFileSync(join(root, 'dist', 'index.js'), 'utf8').includes('.node'), 'the root module does not load the binary')
 })
+
+test("a clone's install hook without cargo says so in one line and exits 1, no stack trace", (t) => {
+  const env = { ...process.env, PATH: pathWithoutRust(), npm_execpath: '' }
+  delete env.CUDAGRAPH_SKIP_BUILD
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'install.cjs')], { env, encoding: 'utf8' })
+  t.is(r.status, 1)
+  const lines = r.stderr.trim().split('\n')
+  t.is(lines.length, 1, r.stderr)
+  t.regex(lines[0], /^cudagraph: building the native addon from source needs Rust \(cargo\), and none is on PATH/)
+})
