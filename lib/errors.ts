@@ -138,6 +138,27 @@ export class ConfigError extends CudaGraphError {
   }
 }
 
+/**
+ * A model file is not what it must be: a truncated or malformed safetensors file, a tensor out of range,
+ * missing or of the wrong shape, a config field missing, out of range or asking for what the kernels do
+ * not implement. `file` names the file; `tensor` or `field` what in it is at fault.
+ */
+export class CheckpointError extends CudaGraphError {
+  /** The file at fault. */
+  readonly file: string
+  /** The tensor at fault, if one is. */
+  readonly tensor: string | undefined
+  /** The config field at fault, if one is (e.g. `num_key_value_heads`). */
+  readonly field: string | undefined
+  constructor(file: string, message: string, options?: { tensor?: string; field?: string; cause?: unknown }) {
+    const where = options?.tensor !== undefined ? `, tensor '${options.tensor}'` : options?.field !== undefined ? `, field '${options.field}'` : ''
+    super('CHECKPOINT_ERROR', `${file}${where}: ${message}`, options)
+    this.file = file
+    this.tensor = options?.tensor
+    this.field = options?.field
+  }
+}
+
 /** An entry is larger than a budget can ever hold (a registry's byte budget); nothing was evicted for it. */
 export class CapacityError extends CudaGraphError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -25,6 +25,7 @@ export {
   ArgumentError,
   CapacityError,
   CaptureError,
+  CheckpointError,
   CompileError,
   ConfigError,
   CublasError,

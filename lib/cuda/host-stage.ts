@@ -91,6 +91,8 @@ export class HostStage {
     m[s + 2] = reqs
     m[s + 3] = mask
     m[s + 4] = readBack && this.outputs.length > 0 ? 1 : 0
+    // The binding overwrites this with the area to fill next; a call refused before that leaves ours.
+    m[s + 5] = this.#area
     try {
       CALLS.stageLaunch()
     } catch (e) {

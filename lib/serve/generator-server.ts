@@ -388,6 +388,10 @@ export class GeneratorServer {
   /** Ends `conn` (its requests too) and cuts it if it does not drain within the grace period. */
   #close(conn: Connection, reason: DropReason | undefined): void {
     if (reason !== undefined && !conn.closed) this.metrics.connectionDropped(reason)
+    // What is still queued (the ERROR that says why, DONE shutdown frames) goes behind any write in flight.
+    if (conn.outBytes > 0 && !conn.closed && !conn.socket.destroyed) conn.socket.write(conn.out!.subarray(0, conn.outBytes))
+    conn.out = undefined
+    conn.outBytes = 0
     this.#drop(conn, reason === undefined ? 'shutdown' : 'disconnected')
     endWithin(conn.socket, CLOSE_GRACE_MS)
   }
