@@ -1,6 +1,7 @@
 /**
  * `cudagraph/model`: the built-in Llama-style decoder on the graph manager: its presets, the model, the
- * runner that steps it through graphs, the float64 CPU reference, and safetensors files (written, and read with every header checked).
+ * runner that steps it through graphs, the float64 CPU reference, safetensors files (written, and read with every header checked), Hugging Face
+ * configs, tokenizers and chat templates.
  */
 
 export { DECODER_KERNELS_PATH, DecoderModel, type DecoderOptions, type ForwardContext, type ForwardTensors, type Weight } from './decoder-model.js'
@@ -17,3 +18,4 @@ export {
   type SafetensorsTensor,
   writeSafetensors,
 } from './safetensors.js'
+export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'

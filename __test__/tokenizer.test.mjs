@@ -1,0 +1,50 @@
+// Text (CPU): tokenizers.js against ids from Hugging Face's `tokenizers` and the chat template against
+// transformers' apply_chat_template, both computed by scripts/make-tokenizer-fixture.py into
+// __test__/fixtures/tokenizer/expected.json; streaming detokenization never emits a broken character.
+import { readFileSync } from 'node:fs'
+import test from 'ava'
+import { CheckpointError } from '../dist/index.js'
+import { TextTokenizer } from '../dist/model/index.js'
+
+const dir = new URL('./fixtures/tokenizer/', import.meta.url).pathname
+const expected = JSON.parse(readFileSync(`${dir}expected.json`, 'utf8'))
+const tok = TextTokenizer.fromDirectory(dir)
+
+test('token ids equal the tokenizers library for emoji, CJK, whitespace runs, unseen characters and special tokens', (t) => {
+  for (const e of expected.encode) {
+    t.deepEqual([...tok.encode(e.text)], e.ids, JSON.stringify(e.text))
+    t.is(tok.decode(e.ids), e.decoded, JSON.stringify(e.text))
+  }
+  for (const [name, id] of Object.entries(expected.special)) t.is(tok.tokenId(name), id, name)
+  t.is(tok.eosTokenId, expected.special['<|im_end|>'])
+  t.is(tok.bosTokenId, expected.special['<|begin_of_text|>'])
+})
+
+test("the chat template renders as transformers' apply_chat_template, and encodes to the same ids", (t) => {
+  const rendered = tok.renderChat(expected.chat.messages)
+  t.is(rendered, expected.chat.rendered)
+  t.deepEqual([...tok.encode(rendered)], expected.chat.ids)
+  t.false(tok.renderChat(expected.chat.messages, { addGenerationPrompt: false }).endsWith('assistant\n'))
+})
+
+test('streaming detokenization emits only complete text: chunks concatenate to the whole, no replacement characters', (t) => {
+  for (const e of expected.encode) {
+    const d = tok.detokenizer()
+    const chunks = e.ids.map((id) => d.push(id))
+    chunks.push(d.flush())
+    t.is(chunks.join(''), e.decoded, JSON.stringify(e.text))
+    for (const c of chunks) t.false(c.includes('\uFFFD'), `a broken character in ${JSON.stringify(c)} of ${JSON.stringify(e.text)}`)
+  }
+  // A four-byte emoji split over byte tokens comes out whole at its last byte.
+  const ids = tok.encode('🚀')
+  t.true(ids.length > 1, 'the emoji spans several tokens in this small vocabulary')
+  const d = tok.detokenizer()
+  const out = [...ids].map((id) => d.push(id))
+  t.deepEqual(out, [...new Array(ids.length - 1).fill(''), '🚀'])
+})
+
+test('a missing or broken tokenizer file is a CheckpointError naming it', (t) => {
+  const e = t.throws(() => TextTokenizer.fromDirectory('/nonexistent-model-dir'), { instanceOf: CheckpointError })
+  t.is(e.file, '/nonexistent-model-dir/tokenizer.json')
+  t.regex(e.message, /ENOENT/)
+})

@@ -1,0 +1,164 @@
+/**
+ * Text for a Hugging Face model directory: `tokenizer.json` through tokenizers.js (`@huggingface/tokenizers`,
+ * Hugging Face's own JS port of `tokenizers`), the chat template of `tokenizer_config.json` through
+ * `@huggingface/jinja`, and {@link Detokenizer}, which turns a stream of token ids into text only once the
+ * text is complete (no broken UTF-8 from a character split across tokens).
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Template } from '@huggingface/jinja'
+import { Tokenizer } from '@huggingface/tokenizers'
+import { CheckpointError } from '../errors.js'
+
+/** One chat message, as chat templates take them. */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | (string & {})
+  content: string
+}
+
+function readJson(file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (e) {
+    throw new CheckpointError(file, `cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { cause: e })
+  }
+  let v: unknown
+  try {
+    v = JSON.parse(text)
+  } catch (e) {
+    throw new CheckpointError(file, `not valid JSON (${e instanceof Error ? e.message : String(e)})`, { cause: e })
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new CheckpointError(file, 'not a JSON object')
+  return v as Record<string, unknown>
+}
+
+/** A special token as tokenizer_config.json names it: a string, or an AddedToken object with `content`. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v
+  if (v !== null && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content
+  return undefined
+}
+
+/** A model's tokenizer and chat template. */
+export class TextTokenizer {
+  readonly #tok: Tokenizer
+  readonly #template: Template | undefined
+  readonly #config: Record<string, unknown>
+  /** The begin-of-sequence token's id, if the tokenizer has one. */
+  readonly bosTokenId: number | undefined
+  /** The end-of-sequence token's id (tokenizer_config.json's `eos_token`), if any. */
+  readonly eosTokenId: number | undefined
+
+  private constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, configFile: string) {
+    this.#tok = new Tokenizer(tokenizerJson, config)
+    this.#config = config
+    const template = config.chat_template
+    if (template !== undefined && template !== null && typeof template !== 'string') {
+      throw new CheckpointError(configFile, 'chat_template is not a string (named templates are not supported)', { field: 'chat_template' })
+    }
+    try {
+      this.#template = typeof template === 'string' ? new Template(template) : undefined
+    } catch (e) {
+      throw new CheckpointError(configFile, `chat_template does not parse: ${e instanceof Error ? e.message : String(e)}`, { field: 'chat_template', cause: e })
+    }
+    const id = (field: string) => {
+      const t = tokenText(config[field])
+      return t === undefined ? undefined : this.#tok.token_to_id(t)
+    }
+    this.bosTokenId = id('bos_token')
+    this.eosTokenId = id('eos_token')
+  }
+
+  /** Reads `tokenizer.json` and `tokenizer_config.json` from model directory `dir`. */
+  static fromDirectory(dir: string): TextTokenizer {
+    const configFile = join(dir, 'tokenizer_config.json')
+    return new TextTokenizer(readJson(join(dir, 'tokenizer.json')), readJson(configFile), configFile)
+  }
+
+  /** The token ids of `text` (with the tokenizer's own special tokens, such as BOS, when `addSpecialTokens`). */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): Int32Array {
+    return Int32Array.from(this.#tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids)
+  }
+
+  /** The text of `ids` (special tokens included unless `skipSpecialTokens`). */
+  decode(ids: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return ''
+    return this.#tok.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false })
+  }
+
+  /** The id of token `token`, if it is in the vocabulary. */
+  tokenId(token: string): number | undefined {
+    return this.#tok.token_to_id(token)
+  }
+
+  /** Whether the tokenizer has a chat template. */
+  get hasChatTemplate(): boolean {
+    return this.#template !== undefined
+  }
+
+  /**
+   * `messages` rendered with the chat template, as transformers' `apply_chat_template(tokenize=False)`
+   * does: the special tokens of tokenizer_config.json are in scope, and `addGenerationPrompt` (default
+   * true) opens the assistant's turn.
+   */
+  renderChat(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+    if (this.#template === undefined) throw new CheckpointError('tokenizer_config.json', 'this tokenizer has no chat_template', { field: 'chat_template' })
+    const special: Record<string, string> = {}
+    for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+      const t = tokenText(this.#config[k])
+      if (t !== undefined) special[k] = t
+    }
+    return this.#template.render({ ...special, messages, add_generation_prompt: options.addGenerationPrompt ?? true })
+  }
+
+  /** A streaming decoder of this tokenizer's ids. */
+  detokenizer(): Detokenizer {
+    return new Detokenizer(this)
+  }
+}
+
+/** Tokens of context decoded before the new ones, so that merges across the boundary decode as they would whole. */
+const PREFIX_TOKENS = 6
+
+/**
+ * Turns token ids, one at a time, into text chunks that are complete: a character whose bytes span
+ * several tokens (byte-level BPE, byte fallback) comes out whole once its last byte arrives, never as a
+ * replacement character. The chunks concatenate to the decoding of all the ids.
+ */
+export class Detokenizer {
+  readonly #tok: TextTokenizer
+  readonly #ids: number[] = []
+  /** Tokens before #read that are decoded only as context. */
+  #prefix = 0
+  /** Tokens before this are already out as text. */
+  #read = 0
+
+  /** @internal use {@link TextTokenizer.detokenizer} */
+  constructor(tok: TextTokenizer) {
+    this.#tok = tok
+  }
+
+  /** Adds `id`; returns the text it completes ('' while a character is still incomplete). */
+  push(id: number): string {
+    this.#ids.push(id)
+    const ids = this.#ids
+    const before = this.#tok.decode(ids.slice(this.#prefix, this.#read))
+    const now = this.#tok.decode(ids.slice(this.#prefix))
+    if (now.length <= before.length || now.endsWith('\uFFFD')) return ''
+    const out = now.slice(before.length)
+    // Keep a few tokens as context for the next decode; the older ones are done with.
+    this.#read = ids.length
+    this.#prefix = Math.max(0, this.#read - PREFIX_TOKENS)
+    return out
+  }
+
+  /** The text still held back (an incomplete character at the end), once the stream ends. */
+  flush(): string {
+    const ids = this.#ids
+    const before = this.#tok.decode(ids.slice(this.#prefix, this.#read))
+    const now = this.#tok.decode(ids.slice(this.#prefix))
+    this.#read = ids.length
+    return now.slice(before.length)
+  }
+}
