@@ -1,10 +1,12 @@
 // Text (CPU): tokenizers.js against ids from Hugging Face's `tokenizers` and the chat template against
 // transformers' apply_chat_template, both computed by scripts/make-tokenizer-fixture.py into
 // __test__/fixtures/tokenizer/expected.json; streaming detokenization never emits a broken character.
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
 import { CheckpointError } from '../dist/index.js'
-import { TextTokenizer } from '../dist/model/index.js'
+import { readGenerationConfig, StopMatcher, TextTokenizer } from '../dist/model/index.js'
 
 const dir = new URL('./fixtures/tokenizer/', import.meta.url).pathname
 const expected = JSON.parse(readFileSync(`${dir}expected.json`, 'utf8'))
@@ -47,4 +49,33 @@ test('a missing or broken tokenizer file is a CheckpointError naming it', (t) =>
   const e = t.throws(() => TextTokenizer.fromDirectory('/nonexistent-model-dir'), { instanceOf: CheckpointError })
   t.is(e.file, '/nonexistent-model-dir/tokenizer.json')
   t.regex(e.message, /ENOENT/)
+})
+
+test('stop strings are found across chunk boundaries and never emitted; a held tail comes out when generation ends', (t) => {
+  const run = (stops, chunks) => {
+    const m = new StopMatcher(stops)
+    const out = chunks.map((c) => m.push(c))
+    return { text: out.join('') + m.flush(), stopped: m.stopped }
+  }
+  t.deepEqual(run(['\n\nUser:'], ['Hello', ' there\n', '\nUs', 'er: more']), { text: 'Hello there', stopped: '\n\nUser:' })
+  t.deepEqual(run(['END', 'STOP'], ['aSTO', 'P b END']), { text: 'a', stopped: 'STOP' })
+  t.deepEqual(run(['xyz'], ['abc', 'xy']), { text: 'abcxy', stopped: undefined })
+  t.deepEqual(run(['🚀!'], ['go 🚀', '!']), { text: 'go ', stopped: '🚀!' })
+  // Nothing that could still begin a stop string is emitted early, and no surrogate pair is split.
+  const m = new StopMatcher(['ab'])
+  t.is(m.push('xxa'), 'xx')
+  t.is(m.push('c🙂'), 'ac')
+  t.is(m.flush(), '🙂')
+  t.throws(() => new StopMatcher(['']), { message: /stop\[0\]/ })
+})
+
+test('generation_config.json: eos ids (one or a list), sampling defaults, bad fields named; absent is no defaults', (t) => {
+  const d = mkdtempSync(join(tmpdir(), 'cg-gen-'))
+  t.teardown(() => rmSync(d, { recursive: true, force: true }))
+  t.deepEqual(readGenerationConfig(d).eosTokenIds, [])
+  writeFileSync(join(d, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 7], temperature: 0.6, top_p: 0.9, do_sample: true }))
+  t.like(readGenerationConfig(d), { eosTokenIds: [2, 7], bosTokenId: 1, temperature: 0.6, topP: 0.9, topK: undefined, doSample: true })
+  writeFileSync(join(d, 'generation_config.json'), JSON.stringify({ eos_token_id: 2, top_p: 1.5 }))
+  const e = t.throws(() => readGenerationConfig(d), { instanceOf: CheckpointError })
+  t.is(e.field, 'top_p')
 })

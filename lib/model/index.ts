@@ -18,4 +18,5 @@ export {
   type SafetensorsTensor,
   writeSafetensors,
 } from './safetensors.js'
+export { type GenerationDefaults, readGenerationConfig, StopMatcher } from './stops.js'
 export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'

@@ -1,0 +1,115 @@
+/**
+ * Where generation stops on text: stop strings that may arrive split across chunks, and the defaults of a
+ * model directory's `generation_config.json` (end-of-sequence ids, which may be a list, and sampling
+ * settings). No GPU needed.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { CheckpointError, check } from '../errors.js'
+
+/**
+ * Watches streamed text for stop strings. `push` returns the text that is safe to emit: everything up to
+ * a stop string (which is not emitted), holding back a tail that could still be the start of one.
+ */
+export class StopMatcher {
+  readonly #stops: readonly string[]
+  readonly #hold: number
+  #pending = ''
+  #stopped: string | undefined
+
+  /** `stops`: the strings that end generation (each non-empty; at most 16 of up to 256 characters). */
+  constructor(stops: readonly string[]) {
+    check(Array.isArray(stops) && stops.length <= 16, 'stop', 'at most 16 stop strings', stops)
+    for (const [i, s] of stops.entries()) check(typeof s === 'string' && s.length > 0 && s.length <= 256, `stop[${i}]`, 'a string of 1..256 characters', s)
+    this.#stops = [...stops]
+    this.#hold = Math.max(0, ...stops.map((s) => s.length - 1))
+  }
+
+  /** The stop string that matched, once one has. */
+  get stopped(): string | undefined {
+    return this.#stopped
+  }
+
+  /** Adds `chunk`; returns what can be emitted now ('' after a stop). */
+  push(chunk: string): string {
+    if (this.#stopped !== undefined) return ''
+    const text = this.#pending + chunk
+    let at = -1
+    for (const s of this.#stops) {
+      const i = text.indexOf(s)
+      if (i >= 0 && (at < 0 || i < at)) {
+        at = i
+        this.#stopped = s
+      }
+    }
+    if (at >= 0) {
+      this.#pending = ''
+      return text.slice(0, at)
+    }
+    // A tail shorter than the longest stop string may be its start: hold it, never splitting a surrogate pair.
+    let keep = Math.min(this.#hold, text.length)
+    if (keep > 0 && keep < text.length && isLowSurrogate(text.charCodeAt(text.length - keep))) keep++
+    this.#pending = text.slice(text.length - keep)
+    return text.slice(0, text.length - keep)
+  }
+
+  /** What is still held back, when generation ends for another reason. */
+  flush(): string {
+    const p = this.#stopped === undefined ? this.#pending : ''
+    this.#pending = ''
+    return p
+  }
+}
+
+function isLowSurrogate(c: number): boolean {
+  return c >= 0xdc00 && c <= 0xdfff
+}
+
+/** The generation defaults of a model directory. */
+export interface GenerationDefaults {
+  /** Token ids that end generation. */
+  eosTokenIds: number[]
+  /** The begin-of-sequence token, if named. */
+  bosTokenId: number | undefined
+  /** Sampling defaults the model ships (undefined: greedy). */
+  temperature: number | undefined
+  topP: number | undefined
+  topK: number | undefined
+  /** Whether the model samples by default (`do_sample`). */
+  doSample: boolean
+}
+
+/** Reads `generation_config.json` in `dir` (absent: no defaults); each bad field a CheckpointError naming it. */
+export function readGenerationConfig(dir: string): GenerationDefaults {
+  const file = join(dir, 'generation_config.json')
+  let c: Record<string, unknown>
+  try {
+    c = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      return { eosTokenIds: [], bosTokenId: undefined, temperature: undefined, topP: undefined, topK: undefined, doSample: false }
+    throw new CheckpointError(file, `not valid JSON (${e instanceof Error ? e.message : String(e)})`, { cause: e })
+  }
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new CheckpointError(file, 'not a JSON object')
+  const id = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0
+  const eos = c.eos_token_id ?? []
+  const eosTokenIds = Array.isArray(eos) ? eos : [eos]
+  if (!eosTokenIds.every(id)) throw new CheckpointError(file, `expected a token id or a list of them, got ${JSON.stringify(eos)}`, { field: 'eos_token_id' })
+  if (c.bos_token_id !== undefined && c.bos_token_id !== null && !id(c.bos_token_id)) {
+    throw new CheckpointError(file, `expected a token id, got ${JSON.stringify(c.bos_token_id)}`, { field: 'bos_token_id' })
+  }
+  const num = (field: string, ok: (v: number) => boolean, what: string): number | undefined => {
+    const v = c[field]
+    if (v === undefined || v === null) return undefined
+    if (typeof v !== 'number' || !ok(v)) throw new CheckpointError(file, `expected ${what}, got ${JSON.stringify(v)}`, { field })
+    return v
+  }
+  return {
+    eosTokenIds: eosTokenIds as number[],
+    bosTokenId: (c.bos_token_id ?? undefined) as number | undefined,
+    temperature: num('temperature', (v) => v >= 0 && Number.isFinite(v), 'a non-negative number'),
+    topP: num('top_p', (v) => v > 0 && v <= 1, 'a number in (0, 1]'),
+    topK: num('top_k', (v) => Number.isSafeInteger(v) && v >= 0, 'a non-negative integer'),
+    doSample: c.do_sample === true,
+  }
+}
