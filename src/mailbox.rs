@@ -19,8 +19,9 @@ pub const STAGE: usize = GRAPH + 2;
 pub const STAGE_SLOTS: usize = 6;
 /// First slot of `launchKernel`: stream handle, kernel handle, then the geometry, then the arguments.
 pub const KERNEL: usize = STAGE + STAGE_SLOTS;
-/// Geometry slots after the two handles: grid x/y/z, block x/y/z, dynamic shared memory bytes.
-pub const GEOMETRY: usize = 7;
+/// Slots after the two handles: grid x/y/z, block x/y/z, dynamic shared memory bytes, launch flags (bit 0:
+/// programmatic dependent launch).
+pub const GEOMETRY: usize = 8;
 /// Slots before the kernel arguments, from `KERNEL`.
 pub const KERNEL_HEADER: usize = 2 + GEOMETRY;
 /// Most kernel parameters a launch takes.

@@ -11,7 +11,7 @@ import { mapError, native } from './native.js'
 /** Grid or block dimensions: a number or 1 to 3 numbers. */
 export type Dim3 = number | readonly [number] | readonly [number, number] | readonly [number, number, number]
 
-/** Launch geometry. */
+/** Launch geometry and options. */
 export interface LaunchConfig {
   /** Blocks per grid. */
   grid: Dim3
@@ -19,6 +19,16 @@ export interface LaunchConfig {
   block: Dim3
   /** Dynamic shared memory per block, bytes (default 0). */
   sharedMemBytes?: number
+  /**
+   * Programmatic dependent launch (compute capability 9.0+; default false): the kernel may start while
+   * the previous kernel on the stream is still running, so its prologue overlaps that kernel's tail, in
+   * eager launches and inside captured graphs alike. The kernel-side contract: before it reads anything the
+   * previous kernel writes, the kernel executes `asm volatile("griddepcontrol.wait;" ::: "memory")`
+   * (`cudaGridDependencySynchronize()`), which returns once the previous grid has finished and its writes
+   * are visible; the previous kernel may execute `griddepcontrol.launch_dependents` to let this one start
+   * even earlier. A kernel that never waits must not depend on the previous one at all.
+   */
+  programmaticDependentLaunch?: boolean
 }
 
 /** How a capture treats potentially unsafe CUDA calls made meanwhile (`cudaStreamCaptureMode`). */
@@ -173,6 +183,7 @@ export class Stream {
     packDim(p, k + 2, 'grid', config.grid)
     packDim(p, k + 5, 'block', config.block)
     p[k + 8] = config.sharedMemBytes ?? 0
+    p[k + 9] = config.programmaticDependentLaunch === true ? 1 : 0
     let wide: BigInt64Array | undefined
     for (let i = 0; i < sig.length; i++) {
       const v = a[i]

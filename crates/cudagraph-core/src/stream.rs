@@ -44,11 +44,16 @@ impl CaptureMode {
 }
 
 /// Grid and block dimensions and dynamic shared memory (bytes) of a launch.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct LaunchConfig {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub shared_mem_bytes: u32,
+    /// Programmatic dependent launch (compute capability 9.0+): the kernel may start while the previous
+    /// kernel on the stream is still running, overlapping its prologue with that kernel's tail, inside a
+    /// graph too. The kernel must execute `griddepcontrol.wait` before it touches what the previous kernel
+    /// writes; the previous one may let it start early with `griddepcontrol.launch_dependents`.
+    pub programmatic: bool,
 }
 
 /// One kernel argument as given by the caller; checked against the kernel's declared [`ArgKind`].
@@ -317,24 +322,28 @@ impl Stream {
             *p = s as *mut u64 as *mut c_void;
         }
         self.inner.device.bind()?;
-        // SAFETY: each param points at an 8-byte slot holding the value in the declared kind's layout (the
-        // low bytes, little-endian); the slots outlive the call, which copies them.
-        unsafe {
-            sys::cuLaunchKernel(
-                kernel.func,
-                cfg.grid[0],
-                cfg.grid[1],
-                cfg.grid[2],
-                cfg.block[0],
-                cfg.block[1],
-                cfg.block[2],
-                cfg.shared_mem_bytes,
-                self.raw(),
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
-            )
+        if cfg.programmatic {
+            self.launch_programmatic(kernel, cfg, params)?;
+        } else {
+            // SAFETY: each param points at an 8-byte slot holding the value in the declared kind's layout
+            // (the low bytes, little-endian); the slots outlive the call, which copies them.
+            unsafe {
+                sys::cuLaunchKernel(
+                    kernel.func,
+                    cfg.grid[0],
+                    cfg.grid[1],
+                    cfg.grid[2],
+                    cfg.block[0],
+                    cfg.block[1],
+                    cfg.block[2],
+                    cfg.shared_mem_bytes,
+                    self.raw(),
+                    params.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            }
+            .check("cuLaunchKernel")?;
         }
-        .check("cuLaunchKernel")?;
         if let Some(st) = self.inner.capture.borrow_mut().as_mut() {
             st.resources.add_module(&kernel.module);
             for a in args {
@@ -344,6 +353,31 @@ impl Stream {
             }
         }
         Ok(())
+    }
+
+    /// `cuLaunchKernelEx` with programmatic stream serialization allowed (see [`LaunchConfig::programmatic`]).
+    fn launch_programmatic(&self, kernel: &Kernel, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
+        let mut attr = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            // SAFETY: an all-zero value is a valid (empty) attribute value; the one field it uses is set next.
+            value: unsafe { std::mem::zeroed() },
+        };
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid[0],
+            gridDimY: cfg.grid[1],
+            gridDimZ: cfg.grid[2],
+            blockDimX: cfg.block[0],
+            blockDimY: cfg.block[1],
+            blockDimZ: cfg.block[2],
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.raw(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: the config and its one attribute outlive the call; params as in `launch`.
+        unsafe { sys::cuLaunchKernelEx(&config, kernel.func, params.as_mut_ptr(), std::ptr::null_mut()) }.check("cuLaunchKernelEx")
     }
 
     /// Copies `src` to `dst` on the stream (same byte length).
