@@ -28,8 +28,6 @@ interface StepGraphs {
   readonly failed: Set<DispatchResult>
   /** Graphs runs dispatched to that were missing (evicted or never captured): they ran eagerly. */
   readonly missed: Set<DispatchResult>
-  /** Entries whose first replay since capture or rebind checked the static input addresses. */
-  readonly checked: Set<GraphEntry>
 }
 
 /** Options of {@link GraphManager}. */
@@ -168,7 +166,7 @@ export class GraphManager {
       stats: this.#stats,
       graphFor: (step, result) => this.#graphFor(step, result),
       hasGraph: (step, result) => this.#graphsOf(step).entries.has(result),
-      inputsRebound: (step) => this.#graphsOf(step).checked.clear(),
+      inputsRebound: (step) => this.#uncheck(this.#graphsOf(step)),
       release: (step) => this.#release(step),
     }
   }
@@ -191,7 +189,7 @@ export class GraphManager {
     const name = spec?.name ?? `step${this.#stepCount}`
     const step = new Step<I, O>(this.#owner, spec, name, dispatcher)
     this.#stepCount++
-    this.#steps.set(step, { entries: new Map(), failed: new Set(), missed: new Set(), checked: new Set() })
+    this.#steps.set(step, { entries: new Map(), failed: new Set(), missed: new Set() })
     return step
   }
 
@@ -273,7 +271,7 @@ export class GraphManager {
       this.#stats.captureMs += performance.now() - t0
       e.addresses = [...step.inputAddresses()]
     }
-    g.checked.clear()
+    this.#uncheck(g)
     g.failed.clear()
     this.#stats.updates += updated
     this.#stats.reinstantiations += reinstantiated
@@ -341,6 +339,11 @@ export class GraphManager {
     return this.#steps.get(step)!
   }
 
+  /** Every graph of a step is address-checked again at its next replay (after a rebind or recapture). */
+  #uncheck(g: StepGraphs): void {
+    for (const e of g.entries.values()) e.checked = false
+  }
+
   #graphFor(step: ManagedStep, result: DispatchResult): GraphEntry | undefined {
     const g = this.#graphsOf(step)
     let e = g.entries.get(result)
@@ -355,13 +358,13 @@ export class GraphManager {
         return undefined
       }
     }
-    if (!g.checked.has(e)) {
+    if (!e.checked) {
       // vLLM's input-address check, on the first replay after a capture or rebind.
       const now = step.inputAddresses()
       for (let i = 0; i < now.length; i++) {
         if (e.addresses[i] !== now[i]) throw new InputAddressError(step.inputNames[i]!, e.addresses[i]!, now[i]!)
       }
-      g.checked.add(e)
+      e.checked = true
     }
     return e
   }
@@ -408,7 +411,17 @@ export class GraphManager {
       for (const g of graphs) g.dispose()
       return this.#fail(step, result, `${label} needs ${mib(alone)}, more than the whole budget of ${mib(budget)}; running it eagerly`)
     }
-    const entry: GraphEntry = { step, result, batch, graphs, scratchBytes: scratch, poolBytes, execBytes, addresses: [...step.inputAddresses()] }
+    const entry: GraphEntry = {
+      step,
+      result,
+      batch,
+      graphs,
+      scratchBytes: scratch,
+      poolBytes,
+      execBytes,
+      addresses: [...step.inputAddresses()],
+      checked: false,
+    }
     this.#registry.put(entry, entry, bytes)
     this.#graphsOf(step).entries.set(result, entry)
     step.dispatcher.markCaptured(result.descriptor)
@@ -509,7 +522,6 @@ export class GraphManager {
         for (const g of e.graphs) g.dispose()
         const owner = this.#steps.get(e.step)
         owner?.entries.delete(e.result)
-        owner?.checked.delete(e)
         e.step.dispatcher.markEvicted(e.result.descriptor)
         declared += bytes
         pool += e.poolBytes

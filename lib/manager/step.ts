@@ -56,6 +56,8 @@ export interface GraphEntry {
   readonly execBytes: number
   /** Static input addresses at capture (or at the last recapture), in input order. */
   addresses: readonly number[]
+  /** Whether a replay checked them since the last capture, recapture or rebind (the manager's record). */
+  checked: boolean
 }
 
 /**

@@ -5,6 +5,7 @@
  * CheckpointError naming the field and what is supported.
  */
 import { CheckpointError } from '../errors.js'
+import { optionalTokenId, tokenIdList } from './json-file.js'
 
 /** Architectures the decoder runs. */
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'] as const
@@ -115,13 +116,6 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
       )
     }
   }
-  const eos = c.eos_token_id
-  const eosTokenIds = eos === undefined || eos === null ? [] : Array.isArray(eos) ? eos : [eos]
-  if (!eosTokenIds.every((t) => Number.isSafeInteger(t) && t >= 0))
-    throw fail('eos_token_id', `expected a token id or a list of them, got ${JSON.stringify(eos)}`)
-  const bos = c.bos_token_id
-  if (bos !== undefined && bos !== null && !(Number.isSafeInteger(bos) && (bos as number) >= 0))
-    throw fail('bos_token_id', `expected a token id, got ${JSON.stringify(bos)}`)
   return {
     architecture: architecture as Architecture,
     layers: int('num_hidden_layers', 1, 1024),
@@ -139,8 +133,8 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
     qkvBias: architecture === 'Qwen2ForCausalLM' ? true : bool('attention_bias', false),
     dtype,
     slidingWindow,
-    eosTokenIds: eosTokenIds as number[],
-    bosTokenId: bos === null ? undefined : (bos as number | undefined),
+    eosTokenIds: tokenIdList(file, 'eos_token_id', c.eos_token_id),
+    bosTokenId: optionalTokenId(file, 'bos_token_id', c.bos_token_id),
   }
 }
 

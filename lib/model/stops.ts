@@ -3,9 +3,9 @@
  * model directory's `generation_config.json` (end-of-sequence ids, which may be a list, and sampling
  * settings). No GPU needed.
  */
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CheckpointError, check } from '../errors.js'
+import { optionalTokenId, readJsonObject, tokenIdList } from './json-file.js'
 
 /**
  * Watches streamed text for stop strings. `push` returns the text that is safe to emit: everything up to
@@ -82,22 +82,8 @@ export interface GenerationDefaults {
 /** Reads `generation_config.json` in `dir` (absent: no defaults); each bad field a CheckpointError naming it. */
 export function readGenerationConfig(dir: string): GenerationDefaults {
   const file = join(dir, 'generation_config.json')
-  let c: Record<string, unknown>
-  try {
-    c = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-      return { eosTokenIds: [], bosTokenId: undefined, temperature: undefined, topP: undefined, topK: undefined, doSample: false }
-    throw new CheckpointError(file, `not valid JSON (${e instanceof Error ? e.message : String(e)})`, { cause: e })
-  }
-  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new CheckpointError(file, 'not a JSON object')
-  const id = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0
-  const eos = c.eos_token_id ?? []
-  const eosTokenIds = Array.isArray(eos) ? eos : [eos]
-  if (!eosTokenIds.every(id)) throw new CheckpointError(file, `expected a token id or a list of them, got ${JSON.stringify(eos)}`, { field: 'eos_token_id' })
-  if (c.bos_token_id !== undefined && c.bos_token_id !== null && !id(c.bos_token_id)) {
-    throw new CheckpointError(file, `expected a token id, got ${JSON.stringify(c.bos_token_id)}`, { field: 'bos_token_id' })
-  }
+  const c = readJsonObject(file, { optional: true })
+  if (c === undefined) return { eosTokenIds: [], bosTokenId: undefined, temperature: undefined, topP: undefined, topK: undefined, doSample: false }
   const num = (field: string, ok: (v: number) => boolean, what: string): number | undefined => {
     const v = c[field]
     if (v === undefined || v === null) return undefined
@@ -105,8 +91,8 @@ export function readGenerationConfig(dir: string): GenerationDefaults {
     return v
   }
   return {
-    eosTokenIds: eosTokenIds as number[],
-    bosTokenId: (c.bos_token_id ?? undefined) as number | undefined,
+    eosTokenIds: tokenIdList(file, 'eos_token_id', c.eos_token_id),
+    bosTokenId: optionalTokenId(file, 'bos_token_id', c.bos_token_id),
     temperature: num('temperature', (v) => v >= 0 && Number.isFinite(v), 'a non-negative number'),
     topP: num('top_p', (v) => v > 0 && v <= 1, 'a number in (0, 1]'),
     topK: num('top_k', (v) => Number.isSafeInteger(v) && v >= 0, 'a non-negative integer'),

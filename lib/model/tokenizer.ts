@@ -4,33 +4,16 @@
  * `@huggingface/jinja`, and {@link Detokenizer}, which turns a stream of token ids into text only once the
  * text is complete (no broken UTF-8 from a character split across tokens).
  */
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Template } from '@huggingface/jinja'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { CheckpointError } from '../errors.js'
+import { readJsonObject } from './json-file.js'
 
 /** One chat message, as chat templates take them. */
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | (string & {})
   content: string
-}
-
-function readJson(file: string): Record<string, unknown> {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (e) {
-    throw new CheckpointError(file, `cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { cause: e })
-  }
-  let v: unknown
-  try {
-    v = JSON.parse(text)
-  } catch (e) {
-    throw new CheckpointError(file, `not valid JSON (${e instanceof Error ? e.message : String(e)})`, { cause: e })
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new CheckpointError(file, 'not a JSON object')
-  return v as Record<string, unknown>
 }
 
 /** A special token as tokenizer_config.json names it: a string, or an AddedToken object with `content`. */
@@ -73,7 +56,7 @@ export class TextTokenizer {
   /** Reads `tokenizer.json` and `tokenizer_config.json` from model directory `dir`. */
   static fromDirectory(dir: string): TextTokenizer {
     const configFile = join(dir, 'tokenizer_config.json')
-    return new TextTokenizer(readJson(join(dir, 'tokenizer.json')), readJson(configFile), configFile)
+    return new TextTokenizer(readJsonObject(join(dir, 'tokenizer.json')), readJsonObject(configFile), configFile)
   }
 
   /** The token ids of `text` (with the tokenizer's own special tokens, such as BOS, when `addSpecialTokens`). */
