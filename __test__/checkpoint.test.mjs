@@ -1,11 +1,12 @@
-// Reading safetensors files (CPU): the header of a well-formed file, and every malformed one a
-// CheckpointError naming the file and the tensor (fixtures are written by the test).
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+// Reading checkpoints (CPU): safetensors headers, config.json (both transformers 4's and 5's rotary
+// fields), and whole model directories (single file and sharded), every malformed one a CheckpointError
+// naming the file and the tensor or field (fixtures are written by the test).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { CheckpointError } from '../dist/index.js'
-import { parseHfConfig, readSafetensorsHeader, writeSafetensors } from '../dist/model/index.js'
+import { modelConfig, parseHfConfig, readCheckpoint, readSafetensorsHeader, weightLayout, writeSafetensors } from '../dist/model/index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'cg-ckpt-'))
 test.after.always(() => rmSync(dir, { recursive: true, force: true }))
@@ -193,4 +194,98 @@ test('an unsupported or broken config is a CheckpointError naming the field and 
     t.is(e.file, 'm/config.json')
     t.regex(e.message, re, field)
   }
+})
+
+test('transformers 5 writes the rotary settings as rope_parameters; both forms read the same', (t) => {
+  const { rope_scaling, rope_theta, ...rest } = LLAMA32
+  const v5 = { ...rest, rope_parameters: { ...rope_scaling, rope_theta } }
+  const a = parseHfConfig('a', LLAMA32, 4096)
+  const b = parseHfConfig('b', v5, 4096)
+  t.deepEqual([b.ropeTheta, b.ropeScaling], [a.ropeTheta, a.ropeScaling])
+  t.deepEqual(parseHfConfig('c', { ...rest, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }).ropeScaling, { type: 'none' })
+  t.is(parseHfConfig('c', { ...rest, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }).ropeTheta, 1e6)
+  const e = t.throws(() => parseHfConfig('d', { ...rest, rope_parameters: { rope_type: 'yarn', rope_theta: 1e4, factor: 4 } }), { instanceOf: CheckpointError })
+  t.is(e.field, 'rope_parameters')
+  t.regex(e.message, /yarn.*not supported/)
+})
+
+/** A Hugging Face directory for the tiny shape: config.json and the tensors `weightLayout` names. */
+function modelDir(name, { drop, reshape, dtype = 'F16', shards = 1 } = {}) {
+  const d = join(dir, name)
+  mkdirSync(d, { recursive: true })
+  const c = modelConfig('tiny')
+  const config = {
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: c.hidden,
+    intermediate_size: c.ffn,
+    num_hidden_layers: c.layers,
+    num_attention_heads: c.heads,
+    num_key_value_heads: c.kvHeads,
+    vocab_size: c.vocab,
+    max_position_embeddings: 512,
+    torch_dtype: 'float16',
+  }
+  writeFileSync(join(d, 'config.json'), JSON.stringify(config))
+  const parts = weightLayout(c)
+    .flatMap((w) => w.parts)
+    .filter((p) => p.name !== drop)
+    .map((p) => {
+      const shape = p.name === reshape ? [p.shape[0] + 1, ...p.shape.slice(1)] : p.shape
+      const len = shape.reduce((a, b) => a * b, 1)
+      return { name: p.name, dtype, shape, data: () => (dtype === 'I32' ? new Int32Array(len) : new Uint16Array(len).fill(0x3c00)) }
+    })
+  if (shards === 1) {
+    writeSafetensors(join(d, 'model.safetensors'), parts)
+    return d
+  }
+  const weightMap = {}
+  const per = Math.ceil(parts.length / shards)
+  for (let i = 0; i < shards; i++) {
+    const file = `model-0000${i + 1}-of-0000${shards}.safetensors`
+    const mine = parts.slice(i * per, (i + 1) * per)
+    writeSafetensors(join(d, file), mine)
+    for (const p of mine) weightMap[p.name] = file
+  }
+  writeFileSync(join(d, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }))
+  return d
+}
+
+test('a model directory is checked whole before loading: tensors present, shapes as the config says, float dtypes, shards as indexed', (t) => {
+  const one = readCheckpoint(modelDir('good'))
+  t.is(one.tensors.size, weightLayout(modelConfig('tiny')).flatMap((w) => w.parts).length)
+  t.is(one.config.architecture, 'LlamaForCausalLM')
+  const sharded = readCheckpoint(modelDir('sharded', { shards: 3 }))
+  t.is(sharded.bytes, one.bytes)
+  t.true(new Set([...sharded.tensors.values()].map((x) => x.file)).size === 3)
+  const fails = (d, re, fields) => {
+    const e = t.throws(() => readCheckpoint(d), { instanceOf: CheckpointError })
+    t.regex(e.message, re)
+    if (Object.keys(fields).length > 0) t.like(e, fields)
+    return e
+  }
+  fails(modelDir('missing', { drop: 'model.layers.1.mlp.up_proj.weight' }), /missing/, { tensor: 'model.layers.1.mlp.up_proj.weight' })
+  fails(modelDir('shape', { reshape: 'model.layers.0.self_attn.k_proj.weight' }), /shape \[33, 64\] does not match the config: expected \[32, 64\]/, {
+    tensor: 'model.layers.0.self_attn.k_proj.weight',
+  })
+  fails(modelDir('ints', { dtype: 'I32' }), /dtype I32: expected F16, BF16 or F32/, { tensor: 'model.embed_tokens.weight' })
+  // The index names a shard that is not there, or a tensor the shard does not hold, or a path outside the directory.
+  const d = modelDir('badindex', { shards: 2 })
+  const index = JSON.parse(readFileSync(join(d, 'model.safetensors.index.json'), 'utf8'))
+  const write = (weightMap) => writeFileSync(join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }))
+  write({ ...index.weight_map, 'model.norm.weight': 'model-00009-of-00009.safetensors' })
+  fails(d, /cannot open it \(ENOENT\)/, {})
+  write({ ...index.weight_map, 'model.norm.weight': '../../etc/passwd' })
+  fails(d, /expected a file name in the model directory/, { tensor: 'model.norm.weight' })
+  const other =
+    index.weight_map['model.norm.weight'] === 'model-00001-of-00002.safetensors' ? 'model-00002-of-00002.safetensors' : 'model-00001-of-00002.safetensors'
+  write({ ...index.weight_map, 'model.norm.weight': other })
+  fails(d, /the index places this tensor here, but the file does not hold it/, { tensor: 'model.norm.weight' })
+  // A truncated shard is caught by its header check.
+  write(index.weight_map)
+  truncateSync(join(d, 'model-00002-of-00002.safetensors'), 100)
+  fails(d, /model-00002-of-00002.safetensors/, {})
+  const empty = join(dir, 'empty')
+  mkdirSync(empty)
+  writeFileSync(join(empty, 'config.json'), readFileSync(join(one.dir, 'config.json')))
+  fails(empty, /no model.safetensors or model.safetensors.index.json/, {})
 })

@@ -3,9 +3,11 @@
 // (0 done, 1 runtime failure or no GPU, 2 usage error).
 
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
-import { parseBenchFlags, parseClientFlags, parseServeFlags } from '../dist/cli/main.js'
+import { parseBenchFlags, parseClientFlags, parseGenerateFlags, parseServeFlags } from '../dist/cli/main.js'
 
 const bin = new URL('../bin/cudagraph.js', import.meta.url).pathname
 const run = (...a) => spawnSync(process.execPath, [bin, ...a], { encoding: 'utf8' })
@@ -18,13 +20,59 @@ test('bench flags: defaults, and each bad flag names itself, what it got and wha
   t.true(d.peer && d.print)
   const o = parseBenchFlags(['--model', 'tiny', '--batch-sizes', '4,1,2', '--tokens', '8', '--mode', 'NONE', '--json', '--no-peer'])
   t.deepEqual([o.model, o.batchSizes, o.tokens, o.mode, o.print, o.peer], ['tiny', [1, 2, 4], 8, 'NONE', false, false])
-  t.throws(() => parseBenchFlags(['--model', 'big']), { message: /--model: expected one of tiny, small, 1b, got 'big'/ })
+  t.throws(() => parseBenchFlags(['--model', 'big']), {
+    message: /--model: expected tiny, small, 1b or a Hugging Face model directory \(with config.json\), got 'big'/,
+  })
+  t.throws(() => parseBenchFlags(['--dtype', 'f32']), { message: /--dtype: expected one of f16, bf16/ })
+  // A directory with a config.json is a checkpoint.
+  const dir = mkdtempSync(join(tmpdir(), 'cudagraph-cli-'))
+  writeFileSync(join(dir, 'config.json'), '{}')
+  t.deepEqual(parseBenchFlags(['--model', dir, '--dtype', 'bf16']).model, { dir })
+  t.is(parseBenchFlags(['--model', dir, '--dtype', 'bf16']).dtype, 'bf16')
+  rmSync(dir, { recursive: true })
   t.throws(() => parseBenchFlags(['--batch-sizes', '1,x']), { message: /--batch-sizes: expected comma-separated integers in 1\.\.256, got '1,x'/ })
   t.throws(() => parseBenchFlags(['--batch-sizes', '512']), { message: /1\.\.256/ })
   t.throws(() => parseBenchFlags(['--tokens', '0']), { message: /--tokens: expected an integer in 1\.\.1024/ })
   t.throws(() => parseBenchFlags(['--mode', 'ALL']), { message: /--mode: expected one of NONE, PIECEWISE, FULL/ })
   t.throws(() => parseBenchFlags(['--mode', 'FUL']), { message: /did you mean 'FULL'/ })
   t.throws(() => parseBenchFlags(['--colour']), { message: /unknown flag '--colour'/ })
+})
+
+test('generate flags: a model directory and a prompt are required; sampling numbers are ranged', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cudagraph-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true }))
+  t.throws(() => parseGenerateFlags(['--model', dir, '--prompt', 'hi']), { message: /--model: '.*' is not a Hugging Face model directory \(no config.json\)/ })
+  writeFileSync(join(dir, 'config.json'), '{}')
+  t.throws(() => parseGenerateFlags(['--model', dir]), { message: /--prompt: the prompt text is required/ })
+  t.throws(() => parseGenerateFlags(['--prompt', 'hi']), { message: /--model: a Hugging Face model directory is required/ })
+  const o = parseGenerateFlags([
+    '--model',
+    dir,
+    '--prompt',
+    'hi',
+    '--chat',
+    '--system',
+    'be brief',
+    '--temperature',
+    '0.7',
+    '--top-p',
+    '0.9',
+    '--top-k',
+    '40',
+    '--seed',
+    '5',
+    '--stop',
+    'a,b',
+  ])
+  t.like(o, { dir, prompt: 'hi', chat: true, system: 'be brief', temperature: 0.7, topP: 0.9, topK: 40, seed: 5, graphs: true })
+  t.deepEqual(o.stop, ['a', 'b'])
+  t.is(parseGenerateFlags(['--model', dir, '--prompt', 'hi']).temperature, undefined, 'unset: the model decides')
+  t.throws(() => parseGenerateFlags(['--model', dir, '--prompt', 'hi', '--temperature=-1']), {
+    message: /--temperature: expected a number in 0\.\.100, got '-1'/,
+  })
+  t.throws(() => parseGenerateFlags(['--model', dir, '--prompt', 'hi', '--top-p', '0']), { message: /--top-p/ })
+  t.throws(() => parseGenerateFlags(['--model', dir, '--prompt', 'hi', '--temperature', 'hot']), { message: /--temperature/ })
+  t.throws(() => parseGenerateFlags(['--model', dir, '--prompt', 'hi', '--system', 'x']), { message: /--system: needs --chat/ })
 })
 
 test('numbers are strict: empty, blank, fractional, signed-out-of-range and gapped lists are refused, never read as 0', (t) => {
@@ -60,7 +108,7 @@ test('the command: --version, help per command, usage errors in one line with wh
   const bad = run('bnech')
   t.is(bad.status, 2)
   t.deepEqual(bad.stderr.trim().split('\n'), [
-    "cudagraph: unknown command 'bnech'; did you mean 'bench'? (commands: info, bench, serve, client)",
+    "cudagraph: unknown command 'bnech'; did you mean 'bench'? (commands: info, bench, generate, serve, client)",
     "run 'cudagraph --help'",
   ])
   const flag = run('bench', '--tokenz', '3')
@@ -71,7 +119,7 @@ test('the command: --version, help per command, usage errors in one line with wh
   t.is(lines[1], "run 'cudagraph bench --help'")
   const model = run('bench', '--model', 'big')
   t.is(model.status, 2)
-  t.regex(model.stderr, /--model: expected one of tiny, small, 1b, got 'big'/)
+  t.regex(model.stderr, /--model: expected tiny, small, 1b or a Hugging Face model directory \(with config.json\), got 'big'/)
   t.is(run('serve', '--socket', '/tmp/x', '--metrics-port', '').status, 2)
 
   const info = run('info')

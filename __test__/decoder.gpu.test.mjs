@@ -1,11 +1,12 @@
 // GPU tests of the built-in decoder: the tiny model against a float64 CPU reference of the same math,
-// graph == eager tokens, batched decode == lone requests, bad input, and the PyTorch peer's greedy tokens.
+// graph == eager tokens, batched decode == lone requests, bad input, and transformers' greedy tokens on the
+// model saved as a Hugging Face directory.
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, Device, GraphManager } from '../dist/index.js'
-import { DecoderModel, DecoderReference, DecoderRunner } from '../dist/model/index.js'
+import { DecoderModel, DecoderReference, DecoderRunner, loadDecoder } from '../dist/model/index.js'
 import { gpuTest, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -111,30 +112,33 @@ test('bad token ids, slots and lengths are typed errors and leave the runner wor
   t.deepEqual(graph.generate(0, p, 4), before)
 })
 
-test('the PyTorch peer on the same weights (safetensors) gives our greedy tokens', async (t) => {
-  const has = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available()'], { encoding: 'utf8' })
+test('saved as a Hugging Face directory: transformers gives our greedy tokens, and loading it back gives our model', async (t) => {
+  const has = spawnSync('python3', ['-c', 'import torch, transformers; assert torch.cuda.is_available()'], { encoding: 'utf8' })
   if (has.status !== 0) {
-    t.log(`python3 with torch and CUDA not found: ${has.stderr.trim().split('\n').pop()}`)
-    t.fail('the device machine has PyTorch; this test must run there')
+    t.log(`python3 with torch, transformers and CUDA not found: ${has.stderr.trim().split('\n').pop()}`)
+    t.fail('the device machine has PyTorch and transformers; this test must run there')
     return
   }
-  const { model, graph } = setup(t)
+  const { dev, stream, model, graph } = setup(t)
   await graph.warmup()
   const p = prompt(20, 9, model.config.vocab)
   const gen = graph.generate(0, p, 16)
   const dir = mkdtempSync(join(tmpdir(), 'cudagraph-peer-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  model.save(join(dir, 'm.safetensors'))
+  model.save(dir)
+  // Loaded back through the checkpoint loader: the very same weights, bit for bit.
+  const { model: back } = loadDecoder(dev, stream, dir, { maxSeqLen: 128, slots: 2 })
+  t.teardown(() => back.dispose())
+  const w0 = model.downloadWeights()
+  for (const [name, bits] of back.downloadWeights()) t.deepEqual(bits, w0.get(name), name)
   const sequence = [...p, ...gen.subarray(0, -1)]
-  writeFileSync(join(dir, 'req.json'), JSON.stringify({ batchSizes: [1], context: 8, reps: 10, sequence, promptLen: p.length }))
-  const r = spawnSync('python3', [new URL('../peers/decoder.py', import.meta.url).pathname, join(dir, 'm.safetensors'), join(dir, 'req.json')], {
-    encoding: 'utf8',
-  })
+  writeFileSync(join(dir, 'req.json'), JSON.stringify({ batchSizes: [1], context: 8, reps: 20, sequence, promptLengths: [] }))
+  const r = spawnSync('python3', [new URL('../peers/hf_decoder.py', import.meta.url).pathname, dir, join(dir, 'req.json')], { encoding: 'utf8' })
   t.is(r.status, 0, r.stderr)
   const peer = JSON.parse(r.stdout.trim().split('\n').pop())
   const theirs = gen.map((_, i) => peer.greedy[p.length - 1 + i])
   t.log(
-    `PyTorch ${peer.torch}: ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`,
+    `transformers ${peer.transformers} (${peer.dtype}): ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`,
   )
   t.deepEqual([...theirs], [...gen])
 })

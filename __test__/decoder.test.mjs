@@ -6,17 +6,30 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { ArgumentError, fromHalf, GraphConfig, roundHalf, toHalf } from '../dist/index.js'
-import { DecoderReference, MODEL_PRESETS, modelConfig, parameterCount, writeSafetensors } from '../dist/model/index.js'
+import { DecoderReference, modelConfig, parameterCount, weightLayout, writeSafetensors } from '../dist/model/index.js'
 import { rng } from './helpers.mjs'
 
 test('presets: 1b has about a billion parameters; bad configs name the field', (t) => {
-  const p = parameterCount(MODEL_PRESETS['1b'])
+  const p = parameterCount(modelConfig('1b'))
   t.true(p > 0.9e9 && p < 1.3e9, `${p}`)
-  t.true(parameterCount(MODEL_PRESETS.small) < 50e6)
-  t.deepEqual(modelConfig({ layers: 3 }), { ...MODEL_PRESETS.small, layers: 3 })
+  t.true(parameterCount(modelConfig('small')) < 50e6)
+  t.deepEqual(modelConfig({ layers: 3 }), { ...modelConfig('small'), layers: 3 })
+  t.is(modelConfig({ preset: 'tiny', headDim: 32 }).headDim, 32, 'an explicit head size')
+  // Every weight of the layout adds up to the parameter count; a tied model has no lm_head.
+  const c = modelConfig('tiny')
+  t.is(
+    weightLayout(c).reduce((n, w) => n + w.shape.reduce((a, b) => a * b), 0),
+    parameterCount(c),
+  )
+  const tied = { ...c, tieEmbeddings: true, qkvBias: true }
+  t.false(weightLayout(tied).some((w) => w.name === 'lm_head'))
+  t.is(
+    weightLayout(tied).reduce((n, w) => n + w.shape.reduce((a, b) => a * b), 0),
+    parameterCount(tied),
+  )
   t.throws(() => modelConfig('huge'), { instanceOf: ArgumentError, message: /model.*tiny, small, 1b.*huge/ })
   t.throws(() => modelConfig({ hidden: 258 }), { instanceOf: ArgumentError, message: /hidden.*multiple of heads/ })
-  t.throws(() => modelConfig({ heads: 1 }), { instanceOf: ArgumentError, message: /head size/ })
+  t.throws(() => modelConfig({ heads: 1 }), { instanceOf: ArgumentError, message: /headDim.*head size/ })
   t.throws(() => modelConfig({ kvHeads: 3 }), { instanceOf: ArgumentError, message: /kvHeads/ })
   t.throws(() => modelConfig({ layerz: 3 }), { instanceOf: ArgumentError, message: /model.layerz/ })
 })
@@ -29,26 +42,14 @@ test('f16 rounding: exact values survive, ties go to even, overflow is infinity'
   t.true(Number.isNaN(roundHalf(NaN)))
 })
 
-/** A reference model with random f16 weights. */
+/** A reference model with random f16 weights, in the decoder's layout. */
 function reference(seed) {
-  const c = { ...MODEL_PRESETS.tiny, layers: 2 }
+  const c = modelConfig('tiny')
   const r = rng(seed)
-  const hd = c.hidden / c.heads
-  const shapes = { embed: [c.vocab, c.hidden], norm: [c.hidden], lm_head: [c.hidden, c.vocab] }
-  for (let l = 0; l < c.layers; l++) {
-    Object.assign(shapes, {
-      [`layers.${l}.attn_norm`]: [c.hidden],
-      [`layers.${l}.qkv`]: [c.hidden, (c.heads + 2 * c.kvHeads) * hd],
-      [`layers.${l}.o`]: [c.hidden, c.hidden],
-      [`layers.${l}.mlp_norm`]: [c.hidden],
-      [`layers.${l}.gate_up`]: [c.hidden, 2 * c.ffn],
-      [`layers.${l}.down`]: [c.ffn, c.hidden],
-    })
-  }
   const w = new Map(
-    Object.entries(shapes).map(([k, s]) => [
-      k,
-      Uint16Array.from({ length: s.reduce((a, b) => a * b) }, () => toHalf(k.endsWith('norm') ? 1 + (r() - 0.5) * 0.2 : (r() * 2 - 1) * 0.3)),
+    weightLayout(c).map(({ name, shape }) => [
+      name,
+      Uint16Array.from({ length: shape.reduce((a, b) => a * b) }, () => toHalf(name.endsWith('norm') ? 1 + (r() - 0.5) * 0.2 : (r() * 2 - 1) * 0.3)),
     ]),
   )
   return { c, w }

@@ -115,7 +115,7 @@ test('a release installs from its tarballs with no Rust, loads, runs the policy 
     t.is(
       node(
         '-e',
-        "const fs = require('fs'); const path = require('path'); const { DECODER_KERNELS_PATH } = require('cudagraph/model'); const root = path.dirname(require.resolve('cudagraph/package.json')); console.log(fs.existsSync(DECODER_KERNELS_PATH), fs.existsSync(path.join(root, 'peers', 'decoder.py')), fs.existsSync(path.join(root, 'bin', 'cudagraph.js')))",
+        "const fs = require('fs'); const path = require('path'); const { DECODER_KERNELS_PATH } = require('cudagraph/model'); const root = path.dirname(require.resolve('cudagraph/package.json')); console.log(fs.existsSync(DECODER_KERNELS_PATH), fs.existsSync(path.join(root, 'peers', 'hf_decoder.py')), fs.existsSync(path.join(root, 'bin', 'cudagraph.js')))",
       ),
       'true true true',
     )

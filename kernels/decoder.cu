@@ -1,24 +1,38 @@
-// The built-in decoder's kernels (lib/decoder-model.ts), compiled at run time by NVRTC. f16 storage, f32
-// arithmetic. No CUDA headers: f16 conversions are inline PTX, so NVRTC needs no include path.
+// The built-in decoder's kernels (lib/decoder-model.ts), compiled at run time by NVRTC. f16 or bf16 storage, f32
+// arithmetic. No CUDA headers: conversions are inline PTX, so NVRTC needs no include path.
 //
 // Shapes: T token rows, R request rows, H hidden, nh query heads, nkv key/value heads, hd head size.
 // The KV cache of one layer is [slots][maxSeq][nkv][hd]; a token row t belongs to slot slots[t] at
 // position pos[t] and attends to positions 0..pos[t] of its slot. Lengths live in device memory, so one
 // graph serves every step of any length.
 
-typedef unsigned short half_t;
+// Storage is f16, or bf16 when compiled with -DCG_BF16; arithmetic is f32. Wherever transformers' model
+// classes round to the model's dtype (every op of a bf16 model does), these kernels round too (round_e),
+// so a checkpoint gives transformers' tokens, not merely close logits.
+typedef unsigned short elem_t;
 #define NEG_INF __int_as_float(0xff800000)
 
-__device__ __forceinline__ float h2f(half_t h) {
+#ifdef CG_BF16
+__device__ __forceinline__ float to_f(elem_t h) { return __uint_as_float((unsigned)h << 16); }
+__device__ __forceinline__ elem_t from_f(float f) {
+  elem_t h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+#else
+__device__ __forceinline__ float to_f(elem_t h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
   return f;
 }
-__device__ __forceinline__ half_t f2h(float f) {
-  half_t h;
+__device__ __forceinline__ elem_t from_f(float f) {
+  elem_t h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
 }
+#endif
+// f rounded to the storage type and back.
+__device__ __forceinline__ float round_e(float f) { return to_f(from_f(f)); }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ float block_sum(float v) {
@@ -47,84 +61,92 @@ __device__ float block_max(float v) {
 
 // Weights from a seed: w[i] = offset + scale * u, u uniform in [-1, 1) from splitmix64(seed, i). The same
 // numbers on every GPU, so a seed names a model.
-extern "C" __global__ void init_uniform(half_t* w, long long n, unsigned long long seed, float scale, float offset) {
+extern "C" __global__ void init_uniform(elem_t* w, long long n, unsigned long long seed, float scale, float offset) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     unsigned long long z = seed * 0x9e3779b97f4a7c15ull + (unsigned long long)i * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     const float u = (float)(z >> 40) * (1.0f / 16777216.0f) * 2.f - 1.f;
-    w[i] = f2h(offset + scale * u);
+    w[i] = from_f(offset + scale * u);
   }
 }
 
+// out[i] = in[i] rounded to the storage type (an f32 checkpoint's tensor, uploaded as is).
+extern "C" __global__ void convert_f32(elem_t* out, const float* in, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = from_f(in[i]);
+}
+
 // resid[t] = table[tokens[t]] in f32 (an id outside 0..V-1 reads row 0; the SDK rejects such ids first).
-extern "C" __global__ void embed(float* resid, const int* tokens, const half_t* table, int H, int V) {
+extern "C" __global__ void embed(float* resid, const int* tokens, const elem_t* table, int H, int V) {
   const int t = blockIdx.x;
   int id = tokens[t];
   if (id < 0 || id >= V) id = 0;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) resid[(long long)t * H + i] = h2f(table[(long long)id * H + i]);
+  for (int i = threadIdx.x; i < H; i += blockDim.x) resid[(long long)t * H + i] = to_f(table[(long long)id * H + i]);
 }
 
-// resid[t] += delta[t] (when add is non-zero); out[t] = f16(resid[t] / rms(resid[t]) * w).
-extern "C" __global__ void add_rmsnorm(float* resid, const half_t* delta, const half_t* w, half_t* out, int H, float eps, int add) {
+// resid[t] = round_e(resid[t] + delta[t]) (when add is non-zero: the residual stream holds the model
+// dtype's values, as transformers' does); out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the
+// two roundings of transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype).
+extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, int add) {
   const long long row = (long long)blockIdx.x * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
     float r = resid[row + i];
     if (add) {
-      r += h2f(delta[row + i]);
+      r = round_e(r + to_f(delta[row + i]));
       resid[row + i] = r;
     }
     ss += r * r;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
-  for (int i = threadIdx.x; i < H; i += blockDim.x) out[row + i] = f2h(resid[row + i] * inv * h2f(w[i]));
+  for (int i = threadIdx.x; i < H; i += blockDim.x) out[row + i] = from_f(round_e(resid[row + i] * inv) * to_f(w[i]));
 }
 
 // The last layer's residual add and the final norm, for each request's last token row only:
-// out[r] = f16(norm(resid[last[r]] + delta[last[r]]) * w).
-extern "C" __global__ void final_norm(half_t* out, const float* resid, const half_t* delta, const int* last, const half_t* w, int H, float eps) {
+// out[r] = norm(round_e(resid[last[r]] + delta[last[r]])) * w, rounded as add_rmsnorm rounds.
+extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
   const long long row = (long long)last[blockIdx.x] * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = resid[row + i] + h2f(delta[row + i]);
+    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
     ss += r * r;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = resid[row + i] + h2f(delta[row + i]);
-    out[(long long)blockIdx.x * H + i] = f2h(r * inv * h2f(w[i]));
+    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
+    out[(long long)blockIdx.x * H + i] = from_f(round_e(r * inv) * to_f(w[i]));
   }
 }
 
-// Rotary positions (pairs i and i + hd/2, angle pos * theta^(-2i/hd)) on q and k in place in the qkv rows
-// ([q heads | k heads | v heads]); k and v then go into the cache at (slots[t], pos[t]).
-extern "C" __global__ void rope_store(half_t* qkv, half_t* kc, half_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float theta) {
+// Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
+// i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
+// sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
+// k and v then go into the cache at (slots[t], pos[t]).
+extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
   const int t = blockIdx.x;
   const int p = pos[t];
   const int half = hd / 2;
   const int width = (nh + 2 * nkv) * hd;
-  half_t* row = qkv + (long long)t * width;
+  elem_t* row = qkv + (long long)t * width;
   const long long at = (((long long)slots[t] * maxSeq + p) * nkv) * hd;
   for (int j = threadIdx.x; j < (nh + nkv) * half; j += blockDim.x) {
     const int head = j / half, i = j % half;
-    const float ang = (float)p * powf(theta, -2.f * (float)i / (float)hd);
-    float s, c;
-    sincosf(ang, &s, &c);
-    half_t* x = row + head * hd;
-    const float a = h2f(x[i]), b = h2f(x[i + half]);
-    const half_t ra = f2h(a * c - b * s), rb = f2h(b * c + a * s);
+    const float ang = (float)p * inv_freq[i];
+    const float c = round_e(cosf(ang)), s = round_e(sinf(ang));
+    elem_t* x = row + head * hd;
+    const float a = to_f(x[i]), b = to_f(x[i + half]);
+    const elem_t ra = from_f(round_e(a * c) - round_e(b * s)), rb = from_f(round_e(b * c) + round_e(a * s));
     if (head < nh) {
       x[i] = ra;
       x[i + half] = rb;
     } else {
-      half_t* k = kc + at + (long long)(head - nh) * hd;
+      elem_t* k = kc + at + (long long)(head - nh) * hd;
       k[i] = ra;
       k[i + half] = rb;
     }
   }
-  const half_t* v = row + (nh + nkv) * hd;
+  const elem_t* v = row + (nh + nkv) * hd;
   for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = v[j];
 }
 
@@ -133,7 +155,7 @@ extern "C" __global__ void rope_store(half_t* qkv, half_t* kc, half_t* vc, const
 
 // One block per (token row, query head): softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the
 // row's slot. blockDim.x is a multiple of 32 and at least hd (hd <= 128, a multiple of 8); maxSeq <= MAX_SEQ.
-extern "C" __global__ void attention(half_t* out, const half_t* qkv, const half_t* kc, const half_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale) {
+extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale) {
   __shared__ float q[128];
   __shared__ float p[MAX_SEQ];
   __shared__ float acc[MAX_GROUPS][128];
@@ -141,8 +163,8 @@ extern "C" __global__ void attention(half_t* out, const half_t* qkv, const half_
   const int len = pos[t] + 1;
   const int kvh = h / (nh / nkv);
   const int width = (nh + 2 * nkv) * hd;
-  const half_t* qrow = qkv + (long long)t * width + h * hd;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) q[d] = h2f(qrow[d]);
+  const elem_t* qrow = qkv + (long long)t * width + h * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) q[d] = to_f(qrow[d]);
   __syncthreads();
   const long long base = (long long)slots[t] * maxSeq * nkv * hd + (long long)kvh * hd;
   const long long stride = (long long)nkv * hd;
@@ -155,7 +177,7 @@ extern "C" __global__ void attention(half_t* out, const half_t* qkv, const half_
       const uint4 u = k[d8];
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
       for (int e = 0; e < 4; e++) {
-        dot += q[d8 * 8 + 2 * e] * h2f((half_t)(w[e] & 0xffff)) + q[d8 * 8 + 2 * e + 1] * h2f((half_t)(w[e] >> 16));
+        dot += q[d8 * 8 + 2 * e] * to_f((elem_t)(w[e] & 0xffff)) + q[d8 * 8 + 2 * e + 1] * to_f((elem_t)(w[e] >> 16));
       }
     }
     dot *= scale;
@@ -184,8 +206,8 @@ extern "C" __global__ void attention(half_t* out, const half_t* qkv, const half_
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
       const float pj = p[j];
       for (int e = 0; e < 4; e++) {
-        a[2 * e] += pj * h2f((half_t)(w[e] & 0xffff));
-        a[2 * e + 1] += pj * h2f((half_t)(w[e] >> 16));
+        a[2 * e] += pj * to_f((elem_t)(w[e] & 0xffff));
+        a[2 * e + 1] += pj * to_f((elem_t)(w[e] >> 16));
       }
     }
     for (int e = 0; e < 8; e++) acc[g][d0 + e] = a[e];
@@ -194,17 +216,18 @@ extern "C" __global__ void attention(half_t* out, const half_t* qkv, const half_
   if (threadIdx.x < hd) {
     float a = 0.f;
     for (int i = 0; i < groups; i++) a += acc[i][threadIdx.x];
-    out[(long long)t * nh * hd + h * hd + threadIdx.x] = f2h(a / sum);
+    out[(long long)t * nh * hd + h * hd + threadIdx.x] = from_f(a / sum);
   }
 }
 
-// out[t][i] = f16(silu(gu[t][i]) * gu[t][F + i]).
-extern "C" __global__ void silu_mul(half_t* out, const half_t* gu, int F, int T) {
+// out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
+// the dtype, then multiplies.
+extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T) {
   const long long n = (long long)T * F;
   for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
     const long long t = k / F, i = k % F;
-    const float g = h2f(gu[t * 2 * F + i]), u = h2f(gu[t * 2 * F + F + i]);
-    out[k] = f2h(g / (1.f + __expf(-g)) * u);
+    const float g = to_f(gu[t * 2 * F + i]), u = to_f(gu[t * 2 * F + F + i]);
+    out[k] = from_f(round_e(g / (1.f + expf(-g))) * u);
   }
 }
 
@@ -220,31 +243,129 @@ __device__ void warp_argmax(float& v, int& idx) {
   }
 }
 
-// next[r] = argmax of logits row r (the lowest index among equal maxima).
-extern "C" __global__ void argmax(int* next, const float* logits, int V) {
+// The order-preserving unsigned key of a float: a < b exactly when key(a) < key(b).
+__device__ __forceinline__ unsigned ord_key(float f) {
+  const unsigned b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Uniform in [0, 1) from (seed, position): splitmix64, 24 bits.
+__device__ __forceinline__ float uniform(unsigned seed, int position) {
+  unsigned long long z = ((unsigned long long)seed << 32 | (unsigned)position) * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+#define MAX_THREADS 1024
+
+// next[r]: the next token of request r from its logits row. The row is first rounded in place to the
+// model's dtype (transformers' LM head output). params[r] = {temperature, top_p, top_k}: temperature 0
+// is greedy (argmax, the lowest index among equal maxima, as torch.argmax); otherwise the logits are
+// divided by the temperature, cut to the top_k largest (0: no cut), then to the fewest largest whose
+// probability reaches top_p (transformers' order: temperature, top-k, top-p; ties at a cut are kept), and
+// one token is drawn with u = uniform(seeds[r], position of the request's last token): the same seed and
+// position give the same token in any batch. The cuts are exact: a bitwise search over the float keys
+// (32 passes each), no sort. One block per request; blockDim.x a multiple of 32, at most 1024.
+extern "C" __global__ void sample(int* next, float* logits, const int* last, const int* pos, const float* params, const unsigned* seeds, int V) {
   __shared__ float bv[32];
   __shared__ int bi[32];
-  const float* row = logits + (long long)blockIdx.x * V;
+  __shared__ float pre[MAX_THREADS];
+  __shared__ int picked;
+  const int r = blockIdx.x;
+  float* row = logits + (long long)r * V;
   float v = NEG_INF;
   int idx = 0x7fffffff;
   for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float x = row[i];
+    const float x = round_e(row[i]);
+    row[i] = x;
     if (x > v) {
       v = x;
       idx = i;
     }
   }
   warp_argmax(v, idx);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   if (lane == 0) {
     bv[warp] = v;
     bi[warp] = idx;
   }
   __syncthreads();
-  if (warp == 0) {
-    v = lane < (int)(blockDim.x >> 5) ? bv[lane] : NEG_INF;
-    idx = lane < (int)(blockDim.x >> 5) ? bi[lane] : 0x7fffffff;
-    warp_argmax(v, idx);
-    if (lane == 0) next[blockIdx.x] = idx;
+  v = lane < warps ? bv[lane] : NEG_INF;
+  idx = lane < warps ? bi[lane] : 0x7fffffff;
+  warp_argmax(v, idx);  // every warp reduces the same values: every thread has the row's max
+  const float temperature = params[3 * r];
+  if (!(temperature > 0.f)) {
+    if (threadIdx.x == 0) next[r] = idx;
+    return;
   }
+  const float mx = v, inv_t = 1.f / temperature, top_p = params[3 * r + 1];
+  const int top_k = (int)params[3 * r + 2];
+  // Keep the keys >= thr. Top-k: the largest thr with at least top_k keys >= thr.
+  unsigned thr = 0;
+  if (top_k > 0 && top_k < V) {
+    for (int bit = 31; bit >= 0; bit--) {
+      const unsigned cand = thr | (1u << bit);
+      float n = 0.f;
+      for (int i = threadIdx.x; i < V; i += blockDim.x) n += ord_key(row[i]) >= cand ? 1.f : 0.f;
+      if (block_sum(n) >= (float)top_k) thr = cand;
+    }
+  }
+  // Top-p: the largest thr whose kept mass is at least top_p of the mass top-k kept.
+  if (top_p > 0.f && top_p < 1.f) {
+    float z = 0.f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) z += ord_key(row[i]) >= thr ? expf((row[i] - mx) * inv_t) : 0.f;
+    const float want = top_p * block_sum(z);
+    for (int bit = 31; bit >= 0; bit--) {
+      const unsigned cand = thr | (1u << bit);
+      float m = 0.f;
+      for (int i = threadIdx.x; i < V; i += blockDim.x) m += ord_key(row[i]) >= cand ? expf((row[i] - mx) * inv_t) : 0.f;
+      if (block_sum(m) >= want) thr = cand;
+    }
+  }
+  // Draw: each thread owns a contiguous chunk; a block-wide prefix sum of the chunks' masses finds the
+  // chunk the draw falls in, and its thread walks it.
+  const int chunk = (V + blockDim.x - 1) / blockDim.x;
+  const int lo = min(V, (int)threadIdx.x * chunk), hi = min(V, lo + chunk);
+  float s = 0.f;
+  for (int i = lo; i < hi; i++) s += ord_key(row[i]) >= thr ? expf((row[i] - mx) * inv_t) : 0.f;
+  float incl = s;
+  for (int o = 1; o < 32; o <<= 1) {
+    const float y = __shfl_up_sync(0xffffffff, incl, o);
+    if (lane >= o) incl += y;
+  }
+  __syncthreads();  // bv is reused
+  if (lane == 31) bv[warp] = incl;
+  if (threadIdx.x == 0) picked = -1;
+  __syncthreads();
+  if (warp == 0) {
+    const float w = lane < warps ? bv[lane] : 0.f;
+    float wi = w;
+    for (int o = 1; o < 32; o <<= 1) {
+      const float y = __shfl_up_sync(0xffffffff, wi, o);
+      if (lane >= o) wi += y;
+    }
+    bv[lane] = wi - w;
+  }
+  __syncthreads();
+  pre[threadIdx.x] = bv[warp] + incl;
+  __syncthreads();
+  const float total = pre[blockDim.x - 1];
+  const float target = uniform(seeds[r], pos[last[r]]) * total;
+  const float before = threadIdx.x == 0 ? 0.f : pre[threadIdx.x - 1];
+  if (s > 0.f && target >= before && target < pre[threadIdx.x]) {
+    float acc = before;
+    int pick = -1;
+    for (int i = lo; i < hi; i++) {
+      if (ord_key(row[i]) < thr) continue;
+      pick = i;
+      acc += expf((row[i] - mx) * inv_t);
+      if (target < acc) break;
+    }
+    picked = pick;
+  }
+  __syncthreads();
+  // No chunk holds the draw only when rounding put it at the very top of the sum: take the max.
+  if (threadIdx.x == 0) next[r] = picked >= 0 ? picked : idx;
 }

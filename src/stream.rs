@@ -108,6 +108,16 @@ impl Stream {
         self.inner.upload_async(&dst.inner, bytes).js()
     }
 
+    /// Copies `dst.byteLength` bytes of the file at `path` from byte `offset` into `dst` through pinned
+    /// chunks; returns when they are on the device.
+    #[napi(catch_unwind)]
+    pub fn upload_file(&self, dst: &DeviceBuffer, path: String, offset: f64) -> Result<()> {
+        if !(offset >= 0.0 && offset.fract() == 0.0 && offset <= 2f64.powi(53)) {
+            return Err(core::Error::arg("offset", "a non-negative integer", offset)).js();
+        }
+        self.inner.upload_file(&dst.inner, std::path::Path::new(&path), offset as u64).js()
+    }
+
     /// Copies `src` to pinned memory on the stream; resolves with the bytes.
     #[napi(ts_return_type = "Promise<Uint8Array>", catch_unwind)]
     pub fn download_async(&self, src: &DeviceBuffer) -> Result<AsyncTask<DownloadTask>> {

@@ -1,8 +1,9 @@
 /**
- * `cudagraph bench`: what graphs buy on this GPU, on the built-in decoder. The prompt-length table (TTFT, decode
- * P50/P99, graphs used, memory per prompt length), decode step time per batch size (eager vs graph), the
- * launch floor (a chain of tiny kernels, ours vs raw CUDA C) and the PyTorch peer on the same weights, in
- * one run. Writes results.json and chart.svg.
+ * `cudagraph bench`: what graphs buy on this GPU, on the decoder (a preset of random weights, or a Hugging
+ * Face checkpoint directory). The prompt-length table (TTFT, decode P50/P99, graphs used, memory per prompt
+ * length), decode step time per batch size (eager vs graph), the launch floor (a chain of tiny kernels, ours
+ * vs raw CUDA C) and the transformers peer (transformers' own model class on the same directory: eager,
+ * static cache, static cache in a CUDA graph), in one run. Writes results.json and chart.svg.
  */
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -11,7 +12,8 @@ import { join } from 'node:path'
 import { Device } from '../cuda/device.js'
 import { GraphManager } from '../manager/graph-manager.js'
 import type { GraphUse } from '../manager/step.js'
-import { DecoderModel } from '../model/decoder-model.js'
+import { type LoadProgress, loadDecoder } from '../model/checkpoint.js'
+import { DecoderModel, type ModelDType } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
 import type { GraphMode } from '../policy/graph-mode.js'
@@ -24,7 +26,10 @@ import { fixed, formatTable } from './table.js'
 
 /** What `cudagraph bench` runs. */
 export interface BenchOptions {
-  model: ModelName
+  /** A preset, or a Hugging Face model directory. */
+  model: ModelName | { dir: string }
+  /** Storage type (default the checkpoint's, f16 for presets). */
+  dtype: ModelDType | undefined
   batchSizes: number[]
   promptLengths: number[]
   /** Tokens generated per prompt in the TTFT table. */
@@ -37,7 +42,7 @@ export interface BenchOptions {
   seed: number
   /** Directory for results.json and chart.svg. */
   out: string
-  /** Run the PyTorch peer when python3 with torch is present. */
+  /** Run the transformers peer when python3 with torch and transformers is present. */
   peer: boolean
   /** Print progress and tables (false with --json: only the JSON goes to stdout). */
   print: boolean
@@ -53,6 +58,8 @@ export interface PromptRow {
   firstDecodeMs: number
   eagerTtftMs: number
   eagerDecodeP50Ms: number
+  /** transformers' eager prefill and first token on the host, ms. */
+  torchTtftMs?: number
   graph: GraphUse
   paddedTo: number
   deviceMemoryGB: number
@@ -68,7 +75,17 @@ export interface DecodeRow {
   graphP50Us: number
   graphP99Us: number
   graph: GraphUse
-  torch?: { eagerP50Us: number; eagerP99Us: number; graphP50Us: number; graphP99Us: number }
+  torch?: TorchDecode
+}
+
+/** The transformers peer's decode step, µs: eager (dynamic cache), static cache, static cache in a CUDA graph. */
+interface TorchDecode {
+  eagerP50Us: number
+  eagerP99Us: number
+  staticP50Us: number | undefined
+  graphP50Us: number | undefined
+  graphP99Us: number | undefined
+  staticError: string | undefined
 }
 
 /** Untimed generations before the prompt-length table, ms. */
@@ -85,11 +102,24 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   const maxBatch = Math.max(...o.batchSizes)
   const maxCapture = Math.max(8, Math.ceil(maxPrompt / 8) * 8, maxBatch)
   const maxSeqLen = Math.max(maxCapture, maxPrompt + o.tokens, o.context + 1)
-  say(`cudagraph bench: ${dev.name}, driver ${Device.driverVersion()}, model ${o.model}, mode ${o.mode}`)
-  const model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: Math.max(2, maxBatch), maxSeqLen })
+  const modelName = typeof o.model === 'string' ? o.model : o.model.dir
+  say(`cudagraph bench: ${dev.name}, driver ${Device.driverVersion()}, model ${modelName}, mode ${o.mode}`)
+  const slots = Math.max(2, maxBatch)
+  let model: DecoderModel
+  if (typeof o.model === 'string') {
+    model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots, maxSeqLen, dtype: o.dtype ?? 'f16' })
+  } else {
+    const progress = loadProgress(o.print)
+    const loaded = loadDecoder(dev, stream, o.model.dir, { slots, maxSeqLen, dtype: o.dtype, onProgress: progress })
+    progress.done()
+    model = loaded.model
+    say(
+      `loaded ${o.model.dir}: ${(loaded.stats.bytes / 1e9).toFixed(2)} GB in ${loaded.stats.seconds.toFixed(2)} s (${loaded.stats.gbPerSecond.toFixed(2)} GB/s)`,
+    )
+  }
   const bytes = model.bytes
   say(
-    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen})`,
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen})`,
   )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
@@ -194,13 +224,27 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     say('launch floor: chain of 100 tiny kernels, ours and raw CUDA C')
     const floor = { ours: oursChain(100, 300), c: cPeer('launch_chain', [], [100, 300]) }
 
-    // The PyTorch peer on the same weights.
+    // The transformers peer on the same directory.
     let torch: Record<string, unknown> | { skipped: string } = { skipped: 'not asked for (--no-peer)' }
-    if (o.peer) torch = runTorchPeer(model, o, [...probe, ...gTokens.subarray(0, -1)], probe.length, say)
-    const torchDecode = 'decode' in torch ? (torch.decode as { batch: number; eagerP50: number; eagerP99: number; graphP50: number; graphP99: number }[]) : []
+    if (o.peer) torch = runTorchPeer(model, o, [...probe, ...gTokens.subarray(0, -1)], say)
+    type PeerRow = { batch: number; eagerP50: number; eagerP99: number; staticP50?: number; graphP50?: number; graphP99?: number; staticError?: string }
+    const torchDecode = 'decode' in torch ? (torch.decode as PeerRow[]) : []
     for (const r of decodeRows) {
       const p = torchDecode.find((x) => x.batch === r.batch)
-      if (p) r.torch = { eagerP50Us: p.eagerP50, eagerP99Us: p.eagerP99, graphP50Us: p.graphP50, graphP99Us: p.graphP99 }
+      if (p)
+        r.torch = {
+          eagerP50Us: p.eagerP50,
+          eagerP99Us: p.eagerP99,
+          staticP50Us: p.staticP50,
+          graphP50Us: p.graphP50,
+          graphP99Us: p.graphP99,
+          staticError: p.staticError,
+        }
+    }
+    const torchTtft = 'ttft' in torch ? (torch.ttft as { promptTokens: number; eagerMs: number }[]) : []
+    for (const r of promptRows) {
+      const p = torchTtft.find((x) => x.promptTokens === r.promptTokens)
+      if (p) r.torchTtftMs = p.eagerMs
     }
     let peerAgreement: { same: number; total: number; nearTies: number } | undefined
     if ('greedy' in torch) {
@@ -218,10 +262,12 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 
     // Tables.
     print('')
-    print(`TTFT and decode latency per prompt length: ${o.model}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs)`)
+    print(
+      `TTFT and decode latency per prompt length: ${modelName}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs; transformers: its eager prefill)`,
+    )
     print(
       formatTable(
-        ['prompt', 'TTFT ms', 'P50 ms', 'P99 ms', 'graphs used', 'memory GB', 'eager TTFT ms', 'eager P50 ms'],
+        ['prompt', 'TTFT ms', 'P50 ms', 'P99 ms', 'graphs used', 'memory GB', 'eager TTFT ms', 'eager P50 ms', 'transformers TTFT ms'],
         promptRows.map((r) => [
           r.promptTokens,
           fixed(r.ttftMs, 2),
@@ -231,6 +277,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           fixed(r.deviceMemoryGB, 2),
           fixed(r.eagerTtftMs, 2),
           fixed(r.eagerDecodeP50Ms, 3),
+          fixed(r.torchTtftMs, 2),
         ]),
       ),
     )
@@ -238,7 +285,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     print(`Decode step per batch size (µs: host inputs in, step, next tokens on the host; context ${o.context}; median and p99 of ${o.reps})`)
     print(
       formatTable(
-        ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'torch eager', 'torch graph', 'ours/torch graph'],
+        ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'hf eager', 'hf static', 'hf static graph', 'ours/hf best'],
         decodeRows.map((r) => [
           r.batch,
           fixed(r.eagerP50Us),
@@ -247,8 +294,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           fixed(r.graphP99Us),
           `${fixed(r.eagerP50Us / r.graphP50Us, 2)}x`,
           fixed(r.torch?.eagerP50Us),
+          fixed(r.torch?.staticP50Us),
           fixed(r.torch?.graphP50Us),
-          r.torch ? fixed(r.graphP50Us / r.torch.graphP50Us, 3) : '-',
+          r.torch ? fixed(r.graphP50Us / torchBest(r.torch), 3) : '-',
         ]),
       ),
     )
@@ -269,24 +317,27 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       ),
     )
     print('')
-    if ('skipped' in torch) print(`PyTorch peer: skipped (${torch.skipped})`)
-    else
+    if ('skipped' in torch) print(`transformers peer: skipped (${torch.skipped})`)
+    else {
       print(
-        `PyTorch peer: torch ${String(torch.torch)}; same greedy tokens as ours at ${peerAgreement!.same}/${peerAgreement!.total} positions (teacher-forced on our sequence${peerAgreement!.nearTies ? `; ${peerAgreement!.nearTies} differ at near-ties, top-2 margin < 0.05` : ''})`,
+        `transformers peer: transformers ${String(torch.transformers)}, torch ${String(torch.torch)}, ${String(torch.dtype)}; same greedy tokens as ours at ${peerAgreement!.same}/${peerAgreement!.total} positions (teacher-forced on our sequence${peerAgreement!.nearTies ? `; ${peerAgreement!.nearTies} differ at near-ties, top-2 margin < 0.05` : ''})`,
       )
+      const failed = decodeRows.find((r) => r.torch?.staticError !== undefined)
+      if (failed) print(`  transformers static cache: ${failed.torch!.staticError}`)
+    }
 
     const b1 = decodeRows.find((r) => r.batch === 1)
     const tail = (r: PromptRow) => r.decodeP99Ms / r.decodeP50Ms
     const worstP99 = Math.max(...promptRows.map(tail))
     const targets = {
       batch1Speedup: b1 ? b1.eagerP50Us / b1.graphP50Us : undefined,
-      batch1VsTorchGraph: b1?.torch ? b1.graphP50Us / b1.torch.graphP50Us : undefined,
+      batch1VsTorchGraph: b1?.torch ? b1.graphP50Us / torchBest(b1.torch) : undefined,
       worstDecodeP99OverP50: worstP99,
       everyPromptOnAGraph: promptRows.every((r) => r.graph !== 'eager'),
       capturesInTimedSteps,
     }
     print(
-      `targets: batch-1 decode graph vs eager ${fixed(targets.batch1Speedup, 2)}x (>= 3x); ours/PyTorch graph at batch 1 ${fixed(targets.batch1VsTorchGraph, 3)} (<= 1); ` +
+      `targets: batch-1 decode graph vs eager ${fixed(targets.batch1Speedup, 2)}x (>= 3x); ours/transformers' fastest at batch 1 ${fixed(targets.batch1VsTorchGraph, 3)} (<= 1); ` +
         `decode P99/P50 worst ${fixed(worstP99, 2)} (<= 1.2); every prompt length on a pre-captured or padded graph: ${targets.everyPromptOnAGraph ? 'yes' : 'no'}; captures inside timed steps: ${capturesInTimedSteps}`,
     )
     if (worstP99 > 1.2) {
@@ -301,19 +352,19 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const results = {
       device: { name: dev.name, driver: Device.driverVersion(), computeCapability: dev.computeCapability, totalMemory: dev.totalMemory },
       options: { ...o, print: undefined },
-      model: { ...model.config, parameters: parameterCount(model.config), seed: o.seed, ...bytes },
+      model: { name: modelName, ...model.config, dtype: model.dtype, parameters: parameterCount(model.config), source: model.source, ...bytes },
       warmup: warm,
       correctness: { graphEqualsEager: sameTokens, tokens: Array.from(gTokens), peer: peerAgreement },
       prompts: promptRows,
       decode: decodeRows,
       launchFloor: floor,
-      torch: 'skipped' in torch ? torch : { torch: torch.torch, device: torch.device },
+      torch: 'skipped' in torch ? torch : { torch: torch.torch, transformers: torch.transformers, dtype: torch.dtype, device: torch.device },
       targets,
       manager: mgr.stats(),
     }
     mkdirSync(o.out, { recursive: true })
     writeFileSync(join(o.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`)
-    writeFileSync(join(o.out, 'chart.svg'), chart(o.model, decodeRows))
+    writeFileSync(join(o.out, 'chart.svg'), chart(modelName, decodeRows))
     say(`wrote ${join(o.out, 'results.json')} and ${join(o.out, 'chart.svg')}`)
     return results
   } finally {
@@ -323,32 +374,51 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   }
 }
 
-function runTorchPeer(
-  model: DecoderModel,
-  o: BenchOptions,
-  sequence: number[],
-  promptLen: number,
-  say: (s: string) => void,
-): Record<string, unknown> | { skipped: string } {
-  const probe = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available(), "torch sees no CUDA device"'], { encoding: 'utf8' })
+/** The transformers peer's fastest decode step, µs (its CUDA graph where that captured). */
+function torchBest(t: TorchDecode): number {
+  return Math.min(t.eagerP50Us, t.staticP50Us ?? Infinity, t.graphP50Us ?? Infinity)
+}
+
+/** A progress bar on stderr while a checkpoint loads (a TTY only); `done` ends its line. */
+export function loadProgress(print: boolean): ((p: LoadProgress) => void) & { done: () => void } {
+  const tty = print && process.stderr.isTTY
+  let drawn = false
+  const f = (p: LoadProgress) => {
+    if (!tty) return
+    const width = 30
+    const filled = Math.round((width * p.bytes) / p.totalBytes)
+    process.stderr.write(`\rloading [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(p.bytes / 1e9).toFixed(2)}/${(p.totalBytes / 1e9).toFixed(2)} GB`)
+    drawn = true
+  }
+  return Object.assign(f, { done: () => drawn && process.stderr.write('\n') })
+}
+
+function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], say: (s: string) => void): Record<string, unknown> | { skipped: string } {
+  const probe = spawnSync('python3', ['-c', 'import torch, transformers; assert torch.cuda.is_available(), "torch sees no CUDA device"'], { encoding: 'utf8' })
   if (probe.status !== 0)
     return {
-      skipped: `python3 with torch and CUDA not found (${(probe.error?.message ?? probe.stderr.trim().split('\n').pop()) || `exit ${String(probe.status)}`})`,
+      skipped: `python3 with torch, transformers and CUDA not found (${(probe.error?.message ?? probe.stderr.trim().split('\n').pop()) || `exit ${String(probe.status)}`})`,
     }
-  const dir = join(tmpdir(), `cudagraph-peer-${process.pid}`)
-  mkdirSync(dir, { recursive: true })
+  const tmp = join(tmpdir(), `cudagraph-peer-${process.pid}`)
+  mkdirSync(tmp, { recursive: true })
   try {
-    say('PyTorch peer: writing the weights (safetensors) and running peers/decoder.py')
-    model.save(join(dir, 'model.safetensors'))
-    writeFileSync(join(dir, 'request.json'), JSON.stringify({ batchSizes: o.batchSizes, context: o.context, reps: o.reps, sequence, promptLen }))
-    const r = spawnSync('python3', [peerPath('decoder.py'), join(dir, 'model.safetensors'), join(dir, 'request.json')], {
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-    })
+    let dir: string
+    if ('dir' in model.source) dir = model.source.dir
+    else {
+      say('transformers peer: writing the preset as a Hugging Face directory')
+      dir = join(tmp, 'model')
+      model.save(dir)
+    }
+    say('transformers peer: running peers/hf_decoder.py')
+    writeFileSync(
+      join(tmp, 'request.json'),
+      JSON.stringify({ batchSizes: o.batchSizes, context: o.context, reps: o.reps, sequence, promptLengths: o.promptLengths }),
+    )
+    const r = spawnSync('python3', [peerPath('hf_decoder.py'), dir, join(tmp, 'request.json')], { encoding: 'utf8', maxBuffer: 64 << 20 })
     if (r.status !== 0) return { skipped: `the peer failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` }
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>
   } finally {
-    rmSync(dir, { recursive: true, force: true })
+    rmSync(tmp, { recursive: true, force: true })
   }
 }
 
@@ -361,8 +431,9 @@ function chart(modelName: string, rows: DecodeRow[]): string {
     series: [
       line('cudagraph eager', '#f4a261', (r) => r.eagerP50Us),
       line('cudagraph graph', '#2a9d8f', (r) => r.graphP50Us),
-      line('PyTorch eager', '#e76f51', (r) => r.torch?.eagerP50Us),
-      line('PyTorch CUDA graph', '#264653', (r) => r.torch?.graphP50Us),
+      line('transformers eager', '#e76f51', (r) => r.torch?.eagerP50Us),
+      line('transformers static cache', '#8d6cab', (r) => r.torch?.staticP50Us),
+      line('transformers static cache, CUDA graph', '#264653', (r) => r.torch?.graphP50Us),
     ],
   })
 }

@@ -4,7 +4,7 @@
  * Every mistake is a {@link UsageError} whose message names the flag, what it got and what is allowed.
  */
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { UsageError } from './errors.js'
 
@@ -116,4 +116,29 @@ export function socketPathUsable(flag: string, path: string): void {
 export function required(flag: string, v: string | boolean | undefined, what: string): string {
   if (typeof v !== 'string' || v.trim() === '') throw new UsageError(`--${flag}: ${what} is required`)
   return v
+}
+
+/** Flag `--flag`'s number in lo..hi, or `dflt` when it was not given. */
+export function num(flag: string, v: string | undefined, dflt: number, lo: number, hi: number): number {
+  if (v === undefined) return dflt
+  const n = /^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(v.trim()) ? Number(v) : Number.NaN
+  if (!(n >= lo && n <= hi)) throw new UsageError(`--${flag}: expected a number in ${lo}..${hi}, got '${v}'`)
+  return n
+}
+
+/** `--flag`'s model: a preset name, or a Hugging Face model directory (one with a config.json). */
+export function modelFlag<T extends string>(flag: string, v: string | boolean | undefined, presets: readonly T[], dflt: T): T | { dir: string } {
+  if (v === undefined) return dflt
+  if (typeof v === 'string' && (presets as readonly string[]).includes(v)) return v as T
+  if (typeof v === 'string' && existsSync(join(v, 'config.json'))) return { dir: v }
+  throw new UsageError(
+    `--${flag}: expected ${presets.join(', ')} or a Hugging Face model directory (with config.json), got '${String(v)}'${suggest(String(v), presets)}`,
+  )
+}
+
+/** `--flag`'s Hugging Face model directory (required). */
+export function modelDir(flag: string, v: string | boolean | undefined): string {
+  const dir = required(flag, v, 'a Hugging Face model directory')
+  if (!existsSync(join(dir, 'config.json'))) throw new UsageError(`--${flag}: '${dir}' is not a Hugging Face model directory (no config.json)`)
+  return dir
 }

@@ -1,6 +1,7 @@
 /**
  * The `cudagraph` command (package.json `bin`): `info` (the device and what its driver supports), `bench`
- * (the built-in decoder benchmark; `--serve` for the generator's), `serve` (the generator) and `client`.
+ * (the decoder benchmark; `--serve` for the generator's), `generate` (text from a Hugging Face model
+ * directory), `serve` (the generator) and `client`.
  *
  * Exit codes: 0 done; 1 a runtime failure, or no usable GPU; 2 a usage error (a bad or misspelt command
  * or flag: one line that names it and what is allowed, then where the help is).
@@ -14,7 +15,8 @@ import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
 import { type BenchOptions, runBench } from './decoder-bench.js'
 import { UsageError } from './errors.js'
-import { type FlagSpec, int, intList, oneOf, parseFlags, required, socketPathUsable, suggest, writableDir } from './flags.js'
+import { type FlagSpec, int, intList, modelDir, modelFlag, num, oneOf, parseFlags, required, socketPathUsable, suggest, writableDir } from './flags.js'
+import { type GenerateCommandOptions, generate } from './generate-command.js'
 import { runServeBench, type ServeBenchOptions } from './serve-bench.js'
 import { type ClientOptions, client, type ServeOptions, serve } from './serve-command.js'
 
@@ -25,7 +27,8 @@ const HELP: Record<string, string> = {
 
 commands:
   info      the GPU, its driver and which graph features work there
-  bench     the built-in decoder benchmark (--serve: the generator's benchmark)
+  bench     the decoder benchmark on a preset or a checkpoint (--serve: the generator's benchmark)
+  generate  text from a Hugging Face model directory, streamed as it is made
   serve     the generator: model and graphs on the GPU, clients on a Unix socket
   client    one prompt to a running generator, its tokens printed as they come
 
@@ -38,11 +41,13 @@ The device, driver, compute capability and memory, and each graph feature probed
 No GPU: a message on stderr and exit code 1.`,
   bench: `usage: cudagraph bench [flags]
 
-The built-in decoder: TTFT and decode P50/P99 per prompt length, decode step per batch size (eager and
-graph), the launch floor against raw CUDA C, and the PyTorch peer. Tables on stdout, progress on stderr;
+The decoder: TTFT and decode P50/P99 per prompt length, decode step per batch size (eager and graph),
+the launch floor against raw CUDA C, and the transformers peer (its own model class on the same
+directory: eager, static cache, static cache in a CUDA graph). Tables on stdout, progress on stderr;
 results.json and chart.svg in --out.
 
-  --model NAME         ${MODELS.join(' | ')} (default small)
+  --model NAME|DIR     ${MODELS.join(' | ')} (random weights), or a Hugging Face model directory (default small)
+  --dtype TYPE         f16 | bf16 (default: the checkpoint's; f16 for presets)
   --batch-sizes LIST   decode batch sizes, 1..256 (default 1,2,4,8,16,32,64,128,256)
   --prompt-lengths L   prompt lengths for the TTFT table, 1..2048 (default 10,50,100,150,200,250,300,350,400)
   --tokens N           tokens generated per prompt, 1..1024 (default 32)
@@ -51,7 +56,7 @@ results.json and chart.svg in --out.
   --reps N             timed steps per batch size, 10..100000 (default 200)
   --seed N             weights and prompts (default 1)
   --out DIR            where results.json and chart.svg go (default ./cudagraph-bench)
-  --no-peer            skip the PyTorch peer
+  --no-peer            skip the transformers peer
   --json               print only the results, as JSON on stdout
   --serve              the generator's benchmark instead (cudagraph bench --serve --help)`,
   'bench --serve': `usage: cudagraph bench --serve [flags]
@@ -83,6 +88,24 @@ with continuous batching. GET /metrics and /healthz on 127.0.0.1. SIGTERM or SIG
   --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)
   --max-connections N  open connections at most; more are refused, 1..65536 (default 1024)
   --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)`,
+  generate: `usage: cudagraph generate --model DIR --prompt TEXT [flags]
+
+Loads a Hugging Face model directory (Llama, Mistral, Qwen2; safetensors), captures its graphs and streams
+the generated text to stdout; the load and the figures go to stderr. Ctrl-C stops the generation.
+
+  --model DIR          the model directory (config.json, *.safetensors, tokenizer.json) (required)
+  --prompt TEXT        the prompt (required)
+  --chat               send the prompt as a user message through the chat template
+  --system TEXT        a system message before it (with --chat)
+  --max-new-tokens N   at most N tokens (default: up to 256, as the context allows)
+  --temperature T      0 is greedy (default: the model's generation_config, else 0)
+  --top-p P            nucleus cut in (0, 1]
+  --top-k K            keep the K most likely tokens (0: off)
+  --seed N             seed of the draws, 0..4294967295 (default 0)
+  --stop TEXT          a string that ends the generation (repeatable with commas: --stop "a,b")
+  --dtype TYPE         f16 | bf16 (default: the checkpoint's)
+  --max-seq-len N      context of the model, 2..4096 (default min(2048, the model's))
+  --no-graphs          run every step eagerly`,
   client: `usage: cudagraph client --socket PATH --prompt-tokens 1,2,3 [flags]
 
   --socket PATH        the Unix socket of a running generator (required)
@@ -96,6 +119,7 @@ const bool = { type: 'boolean' } as const
 
 const BENCH_FLAGS: FlagSpec = {
   model: str,
+  dtype: str,
   'batch-sizes': str,
   'prompt-lengths': str,
   tokens: str,
@@ -119,7 +143,8 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
     throw new UsageError(`--prompt-lengths/--tokens: the longest prompt plus the tokens must be at most 4096, got ${Math.max(...promptLengths) + tokens}`)
   }
   return {
-    model: oneOf('model', f.model, MODELS, 'small'),
+    model: modelFlag('model', f.model, MODELS, 'small'),
+    dtype: f.dtype === undefined ? undefined : oneOf('dtype', f.dtype, ['f16', 'bf16'] as const, 'f16'),
     batchSizes: s('batch-sizes') === undefined ? [1, 2, 4, 8, 16, 32, 64, 128, 256] : intList('batch-sizes', s('batch-sizes')!, 1, 256),
     promptLengths,
     tokens,
@@ -184,6 +209,48 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     drainMs: int('drain-ms', s('drain-ms'), 5000, 0, 3600_000),
     maxConnections: int('max-connections', s('max-connections'), 1024, 1, 65536),
     idleTimeoutMs: int('idle-timeout-ms', s('idle-timeout-ms'), 60_000, 1, 0x7fffffff),
+  }
+}
+
+/** Parses `generate` flags (throws UsageError). */
+export function parseGenerateFlags(args: readonly string[]): GenerateCommandOptions {
+  const f = parseFlags(args, {
+    model: str,
+    prompt: str,
+    chat: bool,
+    system: str,
+    'max-new-tokens': str,
+    temperature: str,
+    'top-p': str,
+    'top-k': str,
+    seed: str,
+    stop: str,
+    dtype: str,
+    'max-seq-len': str,
+    'no-graphs': bool,
+  })
+  const s = (k: string) => f[k] as string | undefined
+  const opt = <T>(k: string, parse: (v: string) => T): T | undefined => (s(k) === undefined ? undefined : parse(s(k)!))
+  if (f.system !== undefined && f.chat !== true) throw new UsageError('--system: needs --chat (a system message goes through the chat template)')
+  return {
+    dir: modelDir('model', f.model),
+    prompt: required('prompt', f.prompt, 'the prompt text'),
+    chat: f.chat === true,
+    system: s('system'),
+    maxNewTokens: opt('max-new-tokens', (v) => int('max-new-tokens', v, 0, 1, 4095)),
+    temperature: opt('temperature', (v) => num('temperature', v, 0, 0, 100)),
+    topP: opt('top-p', (v) => num('top-p', v, 1, 1e-6, 1)),
+    topK: opt('top-k', (v) => int('top-k', v, 0, 0, 1 << 24)),
+    seed: int('seed', s('seed'), 0, 0, 0xffffffff),
+    stop:
+      s('stop') === undefined
+        ? []
+        : s('stop')!
+            .split(',')
+            .filter((x) => x !== ''),
+    dtype: f.dtype === undefined ? undefined : oneOf('dtype', f.dtype, ['f16', 'bf16'] as const, 'f16'),
+    maxSeqLen: opt('max-seq-len', (v) => int('max-seq-len', v, 0, 2, 4096)),
+    graphs: f['no-graphs'] !== true,
   }
 }
 
@@ -266,7 +333,7 @@ function version(): string {
   return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version
 }
 
-const COMMANDS = ['info', 'bench', 'serve', 'client']
+const COMMANDS = ['info', 'bench', 'generate', 'serve', 'client']
 
 /** Runs the command line `args` (without node and the script); resolves to the exit code. */
 export async function main(args: readonly string[]): Promise<number> {
@@ -302,6 +369,9 @@ export async function main(args: readonly string[]): Promise<number> {
       const o = parseBenchFlags(rest)
       writableDir('out', o.out)
       run = benchmark(o.print, () => runBench(o))
+    } else if (cmd === 'generate') {
+      const o = parseGenerateFlags(rest)
+      run = () => generate(o)
     } else if (cmd === 'serve') {
       const o = parseServeFlags(rest)
       socketPathUsable('socket', o.socket)

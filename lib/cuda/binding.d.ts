@@ -151,6 +151,11 @@ export declare class Stream {
   fill(buffer: DeviceBuffer, value: number): void
   /** Stages `bytes` in pinned memory and copies them to `dst` on the stream. */
   uploadAsync(dst: DeviceBuffer, bytes: Uint8Array): void
+  /**
+   * Copies `dst.byteLength` bytes of the file at `path` from byte `offset` into `dst` through pinned
+   * chunks; returns when they are on the device.
+   */
+  uploadFile(dst: DeviceBuffer, path: string, offset: number): void
   /** Copies `src` to pinned memory on the stream; resolves with the bytes. */
   downloadAsync(src: DeviceBuffer): Promise<Uint8Array>
   allocAsync(dtype: string, length: number): DeviceBuffer

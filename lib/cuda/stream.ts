@@ -79,7 +79,7 @@ export interface GemmOptions {
    * Added to every row of the result, one value per output column: n elements for `'row'` layout
    * (m for `'col'`), of c's dtype. Default none.
    */
-  bias?: DeviceBuffer
+  bias?: DeviceBuffer | undefined
   /** Applied after the bias (default `'none'`); `'gelu'` is the tanh approximation. */
   activation?: GemmActivation
 }
@@ -239,6 +239,17 @@ export class Stream {
   uploadAsync<D extends DType>(dst: DeviceBuffer<D>, data: HostArrayOf[D]): void {
     check(fitsDType(data as HostArray, dst.dtype), 'data', `a host array for ${dst.dtype}`, data)
     native(() => this.native.uploadAsync(dst.native, bytesOf(data)))
+  }
+
+  /**
+   * Copies `dst.byteLength` bytes of the file at `path`, from byte `offset`, into `dst`, through pinned
+   * chunks of 8 MiB (a disk read overlapping the previous chunk's copy): the data never passes through the
+   * JS heap. Returns when it is on the device. Not capturable.
+   */
+  uploadFile(dst: DeviceBuffer, path: string, offset = 0): void {
+    check(typeof path === 'string' && path.length > 0, 'path', 'a file path', path)
+    check(Number.isSafeInteger(offset) && offset >= 0, 'offset', 'a non-negative integer (bytes)', offset)
+    native(() => this.native.uploadFile(dst.native, path, offset))
   }
 
   /** Copies `src` to the host after the work enqueued before it; resolves with a new host array. */

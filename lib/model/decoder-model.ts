@@ -1,10 +1,11 @@
 /**
  * The built-in workload: a Llama-style decoder (token embedding, RMSNorm, rotary positions, attention over
- * a contiguous per-slot KV cache, SwiGLU MLP, residual adds, final norm, LM head, greedy argmax on the
- * device). Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS. f16 weights
- * and activations, f32 residual stream and accumulation. Weights are random from a seed.
+ * a contiguous per-slot KV cache, SwiGLU MLP, residual adds, final norm, LM head, sampling on the device).
+ * Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS. f16 or bf16 weights,
+ * activations and KV cache; f32 accumulation. Weights are random from a seed ({@link DecoderModel.create})
+ * or a Hugging Face checkpoint's (`loadDecoder` in checkpoint.ts), laid out as transformers lays them out.
  */
-import { readFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
@@ -13,19 +14,40 @@ import type { Module } from '../cuda/module.js'
 import type { Stream } from '../cuda/stream.js'
 import { check } from '../errors.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
-import { headDim, type ModelConfig, type ModelName, modelConfig } from './model-config.js'
+import { type ModelConfig, type ModelName, type ModelOverrides, modelConfig, ropeInvFreq } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
+import { type WeightSpec, weightLayout } from './weight-layout.js'
+
+/** Storage type of a model's weights, activations and KV cache. */
+export type ModelDType = 'f16' | 'bf16'
 
 /** Options of {@link DecoderModel.create}. */
 export interface DecoderOptions {
   /** A preset name or a partial config over a preset (default `'small'`). */
-  model?: ModelName | (Partial<ModelConfig> & { preset?: ModelName })
+  model?: ModelName | ModelOverrides
   /** Seed of the random weights (default 1): the same seed gives the same model on every GPU. */
   seed?: number
   /** KV-cache slots: requests that can be in flight at once (default 64, at most 256). */
   slots?: number
   /** Longest sequence (prompt plus generated tokens) a slot holds (default 1024, at most 4096). */
   maxSeqLen?: number
+  /** Storage type (default `'f16'`). */
+  dtype?: ModelDType
+}
+
+/** What {@link DecoderModel.build} makes: the shape, where the weights come from, and the cache size. */
+export interface ModelBuild {
+  config: ModelConfig
+  dtype: ModelDType
+  slots?: number | undefined
+  maxSeqLen?: number | undefined
+  /** The seed of random weights, or the checkpoint directory they were loaded from. */
+  source: { seed: number } | { dir: string }
+  /**
+   * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
+   * ends the build and frees everything it allocated.
+   */
+  fill: (spec: WeightSpec, buffer: DeviceBuffer<ModelDType>) => void
 }
 
 /** One step's device tensors, as the forward reads and writes them. */
@@ -38,36 +60,43 @@ export interface ForwardTensors {
   slots: DeviceBuffer<'i32'>
   /** i32 [requests]: each request's last token row (its logits are computed). */
   last: DeviceBuffer<'i32'>
-  /** i32 [requests]: the greedy next token of each request. */
+  /** f32 [requests x 3]: each request's temperature (0: greedy), top-p (1: off) and top-k (0: off). */
+  sampling: DeviceBuffer<'f32'>
+  /** u32 [requests]: each request's sampling seed. */
+  seeds: DeviceBuffer<'u32'>
+  /** i32 [requests]: the next token of each request. */
   next: DeviceBuffer<'i32'>
-  /** f32 [requests, vocab]: the logits of each request's last token. */
+  /** f32 [requests, vocab]: the logits of each request's last token (values of the model's dtype). */
   logits: DeviceBuffer<'f32'>
 }
 
 /** Where a forward enqueues and gets temporaries (a step context, or any stream with an allocator). */
 export interface ForwardContext {
   readonly stream: Stream
-  scratch<D extends 'f32' | 'f16'>(dtype: D, length: number): DeviceBuffer<D>
+  scratch<D extends 'f32' | ModelDType>(dtype: D, length: number): DeviceBuffer<D>
 }
 
-/** A weight: its device buffer and its [rows, cols] shape (row-major, x @ W for projections). */
+/** A weight: its device buffer and its shape ([out, in] row-major for projections, as transformers stores them). */
 export interface Weight {
-  readonly buffer: DeviceBuffer<'f16'>
+  readonly buffer: DeviceBuffer<ModelDType>
   readonly shape: readonly [number] | readonly [number, number]
 }
 
 /** Where the kernels' source ships in the package. */
 export const DECODER_KERNELS_PATH = join(PACKAGE_ROOT, 'kernels', 'decoder.cu')
 
+type Buf = DeviceBuffer<ModelDType>
+
 interface LayerWeights {
-  attnNorm: DeviceBuffer<'f16'>
-  qkv: DeviceBuffer<'f16'>
-  o: DeviceBuffer<'f16'>
-  mlpNorm: DeviceBuffer<'f16'>
-  gateUp: DeviceBuffer<'f16'>
-  down: DeviceBuffer<'f16'>
-  kCache: DeviceBuffer<'f16'>
-  vCache: DeviceBuffer<'f16'>
+  attnNorm: Buf
+  qkv: Buf
+  qkvBias: Buf | undefined
+  o: Buf
+  mlpNorm: Buf
+  gateUp: Buf
+  down: Buf
+  kCache: Buf
+  vCache: Buf
 }
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b)
@@ -77,47 +106,49 @@ const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 3
 export class DecoderModel {
   readonly device: Device
   readonly config: ModelConfig
-  readonly seed: number
+  readonly dtype: ModelDType
+  /** The seed of random weights, or the checkpoint directory they were loaded from. */
+  readonly source: { seed: number } | { dir: string }
   /** KV-cache slots; slot `slots` (one more) takes the writes of padding rows. */
   readonly slots: number
   readonly maxSeqLen: number
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
-  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'argmax', Kernel>
+  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'sample', Kernel>
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
   readonly #layers: LayerWeights[]
-  readonly #top: { embed: DeviceBuffer<'f16'>; norm: DeviceBuffer<'f16'>; lmHead: DeviceBuffer<'f16'> }
+  readonly #top: { embed: Buf; norm: Buf; lmHead: Buf; invFreq: DeviceBuffer<'f32'> }
   #disposed = false
 
   private constructor(
     device: Device,
-    config: ModelConfig,
-    seed: number,
-    slots: number,
-    maxSeqLen: number,
+    b: ModelBuild & { slots: number; maxSeqLen: number },
     module: Module,
     weights: Map<string, Weight>,
-    caches: [DeviceBuffer<'f16'>[], DeviceBuffer<'f16'>[]],
+    invFreq: DeviceBuffer<'f32'>,
+    caches: [Buf[], Buf[]],
   ) {
     this.device = device
-    this.config = config
-    this.seed = seed
-    this.slots = slots
-    this.maxSeqLen = maxSeqLen
+    this.config = b.config
+    this.dtype = b.dtype
+    this.source = b.source
+    this.slots = b.slots
+    this.maxSeqLen = b.maxSeqLen
     this.weights = weights
     this.#k = {
       embed: module.kernel('embed', ['ptr', 'ptr', 'ptr', 'i32', 'i32']),
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
-      rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32']),
+      rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
       attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
-      argmax: module.kernel('argmax', ['ptr', 'ptr', 'i32']),
+      sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32']),
     }
     const w = (name: string) => weights.get(name)!.buffer
-    this.#layers = Array.from({ length: config.layers }, (_, l) => ({
+    this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
       attnNorm: w(`layers.${l}.attn_norm`),
       qkv: w(`layers.${l}.qkv`),
+      qkvBias: weights.get(`layers.${l}.qkv_bias`)?.buffer,
       o: w(`layers.${l}.o`),
       mlpNorm: w(`layers.${l}.mlp_norm`),
       gateUp: w(`layers.${l}.gate_up`),
@@ -125,65 +156,92 @@ export class DecoderModel {
       kCache: caches[0][l]!,
       vCache: caches[1][l]!,
     }))
-    this.#top = { embed: w('embed'), norm: w('norm'), lmHead: w('lm_head') }
+    this.#top = { embed: w('embed'), norm: w('norm'), lmHead: b.config.tieEmbeddings ? w('embed') : w('lm_head'), invFreq }
   }
 
   /**
-   * Compiles the kernels, allocates the weights and the KV cache, and fills the weights from `seed` on
-   * `stream` (waits until they are written). Throws ArgumentError for a bad option, before allocating.
+   * A model of random weights from `seed`: compiles the kernels, allocates the weights and the KV cache,
+   * and fills the weights on `stream` (waits until they are written). Throws ArgumentError for a bad
+   * option, before allocating.
    */
   static create(device: Device, stream: Stream, options: DecoderOptions = {}): DecoderModel {
     const config = modelConfig(options.model ?? 'small')
     const seed = options.seed ?? 1
     check(Number.isSafeInteger(seed) && seed >= 0, 'seed', 'a non-negative integer', seed)
-    const slots = options.slots ?? 64
-    check(Number.isInteger(slots) && slots >= 1 && slots <= 256, 'slots', 'an integer in 1..256', slots)
-    const maxSeqLen = options.maxSeqLen ?? 1024
-    check(Number.isInteger(maxSeqLen) && maxSeqLen >= 1 && maxSeqLen <= 4096, 'maxSeqLen', 'an integer in 1..4096', maxSeqLen)
+    const dtype = options.dtype ?? 'f16'
+    check(dtype === 'f16' || dtype === 'bf16', 'dtype', "'f16' or 'bf16'", dtype)
+    const init = DecoderModel.module(device, dtype).kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+    let n = 0
+    return DecoderModel.build(device, stream, {
+      config,
+      dtype,
+      slots: options.slots,
+      maxSeqLen: options.maxSeqLen,
+      source: { seed },
+      fill: (spec, buffer) => {
+        const len = buffer.length
+        stream.launch(init, { grid: Math.min(4096, ceilDiv(len, 256)), block: 256 }, [
+          buffer,
+          len,
+          BigInt(seed) * 1000003n + BigInt(n++),
+          spec.init.scale,
+          spec.init.offset,
+        ])
+      },
+    })
+  }
 
-    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: 'decoder' })
-    const init = module.kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
-    const { hidden: H, ffn: F, vocab: V, heads, kvHeads } = config
-    const hd = headDim(config)
+  static #modules = new WeakMap<Device, Partial<Record<ModelDType, Module>>>()
+
+  /** The decoder's kernels for `dtype` on `device`, compiled once per device and dtype. */
+  static module(device: Device, dtype: ModelDType): Module {
+    const compiled = DecoderModel.#modules.get(device) ?? {}
+    DecoderModel.#modules.set(device, compiled)
+    const module =
+      compiled[dtype] ??
+      device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: dtype === 'bf16' ? ['-DCG_BF16'] : [] })
+    compiled[dtype] = module
+    return module
+  }
+
+  /**
+   * Allocates a model of `b.config` and fills its weights with `b.fill`, in {@link weightLayout} order;
+   * on any error frees all it allocated and rethrows. For model sources (random, checkpoints).
+   */
+  static build(device: Device, stream: Stream, b: ModelBuild): DecoderModel {
+    check(b.dtype === 'f16' || b.dtype === 'bf16', 'dtype', "'f16' or 'bf16'", b.dtype)
+    const slots = b.slots ?? 64
+    check(Number.isInteger(slots) && slots >= 1 && slots <= 256, 'slots', 'an integer in 1..256', slots)
+    const maxSeqLen = b.maxSeqLen ?? 1024
+    check(Number.isInteger(maxSeqLen) && maxSeqLen >= 1 && maxSeqLen <= 4096, 'maxSeqLen', 'an integer in 1..4096', maxSeqLen)
+    const module = DecoderModel.module(device, b.dtype)
+    const { config } = b
     const weights = new Map<string, Weight>()
     const made: DeviceBuffer[] = []
-    let n = 0
-    // Uniform in offset +- scale; projections keep activations near unit scale. The LM head spreads the
-    // logits (standard deviation about 4) so greedy choices are rarely near-ties.
-    const add = (name: string, shape: Weight['shape'], scale: number, offset = 0) => {
-      const len = shape.reduce((a, b) => a * b, 1)
-      const buffer = device.alloc('f16', len)
+    const alloc = <D extends ModelDType | 'f32'>(dtype: D, length: number) => {
+      const buffer = device.alloc(dtype, length)
       made.push(buffer)
-      stream.launch(init, { grid: Math.min(4096, ceilDiv(len, 256)), block: 256 }, [buffer, len, BigInt(seed) * 1000003n + BigInt(n++), scale, offset])
-      weights.set(name, { buffer, shape })
+      return buffer
     }
-    const unit = (fanIn: number) => Math.sqrt(3 / fanIn)
     try {
-      add('embed', [V, H], 1)
-      for (let l = 0; l < config.layers; l++) {
-        add(`layers.${l}.attn_norm`, [H], 0.1, 1)
-        add(`layers.${l}.qkv`, [H, (heads + 2 * kvHeads) * hd], unit(H))
-        add(`layers.${l}.o`, [heads * hd, H], unit(heads * hd) / Math.sqrt(config.layers))
-        add(`layers.${l}.mlp_norm`, [H], 0.1, 1)
-        add(`layers.${l}.gate_up`, [H, 2 * F], unit(H))
-        add(`layers.${l}.down`, [F, H], unit(F) / Math.sqrt(config.layers))
+      for (const spec of weightLayout(config)) {
+        const buffer = alloc(
+          b.dtype,
+          spec.shape.reduce((a, c) => a * c, 1),
+        )
+        weights.set(spec.name, { buffer, shape: spec.shape })
+        b.fill(spec, buffer)
       }
-      add('norm', [H], 0.1, 1)
-      add('lm_head', [H, V], 4 * unit(H))
-      const cacheLen = (slots + 1) * maxSeqLen * kvHeads * hd
-      const caches: [DeviceBuffer<'f16'>[], DeviceBuffer<'f16'>[]] = [[], []]
-      for (let l = 0; l < config.layers; l++) {
-        for (const c of caches) {
-          const b = device.alloc('f16', cacheLen)
-          made.push(b)
-          c.push(b)
-        }
-      }
+      const invFreq = alloc('f32', config.headDim / 2)
+      invFreq.upload(ropeInvFreq(config))
+      const cacheLen = (slots + 1) * maxSeqLen * config.kvHeads * config.headDim
+      const caches: [Buf[], Buf[]] = [[], []]
+      for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
       stream.synchronize()
-      return new DecoderModel(device, config, seed, slots, maxSeqLen, module, weights, caches)
+      return new DecoderModel(device, { ...b, slots, maxSeqLen }, module, weights, invFreq, caches)
     } catch (e) {
       stream.synchronize()
-      for (const b of made) b.dispose()
+      for (const buffer of made) buffer.dispose()
       throw e
     }
   }
@@ -191,35 +249,90 @@ export class DecoderModel {
   /** The weight `name` (see {@link DecoderModel.weights}). */
   weight(name: string): Weight {
     const w = this.weights.get(name)
-    check(w !== undefined, 'name', 'a weight of this model (embed, layers.<i>.<attn_norm|qkv|o|mlp_norm|gate_up|down>, norm, lm_head)', name)
+    check(w !== undefined, 'name', `a weight of this model (${[...this.weights.keys()].slice(0, 8).join(', ')}, ...)`, name)
     return w
   }
 
-  /** Each weight's raw f16 bits by name, copied from the device (for a reference or a file). */
+  /** Each weight's raw bits (f16 or bf16) by name, copied from the device (for a reference or a file). */
   downloadWeights(): Map<string, Uint16Array> {
     return new Map([...this.weights].map(([name, w]) => [name, w.buffer.download()]))
   }
 
   /**
-   * Writes the weights to a safetensors file (f16, the shapes of {@link DecoderModel.weights}; the config
-   * and seed in its metadata), one weight at a time: how peers get the very same model.
+   * Writes the model as a Hugging Face model directory: `config.json` (LlamaForCausalLM) and
+   * `model.safetensors` with transformers' tensor names, one tensor at a time; transformers and
+   * {@link loadDecoder} both load it.
    */
-  save(path: string): void {
-    const entries = [...this.weights].map(([name, w]) => ({ name, dtype: 'F16' as const, shape: w.shape, data: () => w.buffer.download() }))
-    writeSafetensors(path, entries, { format: 'cudagraph-decoder', config: JSON.stringify(this.config), seed: String(this.seed) })
+  save(dir: string): void {
+    const c = this.config
+    mkdirSync(dir, { recursive: true })
+    const hfDType = this.dtype === 'bf16' ? 'bfloat16' : 'float16'
+    const rope =
+      c.ropeScaling.type === 'none'
+        ? null
+        : c.ropeScaling.type === 'linear'
+          ? { rope_type: 'linear', factor: c.ropeScaling.factor }
+          : {
+              rope_type: 'llama3',
+              factor: c.ropeScaling.factor,
+              low_freq_factor: c.ropeScaling.lowFreqFactor,
+              high_freq_factor: c.ropeScaling.highFreqFactor,
+              original_max_position_embeddings: c.ropeScaling.originalMaxPositions,
+            }
+    const hf = {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: c.hidden,
+      intermediate_size: c.ffn,
+      num_hidden_layers: c.layers,
+      num_attention_heads: c.heads,
+      num_key_value_heads: c.kvHeads,
+      head_dim: c.headDim,
+      vocab_size: c.vocab,
+      rms_norm_eps: c.eps,
+      rope_theta: c.ropeTheta,
+      rope_scaling: rope,
+      max_position_embeddings: this.maxSeqLen,
+      tie_word_embeddings: c.tieEmbeddings,
+      attention_bias: c.qkvBias,
+      hidden_act: 'silu',
+      torch_dtype: hfDType,
+      bos_token_id: null,
+      eos_token_id: null,
+    }
+    writeFileSync(join(dir, 'config.json'), `${JSON.stringify(hf, null, 2)}\n`)
+    const entries = weightLayout(c).flatMap((spec) => {
+      const buffer = this.weights.get(spec.name)!.buffer
+      const cols = spec.shape.length === 2 ? spec.shape[1] : 1
+      let row = 0
+      return spec.parts.map((part) => {
+        const rows = part.shape[0]!
+        const at = row
+        row += rows
+        return {
+          name: part.name,
+          dtype: this.dtype === 'bf16' ? ('BF16' as const) : ('F16' as const),
+          shape: part.shape,
+          data: () => buffer.view(at * cols, rows * cols).download(),
+        }
+      })
+    })
+    const source = 'seed' in this.source ? { seed: String(this.source.seed) } : { source: this.source.dir }
+    writeSafetensors(join(dir, 'model.safetensors'), entries, { format: 'pt', ...source })
   }
 
   /** Device memory of the weights and of the KV cache, bytes. */
   get bytes(): { weights: number; kvCache: number } {
     let weights = 0
     for (const w of this.weights.values()) weights += w.buffer.byteLength
-    const kvCache = this.#layers.reduce((s, L) => s + L.kCache.byteLength + L.vCache.byteLength, 0)
+    const kvCache = this.#layers.reduce((n, L) => n + L.kCache.byteLength + L.vCache.byteLength, 0)
     return { weights, kvCache }
   }
 
   /**
    * Enqueues one forward pass for `numTokens` token rows and `numReqs` request rows: writes each token's
-   * keys and values into its slot at its position, and each request's logits and greedy next token.
+   * keys and values into its slot at its position, and each request's logits and next token (greedy or
+   * sampled, as its row of `t.sampling` says).
    */
   forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number): void {
     const c = this.config
@@ -227,15 +340,16 @@ export class DecoderModel {
     const k = this.#k
     const T = numTokens
     const H = c.hidden
-    const hd = headDim(c)
+    const hd = c.headDim
+    const dt = this.dtype
     const qkvWidth = (c.heads + 2 * c.kvHeads) * hd
     const resid = ctx.scratch('f32', T * H)
-    const x = ctx.scratch('f16', T * H)
-    const qkv = ctx.scratch('f16', T * qkvWidth)
-    const attn = ctx.scratch('f16', T * c.heads * hd)
-    const delta = ctx.scratch('f16', T * H)
-    const gu = ctx.scratch('f16', T * 2 * c.ffn)
-    const act = ctx.scratch('f16', T * c.ffn)
+    const x = ctx.scratch(dt, T * H)
+    const qkv = ctx.scratch(dt, T * qkvWidth)
+    const attn = ctx.scratch(dt, T * c.heads * hd)
+    const delta = ctx.scratch(dt, T * H)
+    const gu = ctx.scratch(dt, T * 2 * c.ffn)
+    const act = ctx.scratch(dt, T * c.ffn)
     const normBlock = threadsFor(H)
     const top = this.#top
     const S = this.maxSeqLen
@@ -244,8 +358,8 @@ export class DecoderModel {
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
-      s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H })
-      s.launch(k.rope, { grid: T, block: 128 }, [qkv, L.kCache, L.vCache, t.positions, t.slots, c.heads, c.kvHeads, hd, S, c.ropeTheta])
+      s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
+      s.launch(k.rope, { grid: T, block: 128 }, [qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, c.heads, c.kvHeads, hd, S])
       s.launch(k.attention, { grid: [T, c.heads], block: 128 }, [
         attn,
         qkv,
@@ -259,24 +373,25 @@ export class DecoderModel {
         S,
         1 / Math.sqrt(hd),
       ])
-      s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd })
+      s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd, transB: true })
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
-      s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H })
+      s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H, transB: true })
       s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * c.ffn, 256)), block: 256 }, [act, gu, c.ffn, T])
-      s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: c.ffn })
+      s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: c.ffn, transB: true })
     }
     // The last rows' norm goes into x, free by now: request r's row at r.
     s.launch(k.finalNorm, { grid: numReqs, block: normBlock }, [x, resid, delta, t.last, top.norm, H, c.eps])
-    s.gemm({ a: x, b: top.lmHead, c: t.logits, m: numReqs, n: c.vocab, k: H })
-    s.launch(k.argmax, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)) }, [t.next, t.logits, c.vocab])
+    s.gemm({ a: x, b: top.lmHead, c: t.logits, m: numReqs, n: c.vocab, k: H, transB: true })
+    s.launch(k.sample, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)) }, [t.next, t.logits, t.last, t.positions, t.sampling, t.seeds, c.vocab])
   }
 
-  /** Frees the weights, the KV cache and the module (after the device is idle). */
+  /** Frees the weights and the KV cache (after the device is idle). */
   dispose(): void {
     if (this.#disposed) return
     this.#disposed = true
     this.device.synchronize()
     for (const w of this.weights.values()) w.buffer.dispose()
+    this.#top.invFreq.dispose()
     for (const L of this.#layers) {
       L.kCache.dispose()
       L.vCache.dispose()

@@ -8,6 +8,7 @@ import { check } from '../errors.js'
 import type { GraphManager, WarmupOptions, WarmupResult } from '../manager/graph-manager.js'
 import type { GraphUse, Step } from '../manager/step.js'
 import type { DecoderModel } from './decoder-model.js'
+import { type SamplingParams, type SamplingRows, samplingRows, setSampling } from './sampling.js'
 
 /** Options of {@link DecoderRunner}. */
 export interface DecoderRunnerOptions {
@@ -29,6 +30,9 @@ const stepSpec = (model: DecoderModel, name: string, tokens: number, reqs: numbe
       // Padding rows write their keys and values into the spare slot, never into a live request's.
       slots: { dtype: 'i32', rows: tokens, pad: dummy },
       last: { dtype: 'i32', rows: reqs, per: 'request' },
+      // Padding rows are greedy (temperature 0).
+      sampling: { dtype: 'f32', rows: reqs, width: 3, per: 'request' },
+      seeds: { dtype: 'u32', rows: reqs, per: 'request' },
     },
     outputs: {
       // Read back by the replay's own native call: one call per step, tokens on the host when it returns.
@@ -46,28 +50,30 @@ type DecoderStep = Step<ReturnType<typeof stepSpec>['inputs'], ReturnType<typeof
 interface StepCall {
   readonly step: DecoderStep
   readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean }
-  readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array }
+  readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array; sampling: Float32Array; seeds: Uint32Array }
   readonly next: readonly Int32Array[]
 }
 
-function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformDecode: boolean): StepCall {
+function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformDecode: boolean, greedy: SamplingRows): StepCall {
   const empty = new Int32Array(0)
   const next = step.hostOutput('next')
   return {
     step,
     options: { numTokens: 1, numReqs: 1, uniformDecode },
-    inputs: { tokens: empty, positions: empty, slots: empty, last },
+    inputs: { tokens: empty, positions: empty, slots: empty, last, sampling: greedy.params, seeds: greedy.seeds },
     next: Array.from({ length: maxReqs + 1 }, (_, k) => next.subarray(0, k)),
   }
 }
 
 /** Runs `c` for `n` requests over `numTokens` token rows; returns their next tokens (pinned, reused). */
-function runCall(c: StepCall, numTokens: number, n: number, tokens: Int32Array, positions: Int32Array, slots: Int32Array): Int32Array {
+function runCall(c: StepCall, numTokens: number, n: number, tokens: Int32Array, positions: Int32Array, slots: Int32Array, sampling: SamplingRows): Int32Array {
   c.options.numTokens = numTokens
   c.options.numReqs = n
   c.inputs.tokens = tokens
   c.inputs.positions = positions
   c.inputs.slots = slots
+  c.inputs.sampling = sampling.params
+  c.inputs.seeds = sampling.seeds
   c.step.run(c.inputs, c.options)
   return c.next[n]!
 }
@@ -89,6 +95,8 @@ export class DecoderRunner {
   readonly #last: Int32Array
   readonly #prefill: StepCall
   readonly #decode: StepCall
+  /** All-greedy sampling rows, for steps given none. */
+  readonly #greedy: SamplingRows
 
   constructor(model: DecoderModel, manager: GraphManager, options: DecoderRunnerOptions = {}) {
     this.model = model
@@ -121,8 +129,9 @@ export class DecoderRunner {
     this.decodeStep = wrap('decode', maxBatch, maxBatch)
     this.#iota = Int32Array.from({ length: maxBatch }, (_, i) => i)
     this.#last = new Int32Array(maxPrefillReqs)
-    this.#prefill = stepCall(this.prefillStep, maxPrefillReqs, this.#last, false)
-    this.#decode = stepCall(this.decodeStep, maxBatch, this.#iota, true)
+    this.#greedy = samplingRows(maxBatch)
+    this.#prefill = stepCall(this.prefillStep, maxPrefillReqs, this.#last, false, this.#greedy)
+    this.#decode = stepCall(this.decodeStep, maxBatch, this.#iota, true, this.#greedy)
   }
 
   /** Captures the prefill ladder, then the decode ladder (largest first, so decode reuses the pool). */
@@ -174,23 +183,24 @@ export class DecoderRunner {
 
   /**
    * Runs `tokens` (ids in 0..vocab-1) of the request in `slot` at positions `start`, `start + 1`, ...,
-   * writing their keys and values, and returns the greedy next token. Waits for the result.
+   * writing their keys and values, and returns the next token (greedy unless `sampling` says otherwise:
+   * its row 0). Waits for the result.
    */
-  prefill(slot: number, tokens: Int32Array, start = 0): number {
+  prefill(slot: number, tokens: Int32Array, start = 0, sampling: SamplingRows = this.#greedy): number {
     const one = this.#one
     one.slot[0] = slot
     one.start[0] = start
     one.length[0] = tokens instanceof Int32Array ? tokens.length : 0
-    return this.prefillBatch(1, one.slot, one.start, one.length, tokens)[0]!
+    return this.prefillBatch(1, one.slot, one.start, one.length, tokens, sampling)[0]!
   }
 
   /**
    * One prefill step for `n` requests: request i's `lengths[i]` tokens (the next ones of `tokens`, which
    * holds them back to back) go into `slots[i]` at positions `starts[i]`, `starts[i] + 1`, ... (a start
-   * above 0 continues a prompt split over steps). Returns each request's greedy next token (a reused
-   * array: copy what you keep). Waits for the result.
+   * above 0 continues a prompt split over steps). Returns each request's next token (a reused array: copy
+   * what you keep), picked as row i of `sampling` says (default greedy). Waits for the result.
    */
-  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array): Int32Array {
+  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array, sampling: SamplingRows = this.#greedy): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxPrefillReqs)) check(false, 'n', `an integer in 1..${this.maxPrefillReqs} (maxPrefillReqs)`, n)
     if (
@@ -213,6 +223,7 @@ export class DecoderRunner {
     }
     if (total > this.maxPrefillTokens) check(false, 'lengths', `at most ${this.maxPrefillTokens} tokens in all (maxPrefillTokens)`, total)
     this.#checkTokens(tokens, total)
+    this.#checkSampling(sampling, n)
     const s = this.prefillStep
     const positions = s.staging('positions') as Int32Array
     const slotRows = s.staging('slots') as Int32Array
@@ -225,20 +236,22 @@ export class DecoderRunner {
       t += len
       last[r] = t - 1
     }
-    return runCall(this.#prefill, total, n, tokens, positions, slotRows)
+    return runCall(this.#prefill, total, n, tokens, positions, slotRows, sampling)
   }
 
   /**
    * One decode step for the first `n` entries of `slots`, `tokens` and `positions` (each request's new
-   * token and its position); returns the greedy next tokens (a reused array: copy what you keep).
+   * token and its position); returns the next tokens (a reused array: copy what you keep), picked as
+   * the rows of `sampling` say (default greedy).
    */
-  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array): Int32Array {
+  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, sampling: SamplingRows = this.#greedy): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxBatch)) check(false, 'n', `an integer in 1..${this.maxBatch} (maxBatch)`, n)
     if (!(slots instanceof Int32Array && slots.length >= n && positions instanceof Int32Array && positions.length >= n)) {
       check(false, 'slots/positions', `Int32Arrays of at least ${n} elements`, [slots, positions])
     }
     this.#checkTokens(tokens, n)
+    this.#checkSampling(sampling, n)
     for (let i = 0; i < n; i++) {
       const s = slots[i]!
       const p = positions[i]!
@@ -246,25 +259,27 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    return runCall(this.#decode, n, n, tokens, positions, slots)
+    return runCall(this.#decode, n, n, tokens, positions, slots, sampling)
   }
 
   /**
-   * Greedy generation for one request in `slot`: the prompt's prefill, then `maxNewTokens - 1` decode
-   * steps. Calls `onToken` with each token as it is made; returns them all.
+   * Generation for one request in `slot` (greedy unless `sampling` says otherwise): the prompt's prefill,
+   * then `maxNewTokens - 1` decode steps. Calls `onToken` with each token as it is made; returns them all.
    */
-  generate(slot: number, prompt: Int32Array, maxNewTokens: number, onToken?: (token: number, index: number) => void): Int32Array {
+  generate(slot: number, prompt: Int32Array, maxNewTokens: number, onToken?: (token: number, index: number) => void, sampling?: SamplingParams): Int32Array {
     check(Number.isInteger(maxNewTokens) && maxNewTokens >= 1, 'maxNewTokens', 'a positive integer', maxNewTokens)
     check(prompt instanceof Int32Array && prompt.length >= 1, 'prompt', 'a non-empty Int32Array of token ids', prompt)
     this.#checkSlot(slot, 0, prompt.length + maxNewTokens - 1)
     const out = new Int32Array(maxNewTokens)
     const one = { slot: Int32Array.of(slot), token: new Int32Array(1), pos: new Int32Array(1) }
-    out[0] = this.prefill(slot, prompt)
+    const rows = samplingRows(1)
+    if (sampling !== undefined) setSampling(rows, 0, sampling)
+    out[0] = this.prefill(slot, prompt, 0, rows)
     onToken?.(out[0], 0)
     for (let i = 1; i < maxNewTokens; i++) {
       one.token[0] = out[i - 1]!
       one.pos[0] = prompt.length + i - 1
-      out[i] = this.decode(1, one.slot, one.token, one.pos)[0]!
+      out[i] = this.decode(1, one.slot, one.token, one.pos, rows)[0]!
       onToken?.(out[i]!, i)
     }
     return out
@@ -283,6 +298,13 @@ export class DecoderRunner {
     if (!(Number.isInteger(slot) && slot >= 0 && slot < S)) check(false, 'slot', `an integer in 0..${S - 1}`, slot)
     if (!(Number.isInteger(start) && start >= 0)) check(false, 'start', 'a non-negative integer', start)
     if (!(Number.isInteger(n) && n >= 1 && start + n <= L)) check(false, 'tokens', `1 or more tokens ending within maxSeqLen (${L}) from position ${start}`, n)
+  }
+
+  /** `sampling` has rows for `n` requests (messages built only on failure; {@link setSampling} checks values). */
+  #checkSampling(sampling: SamplingRows, n: number): void {
+    if (!(sampling.params instanceof Float32Array && sampling.params.length >= 3 * n && sampling.seeds instanceof Uint32Array && sampling.seeds.length >= n)) {
+      check(false, 'sampling', `rows for at least ${n} requests (samplingRows)`, sampling)
+    }
   }
 
   /** The first `n` ids of `tokens` are in the vocabulary (messages built only on failure). */

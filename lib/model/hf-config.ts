@@ -6,6 +6,7 @@
  */
 import { CheckpointError } from '../errors.js'
 import { optionalTokenId, tokenIdList } from './json-file.js'
+import type { ModelConfig, RopeScaling } from './model-config.js'
 
 /** Architectures the decoder runs. */
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'] as const
@@ -13,40 +14,11 @@ export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM'
 /** One of {@link SUPPORTED_ARCHITECTURES}. */
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number]
 
-/** Rotary position scaling. */
-export type RopeScaling =
-  | { type: 'none' }
-  | { type: 'linear'; factor: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
-
 /** A checkpoint's shape and options in the decoder's terms. */
-export interface CheckpointConfig {
+export interface CheckpointConfig extends ModelConfig {
   architecture: Architecture
-  /** Transformer blocks. */
-  layers: number
-  /** Residual width, elements. */
-  hidden: number
-  /** Query heads. */
-  heads: number
-  /** Key/value heads. */
-  kvHeads: number
-  /** Elements per head (`head_dim`, else hidden / heads). */
-  headDim: number
-  /** SwiGLU inner width, elements. */
-  ffn: number
-  /** Vocabulary size, tokens. */
-  vocab: number
-  /** RMSNorm epsilon. */
-  eps: number
-  /** Rotary base. */
-  ropeTheta: number
-  ropeScaling: RopeScaling
   /** Positions the model was trained for, tokens. */
   maxPositions: number
-  /** The LM head is the embedding matrix (no `lm_head.weight` tensor). */
-  tieEmbeddings: boolean
-  /** q/k/v projections have biases (Qwen2; Llama's `attention_bias`). */
-  qkvBias: boolean
   /** The dtype the weights are stored in. */
   dtype: 'bf16' | 'f16' | 'f32'
   /** Sliding-window attention span, tokens; null: full attention. */
@@ -59,11 +31,17 @@ export interface CheckpointConfig {
 
 const DTYPES: Record<string, CheckpointConfig['dtype']> = { bfloat16: 'bf16', float16: 'f16', float32: 'f32' }
 
+/** The context a checkpoint's model gets unless asked otherwise, tokens: min(2048, max_position_embeddings). */
+export function defaultMaxSeqLen(maxPositions: number): number {
+  return Math.min(2048, maxPositions)
+}
+
 /**
- * Reads `json` (the parsed config.json of `file`) for a context of at most `maxSeqLen` tokens. Every
- * field is checked: missing, out of range or unsupported is a CheckpointError naming it.
+ * Reads `json` (the parsed config.json of `file`) for a context of at most `maxSeqLen` tokens (default
+ * {@link defaultMaxSeqLen}). Every field is checked: missing, out of range or unsupported is a
+ * CheckpointError naming it.
  */
-export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): CheckpointConfig {
+export function parseHfConfig(file: string, json: unknown, maxSeqLen?: number): CheckpointConfig {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new CheckpointError(file, 'config.json is not a JSON object')
   const c = json as Record<string, unknown>
   const fail = (field: string, message: string) => new CheckpointError(file, message, { field })
@@ -94,7 +72,7 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
   const kvHeads = int('num_key_value_heads', 1, heads, heads)
   if (heads % kvHeads !== 0) throw fail('num_key_value_heads', `${kvHeads} does not divide num_attention_heads (${heads})`)
   const headDim = int('head_dim', 1, 1024, Math.floor(hidden / heads))
-  if (headDim % 8 !== 0 || headDim > 256) throw fail('head_dim', `${headDim}: the kernels take a head size that is a multiple of 8, at most 256`)
+  if (headDim % 8 !== 0 || headDim > 128) throw fail('head_dim', `${headDim}: the kernels take a head size that is a multiple of 8, at most 128`)
   const act = c.hidden_act ?? 'silu'
   if (act !== 'silu') throw fail('hidden_act', `${JSON.stringify(act)} is not supported (the MLP is SwiGLU: silu)`)
   if (c.mlp_bias === true) throw fail('mlp_bias', 'MLP biases are not supported')
@@ -109,13 +87,19 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
   const usesWindow = architecture === 'Qwen2ForCausalLM' ? c.use_sliding_window === true : window !== null && window !== undefined
   if (usesWindow) {
     slidingWindow = int('sliding_window', 1, 1 << 24)
-    if (slidingWindow < maxSeqLen) {
+    const context = maxSeqLen ?? defaultMaxSeqLen(maxPositions)
+    if (slidingWindow < context) {
       throw fail(
         'sliding_window',
-        `a window of ${slidingWindow} tokens is shorter than maxSeqLen (${maxSeqLen}); sliding-window attention is not implemented (use maxSeqLen <= ${slidingWindow})`,
+        `a window of ${slidingWindow} tokens is shorter than maxSeqLen (${context}); sliding-window attention is not implemented (use maxSeqLen <= ${slidingWindow})`,
       )
     }
   }
+  // transformers 5 writes the rotary settings as `rope_parameters` (theta included); older files as
+  // `rope_theta` and `rope_scaling`.
+  const params = c.rope_parameters
+  const rope = params !== undefined && params !== null && typeof params === 'object' && !Array.isArray(params) ? (params as Record<string, unknown>) : undefined
+  const ropeTheta = rope === undefined ? num('rope_theta', 10000) : ropeNumber(file, rope, 'rope_theta', 10000)
   return {
     architecture: architecture as Architecture,
     layers: int('num_hidden_layers', 1, 1024),
@@ -126,8 +110,8 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
     ffn: int('intermediate_size', 1, 1 << 20),
     vocab: int('vocab_size', 1, 0x7fffffff),
     eps: num('rms_norm_eps', 1e-6),
-    ropeTheta: num('rope_theta', 10000),
-    ropeScaling: ropeScaling(file, c.rope_scaling),
+    ropeTheta,
+    ropeScaling: rope === undefined ? ropeScaling(file, 'rope_scaling', c.rope_scaling) : ropeScaling(file, 'rope_parameters', rope),
     maxPositions,
     tieEmbeddings: bool('tie_word_embeddings', false),
     qkvBias: architecture === 'Qwen2ForCausalLM' ? true : bool('attention_bias', false),
@@ -138,9 +122,16 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen: number): C
   }
 }
 
-function ropeScaling(file: string, v: unknown): RopeScaling {
+function ropeNumber(file: string, r: Record<string, unknown>, k: string, dflt?: number): number {
+  const x = r[k] ?? dflt
+  if (!(typeof x === 'number' && Number.isFinite(x) && x > 0))
+    throw new CheckpointError(file, `${k}: expected a positive number, got ${JSON.stringify(x)}`, { field: 'rope_parameters' })
+  return x
+}
+
+function ropeScaling(file: string, field: string, v: unknown): RopeScaling {
   if (v === undefined || v === null) return { type: 'none' }
-  const fail = (message: string) => new CheckpointError(file, message, { field: 'rope_scaling' })
+  const fail = (message: string) => new CheckpointError(file, message, { field })
   if (typeof v !== 'object' || Array.isArray(v)) throw fail(`expected an object, got ${JSON.stringify(v)}`)
   const r = v as Record<string, unknown>
   const type = r.rope_type ?? r.type
@@ -149,7 +140,7 @@ function ropeScaling(file: string, v: unknown): RopeScaling {
     if (!(typeof x === 'number' && Number.isFinite(x) && x > 0)) throw fail(`${k}: expected a positive number, got ${JSON.stringify(x)}`)
     return x
   }
-  if (type === 'default') return { type: 'none' }
+  if (type === 'default' || (type === undefined && field === 'rope_parameters')) return { type: 'none' }
   if (type === 'linear') return { type: 'linear', factor: pos('factor') }
   if (type === 'llama3') {
     return {

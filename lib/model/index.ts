@@ -4,11 +4,39 @@
  * configs, tokenizers and chat templates.
  */
 
-export { DECODER_KERNELS_PATH, DecoderModel, type DecoderOptions, type ForwardContext, type ForwardTensors, type Weight } from './decoder-model.js'
+export { type Checkpoint, type CheckpointTensor, type LoadOptions, type LoadProgress, type LoadStats, loadDecoder, readCheckpoint } from './checkpoint.js'
+export {
+  DECODER_KERNELS_PATH,
+  DecoderModel,
+  type DecoderOptions,
+  type ForwardContext,
+  type ForwardTensors,
+  type ModelBuild,
+  type ModelDType,
+  type Weight,
+} from './decoder-model.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
 export { DecoderRunner, type DecoderRunnerOptions } from './decoder-runner.js'
-export { type Architecture, type CheckpointConfig, parseHfConfig, type RopeScaling, SUPPORTED_ARCHITECTURES } from './hf-config.js'
-export { headDim, MODEL_PRESETS, type ModelConfig, type ModelName, modelConfig, parameterCount } from './model-config.js'
+export { type Architecture, type CheckpointConfig, defaultMaxSeqLen, parseHfConfig, SUPPORTED_ARCHITECTURES } from './hf-config.js'
+export {
+  type FinishReason,
+  type GenerateOptions,
+  type GenerationResult,
+  LanguageModel,
+  type LoadModelOptions,
+  loadModel,
+  type TextChunk,
+} from './language-model.js'
+export {
+  MODEL_PRESETS,
+  type ModelConfig,
+  type ModelName,
+  type ModelOverrides,
+  modelConfig,
+  parameterCount,
+  type RopeScaling,
+  ropeInvFreq,
+} from './model-config.js'
 export {
   readSafetensorsHeader,
   SAFETENSORS_DTYPES,
@@ -18,5 +46,7 @@ export {
   type SafetensorsTensor,
   writeSafetensors,
 } from './safetensors.js'
+export { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
 export { type GenerationDefaults, readGenerationConfig, StopMatcher } from './stops.js'
 export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'
+export { type WeightPart, type WeightSpec, weightLayout } from './weight-layout.js'

@@ -9,13 +9,13 @@ import { ArgumentError, CheckpointError } from '../errors.js'
 /** One tensor to write: its safetensors dtype, shape and little-endian bytes. */
 export interface SafetensorsEntry {
   name: string
-  dtype: 'F16' | 'F32' | 'I32'
+  dtype: 'F16' | 'BF16' | 'F32' | 'I32'
   shape: readonly number[]
   /** Produces the bytes when the file reaches this tensor. */
   data: () => ArrayBufferView
 }
 
-const SIZE = { F16: 2, F32: 4, I32: 4 } as const
+const SIZE = { F16: 2, BF16: 2, F32: 4, I32: 4 } as const
 
 /** Writes `entries` (in order) and string `metadata` to `path`. */
 export function writeSafetensors(path: string, entries: readonly SafetensorsEntry[], metadata: Record<string, string> = {}): void {

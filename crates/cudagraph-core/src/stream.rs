@@ -207,6 +207,8 @@ const INLINE_ARGS: usize = 24;
 const MAX_STAGING: usize = 8;
 /// Smallest pinned staging area, bytes.
 const MIN_STAGING: usize = 64 << 10;
+/// Bytes of a file read into one pinned staging area by `upload_file`.
+const FILE_CHUNK: usize = 8 << 20;
 
 impl Stream {
     /// Creates a non-blocking stream on `device`.
@@ -465,6 +467,44 @@ impl Stream {
         staged.done.record(self)?;
         self.inner.staging.borrow_mut().push(staged);
         r
+    }
+
+    /// Copies `dst.byte_len()` bytes of the file at `path`, from byte `offset`, into `dst`: read chunk by
+    /// chunk into pinned staging areas (FILE_CHUNK bytes each, the next read overlapping the last copy), so
+    /// no file passes through other host memory whole. Waits until the data is on the device. Not
+    /// capturable.
+    pub fn upload_file(&self, dst: &Buffer, path: &std::path::Path, offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let d = self.check_buffer(dst, "dst")?;
+        if self.inner.capture.borrow().is_some() {
+            return Err(Error::Capture("uploadFile cannot be captured: upload before capturing".into()));
+        }
+        let io = |e: std::io::Error| {
+            Error::arg(
+                "path",
+                format!("a readable file with {} bytes at offset {offset}", dst.byte_len()),
+                format!("'{}' ({e})", path.display()),
+            )
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let total = dst.byte_len();
+        let mut done = 0usize;
+        while done < total {
+            let n = (total - done).min(FILE_CHUNK);
+            let pinned = self.take_staging(n)?;
+            // SAFETY: the area holds at least n bytes and no pending copy reads it (take_staging).
+            let chunk = unsafe { std::slice::from_raw_parts_mut(pinned.as_ptr(), n) };
+            file.read_exact_at(chunk, offset + done as u64).map_err(io)?;
+            let event = Event::new(&self.inner.device, false)?;
+            // SAFETY: the pinned source holds n bytes and stays in the staging list until the event after the
+            // copy completes; the device range lies inside dst.
+            unsafe { sys::cuMemcpyHtoDAsync_v2(d + done as u64, pinned.as_ptr() as *const c_void, n, self.raw()) }
+                .check("cuMemcpyHtoDAsync")?;
+            event.record(self)?;
+            self.inner.staging.borrow_mut().push(Staging { pinned, done: event });
+            done += n;
+        }
+        self.synchronize()
     }
 
     /// A staging area of at least `bytes` whose last copy has finished (waiting for the oldest one if

@@ -1,0 +1,249 @@
+// GPU tests against transformers itself. scripts/make-checkpoints.py writes Hugging Face directories with
+// transformers' own classes (Llama with llama3 and linear rope scaling, tied and untied; Qwen2 with biases,
+// sharded; Mistral with a byte-fallback tokenizer; f32 converted on load) and what transformers and
+// tokenizers give for them. Here: our greedy tokens against transformers' greedy generate (teacher-forced,
+// so one near-tie cannot hide the rest), first-step logits, the rotary table, token ids, the chat template,
+// text streaming, seeded sampling (repeats; frequencies pass a chi-square test) and a failed load's memory.
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import test from 'ava'
+import { Device, roundHalf } from '../dist/index.js'
+import { DecoderModel, loadDecoder, loadModel, ropeInvFreq } from '../dist/model/index.js'
+import { gpu, gpuTest, relError } from './helpers.mjs'
+
+const gtest = gpuTest()
+const CHECKPOINTS = ['llama3-bf16', 'llama-f16', 'llama-f32', 'qwen2-bf16', 'mistral-bf16']
+let root
+
+test.before(() => {
+  if (!gpu.available) return
+  root = process.env.CUDAGRAPH_CHECKPOINTS
+  if (root && existsSync(join(root, 'mistral-bf16', 'reference.json'))) return
+  root = mkdtempSync(join(tmpdir(), 'cudagraph-ckpt-'))
+  const script = new URL('../scripts/make-checkpoints.py', import.meta.url).pathname
+  const r = spawnSync('python3', [script, root], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`scripts/make-checkpoints.py failed (the GPU machine has torch, transformers and tokenizers):\n${r.stderr.slice(-3000)}`)
+})
+test.after.always(() => {
+  if (root && !process.env.CUDAGRAPH_CHECKPOINTS) rmSync(root, { recursive: true, force: true })
+})
+
+const reference = (name) => JSON.parse(readFileSync(join(root, name, 'reference.json'), 'utf8'))
+
+/** bf16 keeps 8 significant bits, f16 11: one unit in the last place at 1.0. */
+const ulpAtOne = (dtype) => (dtype === 'bf16' ? 2 ** -7 : 2 ** -10)
+
+for (const name of CHECKPOINTS) {
+  gtest(`${name}: tokens, logits, rotary table, token ids and chat template agree with transformers`, async (t) => {
+    const dir = join(root, name)
+    const ref = reference(name)
+    const m = await loadModel(dir, { maxSeqLen: 256, slots: 4 })
+    t.teardown(() => m.dispose())
+    const V = m.config.vocab
+    // Text: the tokenizers library's ids (with and without special tokens) and decodings, the chat template.
+    for (const h of ref.hard) {
+      t.deepEqual([...m.tokenizer.encode(h.text)], h.ids, `ids of ${JSON.stringify(h.text)}`)
+      t.deepEqual([...m.encodePrompt(h.text)], h.withSpecial, `ids with special tokens of ${JSON.stringify(h.text)}`)
+      t.is(m.tokenizer.decode(h.ids), h.decoded, `decoding of ${JSON.stringify(h.text)}`)
+    }
+    t.is(m.tokenizer.renderChat(ref.chat.messages), ref.chat.rendered, 'chat template')
+    t.deepEqual([...m.encodePrompt(ref.chat.messages)], ref.chat.ids, 'chat ids')
+    // The rotary frequencies (llama3 and linear scaling applied) are transformers' table.
+    const inv = ropeInvFreq(m.config)
+    t.true(relError(inv, ref.invFreq) < 1e-6, `inv_freq rel err ${relError(inv, ref.invFreq)}`)
+
+    const dtype = m.model.dtype
+    let same = 0
+    let total = 0
+    let nearTies = 0
+    let freeSame = 0
+    const logitErrs = []
+    const far = []
+    for (const p of ref.prompts) {
+      const ids = m.encodePrompt(p.text)
+      t.deepEqual([...ids], p.ids, `prompt ids of ${JSON.stringify(p.text)}`)
+      // Free-running greedy generation, as transformers' generate ran.
+      const free = m.runner.generate(0, ids, p.greedy.length)
+      if (free.every((x, i) => x === p.greedy[i])) freeSame++
+      // Teacher-forced on transformers' tokens: every position compared on its own.
+      const preds = [m.runner.prefill(1, ids)]
+      logitErrs.push(relError(m.runner.prefillStep.outputs.logits.view(0, V).download(), p.logits0))
+      for (let i = 1; i < p.greedy.length; i++) {
+        preds.push(m.runner.decode(1, Int32Array.of(1), Int32Array.of(p.greedy[i - 1]), Int32Array.of(ids.length + i - 1))[0])
+      }
+      for (const [i, x] of preds.entries()) {
+        total++
+        if (x === p.greedy[i]) same++
+        else if (p.margins[i] <= 4 * ulpAtOne(dtype) * Math.max(1, Math.abs(p.top[i]))) nearTies++
+        else far.push(`${JSON.stringify(p.text)}[${i}]: ours ${x}, theirs ${p.greedy[i]}, margin ${p.margins[i]}`)
+      }
+    }
+    const maxLogitErr = Math.max(...logitErrs)
+    t.log(
+      `${name} (${dtype}, transformers ${ref.transformers}): teacher-forced greedy tokens ${same}/${total} equal, ${nearTies} differ at near-ties (top-2 margin <= 4 ulp); free-running ${freeSame}/${ref.prompts.length} prompts identical over ${ref.prompts[0].greedy.length} tokens; first-step logits rel err max ${maxLogitErr.toExponential(2)}`,
+    )
+    t.deepEqual(far, [], 'every difference is a near-tie')
+    t.true(same / total >= 0.9, `${same}/${total}`)
+    t.true(maxLogitErr < (dtype === 'bf16' ? 3e-2 : 1e-2), `logits rel err ${maxLogitErr}`)
+  })
+}
+
+gtest('generate streams whole characters, ends at stop strings and eos, and seeded sampling repeats', async (t) => {
+  const dir = join(root, 'llama3-bf16')
+  const ref = reference('llama3-bf16')
+  const m = await loadModel(dir, { maxSeqLen: 256, slots: 4 })
+  t.teardown(() => m.dispose())
+  const collect = async (prompt, options) => {
+    const chunks = []
+    let result
+    for await (const c of m.generate(prompt, options)) {
+      chunks.push(c.text)
+      if (c.result) result = c.result
+    }
+    return { chunks, result }
+  }
+  const p = ref.prompts[0]
+  const g = await collect(p.text, { maxNewTokens: 64, ignoreEos: true })
+  t.deepEqual([...g.result.tokens], [...m.runner.generate(0, Int32Array.from(p.ids), 64)], 'generate gives the runner greedy tokens')
+  // The chunks add up to the decoding of all the tokens: no character was cut between two chunks (the
+  // tokenizer tests stream split characters on their own; random weights also make byte runs that are not
+  // UTF-8, which decode to U+FFFD whole or streamed alike).
+  t.is(g.chunks.join(''), g.result.text)
+  t.is(g.result.text, m.tokenizer.decode(g.result.tokens))
+  t.is(g.result.finishReason, 'length')
+  t.true(g.result.ttftMs > 0 && g.result.tokenMs.length === 63)
+  // A stop string from the middle of that text ends the generation before it.
+  const text = g.result.text
+  const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3)
+  if (stop.trim().length > 0) {
+    const s = await collect(p.text, { maxNewTokens: 64, ignoreEos: true, stop: [stop] })
+    t.is(s.result.finishReason, 'stop')
+    t.is(s.result.text, text.slice(0, text.indexOf(stop)))
+  }
+  // Seeded sampling repeats exactly; another seed gives another sequence.
+  const opts = { maxNewTokens: 48, ignoreEos: true, temperature: 1.2, topK: 100, topP: 0.95 }
+  const a = await collect(p.text, { ...opts, seed: 7 })
+  const b = await collect(p.text, { ...opts, seed: 7 })
+  const c = await collect(p.text, { ...opts, seed: 8 })
+  t.deepEqual([...a.result.tokens], [...b.result.tokens])
+  t.notDeepEqual([...a.result.tokens], [...c.result.tokens])
+  t.notDeepEqual([...a.result.tokens], [...g.result.tokens].slice(0, 48), 'sampling is not greedy')
+  // Chat messages go through the template; an abort ends it early.
+  const ctl = new AbortController()
+  let n = 0
+  for await (const ch of m.generate([{ role: 'user', content: 'Hi' }], { maxNewTokens: 200, ignoreEos: true, signal: ctl.signal })) {
+    if (++n === 3) ctl.abort()
+    if (ch.result) t.is(ch.result.finishReason, 'abort')
+  }
+  t.log(`greedy text: ${JSON.stringify(text.slice(0, 80))}...; sampled (seed 7): ${JSON.stringify(a.result.text.slice(0, 60))}`)
+})
+
+gtest('the sampling kernel: greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed', (t) => {
+  const dev = Device.open(0)
+  const s = dev.createStream()
+  const sample = DecoderModel.module(dev, 'f16').kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32'])
+  const V = 48
+  const R = 40000
+  // Logits exact in f16, with ties, not sorted by index.
+  const row = Float32Array.from({ length: V }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
+  const logits = new Float32Array(R * V)
+  for (let r = 0; r < R; r++) logits.set(row, r * V)
+  const T = 0.8
+  const topK = 14
+  const topP = 0.9
+  const params = new Float32Array(3 * R)
+  for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
+  const iota = Int32Array.from({ length: R }, (_, i) => i)
+  const bufs = {
+    next: dev.alloc('i32', R),
+    logits: dev.upload(logits),
+    last: dev.upload(iota),
+    pos: dev.upload(iota),
+    params: dev.upload(params),
+    seeds: dev.upload(new Uint32Array(R).fill(1234)),
+  }
+  t.teardown(() => {
+    for (const b of Object.values(bufs)) b.dispose()
+  })
+  const run = () => {
+    bufs.logits.upload(logits)
+    s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, bufs.last, bufs.pos, bufs.params, bufs.seeds, V])
+    s.synchronize()
+    return bufs.next.download()
+  }
+  const got = run()
+  const max = Math.max(...row)
+  t.is(got[0], row.indexOf(max), 'greedy: the lowest index among equal maxima')
+  // The expected distribution: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
+  const order = [...row.keys()].sort((a, b) => row[b] - row[a])
+  const kth = row[order[topK - 1]]
+  let kept = order.filter((i) => row[i] >= kth)
+  const w = (i) => Math.exp((row[i] - max) / T)
+  const z = kept.reduce((a, i) => a + w(i), 0)
+  let mass = 0
+  let cut = Infinity
+  for (const i of kept) {
+    mass += w(i) / z
+    if (mass >= topP) {
+      cut = row[i]
+      break
+    }
+  }
+  kept = kept.filter((i) => row[i] >= cut)
+  const zk = kept.reduce((a, i) => a + w(i), 0)
+  const counts = new Map()
+  for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
+  t.deepEqual(
+    [...counts.keys()].filter((i) => !kept.includes(i)),
+    [],
+    'no draw outside the cut',
+  )
+  const n = R - 2
+  let chi2 = 0
+  for (const i of kept) {
+    const e = (n * w(i)) / zk
+    chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
+  }
+  const df = kept.length - 1
+  // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
+  const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
+  t.log(
+    `${kept.length} tokens kept of ${V} (top-k ${topK}, top-p ${topP}, T ${T}); chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`,
+  )
+  t.true(chi2 < crit, `chi-square ${chi2}`)
+  t.deepEqual(run(), got, 'the same seeds and positions draw the same tokens')
+})
+
+gtest('a failed load frees everything it allocated; a bad dtype is refused before allocating', async (t) => {
+  const dev = Device.open(0)
+  const s = dev.createStream()
+  const dir = join(root, 'qwen2-bf16')
+  // Warm the module cache and the allocator, so the comparison sees only the load.
+  loadDecoder(dev, s, dir, { maxSeqLen: 64, slots: 2 }).model.dispose()
+  dev.synchronize()
+  const used = () => {
+    const m = dev.memoryInfo()
+    return m.total - m.free
+  }
+  const before = used()
+  let calls = 0
+  t.throws(
+    () =>
+      loadDecoder(dev, s, dir, {
+        maxSeqLen: 64,
+        slots: 2,
+        onProgress: () => {
+          if (++calls === 5) throw new Error('interrupted on purpose')
+        },
+      }),
+    { message: /interrupted on purpose/ },
+  )
+  dev.synchronize()
+  const after = used()
+  t.log(`device memory in use before ${before}, after the failed load ${after} (bytes)`)
+  t.true(Math.abs(after - before) <= 2 << 20, `${after - before} bytes more in use`)
+  t.throws(() => loadDecoder(dev, s, dir, { dtype: 'f16' }), { message: /BF16 cannot load into a f16 model/ })
+  t.true(Math.abs(used() - before) <= 2 << 20)
+})
