@@ -3,13 +3,20 @@
 // the next token is that hash, so a wrong slot, position or chunk boundary changes every token after it.
 
 export class FakeEngine {
-  constructor({ vocab = 97, maxSeqLen = 64, slots = 8, maxBatch = 8, maxPrefillTokens = 16, maxPrefillReqs = 4, failOn } = {}) {
+  constructor({ vocab = 97, maxSeqLen = 64, slots = 8, maxBatch = 8, maxPrefillTokens = 16, maxPrefillReqs = 4, failOn, recordSampling = false } = {}) {
     Object.assign(this, { vocab, maxSeqLen, slots, maxBatch, maxPrefillTokens, maxPrefillReqs })
     this.cache = Array.from({ length: slots }, () => new Int32Array(maxSeqLen).fill(-1))
     this.out = new Int32Array(Math.max(maxBatch, maxPrefillReqs))
     this.failOn = failOn
     this.decodeSizes = []
     this.prefillSizes = []
+    /** With recordSampling: the sampling rows of every step, as [temperature, topP, topK, seed] per request. */
+    this.samplingSeen = recordSampling ? [] : undefined
+  }
+
+  #sampling(n, s) {
+    if (this.samplingSeen === undefined) return
+    for (let i = 0; i < n; i++) this.samplingSeen.push([s.params[3 * i], s.params[3 * i + 1], s.params[3 * i + 2], s.seeds[i]])
   }
 
   /** Writes `tok` at `pos` of `slot`; returns the next token. */
@@ -20,8 +27,9 @@ export class FakeEngine {
     return c[pos] % this.vocab
   }
 
-  prefillBatch(n, slots, starts, lengths, tokens) {
+  prefillBatch(n, slots, starts, lengths, tokens, sampling) {
     if (this.failOn?.('prefill', n)) throw new Error('injected prefill failure')
+    this.#sampling(n, sampling)
     this.prefillSizes.push(n)
     let t = 0
     for (let r = 0; r < n; r++) {
@@ -31,8 +39,9 @@ export class FakeEngine {
     return this.out.subarray(0, n)
   }
 
-  decode(n, slots, tokens, positions) {
+  decode(n, slots, tokens, positions, sampling) {
     if (this.failOn?.('decode', n)) throw new Error('injected decode failure')
+    this.#sampling(n, sampling)
     this.decodeSizes.push(n)
     for (let i = 0; i < n; i++) {
       if (positions[i] >= this.maxSeqLen) throw new Error(`position ${positions[i]} outside the context`)

@@ -8,7 +8,7 @@ import test from 'ava'
 const lib = fileURLToPath(new URL('../lib', import.meta.url))
 const ALLOWED = {
   errors: [],
-  util: [],
+  util: ['errors'],
   cuda: ['util', 'errors'],
   policy: ['util', 'errors'],
   manager: ['cuda', 'policy', 'util', 'errors'],

@@ -11,9 +11,32 @@ const clientMsg = fc.oneof(
   fc.record({ type: fc.constant(MessageType.GENERATE), requestId: u32, maxNewTokens: u32, tokens: i32s(0) }),
   fc.record({ type: fc.constant(MessageType.CANCEL), requestId: u32 }),
   fc.record({ type: fc.constant(MessageType.PING), nonce: u64 }),
+  fc.record({
+    type: fc.constant(MessageType.GENERATE_TEXT),
+    requestId: u32,
+    maxNewTokens: u32,
+    // f32 fields: values that survive a round trip through 32 bits.
+    temperature: fc.float({ noNaN: true }).map(Math.fround),
+    topP: fc.float({ noNaN: true }).map(Math.fround),
+    topK: u32,
+    seed: u32,
+    chat: fc.boolean(),
+    ignoreEos: fc.boolean(),
+    stop: fc.array(fc.string({ maxLength: 10 }), { maxLength: 4 }),
+    prompt: fc.string({ maxLength: 60 }),
+  }),
 )
 const serverMsg = fc.oneof(
-  fc.record({ type: fc.constant(MessageType.HELLO), vocab: u32, maxSeqLen: u32, maxBatch: u32, maxFrameBytes: u32, model: fc.string({ maxLength: 20 }) }),
+  fc.record({
+    type: fc.constant(MessageType.HELLO),
+    vocab: u32,
+    maxSeqLen: u32,
+    maxBatch: u32,
+    maxFrameBytes: u32,
+    features: u32,
+    model: fc.string({ maxLength: 20 }),
+  }),
+  fc.record({ type: fc.constant(MessageType.TEXT), requestId: u32, sentNs: u64, tokens: u32, text: fc.string({ maxLength: 40 }) }),
   fc.record({ type: fc.constant(MessageType.TOKENS), requestId: u32, sentNs: u64, tokens: i32s(0) }),
   fc.record({ type: fc.constant(MessageType.DONE), requestId: u32, reason: fc.constantFrom(...FINISH_REASONS), generated: u32 }),
   fc.record({ type: fc.constant(MessageType.ERROR), requestId: u32, code: fc.integer({ min: 0, max: 0xffff }), message: fc.string({ maxLength: 60 }) }),
@@ -86,7 +109,9 @@ test('a frame above the limit is refused from its length field alone; bad versio
   t.throws(() => d.push(len), { instanceOf: FrameError, message: /5004-byte frame, more than the 1024-byte limit/ })
   const bad = (bytes, re, code) =>
     t.throws(() => FrameDecoder.forServer().push(Buffer.from(bytes)), { instanceOf: FrameError, message: re }, String(code)) && undefined
-  bad([2, 0, 0, 0, 9, MessageType.PING], /protocol version 9, expected 1/)
+  bad([2, 0, 0, 0, 9, MessageType.PING], /protocol version 9, expected 1\.\.2/)
+  // Text arrived with version 2: a version-1 frame of that type is unknown.
+  bad([2, 0, 0, 0, 1, MessageType.GENERATE_TEXT], /unknown message type 0x04 in protocol version 1/)
   bad([2, 0, 0, 0, 1, 0x7f], /unknown message type 0x7f/)
   bad([2, 0, 0, 0, 1, MessageType.HELLO], /unknown message type 0x81/) // a server message sent to the server
   bad([3, 0, 0, 0, 1, MessageType.CANCEL, 0], /0x2 with a 1-byte payload/)

@@ -257,9 +257,12 @@ test('serve, client and bench --serve flags: each bad one exits 2 naming itself;
   const cases = [
     [['serve'], /--socket: the Unix socket path to listen on is required/],
     [['serve', '--socket', '/tmp/x', '--max-batch', '0'], /--max-batch: expected an integer in 1\.\.256, got '0'/],
-    [['serve', '--socket', '/tmp/x', '--model', 'huge'], /--model: expected one of tiny, small, 1b, got 'huge'/],
+    [
+      ['serve', '--socket', '/tmp/x', '--model', 'huge'],
+      /--model: expected tiny, small, 1b or a Hugging Face model directory \(with config.json\), got 'huge'/,
+    ],
     [['serve', '--socket', '/tmp/x', '--bogus'], /unknown flag '--bogus'/],
-    [['client', '--socket', '/tmp/x'], /--prompt-tokens: a comma-separated list of token ids \(e.g. 1,2,3\) is required/],
+    [['client', '--socket', '/tmp/x'], /--prompt-tokens: a comma-separated list of token ids \(e.g. 1,2,3\), or --prompt TEXT, is required/],
     [['client', '--socket', '/tmp/x', '--prompt-tokens', '1,a'], /--prompt-tokens: expected comma-separated token ids \(integers 0\.\.2147483647\), got '1,a'/],
     [['bench', '--serve', '--clients', '0,8'], /--clients: expected comma-separated integers in 1\.\.256, got '0,8'/],
   ]

@@ -74,9 +74,10 @@ the socket's cost per token; serve-results.json and serve-chart.svg in --out.
 
 The generator: loads the model, captures its graphs, prints 'ready', and serves clients on a Unix socket
 with continuous batching. GET /metrics and /healthz on 127.0.0.1. SIGTERM or SIGINT drains and exits 0.
+A Hugging Face model directory is served with its tokenizer: text and chat requests as well as token ids.
 
   --socket PATH        Unix socket to listen on (required)
-  --model NAME         ${MODELS.join(' | ')} (default small)
+  --model NAME|DIR     ${MODELS.join(' | ')} (random weights), or a Hugging Face model directory (default small)
   --max-batch N        requests decoded together, 1..256 (default 64)
   --max-seq-len N      tokens per request, prompt included, 2..4096 (default 1024)
   --max-prefill N      tokens per prefill step (default 256)
@@ -106,10 +107,12 @@ the generated text to stdout; the load and the figures go to stderr. Ctrl-C stop
   --dtype TYPE         f16 | bf16 (default: the checkpoint's)
   --max-seq-len N      context of the model, 2..4096 (default min(2048, the model's))
   --no-graphs          run every step eagerly`,
-  client: `usage: cudagraph client --socket PATH --prompt-tokens 1,2,3 [flags]
+  client: `usage: cudagraph client --socket PATH (--prompt TEXT | --prompt-tokens 1,2,3) [flags]
 
   --socket PATH        the Unix socket of a running generator (required)
-  --prompt-tokens L    comma-separated token ids (required)
+  --prompt TEXT        a text prompt (the server needs a model directory); its text is printed
+  --chat               send --prompt as a user message through the chat template
+  --prompt-tokens L    comma-separated token ids; the tokens are printed
   --max-new-tokens N   default 32
   --busy-poll          spin instead of sleeping between tokens (one core busy)`,
 }
@@ -197,7 +200,7 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
   const mib = s('graph-memory') === undefined ? null : int('graph-memory', s('graph-memory'), 0, 1, 2 ** 30)
   return {
     socket,
-    model: oneOf('model', f.model, MODELS, 'small'),
+    model: modelFlag('model', f.model, MODELS, 'small'),
     maxBatch: int('max-batch', s('max-batch'), 64, 1, 256),
     maxSeqLen,
     maxPrefillTokens: int('max-prefill', s('max-prefill'), Math.min(256, maxSeqLen), 1, maxSeqLen),
@@ -256,18 +259,24 @@ export function parseGenerateFlags(args: readonly string[]): GenerateCommandOpti
 
 /** Parses `client` flags (throws UsageError). */
 export function parseClientFlags(args: readonly string[]): ClientOptions {
-  const f = parseFlags(args, { socket: str, 'prompt-tokens': str, 'max-new-tokens': str, 'busy-poll': bool })
+  const f = parseFlags(args, { socket: str, prompt: str, chat: bool, 'prompt-tokens': str, 'max-new-tokens': str, 'busy-poll': bool })
   const socket = required('socket', f.socket, 'the Unix socket path of a running generator')
-  const p = required('prompt-tokens', f['prompt-tokens'], 'a comma-separated list of token ids (e.g. 1,2,3)')
-  const prompt = p.split(',').map((t) => (/^\s*\d+\s*$/.test(t) ? Number(t) : Number.NaN))
-  if (prompt.some((t) => !(Number.isSafeInteger(t) && t <= 0x7fffffff)))
-    throw new UsageError(`--prompt-tokens: expected comma-separated token ids (integers 0..2147483647), got '${p}'`)
-  return {
+  const common = {
     socket,
-    prompt,
+    chat: f.chat === true,
     maxNewTokens: int('max-new-tokens', f['max-new-tokens'] as string | undefined, 32, 1, 0xffffffff),
     busyPoll: f['busy-poll'] === true,
   }
+  if (f.prompt !== undefined) {
+    if (f['prompt-tokens'] !== undefined) throw new UsageError('--prompt and --prompt-tokens: give one of them')
+    return { ...common, prompt: required('prompt', f.prompt, 'the prompt text') }
+  }
+  if (f.chat === true) throw new UsageError('--chat: needs --prompt (a text prompt)')
+  const p = required('prompt-tokens', f['prompt-tokens'], 'a comma-separated list of token ids (e.g. 1,2,3), or --prompt TEXT,')
+  const prompt = p.split(',').map((t) => (/^\s*\d+\s*$/.test(t) ? Number(t) : Number.NaN))
+  if (prompt.some((t) => !(Number.isSafeInteger(t) && t <= 0x7fffffff)))
+    throw new UsageError(`--prompt-tokens: expected comma-separated token ids (integers 0..2147483647), got '${p}'`)
+  return { ...common, prompt }
 }
 
 /** `cudagraph info`: the device, the driver and each feature probed by using it. */

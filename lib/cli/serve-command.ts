@@ -1,22 +1,29 @@
 /**
- * `cudagraph serve` (the generator process: model, graphs, socket, metrics) and `cudagraph client` (one
- * prompt, its tokens printed as they come).
+ * `cudagraph serve` (the generator process: model, graphs, socket, metrics; a Hugging Face model
+ * directory also gets text requests) and `cudagraph client` (one prompt, its tokens or text printed as
+ * they come).
  */
 
 import { Device } from '../cuda/device.js'
 import { CudaGraphError } from '../errors.js'
 import { GraphManager } from '../manager/graph-manager.js'
+import { loadDecoder } from '../model/checkpoint.js'
 import { DecoderModel } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
+import { endOfSequenceIds, readGenerationConfig } from '../model/stops.js'
+import { TextTokenizer } from '../model/tokenizer.js'
 import type { GraphMode } from '../policy/graph-mode.js'
 import { Client } from '../serve/client.js'
 import { GeneratorServer } from '../serve/generator-server.js'
+import type { TextSetup } from '../serve/text.js'
+import { loadProgress } from './decoder-bench.js'
 
 /** What `cudagraph serve` runs. */
 export interface ServeOptions {
   socket: string
-  model: ModelName
+  /** A preset (random weights, token requests only), or a Hugging Face model directory (text too). */
+  model: ModelName | { dir: string }
   /** Requests decoded together at most (KV slots). */
   maxBatch: number
   /** Longest sequence per request, tokens. */
@@ -48,8 +55,26 @@ export async function serve(o: ServeOptions): Promise<number> {
   const dev = Device.open(0)
   const stream = dev.createStream()
   stream.prepareBlas()
-  const model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: o.maxBatch, maxSeqLen: o.maxSeqLen })
-  say(`${dev.name}: model ${o.model} (${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters), ${o.maxBatch} KV slots x ${o.maxSeqLen} tokens`)
+  const name = typeof o.model === 'string' ? o.model : o.model.dir
+  let model: DecoderModel
+  let text: TextSetup | undefined
+  if (typeof o.model === 'string') {
+    model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: o.maxBatch, maxSeqLen: o.maxSeqLen })
+  } else {
+    const tokenizer = TextTokenizer.fromDirectory(o.model.dir)
+    const defaults = readGenerationConfig(o.model.dir)
+    const progress = loadProgress(true)
+    const loaded = loadDecoder(dev, stream, o.model.dir, { slots: o.maxBatch, maxSeqLen: o.maxSeqLen, onProgress: progress })
+    progress.done()
+    model = loaded.model
+    text = { codec: tokenizer, eosTokenIds: endOfSequenceIds(loaded.checkpoint.config.eosTokenIds, defaults, tokenizer.eosTokenId) }
+    say(
+      `loaded ${o.model.dir}: ${(loaded.stats.bytes / 1e9).toFixed(2)} GB in ${loaded.stats.seconds.toFixed(2)} s (${loaded.stats.gbPerSecond.toFixed(2)} GB/s)`,
+    )
+  }
+  say(
+    `${dev.name}: model ${name} (${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}), ${o.maxBatch} KV slots x ${o.maxSeqLen} tokens${text ? '; text requests' : ''}`,
+  )
   const maxCapture = Math.max(o.maxBatch, o.maxPrefillTokens)
   const manager = new GraphManager(dev, {
     stream,
@@ -63,7 +88,8 @@ export async function serve(o: ServeOptions): Promise<number> {
     server = await GeneratorServer.listen({
       socketPath: o.socket,
       engine: runner,
-      model: o.model,
+      model: name,
+      ...(text && { text }),
       maxQueue: o.maxQueue,
       metricsPort: o.metricsPort,
       maxConnections: o.maxConnections,
@@ -71,7 +97,7 @@ export async function serve(o: ServeOptions): Promise<number> {
       log: say,
     })
     process.stdout.write(
-      `cudagraph serve: ready on ${o.socket} (model ${o.model}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`,
+      `cudagraph serve: ready on ${o.socket} (model ${name}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`,
     )
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'))
@@ -93,7 +119,9 @@ export async function serve(o: ServeOptions): Promise<number> {
 /** What `cudagraph client` sends. */
 export interface ClientOptions {
   socket: string
-  prompt: number[]
+  /** Token ids, or text (a user message when `chat`). */
+  prompt: number[] | string
+  chat: boolean
   maxNewTokens: number
   /** See ConnectOptions.busyPoll. */
   busyPoll: boolean
@@ -106,19 +134,23 @@ export async function client(o: ClientOptions): Promise<number> {
     c = await Client.connect(o.socket, { busyPoll: o.busyPoll })
     const t0 = performance.now()
     let first = 0
-    const g = c.generate(o.prompt, { maxNewTokens: o.maxNewTokens })
+    const p = o.prompt
+    const g =
+      typeof p === 'string'
+        ? c.generateText(o.chat ? [{ role: 'user', content: p }] : p, { maxNewTokens: o.maxNewTokens })
+        : c.generate(p, { maxNewTokens: o.maxNewTokens })
     const stop = () => g.cancel()
     process.once('SIGINT', stop)
-    let count = 0
-    for await (const tok of g) {
-      if (++count === 1) first = performance.now() - t0
-      process.stdout.write(count === 1 ? `${tok}` : ` ${tok}`)
+    let pieces = 0
+    for await (const piece of g) {
+      if (++pieces === 1) first = performance.now() - t0
+      process.stdout.write(typeof piece === 'string' ? piece : pieces === 1 ? `${piece}` : ` ${piece}`)
     }
     process.off('SIGINT', stop)
     const ms = performance.now() - t0
     process.stdout.write('\n')
     process.stderr.write(
-      `cudagraph client: ${count} tokens (${g.finishReason}), first after ${first.toFixed(2)} ms, ${((count * 1000) / ms).toFixed(0)} tokens/s\n`,
+      `cudagraph client: ${g.received} tokens (${g.finishReason}), first after ${first.toFixed(2)} ms, ${((g.received * 1000) / ms).toFixed(0)} tokens/s\n`,
     )
     return 0
   } catch (e) {

@@ -4,6 +4,7 @@
  * configs, tokenizers and chat templates.
  */
 
+export { StopMatcher } from '../util/stop-matcher.js'
 export { type Checkpoint, type CheckpointTensor, type LoadOptions, type LoadProgress, type LoadStats, loadDecoder, readCheckpoint } from './checkpoint.js'
 export {
   DECODER_KERNELS_PATH,
@@ -47,6 +48,6 @@ export {
   writeSafetensors,
 } from './safetensors.js'
 export { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
-export { type GenerationDefaults, readGenerationConfig, StopMatcher } from './stops.js'
+export { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './stops.js'
 export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'
 export { type WeightPart, type WeightSpec, weightLayout } from './weight-layout.js'

@@ -7,12 +7,13 @@ import { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { ArgumentError, check, InUseError } from '../errors.js'
 import { GraphManager, type WarmupResult } from '../manager/graph-manager.js'
+import { StopMatcher } from '../util/stop-matcher.js'
 import { type LoadOptions, type LoadStats, loadDecoder } from './checkpoint.js'
 import type { DecoderModel } from './decoder-model.js'
 import { DecoderRunner } from './decoder-runner.js'
 import type { CheckpointConfig } from './hf-config.js'
 import { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
-import { type GenerationDefaults, readGenerationConfig, StopMatcher } from './stops.js'
+import { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './stops.js'
 import { type ChatMessage, TextTokenizer } from './tokenizer.js'
 
 /** Options of {@link loadModel}. */
@@ -104,9 +105,7 @@ export class LanguageModel {
     this.defaults = init.defaults
     this.loadStats = init.loadStats
     this.warmup = init.warmup
-    const eos = new Set([...init.config.eosTokenIds, ...init.defaults.eosTokenIds])
-    if (eos.size === 0 && init.tokenizer.eosTokenId !== undefined) eos.add(init.tokenizer.eosTokenId)
-    this.eosTokenIds = eos
+    this.eosTokenIds = endOfSequenceIds(init.config.eosTokenIds, init.defaults, init.tokenizer.eosTokenId)
   }
 
   /** Loads model directory `dir` (see {@link loadModel}). */

@@ -1,69 +1,10 @@
 /**
- * Where generation stops on text: stop strings that may arrive split across chunks, and the defaults of a
- * model directory's `generation_config.json` (end-of-sequence ids, which may be a list, and sampling
- * settings). No GPU needed.
+ * The generation defaults of a model directory's `generation_config.json` (end-of-sequence ids, which may
+ * be a list, and sampling settings). No GPU needed.
  */
 import { join } from 'node:path'
-import { CheckpointError, check } from '../errors.js'
+import { CheckpointError } from '../errors.js'
 import { optionalTokenId, readJsonObject, tokenIdList } from './json-file.js'
-
-/**
- * Watches streamed text for stop strings. `push` returns the text that is safe to emit: everything up to
- * a stop string (which is not emitted), holding back a tail that could still be the start of one.
- */
-export class StopMatcher {
-  readonly #stops: readonly string[]
-  readonly #hold: number
-  #pending = ''
-  #stopped: string | undefined
-
-  /** `stops`: the strings that end generation (each non-empty; at most 16 of up to 256 characters). */
-  constructor(stops: readonly string[]) {
-    check(Array.isArray(stops) && stops.length <= 16, 'stop', 'at most 16 stop strings', stops)
-    for (const [i, s] of stops.entries()) check(typeof s === 'string' && s.length > 0 && s.length <= 256, `stop[${i}]`, 'a string of 1..256 characters', s)
-    this.#stops = [...stops]
-    this.#hold = Math.max(0, ...stops.map((s) => s.length - 1))
-  }
-
-  /** The stop string that matched, once one has. */
-  get stopped(): string | undefined {
-    return this.#stopped
-  }
-
-  /** Adds `chunk`; returns what can be emitted now ('' after a stop). */
-  push(chunk: string): string {
-    if (this.#stopped !== undefined) return ''
-    const text = this.#pending + chunk
-    let at = -1
-    for (const s of this.#stops) {
-      const i = text.indexOf(s)
-      if (i >= 0 && (at < 0 || i < at)) {
-        at = i
-        this.#stopped = s
-      }
-    }
-    if (at >= 0) {
-      this.#pending = ''
-      return text.slice(0, at)
-    }
-    // A tail shorter than the longest stop string may be its start: hold it, never splitting a surrogate pair.
-    let keep = Math.min(this.#hold, text.length)
-    if (keep > 0 && keep < text.length && isLowSurrogate(text.charCodeAt(text.length - keep))) keep++
-    this.#pending = text.slice(text.length - keep)
-    return text.slice(0, text.length - keep)
-  }
-
-  /** What is still held back, when generation ends for another reason. */
-  flush(): string {
-    const p = this.#stopped === undefined ? this.#pending : ''
-    this.#pending = ''
-    return p
-  }
-}
-
-function isLowSurrogate(c: number): boolean {
-  return c >= 0xdc00 && c <= 0xdfff
-}
 
 /** The generation defaults of a model directory. */
 export interface GenerationDefaults {
@@ -77,6 +18,16 @@ export interface GenerationDefaults {
   topK: number | undefined
   /** Whether the model samples by default (`do_sample`). */
   doSample: boolean
+}
+
+/**
+ * The token ids that end generation: config.json's and generation_config.json's together, else the
+ * tokenizer's end-of-sequence token.
+ */
+export function endOfSequenceIds(configIds: readonly number[], defaults: GenerationDefaults, tokenizerEos: number | undefined): Set<number> {
+  const eos = new Set([...configIds, ...defaults.eosTokenIds])
+  if (eos.size === 0 && tokenizerEos !== undefined) eos.add(tokenizerEos)
+  return eos
 }
 
 /** Reads `generation_config.json` in `dir` (absent: no defaults); each bad field a CheckpointError naming it. */

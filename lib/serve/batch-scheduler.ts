@@ -7,6 +7,27 @@
 import { check } from '../errors.js'
 import type { FinishReason } from './wire-protocol.js'
 
+/**
+ * How each request of a step picks its next token, in device-ready rows: `params` holds [temperature,
+ * top-p, top-k] per request (temperature 0: greedy), `seeds` one seed each (the model's SamplingRows).
+ */
+export interface SamplingBatch {
+  readonly params: Float32Array
+  readonly seeds: Uint32Array
+}
+
+/** One request's sampling settings (checked by whoever accepted the request). */
+export interface RequestSampling {
+  /** 0: greedy. */
+  readonly temperature: number
+  /** In (0, 1]; 1: off. */
+  readonly topP: number
+  /** 0: off. */
+  readonly topK: number
+  /** 0..2^32-1. */
+  readonly seed: number
+}
+
 /** What the scheduler needs of a model (DecoderRunner is one). */
 export interface GenerationEngine {
   /** Token ids are 0..vocab-1. */
@@ -21,16 +42,23 @@ export interface GenerationEngine {
   readonly maxPrefillTokens: number
   /** Most requests one prefill step takes. */
   readonly maxPrefillReqs: number
-  /** Request i's `lengths[i]` tokens (back to back in `tokens`) at positions `starts[i]`.. of `slots[i]`; each request's next token. */
-  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array): Int32Array
-  /** One token per request (its slot, token and position); each request's next token. */
-  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array): Int32Array
+  /**
+   * Request i's `lengths[i]` tokens (back to back in `tokens`) at positions `starts[i]`.. of `slots[i]`;
+   * each request's next token, picked as row i of `sampling` says.
+   */
+  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array, sampling: SamplingBatch): Int32Array
+  /** One token per request (its slot, token and position); each request's next token, picked as `sampling` says. */
+  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, sampling: SamplingBatch): Int32Array
 }
 
 /** A request as the scheduler sees it; callers extend it with their own fields. */
 export interface GenerationRequest {
   readonly prompt: Int32Array
   readonly maxNewTokens: number
+  /** How it picks tokens (default greedy). */
+  readonly sampling?: RequestSampling | undefined
+  /** Token ids that end it (finish reason `stop`; the token is still handed to the sink). */
+  readonly stopTokens?: ReadonlySet<number> | undefined
 }
 
 /** Where results go. Called inside {@link BatchScheduler.step} (and `cancel`), in order per request. */
@@ -93,10 +121,12 @@ export class BatchScheduler<R extends GenerationRequest> {
   readonly #pLens: Int32Array
   readonly #pTokens: Int32Array
   readonly #pSeqs: Seq<R>[]
+  readonly #pSampling: SamplingBatch
   readonly #dSlots: Int32Array
   readonly #dTokens: Int32Array
   readonly #dPos: Int32Array
   readonly #dSeqs: Seq<R>[]
+  readonly #dSampling: SamplingBatch
 
   constructor(engine: GenerationEngine, sink: SchedulerSink<R>, options: SchedulerOptions = {}) {
     this.engine = engine
@@ -118,10 +148,12 @@ export class BatchScheduler<R extends GenerationRequest> {
     this.#pLens = new Int32Array(P)
     this.#pTokens = new Int32Array(engine.maxPrefillTokens)
     this.#pSeqs = new Array<Seq<R>>(P)
+    this.#pSampling = { params: new Float32Array(3 * P), seeds: new Uint32Array(P) }
     this.#dSlots = new Int32Array(this.maxRunning)
     this.#dTokens = new Int32Array(this.maxRunning)
     this.#dPos = new Int32Array(this.maxRunning)
     this.#dSeqs = new Array<Seq<R>>(this.maxRunning)
+    this.#dSampling = { params: new Float32Array(3 * this.maxRunning), seeds: new Uint32Array(this.maxRunning) }
   }
 
   /** Requests waiting for a slot. */
@@ -237,6 +269,7 @@ export class BatchScheduler<R extends GenerationRequest> {
       this.#pSlots[n] = s.slot
       this.#pStarts[n] = s.prefilled
       this.#pLens[n] = take
+      setRow(this.#pSampling, n, s.req.sampling)
       this.#pSeqs[n++] = s
       t += take
     }
@@ -245,7 +278,7 @@ export class BatchScheduler<R extends GenerationRequest> {
     rep.prefillTokens = t
     let next: Int32Array
     try {
-      next = e.prefillBatch(n, this.#pSlots, this.#pStarts, this.#pLens, this.#pTokens)
+      next = e.prefillBatch(n, this.#pSlots, this.#pStarts, this.#pLens, this.#pTokens, this.#pSampling)
     } catch (err) {
       this.#fail(this.#pSeqs, n, err)
       return
@@ -265,13 +298,14 @@ export class BatchScheduler<R extends GenerationRequest> {
       this.#dSlots[n] = s.slot
       this.#dTokens[n] = s.last
       this.#dPos[n] = s.req.prompt.length + s.generated - 1
+      setRow(this.#dSampling, n, s.req.sampling)
       this.#dSeqs[n++] = s
     }
     if (n === 0) return
     rep.decodeReqs = n
     let next: Int32Array
     try {
-      next = this.engine.decode(n, this.#dSlots, this.#dTokens, this.#dPos)
+      next = this.engine.decode(n, this.#dSlots, this.#dTokens, this.#dPos, this.#dSampling)
     } catch (err) {
       this.#fail(this.#dSeqs, n, err)
       return
@@ -282,7 +316,7 @@ export class BatchScheduler<R extends GenerationRequest> {
     }
   }
 
-  /** Hands token `tok` of `s` to the sink; ends `s` when it has all its tokens or the context is full. */
+  /** Hands token `tok` of `s` to the sink; ends `s` at a stop token, when it has all its tokens or the context is full. */
   #emit(s: Seq<R>, tok: number, rep: StepReport): void {
     s.last = tok
     s.generated++
@@ -290,7 +324,14 @@ export class BatchScheduler<R extends GenerationRequest> {
     this.#sink.token(s.req, tok, s.generated - 1)
     if (s.ended) return // the sink cancelled it
     // The new token goes in at position prompt + generated - 1: it must be inside the context.
-    const reason = s.generated >= s.req.maxNewTokens ? 'length' : s.req.prompt.length + s.generated - 1 >= this.engine.maxSeqLen ? 'context' : undefined
+    const reason =
+      s.req.stopTokens?.has(tok) === true
+        ? 'stop'
+        : s.generated >= s.req.maxNewTokens
+          ? 'length'
+          : s.req.prompt.length + s.generated - 1 >= this.engine.maxSeqLen
+            ? 'context'
+            : undefined
     if (reason === undefined) return
     this.#end(s)
     this.#sink.done(s.req, reason, s.generated)
@@ -315,4 +356,12 @@ export class BatchScheduler<R extends GenerationRequest> {
       if (i >= 0 && !this.#stepping) this.#running.splice(i, 1)
     }
   }
+}
+
+/** Writes `p` (greedy when undefined) into row `i` of `b`. */
+function setRow(b: SamplingBatch, i: number, p: RequestSampling | undefined): void {
+  b.params[3 * i] = p?.temperature ?? 0
+  b.params[3 * i + 1] = p?.topP ?? 1
+  b.params[3 * i + 2] = p?.topK ?? 0
+  b.seeds[i] = p?.seed ?? 0
 }

@@ -1,5 +1,6 @@
 /**
- * The generator's client: connects to a {@link GeneratorServer} over its Unix socket and streams tokens.
+ * The generator's client: connects to a {@link GeneratorServer} over its Unix socket and streams tokens
+ * (token prompts) or text (text and chat prompts, when the server has a tokenizer).
  * Many generations can share one connection. Every failure is a typed error: RefusedError (no server),
  * BusyError (queue full), ProtocolError, ServerError (the server's error frames) and
  * ConnectionClosedError (the server went away); a cancelled generation rejects with its signal's reason.
@@ -12,8 +13,10 @@ import {
   ErrorCode,
   encode,
   errorCodeName,
+  Feature,
   type FinishReason,
   FrameDecoder,
+  type GenerateTextMessage,
   type HelloMessage,
   MessageType,
   type ServerMessage,
@@ -41,16 +44,36 @@ export interface GenerateOptions {
   signal?: AbortSignal
 }
 
+/** Options of {@link Client.generateText}. */
+export interface TextGenerateOptions {
+  /** Most tokens to generate (default: what the context leaves after the prompt). */
+  maxNewTokens?: number
+  /** 0 (default) is greedy. */
+  temperature?: number
+  /** In (0, 1] (default 1: off). */
+  topP?: number
+  /** 0 (default): off. */
+  topK?: number
+  /** 0..2^32-1 (default 0). */
+  seed?: number
+  /** Strings that end it (not sent), at most 16. */
+  stop?: readonly string[]
+  /** Keep going past end-of-sequence tokens (default false). */
+  ignoreEos?: boolean
+  signal?: AbortSignal
+}
+
 /** What the server accepts, from its HELLO. */
 export type ServerInfo = Omit<HelloMessage, 'type'>
 
 const FATAL: ReadonlySet<number> = new Set([ErrorCode.PROTOCOL, ErrorCode.FRAME_TOO_LARGE, ErrorCode.UNKNOWN_TYPE])
 
 /**
- * One request's token stream: iterate it with `for await`. Ending the loop early cancels the request.
- * Tokens that arrive before they are read are kept (they are small).
+ * One request's stream: token ids (numbers) for a token prompt, text chunks (strings) for a text prompt.
+ * Iterate it with `for await`; ending the loop early cancels the request. What arrives before it is read
+ * is kept (it is small).
  */
-export class Generation implements AsyncIterable<number> {
+export class Generation<T extends number | string = number> implements AsyncIterable<T> {
   readonly requestId: number
   /** Why it ended, once it has. */
   finishReason: FinishReason | undefined
@@ -59,13 +82,13 @@ export class Generation implements AsyncIterable<number> {
   /** The server's send time of the frame of the last token read (its monotonic clock, ns). */
   sentNs = 0n
   readonly #client: Client
-  readonly #tokens: number[] = []
+  readonly #tokens: T[] = []
   readonly #sent: bigint[] = []
   #read = 0
   #error: unknown
   #ended = false
   /** The pending `next()` of the iterator, answered as soon as a token or the end arrives. */
-  #waiter: { resolve: (r: IteratorResult<number>) => void; reject: (e: unknown) => void } | undefined
+  #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined
   #signal: AbortSignal | undefined
   #onAbort: (() => void) | undefined
 
@@ -92,10 +115,10 @@ export class Generation implements AsyncIterable<number> {
     this.end(undefined, reason)
   }
 
-  /** @internal tokens of a TOKENS frame */
-  push(tokens: Int32Array, sentNs: bigint): void {
+  /** @internal the tokens of a TOKENS frame, or the text of a TEXT frame (`count` tokens) */
+  push(tokens: ArrayLike<T>, sentNs: bigint, count = tokens.length): void {
     if (this.#ended) return
-    this.received += tokens.length
+    this.received += count
     let i = 0
     const w = this.#waiter
     if (w !== undefined && tokens.length > 0) {
@@ -124,12 +147,12 @@ export class Generation implements AsyncIterable<number> {
   }
 
   /** Answers a read at the end: the error, or done. */
-  #settle(resolve: (r: IteratorResult<number>) => void, reject: (e: unknown) => void): void {
+  #settle(resolve: (r: IteratorResult<T>) => void, reject: (e: unknown) => void): void {
     if (this.#error !== undefined) reject(this.#error)
     else resolve({ value: undefined, done: true })
   }
 
-  #next(): Promise<IteratorResult<number>> {
+  #next(): Promise<IteratorResult<T>> {
     if (this.#read < this.#tokens.length) {
       this.sentNs = this.#sent[this.#read]!
       const value = this.#tokens[this.#read++]!
@@ -143,7 +166,7 @@ export class Generation implements AsyncIterable<number> {
   }
 
   /** Tokens as they arrive; ending the loop early (break, return, throw) cancels the request. */
-  [Symbol.asyncIterator](): AsyncIterator<number> {
+  [Symbol.asyncIterator](): AsyncIterator<T> {
     return {
       next: () => this.#next(),
       return: () => {
@@ -154,8 +177,8 @@ export class Generation implements AsyncIterable<number> {
   }
 
   /** Reads the whole stream into an array. */
-  async toArray(): Promise<number[]> {
-    const out: number[] = []
+  async toArray(): Promise<T[]> {
+    const out: T[] = []
     for await (const t of this) out.push(t)
     return out
   }
@@ -187,7 +210,7 @@ export class Client {
   /** What the server accepts (from its HELLO). */
   readonly server: ServerInfo
   readonly #socket: Socket
-  readonly #open = new Map<number, Generation>()
+  readonly #open = new Map<number, Generation<number> | Generation<string>>()
   readonly #pings = new Map<bigint, { resolve: (us: number) => void; reject: (e: unknown) => void; t0: bigint }>()
   #nextId = 1
   #nextNonce = 1n
@@ -277,19 +300,59 @@ export class Client {
       `at most ${Math.floor((this.server.maxFrameBytes - 14) / 4)} tokens (the server's frame limit)`,
       tokens.length,
     )
+    return this.#start<number>(options.signal, (requestId) => encode({ type: MessageType.GENERATE, requestId, maxNewTokens: options.maxNewTokens, tokens }))
+  }
+
+  /**
+   * Starts generating text after `prompt` (a string, or chat messages the server's chat template renders):
+   * iterate the result for text chunks, each whole characters. Needs a server with a tokenizer.
+   */
+  generateText(prompt: string | readonly { role: string; content: string }[], options: TextGenerateOptions = {}): Generation<string> {
+    check((this.server.features & Feature.TEXT) !== 0, 'prompt', 'token ids: this server has no tokenizer', typeof prompt)
+    const chat = typeof prompt !== 'string'
+    check(!chat || (Array.isArray(prompt) && prompt.length > 0), 'prompt', 'a string or a non-empty array of { role, content } messages', prompt)
+    check(!chat || (this.server.features & Feature.CHAT) !== 0, 'prompt', "a string: the server's tokenizer has no chat template", 'chat messages')
+    const o = options
+    const maxNewTokens = o.maxNewTokens ?? 0
+    check(Number.isInteger(maxNewTokens) && maxNewTokens >= 0 && maxNewTokens <= 0xffffffff, 'maxNewTokens', 'a positive 32-bit integer', o.maxNewTokens)
+    // Checked here as the frame's fields hold them (f32, u32): nothing is sent that the server would refuse.
+    const num = (name: string, v: number | undefined, ok: (x: number) => boolean, what: string) => check(v === undefined || ok(v), name, what, v)
+    num('temperature', o.temperature, (x) => Number.isFinite(x) && x >= 0 && x <= 100, 'a number in 0..100 (0: greedy)')
+    num('topP', o.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]')
+    num('topK', o.topK, (x) => Number.isInteger(x) && x >= 0 && x < 2 ** 24, 'an integer >= 0 (0: off)')
+    num('seed', o.seed, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff, 'an integer in 0..4294967295')
+    const msg: Omit<GenerateTextMessage, 'requestId'> = {
+      type: MessageType.GENERATE_TEXT,
+      maxNewTokens,
+      temperature: o.temperature ?? 0,
+      topP: o.topP ?? 1,
+      topK: o.topK ?? 0,
+      seed: o.seed ?? 0,
+      chat,
+      ignoreEos: o.ignoreEos ?? false,
+      stop: [...(o.stop ?? [])],
+      prompt: chat ? JSON.stringify(prompt) : prompt,
+    }
+    const size = encode({ ...msg, requestId: 1 }).length
+    check(size <= this.server.maxFrameBytes, 'prompt', `a request of at most ${this.server.maxFrameBytes} bytes (the server's frame limit)`, `${size} bytes`)
+    return this.#start<string>(o.signal, (requestId) => encode({ ...msg, requestId }))
+  }
+
+  /** Opens a generation under a fresh request id and sends `frame(id)`. */
+  #start<T extends number | string>(signal: AbortSignal | undefined, frame: (id: number) => Uint8Array): Generation<T> {
     const id = this.#nextId
     this.#nextId = id >= 0xffffffff ? 1 : id + 1
-    const g = new Generation(this, id, options.signal)
+    const g = new Generation<T>(this, id, signal)
     if (this.#closed !== undefined) {
       g.end(undefined, this.#closed)
       return g
     }
-    if (options.signal?.aborted) {
-      g.end(undefined, options.signal.reason)
+    if (signal?.aborted) {
+      g.end(undefined, signal.reason)
       return g
     }
-    this.#open.set(id, g)
-    this.send(encode({ type: MessageType.GENERATE, requestId: id, maxNewTokens: options.maxNewTokens, tokens }))
+    this.#open.set(id, g as unknown as Generation<number> | Generation<string>)
+    this.send(frame(id))
     if (this.#busyPoll && !this.#polling) {
       this.#polling = true
       setImmediate(this.#poll)
@@ -335,7 +398,10 @@ export class Client {
   #handle(m: ServerMessage): void {
     switch (m.type) {
       case MessageType.TOKENS:
-        this.#open.get(m.requestId)?.push(m.tokens, m.sentNs)
+        ;(this.#open.get(m.requestId) as Generation<number> | undefined)?.push(m.tokens, m.sentNs)
+        return
+      case MessageType.TEXT:
+        ;(this.#open.get(m.requestId) as Generation<string> | undefined)?.push([m.text], m.sentNs, m.tokens)
         return
       case MessageType.DONE:
         this.#open

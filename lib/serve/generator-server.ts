@@ -11,15 +11,19 @@ import type { ManagerSnapshot } from '../manager/graph-manager.js'
 import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
 import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
+import { checkSampling, checkStops, promptTokens, TextOutput, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 import {
   type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
   ErrorCode,
   encode,
+  encodeText,
   encodeTokens,
+  Feature,
   type FinishReason,
   FrameDecoder,
   FrameError,
+  type GenerateTextMessage,
   MessageType,
 } from './wire-protocol.js'
 
@@ -41,6 +45,8 @@ export interface GeneratorServerOptions {
   engine: GenerationEngine & Partial<RollingGraphs>
   /** Model name sent in HELLO (default `model`). */
   model?: string
+  /** The tokenizer and end-of-sequence ids: with them the server takes text requests (GENERATE_TEXT). */
+  text?: TextSetup
   /** Requests waiting for a slot before BUSY (default 1024). */
   maxQueue?: number
   /** Requests running at once (default the engine's min(slots, maxBatch)). */
@@ -75,6 +81,8 @@ interface Served extends GenerationRequest {
   readonly conn: Connection
   readonly arrived: number
   last: number
+  /** A text request's output (TEXT frames instead of TOKENS). */
+  readonly text?: TextOutput | undefined
 }
 
 class Connection {
@@ -116,6 +124,13 @@ function serverLimits(o: GeneratorServerOptions) {
     return v
   }
   const model = o.model ?? 'model'
+  const t = o.text
+  check(
+    t === undefined || (t !== null && typeof t.codec?.encode === 'function' && typeof t.codec.detokenizer === 'function' && t.eosTokenIds instanceof Set),
+    'options.text',
+    'undefined or { codec: a TextCodec (encode, renderChat, detokenizer), eosTokenIds: a Set }',
+    t,
+  )
   check(
     typeof model === 'string' && Buffer.byteLength(model) <= MAX_MODEL_NAME_BYTES,
     'options.model',
@@ -124,6 +139,7 @@ function serverLimits(o: GeneratorServerOptions) {
   )
   return {
     model,
+    text: o.text,
     maxFrameBytes: int('maxFrameBytes', 64, 64 << 20, DEFAULT_MAX_FRAME_BYTES),
     maxUnreadBytes: int('maxUnreadBytes', 64 << 10, 1 << 30, 4 << 20),
     maxConnections: int('maxConnections', 1, 65536, 1024),
@@ -298,6 +314,7 @@ export class GeneratorServer {
         maxSeqLen: e.maxSeqLen,
         maxBatch: this.#scheduler.maxRunning,
         maxFrameBytes: this.#limits.maxFrameBytes,
+        features: this.#limits.text === undefined ? 0 : Feature.TEXT | (this.#limits.text.codec.hasChatTemplate ? Feature.CHAT : 0),
         model: this.#limits.model,
       }),
     )
@@ -321,6 +338,7 @@ export class GeneratorServer {
     for (const m of msgs) {
       if (conn.closed) return
       if (m.type === MessageType.GENERATE) this.#generate(conn, m.requestId, m.maxNewTokens, m.tokens)
+      else if (m.type === MessageType.GENERATE_TEXT) this.#generateText(conn, m)
       else if (m.type === MessageType.CANCEL) {
         const r = conn.requests.get(m.requestId)
         // A CANCEL for a request that already ended crossed its DONE: nothing to do.
@@ -407,29 +425,86 @@ export class GeneratorServer {
   }
 
   #generate(conn: Connection, id: number, maxNewTokens: number, prompt: Int32Array): void {
-    const refuse = (code: number, outcome: RequestOutcome, message: string) => {
-      this.#sendError(conn, id, code, message)
-      this.metrics.requestEnded(outcome)
-    }
-    if (this.#closing !== undefined) {
-      refuse(ErrorCode.SHUTTING_DOWN, 'shutdown', 'the server is shutting down')
+    if (this.#admissible(conn, id)) this.#submit({ id, conn, prompt, maxNewTokens, arrived: now(), last: 0 })
+  }
+
+  /** A text request: its prompt encoded (or its chat rendered), its output turned into TEXT frames. */
+  #generateText(conn: Connection, m: GenerateTextMessage): void {
+    const id = m.requestId
+    if (!this.#admissible(conn, id)) return
+    const setup = this.#limits.text
+    if (setup === undefined) {
+      this.#refuse(conn, id, ErrorCode.INVALID_REQUEST, 'invalid', 'this server has no tokenizer: send token ids (GENERATE)')
       return
+    }
+    let req: TextRequest
+    let prompt: Int32Array
+    try {
+      let messages: unknown
+      if (m.chat) {
+        try {
+          messages = JSON.parse(m.prompt)
+        } catch {
+          throw new TextRequestError('prompt', 'a chat request carries a JSON array of { role, content } messages')
+        }
+      }
+      req = {
+        prompt: m.chat ? (messages as TextRequest['prompt']) : m.prompt,
+        maxNewTokens: m.maxNewTokens === 0 ? undefined : m.maxNewTokens,
+        sampling: checkSampling(m, { temperature: 'temperature', topP: 'topP', topK: 'topK', seed: 'seed' }),
+        stop: checkStops(m.stop),
+        ignoreEos: m.ignoreEos,
+      }
+      prompt = promptTokens(setup.codec, req.prompt)
+    } catch (e) {
+      if (!(e instanceof TextRequestError)) throw e
+      this.#refuse(conn, id, ErrorCode.INVALID_REQUEST, 'invalid', e.message)
+      return
+    }
+    const room = this.engine.maxSeqLen - prompt.length
+    this.#submit({
+      id,
+      conn,
+      prompt,
+      maxNewTokens: req.maxNewTokens ?? Math.max(1, room),
+      sampling: req.sampling,
+      stopTokens: req.ignoreEos ? undefined : setup.eosTokenIds,
+      text: new TextOutput(setup, req.stop, req.ignoreEos),
+      arrived: now(),
+      last: 0,
+    })
+  }
+
+  /** Whether `conn` may start request `id` now (if not, it was told why). */
+  #admissible(conn: Connection, id: number): boolean {
+    if (this.#closing !== undefined) {
+      this.#refuse(conn, id, ErrorCode.SHUTTING_DOWN, 'shutdown', 'the server is shutting down')
+      return false
     }
     if (id === 0 || conn.requests.has(id)) {
-      refuse(ErrorCode.INVALID_REQUEST, 'invalid', `request id ${id} is ${id === 0 ? 'reserved' : 'already running on this connection'}`)
-      return
+      this.#refuse(conn, id, ErrorCode.INVALID_REQUEST, 'invalid', `request id ${id} is ${id === 0 ? 'reserved' : 'already running on this connection'}`)
+      return false
     }
-    const why = this.#scheduler.invalid(prompt, maxNewTokens)
+    return true
+  }
+
+  #refuse(conn: Connection, id: number, code: number, outcome: RequestOutcome, message: string): void {
+    this.#sendError(conn, id, code, message)
+    this.metrics.requestEnded(outcome)
+  }
+
+  /** Queues `r` (checked against the engine first); a full queue is BUSY. */
+  #submit(r: Served): void {
+    const why = this.#scheduler.invalid(r.prompt, r.maxNewTokens)
     if (why !== undefined) {
-      refuse(ErrorCode.INVALID_REQUEST, 'invalid', why)
+      this.#refuse(r.conn, r.id, ErrorCode.INVALID_REQUEST, 'invalid', why)
       return
     }
-    const r: Served = { id, conn, prompt, maxNewTokens, arrived: now(), last: 0 }
     if (!this.#scheduler.submit(r)) {
-      refuse(ErrorCode.BUSY, 'busy', `the queue is full (${this.#scheduler.maxQueue} waiting)`)
+      this.#refuse(r.conn, r.id, ErrorCode.BUSY, 'busy', `the queue is full (${this.#scheduler.maxQueue} waiting)`)
       return
     }
-    conn.requests.set(id, r)
+    r.conn.requests.set(r.id, r)
     this.#wake()
   }
 
@@ -439,6 +514,12 @@ export class GeneratorServer {
     r.last = t
     const conn = r.conn
     if (conn.closed) return
+    if (r.text !== undefined) {
+      const out = r.text.push(tok)
+      if (out.text !== '') this.#send(conn, encodeText(r.id, process.hrtime.bigint(), out.tokens, out.text))
+      if (r.text.stopped !== undefined) this.#scheduler.cancel(r, 'stop')
+      return
+    }
     this.#one[0] = tok
     this.#send(conn, encodeTokens(r.id, process.hrtime.bigint(), this.#one, 1))
   }
@@ -448,6 +529,8 @@ export class GeneratorServer {
     if (conn.requests.get(r.id) === r) conn.requests.delete(r.id)
     if (conn.closed) return
     this.metrics.requestEnded(reason)
+    const tail = r.text?.flush()
+    if (tail !== undefined && (tail.text !== '' || tail.tokens > 0)) this.#send(conn, encodeText(r.id, process.hrtime.bigint(), tail.tokens, tail.text))
     this.#send(conn, encode({ type: MessageType.DONE, requestId: r.id, reason, generated }))
   }
 

@@ -11,7 +11,7 @@ import type { FinishReason } from './wire-protocol.js'
 
 /** How a request ended, as the `outcome` label of `cudagraph_requests_total`. */
 export type RequestOutcome = FinishReason | 'busy' | 'invalid' | 'error' | 'disconnected'
-const OUTCOMES: readonly RequestOutcome[] = ['length', 'context', 'cancelled', 'shutdown', 'busy', 'invalid', 'error', 'disconnected']
+const OUTCOMES: readonly RequestOutcome[] = ['length', 'context', 'cancelled', 'shutdown', 'stop', 'busy', 'invalid', 'error', 'disconnected']
 
 /** Why the server closed a client's connection, as the `reason` label of `cudagraph_connections_dropped_total`. */
 export type DropReason = 'slow_reader' | 'idle' | 'frame_timeout' | 'protocol'

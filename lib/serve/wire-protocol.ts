@@ -6,8 +6,13 @@
  */
 import { ProtocolError } from './errors.js'
 
-/** The protocol version every frame carries. */
-export const PROTOCOL_VERSION = 1
+/**
+ * The protocol version this side writes. Version 2 added text (GENERATE_TEXT, TEXT), the `stop` finish
+ * reason and HELLO's feature bits; frames of version 1 (token prompts) are still accepted.
+ */
+export const PROTOCOL_VERSION = 2
+/** The oldest version accepted. */
+const MIN_VERSION = 1
 
 /** Default largest frame either side accepts (length field included), bytes. */
 export const DEFAULT_MAX_FRAME_BYTES = 1 << 20
@@ -20,16 +25,29 @@ export const MessageType = {
   GENERATE: 0x01,
   CANCEL: 0x02,
   PING: 0x03,
+  GENERATE_TEXT: 0x04,
   HELLO: 0x81,
   TOKENS: 0x82,
   DONE: 0x83,
   ERROR: 0x84,
   PONG: 0x85,
+  TEXT: 0x86,
+} as const
+
+/** Message types version 1 did not have. */
+const SINCE_V2: ReadonlySet<number> = new Set([MessageType.GENERATE_TEXT, MessageType.TEXT])
+
+/** HELLO feature bits. */
+export const Feature = {
+  /** The server has a tokenizer: GENERATE_TEXT is served. */
+  TEXT: 1,
+  /** The tokenizer has a chat template: GENERATE_TEXT may carry chat messages. */
+  CHAT: 2,
 } as const
 
 /** Why a request ended (DONE's reason byte). */
-export const FINISH_REASONS = ['length', 'context', 'cancelled', 'shutdown'] as const
-/** `length`: maxNewTokens made; `context`: the model's maxSeqLen reached; `cancelled`; `shutdown`. */
+export const FINISH_REASONS = ['length', 'context', 'cancelled', 'shutdown', 'stop'] as const
+/** `length`: maxNewTokens made; `context`: the model's maxSeqLen reached; `cancelled`; `shutdown`; `stop`: an end-of-sequence token or a stop string. */
 export type FinishReason = (typeof FINISH_REASONS)[number]
 
 /** ERROR codes. The first three close the connection after the frame. */
@@ -66,6 +84,25 @@ export interface GenerateMessage {
   maxNewTokens: number
   tokens: Int32Array
 }
+/**
+ * Client → server (version 2): generate text. `prompt` is the text, or with `chat` a JSON array of
+ * `{ role, content }` messages that the model's chat template renders. Sampling as in the model's
+ * generate (temperature 0: greedy); `stop` strings end it (not sent); end-of-sequence tokens end it unless
+ * `ignoreEos`.
+ */
+export interface GenerateTextMessage {
+  type: typeof MessageType.GENERATE_TEXT
+  requestId: number
+  maxNewTokens: number
+  temperature: number
+  topP: number
+  topK: number
+  seed: number
+  chat: boolean
+  ignoreEos: boolean
+  stop: string[]
+  prompt: string
+}
 /** Client → server: stop request `requestId` (answered by DONE `cancelled` unless it already ended). */
 export interface CancelMessage {
   type: typeof MessageType.CANCEL
@@ -83,6 +120,8 @@ export interface HelloMessage {
   maxSeqLen: number
   maxBatch: number
   maxFrameBytes: number
+  /** {@link Feature} bits. */
+  features: number
   model: string
 }
 /**
@@ -94,6 +133,17 @@ export interface TokensMessage {
   requestId: number
   sentNs: bigint
   tokens: Int32Array
+}
+/**
+ * Server → client (version 2): the text the request's latest tokens completed (whole characters; a stop
+ * string and what follows it are never sent). `tokens`: how many tokens it covers.
+ */
+export interface TextMessage {
+  type: typeof MessageType.TEXT
+  requestId: number
+  sentNs: bigint
+  tokens: number
+  text: string
 }
 /** Server → client: the request ended after `generated` tokens; its id is free again. */
 export interface DoneMessage {
@@ -110,8 +160,8 @@ export interface ErrorMessage {
   message: string
 }
 
-export type ClientMessage = GenerateMessage | CancelMessage | PingMessage
-export type ServerMessage = HelloMessage | TokensMessage | DoneMessage | ErrorMessage | PingMessage
+export type ClientMessage = GenerateMessage | GenerateTextMessage | CancelMessage | PingMessage
+export type ServerMessage = HelloMessage | TokensMessage | TextMessage | DoneMessage | ErrorMessage | PingMessage
 export type Message = ClientMessage | ServerMessage
 
 /** A frame that breaks the protocol; `errorCode` is the ERROR code the receiver answers with. */
@@ -155,6 +205,31 @@ export function encode(m: Message): Uint8Array {
       putTokens(b, 14, m.tokens)
       return b
     }
+    case MessageType.GENERATE_TEXT: {
+      const stops = m.stop.map((x) => Buffer.from(x, 'utf8'))
+      if (stops.length > 255 || stops.some((x) => x.length > 0xffff))
+        throw new FrameError(ErrorCode.PROTOCOL, 'at most 255 stop strings of at most 65535 bytes')
+      const prompt = Buffer.from(m.prompt, 'utf8')
+      const b = frame(m.type, 26 + stops.reduce((n, x) => n + 2 + x.length, 0) + prompt.length)
+      b.writeUInt32LE(m.requestId, 6)
+      b.writeUInt32LE(m.maxNewTokens, 10)
+      b.writeFloatLE(m.temperature, 14)
+      b.writeFloatLE(m.topP, 18)
+      b.writeUInt32LE(m.topK, 22)
+      b.writeUInt32LE(m.seed, 26)
+      b[30] = (m.chat ? 1 : 0) | (m.ignoreEos ? 2 : 0)
+      b[31] = stops.length
+      let at = 32
+      for (const x of stops) {
+        b.writeUInt16LE(x.length, at)
+        x.copy(b, at + 2)
+        at += 2 + x.length
+      }
+      prompt.copy(b, at)
+      return b
+    }
+    case MessageType.TEXT:
+      return encodeText(m.requestId, m.sentNs, m.tokens, m.text)
     case MessageType.CANCEL: {
       const b = frame(m.type, 4)
       b.writeUInt32LE(m.requestId, 6)
@@ -168,12 +243,13 @@ export function encode(m: Message): Uint8Array {
     }
     case MessageType.HELLO: {
       const name = Buffer.from(m.model, 'utf8')
-      const b = frame(m.type, 16 + name.length)
+      const b = frame(m.type, 20 + name.length)
       b.writeUInt32LE(m.vocab, 6)
       b.writeUInt32LE(m.maxSeqLen, 10)
       b.writeUInt32LE(m.maxBatch, 14)
       b.writeUInt32LE(m.maxFrameBytes, 18)
-      name.copy(b, 22)
+      b.writeUInt32LE(m.features, 22)
+      name.copy(b, 26)
       return b
     }
     case MessageType.TOKENS:
@@ -205,13 +281,26 @@ export function encodeTokens(requestId: number, sentNs: bigint, tokens: Int32Arr
   return b
 }
 
+/** A TEXT frame. */
+export function encodeText(requestId: number, sentNs: bigint, tokens: number, text: string): Uint8Array {
+  const n = Buffer.byteLength(text, 'utf8')
+  const b = frame(MessageType.TEXT, 16 + n)
+  b.writeUInt32LE(requestId, 6)
+  b.writeBigUInt64LE(sentNs, 10)
+  b.writeUInt32LE(tokens, 18)
+  b.write(text, 22, 'utf8')
+  return b
+}
+
 /** Payload bytes each type has: exact, or at least `min` and then `min + k * step`. */
 const SHAPES: Record<number, { min: number; step: number }> = {
   [MessageType.GENERATE]: { min: 8, step: 4 },
+  [MessageType.GENERATE_TEXT]: { min: 26, step: 1 },
+  [MessageType.TEXT]: { min: 16, step: 1 },
   [MessageType.CANCEL]: { min: 4, step: 0 },
   [MessageType.PING]: { min: 8, step: 0 },
   [MessageType.PONG]: { min: 8, step: 0 },
-  [MessageType.HELLO]: { min: 16, step: 1 },
+  [MessageType.HELLO]: { min: 20, step: 1 },
   [MessageType.TOKENS]: { min: 12, step: 4 },
   [MessageType.DONE]: { min: 9, step: 0 },
   [MessageType.ERROR]: { min: 6, step: 1 },
@@ -220,10 +309,12 @@ const SHAPES: Record<number, { min: number; step: number }> = {
 /** Parses one frame's body (`b` from the version byte on, `len` bytes). Throws FrameError. */
 function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<number>): Message {
   const version = b[at]!
-  if (version !== PROTOCOL_VERSION) throw new FrameError(ErrorCode.PROTOCOL, `protocol version ${version}, expected ${PROTOCOL_VERSION}`)
+  if (version < MIN_VERSION || version > PROTOCOL_VERSION)
+    throw new FrameError(ErrorCode.PROTOCOL, `protocol version ${version}, expected ${MIN_VERSION}..${PROTOCOL_VERSION}`)
   const type = b[at + 1]!
   const shape = SHAPES[type]
-  if (shape === undefined || !accept.has(type)) throw new FrameError(ErrorCode.UNKNOWN_TYPE, `unknown message type 0x${type.toString(16).padStart(2, '0')}`)
+  if (shape === undefined || !accept.has(type) || (version < 2 && SINCE_V2.has(type)))
+    throw new FrameError(ErrorCode.UNKNOWN_TYPE, `unknown message type 0x${type.toString(16).padStart(2, '0')} in protocol version ${version}`)
   const n = len - 2
   const p = at + 2
   if (n < shape.min || (shape.step === 0 ? n !== shape.min : (n - shape.min) % shape.step !== 0)) {
@@ -232,6 +323,34 @@ function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<numb
   switch (type) {
     case MessageType.GENERATE:
       return { type, requestId: b.readUInt32LE(p), maxNewTokens: b.readUInt32LE(p + 4), tokens: getTokens(b, p + 8, (n - 8) / 4) }
+    case MessageType.GENERATE_TEXT: {
+      const flags = b[p + 24]!
+      const count = b[p + 25]!
+      const stop: string[] = []
+      let q = p + 26
+      const end = p + n
+      for (let i = 0; i < count; i++) {
+        if (q + 2 > end || q + 2 + b.readUInt16LE(q) > end) throw new FrameError(ErrorCode.PROTOCOL, `GENERATE_TEXT: stop string ${i} runs past the frame`)
+        const len = b.readUInt16LE(q)
+        stop.push(b.toString('utf8', q + 2, q + 2 + len))
+        q += 2 + len
+      }
+      return {
+        type,
+        requestId: b.readUInt32LE(p),
+        maxNewTokens: b.readUInt32LE(p + 4),
+        temperature: b.readFloatLE(p + 8),
+        topP: b.readFloatLE(p + 12),
+        topK: b.readUInt32LE(p + 16),
+        seed: b.readUInt32LE(p + 20),
+        chat: (flags & 1) !== 0,
+        ignoreEos: (flags & 2) !== 0,
+        stop,
+        prompt: b.toString('utf8', q, end),
+      }
+    }
+    case MessageType.TEXT:
+      return { type, requestId: b.readUInt32LE(p), sentNs: b.readBigUInt64LE(p + 4), tokens: b.readUInt32LE(p + 12), text: b.toString('utf8', p + 16, p + n) }
     case MessageType.CANCEL:
       return { type, requestId: b.readUInt32LE(p) }
     case MessageType.PING:
@@ -244,7 +363,8 @@ function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<numb
         maxSeqLen: b.readUInt32LE(p + 4),
         maxBatch: b.readUInt32LE(p + 8),
         maxFrameBytes: b.readUInt32LE(p + 12),
-        model: b.toString('utf8', p + 16, p + n),
+        features: b.readUInt32LE(p + 16),
+        model: b.toString('utf8', p + 20, p + n),
       }
     case MessageType.TOKENS:
       return { type, requestId: b.readUInt32LE(p), sentNs: b.readBigUInt64LE(p + 4), tokens: getTokens(b, p + 12, (n - 12) / 4) }
@@ -258,8 +378,15 @@ function decodeBody(b: Buffer, at: number, len: number, accept: ReadonlySet<numb
   }
 }
 
-const CLIENT_TYPES: ReadonlySet<number> = new Set([MessageType.GENERATE, MessageType.CANCEL, MessageType.PING])
-const SERVER_TYPES: ReadonlySet<number> = new Set([MessageType.HELLO, MessageType.TOKENS, MessageType.DONE, MessageType.ERROR, MessageType.PONG])
+const CLIENT_TYPES: ReadonlySet<number> = new Set([MessageType.GENERATE, MessageType.GENERATE_TEXT, MessageType.CANCEL, MessageType.PING])
+const SERVER_TYPES: ReadonlySet<number> = new Set([
+  MessageType.HELLO,
+  MessageType.TOKENS,
+  MessageType.TEXT,
+  MessageType.DONE,
+  MessageType.ERROR,
+  MessageType.PONG,
+])
 
 /** First allocation for a frame that arrives in pieces, bytes; it doubles up to the frame's length. */
 const PARTIAL_START = 64 << 10
@@ -288,12 +415,12 @@ export class FrameDecoder<M extends Message> {
     this.maxFrameBytes = maxFrameBytes
   }
 
-  /** A decoder for what a server receives (GENERATE, CANCEL, PING). */
+  /** A decoder for what a server receives (GENERATE, GENERATE_TEXT, CANCEL, PING). */
   static forServer(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): FrameDecoder<ClientMessage> {
     return new FrameDecoder<ClientMessage>(CLIENT_TYPES, maxFrameBytes)
   }
 
-  /** A decoder for what a client receives (HELLO, TOKENS, DONE, ERROR, PONG). */
+  /** A decoder for what a client receives (HELLO, TOKENS, TEXT, DONE, ERROR, PONG). */
   static forClient(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): FrameDecoder<ServerMessage> {
     return new FrameDecoder<ServerMessage>(SERVER_TYPES, maxFrameBytes)
   }
