@@ -3,7 +3,17 @@
 // the next token is that hash, so a wrong slot, position or chunk boundary changes every token after it.
 
 export class FakeEngine {
-  constructor({ vocab = 97, maxSeqLen = 64, slots = 8, maxBatch = 8, maxPrefillTokens = 16, maxPrefillReqs = 4, failOn, recordSampling = false } = {}) {
+  constructor({
+    vocab = 97,
+    maxSeqLen = 64,
+    slots = 8,
+    maxBatch = 8,
+    maxPrefillTokens = 16,
+    maxPrefillReqs = 4,
+    failOn,
+    recordSampling = false,
+    stepDelayMs = 0,
+  } = {}) {
     Object.assign(this, { vocab, maxSeqLen, slots, maxBatch, maxPrefillTokens, maxPrefillReqs })
     this.cache = Array.from({ length: slots }, () => new Int32Array(maxSeqLen).fill(-1))
     this.out = new Int32Array(Math.max(maxBatch, maxPrefillReqs))
@@ -12,6 +22,8 @@ export class FakeEngine {
     this.prefillSizes = []
     /** With recordSampling: the sampling rows of every step, as [temperature, topP, topK, seed] per request. */
     this.samplingSeen = recordSampling ? [] : undefined
+    /** Each decode step takes at least this long (a slow model, for queue and shutdown tests), ms. */
+    this.stepDelayMs = stepDelayMs
   }
 
   #sampling(n, s) {
@@ -43,6 +55,7 @@ export class FakeEngine {
     if (this.failOn?.('decode', n)) throw new Error('injected decode failure')
     this.#sampling(n, sampling)
     this.decodeSizes.push(n)
+    for (const end = performance.now() + this.stepDelayMs; performance.now() < end; );
     for (let i = 0; i < n; i++) {
       if (positions[i] >= this.maxSeqLen) throw new Error(`position ${positions[i]} outside the context`)
       this.out[i] = this.#write(slots[i], positions[i], tokens[i])

@@ -64,7 +64,8 @@ results.json and chart.svg in --out.
 Starts cudagraph serve and measures 1, 8 and 64 concurrent clients: TTFT, inter-token time, tokens/s and
 the socket's cost per token; serve-results.json and serve-chart.svg in --out.
 
-  --model NAME         ${MODELS.join(' | ')} (default small)
+  --model NAME|DIR     ${MODELS.join(' | ')}, or a Hugging Face model directory (default small)
+  --http               also stream through the OpenAI endpoint (HTTP, SSE) beside the socket (needs a directory)
   --clients LIST       concurrent clients, 1..256 (default 1,8,64)
   --requests N         timed requests per client, in turn, 1..10000 (default 4)
   --tokens N           tokens per request, 1..2048 (default 64)
@@ -88,7 +89,9 @@ A Hugging Face model directory is served with its tokenizer: text and chat reque
   --seed N             weights (default 1)
   --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)
   --max-connections N  open connections at most; more are refused, 1..65536 (default 1024)
-  --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)`,
+  --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)
+  --http HOST:PORT     also serve the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models) over
+                       HTTP there, on the same batch (needs a model directory; port 0: any free one)`,
   generate: `usage: cudagraph generate --model DIR --prompt TEXT [flags]
 
 Loads a Hugging Face model directory (Llama, Mistral, Qwen2; safetensors), captures its graphs and streams
@@ -163,10 +166,25 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
 
 /** Parses `bench --serve` flags (throws UsageError). */
 export function parseServeBenchFlags(args: readonly string[]): ServeBenchOptions {
-  const f = parseFlags(args, { serve: bool, model: str, clients: str, requests: str, tokens: str, 'prompt-length': str, seed: str, out: str, json: bool })
+  const f = parseFlags(args, {
+    serve: bool,
+    http: bool,
+    model: str,
+    clients: str,
+    requests: str,
+    tokens: str,
+    'prompt-length': str,
+    seed: str,
+    out: str,
+    json: bool,
+  })
   const s = (k: string) => f[k] as string | undefined
+  const model = modelFlag('model', f.model, MODELS, 'small')
+  if (f.http === true && typeof model === 'string')
+    throw new UsageError(`--http: needs --model DIR, a Hugging Face model directory (the API speaks text), got the preset '${model}'`)
   return {
-    model: oneOf('model', f.model, MODELS, 'small'),
+    model,
+    http: f.http === true,
     clients: s('clients') === undefined ? [1, 8, 64] : intList('clients', s('clients')!, 1, 256),
     requests: int('requests', s('requests'), 4, 1, 10000),
     tokens: int('tokens', s('tokens'), 64, 1, 2048),
@@ -193,14 +211,24 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     'drain-ms': str,
     'max-connections': str,
     'idle-timeout-ms': str,
+    http: str,
   })
   const s = (k: string) => f[k] as string | undefined
   const socket = required('socket', f.socket, 'the Unix socket path to listen on')
+  const model = modelFlag('model', f.model, MODELS, 'small')
+  let http: ServeOptions['http']
+  if (s('http') !== undefined) {
+    const m = /^(.+):(\d+)$/.exec(s('http')!)
+    if (m === null) throw new UsageError(`--http: expected HOST:PORT (e.g. 127.0.0.1:8000), got '${s('http')}'`)
+    http = { host: m[1]!, port: int('http', m[2], 0, 0, 65535) }
+    if (typeof model === 'string')
+      throw new UsageError(`--http: needs --model DIR, a Hugging Face model directory (the API speaks text), got the preset '${model}'`)
+  }
   const maxSeqLen = int('max-seq-len', s('max-seq-len'), 1024, 2, 4096)
   const mib = s('graph-memory') === undefined ? null : int('graph-memory', s('graph-memory'), 0, 1, 2 ** 30)
   return {
     socket,
-    model: modelFlag('model', f.model, MODELS, 'small'),
+    model,
     maxBatch: int('max-batch', s('max-batch'), 64, 1, 256),
     maxSeqLen,
     maxPrefillTokens: int('max-prefill', s('max-prefill'), Math.min(256, maxSeqLen), 1, maxSeqLen),
@@ -212,6 +240,7 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     drainMs: int('drain-ms', s('drain-ms'), 5000, 0, 3600_000),
     maxConnections: int('max-connections', s('max-connections'), 1024, 1, 65536),
     idleTimeoutMs: int('idle-timeout-ms', s('idle-timeout-ms'), 60_000, 1, 0x7fffffff),
+    http,
   }
 }
 

@@ -4,7 +4,9 @@
  * cost per token (server write to client read, stamped on the server's monotonic clock: no GPU work in
  * it), plus a PING round trip; then one busy-polling client (ConnectOptions.busyPoll). Checks that every
  * prompt gets the same tokens at every concurrency, then stops the server with SIGTERM and checks that it
- * exits 0 and removes its socket.
+ * exits 0 and removes its socket. With `--http` (a model directory), the same clients and prompts also
+ * stream through the OpenAI endpoint (HTTP, SSE) in the same run: its TTFT, inter-token time and tokens/s
+ * beside the socket's, and the per-token cost HTTP adds.
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -21,7 +23,10 @@ import { fixed, formatTable } from './table.js'
 
 /** What `cudagraph bench --serve` runs. */
 export interface ServeBenchOptions {
-  model: ModelName
+  /** A preset, or a Hugging Face model directory (needed for `http`). */
+  model: ModelName | { dir: string }
+  /** Also measure the OpenAI HTTP endpoint (SSE streaming). */
+  http: boolean
   /** Concurrent clients, one row each. */
   clients: number[]
   /** Timed requests per client, one after another. */
@@ -56,6 +61,58 @@ export interface ServeRow {
 
 const CLI = join(PACKAGE_ROOT, 'bin', 'cudagraph.js')
 
+/** One row of the HTTP table: `clients` concurrent SSE streams. */
+export interface HttpRow {
+  clients: number
+  requests: number
+  tokens: number
+  tokensPerSecond: number
+  ttftP50Ms: number
+  ttftP99Ms: number
+  /** Between SSE chunks (one per token, but for a character split over tokens), ms. */
+  interTokenP50Ms: number
+  interTokenP99Ms: number
+  /** HTTP's inter-token p50 minus the socket's at the same concurrency, µs. */
+  overheadP50Us: number | undefined
+}
+
+/** Streams one completion through the OpenAI endpoint; the arrival time of each chunk and the tokens (usage). */
+async function sseCompletion(base: string, model: string, prompt: Int32Array, maxTokens: number): Promise<{ times: number[]; tokens: number }> {
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model,
+      prompt: Array.from(prompt),
+      max_tokens: maxTokens,
+      temperature: 0,
+      ignore_eos: true,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  })
+  if (!res.ok || res.body === null) throw new BenchmarkError(`the OpenAI endpoint answered ${res.status}: ${await res.text()}`)
+  const times: number[] = []
+  let tokens = 0
+  let pending = ''
+  const decoder = new TextDecoder()
+  for await (const bytes of res.body) {
+    const t = performance.now()
+    pending += decoder.decode(bytes as Uint8Array, { stream: true })
+    let cut = pending.indexOf('\n\n')
+    while (cut >= 0) {
+      const event = pending.slice(0, cut)
+      pending = pending.slice(cut + 2)
+      cut = pending.indexOf('\n\n')
+      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue
+      const chunk = JSON.parse(event.slice(6)) as { choices: { text: string }[]; usage?: { completion_tokens: number } }
+      if (chunk.usage) tokens = chunk.usage.completion_tokens
+      else if (chunk.choices[0]?.text) times.push(t)
+    }
+  }
+  return { times, tokens }
+}
+
 /** Scrapes the sum and count of histogram `name` from the server's metrics. */
 async function histogram(port: number, name: string): Promise<{ sum: number; count: number }> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
@@ -70,6 +127,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
   const socket = join(tmpdir(), `cudagraph-bench-${process.pid}.sock`)
   const maxClients = Math.max(...o.clients)
   const maxSeqLen = Math.max(128, o.promptLength + o.tokens)
+  const modelArg = typeof o.model === 'string' ? o.model : o.model.dir
   const child = spawn(
     process.execPath,
     [
@@ -78,7 +136,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       '--socket',
       socket,
       '--model',
-      o.model,
+      modelArg,
       '--max-batch',
       String(maxClients),
       '--max-seq-len',
@@ -87,17 +145,20 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       '0',
       '--seed',
       String(o.seed),
+      ...(o.http ? ['--http', '127.0.0.1:0'] : []),
     ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   )
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  let base = ''
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString()
       const m = /metrics http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(out)
+      base = /OpenAI API (http:\/\/[^/\s]+)\/v1/.exec(out)?.[1] ?? ''
       if (m) resolve(Number(m[1]))
     })
     void exited.then((code) => reject(new BenchmarkError(`cudagraph serve exited with ${code} before it was ready`)))
@@ -186,13 +247,52 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     const poller = await Client.connect(socket, { busyPoll: true })
     const polled = await measure([poller], true)
     poller.close()
+    const serverModel = clients[0]!.server.model
     for (const c of clients) c.close()
+
+    // The OpenAI endpoint: the same prompts, as token ids, streamed as SSE by as many concurrent clients.
+    const httpRows: HttpRow[] = []
+    if (o.http) {
+      for (const n of o.clients) {
+        await Promise.all(Array.from({ length: n }, (_, k) => sseCompletion(base, serverModel, prompts[k]!, 4)))
+        const ttft: number[] = []
+        const gaps: number[] = []
+        let tokens = 0
+        const t0 = performance.now()
+        await Promise.all(
+          Array.from({ length: n }, async (_, k) => {
+            for (let j = 0; j < o.requests; j++) {
+              const start = performance.now()
+              const r = await sseCompletion(base, serverModel, prompts[k * o.requests + j]!, o.tokens)
+              tokens += r.tokens
+              if (r.times.length > 0) ttft.push(r.times[0]! - start)
+              for (let i = 1; i < r.times.length; i++) gaps.push(r.times[i]! - r.times[i - 1]!)
+            }
+          }),
+        )
+        const seconds = (performance.now() - t0) / 1000
+        const socketRow = rows.find((r) => r.clients === n)
+        const itl = percentile(gaps, 0.5)
+        httpRows.push({
+          clients: n,
+          requests: n * o.requests,
+          tokens,
+          tokensPerSecond: tokens / seconds,
+          ttftP50Ms: percentile(ttft, 0.5),
+          ttftP99Ms: percentile(ttft, 0.99),
+          interTokenP50Ms: itl,
+          interTokenP99Ms: percentile(gaps, 0.99),
+          overheadP50Us: socketRow ? (itl - socketRow.interTokenP50Ms) * 1000 : undefined,
+        })
+        say(`HTTP ${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${(tokens / seconds).toFixed(0)} tokens/s`)
+      }
+    }
 
     const one = rows.find((r) => r.clients === 1)
     const most = rows.find((r) => r.clients === maxClients)
     const table = [...rows, polled]
     print('')
-    print(`Generator over a Unix socket: ${o.model}, prompts of ${o.promptLength} tokens, ${o.tokens} tokens each, ${o.requests} requests per client in turn`)
+    print(`Generator over a Unix socket: ${modelArg}, prompts of ${o.promptLength} tokens, ${o.tokens} tokens each, ${o.requests} requests per client in turn`)
     print(
       formatTable(
         ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'IPC p50 µs', 'IPC p99 µs', 'mean batch'],
@@ -218,6 +318,27 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       `busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`,
     )
     print(`same tokens for the same prompt at every concurrency: ${compared - mismatches}/${compared} requests compared`)
+    const oneHttp = httpRows.find((r) => r.clients === 1)
+    if (o.http) {
+      print('')
+      print('The OpenAI endpoint (POST /v1/completions, stream: true), the same prompts and clients, in the same run')
+      print(
+        formatTable(
+          ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'HTTP - socket ITL p50 µs'],
+          httpRows.map((r) => [
+            r.clients,
+            r.requests,
+            fixed(r.tokensPerSecond, 0),
+            oneHttp ? `${fixed(r.tokensPerSecond / oneHttp.tokensPerSecond, 1)}x` : '-',
+            fixed(r.ttftP50Ms, 2),
+            fixed(r.ttftP99Ms, 2),
+            fixed(r.interTokenP50Ms, 3),
+            fixed(r.interTokenP99Ms, 3),
+            fixed(r.overheadP50Us),
+          ]),
+        ),
+      )
+    }
 
     child.kill('SIGTERM')
     const code = await exited
@@ -229,15 +350,21 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       scaling: one && most ? most.tokensPerSecond / one.tokensPerSecond : undefined,
       sameTokens: mismatches === 0,
       cleanShutdown: code === 0 && socketRemoved,
+      httpScaling: oneHttp && httpRows.at(-1) ? httpRows.at(-1)!.tokensPerSecond / oneHttp.tokensPerSecond : undefined,
+      httpOverheadP50Us: oneHttp?.overheadP50Us,
     }
     print(
       `targets: IPC per token p50 at 1 client ${fixed(targets.ipcP50Us)} µs, busy-polling ${fixed(targets.ipcBusyPollP50Us)} µs (<= 30); ${maxClients} clients ${fixed(targets.scaling, 1)}x the tokens/s of 1 (>= 20); ` +
-        `same tokens at every concurrency: ${targets.sameTokens ? 'yes' : 'no'}; clean shutdown: ${targets.cleanShutdown ? 'yes' : 'no'}`,
+        `same tokens at every concurrency: ${targets.sameTokens ? 'yes' : 'no'}; clean shutdown: ${targets.cleanShutdown ? 'yes' : 'no'}` +
+        (o.http
+          ? `; HTTP: ${maxClients} clients ${fixed(targets.httpScaling, 1)}x the tokens/s of 1 (>= 20), per-token cost over the socket at 1 client ${fixed(targets.httpOverheadP50Us)} µs p50 (<= 50)`
+          : ''),
     )
     const results = {
       options: { ...o, print: undefined },
       pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) },
       rows: table,
+      httpRows,
       tokensCompared: compared,
       mismatches,
       shutdown: { code, socketRemoved },
@@ -248,11 +375,12 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     writeFileSync(
       join(o.out, 'serve-chart.svg'),
       lineChartSvg({
-        title: `cudagraph serve (${o.model}): tokens/s vs concurrent clients (log-log), higher is better`,
+        title: `cudagraph serve (${modelArg}): tokens/s vs concurrent clients (log-log), higher is better`,
         xLabel: 'concurrent clients',
         yUnit: 'tokens/s',
         series: [
-          { name: 'generator (measured)', color: '#2a9d8f', points: rows.map((r) => [r.clients, r.tokensPerSecond] as const) },
+          { name: 'Unix socket (measured)', color: '#2a9d8f', points: rows.map((r) => [r.clients, r.tokensPerSecond] as const) },
+          { name: 'OpenAI HTTP/SSE (measured)', color: '#e76f51', points: httpRows.map((r) => [r.clients, r.tokensPerSecond] as const) },
           { name: 'linear from 1 client', color: '#bbbbbb', points: one ? rows.map((r) => [r.clients, one.tokensPerSecond * r.clients] as const) : [] },
         ],
       }),

@@ -43,6 +43,8 @@ export interface ServeOptions {
   maxConnections: number
   /** Idle connections are closed after this long, ms. */
   idleTimeoutMs: number
+  /** The OpenAI HTTP endpoint's host and port (undefined: none; needs a model directory). */
+  http: { host: string; port: number } | undefined
 }
 
 /**
@@ -94,10 +96,11 @@ export async function serve(o: ServeOptions): Promise<number> {
       metricsPort: o.metricsPort,
       maxConnections: o.maxConnections,
       idleTimeoutMs: o.idleTimeoutMs,
+      ...(o.http && { http: { ...o.http, maxConnections: o.maxConnections, idleTimeoutMs: o.idleTimeoutMs } }),
       log: say,
     })
     process.stdout.write(
-      `cudagraph serve: ready on ${o.socket} (model ${name}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics)\n`,
+      `cudagraph serve: ready on ${o.socket} (model ${name}, max batch ${o.maxBatch}, metrics http://127.0.0.1:${server.metricsPort}/metrics${server.httpPort === undefined ? '' : `, OpenAI API http://${o.http!.host}:${server.httpPort}/v1`})\n`,
     )
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'))

@@ -10,6 +10,7 @@ import { check } from '../errors.js'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
 import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
+import { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
 import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 import { checkSampling, checkStops, promptTokens, TextOutput, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 import {
@@ -66,6 +67,8 @@ export interface GeneratorServerOptions {
   frameTimeoutMs?: number
   /** Port for GET /metrics and /healthz on 127.0.0.1 (0: any free port; undefined: no HTTP). */
   metricsPort?: number
+  /** The OpenAI-compatible HTTP endpoint (needs `text`); undefined: none. */
+  http?: OpenAiHttpOptions
   /** Where the server reports dropped clients and engine failures (default console.error). */
   log?: (message: string) => void
 }
@@ -78,12 +81,30 @@ export interface CloseOptions {
 
 interface Served extends GenerationRequest {
   readonly id: number
-  readonly conn: Connection
+  /** The socket connection it came on, or undefined for another front end's request (`sink`). */
+  readonly conn: Connection | undefined
+  /** Another front end's receiver (the OpenAI HTTP endpoint). */
+  readonly sink?: TextSink | undefined
   readonly arrived: number
   last: number
-  /** A text request's output (TEXT frames instead of TOKENS). */
+  /** A text request's output (TEXT frames, or the sink's text, instead of TOKENS). */
   readonly text?: TextOutput | undefined
 }
+
+/** Where another front end's text request delivers (called inside steps, in order). */
+export interface TextSink {
+  /** New text, complete characters, covering `tokens` tokens. */
+  text(text: string, tokens: number): void
+  /** The request ended after `generated` tokens. */
+  done(reason: FinishReason, generated: number): void
+  /** The step it was in failed. */
+  failed(message: string): void
+}
+
+/** What {@link GeneratorServer.submitText} answers. */
+export type TextSubmission =
+  | { ok: true; promptTokens: number; cancel: (reason?: FinishReason) => void }
+  | { ok: false; reason: 'busy' | 'shutdown' | 'invalid'; message: string; param?: string }
 
 class Connection {
   readonly requests = new Map<number, Served>()
@@ -125,6 +146,14 @@ function serverLimits(o: GeneratorServerOptions) {
   }
   const model = o.model ?? 'model'
   const t = o.text
+  const h = o.http
+  check(
+    h === undefined || (h !== null && typeof h === 'object' && Number.isInteger(h.port) && h.port >= 0 && h.port <= 65535),
+    'options.http',
+    'undefined or { port: 0..65535, host?, ... }',
+    h,
+  )
+  check(h === undefined || t !== undefined, 'options.http', 'no HTTP endpoint without options.text (it speaks text: give the tokenizer)', h)
   check(
     t === undefined || (t !== null && typeof t.codec?.encode === 'function' && typeof t.codec.detokenizer === 'function' && t.eosTokenIds instanceof Set),
     'options.text',
@@ -161,6 +190,9 @@ export class GeneratorServer {
   readonly metrics: ServerMetrics
   /** The metrics port (undefined without HTTP). */
   metricsPort: number | undefined
+  /** The OpenAI endpoint's port (undefined without it). */
+  httpPort: number | undefined
+  #openai: OpenAiHttp | undefined
   readonly #net: Server
   readonly #limits: ReturnType<typeof serverLimits>
   readonly #log: (message: string) => void
@@ -175,6 +207,8 @@ export class GeneratorServer {
   #looping = false
   #idleCapture = false
   #closing: Promise<void> | undefined
+  /** Request ids of other front ends' requests (they are on no connection). */
+  #nextSinkId = 1
 
   private constructor(o: GeneratorServerOptions, limits: ReturnType<typeof serverLimits>) {
     this.socketPath = o.socketPath
@@ -220,13 +254,15 @@ export class GeneratorServer {
         resolve()
       })
     })
-    if (options.metricsPort !== undefined) {
-      try {
-        server.metricsPort = await server.metrics.listen(options.metricsPort)
-      } catch (e) {
-        await server.close()
-        throw e
+    try {
+      if (options.metricsPort !== undefined) server.metricsPort = await server.metrics.listen(options.metricsPort)
+      if (options.http !== undefined) {
+        server.#openai = await OpenAiHttp.listen(server, options.http)
+        server.httpPort = server.#openai.port
       }
+    } catch (e) {
+      await server.close()
+      throw e
     }
     return server
   }
@@ -263,6 +299,7 @@ export class GeneratorServer {
     const deadline = now() + drainMs
     while (this.#scheduler.hasWork && now() < deadline) await new Promise((r) => setTimeout(r, 5))
     this.#scheduler.cancelAll('shutdown')
+    await this.#openai?.close()
     for (const c of [...this.#conns]) this.#close(c, undefined)
     // Every socket, dropped ones too, is ended with a destroy timer: one that never reads cannot hold this.
     const ended = [...this.#sockets].map(
@@ -461,18 +498,71 @@ export class GeneratorServer {
       this.#refuse(conn, id, ErrorCode.INVALID_REQUEST, 'invalid', e.message)
       return
     }
-    const room = this.engine.maxSeqLen - prompt.length
-    this.#submit({
+    this.#submit({ ...this.#textServed(id, conn, undefined, setup, req, prompt), conn })
+  }
+
+  #textServed(id: number, conn: Connection | undefined, sink: TextSink | undefined, setup: TextSetup, req: TextRequest, prompt: Int32Array): Served {
+    return {
       id,
       conn,
+      sink,
       prompt,
-      maxNewTokens: req.maxNewTokens ?? Math.max(1, room),
+      maxNewTokens: req.maxNewTokens ?? Math.max(1, this.engine.maxSeqLen - prompt.length),
       sampling: req.sampling,
       stopTokens: req.ignoreEos ? undefined : setup.eosTokenIds,
       text: new TextOutput(setup, req.stop, req.ignoreEos),
       arrived: now(),
       last: 0,
-    })
+    }
+  }
+
+  /** The model's name (HELLO, and the OpenAI endpoint's model id). */
+  get model(): string {
+    return this.#limits.model
+  }
+
+  /** Whether the server has a tokenizer (text requests), and whether it has a chat template. */
+  get textFeatures(): { text: boolean; chat: boolean } {
+    const t = this.#limits.text
+    return { text: t !== undefined, chat: t?.codec.hasChatTemplate ?? false }
+  }
+
+  /**
+   * Queues a text request from another front end (the OpenAI HTTP endpoint) on the same scheduler as the
+   * socket's: its output goes to `sink`. `req` is checked by the caller; a prompt the model cannot take
+   * (encoding, chat template, context) is refused with the parameter at fault.
+   */
+  submitText(req: TextRequest, sink: TextSink): TextSubmission {
+    const setup = this.#limits.text
+    if (this.#closing !== undefined) return { ok: false, reason: 'shutdown', message: 'the server is shutting down' }
+    if (setup === undefined) return { ok: false, reason: 'invalid', message: 'this server has no tokenizer', param: 'prompt' }
+    let prompt: Int32Array
+    try {
+      prompt = promptTokens(setup.codec, req.prompt)
+    } catch (e) {
+      if (!(e instanceof TextRequestError)) throw e
+      return { ok: false, reason: 'invalid', message: e.message, param: e.param }
+    }
+    const max = this.engine.maxSeqLen
+    if (prompt.length >= max)
+      return { ok: false, reason: 'invalid', message: `the prompt has ${prompt.length} tokens; the context holds ${max} (prompt and output)`, param: 'prompt' }
+    if (req.maxNewTokens !== undefined && prompt.length + req.maxNewTokens > max) {
+      return {
+        ok: false,
+        reason: 'invalid',
+        message: `${prompt.length} prompt tokens and ${req.maxNewTokens} new ones exceed the ${max}-token context`,
+        param: 'max_tokens',
+      }
+    }
+    const r = this.#textServed(this.#nextSinkId++, undefined, sink, setup, req, prompt)
+    const why = this.#scheduler.invalid(r.prompt, r.maxNewTokens)
+    if (why !== undefined) return { ok: false, reason: 'invalid', message: why, param: 'prompt' }
+    if (!this.#scheduler.submit(r)) {
+      this.metrics.requestEnded('busy')
+      return { ok: false, reason: 'busy', message: `the queue is full (${this.#scheduler.maxQueue} waiting)` }
+    }
+    this.#wake()
+    return { ok: true, promptTokens: prompt.length, cancel: (reason = 'cancelled') => this.#scheduler.cancel(r, reason) }
   }
 
   /** Whether `conn` may start request `id` now (if not, it was told why). */
@@ -493,8 +583,8 @@ export class GeneratorServer {
     this.metrics.requestEnded(outcome)
   }
 
-  /** Queues `r` (checked against the engine first); a full queue is BUSY. */
-  #submit(r: Served): void {
+  /** Queues the socket request `r` (checked against the engine first); a full queue is BUSY. */
+  #submit(r: Served & { conn: Connection }): void {
     const why = this.#scheduler.invalid(r.prompt, r.maxNewTokens)
     if (why !== undefined) {
       this.#refuse(r.conn, r.id, ErrorCode.INVALID_REQUEST, 'invalid', why)
@@ -513,23 +603,32 @@ export class GeneratorServer {
     this.metrics.token(index === 0, (t - (index === 0 ? r.arrived : r.last)) / 1000)
     r.last = t
     const conn = r.conn
-    if (conn.closed) return
+    if (conn?.closed) return
     if (r.text !== undefined) {
       const out = r.text.push(tok)
-      if (out.text !== '') this.#send(conn, encodeText(r.id, process.hrtime.bigint(), out.tokens, out.text))
+      if (out.text !== '') {
+        if (conn !== undefined) this.#send(conn, encodeText(r.id, process.hrtime.bigint(), out.tokens, out.text))
+        else r.sink!.text(out.text, out.tokens)
+      }
       if (r.text.stopped !== undefined) this.#scheduler.cancel(r, 'stop')
       return
     }
+    if (conn === undefined) return
     this.#one[0] = tok
     this.#send(conn, encodeTokens(r.id, process.hrtime.bigint(), this.#one, 1))
   }
 
   #finish(r: Served, reason: FinishReason, generated: number): void {
     const conn = r.conn
-    if (conn.requests.get(r.id) === r) conn.requests.delete(r.id)
-    if (conn.closed) return
+    if (conn?.requests.get(r.id) === r) conn.requests.delete(r.id)
+    if (conn?.closed) return
     this.metrics.requestEnded(reason)
     const tail = r.text?.flush()
+    if (conn === undefined) {
+      if (tail !== undefined && (tail.text !== '' || tail.tokens > 0)) r.sink!.text(tail.text, tail.tokens)
+      r.sink!.done(reason, generated)
+      return
+    }
     if (tail !== undefined && (tail.text !== '' || tail.tokens > 0)) this.#send(conn, encodeText(r.id, process.hrtime.bigint(), tail.tokens, tail.text))
     this.#send(conn, encode({ type: MessageType.DONE, requestId: r.id, reason, generated }))
   }
@@ -538,6 +637,10 @@ export class GeneratorServer {
     this.metrics.requestEnded('error')
     const msg = e instanceof Error ? e.message : String(e)
     this.#log(`cudagraph serve: a step failed (${msg}); its requests end with INTERNAL`)
+    if (r.conn === undefined) {
+      r.sink!.failed(`the step failed: ${msg}`)
+      return
+    }
     r.conn.requests.delete(r.id)
     if (!r.conn.closed) this.#sendError(r.conn, r.id, ErrorCode.INTERNAL, `the step failed: ${msg}`)
   }

@@ -15,7 +15,8 @@ export {
 } from './batch-scheduler.js'
 export { Client, type ConnectOptions, type GenerateOptions, Generation, type ServerInfo, type TextGenerateOptions } from './client.js'
 export { AddressInUseError, BusyError, ConnectionClosedError, ProtocolError, RefusedError, ServerError } from './errors.js'
-export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type RollingGraphs } from './generator-server.js'
+export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type RollingGraphs, type TextSink, type TextSubmission } from './generator-server.js'
+export { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
 export { type Health, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 export { type ChatMessage, type TextCodec, TextOutput, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 export {

@@ -1,8 +1,8 @@
 /**
  * The generator's metrics in Prometheus text format (prom-client), served with a health check on a small
- * HTTP server: `GET /metrics` and `GET /healthz`.
+ * HTTP server: `GET /metrics` and `GET /healthz` (also `/health`, and both on the OpenAI HTTP port).
  */
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
@@ -37,6 +37,8 @@ export class ServerMetrics {
   readonly #step: Histogram
   readonly #refused: Counter
   readonly #dropped: Record<DropReason, Counter.Internal>
+  readonly #httpRequests: Counter
+  readonly #httpSeconds: Histogram
   #http: Server | undefined
 
   /**
@@ -52,6 +54,19 @@ export class ServerMetrics {
     const requests = new Counter({ name: 'cudagraph_requests_total', help: 'Requests by how they ended', labelNames: ['outcome'], registers })
     this.#requests = Object.fromEntries(OUTCOMES.map((o) => [o, requests.labels({ outcome: o })])) as Record<RequestOutcome, Counter.Internal>
     this.#tokens = new Counter({ name: 'cudagraph_generated_tokens_total', help: 'Tokens generated and sent', registers })
+    this.#httpRequests = new Counter({
+      name: 'cudagraph_http_requests_total',
+      help: 'HTTP requests by route and status',
+      labelNames: ['route', 'status'],
+      registers,
+    })
+    this.#httpSeconds = new Histogram({
+      name: 'cudagraph_http_request_duration_seconds',
+      help: 'HTTP requests from arrival to the end of the response (a stream included), by route and status',
+      labelNames: ['route', 'status'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+      registers,
+    })
     this.#promptTokens = new Counter({ name: 'cudagraph_prompt_tokens_total', help: 'Prompt tokens prefilled', registers })
     this.#ttft = new Histogram({
       name: 'cudagraph_time_to_first_token_seconds',
@@ -135,6 +150,31 @@ export class ServerMetrics {
     this.#step.observe(seconds)
   }
 
+  /** An HTTP request to `route` ended with `status` after `seconds`. */
+  httpRequest(route: string, status: number, seconds: number): void {
+    const labels = { route, status: String(status) }
+    this.#httpRequests.inc(labels)
+    this.#httpSeconds.observe(labels, seconds)
+  }
+
+  /** @internal Answers `GET /metrics`, `GET /healthz` and `GET /health`; false for any other request (the HTTP servers' shared routes). */
+  handle(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'GET') return false
+    if (req.url === '/metrics') {
+      this.text().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
+        (e: unknown) => res.writeHead(500).end(String(e)),
+      )
+      return true
+    }
+    if (req.url === '/healthz' || req.url === '/health') {
+      const h = this.health()
+      res.writeHead(h.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(h))
+      return true
+    }
+    return false
+  }
+
   /** The Prometheus text of every metric. */
   text(): Promise<string> {
     return this.registry.metrics()
@@ -143,17 +183,7 @@ export class ServerMetrics {
   /** Serves `/metrics` and `/healthz` on `host:port` (port 0: any free one); resolves to the port. */
   async listen(port: number, host = '127.0.0.1'): Promise<number> {
     const http = createServer((req, res) => {
-      if (req.method === 'GET' && req.url === '/metrics') {
-        this.text().then(
-          (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
-          (e: unknown) => res.writeHead(500).end(String(e)),
-        )
-      } else if (req.method === 'GET' && req.url === '/healthz') {
-        const h = this.health()
-        res.writeHead(h.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(h))
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics or /healthz\n')
-      }
+      if (!this.handle(req, res)) res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics or /healthz\n')
     })
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject)

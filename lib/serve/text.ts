@@ -32,8 +32,8 @@ export interface TextSetup {
 
 /** A text request's settings, checked. */
 export interface TextRequest {
-  /** A string (encoded with special tokens), or chat messages (rendered with the template). */
-  readonly prompt: string | readonly ChatMessage[]
+  /** A string (encoded with special tokens), chat messages (rendered with the template), or token ids as they are. */
+  readonly prompt: string | readonly ChatMessage[] | Int32Array
   /** Most tokens to generate; undefined: as many as the context leaves. */
   readonly maxNewTokens: number | undefined
   readonly sampling: RequestSampling
@@ -80,7 +80,8 @@ export function checkStops(stop: readonly string[], param = 'stop'): readonly st
 }
 
 /** The prompt's token ids as transformers builds them (throws TextRequestError for `param`). */
-export function promptTokens(codec: TextCodec, prompt: string | readonly ChatMessage[], param = 'prompt'): Int32Array {
+export function promptTokens(codec: TextCodec, prompt: string | readonly ChatMessage[] | Int32Array, param = 'prompt'): Int32Array {
+  if (prompt instanceof Int32Array) return prompt
   if (typeof prompt === 'string') return codec.encode(prompt, { addSpecialTokens: true })
   if (!codec.hasChatTemplate) throw new TextRequestError(param, "the model's tokenizer has no chat template")
   if (!Array.isArray(prompt) || prompt.length === 0) throw new TextRequestError(param, 'expected a non-empty array of messages')
