@@ -10,6 +10,7 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ModelName } from '../model/model-config.js'
@@ -61,56 +62,86 @@ export interface ServeRow {
 
 const CLI = join(PACKAGE_ROOT, 'bin', 'cudagraph.js')
 
-/** One row of the HTTP table: `clients` concurrent SSE streams. */
-export interface HttpRow {
+/** One row of the text table: `clients` concurrent text streams (the socket's, or the OpenAI endpoint's SSE). */
+export interface TextRow {
+  path: 'socket' | 'http'
   clients: number
   requests: number
   tokens: number
   tokensPerSecond: number
   ttftP50Ms: number
   ttftP99Ms: number
-  /** Between SSE chunks (one per token, but for a character split over tokens), ms. */
+  /** Between text chunks (one per token, but for a character split over tokens), ms. */
   interTokenP50Ms: number
   interTokenP99Ms: number
-  /** HTTP's inter-token p50 minus the socket's at the same concurrency, µs. */
-  overheadP50Us: number | undefined
 }
 
-/** Streams one completion through the OpenAI endpoint; the arrival time of each chunk and the tokens (usage). */
-async function sseCompletion(base: string, model: string, prompt: Int32Array, maxTokens: number): Promise<{ times: number[]; tokens: number }> {
-  const res = await fetch(`${base}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      model,
-      prompt: Array.from(prompt),
-      max_tokens: maxTokens,
-      temperature: 0,
-      ignore_eos: true,
-      stream: true,
-      stream_options: { include_usage: true },
-    }),
+/** A text stream's chunk arrival times (ms) and its tokens. */
+interface Streamed {
+  times: number[]
+  tokens: number
+}
+
+const httpAgent = new Agent({ keepAlive: true, maxSockets: 1024 })
+
+/**
+ * Streams one completion through the OpenAI endpoint with node:http (lighter than fetch, so the
+ * benchmark's own client costs less CPU per chunk); the arrival time of each chunk, and the tokens.
+ */
+function sseCompletion(base: URL, model: string, prompt: string, maxTokens: number): Promise<Streamed> {
+  const body = JSON.stringify({ model, prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } })
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: base.hostname,
+        port: base.port,
+        path: '/v1/completions',
+        method: 'POST',
+        agent: httpAgent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        res.setEncoding('utf8')
+        if (res.statusCode !== 200) {
+          let text = ''
+          res.on('data', (d: string) => {
+            text += d
+          })
+          res.on('end', () => reject(new BenchmarkError(`the OpenAI endpoint answered ${res.statusCode}: ${text}`)))
+          return
+        }
+        const times: number[] = []
+        let tokens = 0
+        let pending = ''
+        res.on('data', (d: string) => {
+          const t = performance.now()
+          pending += d
+          let cut = pending.indexOf('\n\n')
+          while (cut >= 0) {
+            const event = pending.slice(0, cut)
+            pending = pending.slice(cut + 2)
+            cut = pending.indexOf('\n\n')
+            if (!event.startsWith('data: {')) continue
+            const chunk = JSON.parse(event.slice(6)) as { choices: { text: string }[]; usage?: { completion_tokens: number } }
+            if (chunk.usage) tokens = chunk.usage.completion_tokens
+            else if (chunk.choices[0]?.text) times.push(t)
+          }
+        })
+        res.on('end', () => resolve({ times, tokens }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(body)
   })
-  if (!res.ok || res.body === null) throw new BenchmarkError(`the OpenAI endpoint answered ${res.status}: ${await res.text()}`)
+}
+
+/** A socket text stream: chunk arrival times and tokens. */
+async function socketText(c: Client, prompt: string, maxTokens: number): Promise<Streamed> {
   const times: number[] = []
-  let tokens = 0
-  let pending = ''
-  const decoder = new TextDecoder()
-  for await (const bytes of res.body) {
-    const t = performance.now()
-    pending += decoder.decode(bytes as Uint8Array, { stream: true })
-    let cut = pending.indexOf('\n\n')
-    while (cut >= 0) {
-      const event = pending.slice(0, cut)
-      pending = pending.slice(cut + 2)
-      cut = pending.indexOf('\n\n')
-      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue
-      const chunk = JSON.parse(event.slice(6)) as { choices: { text: string }[]; usage?: { completion_tokens: number } }
-      if (chunk.usage) tokens = chunk.usage.completion_tokens
-      else if (chunk.choices[0]?.text) times.push(t)
-    }
-  }
-  return { times, tokens }
+  const g = c.generateText(prompt, { maxNewTokens: maxTokens, ignoreEos: true })
+  for await (const _ of g) times.push(performance.now())
+  return { times, tokens: g.received }
 }
 
 /** Scrapes the sum and count of histogram `name` from the server's metrics. */
@@ -152,13 +183,14 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     },
   )
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  let base = ''
+  let base: URL | undefined
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString()
       const m = /metrics http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(out)
-      base = /OpenAI API (http:\/\/[^/\s]+)\/v1/.exec(out)?.[1] ?? ''
+      const api = /OpenAI API (http:\/\/[^/\s]+)\/v1/.exec(out)?.[1]
+      if (api !== undefined) base = new URL(api)
       if (m) resolve(Number(m[1]))
     })
     void exited.then((code) => reject(new BenchmarkError(`cudagraph serve exited with ${code} before it was ready`)))
@@ -250,11 +282,17 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     const serverModel = clients[0]!.server.model
     for (const c of clients) c.close()
 
-    // The OpenAI endpoint: the same prompts, as token ids, streamed as SSE by as many concurrent clients.
-    const httpRows: HttpRow[] = []
-    if (o.http) {
-      for (const n of o.clients) {
-        await Promise.all(Array.from({ length: n }, (_, k) => sseCompletion(base, serverModel, prompts[k]!, 4)))
+    // Text: the same prompts (as text) streamed through the socket's text path and through the OpenAI
+    // endpoint (SSE), by as many concurrent clients: what HTTP costs per token over the socket, like for like.
+    const textRows: TextRow[] = []
+    if (o.http && base !== undefined) {
+      const api = base
+      const texts = prompts.map((p) => Array.from(p, (x) => String.fromCharCode(97 + (x % 26))).join(''))
+      const textClients = await Promise.all(Array.from({ length: maxClients }, () => Client.connect(socket)))
+      const run = async (path: TextRow['path'], n: number): Promise<TextRow> => {
+        const one = (k: number, idx: number, tokens: number) =>
+          path === 'http' ? sseCompletion(api, serverModel, texts[idx]!, tokens) : socketText(textClients[k]!, texts[idx]!, tokens)
+        await Promise.all(Array.from({ length: n }, (_, k) => one(k, k, 4)))
         const ttft: number[] = []
         const gaps: number[] = []
         let tokens = 0
@@ -263,7 +301,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
           Array.from({ length: n }, async (_, k) => {
             for (let j = 0; j < o.requests; j++) {
               const start = performance.now()
-              const r = await sseCompletion(base, serverModel, prompts[k * o.requests + j]!, o.tokens)
+              const r = await one(k, k * o.requests + j, o.tokens)
               tokens += r.tokens
               if (r.times.length > 0) ttft.push(r.times[0]! - start)
               for (let i = 1; i < r.times.length; i++) gaps.push(r.times[i]! - r.times[i - 1]!)
@@ -271,21 +309,31 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
           }),
         )
         const seconds = (performance.now() - t0) / 1000
-        const socketRow = rows.find((r) => r.clients === n)
-        const itl = percentile(gaps, 0.5)
-        httpRows.push({
+        say(`text over ${path}, ${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${(tokens / seconds).toFixed(0)} tokens/s`)
+        return {
+          path,
           clients: n,
           requests: n * o.requests,
           tokens,
           tokensPerSecond: tokens / seconds,
           ttftP50Ms: percentile(ttft, 0.5),
           ttftP99Ms: percentile(ttft, 0.99),
-          interTokenP50Ms: itl,
+          interTokenP50Ms: percentile(gaps, 0.5),
           interTokenP99Ms: percentile(gaps, 0.99),
-          overheadP50Us: socketRow ? (itl - socketRow.interTokenP50Ms) * 1000 : undefined,
-        })
-        say(`HTTP ${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${(tokens / seconds).toFixed(0)} tokens/s`)
+        }
       }
+      for (const n of o.clients) {
+        textRows.push(await run('socket', n))
+        textRows.push(await run('http', n))
+      }
+      for (const c of textClients) c.close()
+    }
+    const textRow = (path: TextRow['path'], n: number) => textRows.find((r) => r.path === path && r.clients === n)
+    /** HTTP's inter-token p50 over the socket text path's at `n` clients, µs. */
+    const httpOverheadUs = (n: number) => {
+      const h = textRow('http', n)
+      const sk = textRow('socket', n)
+      return h && sk ? (h.interTokenP50Ms - sk.interTokenP50Ms) * 1000 : undefined
     }
 
     const one = rows.find((r) => r.clients === 1)
@@ -318,23 +366,23 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       `busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`,
     )
     print(`same tokens for the same prompt at every concurrency: ${compared - mismatches}/${compared} requests compared`)
-    const oneHttp = httpRows.find((r) => r.clients === 1)
-    if (o.http) {
+    if (textRows.length > 0) {
       print('')
-      print('The OpenAI endpoint (POST /v1/completions, stream: true), the same prompts and clients, in the same run')
+      print('Text, the same prompts: the socket (GENERATE_TEXT) and the OpenAI endpoint (POST /v1/completions, stream: true), in the same run')
       print(
         formatTable(
-          ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'HTTP - socket ITL p50 µs'],
-          httpRows.map((r) => [
+          ['path', 'clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'HTTP - socket ITL p50 µs'],
+          textRows.map((r) => [
+            r.path,
             r.clients,
             r.requests,
             fixed(r.tokensPerSecond, 0),
-            oneHttp ? `${fixed(r.tokensPerSecond / oneHttp.tokensPerSecond, 1)}x` : '-',
+            `${fixed(r.tokensPerSecond / textRow(r.path, 1)!.tokensPerSecond, 1)}x`,
             fixed(r.ttftP50Ms, 2),
             fixed(r.ttftP99Ms, 2),
             fixed(r.interTokenP50Ms, 3),
             fixed(r.interTokenP99Ms, 3),
-            fixed(r.overheadP50Us),
+            r.path === 'http' ? fixed(httpOverheadUs(r.clients)) : '-',
           ]),
         ),
       )
@@ -350,8 +398,9 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       scaling: one && most ? most.tokensPerSecond / one.tokensPerSecond : undefined,
       sameTokens: mismatches === 0,
       cleanShutdown: code === 0 && socketRemoved,
-      httpScaling: oneHttp && httpRows.at(-1) ? httpRows.at(-1)!.tokensPerSecond / oneHttp.tokensPerSecond : undefined,
-      httpOverheadP50Us: oneHttp?.overheadP50Us,
+      httpScaling:
+        textRow('http', 1) && textRow('http', maxClients) ? textRow('http', maxClients)!.tokensPerSecond / textRow('http', 1)!.tokensPerSecond : undefined,
+      httpOverheadP50Us: httpOverheadUs(1),
     }
     print(
       `targets: IPC per token p50 at 1 client ${fixed(targets.ipcP50Us)} µs, busy-polling ${fixed(targets.ipcBusyPollP50Us)} µs (<= 30); ${maxClients} clients ${fixed(targets.scaling, 1)}x the tokens/s of 1 (>= 20); ` +
@@ -364,7 +413,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       options: { ...o, print: undefined },
       pingRoundTripUs: { p50: percentile(rtt, 0.5), p99: percentile(rtt, 0.99) },
       rows: table,
-      httpRows,
+      textRows,
       tokensCompared: compared,
       mismatches,
       shutdown: { code, socketRemoved },
@@ -379,8 +428,17 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
         xLabel: 'concurrent clients',
         yUnit: 'tokens/s',
         series: [
-          { name: 'Unix socket (measured)', color: '#2a9d8f', points: rows.map((r) => [r.clients, r.tokensPerSecond] as const) },
-          { name: 'OpenAI HTTP/SSE (measured)', color: '#e76f51', points: httpRows.map((r) => [r.clients, r.tokensPerSecond] as const) },
+          { name: 'token ids over the socket', color: '#2a9d8f', points: rows.map((r) => [r.clients, r.tokensPerSecond] as const) },
+          {
+            name: 'text over the socket',
+            color: '#8d6cab',
+            points: textRows.filter((r) => r.path === 'socket').map((r) => [r.clients, r.tokensPerSecond] as const),
+          },
+          {
+            name: 'text over OpenAI HTTP/SSE',
+            color: '#e76f51',
+            points: textRows.filter((r) => r.path === 'http').map((r) => [r.clients, r.tokensPerSecond] as const),
+          },
           { name: 'linear from 1 client', color: '#bbbbbb', points: one ? rows.map((r) => [r.clients, one.tokensPerSecond * r.clients] as const) : [] },
         ],
       }),

@@ -1,7 +1,8 @@
 /**
- * `cudagraph/model`: the built-in Llama-style decoder on the graph manager: its presets, the model, the
- * runner that steps it through graphs, the float64 CPU reference, safetensors files (written, and read with every header checked), Hugging Face
- * configs, tokenizers and chat templates.
+ * `cudagraph/model`: the Llama-style decoder on the graph manager and Hugging Face checkpoints for it:
+ * `loadModel` (a model directory onto the GPU, its graphs captured, text in and out), the checkpoint
+ * loader and its checks, the decoder and its runner (token level), sampling rows, presets of random
+ * weights, the float64 CPU reference, safetensors files, Hugging Face configs, tokenizers and chat templates.
  */
 
 export { StopMatcher } from '../util/stop-matcher.js'

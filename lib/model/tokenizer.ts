@@ -103,11 +103,17 @@ export class TextTokenizer {
 
 /** Tokens of context decoded before the new ones, so that merges across the boundary decode as they would whole. */
 const PREFIX_TOKENS = 6
+/** The decoded window is cut back to PREFIX_TOKENS once it holds this many: one decode per token, mostly. */
+const WINDOW_TOKENS = 24
 
 /**
  * Turns token ids, one at a time, into text chunks that are complete: a character whose bytes span
  * several tokens (byte-level BPE, byte fallback) comes out whole once its last byte arrives, never as a
  * replacement character. The chunks concatenate to the decoding of all the ids.
+ *
+ * Each push decodes the window of ids from `#prefix` on once; the text of the window up to what was
+ * already emitted is the previous push's decoding, kept, so a token costs one decode (and one more each
+ * time the window is cut back).
  */
 export class Detokenizer {
   readonly #tok: TextTokenizer
@@ -116,6 +122,8 @@ export class Detokenizer {
   #prefix = 0
   /** Tokens before this are already out as text. */
   #read = 0
+  /** The decoding of ids[#prefix..#read]. */
+  #readText = ''
 
   /** @internal use {@link TextTokenizer.detokenizer} */
   constructor(tok: TextTokenizer) {
@@ -126,22 +134,26 @@ export class Detokenizer {
   push(id: number): string {
     this.#ids.push(id)
     const ids = this.#ids
-    const before = this.#tok.decode(ids.slice(this.#prefix, this.#read))
     const now = this.#tok.decode(ids.slice(this.#prefix))
+    const before = this.#readText
     if (now.length <= before.length || now.endsWith('\uFFFD')) return ''
-    const out = now.slice(before.length)
-    // Keep a few tokens as context for the next decode; the older ones are done with.
     this.#read = ids.length
-    this.#prefix = Math.max(0, this.#read - PREFIX_TOKENS)
-    return out
+    this.#readText = now
+    if (this.#read - this.#prefix >= WINDOW_TOKENS) {
+      // Keep a few tokens as context for the next decode; the older ones are done with.
+      this.#prefix = this.#read - PREFIX_TOKENS
+      this.#readText = this.#tok.decode(ids.slice(this.#prefix, this.#read))
+    }
+    return now.slice(before.length)
   }
 
   /** The text still held back (an incomplete character at the end), once the stream ends. */
   flush(): string {
     const ids = this.#ids
-    const before = this.#tok.decode(ids.slice(this.#prefix, this.#read))
     const now = this.#tok.decode(ids.slice(this.#prefix))
+    const out = now.slice(this.#readText.length)
     this.#read = ids.length
-    return now.slice(before.length)
+    this.#readText = now
+    return out
   }
 }

@@ -695,7 +695,8 @@ export class GeneratorServer {
    */
   #captureWhileIdle(): void {
     const e = this.engine
-    if (this.#idleCapture || e.captureMissed === undefined || !(e.missedGraphs! > 0)) return
+    // Closing (or closed): the engine may be disposed already; it is not touched again.
+    if (this.#closing !== undefined || this.#idleCapture || e.captureMissed === undefined || !(e.missedGraphs! > 0)) return
     this.#idleCapture = true
     const turn = () => {
       if (this.#scheduler.hasWork || this.#closing !== undefined || !(e.missedGraphs! > 0)) {
