@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { CheckpointError } from '../dist/index.js'
-import { readGenerationConfig, StopMatcher, TextTokenizer } from '../dist/model/index.js'
+import { Detokenizer, readGenerationConfig, StopMatcher, TextTokenizer } from '../dist/model/index.js'
+import { seededRandom } from '../dist/util/random.js'
 
 const dir = new URL('./fixtures/tokenizer/', import.meta.url).pathname
 const expected = JSON.parse(readFileSync(`${dir}expected.json`, 'utf8'))
@@ -43,6 +44,24 @@ test('streaming detokenization emits only complete text: chunks concatenate to t
   const d = tok.detokenizer()
   const out = [...ids].map((id) => d.push(id))
   t.deepEqual(out, [...new Array(ids.length - 1).fill(''), '🚀'])
+})
+
+test('both streaming decoders (the byte table of byte-level tokenizers, and the decoded window) give the whole decoding for random ids', (t) => {
+  const V = expected.vocab_size
+  const r = seededRandom(99)
+  let sequences = 0
+  for (let k = 0; k < 300; k++) {
+    // Random ids make byte runs that are not UTF-8 and put special tokens between the bytes of a character.
+    const ids = Array.from({ length: 1 + Math.floor(r() * 60) }, () => Math.floor(r() * V))
+    const whole = tok.decode(ids)
+    for (const d of [tok.detokenizer(), new Detokenizer(tok)]) {
+      const out = ids.map((id) => d.push(id)).join('') + d.flush()
+      t.is(out, whole, `ids ${ids.join(',')} (${d.constructor.name})`)
+    }
+    sequences++
+  }
+  t.is(sequences, 300)
+  t.is(tok.detokenizer().constructor.name, 'ByteLevelStream', 'the fixture is byte-level: the table is used')
 })
 
 test('a missing or broken tokenizer file is a CheckpointError naming it', (t) => {

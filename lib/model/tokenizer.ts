@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { Template } from '@huggingface/jinja'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { CheckpointError } from '../errors.js'
+import { ByteLevelTable } from './byte-level.js'
 import { readJsonObject } from './json-file.js'
 
 /** One chat message, as chat templates take them. */
@@ -28,6 +29,8 @@ export class TextTokenizer {
   readonly #tok: Tokenizer
   readonly #template: Template | undefined
   readonly #config: Record<string, unknown>
+  /** Byte-level tokenizers stream through a byte table; others decode a window per token. */
+  readonly #byteLevel: ByteLevelTable | undefined
   /** The begin-of-sequence token's id, if the tokenizer has one. */
   readonly bosTokenId: number | undefined
   /** The end-of-sequence token's id (tokenizer_config.json's `eos_token`), if any. */
@@ -36,6 +39,7 @@ export class TextTokenizer {
   private constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown>, configFile: string) {
     this.#tok = new Tokenizer(tokenizerJson, config)
     this.#config = config
+    this.#byteLevel = ByteLevelTable.of(tokenizerJson, config)
     const template = config.chat_template
     if (template !== undefined && template !== null && typeof template !== 'string') {
       throw new CheckpointError(configFile, 'chat_template is not a string (named templates are not supported)', { field: 'chat_template' })
@@ -64,10 +68,17 @@ export class TextTokenizer {
     return Int32Array.from(this.#tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? false }).ids)
   }
 
-  /** The text of `ids` (special tokens included unless `skipSpecialTokens`). */
+  /**
+   * The text of `ids` (special tokens included unless `skipSpecialTokens`). Spaces before punctuation are
+   * cleaned up only when tokenizer_config.json asks (`clean_up_tokenization_spaces: true`), as transformers
+   * does since 4.45; tokenizers.js alone would default to cleaning up.
+   */
   decode(ids: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {
     if (ids.length === 0) return ''
-    return this.#tok.decode(Array.from(ids), { skip_special_tokens: options.skipSpecialTokens ?? false })
+    return this.#tok.decode(Array.from(ids), {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: this.#config.clean_up_tokenization_spaces === true,
+    })
   }
 
   /** The id of token `token`, if it is in the vocabulary. */
@@ -95,9 +106,13 @@ export class TextTokenizer {
     return this.#template.render({ ...special, messages, add_generation_prompt: options.addGenerationPrompt ?? true })
   }
 
-  /** A streaming decoder of this tokenizer's ids. */
-  detokenizer(): Detokenizer {
-    return new Detokenizer(this)
+  /**
+   * A streaming decoder of this tokenizer's ids: text out only once its characters are complete. A
+   * byte-level tokenizer's is a byte table and a UTF-8 stream (no decode per token); others decode a
+   * window of recent ids per token ({@link Detokenizer}).
+   */
+  detokenizer(): { push(id: number): string; flush(): string } {
+    return this.#byteLevel?.stream() ?? new Detokenizer(this)
   }
 }
 
