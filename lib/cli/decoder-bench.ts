@@ -21,6 +21,7 @@ import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
+import { copyBandwidth, type PartRow, partBytes, profileDecode } from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -86,6 +87,20 @@ interface TorchDecode {
   graphP50Us: number | undefined
   graphP99Us: number | undefined
   staticError: string | undefined
+}
+
+/** A decode step against its floor, with the eager step's parts. */
+export interface ProfileRow {
+  batch: number
+  /** Weights and KV cache a step reads, bytes. */
+  bytes: number
+  /** bytes over the measured copy bandwidth, µs. */
+  floorUs: number
+  /** GPU time of a graph replay (events around it, median), µs. */
+  replayGpuUs: number
+  /** Host to host (the decode table's graph p50), µs. */
+  hostUs: number
+  parts: PartRow[]
 }
 
 /** Untimed generations before the prompt-length table, ms. */
@@ -197,7 +212,11 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 
     // Decode step time per batch size: each request has `context` tokens in the cache.
     say(`decode per batch: prefilling ${maxBatch} requests of ${o.context} tokens`)
-    for (let b = 0; b < maxBatch; b++) graph.prefill(b, tokens(o.context))
+    // In chunks of the prefill step's size: the context may be longer than the longest prompt captured.
+    for (let b = 0; b < maxBatch; b++) {
+      const ctx = tokens(o.context)
+      for (let at = 0; at < ctx.length; at += graph.maxPrefillTokens) graph.prefill(b, ctx.subarray(at, at + graph.maxPrefillTokens), at)
+    }
     const slots = Int32Array.from({ length: maxBatch }, (_, i) => i)
     const positions = new Int32Array(maxBatch).fill(o.context - 1)
     const decodeRows: DecodeRow[] = []
@@ -219,6 +238,30 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       say(`decode batch ${B}: eager ${e.p50.toFixed(1)} µs, graph ${g.p50.toFixed(1)} µs`)
     }
     const capturesInTimedSteps = mgr.stats().captures - captures0
+
+    // The floor: what a decode step must read (weights once, its KV cache) over the copy bandwidth; the
+    // graph's GPU time against it; and where an eager step's GPU time goes, part by part.
+    say('decode against the floor: the copy bandwidth, the graph replays with events, each part of an eager step')
+    const copyBps = copyBandwidth(dev, stream)
+    const profile: ProfileRow[] = []
+    for (const B of o.batchSizes.filter((b) => b === 1 || b === 8 || b === 64)) {
+      const toks = tokens(B)
+      const [e0, e1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
+      const gpu: number[] = []
+      for (let i = 0; i < 60; i++) {
+        e0.record(stream)
+        graph.decode(B, slots, toks, positions)
+        e1.record(stream)
+        e1.synchronize()
+        if (i >= 10) gpu.push(e1.elapsedSince(e0) * 1000)
+      }
+      const bytes = Object.values(partBytes(model, B, o.context)).reduce((a, b) => a + b, 0)
+      const floorUs = (bytes / copyBps) * 1e6
+      const replayGpuUs = percentile(gpu, 0.5)
+      const hostUs = decodeRows.find((r) => r.batch === B)!.graphP50Us
+      profile.push({ batch: B, bytes, floorUs, replayGpuUs, hostUs, parts: profileDecode(model, stream, B, o.context, 20) })
+      say(`decode batch ${B}: floor ${floorUs.toFixed(1)} µs, graph GPU ${replayGpuUs.toFixed(1)} µs (${(replayGpuUs / floorUs).toFixed(2)}x)`)
+    }
 
     // The launch floor: a chain of 100 tiny kernels, ours (fresh process) vs raw CUDA C (nvcc).
     say('launch floor: chain of 100 tiny kernels, ours and raw CUDA C')
@@ -301,6 +344,45 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       ),
     )
     print('')
+    print(
+      `Decode against the floor: bytes a step must read (weights once, the KV cache of its context) over the copy bandwidth measured here (${fixed(copyBps / 1e12, 2)} TB/s, a device-to-device copy, read plus write)`,
+    )
+    print(
+      formatTable(
+        ['batch', 'reads GB', 'floor µs', 'graph GPU µs', 'x floor', 'host-to-host µs', 'x floor', 'of the bandwidth'],
+        profile.map((p) => [
+          p.batch,
+          fixed(p.bytes / 1e9, 3),
+          fixed(p.floorUs),
+          fixed(p.replayGpuUs),
+          `${fixed(p.replayGpuUs / p.floorUs, 2)}x`,
+          fixed(p.hostUs),
+          `${fixed(p.hostUs / p.floorUs, 2)}x`,
+          `${fixed((100 * p.floorUs) / p.replayGpuUs, 0)}%`,
+        ]),
+      ),
+    )
+    for (const p of profile) {
+      print('')
+      print(
+        `Where an eager decode step goes, batch ${p.batch} (GPU time between events around each part, median of 20; its parts sum to ${fixed(p.parts.reduce((a, r) => a + r.us, 0))} µs)`,
+      )
+      print(
+        formatTable(
+          ['part', 'calls', 'µs', 'share', 'reads MB', 'GB/s', 'of copy bandwidth'],
+          p.parts.map((r) => [
+            r.part,
+            r.calls,
+            fixed(r.us),
+            `${fixed(100 * r.share, 1)}%`,
+            r.bytes > 0 ? fixed(r.bytes / 1e6, 1) : '-',
+            fixed(r.gbPerSecond, 0),
+            r.gbPerSecond === undefined ? '-' : `${fixed((100 * r.gbPerSecond * 1e9) / copyBps, 0)}%`,
+          ]),
+        ),
+      )
+    }
+    print('')
     print('Launch floor: chain of 100 tiny kernels (µs per chain, launch to synchronize, median)')
     print(
       formatTable(
@@ -357,6 +439,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       correctness: { graphEqualsEager: sameTokens, tokens: Array.from(gTokens), peer: peerAgreement },
       prompts: promptRows,
       decode: decodeRows,
+      floor: { copyBytesPerSecond: copyBps, profile },
       launchFloor: floor,
       torch: 'skipped' in torch ? torch : { torch: torch.torch, transformers: torch.transformers, dtype: torch.dtype, device: torch.device },
       targets,

@@ -70,10 +70,18 @@ export interface ForwardTensors {
   logits: DeviceBuffer<'f32'>
 }
 
+/** The kernels and GEMMs of a forward, as {@link ForwardContext.trace} names them. */
+export type ForwardPart = 'embed' | 'norm' | 'qkv' | 'rope' | 'attention' | 'o' | 'gate_up' | 'silu_mul' | 'down' | 'final_norm' | 'lm_head' | 'sample'
+
 /** Where a forward enqueues and gets temporaries (a step context, or any stream with an allocator). */
 export interface ForwardContext {
   readonly stream: Stream
   scratch<D extends 'f32' | ModelDType>(dtype: D, length: number): DeviceBuffer<D>
+  /**
+   * Called before each kernel or GEMM is enqueued, with its part's name: a diagnostic pass records an
+   * event there to time each part (steps run without it).
+   */
+  readonly trace?: ((part: ForwardPart) => void) | undefined
 }
 
 /** A weight: its device buffer and its shape ([out, in] row-major for projections, as transformers stores them). */
@@ -353,13 +361,19 @@ export class DecoderModel {
     const normBlock = threadsFor(H)
     const top = this.#top
     const S = this.maxSeqLen
+    const trace = ctx.trace
 
+    trace?.('embed')
     s.launch(k.embed, { grid: T, block: normBlock }, [resid, t.tokens, top.embed, H, c.vocab])
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
+      trace?.('norm')
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
+      trace?.('qkv')
       s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
+      trace?.('rope')
       s.launch(k.rope, { grid: T, block: 128 }, [qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, c.heads, c.kvHeads, hd, S])
+      trace?.('attention')
       s.launch(k.attention, { grid: [T, c.heads], block: 128 }, [
         attn,
         qkv,
@@ -373,15 +387,23 @@ export class DecoderModel {
         S,
         1 / Math.sqrt(hd),
       ])
+      trace?.('o')
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd, transB: true })
+      trace?.('norm')
       s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
+      trace?.('gate_up')
       s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H, transB: true })
+      trace?.('silu_mul')
       s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * c.ffn, 256)), block: 256 }, [act, gu, c.ffn, T])
+      trace?.('down')
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: c.ffn, transB: true })
     }
     // The last rows' norm goes into x, free by now: request r's row at r.
+    trace?.('final_norm')
     s.launch(k.finalNorm, { grid: numReqs, block: normBlock }, [x, resid, delta, t.last, top.norm, H, c.eps])
+    trace?.('lm_head')
     s.gemm({ a: x, b: top.lmHead, c: t.logits, m: numReqs, n: c.vocab, k: H, transB: true })
+    trace?.('sample')
     s.launch(k.sample, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)) }, [t.next, t.logits, t.last, t.positions, t.sampling, t.seeds, c.vocab])
   }
 

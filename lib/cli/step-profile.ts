@@ -1,0 +1,145 @@
+/**
+ * Where a decode step's GPU time goes, part by part (an eager diagnostic pass with an event before each
+ * kernel and GEMM), and the floor it is measured against: the bytes a step must read (weights once, the KV
+ * cache of its context) over the copy bandwidth measured in the same run (a device-to-device copy on a
+ * stream, outside any graph).
+ */
+import type { DeviceBuffer } from '../cuda/buffer.js'
+import type { Device } from '../cuda/device.js'
+import type { DType } from '../cuda/dtype.js'
+import type { Event } from '../cuda/event.js'
+import type { Stream } from '../cuda/stream.js'
+import type { DecoderModel, ForwardPart, ModelDType } from '../model/decoder-model.js'
+import { samplingRows } from '../model/sampling.js'
+import { percentile } from '../util/percentile.js'
+
+/** One part of the step: its calls, its GPU time (median over repeats) and the bytes it must read. */
+export interface PartRow {
+  part: ForwardPart
+  calls: number
+  us: number
+  /** Of the step's GPU time. */
+  share: number
+  /** Weights and KV cache it reads, bytes (0 for parts that read only activations). */
+  bytes: number
+  /** bytes / time, GB/s (parts that read weights or the cache). */
+  gbPerSecond: number | undefined
+}
+
+/** The copy bandwidth: bytes read plus bytes written per second by a device-to-device copy, B/s. */
+export function copyBandwidth(device: Device, stream: Stream): number {
+  const n = 512 << 20
+  const src = device.alloc('f32', n)
+  const dst = device.alloc('f32', n)
+  const [a, b] = [device.createEvent({ timing: true }), device.createEvent({ timing: true })]
+  try {
+    stream.fill(src, 1)
+    const ms: number[] = []
+    for (let i = 0; i < 12; i++) {
+      a.record(stream)
+      stream.copy(dst, src)
+      b.record(stream)
+      b.synchronize()
+      if (i >= 2) ms.push(b.elapsedSince(a))
+    }
+    return (2 * src.byteLength) / (percentile(ms, 0.5) / 1000)
+  } finally {
+    src.dispose()
+    dst.dispose()
+  }
+}
+
+/** Bytes of weights and KV cache each part reads in a decode step of `batch` requests at `context` tokens. */
+export function partBytes(model: DecoderModel, batch: number, context: number): Partial<Record<ForwardPart, number>> {
+  const c = model.config
+  const size = (name: string) => model.weights.get(name)?.buffer.byteLength ?? 0
+  const sum = (f: (l: number) => number) => Array.from({ length: c.layers }, (_, l) => f(l)).reduce((a, b) => a + b, 0)
+  const elem = 2
+  return {
+    qkv: sum((l) => size(`layers.${l}.qkv`) + size(`layers.${l}.qkv_bias`)),
+    o: sum((l) => size(`layers.${l}.o`)),
+    gate_up: sum((l) => size(`layers.${l}.gate_up`)),
+    down: sum((l) => size(`layers.${l}.down`)),
+    norm: sum((l) => size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`)),
+    final_norm: size('norm'),
+    lm_head: c.tieEmbeddings ? size('embed') : size('lm_head'),
+    attention: batch * context * c.layers * 2 * c.kvHeads * c.headDim * elem,
+  }
+}
+
+/**
+ * Times each part of `reps` eager decode forwards of `batch` requests with `context` tokens of cache
+ * each (slots 0..batch-1, which the caller has prefilled). Returns the rows, largest first.
+ */
+export function profileDecode(model: DecoderModel, stream: Stream, batch: number, context: number, reps: number): PartRow[] {
+  const dev = model.device
+  const made: DeviceBuffer[] = []
+  const keep = <D extends DType>(b: DeviceBuffer<D>): DeviceBuffer<D> => {
+    made.push(b)
+    return b
+  }
+  const events: Event[] = []
+  try {
+    const iota = Int32Array.from({ length: batch }, (_, i) => i)
+    const rows = samplingRows(batch)
+    const t = {
+      tokens: keep(
+        dev.upload(
+          Int32Array.from(iota, (i) => (i * 7919 + 1) % model.config.vocab),
+          'i32',
+        ),
+      ),
+      positions: keep(dev.upload(new Int32Array(batch).fill(context - 1), 'i32')),
+      slots: keep(dev.upload(iota, 'i32')),
+      last: keep(dev.upload(iota, 'i32')),
+      sampling: keep(dev.upload(rows.params, 'f32')),
+      seeds: keep(dev.upload(rows.seeds, 'u32')),
+      next: keep(dev.alloc('i32', batch)),
+      logits: keep(dev.alloc('f32', batch * model.config.vocab)),
+    }
+    const marks: { part: ForwardPart; at: number }[] = []
+    let used = 0
+    const event = () => {
+      if (used === events.length) events.push(dev.createEvent({ timing: true }))
+      return events[used++]!
+    }
+    const ctx = {
+      stream,
+      scratch: <D extends 'f32' | ModelDType>(dtype: D, length: number) => keep(dev.alloc(dtype, length)),
+      trace: (part: ForwardPart) => {
+        marks.push({ part, at: used })
+        event().record(stream)
+      },
+    }
+    const perRep = new Map<ForwardPart, number[]>()
+    const calls = new Map<ForwardPart, number>()
+    for (let r = -2; r < reps; r++) {
+      marks.length = 0
+      used = 0
+      model.forward(ctx, t, batch, batch)
+      const end = event()
+      end.record(stream)
+      end.synchronize()
+      if (r < 0) continue
+      const total = new Map<ForwardPart, number>()
+      for (const [i, m] of marks.entries()) {
+        const next = events[i + 1 < marks.length ? marks[i + 1]!.at : used - 1]!
+        total.set(m.part, (total.get(m.part) ?? 0) + next.elapsedSince(events[m.at]!) * 1000)
+        if (r === 0) calls.set(m.part, (calls.get(m.part) ?? 0) + 1)
+      }
+      for (const [part, us] of total) perRep.set(part, [...(perRep.get(part) ?? []), us])
+    }
+    const bytes = partBytes(model, batch, context)
+    const parts = [...perRep].map(([part, us]) => ({ part, us: percentile(us, 0.5) }))
+    const step = parts.reduce((a, p) => a + p.us, 0)
+    return parts
+      .map(({ part, us }) => {
+        const b = bytes[part] ?? 0
+        return { part, calls: calls.get(part) ?? 0, us, share: us / step, bytes: b, gbPerSecond: b > 0 ? b / us / 1000 : undefined }
+      })
+      .sort((a, b) => b.us - a.us)
+  } finally {
+    stream.synchronize()
+    for (const b of made) b.dispose()
+  }
+}
