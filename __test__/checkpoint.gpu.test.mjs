@@ -4,40 +4,24 @@
 // tokenizers give for them. Here: our greedy tokens against transformers' greedy generate (teacher-forced,
 // so one near-tie cannot hide the rest), first-step logits, the rotary table, token ids, the chat template,
 // text streaming, seeded sampling (repeats; frequencies pass a chi-square test) and a failed load's memory.
-import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import test from 'ava'
 import { Device, roundHalf } from '../dist/index.js'
 import { DecoderModel, loadDecoder, loadModel, ropeInvFreq } from '../dist/model/index.js'
-import { gpu, gpuTest, relError } from './helpers.mjs'
+import { gpuTest, relError, useCheckpoints } from './helpers.mjs'
 
 const gtest = gpuTest()
 const CHECKPOINTS = ['llama3-bf16', 'llama-f16', 'llama-f32', 'qwen2-bf16', 'mistral-bf16']
-let root
+const checkpoints = useCheckpoints()
 
-test.before(() => {
-  if (!gpu.available) return
-  root = process.env.CUDAGRAPH_CHECKPOINTS
-  if (root && existsSync(join(root, 'mistral-bf16', 'reference.json'))) return
-  root = mkdtempSync(join(tmpdir(), 'cudagraph-ckpt-'))
-  const script = new URL('../scripts/make-checkpoints.py', import.meta.url).pathname
-  const r = spawnSync('python3', [script, root], { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`scripts/make-checkpoints.py failed (the GPU machine has torch, transformers and tokenizers):\n${r.stderr.slice(-3000)}`)
-})
-test.after.always(() => {
-  if (root && !process.env.CUDAGRAPH_CHECKPOINTS) rmSync(root, { recursive: true, force: true })
-})
-
-const reference = (name) => JSON.parse(readFileSync(join(root, name, 'reference.json'), 'utf8'))
+const reference = (name) => JSON.parse(readFileSync(join(checkpoints(), name, 'reference.json'), 'utf8'))
 
 /** bf16 keeps 8 significant bits, f16 11: one unit in the last place at 1.0. */
 const ulpAtOne = (dtype) => (dtype === 'bf16' ? 2 ** -7 : 2 ** -10)
 
 for (const name of CHECKPOINTS) {
   gtest(`${name}: tokens, logits, rotary table, token ids and chat template agree with transformers`, async (t) => {
-    const dir = join(root, name)
+    const dir = join(checkpoints(), name)
     const ref = reference(name)
     const m = await loadModel(dir, { maxSeqLen: 256, slots: 4 })
     t.teardown(() => m.dispose())
@@ -91,7 +75,7 @@ for (const name of CHECKPOINTS) {
 }
 
 gtest('generate streams whole characters, ends at stop strings and eos, and seeded sampling repeats', async (t) => {
-  const dir = join(root, 'llama3-bf16')
+  const dir = join(checkpoints(), 'llama3-bf16')
   const ref = reference('llama3-bf16')
   const m = await loadModel(dir, { maxSeqLen: 256, slots: 4 })
   t.teardown(() => m.dispose())
@@ -219,7 +203,7 @@ gtest('the sampling kernel: greedy ties take the lowest index; draws follow the 
 gtest('a failed load frees everything it allocated; a bad dtype is refused before allocating', async (t) => {
   const dev = Device.open(0)
   const s = dev.createStream()
-  const dir = join(root, 'qwen2-bf16')
+  const dir = join(checkpoints(), 'qwen2-bf16')
   // Warm the module cache and the allocator, so the comparison sees only the load.
   loadDecoder(dev, s, dir, { maxSeqLen: 64, slots: 2 }).model.dispose()
   dev.synchronize()

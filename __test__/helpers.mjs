@@ -1,4 +1,8 @@
 // Shared by the test files: the GPU probe, the test kernels, seeded random data and error norms.
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import test from 'ava'
 import { Device } from '../dist/index.js'
 import { seededRandom } from '../dist/util/random.js'
@@ -131,4 +135,26 @@ export async function until(cond, ms = 3000) {
     if (Date.now() - t0 > ms) throw new Error('timed out waiting')
     await sleep(2)
   }
+}
+
+/**
+ * The transformers-made checkpoints of scripts/make-checkpoints.py, for a GPU test file: registers the
+ * hooks that make them (or use CUDAGRAPH_CHECKPOINTS, made once for a whole run) and remove them after.
+ * Returns a function that gives their folder (inside a test).
+ */
+export function useCheckpoints() {
+  let root
+  test.before(() => {
+    if (!gpu.available) return
+    root = process.env.CUDAGRAPH_CHECKPOINTS
+    if (root && existsSync(join(root, 'mistral-bf16', 'reference.json'))) return
+    root = mkdtempSync(join(tmpdir(), 'cudagraph-ckpt-'))
+    const r = spawnSync('python3', [new URL('../scripts/make-checkpoints.py', import.meta.url).pathname, root], { encoding: 'utf8' })
+    if (r.status !== 0)
+      throw new Error(`scripts/make-checkpoints.py failed (the GPU machine has torch, transformers and tokenizers):\n${r.stderr.slice(-3000)}`)
+  })
+  test.after.always(() => {
+    if (root && !process.env.CUDAGRAPH_CHECKPOINTS) rmSync(root, { recursive: true, force: true })
+  })
+  return () => root
 }

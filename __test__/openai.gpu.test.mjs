@@ -2,33 +2,17 @@
 // the OpenAI HTTP endpoint (driven by the openai client) and over the socket equals the model's own
 // generate for the same prompt and seed, greedy and sampled; 64 concurrent streaming HTTP clients each get
 // what they get alone.
-import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import test from 'ava'
 import OpenAI from 'openai'
 import { loadModel } from '../dist/model/index.js'
 import { Client, GeneratorServer } from '../dist/serve/index.js'
-import { gpu, gpuTest, socketPath } from './helpers.mjs'
+import { gpuTest, socketPath, useCheckpoints } from './helpers.mjs'
 
 const gtest = gpuTest()
-let root
-
-test.before(() => {
-  if (!gpu.available) return
-  root = process.env.CUDAGRAPH_CHECKPOINTS
-  if (root && existsSync(join(root, 'llama-f16', 'reference.json'))) return
-  root = mkdtempSync(join(tmpdir(), 'cudagraph-ckpt-'))
-  const r = spawnSync('python3', [new URL('../scripts/make-checkpoints.py', import.meta.url).pathname, root], { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`scripts/make-checkpoints.py failed (the GPU machine has torch, transformers and tokenizers):\n${r.stderr.slice(-3000)}`)
-})
-test.after.always(() => {
-  if (root && !process.env.CUDAGRAPH_CHECKPOINTS) rmSync(root, { recursive: true, force: true })
-})
+const checkpoints = useCheckpoints()
 
 async function serve(t, name) {
-  const m = await loadModel(join(root, name), { maxSeqLen: 256, slots: 64 })
+  const m = await loadModel(join(checkpoints(), name), { maxSeqLen: 256, slots: 64 })
   const server = await GeneratorServer.listen({
     socketPath: socketPath('gpu-oai'),
     engine: m.runner,

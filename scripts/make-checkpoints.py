@@ -22,32 +22,15 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from text_samples import CHATML, CORPUS_LINES, MESSAGES
+from text_samples import HARD as HARD_TEXT
+
 OUT = sys.argv[1]
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog. CUDA graphs replay a whole step in one launch.",
-    "def forward(x):\n    return x * 2  # tabs\tand  double  spaces",
-    "東京は日本の首都です。北京是中国的首都。서울은 한국의 수도입니다.",
-    "Emoji: 🙂🚀🔥 — and accents: café, naïve, Zürich, ½ ¾.",
-    "Numbers 12345 67890, symbols <>{}[]()!?;:'\"",
-    "Once upon a time, a small model learned to count: one, two, three, four, five.",
-] * 20
-HARD = [
-    "Hello world",
-    "  leading and trailing spaces  ",
-    "tabs\tnew\nlines\r\nand    runs of     spaces",
-    "東京は日本の首都です",
-    "emoji 🙂🚀 and a family 👨‍👩‍👧",
-    "a rare character never seen in training: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ∮ ⅋",
-    "",
-]
+CORPUS = [*CORPUS_LINES, "Once upon a time, a small model learned to count: one, two, three, four, five."] * 20
+HARD = [*HARD_TEXT, ""]
 PROMPTS = ["Once upon a time", "The quick brown fox", "東京は", "def forward(x):", "Emoji: 🙂"]
-MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi 👋 in Japanese: こんにちは?"}]
 NEW_TOKENS = 64
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 LLAMA3 = (
     "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"

@@ -11,33 +11,14 @@ import os
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from text_samples import CHATML, CORPUS_LINES, MESSAGES
+from text_samples import HARD as HARD_TEXT
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "__test__", "fixtures", "tokenizer")
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"]
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog. CUDA graphs replay a whole step in one launch.",
-    "def forward(x):\n    return x * 2  # tabs\tand  double  spaces",
-    "東京は日本の首都です。北京是中国的首都。서울은 한국의 수도입니다.",
-    "Emoji: 🙂🚀🔥 — and accents: café, naïve, Zürich, ½ ¾.",
-    "Numbers 12345 67890, symbols <>{}[]()!?;:'\"",
-] * 20
-TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-HARD = [
-    "Hello world",
-    "  leading and trailing spaces  ",
-    "tabs\tnew\nlines\r\nand    runs of     spaces",
-    "東京は日本の首都です",
-    "emoji 🙂🚀 and a family 👨‍👩‍👧",
-    "a rare character never seen in training: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ∮ ⅋",
-    "<|im_start|>special tokens inside text<|im_end|>",
-    "",
-]
-MESSAGES = [
-    {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": "Say hi 👋 in Japanese: こんにちは?"},
-]
+CORPUS = CORPUS_LINES * 20
+TEMPLATE = CHATML
+HARD = [*HARD_TEXT, "<|im_start|>special tokens inside text<|im_end|>", ""]
 
 
 def main():

@@ -62,18 +62,23 @@ export interface ServeRow {
 
 const CLI = join(PACKAGE_ROOT, 'bin', 'cudagraph.js')
 
-/** One row of the text table: `clients` concurrent text streams (the socket's, or the OpenAI endpoint's SSE). */
-export interface TextRow {
+/** One row of the text table: `clients` concurrent text streams (the socket's, or the OpenAI endpoint's SSE); inter-token times are between text chunks. */
+export interface TextRow extends Omit<ServeRow, 'busyPoll' | 'ipcP50Us' | 'ipcP99Us' | 'meanBatch'> {
   path: 'socket' | 'http'
-  clients: number
-  requests: number
-  tokens: number
-  tokensPerSecond: number
-  ttftP50Ms: number
-  ttftP99Ms: number
-  /** Between text chunks (one per token, but for a character split over tokens), ms. */
-  interTokenP50Ms: number
-  interTokenP99Ms: number
+}
+
+/** The figures every row has: tokens/s, and TTFT and inter-token percentiles (ms). */
+function streamFigures(clients: number, requests: number, tokens: number, seconds: number, ttft: number[], gaps: number[]) {
+  return {
+    clients,
+    requests,
+    tokens,
+    tokensPerSecond: tokens / seconds,
+    ttftP50Ms: percentile(ttft, 0.5),
+    ttftP99Ms: percentile(ttft, 0.99),
+    interTokenP50Ms: percentile(gaps, 0.5),
+    interTokenP99Ms: percentile(gaps, 0.99),
+  }
 }
 
 /** A text stream's chunk arrival times (ms) and its tokens. */
@@ -254,15 +259,8 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       const seconds = (performance.now() - t0) / 1000
       const after = await histogram(port, 'cudagraph_decode_batch_size')
       const row: ServeRow = {
-        clients: n,
+        ...streamFigures(n, n * o.requests, tokens, seconds, ttft, gaps),
         busyPoll,
-        requests: n * o.requests,
-        tokens,
-        tokensPerSecond: tokens / seconds,
-        ttftP50Ms: percentile(ttft, 0.5),
-        ttftP99Ms: percentile(ttft, 0.99),
-        interTokenP50Ms: percentile(gaps, 0.5),
-        interTokenP99Ms: percentile(gaps, 0.99),
         ipcP50Us: percentile(ipc, 0.5),
         ipcP99Us: percentile(ipc, 0.99),
         meanBatch: (after.sum - before.sum) / (after.count - before.count),
@@ -310,17 +308,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
         )
         const seconds = (performance.now() - t0) / 1000
         say(`text over ${path}, ${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${(tokens / seconds).toFixed(0)} tokens/s`)
-        return {
-          path,
-          clients: n,
-          requests: n * o.requests,
-          tokens,
-          tokensPerSecond: tokens / seconds,
-          ttftP50Ms: percentile(ttft, 0.5),
-          ttftP99Ms: percentile(ttft, 0.99),
-          interTokenP50Ms: percentile(gaps, 0.5),
-          interTokenP99Ms: percentile(gaps, 0.99),
-        }
+        return { path, ...streamFigures(n, n * o.requests, tokens, seconds, ttft, gaps) }
       }
       for (const n of o.clients) {
         textRows.push(await run('socket', n))

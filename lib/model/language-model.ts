@@ -7,7 +7,7 @@ import { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { ArgumentError, check, InUseError } from '../errors.js'
 import { GraphManager, type WarmupResult } from '../manager/graph-manager.js'
-import { StopMatcher } from '../util/stop-matcher.js'
+import { TextOutput } from '../util/text-output.js'
 import { type LoadOptions, type LoadStats, loadDecoder } from './checkpoint.js'
 import type { DecoderModel } from './decoder-model.js'
 import { DecoderRunner } from './decoder-runner.js'
@@ -174,12 +174,11 @@ export class LanguageModel {
       maxNew,
     )
     check(options.signal === undefined || options.signal instanceof AbortSignal, 'signal', 'an AbortSignal', options.signal)
-    const stops = new StopMatcher(options.stop ?? [])
+    const output = new TextOutput(this.tokenizer.detokenizer(), options.stop ?? [], options.ignoreEos ? new Set() : this.eosTokenIds)
     setSampling(this.#rows, 0, samplingParams(this.#sampling(options)))
     this.#busy = true
     try {
       const runner = this.runner
-      const detok = this.tokenizer.detokenizer()
       const tokens: number[] = []
       const tokenMs: number[] = []
       let text = ''
@@ -194,9 +193,8 @@ export class LanguageModel {
       let lastYield = performance.now()
       for (;;) {
         tokens.push(next)
-        const eos = !options.ignoreEos && this.eosTokenIds.has(next)
-        let out = eos ? '' : stops.push(detok.push(next))
-        if (eos || stops.stopped !== undefined) finishReason = 'stop'
+        let out = output.push(next).text
+        if (output.ended) finishReason = 'stop'
         else if (tokens.length >= maxNew) finishReason = 'length'
         else {
           if (out !== '') {
@@ -218,10 +216,18 @@ export class LanguageModel {
           }
           finishReason = 'abort'
         }
-        // Ending: what this token completed, and anything held back (not after a stop string or eos).
-        const tail = finishReason === 'stop' ? out : out + stops.push(detok.flush()) + stops.flush()
+        // Ending: what this token completed, and anything held back (nothing after a stop string).
+        const tail = out + output.flush().text
         text += tail
-        const result: GenerationResult = { tokens: Int32Array.from(tokens), promptTokens: ids.length, text, finishReason, stop: stops.stopped, ttftMs, tokenMs }
+        const result: GenerationResult = {
+          tokens: Int32Array.from(tokens),
+          promptTokens: ids.length,
+          text,
+          finishReason,
+          stop: output.stopped,
+          ttftMs,
+          tokenMs,
+        }
         yield { text: tail, result }
         return
       }

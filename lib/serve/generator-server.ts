@@ -8,11 +8,12 @@ import { existsSync, unlinkSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { check } from '../errors.js'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
+import { TextOutput } from '../util/text-output.js'
 import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
 import { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
 import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
-import { checkSampling, checkStops, promptTokens, TextOutput, type TextRequest, TextRequestError, type TextSetup } from './text.js'
+import { checkSampling, checkStops, promptTokens, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 import {
   type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
@@ -510,7 +511,7 @@ export class GeneratorServer {
       maxNewTokens: req.maxNewTokens ?? Math.max(1, this.engine.maxSeqLen - prompt.length),
       sampling: req.sampling,
       stopTokens: req.ignoreEos ? undefined : setup.eosTokenIds,
-      text: new TextOutput(setup, req.stop, req.ignoreEos),
+      text: new TextOutput(setup.codec.detokenizer(), req.stop, req.ignoreEos ? new Set() : setup.eosTokenIds),
       arrived: now(),
       last: 0,
     }

@@ -3,6 +3,8 @@
  * Prometheus metrics), its client, the wire protocol and their errors. The client and the protocol need
  * no GPU and no native addon.
  */
+
+export { TextOutput } from '../util/text-output.js'
 export {
   BatchScheduler,
   type GenerationEngine,
@@ -18,7 +20,7 @@ export { AddressInUseError, BusyError, ConnectionClosedError, ProtocolError, Ref
 export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type RollingGraphs, type TextSink, type TextSubmission } from './generator-server.js'
 export { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
 export { type Health, type RequestOutcome, ServerMetrics } from './server-metrics.js'
-export { type ChatMessage, type TextCodec, TextOutput, type TextRequest, TextRequestError, type TextSetup } from './text.js'
+export { type ChatMessage, type TextCodec, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 export {
   type CancelMessage,
   type ClientMessage,

@@ -1,9 +1,9 @@
 /**
  * Text requests for the server (no GPU needed): the tokenizer it is given (a model's TextTokenizer, or
- * anything with the same shape), a request's checked settings, its prompt as token ids, and its output
- * as text: whole characters only, cut at the first stop string.
+ * anything with the same shape), a request's checked settings and its prompt as token ids (its output
+ * goes through util/text-output.ts).
  */
-import { StopMatcher } from '../util/stop-matcher.js'
+import type { StreamDecoder } from '../util/text-output.js'
 import type { RequestSampling } from './batch-scheduler.js'
 
 /** One chat message. */
@@ -20,8 +20,8 @@ export interface TextCodec {
   readonly hasChatTemplate: boolean
   /** `messages` through the chat template, the assistant's turn opened. */
   renderChat(messages: readonly ChatMessage[]): string
-  /** A streaming decoder: `push` returns the text an id completes, `flush` what is held at the end. */
-  detokenizer(): { push(id: number): string; flush(): string }
+  /** A streaming decoder of ids: text only once its characters are complete. */
+  detokenizer(): StreamDecoder
 }
 
 /** The server's text setup: the codec and the ids that end generation. */
@@ -96,43 +96,4 @@ export function promptTokens(codec: TextCodec, prompt: string | readonly ChatMes
     throw new TextRequestError(param, `the chat template failed: ${e instanceof Error ? e.message : String(e)}`)
   }
   return codec.encode(rendered, { addSpecialTokens: false })
-}
-
-/** A request's output as text: whole characters, cut at the first stop string. */
-export class TextOutput {
-  readonly #detok: { push(id: number): string; flush(): string }
-  readonly #stops: StopMatcher
-  readonly #eos: ReadonlySet<number>
-  /** Tokens taken since text last came out. */
-  #pendingTokens = 0
-
-  constructor(setup: TextSetup, stop: readonly string[], ignoreEos: boolean) {
-    this.#detok = setup.codec.detokenizer()
-    this.#stops = new StopMatcher(stop)
-    this.#eos = ignoreEos ? new Set() : setup.eosTokenIds
-  }
-
-  /** The stop string that matched, once one has. */
-  get stopped(): string | undefined {
-    return this.#stops.stopped
-  }
-
-  /** Takes token `id`: the text it makes emittable ('' for none, and for an end-of-sequence token) and the tokens that text covers. */
-  push(id: number): { text: string; tokens: number } {
-    this.#pendingTokens++
-    if (this.#eos.has(id)) return { text: '', tokens: 0 }
-    const text = this.#stops.push(this.#detok.push(id))
-    if (text === '') return { text, tokens: 0 }
-    const tokens = this.#pendingTokens
-    this.#pendingTokens = 0
-    return { text, tokens }
-  }
-
-  /** What is still held back when generation ends (nothing after a stop string), and the tokens not yet counted. */
-  flush(): { text: string; tokens: number } {
-    const tokens = this.#pendingTokens
-    this.#pendingTokens = 0
-    if (this.#stops.stopped !== undefined) return { text: '', tokens }
-    return { text: this.#stops.push(this.#detok.flush()) + this.#stops.flush(), tokens }
-  }
 }
