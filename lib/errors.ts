@@ -68,6 +68,19 @@ export class CublasError extends CudaGraphError {
   }
 }
 
+/** An NCCL call failed (the communicator was aborted, so no rank waits on it). */
+export class NcclError extends CudaGraphError {
+  /** The call that failed, e.g. `ncclAllReduce`. */
+  readonly call: string
+  /** NCCL's name for the status, e.g. `ncclInvalidArgument`. */
+  readonly ncclName: string
+  constructor(message: string, fields: { call: string; ncclName: string; cause?: unknown }) {
+    super('NCCL_ERROR', message, { cause: fields.cause })
+    this.call = fields.call
+    this.ncclName = fields.ncclName
+  }
+}
+
 /** NVRTC could not compile the source; `log` holds the compiler's log. */
 export class CompileError extends CudaGraphError {
   /** The module name given to `Device.compile`. */

@@ -13,6 +13,7 @@
  */
 
 export { DeviceBuffer } from './cuda/buffer.js'
+export { Communicator, type CommunicatorOptions, type ReduceOp } from './cuda/communicator.js'
 export { type Availability, type CompileOptions, Device, type GraphMemoryStats, type MemoryInfo } from './cuda/device.js'
 export { DTYPE_SIZE, DTYPES, type DType, type HostArray, type HostArrayOf } from './cuda/dtype.js'
 export { Event } from './cuda/event.js'
@@ -36,6 +37,7 @@ export {
   InputAddressError,
   InUseError,
   NativeBindingError,
+  NcclError,
 } from './errors.js'
 export {
   type EntryMemory,

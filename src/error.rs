@@ -57,6 +57,7 @@ fn details(e: &Error) -> String {
         }
         Error::Compile { name, log, .. } => object("COMPILE_ERROR", &[("module", name), ("log", log)]),
         Error::Cublas { call, status } => object("CUBLAS_ERROR", &[("call", call), ("status", status)]),
+        Error::Nccl { call, name, .. } => object("NCCL_ERROR", &[("call", call), ("ncclName", name)]),
         Error::Argument { arg, expected, got } => object("ARGUMENT_ERROR", &[("argument", arg), ("expected", expected), ("got", got)]),
         Error::Capture(_) => object("CAPTURE_ERROR", &[]),
         Error::InUse(_) => object("IN_USE", &[]),

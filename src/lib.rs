@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod buffer;
+mod communicator;
 mod device;
 mod error;
 mod event;

@@ -19,6 +19,9 @@ pub enum Error {
     /// A cuBLAS call failed.
     #[error("{call} failed: {status}")]
     Cublas { call: &'static str, status: String },
+    /// An NCCL call failed. `name` is NCCL's name for the status (`ncclInvalidArgument`, ...).
+    #[error("{call} failed: {name}: {message}")]
+    Nccl { call: &'static str, name: String, message: String },
     /// An argument was out of range or of the wrong kind. Nothing was enqueued.
     #[error("argument '{arg}': expected {expected}, got {got}")]
     Argument { arg: String, expected: String, got: String },

@@ -21,6 +21,7 @@ pub mod graph;
 pub mod host_stage;
 pub mod libs;
 pub mod module;
+pub mod nccl;
 pub mod stream;
 
 pub use blas::{Gemm, Op};
@@ -33,6 +34,7 @@ pub use event::Event;
 pub use graph::{ExecHandle, Graph, GraphMemory, GraphTimings, UpdateOutcome};
 pub use host_stage::{HostStage, StageTensor};
 pub use module::{ArgKind, Kernel, Module};
+pub use nccl::{Communicator, ReduceOp};
 pub use stream::{CaptureMode, Completion, EndCapture, KernelArg, LaunchConfig, PendingDownload, Stream};
 
 #[cfg(test)]

@@ -83,3 +83,16 @@ pub fn cublas() -> Result<()> {
         Error::Unavailable("cuBLAS (libcublas.so.13 and libcublasLt.so.13) was not found; set CUDA_HOME or CUDAGRAPH_LIBRARY_PATH".into())
     })
 }
+
+/// Ensures NCCL can be loaded (the `nvidia-nccl` Python wheel's `nvidia/nccl/lib`, or a system copy).
+pub fn nccl() -> Result<()> {
+    static STATE: OnceLock<bool> = OnceLock::new();
+    let ok = *STATE.get_or_init(|| {
+        preload(&["libnccl.so.2", "libnccl.so"]);
+        // SAFETY: only probes whether the shared library can be opened.
+        unsafe { cudarc::nccl::sys::is_culib_present() }
+    });
+    ok.then_some(()).ok_or_else(|| {
+        Error::Unavailable("NCCL (libnccl.so.2) was not found; put its folder on LD_LIBRARY_PATH or CUDAGRAPH_LIBRARY_PATH".into())
+    })
+}

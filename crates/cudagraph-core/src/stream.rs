@@ -262,6 +262,13 @@ impl Stream {
         }
     }
 
+    /// `b`'s address after checking it is on this stream's device; a capture keeps its allocation alive.
+    pub(crate) fn use_buffer(&self, b: &Buffer, arg: &str) -> Result<sys::CUdeviceptr> {
+        let p = self.check_buffer(b, arg)?;
+        self.track(b);
+        Ok(p)
+    }
+
     fn check_buffer(&self, b: &Buffer, arg: &str) -> Result<sys::CUdeviceptr> {
         self.same_device(b.device(), arg)?;
         b.ptr()
