@@ -11,7 +11,8 @@ import type { ManagerSnapshot } from '../manager/graph-manager.js'
 import { TextOutput } from '../util/text-output.js'
 import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
-import { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
+import { HttpBridge, type TextSink, type TextSubmission } from './http-bridge.js'
+import type { OpenAiHttpOptions } from './openai-http.js'
 import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 import { checkSampling, checkStops, promptTokens, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 import {
@@ -91,21 +92,6 @@ interface Served extends GenerationRequest {
   /** A text request's output (TEXT frames, or the sink's text, instead of TOKENS). */
   readonly text?: TextOutput | undefined
 }
-
-/** Where another front end's text request delivers (called inside steps, in order). */
-export interface TextSink {
-  /** New text, complete characters, covering `tokens` tokens. */
-  text(text: string, tokens: number): void
-  /** The request ended after `generated` tokens. */
-  done(reason: FinishReason, generated: number): void
-  /** The step it was in failed. */
-  failed(message: string): void
-}
-
-/** What {@link GeneratorServer.submitText} answers. */
-export type TextSubmission =
-  | { ok: true; promptTokens: number; cancel: (reason?: FinishReason) => void }
-  | { ok: false; reason: 'busy' | 'shutdown' | 'invalid'; message: string; param?: string }
 
 class Connection {
   readonly requests = new Map<number, Served>()
@@ -193,7 +179,8 @@ export class GeneratorServer {
   metricsPort: number | undefined
   /** The OpenAI endpoint's port (undefined without it). */
   httpPort: number | undefined
-  #openai: OpenAiHttp | undefined
+  /** The OpenAI endpoint's worker thread. */
+  #http: HttpBridge | undefined
   readonly #net: Server
   readonly #limits: ReturnType<typeof serverLimits>
   readonly #log: (message: string) => void
@@ -258,8 +245,19 @@ export class GeneratorServer {
     try {
       if (options.metricsPort !== undefined) server.metricsPort = await server.metrics.listen(options.metricsPort)
       if (options.http !== undefined) {
-        server.#openai = await OpenAiHttp.listen(server, options.http)
-        server.httpPort = server.#openai.port
+        server.#http = await HttpBridge.start(
+          {
+            model: server.model,
+            text: server.textFeatures.text,
+            submit: (req, sink) => server.submitText(req, sink),
+            httpRequest: (route, status, seconds) => server.metrics.httpRequest(route, status, seconds),
+            slowReader: () => server.metrics.connectionDropped('slow_reader'),
+            scrape: (what) => server.metrics.scrape(what),
+            log: server.#log,
+          },
+          options.http,
+        )
+        server.httpPort = server.#http.port
       }
     } catch (e) {
       await server.close()
@@ -300,7 +298,7 @@ export class GeneratorServer {
     const deadline = now() + drainMs
     while (this.#scheduler.hasWork && now() < deadline) await new Promise((r) => setTimeout(r, 5))
     this.#scheduler.cancelAll('shutdown')
-    await this.#openai?.close()
+    await this.#http?.close()
     for (const c of [...this.#conns]) this.#close(c, undefined)
     // Every socket, dropped ones too, is ended with a destroy timer: one that never reads cannot hold this.
     const ended = [...this.#sockets].map(

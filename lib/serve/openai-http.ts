@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { GeneratorServer, TextSink } from './generator-server.js'
+import type { TextService, TextSink } from './http-bridge.js'
 import { type ChatMessage, checkSampling, checkStops, type TextRequest, TextRequestError } from './text.js'
 import type { FinishReason } from './wire-protocol.js'
 
@@ -77,9 +77,9 @@ const KNOWN: Record<'completions' | 'chat', Set<string>> = {
   chat: new Set(['messages', 'max_completion_tokens', ...SAMPLING]),
 }
 
-/** The OpenAI endpoint of one generator server. */
+/** The OpenAI endpoint of one generator server (in its worker thread: see http-bridge.ts). */
 export class OpenAiHttp {
-  readonly #gen: GeneratorServer
+  readonly #gen: TextService
   readonly #http: Server
   readonly #maxBody: number
   readonly #maxUnread: number
@@ -88,7 +88,7 @@ export class OpenAiHttp {
   readonly #open = new Set<ServerResponse>()
   port = 0
 
-  private constructor(gen: GeneratorServer, o: OpenAiHttpOptions) {
+  private constructor(gen: TextService, o: OpenAiHttpOptions) {
     this.#gen = gen
     this.#maxBody = o.maxBodyBytes ?? 1 << 20
     this.#maxUnread = o.maxUnreadBytes ?? 4 << 20
@@ -104,7 +104,7 @@ export class OpenAiHttp {
   }
 
   /** Starts the endpoint for `gen`; resolves once it listens. */
-  static async listen(gen: GeneratorServer, o: OpenAiHttpOptions): Promise<OpenAiHttp> {
+  static async listen(gen: TextService, o: OpenAiHttpOptions): Promise<OpenAiHttp> {
     const h = new OpenAiHttp(gen, o)
     await new Promise<void>((resolve, reject) => {
       h.#http.once('error', reject)
@@ -141,9 +141,13 @@ export class OpenAiHttp {
               : url === '/health' || url === '/healthz'
                 ? 'health'
                 : 'other'
-    res.once('close', () => this.#gen.metrics.httpRequest(route, res.statusCode, (performance.now() - t0) / 1000))
-    if (route === 'metrics' || route === 'health') {
-      if (this.#gen.metrics.handle(req, res)) return
+    res.once('close', () => this.#gen.httpRequest(route, res.statusCode, (performance.now() - t0) / 1000))
+    if ((route === 'metrics' || route === 'health') && req.method === 'GET') {
+      this.#gen.scrape(route).then(
+        (r) => res.writeHead(r.status, { 'content-type': r.contentType }).end(r.body),
+        (e: unknown) => this.#fail(res, e),
+      )
+      return
     }
     if (route === 'models' && req.method === 'GET') {
       sendJson(res, 200, { object: 'list', data: [{ id: this.#gen.model, object: 'model', created: this.#created, owned_by: 'cudagraph' }] })
@@ -174,7 +178,7 @@ export class OpenAiHttp {
   async #generate(route: 'completions' | 'chat', req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readJson(req, this.#maxBody)
     const parsed = this.#parse(route, body)
-    if (!this.#gen.textFeatures.text)
+    if (!this.#gen.text)
       throw new HttpError(400, 'this server has no tokenizer: it serves token ids on its socket only', route === 'chat' ? 'messages' : 'prompt')
     const id = `${route === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`
     const created = Math.floor(Date.now() / 1000)
@@ -208,7 +212,7 @@ export class OpenAiHttp {
       res.write(frame)
       // Backpressure: what the client leaves unread is bounded; past it the client is dropped.
       if (res.writableLength > this.#maxUnread) {
-        this.#gen.metrics.connectionDropped('slow_reader')
+        this.#gen.slowReader()
         submitted?.cancel()
         res.destroy()
       }
@@ -243,7 +247,7 @@ export class OpenAiHttp {
         this.#fail(res, new HttpError(500, message))
       },
     }
-    const sub = this.#gen.submitText(parsed.request, sink)
+    const sub = await this.#gen.submit(parsed.request, sink)
     if (!sub.ok) {
       if (sub.reason === 'busy') throw new HttpError(429, sub.message, null, 'queue_full')
       if (sub.reason === 'shutdown') throw new HttpError(503, sub.message, null, 'shutting_down')

@@ -2,7 +2,7 @@
  * The generator's metrics in Prometheus text format (prom-client), served with a health check on a small
  * HTTP server: `GET /metrics` and `GET /healthz` (also `/health`, and both on the OpenAI HTTP port).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
@@ -157,22 +157,11 @@ export class ServerMetrics {
     this.#httpSeconds.observe(labels, seconds)
   }
 
-  /** @internal Answers `GET /metrics`, `GET /healthz` and `GET /health`; false for any other request (the HTTP servers' shared routes). */
-  handle(req: IncomingMessage, res: ServerResponse): boolean {
-    if (req.method !== 'GET') return false
-    if (req.url === '/metrics') {
-      this.text().then(
-        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
-        (e: unknown) => res.writeHead(500).end(String(e)),
-      )
-      return true
-    }
-    if (req.url === '/healthz' || req.url === '/health') {
-      const h = this.health()
-      res.writeHead(h.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(h))
-      return true
-    }
-    return false
+  /** `GET /metrics` or `GET /health`: the status, content type and body to answer with. */
+  async scrape(what: 'metrics' | 'health'): Promise<{ status: number; contentType: string; body: string }> {
+    if (what === 'metrics') return { status: 200, contentType: this.registry.contentType, body: await this.text() }
+    const h = this.health()
+    return { status: h.status === 'ok' ? 200 : 503, contentType: 'application/json', body: JSON.stringify(h) }
   }
 
   /** The Prometheus text of every metric. */
@@ -183,7 +172,16 @@ export class ServerMetrics {
   /** Serves `/metrics` and `/healthz` on `host:port` (port 0: any free one); resolves to the port. */
   async listen(port: number, host = '127.0.0.1'): Promise<number> {
     const http = createServer((req, res) => {
-      if (!this.handle(req, res)) res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics or /healthz\n')
+      const what =
+        req.method !== 'GET' ? undefined : req.url === '/metrics' ? 'metrics' : req.url === '/healthz' || req.url === '/health' ? 'health' : undefined
+      if (what === undefined) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics or /healthz\n')
+        return
+      }
+      this.scrape(what).then(
+        (r) => res.writeHead(r.status, { 'content-type': r.contentType }).end(r.body),
+        (e: unknown) => res.writeHead(500).end(String(e)),
+      )
     })
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject)
