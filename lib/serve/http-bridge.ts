@@ -66,7 +66,7 @@ type Down =
   | { t: 'scraped'; rid: number; status: number; contentType: string; body: string }
   | { t: 'close' }
 
-/** What the main thread's side serves the worker with. */
+/** @internal What the main thread's side serves the worker with. */
 export interface BridgeHost {
   readonly model: string
   readonly text: boolean
@@ -77,7 +77,7 @@ export interface BridgeHost {
   log(message: string): void
 }
 
-/** The main thread's side: starts the worker and serves its requests from the scheduler. */
+/** @internal The main thread's side: starts the worker and serves its requests from the scheduler. */
 export class HttpBridge {
   readonly #worker: Worker
   readonly #host: BridgeHost
@@ -176,7 +176,7 @@ export class HttpBridge {
   }
 }
 
-/** The worker's side: a {@link TextService} whose calls are messages to the main thread. */
+/** @internal The worker's side: a {@link TextService} whose calls are messages to the main thread. */
 export class WorkerTextService implements TextService {
   readonly model: string
   readonly text: boolean
@@ -254,7 +254,7 @@ export class WorkerTextService implements TextService {
   }
 }
 
-/** Posts the worker's listening port (or why it could not listen) to the main thread. */
+/** @internal Posts the worker's listening port (or why it could not listen) to the main thread. */
 export function reportListening(port: MessagePort, r: { port: number } | { error: string }): void {
   port.postMessage(('port' in r ? { t: 'listening', port: r.port } : { t: 'failed-to-listen', message: r.error }) satisfies Up)
 }
