@@ -12,7 +12,7 @@ import { type LoadOptions, type LoadStats, loadDecoder } from './checkpoint.js'
 import type { DecoderModel } from './decoder-model.js'
 import { DecoderRunner } from './decoder-runner.js'
 import type { CheckpointConfig } from './hf-config.js'
-import { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
+import { type SamplingParams, type SamplingRows, samplingRows, setSampling } from './sampling.js'
 import { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './stops.js'
 import { type ChatMessage, TextTokenizer } from './tokenizer.js'
 
@@ -129,6 +129,7 @@ export class LanguageModel {
       return new LanguageModel({ model, tokenizer, runner, manager, stream, config: checkpoint.config, defaults, loadStats: stats, warmup })
     } catch (e) {
       runner?.dispose()
+      manager?.dispose()
       model.dispose()
       throw e
     }
@@ -175,7 +176,7 @@ export class LanguageModel {
     )
     check(options.signal === undefined || options.signal instanceof AbortSignal, 'signal', 'an AbortSignal', options.signal)
     const output = new TextOutput(this.tokenizer.detokenizer(), options.stop ?? [], options.ignoreEos ? new Set() : this.eosTokenIds)
-    setSampling(this.#rows, 0, samplingParams(this.#sampling(options)))
+    setSampling(this.#rows, 0, this.#sampling(options))
     this.#busy = true
     try {
       const runner = this.runner
@@ -253,6 +254,7 @@ export class LanguageModel {
     if (this.#disposed) return
     this.#disposed = true
     this.runner.dispose()
+    this.manager.dispose()
     this.model.dispose()
   }
 }

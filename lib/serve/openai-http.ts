@@ -247,6 +247,14 @@ export class OpenAiHttp {
         this.#fail(res, new HttpError(500, message))
       },
     }
+    // A client that goes away (or aborts) cancels its request, also while the submission is on its way:
+    // its KV slot is free at once.
+    let gone = false
+    res.once('close', () => {
+      gone = true
+      this.#open.delete(res)
+      if (!ended) submitted?.cancel()
+    })
     const sub = await this.#gen.submit(parsed.request, sink)
     if (!sub.ok) {
       if (sub.reason === 'busy') throw new HttpError(429, sub.message, null, 'queue_full')
@@ -255,12 +263,11 @@ export class OpenAiHttp {
       throw new HttpError(400, sub.message, param, /context/.test(sub.message) ? 'context_length_exceeded' : null)
     }
     submitted = sub
+    if (gone) {
+      sub.cancel()
+      return
+    }
     this.#open.add(res)
-    // A client that goes away (or aborts) cancels its request: its KV slot is free at once.
-    res.once('close', () => {
-      this.#open.delete(res)
-      if (!ended) sub.cancel()
-    })
     if (stream) {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' })
       res.socket?.setNoDelay(true)
