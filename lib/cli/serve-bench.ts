@@ -365,7 +365,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
             r.clients,
             r.requests,
             fixed(r.tokensPerSecond, 0),
-            `${fixed(r.tokensPerSecond / textRow(r.path, 1)!.tokensPerSecond, 1)}x`,
+            textRow(r.path, 1) ? `${fixed(r.tokensPerSecond / textRow(r.path, 1)!.tokensPerSecond, 1)}x` : '-',
             fixed(r.ttftP50Ms, 2),
             fixed(r.ttftP99Ms, 2),
             fixed(r.interTokenP50Ms, 3),
