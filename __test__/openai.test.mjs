@@ -2,6 +2,7 @@
 // the committed fixture tokenizer). Completions and chat completions, streaming and not, include_usage, an
 // abort mid-stream freeing the slot, bad parameters as BadRequestError naming the parameter, a full queue
 // as RateLimitError, shutdown as a 503, and SSE framing and limits seen on the raw wire.
+import { createConnection } from 'node:net'
 import test from 'ava'
 import OpenAI from 'openai'
 import { TextTokenizer } from '../dist/model/index.js'
@@ -188,4 +189,25 @@ test('the HTTP path and the socket path give the same text for the same prompt a
   const viaSocket = (await client.generateText('Hello', { maxNewTokens: 24, temperature: 0.8, seed: 7 }).toArray()).join('')
   const viaHttp = await openai.completions.create({ model: 'tiny-test', prompt: 'Hello', max_tokens: 24, temperature: 0.8, seed: 7 })
   t.is(viaHttp.choices[0].text, viaSocket)
+})
+
+test('a streaming client that stops reading is dropped past its unread budget; its request is cancelled and its slot freed', async (t) => {
+  const { server } = await start(t, { engine: { maxSeqLen: 40000, slots: 2, maxBatch: 2 }, server: { http: { port: 0, maxUnreadBytes: 64 << 10 } } })
+  const s = createConnection(server.httpPort, '127.0.0.1')
+  t.teardown(() => s.destroy())
+  const body = JSON.stringify({ model: 'tiny-test', prompt: 'abc', max_tokens: 39000, stream: true, ignore_eos: true, temperature: 0 })
+  s.write(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
+  s.pause() // never reads: the kernel's buffers fill, then the server's
+  const metric = async (re) => Number(re.exec(await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text())?.[1] ?? 0)
+  const t0 = Date.now()
+  while ((await metric(/cudagraph_connections_dropped_total\{reason="slow_reader"\} (\d+)/)) !== 1) {
+    if (Date.now() - t0 > 10_000) {
+      t.fail('not dropped within 10 s')
+      return
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  await until(() => server.running === 0, 2000)
+  t.is(await metric(/cudagraph_requests_total\{outcome="cancelled"\} (\d+)/), 1)
+  t.is(server.running, 0)
 })
