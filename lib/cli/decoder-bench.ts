@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { Device } from '../cuda/device.js'
 import { GraphManager } from '../manager/graph-manager.js'
 import type { GraphUse } from '../manager/step.js'
-import { type LoadProgress, loadDecoder } from '../model/checkpoint.js'
+import { loadDecoder } from '../model/checkpoint.js'
 import { DecoderModel, type ModelDType } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
@@ -20,6 +20,7 @@ import type { GraphMode } from '../policy/graph-mode.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
+import { loadProgress, loadSummary } from './load-progress.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
 import { copyBandwidth, type PartRow, partBytes, profileDecode } from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
@@ -125,12 +126,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots, maxSeqLen, dtype: o.dtype ?? 'f16' })
   } else {
     const progress = loadProgress(o.print)
-    const loaded = loadDecoder(dev, stream, o.model.dir, { slots, maxSeqLen, dtype: o.dtype, onProgress: progress })
-    progress.done()
+    const loaded = loadDecoder(dev, stream, o.model.dir, { slots, maxSeqLen, dtype: o.dtype, onProgress: progress.onProgress })
+    progress.finish(loadSummary(o.model.dir, loaded.stats))
     model = loaded.model
-    say(
-      `loaded ${o.model.dir}: ${(loaded.stats.bytes / 1e9).toFixed(2)} GB in ${loaded.stats.seconds.toFixed(2)} s (${loaded.stats.gbPerSecond.toFixed(2)} GB/s)`,
-    )
   }
   const bytes = model.bytes
   say(
@@ -460,20 +458,6 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 /** The transformers peer's fastest decode step, µs (its CUDA graph where that captured). */
 function torchBest(t: TorchDecode): number {
   return Math.min(t.eagerP50Us, t.staticP50Us ?? Infinity, t.graphP50Us ?? Infinity)
-}
-
-/** A progress bar on stderr while a checkpoint loads (a TTY only); `done` ends its line. */
-export function loadProgress(print: boolean): ((p: LoadProgress) => void) & { done: () => void } {
-  const tty = print && process.stderr.isTTY
-  let drawn = false
-  const f = (p: LoadProgress) => {
-    if (!tty) return
-    const width = 30
-    const filled = Math.round((width * p.bytes) / p.totalBytes)
-    process.stderr.write(`\rloading [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${(p.bytes / 1e9).toFixed(2)}/${(p.totalBytes / 1e9).toFixed(2)} GB`)
-    drawn = true
-  }
-  return Object.assign(f, { done: () => drawn && process.stderr.write('\n') })
 }
 
 function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], say: (s: string) => void): Record<string, unknown> | { skipped: string } {

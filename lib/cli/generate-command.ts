@@ -6,7 +6,7 @@ import type { ModelDType } from '../model/decoder-model.js'
 import { loadModel } from '../model/language-model.js'
 import type { ChatMessage } from '../model/tokenizer.js'
 import { percentile } from '../util/percentile.js'
-import { loadProgress } from './decoder-bench.js'
+import { loadProgress, loadSummary } from './load-progress.js'
 
 /** What `cudagraph generate` runs. */
 export interface GenerateCommandOptions {
@@ -29,12 +29,11 @@ export interface GenerateCommandOptions {
 /** Runs it; resolves to the exit code. SIGINT stops the generation (finish reason abort). */
 export async function generate(o: GenerateCommandOptions): Promise<number> {
   const progress = loadProgress(true)
-  const m = await loadModel(o.dir, { dtype: o.dtype, maxSeqLen: o.maxSeqLen, graphs: o.graphs, onProgress: progress })
-  progress.done()
-  const say = (s: string) => process.stderr.write(`${s}\n`)
-  say(
-    `${o.dir}: ${m.config.architecture}, ${m.model.dtype}, ${(m.loadStats.bytes / 1e9).toFixed(2)} GB loaded in ${m.loadStats.seconds.toFixed(2)} s (${m.loadStats.gbPerSecond.toFixed(2)} GB/s); ${m.warmup.captured} graphs in ${m.warmup.seconds.toFixed(2)} s`,
+  const m = await loadModel(o.dir, { dtype: o.dtype, maxSeqLen: o.maxSeqLen, graphs: o.graphs, onProgress: progress.onProgress })
+  progress.finish(
+    `${loadSummary(o.dir, m.loadStats)}; ${m.config.architecture}, ${m.model.dtype}; ${m.warmup.captured} graphs in ${m.warmup.seconds.toFixed(2)} s`,
   )
+  const say = (s: string) => process.stderr.write(`${s}\n`)
   const abort = new AbortController()
   const onSigint = () => abort.abort()
   process.once('SIGINT', onSigint)

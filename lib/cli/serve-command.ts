@@ -10,14 +10,14 @@ import { GraphManager } from '../manager/graph-manager.js'
 import { loadDecoder } from '../model/checkpoint.js'
 import { DecoderModel } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
+import { endOfSequenceIds, readGenerationConfig } from '../model/generation-config.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
-import { endOfSequenceIds, readGenerationConfig } from '../model/stops.js'
 import { TextTokenizer } from '../model/tokenizer.js'
 import type { GraphMode } from '../policy/graph-mode.js'
 import { Client } from '../serve/client.js'
 import { GeneratorServer } from '../serve/generator-server.js'
 import type { TextSetup } from '../serve/text.js'
-import { loadProgress } from './decoder-bench.js'
+import { loadProgress, loadSummary } from './load-progress.js'
 
 /** What `cudagraph serve` runs. */
 export interface ServeOptions {
@@ -66,13 +66,10 @@ export async function serve(o: ServeOptions): Promise<number> {
     const tokenizer = TextTokenizer.fromDirectory(o.model.dir)
     const defaults = readGenerationConfig(o.model.dir)
     const progress = loadProgress(true)
-    const loaded = loadDecoder(dev, stream, o.model.dir, { slots: o.maxBatch, maxSeqLen: o.maxSeqLen, onProgress: progress })
-    progress.done()
+    const loaded = loadDecoder(dev, stream, o.model.dir, { slots: o.maxBatch, maxSeqLen: o.maxSeqLen, onProgress: progress.onProgress })
+    progress.finish(`cudagraph serve: ${loadSummary(o.model.dir, loaded.stats)}`)
     model = loaded.model
     text = { codec: tokenizer, eosTokenIds: endOfSequenceIds(loaded.checkpoint.config.eosTokenIds, defaults, tokenizer.eosTokenId) }
-    say(
-      `loaded ${o.model.dir}: ${(loaded.stats.bytes / 1e9).toFixed(2)} GB in ${loaded.stats.seconds.toFixed(2)} s (${loaded.stats.gbPerSecond.toFixed(2)} GB/s)`,
-    )
   }
   say(
     `${dev.name}: model ${name} (${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}), ${o.maxBatch} KV slots x ${o.maxSeqLen} tokens${text ? '; text requests' : ''}`,

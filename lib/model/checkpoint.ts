@@ -45,8 +45,10 @@ export interface LoadOptions {
 
 /** How far a load is. */
 export interface LoadProgress {
-  /** The tensor just loaded. */
+  /** The tensor just loaded, and how many are loaded of how many. */
   readonly tensor: string
+  readonly tensors: number
+  readonly totalTensors: number
   /** Bytes loaded so far and in all. */
   readonly bytes: number
   readonly totalBytes: number
@@ -145,6 +147,7 @@ export function loadDecoder(
   const convert = DecoderModel.module(device, dtype).kernel('convert_f32', ['ptr', 'ptr', 'i64'])
   const t0 = performance.now()
   let loaded = 0
+  let count = 0
   const model = DecoderModel.build(device, stream, {
     config: ckpt.config,
     dtype,
@@ -172,7 +175,7 @@ export function loadDecoder(
           stream.uploadFile(view, file, tensor.start)
         }
         loaded += tensor.bytes
-        options.onProgress?.({ tensor: part.name, bytes: loaded, totalBytes: ckpt.bytes })
+        options.onProgress?.({ tensor: part.name, tensors: ++count, totalTensors: ckpt.tensors.size, bytes: loaded, totalBytes: ckpt.bytes })
       }
     },
   })

@@ -19,6 +19,7 @@ export {
 } from './decoder-model.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
 export { DecoderRunner, type DecoderRunnerOptions } from './decoder-runner.js'
+export { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './generation-config.js'
 export { type Architecture, type CheckpointConfig, defaultMaxSeqLen, parseHfConfig, SUPPORTED_ARCHITECTURES } from './hf-config.js'
 export {
   type FinishReason,
@@ -49,6 +50,5 @@ export {
   writeSafetensors,
 } from './safetensors.js'
 export { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
-export { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './stops.js'
 export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'
 export { type WeightPart, type WeightSpec, weightLayout } from './weight-layout.js'

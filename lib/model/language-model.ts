@@ -11,9 +11,9 @@ import { TextOutput } from '../util/text-output.js'
 import { type LoadOptions, type LoadStats, loadDecoder } from './checkpoint.js'
 import type { DecoderModel } from './decoder-model.js'
 import { DecoderRunner } from './decoder-runner.js'
+import { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './generation-config.js'
 import type { CheckpointConfig } from './hf-config.js'
 import { type SamplingParams, type SamplingRows, samplingRows, setSampling } from './sampling.js'
-import { endOfSequenceIds, type GenerationDefaults, readGenerationConfig } from './stops.js'
 import { type ChatMessage, TextTokenizer } from './tokenizer.js'
 
 /** Options of {@link loadModel}. */

@@ -19,7 +19,7 @@ export { Client, type ConnectOptions, type GenerateOptions, Generation, type Ser
 export { AddressInUseError, BusyError, ConnectionClosedError, ProtocolError, RefusedError, ServerError } from './errors.js'
 export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type RollingGraphs } from './generator-server.js'
 export type { TextService, TextSink, TextSubmission } from './http-bridge.js'
-export { OpenAiHttp, type OpenAiHttpOptions } from './openai-http.js'
+export type { OpenAiHttpOptions } from './openai-http.js'
 export { type Health, type RequestOutcome, ServerMetrics } from './server-metrics.js'
 export { type ChatMessage, type TextCodec, type TextRequest, TextRequestError, type TextSetup } from './text.js'
 export {
