@@ -8,6 +8,7 @@ import type { Stream } from '../cuda/stream.js'
 import { ArgumentError, check, InUseError } from '../errors.js'
 import { GraphManager, type WarmupResult } from '../manager/graph-manager.js'
 import { TextOutput } from '../util/text-output.js'
+import { promptTokens } from '../util/text-request.js'
 import { type LoadOptions, type LoadStats, loadDecoder } from './checkpoint.js'
 import type { DecoderModel } from './decoder-model.js'
 import { DecoderRunner } from './decoder-runner.js'
@@ -140,17 +141,7 @@ export class LanguageModel {
    * special tokens (BOS); chat messages are rendered with the chat template and encoded as rendered.
    */
   encodePrompt(prompt: string | readonly ChatMessage[]): Int32Array {
-    if (typeof prompt === 'string') return this.tokenizer.encode(prompt, { addSpecialTokens: true })
-    check(Array.isArray(prompt) && prompt.length > 0, 'prompt', 'a string or a non-empty array of chat messages', prompt)
-    for (const [i, m] of prompt.entries()) {
-      check(
-        m !== null && typeof m === 'object' && typeof m.role === 'string' && typeof m.content === 'string',
-        `prompt[${i}]`,
-        'a message { role, content } of strings',
-        m,
-      )
-    }
-    return this.tokenizer.encode(this.tokenizer.renderChat(prompt), { addSpecialTokens: false })
+    return promptTokens(this.tokenizer, prompt)
   }
 
   /**

@@ -4,6 +4,7 @@
  * requests of any settings side by side. No GPU needed.
  */
 import { check } from '../errors.js'
+import { checkSampling, type SamplingSettings } from '../util/text-request.js'
 
 /** One request's sampling settings. */
 export interface SamplingParams {
@@ -31,14 +32,9 @@ export function samplingRows(n: number): SamplingRows {
 }
 
 /** Checks `p` (each field named in the error) and returns it with every default filled in. */
-export function samplingParams(p: SamplingParams = {}): { temperature: number; topP: number; topK: number; seed: number } {
+export function samplingParams(p: SamplingParams = {}): SamplingSettings {
   check(p !== null && typeof p === 'object', 'sampling', 'an object of temperature, topP, topK, seed', p)
-  const { temperature = 0, topP = 1, topK = 0, seed = 0 } = p
-  check(typeof temperature === 'number' && Number.isFinite(temperature) && temperature >= 0, 'temperature', 'a finite number >= 0 (0: greedy)', temperature)
-  check(typeof topP === 'number' && topP > 0 && topP <= 1, 'topP', 'a number in (0, 1]', topP)
-  check(Number.isInteger(topK) && topK >= 0 && topK < 2 ** 24, 'topK', 'an integer >= 0 (0: off)', topK)
-  check(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, 'seed', 'an integer in 0..2^32-1', seed)
-  return { temperature, topP, topK, seed }
+  return checkSampling({ temperature: p.temperature ?? 0, topP: p.topP ?? 1, topK: p.topK ?? 0, seed: p.seed ?? 0 })
 }
 
 /** Writes request `i`'s settings (checked) into `rows`. */

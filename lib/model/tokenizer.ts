@@ -8,14 +8,11 @@ import { join } from 'node:path'
 import { Template } from '@huggingface/jinja'
 import { Tokenizer } from '@huggingface/tokenizers'
 import { CheckpointError } from '../errors.js'
+import type { ChatMessage } from '../util/text-request.js'
 import { ByteLevelTable } from './byte-level.js'
 import { readJsonObject } from './json-file.js'
 
-/** One chat message, as chat templates take them. */
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | (string & {})
-  content: string
-}
+export type { ChatMessage } from '../util/text-request.js'
 
 /** A special token as tokenizer_config.json names it: a string, or an AddedToken object with `content`. */
 function tokenText(v: unknown): string | undefined {

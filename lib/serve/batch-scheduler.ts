@@ -5,6 +5,7 @@
  * find every slot taken wait in a bounded queue, and a full queue refuses at once.
  */
 import { check } from '../errors.js'
+import type { SamplingSettings } from '../util/text-request.js'
 import type { FinishReason } from './wire-protocol.js'
 
 /**
@@ -16,17 +17,8 @@ export interface SamplingBatch {
   readonly seeds: Uint32Array
 }
 
-/** One request's sampling settings (checked by whoever accepted the request). */
-export interface RequestSampling {
-  /** 0: greedy. */
-  readonly temperature: number
-  /** In (0, 1]; 1: off. */
-  readonly topP: number
-  /** 0: off. */
-  readonly topK: number
-  /** 0..2^32-1. */
-  readonly seed: number
-}
+/** One request's sampling settings (checked by whoever accepted the request: util/text-request.ts). */
+export type RequestSampling = SamplingSettings
 
 /** What the scheduler needs of a model (DecoderRunner is one). */
 export interface GenerationEngine {

@@ -7,6 +7,7 @@
  */
 import { createConnection, type Socket } from 'node:net'
 import { check } from '../errors.js'
+import { checkSampling } from '../util/text-request.js'
 import { BusyError, ConnectionClosedError, ProtocolError, RefusedError, ServerError } from './errors.js'
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -315,19 +316,12 @@ export class Client {
     const o = options
     const maxNewTokens = o.maxNewTokens ?? 0
     check(Number.isInteger(maxNewTokens) && maxNewTokens >= 0 && maxNewTokens <= 0xffffffff, 'maxNewTokens', 'a positive 32-bit integer', o.maxNewTokens)
-    // Checked here as the frame's fields hold them (f32, u32): nothing is sent that the server would refuse.
-    const num = (name: string, v: number | undefined, ok: (x: number) => boolean, what: string) => check(v === undefined || ok(v), name, what, v)
-    num('temperature', o.temperature, (x) => Number.isFinite(x) && x >= 0 && x <= 100, 'a number in 0..100 (0: greedy)')
-    num('topP', o.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]')
-    num('topK', o.topK, (x) => Number.isInteger(x) && x >= 0 && x < 2 ** 24, 'an integer >= 0 (0: off)')
-    num('seed', o.seed, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff, 'an integer in 0..4294967295')
+    // Checked here as the server checks them: nothing is sent that it would refuse.
+    const sampling = checkSampling({ temperature: o.temperature ?? 0, topP: o.topP ?? 1, topK: o.topK ?? 0, seed: o.seed ?? 0 })
     const msg: Omit<GenerateTextMessage, 'requestId'> = {
       type: MessageType.GENERATE_TEXT,
       maxNewTokens,
-      temperature: o.temperature ?? 0,
-      topP: o.topP ?? 1,
-      topK: o.topK ?? 0,
-      seed: o.seed ?? 0,
+      ...sampling,
       chat,
       ignoreEos: o.ignoreEos ?? false,
       stop: [...(o.stop ?? [])],

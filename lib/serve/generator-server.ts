@@ -6,15 +6,16 @@
  */
 import { existsSync, unlinkSync } from 'node:fs'
 import { connect, createServer, type Server, type Socket } from 'node:net'
-import { check } from '../errors.js'
+import { ArgumentError, check } from '../errors.js'
 import type { ManagerSnapshot } from '../manager/graph-manager.js'
 import { TextOutput } from '../util/text-output.js'
+import { checkSampling, checkStops, promptTokens, requestError } from '../util/text-request.js'
 import { BatchScheduler, type GenerationEngine, type GenerationRequest, type SchedulerSink, type StepReport } from './batch-scheduler.js'
 import { AddressInUseError } from './errors.js'
 import { HttpBridge, type TextSink, type TextSubmission } from './http-bridge.js'
 import type { OpenAiHttpOptions } from './openai-http.js'
 import { type DropReason, type RequestOutcome, ServerMetrics } from './server-metrics.js'
-import { checkSampling, checkStops, promptTokens, type TextRequest, TextRequestError, type TextSetup } from './text.js'
+import type { TextRequest, TextSetup } from './text.js'
 import {
   type ClientMessage,
   DEFAULT_MAX_FRAME_BYTES,
@@ -481,19 +482,19 @@ export class GeneratorServer {
         try {
           messages = JSON.parse(m.prompt)
         } catch {
-          throw new TextRequestError('prompt', 'a chat request carries a JSON array of { role, content } messages')
+          throw requestError('prompt', 'a chat request carries a JSON array of { role, content } messages')
         }
       }
       req = {
         prompt: m.chat ? (messages as TextRequest['prompt']) : m.prompt,
         maxNewTokens: m.maxNewTokens === 0 ? undefined : m.maxNewTokens,
-        sampling: checkSampling(m, { temperature: 'temperature', topP: 'topP', topK: 'topK', seed: 'seed' }),
+        sampling: checkSampling(m),
         stop: checkStops(m.stop),
         ignoreEos: m.ignoreEos,
       }
       prompt = promptTokens(setup.codec, req.prompt)
     } catch (e) {
-      if (!(e instanceof TextRequestError)) throw e
+      if (!(e instanceof ArgumentError)) throw e
       this.#refuse(conn, id, ErrorCode.INVALID_REQUEST, 'invalid', e.message)
       return
     }
@@ -539,8 +540,8 @@ export class GeneratorServer {
     try {
       prompt = promptTokens(setup.codec, req.prompt)
     } catch (e) {
-      if (!(e instanceof TextRequestError)) throw e
-      return { ok: false, reason: 'invalid', message: e.message, param: e.param }
+      if (!(e instanceof ArgumentError)) throw e
+      return { ok: false, reason: 'invalid', message: e.message, param: e.argument }
     }
     const max = this.engine.maxSeqLen
     if (prompt.length >= max)

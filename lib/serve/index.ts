@@ -21,7 +21,7 @@ export { type CloseOptions, GeneratorServer, type GeneratorServerOptions, type R
 export type { TextService, TextSink, TextSubmission } from './http-bridge.js'
 export type { OpenAiHttpOptions } from './openai-http.js'
 export { type Health, type RequestOutcome, ServerMetrics } from './server-metrics.js'
-export { type ChatMessage, type TextCodec, type TextRequest, TextRequestError, type TextSetup } from './text.js'
+export type { ChatMessage, TextCodec, TextRequest, TextSetup } from './text.js'
 export {
   type CancelMessage,
   type ClientMessage,

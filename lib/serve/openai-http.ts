@@ -11,8 +11,10 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { ArgumentError } from '../errors.js'
+import { type ChatMessage, checkSampling, checkStops, requestError } from '../util/text-request.js'
 import type { TextService, TextSink } from './http-bridge.js'
-import { type ChatMessage, checkSampling, checkStops, type TextRequest, TextRequestError } from './text.js'
+import type { TextRequest } from './text.js'
 import type { FinishReason } from './wire-protocol.js'
 
 /** Options of {@link OpenAiHttp.listen}. */
@@ -322,12 +324,15 @@ export class OpenAiHttp {
     const ignoreEos = b.ignore_eos ?? false
     if (typeof ignoreEos !== 'boolean') throw new HttpError(400, "'ignore_eos' must be a boolean", 'ignore_eos')
     try {
-      const sampling = checkSampling({ temperature: num('temperature') ?? 1, topP: num('top_p') ?? 1, topK: num('top_k') ?? 0, seed: num('seed') ?? 0 })
-      if (sampling.temperature > 2) throw new TextRequestError('temperature', `expected a number in 0..2, got ${sampling.temperature}`)
+      const sampling = checkSampling(
+        { temperature: num('temperature') ?? 1, topP: num('top_p') ?? 1, topK: num('top_k') ?? 0, seed: num('seed') ?? 0 },
+        { temperature: 'temperature', topP: 'top_p', topK: 'top_k', seed: 'seed' },
+      )
+      if (sampling.temperature > 2) throw requestError('temperature', `expected a number in 0..2, got ${sampling.temperature}`)
       const prompt = route === 'chat' ? messages(b.messages) : completionPrompt(b.prompt)
       return { request: { prompt, maxNewTokens, sampling, stop: checkStops(stop), ignoreEos }, stream, includeUsage }
     } catch (e) {
-      if (e instanceof TextRequestError) throw new HttpError(400, e.message, e.param)
+      if (e instanceof ArgumentError) throw new HttpError(400, e.message, e.argument)
       throw e
     }
   }
@@ -339,21 +344,21 @@ function completionPrompt(p: unknown): string | Int32Array {
   if (Array.isArray(p) && p.length === 1 && typeof p[0] === 'string') return p[0]
   if (Array.isArray(p) && p.length > 0 && p.every((x) => Number.isInteger(x) && x >= 0 && x <= 0x7fffffff)) return Int32Array.from(p as number[])
   if (Array.isArray(p) && p.length > 1 && p.every((x) => typeof x === 'string'))
-    throw new TextRequestError('prompt', 'one prompt per request (a batch of prompts is n > 1: not supported)')
-  throw new TextRequestError('prompt', 'expected a string or an array of token ids')
+    throw requestError('prompt', 'one prompt per request (a batch of prompts is n > 1: not supported)')
+  throw requestError('prompt', 'expected a string or an array of token ids')
 }
 
 /** `messages` of /v1/chat/completions: `{ role, content }` with string content, or text parts. */
 function messages(m: unknown): ChatMessage[] {
-  if (!Array.isArray(m) || m.length === 0) throw new TextRequestError('messages', 'expected a non-empty array of messages')
+  if (!Array.isArray(m) || m.length === 0) throw requestError('messages', 'expected a non-empty array of messages')
   return m.map((x: unknown, i) => {
     const msg = x as { role?: unknown; content?: unknown }
-    if (x === null || typeof x !== 'object' || typeof msg.role !== 'string') throw new TextRequestError(`messages[${i}]`, 'expected { role, content }')
+    if (x === null || typeof x !== 'object' || typeof msg.role !== 'string') throw requestError(`messages[${i}]`, 'expected { role, content }')
     const c = msg.content
     if (typeof c === 'string') return { role: msg.role, content: c }
     if (Array.isArray(c) && c.every((p) => p !== null && typeof p === 'object' && p.type === 'text' && typeof p.text === 'string'))
       return { role: msg.role, content: c.map((p: { text: string }) => p.text).join('') }
-    throw new TextRequestError(`messages[${i}].content`, 'expected a string or text parts (other content types are not supported)')
+    throw requestError(`messages[${i}].content`, 'expected a string or text parts (other content types are not supported)')
   })
 }
 

@@ -1,5 +1,5 @@
 /** Stop strings in streamed text (no GPU needed): the model's generate and the server's text requests share it. */
-import { check } from '../errors.js'
+import { checkStops } from './text-request.js'
 
 /**
  * Watches streamed text for stop strings. `push` returns the text that is safe to emit: everything up to
@@ -13,9 +13,7 @@ export class StopMatcher {
 
   /** `stops`: the strings that end generation (each non-empty; at most 16 of up to 256 characters). */
   constructor(stops: readonly string[]) {
-    check(Array.isArray(stops) && stops.length <= 16, 'stop', 'at most 16 stop strings', stops)
-    for (const [i, s] of stops.entries()) check(typeof s === 'string' && s.length > 0 && s.length <= 256, `stop[${i}]`, 'a string of 1..256 characters', s)
-    this.#stops = [...stops]
+    this.#stops = [...checkStops(stops)]
     this.#hold = Math.max(0, ...stops.map((s) => s.length - 1))
   }
 
