@@ -211,10 +211,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // Decode step time per batch size: each request has `context` tokens in the cache.
     say(`decode per batch: prefilling ${maxBatch} requests of ${o.context} tokens`)
     // In chunks of the prefill step's size: the context may be longer than the longest prompt captured.
-    for (let b = 0; b < maxBatch; b++) {
-      const ctx = tokens(o.context)
-      for (let at = 0; at < ctx.length; at += graph.maxPrefillTokens) graph.prefill(b, ctx.subarray(at, at + graph.maxPrefillTokens), at)
-    }
+    for (let b = 0; b < maxBatch; b++) graph.prefillPrompt(b, tokens(o.context))
     const slots = Int32Array.from({ length: maxBatch }, (_, i) => i)
     const positions = new Int32Array(maxBatch).fill(o.context - 1)
     const decodeRows: DecodeRow[] = []

@@ -195,6 +195,17 @@ export class DecoderRunner {
   }
 
   /**
+   * A prompt of any length into `slot` from position 0: prefill steps of at most maxPrefillTokens each
+   * (a start above 0 continues the prompt); returns the next token after the whole prompt. Waits.
+   */
+  prefillPrompt(slot: number, tokens: Int32Array, sampling: SamplingRows = this.#greedy): number {
+    if (!(tokens instanceof Int32Array && tokens.length >= 1)) check(false, 'tokens', 'a non-empty Int32Array of token ids', tokens)
+    let next = 0
+    for (let at = 0; at < tokens.length; at += this.maxPrefillTokens) next = this.prefill(slot, tokens.subarray(at, at + this.maxPrefillTokens), at, sampling)
+    return next
+  }
+
+  /**
    * One prefill step for `n` requests: request i's `lengths[i]` tokens (the next ones of `tokens`, which
    * holds them back to back) go into `slots[i]` at positions `starts[i]`, `starts[i] + 1`, ... (a start
    * above 0 continues a prompt split over steps). Returns each request's next token (a reused array: copy

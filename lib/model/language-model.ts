@@ -175,11 +175,7 @@ export class LanguageModel {
       const tokenMs: number[] = []
       let text = ''
       let finishReason: FinishReason
-      // A prompt longer than one prefill step runs in several; the last gives the first token.
-      let next = 0
-      for (let at = 0; at < ids.length; at += runner.maxPrefillTokens) {
-        next = runner.prefill(0, ids.subarray(at, Math.min(ids.length, at + runner.maxPrefillTokens)), at, this.#rows)
-      }
+      let next = runner.prefillPrompt(0, ids, this.#rows)
       const ttftMs = performance.now() - t0
       const one = { slot: Int32Array.of(0), token: new Int32Array(1), pos: new Int32Array(1) }
       let lastYield = performance.now()
