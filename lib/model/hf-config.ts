@@ -99,7 +99,7 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen?: number): 
   // `rope_theta` and `rope_scaling`.
   const params = c.rope_parameters
   const rope = params !== undefined && params !== null && typeof params === 'object' && !Array.isArray(params) ? (params as Record<string, unknown>) : undefined
-  const ropeTheta = rope === undefined ? num('rope_theta', 10000) : ropeNumber(file, rope, 'rope_theta', 10000)
+  const ropeTheta = rope === undefined ? num('rope_theta', 10000) : ropeNumber(file, 'rope_parameters', rope, 'rope_theta', 10000)
   return {
     architecture: architecture as Architecture,
     layers: int('num_hidden_layers', 1, 1024),
@@ -122,10 +122,11 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen?: number): 
   }
 }
 
-function ropeNumber(file: string, r: Record<string, unknown>, k: string, dflt?: number): number {
+/** `r[k]` (or `dflt`), a positive number, or a CheckpointError naming `field`. */
+function ropeNumber(file: string, field: string, r: Record<string, unknown>, k: string, dflt?: number): number {
   const x = r[k] ?? dflt
   if (!(typeof x === 'number' && Number.isFinite(x) && x > 0))
-    throw new CheckpointError(file, `${k}: expected a positive number, got ${JSON.stringify(x)}`, { field: 'rope_parameters' })
+    throw new CheckpointError(file, `${k}: expected a positive number, got ${JSON.stringify(x)}`, { field })
   return x
 }
 
@@ -135,11 +136,7 @@ function ropeScaling(file: string, field: string, v: unknown): RopeScaling {
   if (typeof v !== 'object' || Array.isArray(v)) throw fail(`expected an object, got ${JSON.stringify(v)}`)
   const r = v as Record<string, unknown>
   const type = r.rope_type ?? r.type
-  const pos = (k: string): number => {
-    const x = r[k]
-    if (!(typeof x === 'number' && Number.isFinite(x) && x > 0)) throw fail(`${k}: expected a positive number, got ${JSON.stringify(x)}`)
-    return x
-  }
+  const pos = (k: string) => ropeNumber(file, field, r, k)
   if (type === 'default' || (type === undefined && field === 'rope_parameters')) return { type: 'none' }
   if (type === 'linear') return { type: 'linear', factor: pos('factor') }
   if (type === 'llama3') {
