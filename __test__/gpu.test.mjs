@@ -518,3 +518,34 @@ test('programmatic dependent launch: a chain of kernels that wait on griddepcont
   }
   t.log(`100-kernel chain replay, median of 50 (device time): plain ${times.plain.toFixed(1)} µs, with PDL ${times.pdl.toFixed(1)} µs`)
 })
+
+test('a launch past 48 KiB of dynamic shared memory opts its kernel in, up to the device limit; past the limit is a CudaError and the kernel still runs', (t) => {
+  const { dev } = setup()
+  const max = dev.maxSharedMemoryPerBlock
+  t.true(Number.isInteger(max) && max >= 48 << 10, `maxSharedMemoryPerBlock ${max}`)
+  const mod = dev.compile(
+    `extern "C" __global__ void reverse_in_shared(float* x, int n) {
+      extern __shared__ float s[];
+      for (int i = threadIdx.x; i < n; i += blockDim.x) s[i] = x[i];
+      __syncthreads();
+      for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = s[n - 1 - i];
+    }`,
+    { name: 'shared' },
+  )
+  const k = mod.kernel('reverse_in_shared', ['ptr', 'i32'])
+  const s = dev.createStream()
+  const run = (n) => {
+    const host = randomF32(n, n)
+    const x = dev.upload(host)
+    s.launch(k, { grid: 1, block: 256, sharedMemBytes: n * 4 }, [x, n])
+    s.synchronize()
+    t.deepEqual(x.download(), host.slice().reverse(), `${n * 4} bytes of shared memory`)
+    x.dispose()
+  }
+  run(1024)
+  run(Math.floor(max / 4))
+  const x = dev.alloc('f32', 16)
+  t.throws(() => s.launch(k, { grid: 1, block: 256, sharedMemBytes: max + 1024 }, [x, 16]), { instanceOf: CudaError })
+  run(2048)
+  t.log(`device limit ${max} bytes per block`)
+})

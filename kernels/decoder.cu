@@ -34,6 +34,21 @@ __device__ __forceinline__ elem_t from_f(float f) {
 // f rounded to the storage type and back.
 __device__ __forceinline__ float round_e(float f) { return to_f(from_f(f)); }
 
+// Programmatic dependent launch (the SDK's `programmaticDependentLaunch`, sm_90+): each kernel here waits
+// for the previous kernel on the stream before it reads anything that kernel wrote, then lets the next one
+// launch, so the next kernel's blocks are resident and its launch latency is spent while this one runs.
+// Both are no-ops when a kernel is launched without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_next() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ float block_sum(float v) {
   __shared__ float part[32];
@@ -79,6 +94,8 @@ extern "C" __global__ void convert_f32(elem_t* out, const float* in, long long n
 
 // resid[t] = table[tokens[t]] in f32 (an id outside 0..V-1 reads row 0; the SDK rejects such ids first).
 extern "C" __global__ void embed(float* resid, const int* tokens, const elem_t* table, int H, int V) {
+  pdl_wait();
+  pdl_launch_next();
   const int t = blockIdx.x;
   int id = tokens[t];
   if (id < 0 || id >= V) id = 0;
@@ -89,6 +106,8 @@ extern "C" __global__ void embed(float* resid, const int* tokens, const elem_t* 
 // dtype's values, as transformers' does); out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the
 // two roundings of transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype).
 extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, int add) {
+  pdl_wait();
+  pdl_launch_next();
   const long long row = (long long)blockIdx.x * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
@@ -106,6 +125,8 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
 // The last layer's residual add and the final norm, for each request's last token row only:
 // out[r] = norm(round_e(resid[last[r]] + delta[last[r]])) * w, rounded as add_rmsnorm rounds.
 extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
+  pdl_wait();
+  pdl_launch_next();
   const long long row = (long long)last[blockIdx.x] * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
@@ -122,15 +143,19 @@ extern "C" __global__ void final_norm(elem_t* out, const float* resid, const ele
 // Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
 // i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
 // sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
-// k and v then go into the cache at (slots[t], pos[t]).
+// k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs,
+// so a decode step's one row is not one serial block.
 extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
+  pdl_wait();
+  pdl_launch_next();
   const int t = blockIdx.x;
   const int p = pos[t];
   const int half = hd / 2;
   const int width = (nh + 2 * nkv) * hd;
   elem_t* row = qkv + (long long)t * width;
   const long long at = (((long long)slots[t] * maxSeq + p) * nkv) * hd;
-  for (int j = threadIdx.x; j < (nh + nkv) * half; j += blockDim.x) {
+  const int first = blockIdx.y * blockDim.x + threadIdx.x, stride = gridDim.y * blockDim.x;
+  for (int j = first; j < (nh + nkv) * half; j += stride) {
     const int head = j / half, i = j % half;
     const float ang = (float)p * inv_freq[i];
     const float c = round_e(cosf(ang)), s = round_e(sinf(ang));
@@ -147,7 +172,7 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
     }
   }
   const elem_t* v = row + (nh + nkv) * hd;
-  for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = v[j];
+  for (int j = first; j < nkv * hd; j += stride) vc[at + j] = v[j];
 }
 
 #define MAX_SEQ 4096
@@ -159,6 +184,8 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
   __shared__ float q[128];
   __shared__ float p[MAX_SEQ];
   __shared__ float acc[MAX_GROUPS][128];
+  pdl_wait();
+  pdl_launch_next();
   const int t = blockIdx.x, h = blockIdx.y;
   const int len = pos[t] + 1;
   const int kvh = h / (nh / nkv);
@@ -201,6 +228,7 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
   const int g = threadIdx.x / lanes, d0 = (threadIdx.x % lanes) * 8;
   if (g < groups) {
     float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
     for (int j = g; j < len; j += groups) {
       const uint4 u = *(const uint4*)(vc + base + j * stride + d0);
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
@@ -223,6 +251,8 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
 // the dtype, then multiplies.
 extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T) {
+  pdl_wait();
+  pdl_launch_next();
   const long long n = (long long)T * F;
   for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
     const long long t = k / F, i = k % F;
@@ -273,6 +303,8 @@ extern "C" __global__ void sample(int* next, float* logits, const int* last, con
   __shared__ int bi[32];
   __shared__ float pre[MAX_THREADS];
   __shared__ int picked;
+  pdl_wait();
+  pdl_launch_next();
   const int r = blockIdx.x;
   float* row = logits + (long long)r * V;
   float v = NEG_INF;

@@ -74,6 +74,12 @@ impl Device {
         self.inner.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).js()
     }
 
+    /// Most shared memory one block may use when its kernel opts in, bytes.
+    #[napi(getter, catch_unwind)]
+    pub fn max_shared_memory_per_block(&self) -> Result<i32> {
+        self.inner.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).js()
+    }
+
     #[napi(catch_unwind)]
     pub fn memory_info(&self) -> Result<MemoryInfo> {
         let (free, total) = self.inner.memory_info().js()?;

@@ -37,6 +37,8 @@ export declare class Device {
   get computeCapability(): Array<number>
   /** Number of streaming multiprocessors. */
   get multiprocessors(): number
+  /** Most shared memory one block may use when its kernel opts in, bytes. */
+  get maxSharedMemoryPerBlock(): number
   memoryInfo(): MemoryInfo
   graphMemory(): GraphMemoryStats
   trimGraphMemory(): void

@@ -94,6 +94,11 @@ export class Device {
     return native(() => this.native.multiprocessors)
   }
 
+  /** Most shared memory one block may use (a launch's `sharedMemBytes` past 48 KiB opts its kernel in), bytes. */
+  get maxSharedMemoryPerBlock(): number {
+    return native(() => this.native.maxSharedMemoryPerBlock)
+  }
+
   /** Total device memory, bytes. */
   get totalMemory(): number {
     return this.memoryInfo().total

@@ -17,7 +17,7 @@ export interface LaunchConfig {
   grid: Dim3
   /** Threads per block. */
   block: Dim3
-  /** Dynamic shared memory per block, bytes (default 0). */
+  /** Dynamic shared memory per block, bytes (default 0; past 48 KiB the kernel is opted in, up to the device's per-block limit). */
   sharedMemBytes?: number
   /**
    * Programmatic dependent launch (compute capability 9.0+; default false): the kernel may start while

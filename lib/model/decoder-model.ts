@@ -123,6 +123,11 @@ export class DecoderModel {
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
   readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'sample', Kernel>
+  /**
+   * Whether kernels launch with programmatic dependent launch (compute capability 9.0+): each waits for
+   * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
+   */
+  readonly #pdl: boolean
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
   readonly #layers: LayerWeights[]
   readonly #top: { embed: Buf; norm: Buf; lmHead: Buf; invFreq: DeviceBuffer<'f32'> }
@@ -152,6 +157,7 @@ export class DecoderModel {
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32']),
     }
+    this.#pdl = device.computeCapability[0] >= 9
     const w = (name: string) => weights.get(name)!.buffer
     this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
       attnNorm: w(`layers.${l}.attn_norm`),
@@ -362,19 +368,33 @@ export class DecoderModel {
     const top = this.#top
     const S = this.maxSeqLen
     const trace = ctx.trace
+    const pdl = this.#pdl
+    // Rotary pairs and v elements of a row, 128 per block.
+    const ropeBlocks = ceilDiv(Math.max((c.heads + c.kvHeads) * (hd / 2), c.kvHeads * hd), 128)
 
     trace?.('embed')
-    s.launch(k.embed, { grid: T, block: normBlock }, [resid, t.tokens, top.embed, H, c.vocab])
+    s.launch(k.embed, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, t.tokens, top.embed, H, c.vocab])
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
       trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
+      s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
       trace?.('qkv')
       s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
       trace?.('rope')
-      s.launch(k.rope, { grid: T, block: 128 }, [qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, c.heads, c.kvHeads, hd, S])
+      s.launch(k.rope, { grid: [T, ropeBlocks], block: 128, programmaticDependentLaunch: pdl }, [
+        qkv,
+        L.kCache,
+        L.vCache,
+        t.positions,
+        t.slots,
+        top.invFreq,
+        c.heads,
+        c.kvHeads,
+        hd,
+        S,
+      ])
       trace?.('attention')
-      s.launch(k.attention, { grid: [T, c.heads], block: 128 }, [
+      s.launch(k.attention, { grid: [T, c.heads], block: 128, programmaticDependentLaunch: pdl }, [
         attn,
         qkv,
         L.kCache,
@@ -390,21 +410,29 @@ export class DecoderModel {
       trace?.('o')
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd, transB: true })
       trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: normBlock }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
+      s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
       trace?.('gate_up')
       s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H, transB: true })
       trace?.('silu_mul')
-      s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * c.ffn, 256)), block: 256 }, [act, gu, c.ffn, T])
+      s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * c.ffn, 256)), block: 256, programmaticDependentLaunch: pdl }, [act, gu, c.ffn, T])
       trace?.('down')
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: c.ffn, transB: true })
     }
     // The last rows' norm goes into x, free by now: request r's row at r.
     trace?.('final_norm')
-    s.launch(k.finalNorm, { grid: numReqs, block: normBlock }, [x, resid, delta, t.last, top.norm, H, c.eps])
+    s.launch(k.finalNorm, { grid: numReqs, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps])
     trace?.('lm_head')
     s.gemm({ a: x, b: top.lmHead, c: t.logits, m: numReqs, n: c.vocab, k: H, transB: true })
     trace?.('sample')
-    s.launch(k.sample, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)) }, [t.next, t.logits, t.last, t.positions, t.sampling, t.seeds, c.vocab])
+    s.launch(k.sample, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)), programmaticDependentLaunch: pdl }, [
+      t.next,
+      t.logits,
+      t.last,
+      t.positions,
+      t.sampling,
+      t.seeds,
+      c.vocab,
+    ])
   }
 
   /** Frees the weights and the KV cache (after the device is idle). */

@@ -5,6 +5,7 @@ use crate::error::{Check, Error, Result};
 use crate::libs;
 use cudarc::driver::sys;
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
+use std::cell::Cell;
 use std::ffi::{c_char, CString};
 use std::rc::Rc;
 
@@ -200,7 +201,7 @@ impl Module {
             }
             e => e.check("cuModuleGetFunction")?,
         }
-        Ok(Kernel { module: self.clone(), func, name: name.into(), signature })
+        Ok(Kernel { module: self.clone(), func, name: name.into(), signature, shared_opt_in: Cell::new(0) })
     }
 }
 
@@ -219,6 +220,8 @@ pub struct Kernel {
     pub(crate) func: sys::CUfunction,
     name: String,
     pub(crate) signature: Vec<ArgKind>,
+    /// The dynamic shared memory this kernel has been allowed beyond the default 48 KiB, bytes.
+    shared_opt_in: Cell<u32>,
 }
 
 impl Kernel {
@@ -236,4 +239,20 @@ impl Kernel {
     pub fn module(&self) -> &Rc<Module> {
         &self.module
     }
+
+    /// Lets a launch use `bytes` of dynamic shared memory: beyond 48 KiB a kernel must opt in
+    /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), once per size it grows to.
+    pub(crate) fn allow_shared(&self, bytes: u32) -> Result<()> {
+        if bytes <= DEFAULT_SHARED_BYTES || bytes <= self.shared_opt_in.get() {
+            return Ok(());
+        }
+        let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        // SAFETY: a live function handle of a loaded module; sets one attribute.
+        unsafe { sys::cuFuncSetAttribute(self.func, attr, bytes as i32) }.check("cuFuncSetAttribute")?;
+        self.shared_opt_in.set(bytes);
+        Ok(())
+    }
 }
+
+/// Dynamic shared memory a kernel may use without opting in, bytes.
+const DEFAULT_SHARED_BYTES: u32 = 48 << 10;

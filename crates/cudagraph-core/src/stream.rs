@@ -43,7 +43,8 @@ impl CaptureMode {
     }
 }
 
-/// Grid and block dimensions and dynamic shared memory (bytes) of a launch.
+/// Grid and block dimensions and dynamic shared memory (bytes; past 48 KiB the kernel is opted in, up to
+/// the device's per-block limit) of a launch.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LaunchConfig {
     pub grid: [u32; 3],
@@ -331,6 +332,7 @@ impl Stream {
             *p = s as *mut u64 as *mut c_void;
         }
         self.inner.device.bind()?;
+        kernel.allow_shared(cfg.shared_mem_bytes)?;
         if cfg.programmatic {
             self.launch_programmatic(kernel, cfg, params)?;
         } else {
