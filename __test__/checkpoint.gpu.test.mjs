@@ -4,9 +4,10 @@
 // tokenizers give for them. Here: our greedy tokens against transformers' greedy generate (teacher-forced,
 // so one near-tie cannot hide the rest), first-step logits, the rotary table, token ids, the chat template,
 // text streaming, seeded sampling (repeats; frequencies pass a chi-square test) and a failed load's memory.
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Device, roundHalf } from '../dist/index.js'
+import { ArgumentError, Device, roundHalf } from '../dist/index.js'
 import { DecoderModel, loadDecoder, loadModel, ropeInvFreq } from '../dist/model/index.js'
 import { gpuTest, relError, useCheckpoints } from './helpers.mjs'
 
@@ -124,81 +125,97 @@ gtest('generate streams whole characters, ends at stop strings and eos, and seed
   t.log(`greedy text: ${JSON.stringify(text.slice(0, 80))}...; sampled (seed 7): ${JSON.stringify(a.result.text.slice(0, 60))}`)
 })
 
-gtest('the sampling kernel: greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed', (t) => {
-  const dev = Device.open(0)
-  const s = dev.createStream()
-  const sample = DecoderModel.module(dev, 'f16').kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32'])
-  const V = 48
-  const R = 40000
-  // Logits exact in f16, with ties, not sorted by index.
-  const row = Float32Array.from({ length: V }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
-  const logits = new Float32Array(R * V)
-  for (let r = 0; r < R; r++) logits.set(row, r * V)
-  const T = 0.8
-  const topK = 14
-  const topP = 0.9
-  const params = new Float32Array(3 * R)
-  for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
-  const iota = Int32Array.from({ length: R }, (_, i) => i)
-  const bufs = {
-    next: dev.alloc('i32', R),
-    logits: dev.upload(logits),
-    last: dev.upload(iota),
-    pos: dev.upload(iota),
-    params: dev.upload(params),
-    seeds: dev.upload(new Uint32Array(R).fill(1234)),
-  }
-  t.teardown(() => {
-    for (const b of Object.values(bufs)) b.dispose()
-  })
-  const run = () => {
-    bufs.logits.upload(logits)
-    s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, bufs.last, bufs.pos, bufs.params, bufs.seeds, V])
-    s.synchronize()
-    return bufs.next.download()
-  }
-  const got = run()
-  const max = Math.max(...row)
-  t.is(got[0], row.indexOf(max), 'greedy: the lowest index among equal maxima')
-  // The expected distribution: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
-  const order = [...row.keys()].sort((a, b) => row[b] - row[a])
-  const kth = row[order[topK - 1]]
-  let kept = order.filter((i) => row[i] >= kth)
-  const w = (i) => Math.exp((row[i] - max) / T)
-  const z = kept.reduce((a, i) => a + w(i), 0)
-  let mass = 0
-  let cut = Infinity
-  for (const i of kept) {
-    mass += w(i) / z
-    if (mass >= topP) {
-      cut = row[i]
-      break
+gtest(
+  'the sampling kernel: greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed; logits gathered rank after rank give the same draws',
+  (t) => {
+    const dev = Device.open(0)
+    const s = dev.createStream()
+    const sample = DecoderModel.module(dev, 'f16').kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'])
+    const V = 48
+    const R = 40000
+    // Logits exact in f16, with ties, not sorted by index.
+    const row = Float32Array.from({ length: V }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
+    const logits = new Float32Array(R * V)
+    for (let r = 0; r < R; r++) logits.set(row, r * V)
+    const T = 0.8
+    const topK = 14
+    const topP = 0.9
+    const params = new Float32Array(3 * R)
+    for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
+    const iota = Int32Array.from({ length: R }, (_, i) => i)
+    const bufs = {
+      next: dev.alloc('i32', R),
+      logits: dev.upload(logits),
+      last: dev.upload(iota),
+      pos: dev.upload(iota),
+      params: dev.upload(params),
+      seeds: dev.upload(new Uint32Array(R).fill(1234)),
+      gathered: dev.alloc('f32', R * V),
     }
-  }
-  kept = kept.filter((i) => row[i] >= cut)
-  const zk = kept.reduce((a, i) => a + w(i), 0)
-  const counts = new Map()
-  for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
-  t.deepEqual(
-    [...counts.keys()].filter((i) => !kept.includes(i)),
-    [],
-    'no draw outside the cut',
-  )
-  const n = R - 2
-  let chi2 = 0
-  for (const i of kept) {
-    const e = (n * w(i)) / zk
-    chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
-  }
-  const df = kept.length - 1
-  // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
-  const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
-  t.log(
-    `${kept.length} tokens kept of ${V} (top-k ${topK}, top-p ${topP}, T ${T}); chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`,
-  )
-  t.true(chi2 < crit, `chi-square ${chi2}`)
-  t.deepEqual(run(), got, 'the same seeds and positions draw the same tokens')
-})
+    t.teardown(() => {
+      for (const b of Object.values(bufs)) b.dispose()
+    })
+    // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
+    const run = (shards = 1) => {
+      const Vs = V / shards
+      if (shards === 1) bufs.logits.upload(logits)
+      else {
+        const g = new Float32Array(R * V)
+        for (let q = 0; q < shards; q++) for (let r = 0; r < R; r++) g.set(logits.subarray(r * V + q * Vs, r * V + (q + 1) * Vs), (q * R + r) * Vs)
+        bufs.gathered.upload(g)
+        s.fill(bufs.logits, 0)
+      }
+      const src = shards === 1 ? bufs.logits : bufs.gathered
+      s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, src, bufs.last, bufs.pos, bufs.params, bufs.seeds, V, Vs, R])
+      s.synchronize()
+      return bufs.next.download()
+    }
+    const got = run()
+    t.deepEqual(run(2), got, 'two ranks gathered: the same draws')
+    t.deepEqual(bufs.logits.download(), logits, 'and the logits, row-major')
+    t.deepEqual(run(3), got, 'three ranks gathered: the same draws')
+    const max = Math.max(...row)
+    t.is(got[0], row.indexOf(max), 'greedy: the lowest index among equal maxima')
+    // The expected distribution: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
+    const order = [...row.keys()].sort((a, b) => row[b] - row[a])
+    const kth = row[order[topK - 1]]
+    let kept = order.filter((i) => row[i] >= kth)
+    const w = (i) => Math.exp((row[i] - max) / T)
+    const z = kept.reduce((a, i) => a + w(i), 0)
+    let mass = 0
+    let cut = Infinity
+    for (const i of kept) {
+      mass += w(i) / z
+      if (mass >= topP) {
+        cut = row[i]
+        break
+      }
+    }
+    kept = kept.filter((i) => row[i] >= cut)
+    const zk = kept.reduce((a, i) => a + w(i), 0)
+    const counts = new Map()
+    for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
+    t.deepEqual(
+      [...counts.keys()].filter((i) => !kept.includes(i)),
+      [],
+      'no draw outside the cut',
+    )
+    const n = R - 2
+    let chi2 = 0
+    for (const i of kept) {
+      const e = (n * w(i)) / zk
+      chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
+    }
+    const df = kept.length - 1
+    // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
+    const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
+    t.log(
+      `${kept.length} tokens kept of ${V} (top-k ${topK}, top-p ${topP}, T ${T}); chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`,
+    )
+    t.true(chi2 < crit, `chi-square ${chi2}`)
+    t.deepEqual(run(), got, 'the same seeds and positions draw the same tokens')
+  },
+)
 
 gtest('a failed load frees everything it allocated; a bad dtype is refused before allocating', async (t) => {
   const dev = Device.open(0)
@@ -230,4 +247,46 @@ gtest('a failed load frees everything it allocated; a bad dtype is refused befor
   t.true(Math.abs(after - before) <= 2 << 20, `${after - before} bytes more in use`)
   t.throws(() => loadDecoder(dev, s, dir, { dtype: 'f16' }), { message: /BF16 cannot load into a f16 model/ })
   t.true(Math.abs(used() - before) <= 2 << 20)
+})
+
+/** The nvidia-nccl wheel's library folder (PyTorch installs it), for CUDAGRAPH_LIBRARY_PATH. */
+function ncclLibDir() {
+  const r = spawnSync('python3', ['-c', 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))'], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : undefined
+}
+
+gtest('tensor parallel at size 1: the sharded load, all-reduce after o and down and gathered logits give the plain path bit for bit, in graphs', async (t) => {
+  const lib = ncclLibDir()
+  if (lib !== undefined) process.env.CUDAGRAPH_LIBRARY_PATH = lib
+  // qwen2-bf16: biases, a tied LM head (its rows of the embedding), sharded files; llama-f16: untied.
+  for (const name of ['qwen2-bf16', 'llama-f16']) {
+    const dir = join(checkpoints(), name)
+    const ref = reference(name)
+    const plain = await loadModel(dir, { maxSeqLen: 256, slots: 4 })
+    const tp = await loadModel(dir, { maxSeqLen: 256, slots: 4, tensorParallel: 1 })
+    t.teardown(() => {
+      plain.dispose()
+      tp.dispose()
+    })
+    t.is(tp.model.shard.size, 1)
+    t.truthy(tp.model.communicator)
+    t.is(tp.loadStats.bytes, plain.loadStats.bytes, 'the whole checkpoint is the one rank slice')
+    const V = plain.config.vocab
+    for (const p of ref.prompts.slice(0, 3)) {
+      const ids = Int32Array.from(p.ids)
+      const a = plain.runner.prefill(1, ids)
+      const b = tp.runner.prefill(1, ids)
+      t.is(a, b)
+      t.deepEqual(
+        tp.runner.prefillStep.outputs.logits.view(0, V).download(),
+        plain.runner.prefillStep.outputs.logits.view(0, V).download(),
+        `${name}: first-step logits, bit for bit`,
+      )
+      t.deepEqual([...tp.runner.generate(0, ids, 24)], [...plain.runner.generate(0, ids, 24)], `${name}: 24 greedy tokens`)
+    }
+    const stats = tp.manager.stats()
+    t.true(stats.replays > 0, `${name}: decode steps replayed graphs (${stats.replays}) with the collectives captured`)
+    t.log(`${name}: tensor-parallel size 1 equals the plain path over 3 prompts (first-step logits bit for bit, 24 greedy tokens); ${stats.replays} replays`)
+  }
+  await t.throwsAsync(() => loadModel(join(checkpoints(), 'llama-f16'), { tensorParallel: 2 }), { instanceOf: ArgumentError, message: /tensorParallel/ })
 })

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import test from 'ava'
 import { ArgumentError, fromHalf, GraphConfig, roundHalf, toHalf } from '../dist/index.js'
-import { DecoderReference, modelConfig, parameterCount, weightLayout, writeSafetensors } from '../dist/model/index.js'
+import { DecoderReference, localDims, modelConfig, parameterCount, weightLayout, writeSafetensors } from '../dist/model/index.js'
 import { rng } from './helpers.mjs'
 
 test('presets: 1b has about a billion parameters; bad configs name the field', (t) => {
@@ -110,4 +110,44 @@ test('a step smaller than the largest capture size gets only the sizes that fit'
   t.deepEqual(c.cappedTo(20).captureSizes, [1, 2, 4, 8, 16])
   t.is(c.cappedTo(20).paddedSize(17), 17)
   t.is(GraphConfig.from({ mode: 'FULL', captureSizes: [8, 16] }).cappedTo(4).mode, 'NONE')
+})
+
+test('tensor-parallel shards: the ranks together hold every element of each split tensor once, and the embedding and norms whole; shapes are the local ones; a size that does not divide is an ArgumentError', (t) => {
+  for (const [c, n] of [
+    [modelConfig({ preset: 'tiny', heads: 4, kvHeads: 2, vocab: 256 }), 2],
+    [{ ...modelConfig('tiny'), qkvBias: true, tieEmbeddings: true }, 2],
+    [modelConfig({ preset: 'small', kvHeads: 4 }), 4],
+  ]) {
+    const whole = weightLayout(c)
+    const held = new Map()
+    for (let rank = 0; rank < n; rank++) {
+      const d = localDims(c, { rank, size: n })
+      t.deepEqual(d, { heads: c.heads / n, kvHeads: c.kvHeads / n, ffn: c.ffn / n, vocab: c.vocab / n })
+      for (const spec of weightLayout(c, { rank, size: n })) {
+        // A weight's parts fill its local shape: their rows back to back, each row the part's columns.
+        const rows = spec.parts.reduce((a, p) => a + p.rows[1], 0)
+        t.is(rows, spec.shape[0], `${spec.name} rows`)
+        for (const p of spec.parts) {
+          t.is(p.cols[1], spec.shape[1] ?? 1, `${p.name} columns`)
+          const full = p.shape[1] ?? 1
+          const cells = held.get(p.name) ?? new Uint8Array(p.shape[0] * full)
+          held.set(p.name, cells)
+          for (let r = p.rows[0]; r < p.rows[0] + p.rows[1]; r++) for (let k = p.cols[0]; k < p.cols[0] + p.cols[1]; k++) cells[r * full + k]++
+        }
+      }
+    }
+    // The embedding and the norms are whole on every rank; the rest is split.
+    for (const spec of whole) {
+      for (const p of spec.parts) {
+        const times = /embed_tokens|norm/.test(p.name) ? n : 1
+        t.true(
+          held.get(p.name).every((x) => x === times),
+          `${p.name}: every element ${times === 1 ? 'once' : 'on every rank'} over ${n} ranks`,
+        )
+      }
+    }
+  }
+  const c = modelConfig('tiny')
+  t.throws(() => weightLayout(c, { rank: 0, size: 3 }), { instanceOf: ArgumentError, message: /tensorParallel.*heads \(4\)/ })
+  t.throws(() => localDims(c, { rank: 2, size: 2 }), { instanceOf: ArgumentError, message: /tensorParallel/ })
 })

@@ -290,15 +290,17 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
 
 #define MAX_THREADS 1024
 
-// next[r]: the next token of request r from its logits row. The row is first rounded in place to the
-// model's dtype (transformers' LM head output). params[r] = {temperature, top_p, top_k}: temperature 0
+// next[r]: the next token of request r from its logits row. The row is first rounded to the model's dtype
+// (transformers' LM head output) into logits[r] from gathered: the LM head's output, which under tensor
+// parallelism is each rank's vocabulary block of Vs columns for all R rows, rank after rank (so element v
+// of row r is at ((v / Vs) * R + r) * Vs + v % Vs; without it Vs = V and gathered is logits itself). params[r] = {temperature, top_p, top_k}: temperature 0
 // is greedy (argmax, the lowest index among equal maxima, as torch.argmax); otherwise the logits are
 // divided by the temperature, cut to the top_k largest (0: no cut), then to the fewest largest whose
 // probability reaches top_p (transformers' order: temperature, top-k, top-p; ties at a cut are kept), and
 // one token is drawn with u = uniform(seeds[r], position of the request's last token): the same seed and
 // position give the same token in any batch. The cuts are exact: a bitwise search over the float keys
 // (32 passes each), no sort. One block per request; blockDim.x a multiple of 32, at most 1024.
-extern "C" __global__ void sample(int* next, float* logits, const int* last, const int* pos, const float* params, const unsigned* seeds, int V) {
+extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
   __shared__ float bv[32];
   __shared__ int bi[32];
   __shared__ float pre[MAX_THREADS];
@@ -310,7 +312,7 @@ extern "C" __global__ void sample(int* next, float* logits, const int* last, con
   float v = NEG_INF;
   int idx = 0x7fffffff;
   for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float x = round_e(row[i]);
+    const float x = round_e(gathered[((long long)(i / Vs) * R + r) * Vs + i % Vs]);
     row[i] = x;
     if (x > v) {
       v = x;

@@ -6,6 +6,8 @@
  */
 import { existsSync } from 'node:fs'
 import { basename, join } from 'node:path'
+import type { DeviceBuffer } from '../cuda/buffer.js'
+import type { Communicator } from '../cuda/communicator.js'
 import type { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { CheckpointError, check } from '../errors.js'
@@ -13,7 +15,7 @@ import { DecoderModel, type ModelDType } from './decoder-model.js'
 import { type CheckpointConfig, defaultMaxSeqLen, parseHfConfig } from './hf-config.js'
 import { readJsonObject } from './json-file.js'
 import { readSafetensorsHeader, type SafetensorsTensor } from './safetensors.js'
-import { weightLayout } from './weight-layout.js'
+import { type WeightPart, WHOLE, weightLayout } from './weight-layout.js'
 
 /** A tensor of a checkpoint and the file it is in. */
 export interface CheckpointTensor {
@@ -39,6 +41,11 @@ export interface LoadOptions {
   slots?: number | undefined
   /** Longest sequence a slot holds (default min(2048, max_position_embeddings)). */
   maxSeqLen?: number | undefined
+  /**
+   * Tensor parallelism: this rank's communicator. The load reads only the rank's slice of each tensor
+   * ({@link weightLayout}): its rows, or for o and down its columns of every row.
+   */
+  communicator?: Communicator | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
   onProgress?: (p: LoadProgress) => void
 }
@@ -49,7 +56,7 @@ export interface LoadProgress {
   readonly tensor: string
   readonly tensors: number
   readonly totalTensors: number
-  /** Bytes loaded so far and in all. */
+  /** Bytes loaded so far and in all (of this rank's slices). */
   readonly bytes: number
   readonly totalBytes: number
 }
@@ -57,7 +64,7 @@ export interface LoadProgress {
 /** A load's figures. */
 export interface LoadStats {
   readonly seconds: number
-  /** Bytes read from the checkpoint. */
+  /** Bytes read from the checkpoint (this rank's slices). */
   readonly bytes: number
   /** bytes / seconds / 1e9. */
   readonly gbPerSecond: number
@@ -145,6 +152,21 @@ export function loadDecoder(
     }
   }
   const convert = DecoderModel.module(device, dtype).kernel('convert_f32', ['ptr', 'ptr', 'i64'])
+  const comm = options.communicator
+  const layout = weightLayout(ckpt.config, comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
+  const elemBytes = (dt: string) => (dt === 'F32' ? 4 : 2)
+  const sliceBytes = (part: WeightPart) => part.rows[1] * part.cols[1] * elemBytes(ckpt.tensors.get(part.name)!.tensor.dtype)
+  const totalBytes = layout.reduce((n, spec) => n + spec.parts.reduce((m, part) => m + sliceBytes(part), 0), 0)
+  const totalTensors = layout.reduce((n, spec) => n + spec.parts.length, 0)
+  // The rank's slice of `part` into `into` (its dtype's elements): whole rows in one read, else one read a row.
+  const readSlice = (into: DeviceBuffer, part: WeightPart, file: string, tensor: SafetensorsTensor) => {
+    const [row0, rows] = part.rows
+    const [col0, cols] = part.cols
+    const full = part.shape[1] ?? 1
+    const elem = elemBytes(tensor.dtype)
+    if (cols === full) stream.uploadFile(into, file, tensor.start + row0 * full * elem)
+    else for (let i = 0; i < rows; i++) stream.uploadFile(into.view(i * cols, cols), file, tensor.start + ((row0 + i) * full + col0) * elem)
+  }
   const t0 = performance.now()
   let loaded = 0
   let count = 0
@@ -154,31 +176,32 @@ export function loadDecoder(
     slots: options.slots,
     maxSeqLen: options.maxSeqLen ?? defaultMaxSeqLen(ckpt.config.maxPositions),
     source: { dir },
+    communicator: comm,
     fill: (spec, buffer) => {
       const cols = spec.shape.length === 2 ? spec.shape[1] : 1
       let row = 0
       for (const part of spec.parts) {
-        const rows = part.shape[0]!
+        const rows = part.rows[1]
         const view = buffer.view(row * cols, rows * cols)
         row += rows
         const { file, tensor } = ckpt.tensors.get(part.name)!
         if (tensor.dtype === 'F32') {
           const staged = device.alloc('f32', view.length)
           try {
-            stream.uploadFile(staged, file, tensor.start)
+            readSlice(staged, part, file, tensor)
             stream.launch(convert, { grid: Math.min(4096, Math.ceil(view.length / 256)), block: 256 }, [view, staged, view.length])
             stream.synchronize()
           } finally {
             staged.dispose()
           }
         } else {
-          stream.uploadFile(view, file, tensor.start)
+          readSlice(view, part, file, tensor)
         }
-        loaded += tensor.bytes
-        options.onProgress?.({ tensor: part.name, tensors: ++count, totalTensors: ckpt.tensors.size, bytes: loaded, totalBytes: ckpt.bytes })
+        loaded += sliceBytes(part)
+        options.onProgress?.({ tensor: part.name, tensors: ++count, totalTensors, bytes: loaded, totalBytes })
       }
     },
   })
   const seconds = (performance.now() - t0) / 1000
-  return { model, checkpoint: ckpt, stats: { seconds, bytes: ckpt.bytes, gbPerSecond: ckpt.bytes / seconds / 1e9 } }
+  return { model, checkpoint: ckpt, stats: { seconds, bytes: totalBytes, gbPerSecond: totalBytes / seconds / 1e9 } }
 }

@@ -8,6 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { DeviceBuffer } from '../cuda/buffer.js'
+import type { Communicator } from '../cuda/communicator.js'
 import type { Device } from '../cuda/device.js'
 import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
@@ -16,7 +17,7 @@ import { check } from '../errors.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
 import { type ModelConfig, type ModelName, type ModelOverrides, modelConfig, ropeInvFreq } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
-import { type WeightSpec, weightLayout } from './weight-layout.js'
+import { type LocalDims, localDims, type Shard, type WeightSpec, WHOLE, weightLayout } from './weight-layout.js'
 
 /** Storage type of a model's weights, activations and KV cache. */
 export type ModelDType = 'f16' | 'bf16'
@@ -43,6 +44,11 @@ export interface ModelBuild {
   maxSeqLen?: number | undefined
   /** The seed of random weights, or the checkpoint directory they were loaded from. */
   source: { seed: number } | { dir: string }
+  /**
+   * Tensor parallelism: this rank's communicator. The model then holds rank `rank` of `size`'s share
+   * ({@link weightLayout}), all-reduces the partial sums of o and down, and all-gathers the logits.
+   */
+  communicator?: Communicator | undefined
   /**
    * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
    * ends the build and frees everything it allocated.
@@ -71,7 +77,21 @@ export interface ForwardTensors {
 }
 
 /** The kernels and GEMMs of a forward, as {@link ForwardContext.trace} names them. */
-export type ForwardPart = 'embed' | 'norm' | 'qkv' | 'rope' | 'attention' | 'o' | 'gate_up' | 'silu_mul' | 'down' | 'final_norm' | 'lm_head' | 'sample'
+export type ForwardPart =
+  | 'embed'
+  | 'norm'
+  | 'qkv'
+  | 'rope'
+  | 'attention'
+  | 'o'
+  | 'gate_up'
+  | 'silu_mul'
+  | 'down'
+  | 'all_reduce'
+  | 'final_norm'
+  | 'lm_head'
+  | 'all_gather'
+  | 'sample'
 
 /** Where a forward enqueues and gets temporaries (a step context, or any stream with an allocator). */
 export interface ForwardContext {
@@ -108,6 +128,9 @@ interface LayerWeights {
 }
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b)
+
+/** The share a communicator's rank holds: rank `rank` of `size`, or the whole model without one. */
+const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
 const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 32))
 
 /** Weights, KV cache and compiled kernels of one decoder on one device. */
@@ -120,6 +143,12 @@ export class DecoderModel {
   /** KV-cache slots; slot `slots` (one more) takes the writes of padding rows. */
   readonly slots: number
   readonly maxSeqLen: number
+  /** The share of the model this one holds (rank 0 of 1 without tensor parallelism). */
+  readonly shard: Shard
+  /** This rank's heads, key/value heads, MLP width and vocabulary (the config's, divided by the shard count). */
+  readonly local: LocalDims
+  /** Tensor parallelism's communicator, or undefined. */
+  readonly communicator: Communicator | undefined
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
   readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'sample', Kernel>
@@ -147,6 +176,9 @@ export class DecoderModel {
     this.source = b.source
     this.slots = b.slots
     this.maxSeqLen = b.maxSeqLen
+    this.communicator = b.communicator
+    this.shard = shardOf(b.communicator)
+    this.local = localDims(b.config, this.shard)
     this.weights = weights
     this.#k = {
       embed: module.kernel('embed', ['ptr', 'ptr', 'ptr', 'i32', 'i32']),
@@ -155,7 +187,7 @@ export class DecoderModel {
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
       attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
-      sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32']),
+      sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
     const w = (name: string) => weights.get(name)!.buffer
@@ -170,7 +202,10 @@ export class DecoderModel {
       kCache: caches[0][l]!,
       vCache: caches[1][l]!,
     }))
-    this.#top = { embed: w('embed'), norm: w('norm'), lmHead: b.config.tieEmbeddings ? w('embed') : w('lm_head'), invFreq }
+    // A tied LM head is this rank's rows of the embedding.
+    const Vl = this.local.vocab
+    const lmHead = b.config.tieEmbeddings ? w('embed').view(this.shard.rank * Vl * b.config.hidden, Vl * b.config.hidden) : w('lm_head')
+    this.#top = { embed: w('embed'), norm: w('norm'), lmHead, invFreq }
   }
 
   /**
@@ -238,7 +273,8 @@ export class DecoderModel {
       return buffer
     }
     try {
-      for (const spec of weightLayout(config)) {
+      const shard = shardOf(b.communicator)
+      for (const spec of weightLayout(config, shard)) {
         const buffer = alloc(
           b.dtype,
           spec.shape.reduce((a, c) => a * c, 1),
@@ -248,7 +284,7 @@ export class DecoderModel {
       }
       const invFreq = alloc('f32', config.headDim / 2)
       invFreq.upload(ropeInvFreq(config))
-      const cacheLen = (slots + 1) * maxSeqLen * config.kvHeads * config.headDim
+      const cacheLen = (slots + 1) * maxSeqLen * localDims(config, shard).kvHeads * config.headDim
       const caches: [Buf[], Buf[]] = [[], []]
       for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
       stream.synchronize()
@@ -278,6 +314,7 @@ export class DecoderModel {
    * {@link loadDecoder} both load it.
    */
   save(dir: string): void {
+    check(this.communicator === undefined, 'model', 'a whole model (a tensor-parallel rank holds a share)', `rank ${this.shard.rank} of ${this.shard.size}`)
     const c = this.config
     mkdirSync(dir, { recursive: true })
     const hfDType = this.dtype === 'bf16' ? 'bfloat16' : 'float16'
@@ -353,24 +390,37 @@ export class DecoderModel {
     const s = ctx.stream
     const k = this.#k
     const T = numTokens
+    const R = numReqs
     const H = c.hidden
     const hd = c.headDim
     const dt = this.dtype
-    const qkvWidth = (c.heads + 2 * c.kvHeads) * hd
+    // This rank's heads, key/value heads, MLP width and vocabulary (the whole model's without parallelism).
+    const { heads, kvHeads, ffn, vocab } = this.local
+    const comm = this.communicator
+    const qkvWidth = (heads + 2 * kvHeads) * hd
     const resid = ctx.scratch('f32', T * H)
     const x = ctx.scratch(dt, T * H)
     const qkv = ctx.scratch(dt, T * qkvWidth)
-    const attn = ctx.scratch(dt, T * c.heads * hd)
+    const attn = ctx.scratch(dt, T * heads * hd)
     const delta = ctx.scratch(dt, T * H)
-    const gu = ctx.scratch(dt, T * 2 * c.ffn)
-    const act = ctx.scratch(dt, T * c.ffn)
+    const gu = ctx.scratch(dt, T * 2 * ffn)
+    const act = ctx.scratch(dt, T * ffn)
+    // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
+    const localLogits = comm ? ctx.scratch('f32', R * vocab) : t.logits
+    const gathered = comm ? ctx.scratch('f32', R * c.vocab) : t.logits
     const normBlock = threadsFor(H)
     const top = this.#top
     const S = this.maxSeqLen
     const trace = ctx.trace
     const pdl = this.#pdl
     // Rotary pairs and v elements of a row, 128 per block.
-    const ropeBlocks = ceilDiv(Math.max((c.heads + c.kvHeads) * (hd / 2), c.kvHeads * hd), 128)
+    const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
+    // Row-parallel o and down leave partial sums of the residual update on each rank.
+    const reduce = () => {
+      if (comm === undefined) return
+      trace?.('all_reduce')
+      comm.allReduce(s, delta, 'sum')
+    }
 
     trace?.('embed')
     s.launch(k.embed, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, t.tokens, top.embed, H, c.vocab])
@@ -388,50 +438,59 @@ export class DecoderModel {
         t.positions,
         t.slots,
         top.invFreq,
-        c.heads,
-        c.kvHeads,
+        heads,
+        kvHeads,
         hd,
         S,
       ])
       trace?.('attention')
-      s.launch(k.attention, { grid: [T, c.heads], block: 128, programmaticDependentLaunch: pdl }, [
+      s.launch(k.attention, { grid: [T, heads], block: 128, programmaticDependentLaunch: pdl }, [
         attn,
         qkv,
         L.kCache,
         L.vCache,
         t.positions,
         t.slots,
-        c.heads,
-        c.kvHeads,
+        heads,
+        kvHeads,
         hd,
         S,
         1 / Math.sqrt(hd),
       ])
       trace?.('o')
-      s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: c.heads * hd, transB: true })
+      s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
+      reduce()
       trace?.('norm')
       s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
       trace?.('gate_up')
-      s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * c.ffn, k: H, transB: true })
+      s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
-      s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * c.ffn, 256)), block: 256, programmaticDependentLaunch: pdl }, [act, gu, c.ffn, T])
+      s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * ffn, 256)), block: 256, programmaticDependentLaunch: pdl }, [act, gu, ffn, T])
       trace?.('down')
-      s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: c.ffn, transB: true })
+      s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
+      reduce()
     }
     // The last rows' norm goes into x, free by now: request r's row at r.
     trace?.('final_norm')
-    s.launch(k.finalNorm, { grid: numReqs, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps])
+    s.launch(k.finalNorm, { grid: R, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps])
     trace?.('lm_head')
-    s.gemm({ a: x, b: top.lmHead, c: t.logits, m: numReqs, n: c.vocab, k: H, transB: true })
+    s.gemm({ a: x, b: top.lmHead, c: localLogits, m: R, n: vocab, k: H, transB: true })
+    if (comm !== undefined) {
+      trace?.('all_gather')
+      comm.allGather(s, localLogits, gathered)
+    }
     trace?.('sample')
-    s.launch(k.sample, { grid: numReqs, block: threadsFor(Math.min(c.vocab, 1024)), programmaticDependentLaunch: pdl }, [
+    s.launch(k.sample, { grid: R, block: threadsFor(Math.min(c.vocab, 1024)), programmaticDependentLaunch: pdl }, [
       t.next,
       t.logits,
+      gathered,
       t.last,
       t.positions,
       t.sampling,
       t.seeds,
       c.vocab,
+      vocab,
+      R,
     ])
   }
 

@@ -51,4 +51,4 @@ export {
 } from './safetensors.js'
 export { type SamplingParams, type SamplingRows, samplingParams, samplingRows, setSampling } from './sampling.js'
 export { type ChatMessage, Detokenizer, TextTokenizer } from './tokenizer.js'
-export { type WeightPart, type WeightSpec, weightLayout } from './weight-layout.js'
+export { type LocalDims, localDims, type Shard, type WeightPart, type WeightSpec, WHOLE, weightLayout } from './weight-layout.js'

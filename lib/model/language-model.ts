@@ -3,6 +3,7 @@
  * graphs captured, its tokenizer and chat template, its end-of-sequence ids and sampling defaults.
  * `generate` streams text chunks that are always complete characters, then a final record.
  */
+import { Communicator } from '../cuda/communicator.js'
 import { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { ArgumentError, check, InUseError } from '../errors.js'
@@ -25,6 +26,13 @@ export interface LoadModelOptions extends LoadOptions {
   graphs?: boolean | undefined
   /** Most prompt tokens one prefill step takes; longer prompts run in several (default min(512, maxSeqLen)). */
   maxPrefillTokens?: number
+  /**
+   * Tensor-parallel ranks in this process: 1 runs the tensor-parallel path (sharded load, all-reduce after
+   * o and down, gathered logits) on a one-rank NCCL communicator it creates and owns. More ranks need one
+   * process per GPU: start them yourself, give each its `communicator` (rank r of n, one id), and make the
+   * same calls on every rank; the gathered logits give every rank the same tokens, so they stay in step.
+   */
+  tensorParallel?: 1 | undefined
 }
 
 /** Options of {@link LanguageModel.generate}. */
@@ -83,6 +91,8 @@ export class LanguageModel {
   readonly loadStats: LoadStats
   readonly warmup: WarmupResult
   readonly #rows: SamplingRows = samplingRows(1)
+  /** The communicator `tensorParallel: 1` created (disposed with the model). */
+  readonly #ownComm: Communicator | undefined
   #busy = false
   #disposed = false
 
@@ -96,7 +106,9 @@ export class LanguageModel {
     defaults: GenerationDefaults
     loadStats: LoadStats
     warmup: WarmupResult
+    ownComm: Communicator | undefined
   }) {
+    this.#ownComm = init.ownComm
     this.model = init.model
     this.tokenizer = init.tokenizer
     this.runner = init.runner
@@ -113,10 +125,25 @@ export class LanguageModel {
   static async load(dir: string, options: LoadModelOptions = {}): Promise<LanguageModel> {
     const tokenizer = TextTokenizer.fromDirectory(dir)
     const defaults = readGenerationConfig(dir)
+    const tp = options.tensorParallel
+    check(
+      tp === undefined || (tp === 1 && options.communicator === undefined),
+      'tensorParallel',
+      "1, without a communicator (more ranks: one process per GPU, each given its rank's `communicator`)",
+      tp,
+    )
     const device = options.device ?? Device.open(0)
     const stream = device.createStream()
     stream.prepareBlas()
-    const { model, checkpoint, stats } = loadDecoder(device, stream, dir, options)
+    const ownComm = tp === 1 ? Communicator.create(device, { id: Communicator.uniqueId(), rank: 0, size: 1 }) : undefined
+    let loaded: ReturnType<typeof loadDecoder>
+    try {
+      loaded = loadDecoder(device, stream, dir, { ...options, communicator: options.communicator ?? ownComm })
+    } catch (e) {
+      ownComm?.dispose()
+      throw e
+    }
+    const { model, checkpoint, stats } = loaded
     let manager: GraphManager | undefined
     let runner: DecoderRunner | undefined
     try {
@@ -127,11 +154,12 @@ export class LanguageModel {
       })
       runner = new DecoderRunner(model, manager, { maxPrefillTokens: maxPrefill })
       const warmup = await runner.warmup()
-      return new LanguageModel({ model, tokenizer, runner, manager, stream, config: checkpoint.config, defaults, loadStats: stats, warmup })
+      return new LanguageModel({ model, tokenizer, runner, manager, stream, config: checkpoint.config, defaults, loadStats: stats, warmup, ownComm })
     } catch (e) {
       runner?.dispose()
       manager?.dispose()
       model.dispose()
+      ownComm?.dispose()
       throw e
     }
   }
@@ -243,6 +271,7 @@ export class LanguageModel {
     this.runner.dispose()
     this.manager.dispose()
     this.model.dispose()
+    this.#ownComm?.dispose()
   }
 }
 
