@@ -4,12 +4,11 @@
 // tokenizers give for them. Here: our greedy tokens against transformers' greedy generate (teacher-forced,
 // so one near-tie cannot hide the rest), first-step logits, the rotary table, token ids, the chat template,
 // text streaming, seeded sampling (repeats; frequencies pass a chi-square test) and a failed load's memory.
-import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ArgumentError, Device, roundHalf } from '../dist/index.js'
 import { DecoderModel, loadDecoder, loadModel, ropeInvFreq } from '../dist/model/index.js'
-import { gpuTest, relError, useCheckpoints } from './helpers.mjs'
+import { gpuTest, relError, useCheckpoints, useNccl } from './helpers.mjs'
 
 const gtest = gpuTest()
 const CHECKPOINTS = ['llama3-bf16', 'llama-f16', 'llama-f32', 'qwen2-bf16', 'mistral-bf16']
@@ -249,15 +248,8 @@ gtest('a failed load frees everything it allocated; a bad dtype is refused befor
   t.true(Math.abs(used() - before) <= 2 << 20)
 })
 
-/** The nvidia-nccl wheel's library folder (PyTorch installs it), for CUDAGRAPH_LIBRARY_PATH. */
-function ncclLibDir() {
-  const r = spawnSync('python3', ['-c', 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))'], { encoding: 'utf8' })
-  return r.status === 0 ? r.stdout.trim() : undefined
-}
-
 gtest('tensor parallel at size 1: the sharded load, all-reduce after o and down and gathered logits give the plain path bit for bit, in graphs', async (t) => {
-  const lib = ncclLibDir()
-  if (lib !== undefined) process.env.CUDAGRAPH_LIBRARY_PATH = lib
+  useNccl()
   // qwen2-bf16: biases, a tied LM head (its rows of the embedding), sharded files; llama-f16: untied.
   for (const name of ['qwen2-bf16', 'llama-f16']) {
     const dir = join(checkpoints(), name)

@@ -158,3 +158,12 @@ export function useCheckpoints() {
   })
   return () => root
 }
+
+/**
+ * Points CUDAGRAPH_LIBRARY_PATH at the nvidia-nccl wheel's library folder when python finds it (PyTorch
+ * installs the wheel on the device), so Communicator loads libnccl from there.
+ */
+export function useNccl() {
+  const r = spawnSync('python3', ['-c', 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))'], { encoding: 'utf8' })
+  if (r.status === 0) process.env.CUDAGRAPH_LIBRARY_PATH = r.stdout.trim()
+}

@@ -2,21 +2,13 @@
 // PyTorch installs. Every collective runs and gives what one rank must (all-reduce sum and avg: the
 // input; all-gather: a copy; broadcast: unchanged), inside a captured graph to the same bits as eagerly;
 // bad arguments are typed errors; an aborted communicator refuses further work.
-import { spawnSync } from 'node:child_process'
 import { ArgumentError, Communicator, Device, DisposedError } from '../dist/index.js'
-import { gpuTest, randomF32 } from './helpers.mjs'
+import { gpuTest, randomF32, useNccl } from './helpers.mjs'
 
 const test = gpuTest()
 
-/** The nvidia-nccl wheel's library folder, for CUDAGRAPH_LIBRARY_PATH. */
-function ncclLibDir() {
-  const r = spawnSync('python3', ['-c', 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))'], { encoding: 'utf8' })
-  return r.status === 0 ? r.stdout.trim() : undefined
-}
-
 test('a one-rank communicator: all-reduce, all-gather and broadcast, eagerly and captured in a graph; typed errors; abort', (t) => {
-  const lib = ncclLibDir()
-  if (lib !== undefined) process.env.CUDAGRAPH_LIBRARY_PATH = lib
+  useNccl()
   const version = Communicator.version()
   t.true(version >= 20000, `NCCL ${version}`)
   const dev = Device.open(0)
