@@ -128,10 +128,10 @@ interface LayerWeights {
 }
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b)
+const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 32))
 
 /** The share a communicator's rank holds: rank `rank` of `size`, or the whole model without one. */
 const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
-const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 32))
 
 /** Weights, KV cache and compiled kernels of one decoder on one device. */
 export class DecoderModel {
@@ -383,7 +383,9 @@ export class DecoderModel {
   /**
    * Enqueues one forward pass for `numTokens` token rows and `numReqs` request rows: writes each token's
    * keys and values into its slot at its position, and each request's logits and next token (greedy or
-   * sampled, as its row of `t.sampling` says).
+   * sampled, as its row of `t.sampling` says). A tensor-parallel rank computes its heads and its share of
+   * the MLP and of the vocabulary; its collectives (on the same stream, so inside a capture too) give
+   * every rank the whole logits and the same next tokens.
    */
   forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number): void {
     const c = this.config
