@@ -67,6 +67,21 @@ test('concurrent clients on many connections get exactly what each prompt gets a
   for (const c of clients) c.close()
 })
 
+test("metrics part each step's time: the engine's calls (GPU work) apart from the server's own", async (t) => {
+  const { engine, server } = await start(t, { stepDelayMs: 2 }, { metricsPort: 0 })
+  const c = await Client.connect(server.socketPath)
+  await c.generate([1, 2, 3], { maxNewTokens: 6 }).toArray()
+  c.close()
+  const metrics = await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text()
+  const num = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1])
+  const decodes = engine.decodeSizes.length
+  t.is(decodes, 5)
+  t.is(num('cudagraph_engine_seconds_count'), num('cudagraph_step_seconds_count'))
+  // The fake engine's decode busy-waits 2 ms: the engine's sum holds every one, and the steps' sum holds the engine's.
+  t.true(num('cudagraph_engine_seconds_sum') >= decodes * 0.002, `engine ${num('cudagraph_engine_seconds_sum')} s`)
+  t.true(num('cudagraph_step_seconds_sum') >= num('cudagraph_engine_seconds_sum'))
+})
+
 test('bad frames close only their connection, with an error frame; bad requests and BUSY keep it open', async (t) => {
   const { engine, server } = await start(t, { slots: 1, maxBatch: 1 }, { maxQueue: 1, maxFrameBytes: 256 })
   const good = await Client.connect(server.socketPath)

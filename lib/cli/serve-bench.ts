@@ -10,7 +10,6 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ModelName } from '../model/model-config.js'
@@ -19,6 +18,7 @@ import { PACKAGE_ROOT } from '../util/package-root.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
 import { BenchmarkError } from './errors.js'
+import { type LoadResult, runLoad } from './serve-load.js'
 import { lineChartSvg } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -57,103 +57,82 @@ export interface ServeRow {
   ipcP50Us: number
   ipcP99Us: number
   /** Mean requests per decode step in the server (its metrics). */
+  /** Requests per decode step, mean. */
   meanBatch: number
+  /** A server step (prefill and decode, tokens sent), mean, µs. */
+  stepUs: number
+  /** Its engine calls (GPU work and their host side), mean, µs: the rest of a step is the server's. */
+  engineUs: number
+  /** Of the row's wall time, the server was inside steps, 0..1 (the rest: its event loop, or idle). */
+  stepsBusy: number
+  /** Threads the load ran on. */
+  loadThreads: number
+  /** The busiest load thread's event-loop utilization while timed, 0..1. */
+  loadBusiest: number
 }
 
 const CLI = join(PACKAGE_ROOT, 'bin', 'cudagraph.js')
 
 /** One row of the text table: `clients` concurrent text streams (the socket's, or the OpenAI endpoint's SSE); inter-token times are between text chunks. */
-export interface TextRow extends Omit<ServeRow, 'busyPoll' | 'ipcP50Us' | 'ipcP99Us' | 'meanBatch'> {
+export interface TextRow extends Omit<ServeRow, 'busyPoll' | 'ipcP50Us' | 'ipcP99Us'> {
   path: 'socket' | 'http'
 }
 
-/** The figures every row has: tokens/s, and TTFT and inter-token percentiles (ms). */
-function streamFigures(clients: number, requests: number, tokens: number, seconds: number, ttft: number[], gaps: number[]) {
+/** The figures every row has: tokens/s, TTFT and inter-token percentiles (ms), the server's steps, how busy the load was. */
+function streamFigures(clients: number, requests: number, r: LoadResult, before: StepSums, after: StepSums) {
+  const steps = after.steps - before.steps
   return {
+    meanBatch: (after.batch - before.batch) / (after.decodes - before.decodes),
+    stepUs: ((after.stepSeconds - before.stepSeconds) / steps) * 1e6,
+    engineUs: ((after.engineSeconds - before.engineSeconds) / steps) * 1e6,
+    stepsBusy: (after.stepSeconds - before.stepSeconds) / r.seconds,
     clients,
     requests,
-    tokens,
-    tokensPerSecond: tokens / seconds,
-    ttftP50Ms: percentile(ttft, 0.5),
-    ttftP99Ms: percentile(ttft, 0.99),
-    interTokenP50Ms: percentile(gaps, 0.5),
-    interTokenP99Ms: percentile(gaps, 0.99),
+    tokens: r.tokens,
+    tokensPerSecond: r.tokens / r.seconds,
+    ttftP50Ms: percentile(r.ttft, 0.5),
+    ttftP99Ms: percentile(r.ttft, 0.99),
+    interTokenP50Ms: percentile(r.gaps, 0.5),
+    interTokenP99Ms: percentile(r.gaps, 0.99),
+    loadThreads: r.threads,
+    loadBusiest: r.busiest,
   }
 }
 
-/** A text stream's chunk arrival times (ms) and its tokens. */
-interface Streamed {
-  times: number[]
-  tokens: number
+/** The columns on the server's steps and the load, in both tables. */
+const STEP_HEADERS = ['mean batch', 'step µs', 'engine µs', 'in steps %', 'load busy %']
+
+function stepCells(r: Omit<TextRow, 'path'>): string[] {
+  return [fixed(r.meanBatch, 1), fixed(r.stepUs), fixed(r.engineUs), fixed(100 * r.stepsBusy, 0), `${(100 * r.loadBusiest).toFixed(0)} (${r.loadThreads})`]
 }
 
-const httpAgent = new Agent({ keepAlive: true, maxSockets: 1024 })
-
-/**
- * Streams one completion through the OpenAI endpoint with node:http (lighter than fetch, so the
- * benchmark's own client costs less CPU per chunk); the arrival time of each chunk, and the tokens.
- */
-function sseCompletion(base: URL, model: string, prompt: string, maxTokens: number): Promise<Streamed> {
-  const body = JSON.stringify({ model, prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true } })
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: base.hostname,
-        port: base.port,
-        path: '/v1/completions',
-        method: 'POST',
-        agent: httpAgent,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-      },
-      (res) => {
-        res.setEncoding('utf8')
-        if (res.statusCode !== 200) {
-          let text = ''
-          res.on('data', (d: string) => {
-            text += d
-          })
-          res.on('end', () => reject(new BenchmarkError(`the OpenAI endpoint answered ${res.statusCode}: ${text}`)))
-          return
-        }
-        const times: number[] = []
-        let tokens = 0
-        let pending = ''
-        res.on('data', (d: string) => {
-          const t = performance.now()
-          pending += d
-          let cut = pending.indexOf('\n\n')
-          while (cut >= 0) {
-            const event = pending.slice(0, cut)
-            pending = pending.slice(cut + 2)
-            cut = pending.indexOf('\n\n')
-            if (!event.startsWith('data: {')) continue
-            const chunk = JSON.parse(event.slice(6)) as { choices: { text: string }[]; usage?: { completion_tokens: number } }
-            if (chunk.usage) tokens = chunk.usage.completion_tokens
-            else if (chunk.choices[0]?.text) times.push(t)
-          }
-        })
-        res.on('end', () => resolve({ times, tokens }))
-        res.on('error', reject)
-      },
-    )
-    req.on('error', reject)
-    req.end(body)
-  })
+/** The load's threads and how busy the busiest was (past about 70% it, not the server, may limit the row). */
+function loadNote(r: LoadResult): string {
+  return `load ${r.threads} thread${r.threads === 1 ? '' : 's'}, busiest ${(100 * r.busiest).toFixed(0)}% busy`
 }
 
-/** A socket text stream: chunk arrival times and tokens. */
-async function socketText(c: Client, prompt: string, maxTokens: number): Promise<Streamed> {
-  const times: number[] = []
-  const g = c.generateText(prompt, { maxNewTokens: maxTokens, ignoreEos: true })
-  for await (const _ of g) times.push(performance.now())
-  return { times, tokens: g.received }
+/** The server's step counters, from its metrics. */
+interface StepSums {
+  /** Decode steps and the requests in them. */
+  decodes: number
+  batch: number
+  /** Steps, and the seconds spent in them and in their engine calls. */
+  steps: number
+  stepSeconds: number
+  engineSeconds: number
 }
 
-/** Scrapes the sum and count of histogram `name` from the server's metrics. */
-async function histogram(port: number, name: string): Promise<{ sum: number; count: number }> {
+/** Scrapes the step counters from the server's metrics. */
+async function stepSums(port: number): Promise<StepSums> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-  const get = (suffix: string) => Number(new RegExp(`^${name}_${suffix}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
-  return { sum: get('sum'), count: get('count') }
+  const get = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
+  return {
+    decodes: get('cudagraph_decode_batch_size_count'),
+    batch: get('cudagraph_decode_batch_size_sum'),
+    steps: get('cudagraph_step_seconds_count'),
+    stepSeconds: get('cudagraph_step_seconds_sum'),
+    engineSeconds: get('cudagraph_engine_seconds_sum'),
+  }
 }
 
 /** Runs the benchmark; returns what serve-results.json holds. */
@@ -201,8 +180,8 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     void exited.then((code) => reject(new BenchmarkError(`cudagraph serve exited with ${code} before it was ready`)))
   })
   try {
-    const clients = await Promise.all(Array.from({ length: maxClients }, () => Client.connect(socket)))
-    const vocab = clients[0]!.server.vocab
+    const pinger = await Client.connect(socket)
+    const { vocab, model: serverModel } = pinger.server
     // The same prompt for the same (client, request) at every concurrency: tokens are compared across rows.
     const source = tokenSource(o.seed + 29, vocab)
     const prompts = Array.from({ length: maxClients * o.requests }, () => source(o.promptLength))
@@ -213,108 +192,68 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     // The socket round trip alone: PING, PONG, with no GPU work.
     const rtt: number[] = []
     for (let i = 0; i < 2200; i++) {
-      const us = await clients[0]!.ping()
+      const us = await pinger.ping()
       if (i >= 200) rtt.push(us)
     }
+    pinger.close()
     say(`ping round trip: p50 ${fixed(percentile(rtt, 0.5))} µs, p99 ${fixed(percentile(rtt, 0.99))} µs`)
 
-    /** Runs every client's requests in turn, all clients at once; one row. */
-    const measure = async (group: Client[], busyPoll: boolean): Promise<ServeRow> => {
-      const n = group.length
-      // Warm-up: one short request per client (connections, JIT), not timed.
-      await Promise.all(group.map((c, k) => c.generate(prompts[k]!, { maxNewTokens: 4 }).toArray()))
-      const before = await histogram(port, 'cudagraph_decode_batch_size')
-      const ttft: number[] = []
-      const gaps: number[] = []
-      const ipc: number[] = []
-      let tokens = 0
-      const t0 = performance.now()
-      await Promise.all(
-        group.map(async (c, k) => {
-          for (let j = 0; j < o.requests; j++) {
-            const idx = k * o.requests + j
-            const got: number[] = []
-            const start = performance.now()
-            let prev = start
-            const g = c.generate(prompts[idx]!, { maxNewTokens: o.tokens })
-            for await (const tok of g) {
-              const t = performance.now()
-              ipc.push(Number(process.hrtime.bigint() - g.sentNs) / 1000)
-              if (got.length === 0) ttft.push(t - start)
-              else gaps.push(t - prev)
-              prev = t
-              got.push(tok)
-            }
-            tokens += got.length
-            const key = got.join(',')
-            const first = seen.get(idx)
-            if (first === undefined) seen.set(idx, key)
-            else {
-              compared++
-              if (first !== key) mismatches++
-            }
-          }
-        }),
-      )
-      const seconds = (performance.now() - t0) / 1000
-      const after = await histogram(port, 'cudagraph_decode_batch_size')
+    /** Runs every client's requests in turn, all clients at once, on token ids; one row. */
+    const measure = async (n: number, busyPoll: boolean): Promise<ServeRow> => {
+      const before = await stepSums(port)
+      const r = await runLoad({ path: 'tokens', socket, model: serverModel, clients: n, requests: o.requests, prompts, tokens: o.tokens, busyPoll })
+      const after = await stepSums(port)
+      for (const [idx, key] of r.sequences) {
+        const first = seen.get(idx)
+        if (first === undefined) seen.set(idx, key)
+        else {
+          compared++
+          if (first !== key) mismatches++
+        }
+      }
       const row: ServeRow = {
-        ...streamFigures(n, n * o.requests, tokens, seconds, ttft, gaps),
+        ...streamFigures(n, n * o.requests, r, before, after),
         busyPoll,
-        ipcP50Us: percentile(ipc, 0.5),
-        ipcP99Us: percentile(ipc, 0.99),
-        meanBatch: (after.sum - before.sum) / (after.count - before.count),
+        ipcP50Us: percentile(r.ipc, 0.5),
+        ipcP99Us: percentile(r.ipc, 0.99),
       }
       say(
-        `${n} clients${busyPoll ? ', busy-polling' : ''}: ${tokens} tokens in ${seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}`,
+        `${n} clients${busyPoll ? ', busy-polling' : ''}: ${r.tokens} tokens in ${r.seconds.toFixed(2)} s, ${row.tokensPerSecond.toFixed(0)} tokens/s, mean decode batch ${row.meanBatch.toFixed(1)}, ${loadNote(r)}`,
       )
       return row
     }
 
     const rows: ServeRow[] = []
-    for (const n of o.clients) rows.push(await measure(clients.slice(0, n), false))
+    for (const n of o.clients) rows.push(await measure(n, false))
     // One client again, busy-polling (ConnectOptions.busyPoll): the IPC cost without the wake-up.
-    const poller = await Client.connect(socket, { busyPoll: true })
-    const polled = await measure([poller], true)
-    poller.close()
-    const serverModel = clients[0]!.server.model
-    for (const c of clients) c.close()
+    const polled = await measure(1, true)
 
     // Text: the same prompts (as text) streamed through the socket's text path and through the OpenAI
     // endpoint (SSE), by as many concurrent clients: what HTTP costs per token over the socket, like for like.
     const textRows: TextRow[] = []
     if (o.http && base !== undefined) {
-      const api = base
       const texts = prompts.map((p) => Array.from(p, (x) => String.fromCharCode(97 + (x % 26))).join(''))
-      const textClients = await Promise.all(Array.from({ length: maxClients }, () => Client.connect(socket)))
       const run = async (path: TextRow['path'], n: number): Promise<TextRow> => {
-        const one = (k: number, idx: number, tokens: number) =>
-          path === 'http' ? sseCompletion(api, serverModel, texts[idx]!, tokens) : socketText(textClients[k]!, texts[idx]!, tokens)
-        await Promise.all(Array.from({ length: n }, (_, k) => one(k, k, 4)))
-        const ttft: number[] = []
-        const gaps: number[] = []
-        let tokens = 0
-        const t0 = performance.now()
-        await Promise.all(
-          Array.from({ length: n }, async (_, k) => {
-            for (let j = 0; j < o.requests; j++) {
-              const start = performance.now()
-              const r = await one(k, k * o.requests + j, o.tokens)
-              tokens += r.tokens
-              if (r.times.length > 0) ttft.push(r.times[0]! - start)
-              for (let i = 1; i < r.times.length; i++) gaps.push(r.times[i]! - r.times[i - 1]!)
-            }
-          }),
-        )
-        const seconds = (performance.now() - t0) / 1000
-        say(`text over ${path}, ${n} clients: ${tokens} tokens in ${seconds.toFixed(2)} s, ${(tokens / seconds).toFixed(0)} tokens/s`)
-        return { path, ...streamFigures(n, n * o.requests, tokens, seconds, ttft, gaps) }
+        const before = await stepSums(port)
+        const r = await runLoad({
+          path,
+          socket,
+          base: base?.href,
+          model: serverModel,
+          clients: n,
+          requests: o.requests,
+          prompts: texts,
+          tokens: o.tokens,
+          busyPoll: false,
+        })
+        const after = await stepSums(port)
+        say(`text over ${path}, ${n} clients: ${r.tokens} tokens in ${r.seconds.toFixed(2)} s, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, ${loadNote(r)}`)
+        return { path, ...streamFigures(n, n * o.requests, r, before, after) }
       }
       for (const n of o.clients) {
         textRows.push(await run('socket', n))
         textRows.push(await run('http', n))
       }
-      for (const c of textClients) c.close()
     }
     const textRow = (path: TextRow['path'], n: number) => textRows.find((r) => r.path === path && r.clients === n)
     /** HTTP's inter-token p50 over the socket text path's at `n` clients, µs. */
@@ -331,7 +270,19 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     print(`Generator over a Unix socket: ${modelArg}, prompts of ${o.promptLength} tokens, ${o.tokens} tokens each, ${o.requests} requests per client in turn`)
     print(
       formatTable(
-        ['clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'IPC p50 µs', 'IPC p99 µs', 'mean batch'],
+        [
+          'clients',
+          'requests',
+          'tokens/s',
+          'vs 1 client',
+          'TTFT p50 ms',
+          'TTFT p99 ms',
+          'ITL p50 ms',
+          'ITL p99 ms',
+          'IPC p50 µs',
+          'IPC p99 µs',
+          ...STEP_HEADERS,
+        ],
         table.map((r) => [
           r.busyPoll ? `${r.clients} busy-poll` : r.clients,
           r.requests,
@@ -343,7 +294,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
           fixed(r.interTokenP99Ms, 3),
           fixed(r.ipcP50Us),
           fixed(r.ipcP99Us),
-          fixed(r.meanBatch, 1),
+          ...stepCells(r),
         ]),
       ),
     )
@@ -353,13 +304,28 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     print(
       `busy-poll: a client made with { busyPoll: true } keeps its event loop spinning while it generates (one CPU core busy) instead of sleeping until the kernel wakes it`,
     )
+    print(
+      `step µs: a server step (prefill and decode, tokens sent), mean; engine µs: its prefill and decode calls (GPU work and their host side); in steps %: of the wall time; load busy %: the clients run on worker threads of this process (up to one per 16 clients, a quarter of the cores), the busiest thread's event-loop utilization while timed (thread count)`,
+    )
     print(`same tokens for the same prompt at every concurrency: ${compared - mismatches}/${compared} requests compared`)
     if (textRows.length > 0) {
       print('')
       print('Text, the same prompts: the socket (GENERATE_TEXT) and the OpenAI endpoint (POST /v1/completions, stream: true), in the same run')
       print(
         formatTable(
-          ['path', 'clients', 'requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'HTTP - socket ITL p50 µs'],
+          [
+            'path',
+            'clients',
+            'requests',
+            'tokens/s',
+            'vs 1 client',
+            'TTFT p50 ms',
+            'TTFT p99 ms',
+            'ITL p50 ms',
+            'ITL p99 ms',
+            'HTTP - socket ITL p50 µs',
+            ...STEP_HEADERS,
+          ],
           textRows.map((r) => [
             r.path,
             r.clients,
@@ -371,6 +337,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
             fixed(r.interTokenP50Ms, 3),
             fixed(r.interTokenP99Ms, 3),
             r.path === 'http' ? fixed(httpOverheadUs(r.clients)) : '-',
+            ...stepCells(r),
           ]),
         ),
       )

@@ -80,6 +80,8 @@ export interface StepReport {
   decodeReqs: number
   /** Tokens sent to the sink (first tokens and decode tokens). */
   tokens: number
+  /** Time inside the engine's prefill and decode calls (GPU work and their host side), ms. */
+  engineMs: number
 }
 
 interface Seq<R> {
@@ -106,7 +108,7 @@ export class BatchScheduler<R extends GenerationRequest> {
   #stepping = false
   readonly #byReq = new Map<R, Seq<R>>()
   readonly #freeSlots: number[]
-  readonly #report: StepReport = { prefillReqs: 0, prefillTokens: 0, decodeReqs: 0, tokens: 0 }
+  readonly #report: StepReport = { prefillReqs: 0, prefillTokens: 0, decodeReqs: 0, tokens: 0, engineMs: 0 }
   // Step arguments, reused: a step allocates nothing here.
   readonly #pSlots: Int32Array
   readonly #pStarts: Int32Array
@@ -223,7 +225,7 @@ export class BatchScheduler<R extends GenerationRequest> {
    */
   step(): StepReport {
     const rep = this.#report
-    rep.prefillReqs = rep.prefillTokens = rep.decodeReqs = rep.tokens = 0
+    rep.prefillReqs = rep.prefillTokens = rep.decodeReqs = rep.tokens = rep.engineMs = 0
     while (this.#queue.length > 0 && this.#freeSlots.length > 0) {
       const s = this.#queue.shift()!
       s.slot = this.#freeSlots.pop()!
@@ -269,11 +271,14 @@ export class BatchScheduler<R extends GenerationRequest> {
     rep.prefillReqs = n
     rep.prefillTokens = t
     let next: Int32Array
+    const t0 = performance.now()
     try {
       next = e.prefillBatch(n, this.#pSlots, this.#pStarts, this.#pLens, this.#pTokens, this.#pSampling)
     } catch (err) {
       this.#fail(this.#pSeqs, n, err)
       return
+    } finally {
+      rep.engineMs += performance.now() - t0
     }
     for (let i = 0; i < n; i++) {
       const s = this.#pSeqs[i]!
@@ -296,11 +301,14 @@ export class BatchScheduler<R extends GenerationRequest> {
     if (n === 0) return
     rep.decodeReqs = n
     let next: Int32Array
+    const t0 = performance.now()
     try {
       next = this.engine.decode(n, this.#dSlots, this.#dTokens, this.#dPos, this.#dSampling)
     } catch (err) {
       this.#fail(this.#dSeqs, n, err)
       return
+    } finally {
+      rep.engineMs += performance.now() - t0
     }
     for (let i = 0; i < n; i++) {
       const s = this.#dSeqs[i]!

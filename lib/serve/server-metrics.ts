@@ -16,6 +16,8 @@ const OUTCOMES: readonly RequestOutcome[] = ['length', 'context', 'cancelled', '
 /** Why the server closed a client's connection, as the `reason` label of `cudagraph_connections_dropped_total`. */
 export type DropReason = 'slow_reader' | 'idle' | 'frame_timeout' | 'protocol'
 const DROP_REASONS: readonly DropReason[] = ['slow_reader', 'idle', 'frame_timeout', 'protocol']
+/** Buckets of the step and engine histograms, seconds. */
+const STEP_BUCKETS = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]
 
 /** What the health check reports. */
 export interface Health {
@@ -35,6 +37,7 @@ export class ServerMetrics {
   readonly #interToken: Histogram
   readonly #batch: Histogram
   readonly #step: Histogram
+  readonly #engine: Histogram
   readonly #refused: Counter
   readonly #dropped: Record<DropReason, Counter.Internal>
   readonly #httpRequests: Counter
@@ -89,7 +92,13 @@ export class ServerMetrics {
     this.#step = new Histogram({
       name: 'cudagraph_step_seconds',
       help: 'One scheduler step (prefill and decode, tokens sent)',
-      buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+      buckets: STEP_BUCKETS,
+      registers,
+    })
+    this.#engine = new Histogram({
+      name: 'cudagraph_engine_seconds',
+      help: "The engine's part of a step: its prefill and decode calls (the GPU work and their host side); the rest of the step is the server's",
+      buckets: STEP_BUCKETS,
       registers,
     })
     this.#refused = new Counter({ name: 'cudagraph_connections_refused_total', help: 'Connections refused at the connection limit', registers })
@@ -148,6 +157,7 @@ export class ServerMetrics {
     if (r.decodeReqs > 0) this.#batch.observe(r.decodeReqs)
     if (r.prefillTokens > 0) this.#promptTokens.inc(r.prefillTokens)
     this.#step.observe(seconds)
+    this.#engine.observe(r.engineMs / 1000)
   }
 
   /** An HTTP request to `route` ended with `status` after `seconds`. */
