@@ -3,9 +3,11 @@
 // abort mid-stream freeing the slot, bad parameters as BadRequestError naming the parameter, a full queue
 // as RateLimitError, shutdown as a 503, and SSE framing and limits seen on the raw wire.
 import { createConnection } from 'node:net'
+import { MessageChannel } from 'node:worker_threads'
 import test from 'ava'
 import OpenAI from 'openai'
 import { TextTokenizer } from '../dist/model/index.js'
+import { WorkerTextService } from '../dist/serve/http-bridge.js'
 import { Client, GeneratorServer } from '../dist/serve/index.js'
 import { FakeEngine } from './fake-engine.mjs'
 import { socketPath, until } from './helpers.mjs'
@@ -192,7 +194,13 @@ test('the HTTP path and the socket path give the same text for the same prompt a
 })
 
 test('a streaming client that stops reading is dropped past its unread budget; its request is cancelled and its slot freed', async (t) => {
-  const { server } = await start(t, { engine: { maxSeqLen: 40000, slots: 2, maxBatch: 2 }, server: { http: { port: 0, maxUnreadBytes: 64 << 10 } } })
+  // Steps of 50 µs, as a model's take: the endpoint keeps up and writes a chunk per token, 39000 chunks of
+  // about 200 bytes, far past what the kernel's buffers hold. (With steps of no time at all it falls behind
+  // and merges the text of many steps into one chunk: a few hundred KiB in all, which the buffers take.)
+  const { server } = await start(t, {
+    engine: { maxSeqLen: 40000, slots: 2, maxBatch: 2, stepDelayMs: 0.05 },
+    server: { http: { port: 0, maxUnreadBytes: 64 << 10 } },
+  })
   const s = createConnection(server.httpPort, '127.0.0.1')
   t.teardown(() => s.destroy())
   const body = JSON.stringify({ model: 'tiny-test', prompt: 'abc', max_tokens: 39000, stream: true, ignore_eos: true, temperature: 0 })
@@ -210,4 +218,44 @@ test('a streaming client that stops reading is dropped past its unread budget; i
   await until(() => server.running === 0, 2000)
   t.is(await metric(/cudagraph_requests_total\{outcome="cancelled"\} (\d+)/), 1)
   t.is(server.running, 0)
+})
+
+test("the endpoint's thread merges the text of steps that arrive together into one write per stream; an end hands its text over first", async (t) => {
+  const { port1: main, port2: worker } = new MessageChannel()
+  t.teardown(() => main.close())
+  main.on('message', (m) => {
+    if (m.t === 'submit') main.postMessage({ t: 'submitted', rid: m.rid, result: { ok: true, promptTokens: 2 } })
+  })
+  const service = new WorkerTextService(worker, 'm', true)
+  const got = []
+  const sink = (name) => ({
+    text: (s, n) => got.push([name, 'text', s, n]),
+    done: (r, n) => got.push([name, 'done', r, n]),
+    failed: (m) => got.push([name, 'failed', m]),
+  })
+  t.true((await service.submit({ prompt: 'a' }, sink('a'))).ok)
+  t.true((await service.submit({ prompt: 'b' }, sink('b'))).ok)
+  // A step's events: [request id, kind (0 text, 1 done, 2 failed), number, characters] and the strings.
+  const events = (...e) => ({
+    t: 'events',
+    meta: Int32Array.from(e.flatMap(([rid, kind, n, s]) => [rid, kind, n, s.length])),
+    text: e.map((x) => x[3]).join(''),
+  })
+  // Three steps' messages before the thread turns: one write each, for the tokens of all three.
+  main.postMessage(events([1, 0, 1, 'he'], [2, 0, 1, 'x']))
+  main.postMessage(events([1, 0, 2, 'llo']))
+  main.postMessage(events([1, 0, 1, ' wo'], [2, 0, 1, 'y']))
+  await until(() => got.length === 2)
+  t.deepEqual(got.splice(0), [
+    ['a', 'text', 'hello wo', 4],
+    ['b', 'text', 'xy', 2],
+  ])
+  // An end in the same message as text: the text first, then the end; an unknown id is ignored.
+  main.postMessage(events([1, 0, 1, 'rld'], [1, 1, 5, 'length'], [9, 0, 1, 'zz'], [2, 2, 0, 'the step failed']))
+  await until(() => got.length === 3)
+  t.deepEqual(got, [
+    ['a', 'text', 'rld', 1],
+    ['a', 'done', 'length', 5],
+    ['b', 'failed', 'the step failed'],
+  ])
 })

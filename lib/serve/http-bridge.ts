@@ -49,11 +49,20 @@ type Up =
   | { t: 'slow-reader' }
   | { t: 'scrape'; rid: number; what: 'metrics' | 'health' }
 
-/** One request's output event: text (with tokens), done (reason, generated) or failed (message). */
-type Event =
-  | [rid: number, kind: 0, text: string, tokens: number]
-  | [rid: number, kind: 1, reason: FinishReason, generated: number]
-  | [rid: number, kind: 2, message: string, _: 0]
+/**
+ * A step's output events, packed so that a message costs a few copies, not one object per token: event i
+ * is `meta[4i..4i+3]` = [request id, kind, number, characters], and its string is the next `characters`
+ * of `text`. Kinds: TEXT (number: tokens), DONE (number: generated; string: the finish reason), FAILED
+ * (string: the message).
+ */
+interface Events {
+  t: 'events'
+  meta: Int32Array
+  text: string
+}
+const TEXT = 0
+const DONE = 1
+const FAILED = 2
 
 /** Main → worker. */
 type Down =
@@ -62,7 +71,7 @@ type Down =
       rid: number
       result: { ok: true; promptTokens: number } | { ok: false; reason: 'busy' | 'shutdown' | 'invalid'; message: string; param?: string }
     }
-  | { t: 'events'; events: Event[] }
+  | Events
   | { t: 'scraped'; rid: number; status: number; contentType: string; body: string }
   | { t: 'close' }
 
@@ -82,8 +91,9 @@ export class HttpBridge {
   readonly #worker: Worker
   readonly #host: BridgeHost
   readonly #cancels = new Map<number, (reason?: FinishReason) => void>()
-  /** Output events since the last message: the output of one step goes in one message. */
-  #outbox: Event[] = []
+  /** Output events since the last message (see {@link Events}): the output of one step goes in one message. */
+  #meta: number[] = []
+  #text = ''
   #flushing = false
   #exited: Promise<void>
   port = 0
@@ -119,14 +129,14 @@ export class HttpBridge {
       case 'submit': {
         const rid = m.rid
         const sink: TextSink = {
-          text: (text, tokens) => this.#push([rid, 0, text, tokens]),
+          text: (text, tokens) => this.#push(rid, TEXT, tokens, text),
           done: (reason, generated) => {
             this.#cancels.delete(rid)
-            this.#push([rid, 1, reason, generated])
+            this.#push(rid, DONE, generated, reason)
           },
           failed: (message) => {
             this.#cancels.delete(rid)
-            this.#push([rid, 2, message, 0])
+            this.#push(rid, FAILED, 0, message)
           },
         }
         const r = host.submit(m.req, sink)
@@ -152,15 +162,17 @@ export class HttpBridge {
   }
 
   /** Queues an output event; a step's events go out together when it returns (a microtask after). */
-  #push(e: Event): void {
-    this.#outbox.push(e)
+  #push(rid: number, kind: number, n: number, text: string): void {
+    this.#meta.push(rid, kind, n, text.length)
+    this.#text += text
     if (this.#flushing) return
     this.#flushing = true
     queueMicrotask(() => {
       this.#flushing = false
-      const events = this.#outbox
-      this.#outbox = []
-      this.#post({ t: 'events', events })
+      const m: Events = { t: 'events', meta: Int32Array.from(this.#meta), text: this.#text }
+      this.#meta.length = 0
+      this.#text = ''
+      this.#post(m)
     })
   }
 
@@ -184,6 +196,14 @@ export class WorkerTextService implements TextService {
   readonly #sinks = new Map<number, TextSink>()
   readonly #pending = new Map<number, (r: TextSubmission) => void>()
   readonly #scrapes = new Map<number, (r: { status: number; contentType: string; body: string }) => void>()
+  /**
+   * Text not yet handed to its sink. Every step's events that arrived together (the worker fell behind)
+   * go to each stream as one write, not one per step: a stream costs a write per turn of this thread's
+   * event loop, so the thread catches up instead of lagging further (vLLM's API server merges outputs
+   * the same way).
+   */
+  readonly #unsent = new Map<number, { text: string; tokens: number }>()
+  #sending = false
   #next = 1
   /** Called when the main thread asks the worker to close. */
   onClose: () => void = () => {}
@@ -206,16 +226,7 @@ export class WorkerTextService implements TextService {
         return
       }
       case 'events':
-        for (const [rid, kind, a, b] of m.events) {
-          const sink = this.#sinks.get(rid)
-          if (sink === undefined) continue
-          if (kind === 0) sink.text(a, b)
-          else {
-            this.#sinks.delete(rid)
-            if (kind === 1) sink.done(a, b)
-            else sink.failed(a)
-          }
-        }
+        this.#events(m)
         return
       case 'scraped': {
         const resolve = this.#scrapes.get(m.rid)
@@ -226,6 +237,50 @@ export class WorkerTextService implements TextService {
       case 'close':
         this.onClose()
     }
+  }
+
+  /** Unpacks a step's events: text waits in #unsent for this turn's end; a request's end hands its text over first. */
+  #events({ meta, text }: Events): void {
+    let at = 0
+    for (let i = 0; i < meta.length; i += 4) {
+      const rid = meta[i]!
+      const kind = meta[i + 1]!
+      const n = meta[i + 2]!
+      const chars = meta[i + 3]!
+      const str = text.slice(at, at + chars)
+      at += chars
+      const sink = this.#sinks.get(rid)
+      if (sink === undefined) continue
+      if (kind === TEXT) {
+        const u = this.#unsent.get(rid)
+        if (u === undefined) this.#unsent.set(rid, { text: str, tokens: n })
+        else {
+          u.text += str
+          u.tokens += n
+        }
+        continue
+      }
+      this.#sinks.delete(rid)
+      this.#handOver(rid, sink)
+      if (kind === DONE) sink.done(str as FinishReason, n)
+      else sink.failed(str)
+    }
+    if (this.#unsent.size === 0 || this.#sending) return
+    this.#sending = true
+    // After the messages that arrived in this turn of the event loop, all of them.
+    setImmediate(() => {
+      this.#sending = false
+      for (const [rid, u] of this.#unsent) this.#sinks.get(rid)?.text(u.text, u.tokens)
+      this.#unsent.clear()
+    })
+  }
+
+  /** Hands `rid`'s unsent text to its sink. */
+  #handOver(rid: number, sink: TextSink): void {
+    const u = this.#unsent.get(rid)
+    if (u === undefined) return
+    this.#unsent.delete(rid)
+    sink.text(u.text, u.tokens)
   }
 
   submit(req: TextRequest, sink: TextSink): Promise<TextSubmission> {
