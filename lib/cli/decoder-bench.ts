@@ -22,7 +22,7 @@ import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
 import { loadProgress, loadSummary } from './load-progress.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
-import { copyBandwidth, type PartRow, partBytes, profileDecode } from './step-profile.js'
+import { copyBandwidth, gemmRate, type PartRow, partBytes, prefillFlops, profileDecode, profilePrefill } from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -67,6 +67,10 @@ export interface PromptRow {
   deviceMemoryGB: number
   /** What the machine took from the timing thread's CPU while the graph steps of this row ran (undefined off Linux). */
   cpu: CpuContention | undefined
+  /** GPU time of the graph path's prefill (events around it, median of 10), ms. */
+  prefillGpuMs: number
+  /** Its FLOPs over that time, FLOP/s. */
+  prefillFlopsPerSecond: number
 }
 
 /** A row of the decode-per-batch table (µs per step: inputs in, step, next tokens out). */
@@ -156,6 +160,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     for (const t = performance.now(); performance.now() - t < WARMUP_MS; ) graph.generate(0, probe, o.tokens)
 
     // The prompt-length table. Every step is timed from host input to tokens on the host.
+    say('prefill against the GEMM rate: one 8192x8192x8192 cuBLAS GEMM')
+    const gemmFlops = gemmRate(dev, stream, model.dtype)
+    const [p0, p1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
     const captures0 = mgr.stats().captures
     const promptRows: PromptRow[] = []
     for (const L of o.promptLengths) {
@@ -188,6 +195,15 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       const g = run(graph, 40)
       const cpu = cpuDelta(h0, cpuSample())
       const e = run(eager, 3)
+      const prefillMs: number[] = []
+      for (let i = 0; i < 10; i++) {
+        p0.record(stream)
+        graph.prefill(0, prompt)
+        p1.record(stream)
+        p1.synchronize()
+        prefillMs.push(p1.elapsedSince(p0))
+      }
+      const prefillGpuMs = percentile(prefillMs, 0.5)
       const mem = dev.memoryInfo()
       const use = graph.prefillUse(L)
       promptRows.push({
@@ -202,11 +218,17 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         paddedTo: use === 'eager' ? L : mgr.config.paddedSize(L),
         deviceMemoryGB: (mem.total - mem.free) / 1e9,
         cpu,
+        prefillGpuMs,
+        prefillFlopsPerSecond: prefillFlops(model.config, L) / (prefillGpuMs / 1000),
       })
       say(
         `prompt ${L}: TTFT ${g.ttft.toFixed(2)} ms (eager ${e.ttft.toFixed(2)} ms), decode p50 ${g.p50.toFixed(3)} p99 ${g.p99.toFixed(3)} first ${g.first.toFixed(3)} ms; cpu: ${describeContention(cpu)}`,
       )
     }
+
+    // Where the longest prefill's GPU time goes, part by part (it writes slot 0, which is prefilled again below).
+    const longestPrompt = Math.max(...o.promptLengths)
+    const prefillParts = profilePrefill(model, stream, longestPrompt, 10)
 
     // Decode step time per batch size: each request has `context` tokens in the cache.
     say(`decode per batch: prefilling ${maxBatch} requests of ${o.context} tokens`)
@@ -304,11 +326,30 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       `TTFT and decode latency per prompt length: ${modelName}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs; transformers: its eager prefill)`,
     )
     print(
+      `prefill: its FLOPs (projections, causal attention, one LM-head row) over its GPU time, against the GEMM rate measured here (${fixed(gemmFlops / 1e12, 1)} TFLOP/s, one 8192x8192x8192 cuBLAS GEMM, ${model.dtype})`,
+    )
+    print(
       formatTable(
-        ['prompt', 'TTFT ms', 'P50 ms', 'P99 ms', 'graphs used', 'memory GB', 'eager TTFT ms', 'eager P50 ms', 'transformers TTFT ms'],
+        [
+          'prompt',
+          'TTFT ms',
+          'prefill GPU ms',
+          'TFLOP/s',
+          'of GEMM rate',
+          'P50 ms',
+          'P99 ms',
+          'graphs used',
+          'memory GB',
+          'eager TTFT ms',
+          'eager P50 ms',
+          'transformers TTFT ms',
+        ],
         promptRows.map((r) => [
           r.promptTokens,
           fixed(r.ttftMs, 2),
+          fixed(r.prefillGpuMs, 3),
+          fixed(r.prefillFlopsPerSecond / 1e12, 1),
+          `${fixed((100 * r.prefillFlopsPerSecond) / gemmFlops, 0)}%`,
           fixed(r.decodeP50Ms, 3),
           fixed(r.decodeP99Ms, 3),
           r.graph === 'padded' ? `padded to ${r.paddedTo}` : r.graph === 'captured' ? 'pre-captured' : 'eager',
@@ -378,6 +419,16 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       )
     }
     print('')
+    print(
+      `Where an eager prefill of ${longestPrompt} tokens goes (GPU time between events around each part, median of 10; its parts sum to ${fixed(prefillParts.reduce((a, r) => a + r.us, 0))} µs)`,
+    )
+    print(
+      formatTable(
+        ['part', 'calls', 'µs', 'share'],
+        prefillParts.map((r) => [r.part, r.calls, fixed(r.us), `${fixed(100 * r.share, 1)}%`]),
+      ),
+    )
+    print('')
     print('Launch floor: chain of 100 tiny kernels (µs per chain, launch to synchronize, median)')
     print(
       formatTable(
@@ -406,16 +457,19 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const b1 = decodeRows.find((r) => r.batch === 1)
     const tail = (r: PromptRow) => r.decodeP99Ms / r.decodeP50Ms
     const worstP99 = Math.max(...promptRows.map(tail))
+    const longest = promptRows.reduce((a, r) => (r.promptTokens > a.promptTokens ? r : a))
     const targets = {
       batch1Speedup: b1 ? b1.eagerP50Us / b1.graphP50Us : undefined,
       batch1VsTorchGraph: b1?.torch ? b1.graphP50Us / torchBest(b1.torch) : undefined,
       worstDecodeP99OverP50: worstP99,
       everyPromptOnAGraph: promptRows.every((r) => r.graph !== 'eager'),
       capturesInTimedSteps,
+      longestPrefillOfGemmRate: longest.prefillFlopsPerSecond / gemmFlops,
     }
     print(
       `targets: batch-1 decode graph vs eager ${fixed(targets.batch1Speedup, 2)}x (>= 3x); ours/transformers' fastest at batch 1 ${fixed(targets.batch1VsTorchGraph, 3)} (<= 1); ` +
-        `decode P99/P50 worst ${fixed(worstP99, 2)} (<= 1.2); every prompt length on a pre-captured or padded graph: ${targets.everyPromptOnAGraph ? 'yes' : 'no'}; captures inside timed steps: ${capturesInTimedSteps}`,
+        `decode P99/P50 worst ${fixed(worstP99, 2)} (<= 1.2); every prompt length on a pre-captured or padded graph: ${targets.everyPromptOnAGraph ? 'yes' : 'no'}; captures inside timed steps: ${capturesInTimedSteps}; ` +
+        `prefill of ${longest.promptTokens} tokens at ${fixed(100 * targets.longestPrefillOfGemmRate, 0)}% of the GEMM rate (>= 60)`,
     )
     if (worstP99 > 1.2) {
       // Say what the machine did during the rows that missed, beside the best row, so a slow tail from
@@ -435,6 +489,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       prompts: promptRows,
       decode: decodeRows,
       floor: { copyBytesPerSecond: copyBps, profile },
+      gemmFlopsPerSecond: gemmFlops,
+      prefillProfile: { promptTokens: longestPrompt, parts: prefillParts },
       launchFloor: floor,
       torch: 'skipped' in torch ? torch : { torch: torch.torch, transformers: torch.transformers, dtype: torch.dtype, device: torch.device },
       targets,

@@ -9,7 +9,8 @@ import type { Device } from '../cuda/device.js'
 import type { DType } from '../cuda/dtype.js'
 import type { Event } from '../cuda/event.js'
 import type { Stream } from '../cuda/stream.js'
-import type { DecoderModel, ForwardPart, ModelDType } from '../model/decoder-model.js'
+import { DecoderModel, type ForwardPart, type ModelDType } from '../model/decoder-model.js'
+import type { ModelConfig } from '../model/model-config.js'
 import { samplingRows } from '../model/sampling.js'
 import { percentile } from '../util/percentile.js'
 
@@ -49,6 +50,43 @@ export function copyBandwidth(device: Device, stream: Stream): number {
   }
 }
 
+/**
+ * The GEMM rate: FLOP/s of one large cuBLAS GEMM in `dtype` (8192 x 8192 x 8192, B transposed as the
+ * model's weights are), median of 10 after 2 warm-ups. What a prefill's GEMMs can reach at best here.
+ */
+export function gemmRate(device: Device, stream: Stream, dtype: ModelDType): number {
+  const n = 8192
+  const [a, b, c] = [device.alloc(dtype, n * n), device.alloc(dtype, n * n), device.alloc(dtype, n * n)]
+  const [e0, e1] = [device.createEvent({ timing: true }), device.createEvent({ timing: true })]
+  try {
+    // Random operands, as weights are: the tensor cores' power (so their clocks) depends on the data.
+    const init = DecoderModel.module(device, dtype).kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+    for (const [i, x] of [a, b].entries()) stream.launch(init, { grid: 4096, block: 256 }, [x, x.length, BigInt(i + 1), 0.05, 0])
+    const ms: number[] = []
+    for (let i = 0; i < 12; i++) {
+      e0.record(stream)
+      stream.gemm({ a, b, c, m: n, n, k: n, transB: true })
+      e1.record(stream)
+      e1.synchronize()
+      if (i >= 2) ms.push(e1.elapsedSince(e0))
+    }
+    return (2 * n * n * n) / (percentile(ms, 0.5) / 1000)
+  } finally {
+    for (const x of [a, b, c]) x.dispose()
+  }
+}
+
+/**
+ * FLOPs of a prefill of `tokens` tokens of one request: the projections of every token (2 per weight),
+ * causal attention (q.k and p.v over the positions up to each token) and the LM head of its last token.
+ */
+export function prefillFlops(c: ModelConfig, tokens: number): number {
+  const qkv = (c.heads + 2 * c.kvHeads) * c.headDim
+  const projections = c.hidden * qkv + c.heads * c.headDim * c.hidden + 3 * c.hidden * c.ffn
+  const attended = (tokens * (tokens + 1)) / 2
+  return c.layers * (2 * tokens * projections + 4 * c.heads * c.headDim * attended) + 2 * c.hidden * c.vocab
+}
+
 /** Bytes of weights and KV cache each part reads in a decode step of `batch` requests at `context` tokens. */
 export function partBytes(model: DecoderModel, batch: number, context: number): Partial<Record<ForwardPart, number>> {
   const c = model.config
@@ -72,6 +110,26 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
  * each (slots 0..batch-1, which the caller has prefilled). Returns the rows, largest first.
  */
 export function profileDecode(model: DecoderModel, stream: Stream, batch: number, context: number, reps: number): PartRow[] {
+  const iota = Int32Array.from({ length: batch }, (_, i) => i)
+  const rows = { tokens: iota, positions: new Int32Array(batch).fill(context - 1), slots: iota, last: iota }
+  return profileForward(model, stream, rows, partBytes(model, batch, context), reps)
+}
+
+/** Times each part of `reps` eager prefills of one request of `tokens` tokens into slot 0. Returns the rows, largest first. */
+export function profilePrefill(model: DecoderModel, stream: Stream, tokens: number, reps: number): PartRow[] {
+  const iota = Int32Array.from({ length: tokens }, (_, i) => i)
+  return profileForward(model, stream, { tokens: iota, positions: iota, slots: new Int32Array(tokens), last: Int32Array.of(tokens - 1) }, {}, reps)
+}
+
+/** The rows of a forward: per token its id (made from `tokens`), position and slot; per request its last row. */
+interface ForwardRows {
+  tokens: Int32Array
+  positions: Int32Array
+  slots: Int32Array
+  last: Int32Array
+}
+
+function profileForward(model: DecoderModel, stream: Stream, rows: ForwardRows, bytes: Partial<Record<ForwardPart, number>>, reps: number): PartRow[] {
   const dev = model.device
   const made: DeviceBuffer[] = []
   const keep = <D extends DType>(b: DeviceBuffer<D>): DeviceBuffer<D> => {
@@ -79,23 +137,24 @@ export function profileDecode(model: DecoderModel, stream: Stream, batch: number
     return b
   }
   const events: Event[] = []
+  const T = rows.tokens.length
+  const R = rows.last.length
   try {
-    const iota = Int32Array.from({ length: batch }, (_, i) => i)
-    const rows = samplingRows(batch)
+    const sampling = samplingRows(R)
     const t = {
       tokens: keep(
         dev.upload(
-          Int32Array.from(iota, (i) => (i * 7919 + 1) % model.config.vocab),
+          Int32Array.from(rows.tokens, (i) => (i * 7919 + 1) % model.config.vocab),
           'i32',
         ),
       ),
-      positions: keep(dev.upload(new Int32Array(batch).fill(context - 1), 'i32')),
-      slots: keep(dev.upload(iota, 'i32')),
-      last: keep(dev.upload(iota, 'i32')),
-      sampling: keep(dev.upload(rows.params, 'f32')),
-      seeds: keep(dev.upload(rows.seeds, 'u32')),
-      next: keep(dev.alloc('i32', batch)),
-      logits: keep(dev.alloc('f32', batch * model.config.vocab)),
+      positions: keep(dev.upload(rows.positions, 'i32')),
+      slots: keep(dev.upload(rows.slots, 'i32')),
+      last: keep(dev.upload(rows.last, 'i32')),
+      sampling: keep(dev.upload(sampling.params, 'f32')),
+      seeds: keep(dev.upload(sampling.seeds, 'u32')),
+      next: keep(dev.alloc('i32', R)),
+      logits: keep(dev.alloc('f32', R * model.config.vocab)),
     }
     const marks: { part: ForwardPart; at: number }[] = []
     let used = 0
@@ -116,7 +175,7 @@ export function profileDecode(model: DecoderModel, stream: Stream, batch: number
     for (let r = -2; r < reps; r++) {
       marks.length = 0
       used = 0
-      model.forward(ctx, t, batch, batch)
+      model.forward(ctx, t, T, R)
       const end = event()
       end.record(stream)
       end.synchronize()
@@ -129,7 +188,6 @@ export function profileDecode(model: DecoderModel, stream: Stream, batch: number
       }
       for (const [part, us] of total) perRep.set(part, [...(perRep.get(part) ?? []), us])
     }
-    const bytes = partBytes(model, batch, context)
     const parts = [...perRep].map(([part, us]) => ({ part, us: percentile(us, 0.5) }))
     const step = parts.reduce((a, p) => a + p.us, 0)
     return parts
