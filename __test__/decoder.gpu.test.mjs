@@ -11,11 +11,11 @@ import { gpuTest, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
 
-function setup(t, { slots = 8, mode = 'FULL' } = {}) {
+function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny' } = {}) {
   const dev = Device.open(0)
   const stream = dev.createStream()
   stream.prepareBlas()
-  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 3, slots, maxSeqLen: 128 })
+  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen: 128 })
   const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: slots, maxCaptureSize: 64 } })
   const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
   const graph = new DecoderRunner(model, mgr, { maxPrefillTokens: 64, maxBatch: slots })
@@ -33,12 +33,13 @@ const prompt = (n, seed, vocab) => {
   return Int32Array.from({ length: n }, () => Math.floor(r() * vocab))
 }
 
-test('tiny decoder matches the float64 CPU reference (prefill and decode logits, greedy tokens)', async (t) => {
-  const { model, graph } = setup(t)
+/** The model's prefill of a `length`-token prompt and 6 decode steps against the float64 CPU reference. */
+async function matchesReference(t, spec, length) {
+  const { model, graph } = setup(t, { model: spec })
   await graph.warmup()
   const V = model.config.vocab
   const ref = new DecoderReference(model.config, model.downloadWeights())
-  const p = prompt(13, 41, V)
+  const p = prompt(length, 41, V)
   // Prefill: our logits for the last prompt token against the reference's.
   const first = graph.prefill(2, p)
   const ours0 = graph.prefillStep.outputs.logits.view(0, V).download()
@@ -65,7 +66,14 @@ test('tiny decoder matches the float64 CPU reference (prefill and decode logits,
   )
   t.true(Math.max(...errs) < 1e-2, `rel err ${Math.max(...errs)}`)
   t.is(agree, 7)
-})
+}
+
+test('tiny decoder matches the float64 CPU reference (prefill and decode logits, greedy tokens)', (t) => matchesReference(t, 'tiny', 13))
+
+// 16 query heads on 4 key/value heads: on an H200 (132 multiprocessors) a 64-token prefill's attention blocks take 2 heads each, a decode
+// step's one (attentionLayout); an MLP width that is not a multiple of 8 takes silu_mul's element path.
+test('a wider tiny decoder (query-head groups of 4, MLP width 100) matches the float64 CPU reference', (t) =>
+  matchesReference(t, { preset: 'tiny', hidden: 128, heads: 16, kvHeads: 4, ffn: 100 }, 64))
 
 test('graph and eager generate identical tokens; a batched decode step gives each request what it gets alone', async (t) => {
   const { model, graph, eager, mgr } = setup(t)

@@ -151,3 +151,19 @@ test('tensor-parallel shards: the ranks together hold every element of each spli
   t.throws(() => weightLayout(c, { rank: 0, size: 3 }), { instanceOf: ArgumentError, message: /tensorParallel.*heads \(4\)/ })
   t.throws(() => localDims(c, { rank: 2, size: 2 }), { instanceOf: ArgumentError, message: /tensorParallel/ })
 })
+
+test('attention blocks take as many query heads of a group as shared memory holds and the step has rows for: a divisor of the group, at most 8', async (t) => {
+  const { attentionLayout } = await import('../dist/model/decoder-model.js')
+  const h200 = { sharedLimit: 232448, multiprocessors: 132 }
+  const shape = (rows, kvHeads, group, headDim, maxSeqLen, o = h200) => ({ rows, kvHeads, group, headDim, maxSeqLen, ...o })
+  // A 1B model (8 key/value heads, 4 query heads each): a batch of 64 takes whole groups; one request, a head a block.
+  t.deepEqual(attentionLayout(shape(64, 8, 4, 64, 4096)), { heads: 4, sharedMemBytes: 4 * 4 * (64 + 4096) })
+  t.deepEqual(attentionLayout(shape(1, 8, 4, 64, 4096)), { heads: 1, sharedMemBytes: 4 * (64 + 4096) })
+  t.is(attentionLayout(shape(32, 8, 4, 64, 4096)).heads, 2)
+  t.is(attentionLayout(shape(512, 2, 7, 128, 4096)).heads, 7)
+  t.is(attentionLayout(shape(512, 1, 16, 128, 4096)).heads, 8)
+  t.is(attentionLayout(shape(512, 1, 16, 128, 4096, { sharedLimit: 48 * 1024, multiprocessors: 132 })).heads, 2)
+  t.is(attentionLayout(shape(512, 2, 12, 64, 256)).heads, 6)
+  const e = t.throws(() => attentionLayout(shape(1, 8, 4, 128, 4096, { sharedLimit: 8 * 1024, multiprocessors: 132 })), { instanceOf: ArgumentError })
+  t.is(e.argument, 'maxSeqLen')
+})

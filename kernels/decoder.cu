@@ -175,89 +175,150 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   for (int j = first; j < nkv * hd; j += stride) vc[at + j] = v[j];
 }
 
-#define MAX_SEQ 4096
-#define MAX_GROUPS 16
+// Query heads one attention block takes at most (a divisor of the group: heads per key/value head).
+#define MAX_GH 8
 
-// One block per (token row, query head): softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the
-// row's slot. blockDim.x is a multiple of 32 and at least hd (hd <= 128, a multiple of 8); maxSeq <= MAX_SEQ.
-extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale) {
-  __shared__ float q[128];
-  __shared__ float p[MAX_SEQ];
-  __shared__ float acc[MAX_GROUPS][128];
+// One block per (token row, key/value head, chunk of `gh` of the query heads that share it):
+// softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
+// Grouped-query attention shares keys and values between heads, so a block reads them once for all its
+// heads, where a block per head read them once per head. Dynamic shared memory: the heads' queries
+// [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128; hd <= 128, a multiple of 8.
+extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
+  extern __shared__ float smem[];
+  __shared__ float total[MAX_GH];
+  __shared__ float acc[16][64];
   pdl_wait();
   pdl_launch_next();
-  const int t = blockIdx.x, h = blockIdx.y;
+  float* q = smem;            // [gh][hd]
+  float* p = smem + gh * hd;  // [gh][maxSeq]
+  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int h0 = kvh * (nh / nkv) + blockIdx.z * gh;
   const int len = pos[t] + 1;
-  const int kvh = h / (nh / nkv);
   const int width = (nh + 2 * nkv) * hd;
-  const elem_t* qrow = qkv + (long long)t * width + h * hd;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) q[d] = to_f(qrow[d]);
+  // The chunk's heads are adjacent in the row: one copy.
+  const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
+  for (int i = threadIdx.x; i < gh * hd; i += blockDim.x) q[i] = to_f(qrow[i]);
   __syncthreads();
   const long long base = (long long)slots[t] * maxSeq * nkv * hd + (long long)kvh * hd;
   const long long stride = (long long)nkv * hd;
 
-  float mx = NEG_INF;
+  // Scores: a thread per position; its key row is loaded once (16-byte loads) for every head.
+  float mx[MAX_GH];
+#pragma unroll
+  for (int g = 0; g < MAX_GH; g++) mx[g] = NEG_INF;
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
     const uint4* k = (const uint4*)(kc + base + j * stride);
-    float dot = 0.f;
+    float dot[MAX_GH];
+#pragma unroll
+    for (int g = 0; g < MAX_GH; g++) dot[g] = 0.f;
     for (int d8 = 0; d8 < hd / 8; d8++) {
       const uint4 u = k[d8];
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
       for (int e = 0; e < 4; e++) {
-        dot += q[d8 * 8 + 2 * e] * to_f((elem_t)(w[e] & 0xffff)) + q[d8 * 8 + 2 * e + 1] * to_f((elem_t)(w[e] >> 16));
+        const float k0 = to_f((elem_t)(w[e] & 0xffff)), k1 = to_f((elem_t)(w[e] >> 16));
+        const int d = d8 * 8 + 2 * e;
+#pragma unroll
+        for (int g = 0; g < MAX_GH; g++)
+          if (g < gh) dot[g] += q[g * hd + d] * k0 + q[g * hd + d + 1] * k1;
       }
     }
-    dot *= scale;
-    p[j] = dot;
-    mx = fmaxf(mx, dot);
+#pragma unroll
+    for (int g = 0; g < MAX_GH; g++)
+      if (g < gh) {
+        const float sc = dot[g] * scale;
+        p[g * maxSeq + j] = sc;
+        mx[g] = fmaxf(mx[g], sc);
+      }
   }
-  mx = block_max(mx);
-  float sum = 0.f;
+  float sum[MAX_GH];
+#pragma unroll
+  for (int g = 0; g < MAX_GH; g++) {
+    if (g < gh) mx[g] = block_max(mx[g]);
+    sum[g] = 0.f;
+  }
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
-    const float e = __expf(p[j] - mx);
-    p[j] = e;
-    sum += e;
+#pragma unroll
+    for (int g = 0; g < MAX_GH; g++)
+      if (g < gh) {
+        const float e = __expf(p[g * maxSeq + j] - mx[g]);
+        p[g * maxSeq + j] = e;
+        sum[g] += e;
+      }
   }
-  sum = block_sum(sum);  // its barriers also publish p[]
+#pragma unroll
+  for (int g = 0; g < MAX_GH; g++)
+    if (g < gh) {
+      const float s = block_sum(sum[g]);  // its barriers also publish p[]
+      if (threadIdx.x == 0) total[g] = s;
+    }
+  __syncthreads();
 
-  // softmax(.) v: each thread takes 8 adjacent dims of one position (one 16-byte load), so a block of
-  // 128 threads covers 16 positions per pass (hd 64) where one dim per thread covered 2: the loop over
-  // the context, which bounds a long decode step, runs 8x fewer dependent passes.
-  const int lanes = hd / 8;
-  const int groups = min(blockDim.x / lanes, MAX_GROUPS);
-  const int g = threadIdx.x / lanes, d0 = (threadIdx.x % lanes) * 8;
-  if (g < groups) {
+  // softmax(.) v, 64 of the chunk's outputs per pass: 16 groups of 8 threads, each thread 8
+  // adjacent dims (one 16-byte load); group i sums positions i, i + 16, ... in order, and the groups are
+  // added in order. The order depends on neither gh nor the batch: a row gets the same bits however many
+  // heads its block takes, so a launch may pick gh by the batch.
+  const int grp = threadIdx.x >> 3, d0 = (threadIdx.x & 7) * 8, outs = gh * hd;
+  for (int o0 = 0; o0 < outs; o0 += 64) {
     float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (o0 + d0 < outs) {
+      const int g = (o0 + d0) / hd, d = (o0 + d0) % hd;  // 8 dims never straddle heads: hd % 8 == 0
+      const float* pg = p + g * maxSeq;
 #pragma unroll 4
-    for (int j = g; j < len; j += groups) {
-      const uint4 u = *(const uint4*)(vc + base + j * stride + d0);
-      const unsigned int w[4] = {u.x, u.y, u.z, u.w};
-      const float pj = p[j];
-      for (int e = 0; e < 4; e++) {
-        a[2 * e] += pj * to_f((elem_t)(w[e] & 0xffff));
-        a[2 * e + 1] += pj * to_f((elem_t)(w[e] >> 16));
+      for (int j = grp; j < len; j += 16) {
+        const uint4 u = *(const uint4*)(vc + base + j * stride + d);
+        const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+        const float pj = pg[j];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          a[2 * e] += pj * to_f((elem_t)(w[e] & 0xffff));
+          a[2 * e + 1] += pj * to_f((elem_t)(w[e] >> 16));
+        }
       }
     }
-    for (int e = 0; e < 8; e++) acc[g][d0 + e] = a[e];
-  }
-  __syncthreads();
-  if (threadIdx.x < hd) {
-    float a = 0.f;
-    for (int i = 0; i < groups; i++) a += acc[i][threadIdx.x];
-    out[(long long)t * nh * hd + h * hd + threadIdx.x] = from_f(a / sum);
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[e];
+    __syncthreads();
+    if (threadIdx.x < 64 && o0 + threadIdx.x < outs) {
+      const int o = o0 + threadIdx.x, og = o / hd;
+      float r = 0.f;
+      for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
+      out[(long long)t * nh * hd + (h0 + og) * hd + o % hd] = from_f(r / total[og]);
+    }
+    __syncthreads();
   }
 }
 
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
-// the dtype, then multiplies.
+// the dtype, then multiplies. Grid [ceil(F / (8 * blockDim.x)), T]: a thread takes 8 adjacent elements of
+// a row (16-byte loads and a store when F % 8 == 0, as every real model's is), with no index division.
+__device__ __forceinline__ elem_t silu_mul1(elem_t g, elem_t u) {
+  const float x = to_f(g);
+  return from_f(round_e(x / (1.f + expf(-x))) * to_f(u));
+}
 extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T) {
   pdl_wait();
   pdl_launch_next();
-  const long long n = (long long)T * F;
-  for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
-    const long long t = k / F, i = k % F;
-    const float g = to_f(gu[t * 2 * F + i]), u = to_f(gu[t * 2 * F + F + i]);
-    out[k] = from_f(round_e(g / (1.f + expf(-g))) * u);
+  const int t = blockIdx.y, i = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i >= F) return;
+  const elem_t* g = gu + (long long)t * 2 * F + i;
+  const elem_t* u = g + F;
+  elem_t* o = out + (long long)t * F + i;
+  if (F % 8 == 0) {
+    const uint4 a = *(const uint4*)g, b = *(const uint4*)u;
+    const unsigned int ga[4] = {a.x, a.y, a.z, a.w}, ub[4] = {b.x, b.y, b.z, b.w};
+    unsigned int r[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+      r[e] = silu_mul1((elem_t)(ga[e] & 0xffff), (elem_t)(ub[e] & 0xffff)) | ((unsigned int)silu_mul1((elem_t)(ga[e] >> 16), (elem_t)(ub[e] >> 16)) << 16);
+    uint4 v;
+    v.x = r[0];
+    v.y = r[1];
+    v.z = r[2];
+    v.w = r[3];
+    *(uint4*)o = v;
+  } else {
+    for (int e = 0; e < 8 && i + e < F; e++) o[e] = silu_mul1(g[e], u[e]);
   }
 }
 

@@ -157,6 +157,8 @@ export class DecoderModel {
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
+  /** What attention blocks are sized by: the device's shared memory per block (bytes) and multiprocessors. */
+  readonly #sm: { sharedLimit: number; multiprocessors: number }
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
   readonly #layers: LayerWeights[]
   readonly #top: { embed: Buf; norm: Buf; lmHead: Buf; invFreq: DeviceBuffer<'f32'> }
@@ -185,11 +187,21 @@ export class DecoderModel {
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
-      attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32']),
+      attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
+    this.#sm = { sharedLimit: device.maxSharedMemoryPerBlock, multiprocessors: device.multiprocessors }
+    // A context whose scores do not fit even one head a block is refused here, not at the first step.
+    attentionLayout({
+      rows: 1,
+      kvHeads: this.local.kvHeads,
+      group: this.local.heads / this.local.kvHeads,
+      headDim: b.config.headDim,
+      maxSeqLen: b.maxSeqLen,
+      ...this.#sm,
+    })
     const w = (name: string) => weights.get(name)!.buffer
     this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
       attnNorm: w(`layers.${l}.attn_norm`),
@@ -415,6 +427,7 @@ export class DecoderModel {
     const S = this.maxSeqLen
     const trace = ctx.trace
     const pdl = this.#pdl
+    const al = attentionLayout({ rows: T, kvHeads, group: heads / kvHeads, headDim: hd, maxSeqLen: S, ...this.#sm })
     // Rotary pairs and v elements of a row, 128 per block.
     const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
     // Row-parallel o and down leave partial sums of the residual update on each rank.
@@ -446,19 +459,11 @@ export class DecoderModel {
         S,
       ])
       trace?.('attention')
-      s.launch(k.attention, { grid: [T, heads], block: 128, programmaticDependentLaunch: pdl }, [
-        attn,
-        qkv,
-        L.kCache,
-        L.vCache,
-        t.positions,
-        t.slots,
-        heads,
-        kvHeads,
-        hd,
-        S,
-        1 / Math.sqrt(hd),
-      ])
+      s.launch(
+        k.attention,
+        { grid: [T, kvHeads, heads / kvHeads / al.heads], block: 128, sharedMemBytes: al.sharedMemBytes, programmaticDependentLaunch: pdl },
+        [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
+      )
       trace?.('o')
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
       reduce()
@@ -467,7 +472,7 @@ export class DecoderModel {
       trace?.('gate_up')
       s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
-      s.launch(k.siluMul, { grid: Math.min(4096, ceilDiv(T * ffn, 256)), block: 256, programmaticDependentLaunch: pdl }, [act, gu, ffn, T])
+      s.launch(k.siluMul, { grid: [ceilDiv(ffn, 8 * 256), T], block: 256, programmaticDependentLaunch: pdl }, [act, gu, ffn, T])
       trace?.('down')
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
       reduce()
@@ -508,4 +513,40 @@ export class DecoderModel {
       L.vCache.dispose()
     }
   }
+}
+
+/** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */
+const MAX_ATTENTION_HEADS = 8
+
+/** What the attention kernel's layout depends on. */
+export interface AttentionShape {
+  /** Token rows of the step. */
+  rows: number
+  kvHeads: number
+  /** Query heads per key/value head. */
+  group: number
+  headDim: number
+  maxSeqLen: number
+  /** Shared memory a block may have, bytes. */
+  sharedLimit: number
+  multiprocessors: number
+}
+
+/**
+ * Query heads per attention block and its dynamic shared memory (bytes): the most heads of a group (a
+ * divisor of it, at most 8) whose queries and scores ([heads][headDim + maxSeqLen] floats) fit beside the
+ * kernel's own 5 KiB, and that still make two blocks a multiprocessor; fewer heads when the step has too
+ * few rows for that (a decode step of one request on a 1B model: 8 blocks of 4 heads, or 32 of one). A
+ * row's result does not depend on the choice (kernels/decoder.cu).
+ */
+export function attentionLayout(a: AttentionShape): { heads: number; sharedMemBytes: number } {
+  const bytes = (h: number) => 4 * h * (a.headDim + a.maxSeqLen)
+  let fit = 0
+  for (let h = Math.min(a.group, MAX_ATTENTION_HEADS); h >= 1; h--) {
+    if (a.group % h !== 0 || bytes(h) + 5 * 1024 > a.sharedLimit) continue
+    fit ||= h
+    if (a.rows * a.kvHeads * (a.group / h) >= 2 * a.multiprocessors) return { heads: h, sharedMemBytes: bytes(h) }
+  }
+  check(fit > 0, 'maxSeqLen', `a context whose attention scores fit in shared memory (${a.sharedLimit} bytes a block)`, a.maxSeqLen)
+  return { heads: 1, sharedMemBytes: bytes(1) }
 }
