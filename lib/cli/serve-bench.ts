@@ -6,7 +6,10 @@
  * prompt gets the same tokens at every concurrency, then stops the server with SIGTERM and checks that it
  * exits 0 and removes its socket. With `--http` (a model directory), the same clients and prompts also
  * stream through the OpenAI endpoint (HTTP, SSE) in the same run: its TTFT, inter-token time and tokens/s
- * beside the socket's, and the per-token cost HTTP adds.
+ * beside the socket's, and the per-token cost HTTP adds. The clients run on worker threads of this process
+ * (serve-load.ts); every row also says how the server's steps went (its metrics: batch, step and engine
+ * time) and how busy the busiest load thread was, so a row limited by the load is told from one limited
+ * by the server.
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -57,7 +60,6 @@ export interface ServeRow {
   ipcP50Us: number
   ipcP99Us: number
   /** Mean requests per decode step in the server (its metrics). */
-  /** Requests per decode step, mean. */
   meanBatch: number
   /** A server step (prefill and decode, tokens sent), mean, µs. */
   stepUs: number
@@ -200,8 +202,13 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
 
     /** Runs every client's requests in turn, all clients at once, on token ids; one row. */
     const measure = async (n: number, busyPoll: boolean): Promise<ServeRow> => {
-      const before = await stepSums(port)
-      const r = await runLoad({ path: 'tokens', socket, model: serverModel, clients: n, requests: o.requests, prompts, tokens: o.tokens, busyPoll })
+      let before: StepSums | undefined
+      const r = await runLoad(
+        { path: 'tokens', socket, model: serverModel, clients: n, requests: o.requests, prompts, tokens: o.tokens, busyPoll },
+        async () => {
+          before = await stepSums(port)
+        },
+      )
       const after = await stepSums(port)
       for (const [idx, key] of r.sequences) {
         const first = seen.get(idx)
@@ -212,7 +219,7 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
         }
       }
       const row: ServeRow = {
-        ...streamFigures(n, n * o.requests, r, before, after),
+        ...streamFigures(n, n * o.requests, r, before!, after),
         busyPoll,
         ipcP50Us: percentile(r.ipc, 0.5),
         ipcP99Us: percentile(r.ipc, 0.99),
@@ -234,21 +241,26 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     if (o.http && base !== undefined) {
       const texts = prompts.map((p) => Array.from(p, (x) => String.fromCharCode(97 + (x % 26))).join(''))
       const run = async (path: TextRow['path'], n: number): Promise<TextRow> => {
-        const before = await stepSums(port)
-        const r = await runLoad({
-          path,
-          socket,
-          base: base?.href,
-          model: serverModel,
-          clients: n,
-          requests: o.requests,
-          prompts: texts,
-          tokens: o.tokens,
-          busyPoll: false,
-        })
+        let before: StepSums | undefined
+        const r = await runLoad(
+          {
+            path,
+            socket,
+            base: base?.href,
+            model: serverModel,
+            clients: n,
+            requests: o.requests,
+            prompts: texts,
+            tokens: o.tokens,
+            busyPoll: false,
+          },
+          async () => {
+            before = await stepSums(port)
+          },
+        )
         const after = await stepSums(port)
         say(`text over ${path}, ${n} clients: ${r.tokens} tokens in ${r.seconds.toFixed(2)} s, ${(r.tokens / r.seconds).toFixed(0)} tokens/s, ${loadNote(r)}`)
-        return { path, ...streamFigures(n, n * o.requests, r, before, after) }
+        return { path, ...streamFigures(n, n * o.requests, r, before!, after) }
       }
       for (const n of o.clients) {
         textRows.push(await run('socket', n))

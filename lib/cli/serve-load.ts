@@ -69,8 +69,11 @@ export function loadThreads(clients: number): number {
   return Math.max(1, Math.min(Math.ceil(clients / 16), Math.floor(availableParallelism() / 4)))
 }
 
-/** Runs a row: starts its threads, lets every client warm up (not timed), then times all requests at once. */
-export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+/**
+ * Runs a row: starts its threads, lets every client warm up (not timed), calls `atStart` (the caller's
+ * reading of the server before the timed part), then times all requests at once.
+ */
+export async function runLoad(spec: LoadSpec, atStart: () => Promise<void> = async () => {}): Promise<LoadResult> {
   const threads = loadThreads(spec.clients)
   const per = Math.ceil(spec.clients / threads)
   const workers: { worker: Worker; report: (t: Report['t']) => Promise<Report> }[] = []
@@ -111,6 +114,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       workers.push({ worker, report })
     }
     await Promise.all(workers.map((w) => w.report('ready')))
+    await atStart()
     const t0 = performance.now()
     for (const w of workers) w.worker.postMessage('go')
     const done = (await Promise.all(workers.map((w) => w.report('done')))) as Extract<Report, { t: 'done' }>[]

@@ -536,7 +536,7 @@ export interface AttentionShape {
  * Query heads per attention block and its dynamic shared memory (bytes): the most heads of a group (a
  * divisor of it, at most 8) whose queries and scores ([heads][headDim + maxSeqLen] floats) fit beside the
  * kernel's own 5 KiB, and that still make two blocks a multiprocessor; fewer heads when the step has too
- * few rows for that (a decode step of one request on a 1B model: 8 blocks of 4 heads, or 32 of one). A
+ * few rows for that (a decode step of one request on a 1B model takes a head a block: 32 blocks, not 8). A
  * row's result does not depend on the choice (kernels/decoder.cu).
  */
 export function attentionLayout(a: AttentionShape): { heads: number; sharedMemBytes: number } {
