@@ -101,6 +101,21 @@ function streamFigures(clients: number, requests: number, r: LoadResult, before:
   }
 }
 
+/** The columns every row has, in both tables: its requests, tokens/s (and against `one` client's), TTFT and inter-token percentiles. */
+const STREAM_HEADERS = ['requests', 'tokens/s', 'vs 1 client', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms']
+
+function streamCells(r: Omit<TextRow, 'path'>, one: { tokensPerSecond: number } | undefined): (string | number)[] {
+  return [
+    r.requests,
+    fixed(r.tokensPerSecond, 0),
+    one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-',
+    fixed(r.ttftP50Ms, 2),
+    fixed(r.ttftP99Ms, 2),
+    fixed(r.interTokenP50Ms, 3),
+    fixed(r.interTokenP99Ms, 3),
+  ]
+}
+
 /** The columns on the server's steps and the load, in both tables. */
 const STEP_HEADERS = ['mean batch', 'step µs', 'engine µs', 'in steps %', 'load busy %']
 
@@ -282,32 +297,8 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
     print(`Generator over a Unix socket: ${modelArg}, prompts of ${o.promptLength} tokens, ${o.tokens} tokens each, ${o.requests} requests per client in turn`)
     print(
       formatTable(
-        [
-          'clients',
-          'requests',
-          'tokens/s',
-          'vs 1 client',
-          'TTFT p50 ms',
-          'TTFT p99 ms',
-          'ITL p50 ms',
-          'ITL p99 ms',
-          'IPC p50 µs',
-          'IPC p99 µs',
-          ...STEP_HEADERS,
-        ],
-        table.map((r) => [
-          r.busyPoll ? `${r.clients} busy-poll` : r.clients,
-          r.requests,
-          fixed(r.tokensPerSecond, 0),
-          one ? `${fixed(r.tokensPerSecond / one.tokensPerSecond, 1)}x` : '-',
-          fixed(r.ttftP50Ms, 2),
-          fixed(r.ttftP99Ms, 2),
-          fixed(r.interTokenP50Ms, 3),
-          fixed(r.interTokenP99Ms, 3),
-          fixed(r.ipcP50Us),
-          fixed(r.ipcP99Us),
-          ...stepCells(r),
-        ]),
+        ['clients', ...STREAM_HEADERS, 'IPC p50 µs', 'IPC p99 µs', ...STEP_HEADERS],
+        table.map((r) => [r.busyPoll ? `${r.clients} busy-poll` : r.clients, ...streamCells(r, one), fixed(r.ipcP50Us), fixed(r.ipcP99Us), ...stepCells(r)]),
       ),
     )
     print(
@@ -325,29 +316,11 @@ export async function runServeBench(o: ServeBenchOptions): Promise<Record<string
       print('Text, the same prompts: the socket (GENERATE_TEXT) and the OpenAI endpoint (POST /v1/completions, stream: true), in the same run')
       print(
         formatTable(
-          [
-            'path',
-            'clients',
-            'requests',
-            'tokens/s',
-            'vs 1 client',
-            'TTFT p50 ms',
-            'TTFT p99 ms',
-            'ITL p50 ms',
-            'ITL p99 ms',
-            'HTTP - socket ITL p50 µs',
-            ...STEP_HEADERS,
-          ],
+          ['path', 'clients', ...STREAM_HEADERS, 'HTTP - socket ITL p50 µs', ...STEP_HEADERS],
           textRows.map((r) => [
             r.path,
             r.clients,
-            r.requests,
-            fixed(r.tokensPerSecond, 0),
-            textRow(r.path, 1) ? `${fixed(r.tokensPerSecond / textRow(r.path, 1)!.tokensPerSecond, 1)}x` : '-',
-            fixed(r.ttftP50Ms, 2),
-            fixed(r.ttftP99Ms, 2),
-            fixed(r.interTokenP50Ms, 3),
-            fixed(r.interTokenP99Ms, 3),
+            ...streamCells(r, textRow(r.path, 1)),
             r.path === 'http' ? fixed(httpOverheadUs(r.clients)) : '-',
             ...stepCells(r),
           ]),

@@ -74,8 +74,7 @@ export function loadThreads(clients: number): number {
  * reading of the server before the timed part), then times all requests at once.
  */
 export async function runLoad(spec: LoadSpec, atStart: () => Promise<void> = async () => {}): Promise<LoadResult> {
-  const threads = loadThreads(spec.clients)
-  const per = Math.ceil(spec.clients / threads)
+  const per = Math.ceil(spec.clients / loadThreads(spec.clients))
   const workers: { worker: Worker; report: (t: Report['t']) => Promise<Report> }[] = []
   try {
     for (let first = 0; first < spec.clients; first += per) {
@@ -119,7 +118,7 @@ export async function runLoad(spec: LoadSpec, atStart: () => Promise<void> = asy
     for (const w of workers) w.worker.postMessage('go')
     const done = (await Promise.all(workers.map((w) => w.report('done')))) as Extract<Report, { t: 'done' }>[]
     const seconds = (performance.now() - t0) / 1000
-    const result: LoadResult = { tokens: 0, ttft: [], gaps: [], ipc: [], sequences: [], seconds, threads, busiest: 0 }
+    const result: LoadResult = { tokens: 0, ttft: [], gaps: [], ipc: [], sequences: [], seconds, threads: workers.length, busiest: 0 }
     for (const d of done) {
       result.tokens += d.result.tokens
       for (const k of ['ttft', 'gaps', 'ipc', 'sequences'] as const) for (const x of d.result[k]) (result[k] as unknown[]).push(x)
