@@ -182,11 +182,12 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
 // Grouped-query attention shares keys and values between heads, so a block reads them once for all its
 // heads, where a block per head read them once per head. Dynamic shared memory: the heads' queries
-// [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128; hd <= 128, a multiple of 8.
+// [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128 (4 warps); hd <= 128, a multiple of 8.
 extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
   extern __shared__ float smem[];
   __shared__ float total[MAX_GH];
   __shared__ float acc[16][64];
+  __shared__ float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
   pdl_wait();
   pdl_launch_next();
   float* q = smem;            // [gh][hd]
@@ -231,11 +232,26 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
         mx[g] = fmaxf(mx[g], sc);
       }
   }
+  // The heads' maxima and sums: each the shuffle tree and warp order of block_max / block_sum (so the same
+  // bits), the heads sharing one barrier.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int g = 0; g < MAX_GH; g++)
+    if (g < gh) {
+      float v = mx[g];
+      for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+      if (lane == 0) red[0][g][warp] = v;
+    }
+  __syncthreads();
   float sum[MAX_GH];
 #pragma unroll
   for (int g = 0; g < MAX_GH; g++) {
-    if (g < gh) mx[g] = block_max(mx[g]);
     sum[g] = 0.f;
+    if (g < gh) {
+      float v = lane < 4 ? red[0][g][lane] : NEG_INF;
+      for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+      mx[g] = v;
+    }
   }
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
 #pragma unroll
@@ -249,43 +265,63 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
 #pragma unroll
   for (int g = 0; g < MAX_GH; g++)
     if (g < gh) {
-      const float s = block_sum(sum[g]);  // its barriers also publish p[]
-      if (threadIdx.x == 0) total[g] = s;
+      float v = sum[g];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+      if (lane == 0) red[1][g][warp] = v;
     }
+  __syncthreads();  // also publishes p[]
+  if (threadIdx.x < gh) {
+    // One lane per head here, but the same tree: lanes 0..3 hold the warps' partials, the others 0.
+    const int g = threadIdx.x;
+    total[g] = (red[1][g][0] + red[1][g][2]) + (red[1][g][1] + red[1][g][3]);
+  }
   __syncthreads();
 
-  // softmax(.) v, 64 of the chunk's outputs per pass: 16 groups of 8 threads, each thread 8
-  // adjacent dims (one 16-byte load); group i sums positions i, i + 16, ... in order, and the groups are
-  // added in order. The order depends on neither gh nor the batch: a row gets the same bits however many
-  // heads its block takes, so a launch may pick gh by the batch.
-  const int grp = threadIdx.x >> 3, d0 = (threadIdx.x & 7) * 8, outs = gh * hd;
-  for (int o0 = 0; o0 < outs; o0 += 64) {
-    float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    if (o0 + d0 < outs) {
-      const int g = (o0 + d0) / hd, d = (o0 + d0) % hd;  // 8 dims never straddle heads: hd % 8 == 0
-      const float* pg = p + g * maxSeq;
-#pragma unroll 4
+  // softmax(.) v: 16 groups of 8 threads, each thread 8 adjacent dims of V (one 16-byte load, used for
+  // every head of the chunk) of 64 dims per pass; group i sums positions i, i + 16, ... in order, and the
+  // groups are added in order. The order depends on neither gh nor the batch: a row gets the same bits
+  // however many heads its block takes, so a launch may pick gh by the batch.
+  const int grp = threadIdx.x >> 3, d0 = (threadIdx.x & 7) * 8;
+  for (int c = 0; c < hd; c += 64) {
+    const int d = c + d0;
+    float a[MAX_GH][8];
+#pragma unroll
+    for (int g = 0; g < MAX_GH; g++)
+#pragma unroll
+      for (int e = 0; e < 8; e++) a[g][e] = 0.f;
+    if (d < hd) {
+#pragma unroll 2
       for (int j = grp; j < len; j += 16) {
         const uint4 u = *(const uint4*)(vc + base + j * stride + d);
         const unsigned int w[4] = {u.x, u.y, u.z, u.w};
-        const float pj = pg[j];
+        float v[8];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          a[2 * e] += pj * to_f((elem_t)(w[e] & 0xffff));
-          a[2 * e + 1] += pj * to_f((elem_t)(w[e] >> 16));
+          v[2 * e] = to_f((elem_t)(w[e] & 0xffff));
+          v[2 * e + 1] = to_f((elem_t)(w[e] >> 16));
         }
+#pragma unroll
+        for (int g = 0; g < MAX_GH; g++)
+          if (g < gh) {
+            const float pj = p[g * maxSeq + j];
+#pragma unroll
+            for (int e = 0; e < 8; e++) a[g][e] += pj * v[e];
+          }
       }
     }
 #pragma unroll
-    for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[e];
-    __syncthreads();
-    if (threadIdx.x < 64 && o0 + threadIdx.x < outs) {
-      const int o = o0 + threadIdx.x, og = o / hd;
-      float r = 0.f;
-      for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
-      out[(long long)t * nh * hd + (h0 + og) * hd + o % hd] = from_f(r / total[og]);
-    }
-    __syncthreads();
+    for (int g = 0; g < MAX_GH; g++)
+      if (g < gh) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[g][e];
+        __syncthreads();
+        if (threadIdx.x < 64 && c + threadIdx.x < hd) {
+          float r = 0.f;
+          for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
+          out[(long long)t * nh * hd + (h0 + g) * hd + c + threadIdx.x] = from_f(r / total[g]);
+        }
+        __syncthreads();
+      }
   }
 }
 
