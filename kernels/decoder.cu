@@ -178,18 +178,24 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
 // Query heads one attention block takes at most (a divisor of the group: heads per key/value head).
 #define MAX_GH 8
 
+// What an attention block keeps in static shared memory (the queries and scores are dynamic).
+struct AttentionShared {
+  float total[MAX_GH];      // each head's softmax denominator
+  float acc[16][64];        // p.v's 16 position groups, 64 outputs a pass
+  float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
+};
+
 // One block per (token row, key/value head, chunk of `gh` of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
 // Grouped-query attention shares keys and values between heads, so a block reads them once for all its
 // heads, where a block per head read them once per head. Dynamic shared memory: the heads' queries
 // [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128 (4 warps); hd <= 128, a multiple of 8.
-extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
-  extern __shared__ float smem[];
-  __shared__ float total[MAX_GH];
-  __shared__ float acc[16][64];
-  __shared__ float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
-  pdl_wait();
-  pdl_launch_next();
+template <int GH>
+__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, float* smem, AttentionShared& sh) {
+  const int gh = GH;  // query heads of this block
+  float* total = sh.total;
+  float (*acc)[64] = sh.acc;
+  float (*red)[MAX_GH][4] = sh.red;
   float* q = smem;            // [gh][hd]
   float* p = smem + gh * hd;  // [gh][maxSeq]
   const int t = blockIdx.x, kvh = blockIdx.y;
@@ -204,14 +210,14 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
   const long long stride = (long long)nkv * hd;
 
   // Scores: a thread per position; its key row is loaded once (16-byte loads) for every head.
-  float mx[MAX_GH];
+  float mx[GH];
 #pragma unroll
-  for (int g = 0; g < MAX_GH; g++) mx[g] = NEG_INF;
+  for (int g = 0; g < GH; g++) mx[g] = NEG_INF;
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
     const uint4* k = (const uint4*)(kc + base + j * stride);
-    float dot[MAX_GH];
+    float dot[GH];
 #pragma unroll
-    for (int g = 0; g < MAX_GH; g++) dot[g] = 0.f;
+    for (int g = 0; g < GH; g++) dot[g] = 0.f;
     for (int d8 = 0; d8 < hd / 8; d8++) {
       const uint4 u = k[d8];
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
@@ -220,55 +226,48 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
         const float k0 = to_f((elem_t)(w[e] & 0xffff)), k1 = to_f((elem_t)(w[e] >> 16));
         const int d = d8 * 8 + 2 * e;
 #pragma unroll
-        for (int g = 0; g < MAX_GH; g++)
-          if (g < gh) dot[g] += q[g * hd + d] * k0 + q[g * hd + d + 1] * k1;
+        for (int g = 0; g < GH; g++) dot[g] += q[g * hd + d] * k0 + q[g * hd + d + 1] * k1;
       }
     }
 #pragma unroll
-    for (int g = 0; g < MAX_GH; g++)
-      if (g < gh) {
-        const float sc = dot[g] * scale;
-        p[g * maxSeq + j] = sc;
-        mx[g] = fmaxf(mx[g], sc);
-      }
+    for (int g = 0; g < GH; g++) {
+      const float sc = dot[g] * scale;
+      p[g * maxSeq + j] = sc;
+      mx[g] = fmaxf(mx[g], sc);
+    }
   }
   // The heads' maxima and sums: each the shuffle tree and warp order of block_max / block_sum (so the same
   // bits), the heads sharing one barrier.
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int g = 0; g < MAX_GH; g++)
-    if (g < gh) {
-      float v = mx[g];
-      for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-      if (lane == 0) red[0][g][warp] = v;
-    }
+  for (int g = 0; g < GH; g++) {
+    float v = mx[g];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    if (lane == 0) red[0][g][warp] = v;
+  }
   __syncthreads();
-  float sum[MAX_GH];
+  float sum[GH];
 #pragma unroll
-  for (int g = 0; g < MAX_GH; g++) {
+  for (int g = 0; g < GH; g++) {
     sum[g] = 0.f;
-    if (g < gh) {
-      float v = lane < 4 ? red[0][g][lane] : NEG_INF;
-      for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-      mx[g] = v;
-    }
+    float v = lane < 4 ? red[0][g][lane] : NEG_INF;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    mx[g] = v;
   }
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
 #pragma unroll
-    for (int g = 0; g < MAX_GH; g++)
-      if (g < gh) {
-        const float e = __expf(p[g * maxSeq + j] - mx[g]);
-        p[g * maxSeq + j] = e;
-        sum[g] += e;
-      }
+    for (int g = 0; g < GH; g++) {
+      const float e = __expf(p[g * maxSeq + j] - mx[g]);
+      p[g * maxSeq + j] = e;
+      sum[g] += e;
+    }
   }
 #pragma unroll
-  for (int g = 0; g < MAX_GH; g++)
-    if (g < gh) {
-      float v = sum[g];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-      if (lane == 0) red[1][g][warp] = v;
-    }
+  for (int g = 0; g < GH; g++) {
+    float v = sum[g];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    if (lane == 0) red[1][g][warp] = v;
+  }
   __syncthreads();  // also publishes p[]
   if (threadIdx.x < gh) {
     // One lane per head here, but the same tree: lanes 0..3 hold the warps' partials, the others 0.
@@ -284,13 +283,13 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
   const int grp = threadIdx.x >> 3, d0 = (threadIdx.x & 7) * 8;
   for (int c = 0; c < hd; c += 64) {
     const int d = c + d0;
-    float a[MAX_GH][8];
+    float a[GH][8];
 #pragma unroll
-    for (int g = 0; g < MAX_GH; g++)
+    for (int g = 0; g < GH; g++)
 #pragma unroll
       for (int e = 0; e < 8; e++) a[g][e] = 0.f;
     if (d < hd) {
-#pragma unroll 2
+#pragma unroll 4
       for (int j = grp; j < len; j += 16) {
         const uint4 u = *(const uint4*)(vc + base + j * stride + d);
         const unsigned int w[4] = {u.x, u.y, u.z, u.w};
@@ -301,27 +300,43 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_
           v[2 * e + 1] = to_f((elem_t)(w[e] >> 16));
         }
 #pragma unroll
-        for (int g = 0; g < MAX_GH; g++)
-          if (g < gh) {
-            const float pj = p[g * maxSeq + j];
+        for (int g = 0; g < GH; g++) {
+          const float pj = p[g * maxSeq + j];
 #pragma unroll
-            for (int e = 0; e < 8; e++) a[g][e] += pj * v[e];
-          }
+          for (int e = 0; e < 8; e++) a[g][e] += pj * v[e];
+        }
       }
     }
 #pragma unroll
-    for (int g = 0; g < MAX_GH; g++)
-      if (g < gh) {
+    for (int g = 0; g < GH; g++) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[g][e];
-        __syncthreads();
-        if (threadIdx.x < 64 && c + threadIdx.x < hd) {
-          float r = 0.f;
-          for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
-          out[(long long)t * nh * hd + (h0 + g) * hd + c + threadIdx.x] = from_f(r / total[g]);
-        }
-        __syncthreads();
+      for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[g][e];
+      __syncthreads();
+      if (threadIdx.x < 64 && c + threadIdx.x < hd) {
+        float r = 0.f;
+        for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
+        out[(long long)t * nh * hd + (h0 + g) * hd + c + threadIdx.x] = from_f(r / total[g]);
       }
+      __syncthreads();
+    }
+  }
+}
+
+// The chunk's heads are a template parameter, so every loop over them unrolls without a guard.
+extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
+  extern __shared__ float smem[];
+  __shared__ AttentionShared sh;
+  pdl_wait();
+  pdl_launch_next();
+  switch (gh) {
+    case 1: attention_heads<1>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 2: attention_heads<2>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 3: attention_heads<3>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 4: attention_heads<4>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 5: attention_heads<5>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 6: attention_heads<6>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 7: attention_heads<7>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    default: attention_heads<8>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
   }
 }
 
