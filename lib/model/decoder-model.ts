@@ -157,7 +157,7 @@ export class DecoderModel {
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
-  /** What attention blocks are sized by: the device's shared memory per block (bytes) and multiprocessors. */
+  /** What attention blocks are sized by: shared memory per block (bytes) and the device's multiprocessors. */
   readonly #sm: { sharedLimit: number; multiprocessors: number }
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
   readonly #layers: LayerWeights[]
@@ -192,7 +192,9 @@ export class DecoderModel {
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
-    this.#sm = { sharedLimit: device.maxSharedMemoryPerBlock, multiprocessors: device.multiprocessors }
+    // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
+    // and a block of fewer heads gives the same bits.
+    this.#sm = { sharedLimit: Math.min(device.maxSharedMemoryPerBlock, 48 * 1024), multiprocessors: device.multiprocessors }
     // A context whose scores do not fit even one head a block is refused here, not at the first step.
     attentionLayout({
       rows: 1,
