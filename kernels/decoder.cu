@@ -62,18 +62,6 @@ __device__ float block_sum(float v) {
   return v;
 }
 
-__device__ float block_max(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  v = lane < warps ? part[lane] : NEG_INF;
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-  return v;
-}
-
 // Weights from a seed: w[i] = offset + scale * u, u uniform in [-1, 1) from splitmix64(seed, i). The same
 // numbers on every GPU, so a seed names a model.
 extern "C" __global__ void init_uniform(elem_t* w, long long n, unsigned long long seed, float scale, float offset) {
@@ -236,8 +224,8 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       mx[g] = fmaxf(mx[g], sc);
     }
   }
-  // The heads' maxima and sums: each the shuffle tree and warp order of block_max / block_sum (so the same
-  // bits), the heads sharing one barrier.
+  // The heads' maxima and sums: each the shuffle tree and warp order of block_sum (so a sum has the bits a
+  // block_sum of it would), the heads sharing one barrier.
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int g = 0; g < GH; g++) {

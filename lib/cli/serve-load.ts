@@ -65,7 +65,7 @@ interface Share extends LoadSpec {
 type Report = { t: 'ready' } | { t: 'done'; result: Omit<LoadResult, 'seconds' | 'threads' | 'busiest'>; busy: number } | { t: 'failed'; message: string }
 
 /** Load threads for `clients` clients: one per 16 clients, at most a quarter of the cores (the server needs the rest). */
-export function loadThreads(clients: number): number {
+function loadThreads(clients: number): number {
   return Math.max(1, Math.min(Math.ceil(clients / 16), Math.floor(availableParallelism() / 4)))
 }
 
