@@ -105,6 +105,50 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
   t.log(`${w.captured} graphs; manager: ${mgr.stats().replays} replays, ${mgr.stats().eagerRuns} eager runs`)
 })
 
+// small at 16 slots is launch-bound: its decode steps run the fused GEMVs (decodeGemvFits), at 64 slots cuBLAS.
+test('fused decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match the cuBLAS path', async (t) => {
+  const fused = setup(t, { slots: 16, model: 'small' })
+  const plain = setup(t, { slots: 64, model: 'small' })
+  t.true(fused.model.decodeGemv)
+  t.false(plain.model.decodeGemv)
+  await fused.graph.warmup()
+  await plain.graph.warmup()
+  const V = fused.model.config.vocab
+  // 11 rows: three GEMV row blocks of 4, the last one partial.
+  const prompts = Array.from({ length: 11 }, (_, i) => prompt(3 + 5 * i, 300 + i, V))
+  const alone = prompts.map((p, i) => fused.graph.generate(i, p, 8))
+  t.deepEqual(fused.eager.generate(12, prompts[7], 8), alone[7], 'eager == graph')
+  const slots = Int32Array.from({ length: 11 }, (_, i) => i)
+  const toks = new Int32Array(11)
+  const pos = new Int32Array(11)
+  const got = prompts.map((p, i) => [fused.graph.prefill(i, p)])
+  for (let step = 1; step < 8; step++) {
+    for (let i = 0; i < 11; i++) {
+      toks[i] = got[i][step - 1]
+      pos[i] = prompts[i].length + step - 1
+    }
+    const next = fused.graph.decode(11, slots, toks, pos)
+    for (let i = 0; i < 11; i++) got[i].push(next[i])
+  }
+  for (const [i, g] of got.entries()) t.deepEqual(Int32Array.from(g), alone[i], `request ${i}: batched == alone`)
+  // One decode step of the same 3 requests on both paths: the same function up to rounding.
+  const errs = []
+  for (const m of [fused, plain]) for (let i = 0; i < 3; i++) m.graph.prefill(i, prompts[i])
+  const last = Int32Array.from({ length: 3 }, (_, i) => alone[i][0])
+  const at = Int32Array.from({ length: 3 }, (_, i) => prompts[i].length)
+  fused.graph.decode(3, slots, last, at)
+  plain.graph.decode(3, slots, last, at)
+  for (let i = 0; i < 3; i++) {
+    const a = fused.graph.decodeStep.outputs.logits.view(i * V, V).download()
+    const b = plain.graph.decodeStep.outputs.logits.view(i * V, V).download()
+    errs.push(relError(a, b))
+  }
+  const distinct = new Set(alone.flatMap((a) => [...a])).size
+  t.log(`fused GEMVs against cuBLAS: logits rel err max ${Math.max(...errs).toExponential(2)}; ${distinct} distinct tokens`)
+  t.true(Math.max(...errs) < 1e-2)
+  t.true(distinct > 11)
+})
+
 test('bad token ids, slots and lengths are typed errors and leave the runner working', async (t) => {
   const { model, graph } = setup(t)
   await graph.warmup()

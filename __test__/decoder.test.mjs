@@ -152,6 +152,24 @@ test('tensor-parallel shards: the ranks together hold every element of each spli
   t.throws(() => localDims(c, { rank: 2, size: 2 }), { instanceOf: ArgumentError, message: /tensorParallel/ })
 })
 
+test('decode steps take the fused GEMVs when the model is launch-bound: projections at most 2048 wide, a full batch within 2^27 multiply-adds', async (t) => {
+  const { decodeGemvFits } = await import('../dist/model/decoder-model.js')
+  const { modelConfig, localDims, WHOLE } = await import('../dist/model/index.js')
+  const fits = (model, slots, shard = WHOLE) => {
+    const c = modelConfig(model)
+    return decodeGemvFits(c, localDims(c, shard), slots)
+  }
+  t.true(fits('tiny', 256))
+  t.true(fits('small', 16), '16 rows of small are 1.1e8 multiply-adds')
+  t.false(fits('small', 24), '24 rows of small are 1.6e8 multiply-adds, past 2^27')
+  t.false(fits('small', 64))
+  t.false(fits('1b', 1), 'an MLP width of 8192 is past 2048')
+  t.false(fits({ preset: 'tiny', ffn: 100 }, 4), 'an MLP width of 100 is not 16-byte rows')
+  t.false(fits({ preset: 'small', ffn: 2056 }, 1), 'past 2048')
+  t.true(fits({ preset: 'tiny', ffn: 4096 }, 4, { rank: 0, size: 2 }), "a rank's share of the MLP is its width")
+  t.false(fits({ preset: 'tiny', ffn: 4096 }, 4))
+})
+
 test('attention blocks take as many query heads of a group as shared memory holds and the step has rows for: a divisor of the group, at most 8', async (t) => {
   const { attentionLayout } = await import('../dist/model/decoder-model.js')
   const h200 = { sharedLimit: 232448, multiprocessors: 132 }

@@ -110,20 +110,31 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   for (int i = threadIdx.x; i < H; i += blockDim.x) out[row + i] = from_f(round_e(resid[row + i] * inv) * to_f(w[i]));
 }
 
-// The last layer's residual add and the final norm, for each request's last token row only:
-// out[r] = norm(round_e(resid[last[r]] + delta[last[r]])) * w, rounded as add_rmsnorm rounds.
-extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
+// resid[i] = round_e(resid[i] + delta[i]) for n elements: the residual add of a tensor-parallel decode
+// step, whose o and down GEMVs leave partial sums to all-reduce first (a whole model's GEMVs add in their
+// epilogue, with the same rounding).
+extern "C" __global__ void add_residual(float* resid, const elem_t* delta, int n) {
+  pdl_wait();
+  pdl_launch_next();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) resid[i] = round_e(resid[i] + to_f(delta[i]));
+}
+
+// The last layer's residual add (when add is non-zero; a decode GEMV's epilogue does it otherwise) and the
+// final norm, for each request's last token row only: out[r] = norm(round_e(resid[last[r]] +
+// delta[last[r]])) * w, rounded as add_rmsnorm rounds.
+extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps, int add) {
   pdl_wait();
   pdl_launch_next();
   const long long row = (long long)last[blockIdx.x] * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
+    const float r = add ? round_e(resid[row + i] + to_f(delta[row + i])) : resid[row + i];
     ss += r * r;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
+    const float r = add ? round_e(resid[row + i] + to_f(delta[row + i])) : resid[row + i];
     out[(long long)blockIdx.x * H + i] = from_f(round_e(r * inv) * to_f(w[i]));
   }
 }
@@ -359,6 +370,169 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
   } else {
     for (int e = 0; e < 8 && i + e < F; e++) o[e] = silu_mul1(g[e], u[e]);
   }
+}
+
+// Decode GEMVs, for models whose decode steps are launch-bound (DecoderModel's `decodeGemvFits` rule): a
+// decode step's projections x W^T for M token rows, W [N][K] as transformers stores it (each output
+// column's weights one contiguous row), K <= 2048. Block (bx, by) takes output columns bx * GEMV_WARPS ..
+// and rows by * GEMV_ROWS ..: one warp a column, whose lane l holds 16-byte chunks l, l + 32, ... of its
+// weight row (at most GEMV_CHUNKS), loaded before griddepcontrol.wait (weights are never written by a step,
+// so with programmatic dependent launch they stream in while the previous kernel runs). A row sums its
+// lane's chunks in order, then a fixed shuffle tree: its bits depend on neither M nor the other rows, so a
+// request gets the same tokens alone or in any decode batch.
+//
+// What cuBLAS and the kernels around it did is fused in (flags), with the same roundings (a norm's sum of
+// squares in its own fixed order):
+//   GEMV_NORM   x = rmsnorm(resid) * norm_w, the block's rows into shared memory, a warp a row (the
+//               residual add is in the producing GEMV's epilogue);
+//   GEMV_BIAS   + bias[n] before rounding (cuBLASLt's bias epilogue);
+//   GEMV_RESID  resid[m][n] = round_e(resid[m][n] + round_e(dot)) instead of a store (o and down);
+//   gemv_silu   columns n and N + n (gate and up) give out[m][n] = silu_mul1 of the two rounded dots.
+#define GEMV_WARPS 8
+#define GEMV_ROWS 4
+#define GEMV_CHUNKS 8
+#define GEMV_NORM 1
+#define GEMV_BIAS 2
+#define GEMV_RESID 4
+
+// A 16-byte weight load that bypasses L1 (the activations stay there); volatile keeps it before the wait.
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// acc plus the dot product of 8 packed elements of w and x, in element order.
+__device__ __forceinline__ float dot8(float acc, const uint4 w, const uint4 x) {
+  const unsigned a[4] = {w.x, w.y, w.z, w.w}, b[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    acc = fmaf(to_f((elem_t)(a[e] & 0xffff)), to_f((elem_t)(b[e] & 0xffff)), acc);
+    acc = fmaf(to_f((elem_t)(a[e] >> 16)), to_f((elem_t)(b[e] >> 16)), acc);
+  }
+  return acc;
+}
+
+// The warp's sum; every lane gets it.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
+// The warp's sums of R values a lane (R a power of two, at most 32), v[j] for row j: warp_sum's butterfly
+// for each row (lanes paired at distance 16, 8, 4, 2, 1, so each row's sum has its bits), but while a lane
+// carries more than one row a pairing step also halves them: at distance 16 a lane keeps half the rows and
+// sends its partner the other half, and so on. For 4 rows, 6 shuffles instead of 20. Returns the sum of
+// row gemv_row_of_lane<R>(lane).
+template <int R>
+__device__ __forceinline__ float warp_sum_rows(const float (&v)[R]) {
+  const int lane = threadIdx.x & 31;
+  float c[R];
+#pragma unroll
+  for (int i = 0; i < R; i++) c[i] = v[i];
+  int o = 16;
+#pragma unroll
+  for (int n = R; n > 1; n >>= 1, o >>= 1) {
+    const bool hi = lane & o;
+#pragma unroll
+    for (int i = 0; i < n / 2; i++) c[i] = (hi ? c[i + n / 2] : c[i]) + __shfl_xor_sync(0xffffffff, hi ? c[i] : c[i + n / 2], o);
+  }
+  for (; o > 0; o >>= 1) c[0] += __shfl_xor_sync(0xffffffff, c[0], o);
+  return c[0];
+}
+// The row whose sum warp_sum_rows<R> leaves in `lane`: the lane's bits 4, 3, ... read as a number.
+template <int R>
+__device__ __forceinline__ int gemv_row_of_lane(int lane) {
+  int r = 0;
+#pragma unroll
+  for (int n = R, o = 16; n > 1; n >>= 1, o >>= 1) r = 2 * r + ((lane & o) ? 1 : 0);
+  return r;
+}
+
+template <bool SILU>
+__device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
+  __shared__ __align__(16) elem_t xs[GEMV_ROWS * 256 * GEMV_CHUNKS];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n = blockIdx.x * GEMV_WARPS + warp, m0 = blockIdx.y * GEMV_ROWS;
+  const bool live = n < N;
+  const int chunks = K >> 3;
+  const uint4* w0 = (const uint4*)(W + (long long)(live ? n : 0) * K);
+  const uint4* w1 = (const uint4*)(W + (long long)(live ? N + n : 0) * K);
+  uint4 r0[GEMV_CHUNKS], r1[GEMV_CHUNKS];
+#pragma unroll
+  for (int u = 0; u < GEMV_CHUNKS; u++) {
+    const int c = lane + 32 * u;
+    if (live && c < chunks) {
+      r0[u] = ld_stream(w0 + c);
+      if (SILU) r1[u] = ld_stream(w1 + c);
+    }
+  }
+  pdl_wait();
+  pdl_launch_next();
+  if (flags & GEMV_NORM) {
+    // Row m0 + j by warp j: lane l sums the squares of 4-element slices l, l + 32, ... in order, then the
+    // shuffle tree; the second pass reads the row again from L1.
+    const int m = m0 + warp;
+    if (warp < GEMV_ROWS && m < M) {
+      const float4* r = (const float4*)(resid + (long long)m * K);
+      float ss = 0.f;
+      for (int i = lane; i < K / 4; i += 32) {
+        const float4 v = r[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+      const float f = rsqrtf(warp_sum(ss) / K + eps);
+      for (int i = lane; i < K / 4; i += 32) {
+        const float4 v = r[i];
+        const uint2 w = *(const uint2*)(norm_w + 4 * i);
+        uint2 o;
+        o.x = from_f(round_e(v.x * f) * to_f((elem_t)(w.x & 0xffff))) | ((unsigned)from_f(round_e(v.y * f) * to_f((elem_t)(w.x >> 16))) << 16);
+        o.y = from_f(round_e(v.z * f) * to_f((elem_t)(w.y & 0xffff))) | ((unsigned)from_f(round_e(v.w * f) * to_f((elem_t)(w.y >> 16))) << 16);
+        *(uint2*)(xs + warp * K + 4 * i) = o;
+      }
+    }
+    __syncthreads();
+  }
+  if (!live) return;
+  // x row j of the block: the normalized rows in shared memory, or the input's row m0 + j.
+  const elem_t* xr = flags & GEMV_NORM ? xs : x + (long long)m0 * K;
+  float a0[GEMV_ROWS], a1[GEMV_ROWS];
+#pragma unroll
+  for (int j = 0; j < GEMV_ROWS; j++) a0[j] = a1[j] = 0.f;
+#pragma unroll
+  for (int u = 0; u < GEMV_CHUNKS; u++) {
+    const int c = lane + 32 * u;
+    if (c < chunks) {
+#pragma unroll
+      for (int j = 0; j < GEMV_ROWS; j++) {
+        if (m0 + j < M) {
+          const uint4 xv = ((const uint4*)(xr + j * K))[c];
+          a0[j] = dot8(a0[j], r0[u], xv);
+          if (SILU) a1[j] = dot8(a1[j], r1[u], xv);
+        }
+      }
+    }
+  }
+  // The rows' sums (rows past M sum zeros); lane 32 / GEMV_ROWS * j holds row j's.
+  const float s0 = warp_sum_rows<GEMV_ROWS>(a0);
+  const float s1 = SILU ? warp_sum_rows<GEMV_ROWS>(a1) : 0.f;
+  const int m = m0 + gemv_row_of_lane<GEMV_ROWS>(lane);
+  if ((lane & (32 / GEMV_ROWS - 1)) == 0 && m < M) {
+    const long long o = (long long)m * N + n;
+    if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
+    else if (flags & GEMV_RESID) resid[o] = round_e(resid[o] + round_e(s0));
+    else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
+  }
+}
+
+// grid [ceil(N / GEMV_WARPS), ceil(M / GEMV_ROWS)], block 32 * GEMV_WARPS. x, W and their rows 16-byte
+// aligned; K % 8 == 0 and K <= 256 * GEMV_CHUNKS. Two entry points, so the plain GEMV is not allocated the
+// second column's registers.
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
+  gemv_rows<false>(out, resid, x, W, norm_w, bias, N, K, M, eps, flags);
+}
+// W is [2N][K] (gate rows, then up rows); out [M][N] gets silu(gate) * up.
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
+  gemv_rows<true>(out, resid, x, W, norm_w, bias, N, K, M, eps, flags);
 }
 
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.

@@ -136,7 +136,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   }
   const bytes = model.bytes
   say(
-    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen})`,
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${model.decodeGemv ? 'the fused GEMVs' : 'cuBLAS'}`,
   )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
@@ -483,7 +483,15 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const results = {
       device: { name: dev.name, driver: Device.driverVersion(), computeCapability: dev.computeCapability, totalMemory: dev.totalMemory },
       options: { ...o, print: undefined },
-      model: { name: modelName, ...model.config, dtype: model.dtype, parameters: parameterCount(model.config), source: model.source, ...bytes },
+      model: {
+        name: modelName,
+        ...model.config,
+        dtype: model.dtype,
+        parameters: parameterCount(model.config),
+        source: model.source,
+        decodeGemv: model.decodeGemv,
+        ...bytes,
+      },
       warmup: warm,
       correctness: { graphEqualsEager: sameTokens, tokens: Array.from(gTokens), peer: peerAgreement },
       prompts: promptRows,

@@ -9,7 +9,7 @@ import type { Device } from '../cuda/device.js'
 import type { DType } from '../cuda/dtype.js'
 import type { Event } from '../cuda/event.js'
 import type { Stream } from '../cuda/stream.js'
-import { DecoderModel, type ForwardPart, type ModelDType } from '../model/decoder-model.js'
+import { DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
 import type { ModelConfig } from '../model/model-config.js'
 import { samplingRows } from '../model/sampling.js'
 import { percentile } from '../util/percentile.js'
@@ -111,22 +111,32 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
  */
 export function profileDecode(model: DecoderModel, stream: Stream, batch: number, context: number, reps: number): PartRow[] {
   const iota = Int32Array.from({ length: batch }, (_, i) => i)
-  const rows = { tokens: iota, positions: new Int32Array(batch).fill(context - 1), slots: iota, last: iota }
+  const rows = { tokens: iota, positions: new Int32Array(batch).fill(context - 1), slots: iota, last: iota, kind: 'decode' as const }
   return profileForward(model, stream, rows, partBytes(model, batch, context), reps)
 }
 
 /** Times each part of `reps` eager prefills of one request of `tokens` tokens into slot 0. Returns the rows, largest first. */
 export function profilePrefill(model: DecoderModel, stream: Stream, tokens: number, reps: number): PartRow[] {
   const iota = Int32Array.from({ length: tokens }, (_, i) => i)
-  return profileForward(model, stream, { tokens: iota, positions: iota, slots: new Int32Array(tokens), last: Int32Array.of(tokens - 1) }, {}, reps)
+  return profileForward(
+    model,
+    stream,
+    { tokens: iota, positions: iota, slots: new Int32Array(tokens), last: Int32Array.of(tokens - 1), kind: 'prefill' },
+    {},
+    reps,
+  )
 }
 
-/** The rows of a forward: per token its id (made from `tokens`), position and slot; per request its last row. */
+/**
+ * The rows of a forward: per token its id (made from `tokens`), position and slot; per request its last
+ * row; and the kind of step (a decode step may take the decode GEMVs).
+ */
 interface ForwardRows {
   tokens: Int32Array
   positions: Int32Array
   slots: Int32Array
   last: Int32Array
+  kind: StepKind
 }
 
 function profileForward(model: DecoderModel, stream: Stream, rows: ForwardRows, bytes: Partial<Record<ForwardPart, number>>, reps: number): PartRow[] {
@@ -175,7 +185,7 @@ function profileForward(model: DecoderModel, stream: Stream, rows: ForwardRows, 
     for (let r = -2; r < reps; r++) {
       marks.length = 0
       used = 0
-      model.forward(ctx, t, T, R)
+      model.forward(ctx, t, T, R, rows.kind)
       const end = event()
       end.record(stream)
       end.synchronize()

@@ -1,7 +1,8 @@
 /**
  * The built-in workload: a Llama-style decoder (token embedding, RMSNorm, rotary positions, attention over
  * a contiguous per-slot KV cache, SwiGLU MLP, residual adds, final norm, LM head, sampling on the device).
- * Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS. f16 or bf16 weights,
+ * Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS, except a launch-bound
+ * model's decode steps, whose projections are fused GEMVs ({@link decodeGemvFits}). f16 or bf16 weights,
  * activations and KV cache; f32 accumulation. Weights are random from a seed ({@link DecoderModel.create})
  * or a Hugging Face checkpoint's (`loadDecoder` in checkpoint.ts), laid out as transformers lays them out.
  */
@@ -75,6 +76,9 @@ export interface ForwardTensors {
   /** f32 [requests, vocab]: the logits of each request's last token (values of the model's dtype). */
   logits: DeviceBuffer<'f32'>
 }
+
+/** What a forward computes: prompts' tokens (any number a request), or one new token a request. */
+export type StepKind = 'prefill' | 'decode'
 
 /** The kernels and GEMMs of a forward, as {@link ForwardContext.trace} names them. */
 export type ForwardPart =
@@ -151,12 +155,17 @@ export class DecoderModel {
   readonly communicator: Communicator | undefined
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
-  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'sample', Kernel>
+  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
   /**
    * Whether kernels launch with programmatic dependent launch (compute capability 9.0+): each waits for
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
+  /**
+   * Whether decode steps run as fused GEMVs ({@link decodeGemvFits}): fewer, cheaper launches for a
+   * launch-bound model; otherwise cuBLAS and the separate kernels, as prefill always does.
+   */
+  readonly decodeGemv: boolean
   /** What attention blocks are sized by: shared memory per block (bytes) and the device's multiprocessors. */
   readonly #sm: { sharedLimit: number; multiprocessors: number }
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
@@ -185,13 +194,17 @@ export class DecoderModel {
     this.#k = {
       embed: module.kernel('embed', ['ptr', 'ptr', 'ptr', 'i32', 'i32']),
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
-      finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
+      finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
       attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
+      gemv: module.kernel('gemv', GEMV_SIGNATURE),
+      gemvSilu: module.kernel('gemv_silu', GEMV_SIGNATURE),
+      addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
+    this.decodeGemv = decodeGemvFits(b.config, this.local, b.slots)
     // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
     // and a block of fewer heads gives the same bits.
     this.#sm = { sharedLimit: Math.min(device.maxSharedMemoryPerBlock, 48 * 1024), multiprocessors: device.multiprocessors }
@@ -399,9 +412,11 @@ export class DecoderModel {
    * keys and values into its slot at its position, and each request's logits and next token (greedy or
    * sampled, as its row of `t.sampling` says). A tensor-parallel rank computes its heads and its share of
    * the MLP and of the vocabulary; its collectives (on the same stream, so inside a capture too) give
-   * every rank the whole logits and the same next tokens.
+   * every rank the whole logits and the same next tokens. A `'decode'` step (one token per request) of
+   * a model that {@link decodeGemvFits} runs its projections as fused GEMVs: one summation order for any
+   * batch size, so a request's decode tokens do not depend on its batch.
    */
-  forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number): void {
+  forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number, kind: StepKind = 'prefill'): void {
     const c = this.config
     const s = ctx.stream
     const k = this.#k
@@ -419,8 +434,10 @@ export class DecoderModel {
     const qkv = ctx.scratch(dt, T * qkvWidth)
     const attn = ctx.scratch(dt, T * heads * hd)
     const delta = ctx.scratch(dt, T * H)
-    const gu = ctx.scratch(dt, T * 2 * ffn)
     const act = ctx.scratch(dt, T * ffn)
+    const gemv = kind === 'decode' && this.decodeGemv
+    // gate/up's output; the fused GEMV writes SiLU's product straight into act.
+    const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
     const localLogits = comm ? ctx.scratch('f32', R * vocab) : t.logits
     const gathered = comm ? ctx.scratch('f32', R * c.vocab) : t.logits
@@ -438,15 +455,26 @@ export class DecoderModel {
       trace?.('all_reduce')
       comm.allReduce(s, delta, 'sum')
     }
+    // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream.
+    const addPartial = () => {
+      if (comm === undefined) return
+      reduce()
+      s.launch(k.addResidual, { grid: ceilDiv(T * H, 256), block: 256, programmaticDependentLaunch: pdl }, [resid, delta, T * H])
+    }
 
     trace?.('embed')
     s.launch(k.embed, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, t.tokens, top.embed, H, c.vocab])
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
-      trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
-      trace?.('qkv')
-      s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
+      if (gemv) {
+        trace?.('qkv')
+        this.#gemv(s, T, resid, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias })
+      } else {
+        trace?.('norm')
+        s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
+        trace?.('qkv')
+        s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
+      }
       trace?.('rope')
       s.launch(k.rope, { grid: [T, ropeBlocks], block: 128, programmaticDependentLaunch: pdl }, [
         qkv,
@@ -467,21 +495,33 @@ export class DecoderModel {
         [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
       )
       trace?.('o')
+      if (gemv) {
+        // The residual adds are the o and down GEMVs' epilogues (a tensor-parallel rank's come after the
+        // all-reduce); the norm and SiLU are in gate/up's.
+        this.#gemv(s, T, resid, { x: attn, w: L.o, n: H, k: heads * hd, delta: comm ? delta : undefined })
+        addPartial()
+        trace?.('gate_up')
+        this.#gemv(s, T, resid, { out: act, w: L.gateUp, n: ffn, k: H, norm: L.mlpNorm, silu: true })
+        trace?.('down')
+        this.#gemv(s, T, resid, { x: act, w: L.down, n: H, k: ffn, delta: comm ? delta : undefined })
+        addPartial()
+        continue
+      }
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
       reduce()
       trace?.('norm')
       s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
       trace?.('gate_up')
-      s.gemm({ a: x, b: L.gateUp, c: gu, m: T, n: 2 * ffn, k: H, transB: true })
+      s.gemm({ a: x, b: L.gateUp, c: gu!, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
-      s.launch(k.siluMul, { grid: [ceilDiv(ffn, 8 * 256), T], block: 256, programmaticDependentLaunch: pdl }, [act, gu, ffn, T])
+      s.launch(k.siluMul, { grid: [ceilDiv(ffn, 8 * 256), T], block: 256, programmaticDependentLaunch: pdl }, [act, gu!, ffn, T])
       trace?.('down')
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
       reduce()
     }
     // The last rows' norm goes into x, free by now: request r's row at r.
     trace?.('final_norm')
-    s.launch(k.finalNorm, { grid: R, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps])
+    s.launch(k.finalNorm, { grid: R, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps, gemv ? 0 : 1])
     trace?.('lm_head')
     s.gemm({ a: x, b: top.lmHead, c: localLogits, m: R, n: vocab, k: H, transB: true })
     if (comm !== undefined) {
@@ -503,6 +543,23 @@ export class DecoderModel {
     ])
   }
 
+  /**
+   * One decode GEMV of `rows` token rows (kernels/decoder.cu): `out = x W^T` (plus the bias); with `norm`,
+   * x is the residual stream's RMSNorm; with `silu`, W is gate rows then up rows and out their SiLU
+   * product; without `out`, the result is added to the residual stream, or stored into `delta` when given.
+   */
+  #gemv(s: Stream, rows: number, resid: DeviceBuffer<'f32'>, g: GemvCall): void {
+    const out = g.out ?? g.delta
+    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (out ? 0 : GEMV_RESID)
+    // Pointer parameters a call does not use get a buffer it never reads.
+    const unused = g.w
+    s.launch(
+      g.silu ? this.#k.gemvSilu : this.#k.gemv,
+      { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)], block: 32 * GEMV_WARPS, programmaticDependentLaunch: this.#pdl },
+      [out ?? unused, resid, g.x ?? unused, g.w, g.norm ?? unused, g.bias ?? unused, g.n, g.k, rows, this.config.eps, flags],
+    )
+  }
+
   /** Frees the weights and the KV cache (after the device is idle). */
   dispose(): void {
     if (this.#disposed) return
@@ -515,6 +572,53 @@ export class DecoderModel {
       L.vCache.dispose()
     }
   }
+}
+
+// out, resid, x, W, norm_w, bias, N, K, M, eps, flags
+const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'f32', 'i32'] as const
+/** Output columns and token rows a GEMV block takes (GEMV_WARPS, GEMV_ROWS in kernels/decoder.cu), and its flags. */
+const GEMV_WARPS = 8
+const GEMV_ROWS = 4
+const GEMV_NORM = 1
+const GEMV_BIAS = 2
+const GEMV_RESID = 4
+/** The widest input a decode GEMV takes: 8 elements a 16-byte chunk, GEMV_CHUNKS (8) chunks a lane, 32 lanes. */
+const GEMV_MAX_WIDTH = 2048
+/**
+ * Multiply-adds of a full decode batch past which cuBLAS's tensor cores win: on an H200, `small`'s decode
+ * step in a graph took 118 µs with the GEMVs against 172 with cuBLAS at batch 1, 176 against 178 at 16, 208
+ * against 192 at 24 and 313 against 219 at 64; 16 rows of `small` are 1.1e8 multiply-adds.
+ */
+const GEMV_MAX_FMA = 2 ** 27
+
+/** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
+interface GemvCall {
+  out?: Buf
+  /** A tensor-parallel rank's partial sums go here, not into the residual stream. */
+  delta?: Buf | undefined
+  x?: Buf
+  w: Buf
+  n: number
+  k: number
+  norm?: Buf
+  bias?: Buf | undefined
+  silu?: boolean
+}
+
+/**
+ * Whether a model's decode steps run as fused GEMVs (kernels/decoder.cu) rather than cuBLAS and separate
+ * norm, SiLU and residual kernels: when decode is launch-bound, not bandwidth-bound. That is: every
+ * projection's input width (`local`: a tensor-parallel rank's) a multiple of 8 and at most 2048 (a lane
+ * holds its weights in registers), and a full batch's (`slots` rows) multiply-adds in the projections at
+ * most 2^27, where the GEMVs' CUDA cores stop keeping up with cuBLAS's tensor cores. The rule depends on
+ * the model alone, never on the batch: every decode step of a model takes the same path, so a request's
+ * tokens do not depend on its batch.
+ */
+export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number): boolean {
+  const widths = [c.hidden, local.heads * c.headDim, local.ffn]
+  // Multiply-adds of one row through q/k/v, o, gate/up and down of every layer.
+  const perRow = c.layers * c.hidden * ((2 * local.heads + 2 * local.kvHeads) * c.headDim + 3 * local.ffn)
+  return widths.every((w) => w % 8 === 0 && w <= GEMV_MAX_WIDTH) && slots * perRow <= GEMV_MAX_FMA
 }
 
 /** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */

@@ -7,7 +7,7 @@
 import { check } from '../errors.js'
 import type { GraphManager, WarmupOptions, WarmupResult } from '../manager/graph-manager.js'
 import type { GraphUse, Step } from '../manager/step.js'
-import type { DecoderModel } from './decoder-model.js'
+import type { DecoderModel, StepKind } from './decoder-model.js'
 import { type SamplingParams, type SamplingRows, samplingRows, setSampling } from './sampling.js'
 
 /** Options of {@link DecoderRunner}. */
@@ -120,10 +120,10 @@ export class DecoderRunner {
     this.maxPrefillTokens = maxPrefill
     this.maxPrefillReqs = maxPrefillReqs
     this.maxBatch = maxBatch
-    const wrap = (name: string, tokens: number, reqs: number) =>
+    const wrap = (kind: StepKind, tokens: number, reqs: number) =>
       manager.wrap({
-        ...stepSpec(model, name, tokens, reqs),
-        forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs),
+        ...stepSpec(model, kind, tokens, reqs),
+        forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs, kind),
       })
     this.prefillStep = wrap('prefill', maxPrefill, maxPrefillReqs)
     this.decodeStep = wrap('decode', maxBatch, maxBatch)

@@ -11,10 +11,12 @@ export {
   DECODER_KERNELS_PATH,
   DecoderModel,
   type DecoderOptions,
+  decodeGemvFits,
   type ForwardContext,
   type ForwardTensors,
   type ModelBuild,
   type ModelDType,
+  type StepKind,
   type Weight,
 } from './decoder-model.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
