@@ -49,17 +49,21 @@ __device__ __forceinline__ void pdl_launch_next() {
 #endif
 }
 
+// The warp's sum; every lane gets it.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ float block_sum(float v) {
   __shared__ float part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   __syncthreads();
   if (lane == 0) part[warp] = v;
   __syncthreads();
-  v = lane < warps ? part[lane] : 0.f;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  return v;
+  return warp_sum(lane < warps ? part[lane] : 0.f);
 }
 
 // Weights from a seed: w[i] = offset + scale * u, u uniform in [-1, 1) from splitmix64(seed, i). The same
@@ -411,12 +415,6 @@ __device__ __forceinline__ float dot8(float acc, const uint4 w, const uint4 x) {
     acc = fmaf(to_f((elem_t)(a[e] >> 16)), to_f((elem_t)(b[e] >> 16)), acc);
   }
   return acc;
-}
-
-// The warp's sum; every lane gets it.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  return v;
 }
 
 // The warp's sums of R values a lane (R a power of two, at most 32), v[j] for row j: warp_sum's butterfly

@@ -498,12 +498,12 @@ export class DecoderModel {
       if (gemv) {
         // The residual adds are the o and down GEMVs' epilogues (a tensor-parallel rank's come after the
         // all-reduce); the norm and SiLU are in gate/up's.
-        this.#gemv(s, T, resid, { x: attn, w: L.o, n: H, k: heads * hd, delta: comm ? delta : undefined })
+        this.#gemv(s, T, resid, { out: comm ? delta : undefined, x: attn, w: L.o, n: H, k: heads * hd })
         addPartial()
         trace?.('gate_up')
         this.#gemv(s, T, resid, { out: act, w: L.gateUp, n: ffn, k: H, norm: L.mlpNorm, silu: true })
         trace?.('down')
-        this.#gemv(s, T, resid, { x: act, w: L.down, n: H, k: ffn, delta: comm ? delta : undefined })
+        this.#gemv(s, T, resid, { out: comm ? delta : undefined, x: act, w: L.down, n: H, k: ffn })
         addPartial()
         continue
       }
@@ -546,17 +546,16 @@ export class DecoderModel {
   /**
    * One decode GEMV of `rows` token rows (kernels/decoder.cu): `out = x W^T` (plus the bias); with `norm`,
    * x is the residual stream's RMSNorm; with `silu`, W is gate rows then up rows and out their SiLU
-   * product; without `out`, the result is added to the residual stream, or stored into `delta` when given.
+   * product; without `out`, the result is added to the residual stream.
    */
   #gemv(s: Stream, rows: number, resid: DeviceBuffer<'f32'>, g: GemvCall): void {
-    const out = g.out ?? g.delta
-    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (out ? 0 : GEMV_RESID)
+    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID)
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
     s.launch(
       g.silu ? this.#k.gemvSilu : this.#k.gemv,
       { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)], block: 32 * GEMV_WARPS, programmaticDependentLaunch: this.#pdl },
-      [out ?? unused, resid, g.x ?? unused, g.w, g.norm ?? unused, g.bias ?? unused, g.n, g.k, rows, this.config.eps, flags],
+      [g.out ?? unused, resid, g.x ?? unused, g.w, g.norm ?? unused, g.bias ?? unused, g.n, g.k, rows, this.config.eps, flags],
     )
   }
 
@@ -593,9 +592,8 @@ const GEMV_MAX_FMA = 2 ** 27
 
 /** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
 interface GemvCall {
-  out?: Buf
-  /** A tensor-parallel rank's partial sums go here, not into the residual stream. */
-  delta?: Buf | undefined
+  /** Where the result goes; none for o and down, which add it to the residual stream (a tensor-parallel rank's partial sums go to `delta`). */
+  out?: Buf | undefined
   x?: Buf
   w: Buf
   n: number
