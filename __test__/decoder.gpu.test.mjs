@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, Device, GraphManager } from '../dist/index.js'
-import { DecoderModel, DecoderReference, DecoderRunner, loadDecoder } from '../dist/model/index.js'
+import { DecoderModel, DecoderReference, DecoderRunner, loadDecoder, samplingRows } from '../dist/model/index.js'
 import { gpuTest, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -193,4 +193,69 @@ test('saved as a Hugging Face directory: transformers gives our greedy tokens, a
     `transformers ${peer.transformers} (${peer.dtype}): ours ${[...gen].join(',')}; theirs ${[...theirs].join(',')}; min top-2 margin ${Math.min(...peer.margins.slice(p.length - 1)).toFixed(3)}`,
   )
   t.deepEqual([...theirs], [...gen])
+})
+
+test("a decode step's attention rotates and stores the new keys itself: the same bits as rope_store then attention", (t) => {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  stream.prepareBlas()
+  // tiny: groups of 2 query heads, one head a block at 3 rows, so a key/value head has a block that
+  // stores the new key and value and one that must not read them back from the cache.
+  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: false })
+  const made = []
+  const buf = (b) => {
+    made.push(b)
+    return b
+  }
+  t.teardown(() => {
+    for (const b of made) b.dispose()
+    model.dispose()
+  })
+  const V = model.config.vocab
+  const ctx = { stream, scratch: (dtype, n) => buf(dev.alloc(dtype, n)) }
+  const sampling = samplingRows(3)
+  const rows = (tokens, positions) => ({
+    tokens: buf(dev.upload(Int32Array.from(tokens), 'i32')),
+    positions: buf(dev.upload(Int32Array.from(positions), 'i32')),
+    slots: buf(dev.upload(Int32Array.of(0, 1, 2), 'i32')),
+    last: buf(dev.upload(Int32Array.of(0, 1, 2), 'i32')),
+    sampling: buf(dev.upload(sampling.params, 'f32')),
+    seeds: buf(dev.upload(sampling.seeds, 'u32')),
+    next: buf(dev.alloc('i32', 3)),
+    logits: buf(dev.alloc('f32', 3 * V)),
+  })
+  const prompts = [prompt(9, 71, V), prompt(20, 72, V), prompt(33, 73, V)]
+  // Prompts into slots 0..2, then two more tokens a request: first through rope_store (a prefill-kind
+  // step of one row a request), then again through the decode step's fused attention.
+  const run = (kind) => {
+    for (const [i, p] of prompts.entries()) {
+      const one = {
+        ...rows(
+          [...p],
+          p.map((_, j) => j),
+        ),
+        slots: buf(dev.upload(new Int32Array(p.length).fill(i), 'i32')),
+      }
+      one.last = buf(dev.upload(Int32Array.of(p.length - 1), 'i32'))
+      model.forward(ctx, one, p.length, 1)
+    }
+    const at = prompts.map((p) => p.length)
+    const first = rows([5, 17, 201], at)
+    model.forward(ctx, first, 3, 3, kind)
+    // The next step reads the cache the first one wrote.
+    const second = rows(
+      [7, 99, 3],
+      at.map((p) => p + 1),
+    )
+    model.forward(ctx, second, 3, 3, 'decode')
+    stream.synchronize()
+    return [first.logits.download(), second.logits.download()]
+  }
+  const [a1, a2] = run('prefill')
+  const [b1, b2] = run('decode')
+  t.true(Math.sqrt(a1.reduce((s, v) => s + v * v, 0) / a1.length) > 1, 'non-trivial logits')
+  t.deepEqual(b1, a1, "the fused step's logits")
+  t.deepEqual(b2, a2, 'the logits of the step after it, which reads the keys and values it stored')
+  // Forcing the fused GEMVs on a model whose widths they do not take is a typed error, before allocating.
+  t.throws(() => DecoderModel.create(dev, stream, { model: '1b', decodeGemv: true }), { instanceOf: ArgumentError, message: /decodeGemv.*2048/ })
 })

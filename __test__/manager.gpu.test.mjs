@@ -436,3 +436,63 @@ test('out of memory during capture evicts, retries once, then runs eagerly; a bu
     mgr.dispose()
   }
 })
+
+test("a step's inputs go in one copy, and an input not passed keeps what was written into its buffer", async (t) => {
+  const { dev, stream } = setup()
+  const mod = dev.compile(
+    `extern "C" __global__ void add3(const int* a, const int* b, const int* c, int* y, int n) {
+      int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = a[i] + 1000 * b[i] + 1000000 * c[i];
+    }`,
+    { name: 'packed_inputs' },
+  )
+  const add3 = mod.kernel('add3', ['ptr', 'ptr', 'ptr', 'ptr', 'i32'])
+  const mgr = new GraphManager(dev, { stream, config: { mode: 'FULL', maxNumSeqs: 16, maxCaptureSize: 16 } })
+  t.teardown(() => mgr.dispose())
+  const step = mgr.wrap({
+    name: 'add3',
+    inputs: { a: ['i32', 16], b: ['i32', 16], c: { dtype: 'i32', rows: 16, pad: 7 } },
+    outputs: { y: { dtype: 'i32', rows: 16, readBack: true } },
+    forward: (c, b) => c.stream.launch(add3, grid(b.numTokens), [c.inputs.a, c.inputs.b, c.inputs.c, c.outputs.y, b.numTokens]),
+  })
+  await mgr.warmup(step)
+  // One allocation, each input 256-byte aligned after the one before.
+  const at = ['a', 'b', 'c'].map((n) => step.inputs[n].address)
+  t.deepEqual([at[1] - at[0], at[2] - at[1]], [256, 256])
+  const expect = (a, b, c) => Int32Array.from(a, (v, i) => v + 1000 * b[i] + 1000000 * c[i])
+  const a = Int32Array.from({ length: 5 }, (_, i) => i + 1)
+  const b = Int32Array.from({ length: 5 }, (_, i) => 10 + i)
+  const c = Int32Array.from({ length: 5 }, (_, i) => 20 + i)
+  step.run({ a, b, c }, { numTokens: 5 })
+  t.deepEqual(step.hostOutput('y').slice(0, 5), expect(a, b, c))
+  // b written straight into its static buffer and not passed: the copy of a and c must not span it.
+  const b2 = Int32Array.from({ length: 16 }, (_, i) => 40 + i)
+  step.inputs.b.upload(b2)
+  const a2 = Int32Array.from({ length: 3 }, (_, i) => 100 + i)
+  const c2 = Int32Array.from({ length: 3 }, (_, i) => 60 + i)
+  step.run({ a: a2, c: c2 }, { numTokens: 3 })
+  t.deepEqual(step.hostOutput('y').slice(0, 3), expect(a2, b2, c2))
+  t.deepEqual(step.inputs.b.download(), b2, 'b is as written')
+  // Padded to a captured size: c's pad rows take its pad value.
+  step.run({ a: a2, b: b2.subarray(0, 3), c: c2 }, { numTokens: 3 })
+  t.deepEqual(step.inputs.c.download().subarray(3, 4), Int32Array.of(7))
+  // allocPacked on its own: a bad part names itself; disposing one buffer frees them all.
+  t.throws(
+    () =>
+      dev.allocPacked([
+        { dtype: 'f32', length: 4 },
+        { dtype: 'f8', length: 4 },
+      ]),
+    { instanceOf: ArgumentError, message: /parts\[1\]\.dtype/ },
+  )
+  const parts = dev.allocPacked([
+    { dtype: 'u8', length: 3 },
+    { dtype: 'f16', length: 300 },
+    { dtype: 'f32', length: 2 },
+  ])
+  t.deepEqual(
+    parts.map((p) => p.address - parts[0].address),
+    [0, 256, 1024],
+  )
+  parts[1].dispose()
+  t.true(parts.every((p) => p.disposed))
+})

@@ -148,6 +148,17 @@ extern "C" __global__ void final_norm(elem_t* out, const float* resid, const ele
 // sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
 // k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs,
 // so a decode step's one row is not one serial block.
+// Rotary embedding of the pair (a, b) = (x[i], x[i + half]) at position p: transformers' rotate_half with
+// cos and sin rounded to the model's dtype, each product rounded. rope_store and a decode step's
+// attention (which rotates the row's new query and key itself) give the same bits.
+__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, int p, const float* inv_freq, elem_t& ra, elem_t& rb) {
+  const float ang = (float)p * inv_freq[i];
+  const float c = round_e(cosf(ang)), s = round_e(sinf(ang));
+  const float a = to_f(x[i]), b = to_f(x[i + half]);
+  ra = from_f(round_e(a * c) - round_e(b * s));
+  rb = from_f(round_e(b * c) + round_e(a * s));
+}
+
 extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
   pdl_wait();
   pdl_launch_next();
@@ -160,11 +171,9 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   const int first = blockIdx.y * blockDim.x + threadIdx.x, stride = gridDim.y * blockDim.x;
   for (int j = first; j < (nh + nkv) * half; j += stride) {
     const int head = j / half, i = j % half;
-    const float ang = (float)p * inv_freq[i];
-    const float c = round_e(cosf(ang)), s = round_e(sinf(ang));
     elem_t* x = row + head * hd;
-    const float a = to_f(x[i]), b = to_f(x[i + half]);
-    const elem_t ra = from_f(round_e(a * c) - round_e(b * s)), rb = from_f(round_e(b * c) + round_e(a * s));
+    elem_t ra, rb;
+    rope_pair(x, i, half, p, inv_freq, ra, rb);
     if (head < nh) {
       x[i] = ra;
       x[i + half] = rb;
@@ -186,6 +195,7 @@ struct AttentionShared {
   float total[MAX_GH];      // each head's softmax denominator
   float acc[16][64];        // p.v's 16 position groups, 64 outputs a pass
   float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
+  __align__(16) elem_t knew[128], vnew[128];  // a decode row's new key and value (rope != 0)
 };
 
 // One block per (token row, key/value head, chunk of `gh` of the query heads that share it):
@@ -193,8 +203,14 @@ struct AttentionShared {
 // Grouped-query attention shares keys and values between heads, so a block reads them once for all its
 // heads, where a block per head read them once per head. Dynamic shared memory: the heads' queries
 // [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128 (4 warps); hd <= 128, a multiple of 8.
+//
+// With rope non-zero (a decode step: every row a different request's one new token) the block also does
+// rope_store's work for its row: it rotates its heads' queries and its key/value head's new key, the
+// blocks with blockIdx.z == 0 store the key and value at the row's position, and every block takes that
+// position's key and value from shared memory, never from the cache another block is writing. The bits
+// are rope_store's, so the launch it saves changes no result.
 template <int GH>
-__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, float* smem, AttentionShared& sh) {
+__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, float* smem, AttentionShared& sh) {
   const int gh = GH;  // query heads of this block
   float* total = sh.total;
   float (*acc)[64] = sh.acc;
@@ -205,12 +221,41 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   const int h0 = kvh * (nh / nkv) + blockIdx.z * gh;
   const int len = pos[t] + 1;
   const int width = (nh + 2 * nkv) * hd;
-  // The chunk's heads are adjacent in the row: one copy.
-  const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
-  for (int i = threadIdx.x; i < gh * hd; i += blockDim.x) q[i] = to_f(qrow[i]);
-  __syncthreads();
   const long long base = (long long)slots[t] * maxSeq * nkv * hd + (long long)kvh * hd;
   const long long stride = (long long)nkv * hd;
+  // The chunk's heads are adjacent in the row: one copy.
+  const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
+  const int p0 = len - 1;
+  if (rope) {
+    const int half = hd / 2;
+    for (int i = threadIdx.x; i < gh * half; i += blockDim.x) {
+      const int g = i / half, j = i % half;
+      elem_t ra, rb;
+      rope_pair(qrow + g * hd, j, half, p0, inv_freq, ra, rb);
+      q[g * hd + j] = to_f(ra);
+      q[g * hd + j + half] = to_f(rb);
+    }
+    const elem_t* krow = qkv + (long long)t * width + (nh + kvh) * hd;
+    const elem_t* vrow = krow + nkv * hd;
+    const bool store = blockIdx.z == 0;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+      elem_t ra, rb;
+      rope_pair(krow, j, half, p0, inv_freq, ra, rb);
+      sh.knew[j] = ra;
+      sh.knew[j + half] = rb;
+      if (store) {
+        kc[base + p0 * stride + j] = ra;
+        kc[base + p0 * stride + j + half] = rb;
+      }
+    }
+    for (int j = threadIdx.x; j < hd; j += blockDim.x) {
+      sh.vnew[j] = vrow[j];
+      if (store) vc[base + p0 * stride + j] = vrow[j];
+    }
+  } else {
+    for (int i = threadIdx.x; i < gh * hd; i += blockDim.x) q[i] = to_f(qrow[i]);
+  }
+  __syncthreads();
 
   // Scores: a thread per position; its key row is loaded once (16-byte loads) for every head.
   float mx[GH];
@@ -218,11 +263,12 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   for (int g = 0; g < GH; g++) mx[g] = NEG_INF;
   for (int j = threadIdx.x; j < len; j += blockDim.x) {
     const uint4* k = (const uint4*)(kc + base + j * stride);
+    const bool fresh = rope && j == p0;
     float dot[GH];
 #pragma unroll
     for (int g = 0; g < GH; g++) dot[g] = 0.f;
     for (int d8 = 0; d8 < hd / 8; d8++) {
-      const uint4 u = k[d8];
+      const uint4 u = fresh ? ((const uint4*)sh.knew)[d8] : k[d8];
       const unsigned int w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
       for (int e = 0; e < 4; e++) {
@@ -294,7 +340,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
     if (d < hd) {
 #pragma unroll 4
       for (int j = grp; j < len; j += 16) {
-        const uint4 u = *(const uint4*)(vc + base + j * stride + d);
+        const uint4 u = rope && j == p0 ? *(const uint4*)(sh.vnew + d) : *(const uint4*)(vc + base + j * stride + d);
         const unsigned int w[4] = {u.x, u.y, u.z, u.w};
         float v[8];
 #pragma unroll
@@ -326,20 +372,20 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 }
 
 // The chunk's heads are a template parameter, so every loop over them unrolls without a guard.
-extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
+extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
   extern __shared__ float smem[];
   __shared__ AttentionShared sh;
   pdl_wait();
   pdl_launch_next();
   switch (gh) {
-    case 1: attention_heads<1>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 2: attention_heads<2>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 3: attention_heads<3>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 4: attention_heads<4>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 5: attention_heads<5>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 6: attention_heads<6>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 7: attention_heads<7>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    default: attention_heads<8>(out, qkv, kc, vc, pos, slots, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 1: attention_heads<1>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 2: attention_heads<2>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 3: attention_heads<3>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 4: attention_heads<4>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 5: attention_heads<5>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 6: attention_heads<6>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    case 7: attention_heads<7>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+    default: attention_heads<8>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
   }
 }
 

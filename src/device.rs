@@ -128,6 +128,20 @@ impl Device {
         DeviceBuffer::new(core::Buffer::alloc(&self.inner, dtype, length as usize).js()?)
     }
 
+    /// One allocation holding `lengths[i]` elements of `dtypes[i]` for each i, each part aligned to
+    /// `align` bytes, in order: one view a part.
+    #[napi(catch_unwind)]
+    pub fn alloc_packed(&self, dtypes: Vec<String>, lengths: Vec<u32>, align: u32) -> Result<Vec<DeviceBuffer>> {
+        let parts = dtypes
+            .iter()
+            .zip(&lengths)
+            .enumerate()
+            .map(|(i, (d, &n))| Ok((core::DType::parse(&format!("parts[{i}].dtype"), d)?, n as usize)))
+            .collect::<core::Result<Vec<_>>>()
+            .js()?;
+        core::Buffer::alloc_packed(&self.inner, &parts, align as usize).js()?.into_iter().map(DeviceBuffer::new).collect()
+    }
+
     #[napi(catch_unwind)]
     pub fn compile(&self, source: String, name: String, options: Vec<String>) -> Result<Module> {
         Ok(Module { inner: core::Module::compile(&self.inner, &source, &name, &options).js()? })

@@ -47,6 +47,11 @@ export declare class Device {
   createStream(): Stream
   createEvent(timing: boolean): Event
   alloc(dtype: string, length: number): DeviceBuffer
+  /**
+   * One allocation holding `lengths[i]` elements of `dtypes[i]` for each i, each part aligned to
+   * `align` bytes, in order: one view a part.
+   */
+  allocPacked(dtypes: Array<string>, lengths: Array<number>, align: number): Array<DeviceBuffer>
   compile(source: string, name: string, options: Array<string>): Module
 }
 

@@ -147,6 +147,28 @@ export class Device {
   }
 
   /**
+   * One allocation for `parts`, each starting `align` bytes aligned (default 256) after the one before,
+   * in order: one buffer a part, sharing the memory (a step's static inputs, which one copy fills from a
+   * host area of the same layout). Disposing any of them frees them all.
+   */
+  allocPacked(parts: readonly { dtype: DType; length: number }[], align = 256): DeviceBuffer[] {
+    check(Array.isArray(parts) && parts.length > 0, 'parts', 'a non-empty array of { dtype, length }', parts)
+    parts.forEach((p, i) => {
+      check(p !== null && typeof p === 'object' && isDType(p.dtype), `parts[${i}].dtype`, 'one of f32, f16, bf16, i32, u32, i64, u8', p?.dtype)
+      check(Number.isInteger(p.length) && p.length > 0 && p.length <= 0xffffffff, `parts[${i}].length`, 'a positive integer', p.length)
+    })
+    check(Number.isInteger(align) && align >= 16 && (align & (align - 1)) === 0, 'align', 'a power of two of at least 16 bytes', align)
+    const bufs = native(() =>
+      this.native.allocPacked(
+        parts.map((p) => p.dtype),
+        parts.map((p) => p.length),
+        align,
+      ),
+    )
+    return bufs.map((b) => DeviceBuffer.wrap(b))
+  }
+
+  /**
    * Allocates a buffer holding `data`. The dtype follows the array type; a Uint16Array needs `dtype`
    * `'f16'` or `'bf16'`.
    */

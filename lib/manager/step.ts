@@ -200,7 +200,11 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
         owner.stream.memset(b, 0)
         return b
       }
-      this.inputs = Object.fromEntries(ins.map((t) => [t.name, alloc(t)])) as BuffersOf<I>
+      // The inputs in one allocation, laid out as the pinned staging area is: one copy fills them all.
+      const packed = ins.length > 0 ? dev.allocPacked(ins.map((t) => ({ dtype: t.dtype, length: t.rows * t.width }))) : []
+      made.push(...packed)
+      for (const b of packed) owner.stream.memset(b, 0)
+      this.inputs = Object.fromEntries(ins.map((t, i) => [t.name, packed[i]!])) as BuffersOf<I>
       this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, alloc(t)]))) as BuffersOf<O>
       const staged = (t: ParsedTensor, buffer: DeviceBuffer) => ({ buffer, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })
       const backs = outs.filter((t) => t.readBack)

@@ -46,6 +46,8 @@ export interface LoadOptions {
    * ({@link weightLayout}): its rows, or for o and down its columns of every row.
    */
   communicator?: Communicator | undefined
+  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default `decodeGemvFits`'s rule. */
+  decodeGemv?: boolean | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
   onProgress?: (p: LoadProgress) => void
 }
@@ -177,6 +179,7 @@ export function loadDecoder(
     maxSeqLen: options.maxSeqLen ?? defaultMaxSeqLen(ckpt.config.maxPositions),
     source: { dir },
     communicator: comm,
+    decodeGemv: options.decodeGemv,
     fill: (spec, buffer) => {
       const cols = spec.shape.length === 2 ? spec.shape[1] : 1
       let row = 0

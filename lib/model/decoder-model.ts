@@ -35,6 +35,8 @@ export interface DecoderOptions {
   maxSeqLen?: number
   /** Storage type (default `'f16'`). */
   dtype?: ModelDType
+  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
+  decodeGemv?: boolean | undefined
 }
 
 /** What {@link DecoderModel.build} makes: the shape, where the weights come from, and the cache size. */
@@ -50,6 +52,8 @@ export interface ModelBuild {
    * ({@link weightLayout}), all-reduces the partial sums of o and down, and all-gathers the logits.
    */
   communicator?: Communicator | undefined
+  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
+  decodeGemv?: boolean | undefined
   /**
    * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
    * ends the build and frees everything it allocated.
@@ -196,7 +200,7 @@ export class DecoderModel {
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
-      attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
+      attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
       gemv: module.kernel('gemv', GEMV_SIGNATURE),
       gemvSilu: module.kernel('gemv_silu', GEMV_SIGNATURE),
@@ -204,7 +208,7 @@ export class DecoderModel {
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
-    this.decodeGemv = decodeGemvFits(b.config, this.local, b.slots)
+    this.decodeGemv = b.decodeGemv ?? decodeGemvFits(b.config, this.local, b.slots)
     // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
     // and a block of fewer heads gives the same bits.
     this.#sm = { sharedLimit: Math.min(device.maxSharedMemoryPerBlock, 48 * 1024), multiprocessors: device.multiprocessors }
@@ -253,6 +257,7 @@ export class DecoderModel {
       dtype,
       slots: options.slots,
       maxSeqLen: options.maxSeqLen,
+      decodeGemv: options.decodeGemv,
       source: { seed },
       fill: (spec, buffer) => {
         const len = buffer.length
@@ -290,6 +295,13 @@ export class DecoderModel {
     check(Number.isInteger(slots) && slots >= 1 && slots <= 256, 'slots', 'an integer in 1..256', slots)
     const maxSeqLen = b.maxSeqLen ?? 1024
     check(Number.isInteger(maxSeqLen) && maxSeqLen >= 1 && maxSeqLen <= 4096, 'maxSeqLen', 'an integer in 1..4096', maxSeqLen)
+    if (b.decodeGemv !== undefined) {
+      check(typeof b.decodeGemv === 'boolean', 'decodeGemv', 'a boolean', b.decodeGemv)
+      if (b.decodeGemv) {
+        const local = localDims(b.config, shardOf(b.communicator))
+        check(gemvShapesFit(b.config, local), 'decodeGemv', `false for this model (${gemvShapeRule})`, true)
+      }
+    }
     const module = DecoderModel.module(device, b.dtype)
     const { config } = b
     const weights = new Map<string, Weight>()
@@ -412,9 +424,10 @@ export class DecoderModel {
    * keys and values into its slot at its position, and each request's logits and next token (greedy or
    * sampled, as its row of `t.sampling` says). A tensor-parallel rank computes its heads and its share of
    * the MLP and of the vocabulary; its collectives (on the same stream, so inside a capture too) give
-   * every rank the whole logits and the same next tokens. A `'decode'` step (one token per request) of
-   * a model that {@link decodeGemvFits} runs its projections as fused GEMVs: one summation order for any
-   * batch size, so a request's decode tokens do not depend on its batch.
+   * every rank the whole logits and the same next tokens. A `'decode'` step (one token per request,
+   * every row a different slot) rotates and stores its new keys inside attention, one launch fewer a
+   * layer; on a model that {@link decodeGemvFits} it runs its projections as fused GEMVs: one summation
+   * order for any batch size, so a request's decode tokens do not depend on its batch.
    */
   forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number, kind: StepKind = 'prefill'): void {
     const c = this.config
@@ -475,24 +488,28 @@ export class DecoderModel {
         trace?.('qkv')
         s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
       }
-      trace?.('rope')
-      s.launch(k.rope, { grid: [T, ropeBlocks], block: 128, programmaticDependentLaunch: pdl }, [
-        qkv,
-        L.kCache,
-        L.vCache,
-        t.positions,
-        t.slots,
-        top.invFreq,
-        heads,
-        kvHeads,
-        hd,
-        S,
-      ])
+      // A decode step's attention rotates its rows' new queries and keys and stores the keys and values
+      // itself (each row is its own request's one token); a prefill's rows read each other's keys.
+      if (kind === 'prefill') {
+        trace?.('rope')
+        s.launch(k.rope, { grid: [T, ropeBlocks], block: 128, programmaticDependentLaunch: pdl }, [
+          qkv,
+          L.kCache,
+          L.vCache,
+          t.positions,
+          t.slots,
+          top.invFreq,
+          heads,
+          kvHeads,
+          hd,
+          S,
+        ])
+      }
       trace?.('attention')
       s.launch(
         k.attention,
         { grid: [T, kvHeads, heads / kvHeads / al.heads], block: 128, sharedMemBytes: al.sharedMemBytes, programmaticDependentLaunch: pdl },
-        [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
+        [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, kind === 'decode' ? 1 : 0, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
       )
       trace?.('o')
       if (gemv) {
@@ -603,20 +620,26 @@ interface GemvCall {
   silu?: boolean
 }
 
+const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`
+
+/** Whether the decode GEMVs take a model's shapes (`local`: a tensor-parallel rank's). */
+function gemvShapesFit(c: ModelConfig, local: LocalDims): boolean {
+  return [c.hidden, local.heads * c.headDim, local.ffn].every((w) => w % 8 === 0 && w <= GEMV_MAX_WIDTH)
+}
+
 /**
  * Whether a model's decode steps run as fused GEMVs (kernels/decoder.cu) rather than cuBLAS and separate
- * norm, SiLU and residual kernels: when decode is launch-bound, not bandwidth-bound. That is: every
- * projection's input width (`local`: a tensor-parallel rank's) a multiple of 8 and at most 2048 (a lane
- * holds its weights in registers), and a full batch's (`slots` rows) multiply-adds in the projections at
- * most 2^27, where the GEMVs' CUDA cores stop keeping up with cuBLAS's tensor cores. The rule depends on
- * the model alone, never on the batch: every decode step of a model takes the same path, so a request's
- * tokens do not depend on its batch.
+ * norm, SiLU and residual kernels (unless its options say): when decode is launch-bound, not
+ * bandwidth-bound. That is: every projection's input width (`local`: a tensor-parallel rank's) a multiple
+ * of 8 and at most 2048 (a lane holds its weights in registers), and a full batch's (`slots` rows)
+ * multiply-adds in the projections at most 2^27, where the GEMVs' CUDA cores stop keeping up with cuBLAS's
+ * tensor cores. The rule depends on the model alone, never on the batch: every decode step of a model
+ * takes the same path, so a request's tokens do not depend on its batch.
  */
 export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number): boolean {
-  const widths = [c.hidden, local.heads * c.headDim, local.ffn]
   // Multiply-adds of one row through q/k/v, o, gate/up and down of every layer.
   const perRow = c.layers * c.hidden * ((2 * local.heads + 2 * local.kvHeads) * c.headDim + 3 * local.ffn)
-  return widths.every((w) => w % 8 === 0 && w <= GEMV_MAX_WIDTH) && slots * perRow <= GEMV_MAX_FMA
+  return gemvShapesFit(c, local) && slots * perRow <= GEMV_MAX_FMA
 }
 
 /** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */

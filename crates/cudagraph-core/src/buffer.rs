@@ -152,6 +152,35 @@ impl Buffer {
         Ok(Buffer::whole(Allocation::new(device.clone(), ptr, bytes, AllocKind::Plain), dtype, len))
     }
 
+    /// Allocates one block for `parts` (dtype, elements), each starting at a multiple of `align` bytes
+    /// after the one before, in order: typed views sharing the block, which a single copy can fill from a
+    /// host area of the same layout. Contents are undefined.
+    pub fn alloc_packed(device: &Rc<Device>, parts: &[(DType, usize)], align: usize) -> Result<Vec<Buffer>> {
+        if parts.is_empty() {
+            return Err(Error::arg("parts", "at least one part", "none"));
+        }
+        if !align.is_power_of_two() || align < 16 {
+            return Err(Error::arg("align", "a power of two of at least 16 bytes", align));
+        }
+        let mut offsets = Vec::with_capacity(parts.len());
+        let mut bytes = 0usize;
+        for (i, &(dtype, len)) in parts.iter().enumerate() {
+            check_len(len).map_err(|_| Error::arg(format!("parts[{i}].length"), "a positive number of elements", len))?;
+            offsets.push(bytes);
+            let part = len.checked_mul(dtype.size()).and_then(|b| b.checked_next_multiple_of(align));
+            bytes = part
+                .and_then(|b| bytes.checked_add(b))
+                .ok_or_else(|| Error::arg(format!("parts[{i}].length"), "a length whose byte size fits", len))?;
+        }
+        let block = Buffer::alloc(device, DType::U8, bytes)?;
+        Ok(parts
+            .iter()
+            .zip(offsets)
+            // Every offset is a multiple of align (>= 16), so of every element size.
+            .map(|(&(dtype, len), off)| Buffer { alloc: block.alloc.clone(), dtype, offset: off / dtype.size(), len })
+            .collect())
+    }
+
     pub(crate) fn whole(alloc: Rc<Allocation>, dtype: DType, len: usize) -> Buffer {
         Buffer { alloc, dtype, offset: 0, len }
     }
