@@ -34,6 +34,9 @@ __device__ __forceinline__ elem_t from_f(float f) {
 // f rounded to the storage type and back.
 __device__ __forceinline__ float round_e(float f) { return to_f(from_f(f)); }
 
+// An L2 prefetch of the 128-byte line holding p (a hint: no fault, nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // Programmatic dependent launch (the SDK's `programmaticDependentLaunch`, sm_90+): each kernel here waits
 // for the previous kernel on the stream before it reads anything that kernel wrote, then lets the next one
 // launch, so the next kernel's blocks are resident and its launch latency is spent while this one runs.
@@ -148,12 +151,16 @@ extern "C" __global__ void final_norm(elem_t* out, const float* resid, const ele
 // sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
 // k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs,
 // so a decode step's one row is not one serial block.
-// Rotary embedding of the pair (a, b) = (x[i], x[i + half]) at position p: transformers' rotate_half with
-// cos and sin rounded to the model's dtype, each product rounded. rope_store and a decode step's
-// attention (which rotates the row's new query and key itself) give the same bits.
-__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, int p, const float* inv_freq, elem_t& ra, elem_t& rb) {
-  const float ang = (float)p * inv_freq[i];
-  const float c = round_e(cosf(ang)), s = round_e(sinf(ang));
+// Rotary embedding, transformers' rotate_half with cos and sin rounded to the model's dtype and each
+// product rounded: rope_cs gives pair i's cos and sin at position p, rope_pair rotates (x[i], x[i + half])
+// by them. rope_store and a decode step's attention (which rotates its row's new query and key itself)
+// give the same bits.
+__device__ __forceinline__ void rope_cs(int p, float inv_freq, float& c, float& s) {
+  const float ang = (float)p * inv_freq;
+  c = round_e(cosf(ang));
+  s = round_e(sinf(ang));
+}
+__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, float c, float s, elem_t& ra, elem_t& rb) {
   const float a = to_f(x[i]), b = to_f(x[i + half]);
   ra = from_f(round_e(a * c) - round_e(b * s));
   rb = from_f(round_e(b * c) + round_e(a * s));
@@ -172,8 +179,10 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   for (int j = first; j < (nh + nkv) * half; j += stride) {
     const int head = j / half, i = j % half;
     elem_t* x = row + head * hd;
+    float c, sn;
+    rope_cs(p, inv_freq[i], c, sn);
     elem_t ra, rb;
-    rope_pair(x, i, half, p, inv_freq, ra, rb);
+    rope_pair(x, i, half, c, sn, ra, rb);
     if (head < nh) {
       x[i] = ra;
       x[i + half] = rb;
@@ -196,6 +205,7 @@ struct AttentionShared {
   float acc[16][64];        // p.v's 16 position groups, 64 outputs a pass
   float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
   __align__(16) elem_t knew[128], vnew[128];  // a decode row's new key and value (rope != 0)
+  float cs[64], sn[64];                       // its rotary cos and sin, pair by pair
 };
 
 // One block per (token row, key/value head, chunk of `gh` of the query heads that share it):
@@ -219,19 +229,31 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   float* p = smem + gh * hd;  // [gh][maxSeq]
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int h0 = kvh * (nh / nkv) + blockIdx.z * gh;
+  // Before griddepcontrol.wait, what the previous kernel does not write: the row's position and slot
+  // (step inputs), its rotary angles, and the cached keys and values it reads, pulled into L2 (L2 is
+  // coherent, so a line the previous kernel is still writing is read after the wait as written).
   const int len = pos[t] + 1;
   const int width = (nh + 2 * nkv) * hd;
   const long long base = (long long)slots[t] * maxSeq * nkv * hd + (long long)kvh * hd;
   const long long stride = (long long)nkv * hd;
+  const int p0 = len - 1, half = hd / 2;
+  if (rope)
+    for (int j = threadIdx.x; j < half; j += blockDim.x) rope_cs(p0, inv_freq[j], sh.cs[j], sh.sn[j]);
+  for (int j = threadIdx.x; j < len; j += blockDim.x)
+    for (int d = 0; d < hd; d += 64) {
+      prefetch_l2(kc + base + j * stride + d);
+      prefetch_l2(vc + base + j * stride + d);
+    }
+  pdl_wait();
+  pdl_launch_next();
+  __syncthreads();  // the angles
   // The chunk's heads are adjacent in the row: one copy.
   const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
-  const int p0 = len - 1;
   if (rope) {
-    const int half = hd / 2;
     for (int i = threadIdx.x; i < gh * half; i += blockDim.x) {
       const int g = i / half, j = i % half;
       elem_t ra, rb;
-      rope_pair(qrow + g * hd, j, half, p0, inv_freq, ra, rb);
+      rope_pair(qrow + g * hd, j, half, sh.cs[j], sh.sn[j], ra, rb);
       q[g * hd + j] = to_f(ra);
       q[g * hd + j + half] = to_f(rb);
     }
@@ -240,7 +262,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
     const bool store = blockIdx.z == 0;
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
       elem_t ra, rb;
-      rope_pair(krow, j, half, p0, inv_freq, ra, rb);
+      rope_pair(krow, j, half, sh.cs[j], sh.sn[j], ra, rb);
       sh.knew[j] = ra;
       sh.knew[j + half] = rb;
       if (store) {
@@ -375,8 +397,6 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
   extern __shared__ float smem[];
   __shared__ AttentionShared sh;
-  pdl_wait();
-  pdl_launch_next();
   switch (gh) {
     case 1: attention_heads<1>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
     case 2: attention_heads<2>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;

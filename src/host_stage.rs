@@ -1,8 +1,9 @@
-//! `HostStage`: a step's pinned host side (double-buffered input staging, a read-back area for outputs),
-//! and `stageLaunch`, the one napi call that copies the inputs into the static buffers, replays a graph
-//! and, when asked, reads the outputs back and waits for them.
+//! `HostStage`: a step's pinned host side (double-buffered input staging, a read-back area the kernels
+//! write outputs into), and `stageLaunch`, the one napi call that copies the inputs into the static
+//! buffers, replays a graph and, when asked, waits for the outputs.
 
 use crate::buffer::DeviceBuffer;
+use crate::device::Device;
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::graph;
 use crate::handles::{Handle, Registered, STAGES, STREAMS};
@@ -23,30 +24,55 @@ pub struct HostStage {
 
 #[napi]
 impl HostStage {
-    /// Staging for `buffers`, with `row_bytes[i]` bytes per row of buffer i, whose rows count requests where
-    /// `per_request[i]` and tokens elsewhere. Buffers with `read_back[i]` are outputs copied to the host
-    /// after a step (in their own order); the others are inputs copied in (in theirs).
+    /// Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
+    /// requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
+    /// `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`).
     #[napi(constructor, catch_unwind)]
-    pub fn new(buffers: Vec<&DeviceBuffer>, row_bytes: Vec<u32>, per_request: Vec<bool>, read_back: Vec<bool>) -> Result<HostStage> {
+    pub fn new(
+        device: &Device,
+        buffers: Vec<&DeviceBuffer>,
+        row_bytes: Vec<u32>,
+        per_request: Vec<bool>,
+        output_dtypes: Vec<String>,
+        output_lengths: Vec<u32>,
+    ) -> Result<HostStage> {
         let n = buffers.len();
-        if row_bytes.len() != n || per_request.len() != n || read_back.len() != n {
+        if row_bytes.len() != n || per_request.len() != n {
             return Err(arg_error(
-                "rowBytes/perRequest/readBack",
+                "rowBytes/perRequest",
                 &format!("{n} entries each, one per buffer"),
-                format!("{}, {} and {}", row_bytes.len(), per_request.len(), read_back.len()),
+                format!("{} and {}", row_bytes.len(), per_request.len()),
             ));
         }
-        let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
-        for (i, b) in buffers.iter().enumerate() {
-            let t = core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] };
-            if read_back[i] {
-                outputs.push(t);
-            } else {
-                inputs.push(t);
-            }
+        if output_lengths.len() != output_dtypes.len() {
+            return Err(arg_error(
+                "outputLengths",
+                &format!("{} entries, one per output dtype", output_dtypes.len()),
+                output_lengths.len(),
+            ));
         }
-        let inner = Rc::new(RefCell::new(core::HostStage::new(inputs, outputs).js()?));
+        let inputs = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] })
+            .collect();
+        let outputs = output_dtypes
+            .iter()
+            .zip(&output_lengths)
+            .enumerate()
+            .map(|(i, (d, &len))| Ok((core::DType::parse(&format!("outputs[{i}].dtype"), d)?, len as usize)))
+            .collect::<core::Result<Vec<_>>>()
+            .js()?;
+        let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs).js()?));
         Ok(HostStage { reg: Registered::new(&STAGES, inner.clone())?, inner })
+    }
+
+    /// The static buffer of read-back output `i`, in the read-back area: kernels write it, and once a
+    /// launch with read-back (or `readBack`) returns, `outputArea` holds what they wrote.
+    #[napi(catch_unwind)]
+    pub fn output_buffer(&self, i: u32) -> Result<DeviceBuffer> {
+        let b = self.inner.borrow().output_buffer(i as usize).ok_or_else(|| arg_error("index", "a read-back output index", i))?;
+        DeviceBuffer::new(b)
     }
 
     /// Numeric handle for `stageLaunch`.
@@ -79,19 +105,18 @@ impl HostStage {
     }
 
     /// The read-back area as bytes over the pinned memory itself: a step's outputs are there once the call
-    /// that read them back returns, until the next one. Lives as long as `area`'s views.
+    /// that waited for them returns, until the next step. Lives as long as `area`'s views.
     #[napi(catch_unwind)]
     pub fn output_area(&self) -> Uint8Array {
         let stage = self.inner.borrow();
         external(&stage, stage.output_ptr(), stage.output_bytes())
     }
 
-    /// Copies the first `tokens` or `reqs` rows of every read-back output to the read-back area after the
-    /// work enqueued on `stream`, and waits for them (for steps that did not run through `stageLaunch`'s
-    /// read-back: eager and piecewise ones).
+    /// Waits for `stream`, after which the read-back outputs hold what its work wrote (for steps that did
+    /// not run through `stageLaunch`'s read-back: eager and piecewise ones).
     #[napi(catch_unwind)]
-    pub fn read_back(&self, stream: &Stream, tokens: u32, reqs: u32) -> Result<()> {
-        self.inner.borrow().read_back(&stream.inner, tokens as usize, reqs as usize).js()
+    pub fn read_back(&self, stream: &Stream) -> Result<()> {
+        self.inner.borrow().read_back(&stream.inner).js()
     }
 
     /// The area JS writes next (0 or 1).
@@ -111,14 +136,14 @@ impl HostStage {
 fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
     let keep = stage.keep_alive();
     // SAFETY: the pointer covers `len` bytes of pinned memory that `keep` holds until the finalizer runs;
-    // the engine writes it only in read-back copies it waits for before returning to JS.
+    // the device writes the read-back area only in steps that are waited for before returning to JS.
     unsafe { Uint8Array::with_external_data(ptr, len, move |_, _| drop(keep)) }
 }
 
 /// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
-/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, copy the read-back outputs'
-/// rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
+/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so the
+/// read-back outputs the kernels wrote are on the host); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
 /// Then flips the stage to its other area, and writes the area JS fills next to slot `STAGE + 5`, whether
 /// the call succeeded or not: that slot is the one record of it.
 #[napi(catch_unwind)]
@@ -146,7 +171,7 @@ fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<
     }
     stage.flip().js()?;
     if read {
-        stage.read_back(&stream, tokens as usize, reqs as usize).js()?;
+        stage.read_back(&stream).js()?;
     }
     Ok(())
 }

@@ -113,11 +113,16 @@ export declare class Graph {
 /** Pinned staging for a step's static inputs and read-back outputs. */
 export declare class HostStage {
   /**
-   * Staging for `buffers`, with `row_bytes[i]` bytes per row of buffer i, whose rows count requests where
-   * `per_request[i]` and tokens elsewhere. Buffers with `read_back[i]` are outputs copied to the host
-   * after a step (in their own order); the others are inputs copied in (in theirs).
+   * Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
+   * requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
+   * `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`).
    */
-  constructor(buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, readBack: Array<boolean>)
+  constructor(device: Device, buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, outputDtypes: Array<string>, outputLengths: Array<number>)
+  /**
+   * The static buffer of read-back output `i`, in the read-back area: kernels write it, and once a
+   * launch with read-back (or `readBack`) returns, `outputArea` holds what they wrote.
+   */
+  outputBuffer(i: number): DeviceBuffer
   /** Numeric handle for `stageLaunch`. */
   get id(): number
   /** Byte offset of input `i` in an area. */
@@ -131,15 +136,14 @@ export declare class HostStage {
   outputOffset(i: number): number
   /**
    * The read-back area as bytes over the pinned memory itself: a step's outputs are there once the call
-   * that read them back returns, until the next one. Lives as long as `area`'s views.
+   * that waited for them returns, until the next step. Lives as long as `area`'s views.
    */
   outputArea(): Uint8Array
   /**
-   * Copies the first `tokens` or `reqs` rows of every read-back output to the read-back area after the
-   * work enqueued on `stream`, and waits for them (for steps that did not run through `stageLaunch`'s
-   * read-back: eager and piecewise ones).
+   * Waits for `stream`, after which the read-back outputs hold what its work wrote (for steps that did
+   * not run through `stageLaunch`'s read-back: eager and piecewise ones).
    */
-  readBack(stream: Stream, tokens: number, reqs: number): void
+  readBack(stream: Stream): void
   /** The area JS writes next (0 or 1). */
   get current(): number
   /** Replaces the static buffer of input `i` (same byte length). */
@@ -280,8 +284,8 @@ export interface MemoryInfo {
 /**
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
  * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
- * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, copy the read-back outputs'
- * rows to the host and wait for them); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
+ * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so the
+ * read-back outputs the kernels wrote are on the host); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
  * Then flips the stage to its other area, and writes the area JS fills next to slot `STAGE + 5`, whether
  * the call succeeded or not: that slot is the one record of it.
  */

@@ -1,9 +1,11 @@
 /**
- * A step's pinned host side: two input staging areas that alternate, a read-back area for outputs, and
- * `launch`, the one native call that copies staged inputs in, replays a graph and reads outputs back.
+ * A step's pinned host side: two input staging areas that alternate, a read-back area the kernels write
+ * outputs into, and `launch`, the one native call that copies staged inputs in, replays a graph and
+ * waits for the outputs.
  */
 
-import type { DeviceBuffer } from './buffer.js'
+import { DeviceBuffer } from './buffer.js'
+import type { Device } from './device.js'
 import { type DType, type HostArray, hostView } from './dtype.js'
 import type { Graph } from './graph.js'
 import { CALLS, LAYOUT, MAILBOX } from './mailbox.js'
@@ -11,7 +13,7 @@ import type * as N from './native.js'
 import { binding, mapError, native } from './native.js'
 import type { Stream } from './stream.js'
 
-/** One static tensor a stage copies: its device buffer, its elements and how many bytes one row takes. */
+/** One static input a stage copies: its device buffer, its elements and how many bytes one row takes. */
 export interface StagedTensor {
   buffer: DeviceBuffer
   /** Element type of the host view. */
@@ -22,9 +24,17 @@ export interface StagedTensor {
   perRequest: boolean
 }
 
+/** A read-back output: its elements. */
+export interface ReadBackTensor {
+  dtype: DType
+  /** Elements. */
+  length: number
+}
+
 /**
- * Pinned staging for a step's inputs (copied in) and read-back outputs (copied out). The binding keeps
- * which input area is current and reports it in the mailbox after every launch; this class only reads it.
+ * Pinned staging for a step's inputs (copied in) and read-back outputs (written by the kernels into
+ * pinned memory mapped for the device: no copy out). The binding keeps which input area is current and
+ * reports it in the mailbox after every launch; this class only reads it.
  */
 export class HostStage {
   readonly #n: N.HostStage
@@ -33,18 +43,20 @@ export class HostStage {
   readonly #inputs: readonly [readonly HostArray[], readonly HostArray[]]
   /** Host views of each read-back output. */
   readonly outputs: readonly HostArray[]
+  /** The device buffers of each read-back output: the same memory as {@link HostStage.outputs}. */
+  readonly outputBuffers: readonly DeviceBuffer[]
   #area: number
 
-  private constructor(n: N.HostStage, inputs: readonly StagedTensor[], outputs: readonly StagedTensor[]) {
+  private constructor(n: N.HostStage, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[]) {
     this.#n = n
     this.#id = n.id
-    const views = (bytes: Uint8Array, offset: (i: number) => number, ts: readonly StagedTensor[]) =>
-      ts.map((t, i) => hostView(t.dtype, bytes.buffer as ArrayBuffer, bytes.byteOffset + offset(i), t.buffer.length))
+    const views = (bytes: Uint8Array, offset: (i: number) => number, ts: readonly { dtype: DType; length: number }[]) =>
+      ts.map((t, i) => hostView(t.dtype, bytes.buffer as ArrayBuffer, bytes.byteOffset + offset(i), t.length))
     const area = (k: number) =>
       views(
         native(() => n.area(k)),
         (i) => n.offset(i),
-        inputs,
+        inputs.map((t) => ({ dtype: t.dtype, length: t.buffer.length })),
       )
     this.#inputs = [area(0), area(1)]
     this.outputs = views(
@@ -52,19 +64,21 @@ export class HostStage {
       (i) => n.outputOffset(i),
       outputs,
     )
+    this.outputBuffers = outputs.map((_, i) => DeviceBuffer.wrap(native(() => n.outputBuffer(i))))
     this.#area = n.current
   }
 
-  /** Stages `inputs` (copied in, in order) and `outputs` (read back, in order). @internal */
-  static create(inputs: readonly StagedTensor[], outputs: readonly StagedTensor[]): HostStage {
-    const all = [...inputs, ...outputs]
+  /** Stages `inputs` (copied in, in order) and makes the read-back `outputs` (in order) on `device`. @internal */
+  static create(device: Device, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[]): HostStage {
     const n = native(
       () =>
         new (binding().HostStage)(
-          all.map((t) => t.buffer.native),
-          all.map((t) => t.rowBytes),
-          all.map((t) => t.perRequest),
-          all.map((_, i) => i >= inputs.length),
+          device.native,
+          inputs.map((t) => t.buffer.native),
+          inputs.map((t) => t.rowBytes),
+          inputs.map((t) => t.perRequest),
+          outputs.map((t) => t.dtype),
+          outputs.map((t) => t.length),
         ),
     )
     return new HostStage(n, inputs, outputs)
@@ -77,8 +91,8 @@ export class HostStage {
 
   /**
    * One native call: copies the first `tokens` or `reqs` rows of every input in `mask` (bit i: input i)
-   * to its static buffer, replays `graph` (none: copy only), and with `readBack` copies the outputs' rows
-   * to {@link HostStage.outputs} and waits for them. The next launch copies from the other area.
+   * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits for the stream, so
+   * {@link HostStage.outputs} hold what it wrote. The next launch copies from the other area.
    */
   launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean): void {
     const m = MAILBOX
@@ -102,9 +116,9 @@ export class HostStage {
     }
   }
 
-  /** Copies the outputs' first rows to the host after the work enqueued on `stream`, and waits (none: nothing). */
-  readBack(stream: Stream, tokens: number, reqs: number): void {
-    if (this.outputs.length > 0) native(() => this.#n.readBack(stream.native, tokens, reqs))
+  /** Waits for `stream`, so {@link HostStage.outputs} hold what its work wrote (no read-back outputs: nothing). */
+  readBack(stream: Stream): void {
+    if (this.outputs.length > 0) native(() => this.#n.readBack(stream.native))
   }
 
   /** Makes `buffer` the static buffer input `i` is copied into (same byte length). */

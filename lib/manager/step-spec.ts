@@ -28,9 +28,11 @@ export interface TensorSpecObject<D extends DType = DType> {
    */
   pad?: number | bigint
   /**
-   * Outputs only: at the end of every run, copy this output's rows to pinned host memory, in the same
-   * native call as the replay, and wait for them; read them with {@link Step.hostOutput}. For what the
-   * host needs after each step (sampled token ids), the way `.cpu()` is in PyTorch. Default false.
+   * Outputs only: the static buffer is pinned host memory mapped for the device, which the kernels write
+   * directly (no copy out, which would cost a step several µs), and every run waits for it in the same
+   * native call as the replay; read it with {@link Step.hostOutput}. For what the host needs after each
+   * step (sampled token ids), the way `.cpu()` is in PyTorch; the device reaches it over the bus, so keep
+   * large tensors the device reads again off it. Default false.
    */
   readBack?: boolean
 }

@@ -1,7 +1,7 @@
 /**
- * A wrapped model step: static input and output buffers sized for the most rows, pinned staging for host
- * inputs and read-back outputs, and `run`, which dispatches, pads, copies in, replays and reads back in one
- * native call (see GraphManager).
+ * A wrapped model step: static input and output buffers sized for the most rows (read-back outputs in
+ * pinned host memory the kernels write), pinned staging for host inputs, and `run`, which dispatches,
+ * pads, copies in, replays and waits for the read-back outputs in one native call (see GraphManager).
  */
 
 import { DeviceBuffer } from '../cuda/buffer.js'
@@ -205,14 +205,21 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       made.push(...packed)
       for (const b of packed) owner.stream.memset(b, 0)
       this.inputs = Object.fromEntries(ins.map((t, i) => [t.name, packed[i]!])) as BuffersOf<I>
-      this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, alloc(t)]))) as BuffersOf<O>
-      const staged = (t: ParsedTensor, buffer: DeviceBuffer) => ({ buffer, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })
+      // Read-back outputs live in the stage's pinned area, which the kernels write directly.
       const backs = outs.filter((t) => t.readBack)
       this.#stage = HostStage.create(
-        ins.map((t) => staged(t, this.inputs[t.name]!)),
-        backs.map((t) => staged(t, this.outputs[t.name]!)),
+        dev,
+        ins.map((t) => ({ buffer: this.inputs[t.name]!, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })),
+        backs.map((t) => ({ dtype: t.dtype, length: t.rows * t.width })),
       )
-      for (const [j, t] of backs.entries()) this.#hostOut.set(t.name, this.#stage.outputs[j]!)
+      const stage = this.#stage
+      for (const [j, t] of backs.entries()) this.#hostOut.set(t.name, stage.outputs[j]!)
+      const mapped = (t: ParsedTensor) => {
+        const b = stage.outputBuffers[backs.indexOf(t)]!
+        owner.stream.memset(b, 0)
+        return b
+      }
+      this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, t.readBack ? mapped(t) : alloc(t)]))) as BuffersOf<O>
       this.#addresses = ins.map((t) => this.inputs[t.name]!.address)
     } catch (e) {
       for (const b of made) b.dispose()
@@ -266,7 +273,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
    * missing graph (without `captureOnMiss`) run the same forward eagerly at the real size.
    *
    * A step with read-back outputs returns once their rows are in {@link Step.hostOutput} (a FULL graph
-   * reads them back in the replay's native call); its recorded latency then includes that wait.
+   * waits for them in the replay's native call); its recorded latency then includes that wait.
    */
   run(inputs: RunInputs<I>, options: RunOptions): BuffersOf<O> {
     const t0 = performance.now()
@@ -294,7 +301,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       this.#stage.launch(owner.stream, !piecewise || graphable[0] ? entry.graphs[0] : undefined, b.numTokens, b.numReqs, mask, !piecewise)
       if (piecewise) {
         this.#runPieces(entry, numTokens, numReqs)
-        this.#stage.readBack(owner.stream, b.numTokens, b.numReqs)
+        this.#stage.readBack(owner.stream)
       }
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
@@ -303,7 +310,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
       this.#stage.launch(owner.stream, undefined, numTokens, numReqs, mask, false)
       this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode })
-      this.#stage.readBack(owner.stream, numTokens, numReqs)
+      this.#stage.readBack(owner.stream)
       stats.eagerRuns++
     }
     const us = (performance.now() - t0) * 1000
@@ -335,9 +342,10 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
   }
 
   /**
-   * The pinned host copy of read-back output `name` (an output whose spec has `readBack: true`), as many
-   * elements as its static buffer: after each {@link Step.run}, its first rows (the run's real rows) hold
-   * what the run wrote, until the next run. The same array every time: keep it, copy what you keep.
+   * The pinned host memory of read-back output `name` (an output whose spec has `readBack: true`; its
+   * static buffer is this memory, mapped for the device), as many elements as the buffer: after each
+   * {@link Step.run}, its first rows (the run's real rows) hold what the run wrote, until the next run.
+   * The same array every time: keep it, copy what you keep.
    */
   hostOutput<K extends keyof O & string>(name: K): HostArrayOf[DTypeOfSpec<O[K]> & DType] {
     const v = this.#hostOut.get(name)

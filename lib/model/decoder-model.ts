@@ -662,15 +662,15 @@ export interface AttentionShape {
 /**
  * Query heads per attention block and its dynamic shared memory (bytes): the most heads of a group (a
  * divisor of it, at most 8) whose queries and scores ([heads][headDim + maxSeqLen] floats) fit beside the
- * kernel's own 5 KiB, and that still make two blocks a multiprocessor; fewer heads when the step has too
- * few rows for that (a decode step of one request on a 1B model takes a head a block: 32 blocks, not 8). A
- * row's result does not depend on the choice (kernels/decoder.cu).
+ * kernel's own 6 KiB (5.3 KiB of static shared memory), and that still make two blocks a multiprocessor;
+ * fewer heads when the step has too few rows for that (a decode step of one request on a 1B model takes a
+ * head a block: 32 blocks, not 8). A row's result does not depend on the choice (kernels/decoder.cu).
  */
 export function attentionLayout(a: AttentionShape): { heads: number; sharedMemBytes: number } {
   const bytes = (h: number) => 4 * h * (a.headDim + a.maxSeqLen)
   let fit = 0
   for (let h = Math.min(a.group, MAX_ATTENTION_HEADS); h >= 1; h--) {
-    if (a.group % h !== 0 || bytes(h) + 5 * 1024 > a.sharedLimit) continue
+    if (a.group % h !== 0 || bytes(h) + 6 * 1024 > a.sharedLimit) continue
     fit ||= h
     if (a.rows * a.kvHeads * (a.group / h) >= 2 * a.multiprocessors) return { heads: h, sharedMemBytes: bytes(h) }
   }

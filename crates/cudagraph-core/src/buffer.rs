@@ -17,6 +17,20 @@ pub(crate) enum AllocKind {
     StreamOrdered(Rc<StreamInner>),
     /// `cuMemAllocAsync` inside capture: a graph memory node; the graph owns the memory.
     Graph,
+    /// Memory another owner allocated and frees (a stage's mapped pinned read-back area), kept alive as
+    /// long as any buffer over it.
+    Borrowed { _keep: Keep },
+}
+
+/// Whatever keeps borrowed memory alive (held, never read).
+pub(crate) struct Keep {
+    _owner: Rc<dyn std::any::Any>,
+}
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keep")
+    }
 }
 
 /// One device allocation. Buffers share it through `Rc`; graphs that captured it count themselves in
@@ -110,7 +124,7 @@ impl Allocation {
                 // SAFETY: allocated by cuMemAllocAsync on this stream, freed once (guarded by `freed`).
                 unsafe { sys::cuMemFreeAsync(self.ptr, s.raw) }.check("cuMemFreeAsync")
             }
-            AllocKind::Graph => Ok(()),
+            AllocKind::Graph | AllocKind::Borrowed { .. } => Ok(()),
         }
     }
 }
@@ -179,6 +193,15 @@ impl Buffer {
             // Every offset is a multiple of align (>= 16), so of every element size.
             .map(|(&(dtype, len), off)| Buffer { alloc: block.alloc.clone(), dtype, offset: off / dtype.size(), len })
             .collect())
+    }
+
+    /// `len` elements of `dtype` at device address `ptr` of memory that `keep` owns (never freed here).
+    pub(crate) fn borrowed(device: &Rc<Device>, ptr: sys::CUdeviceptr, keep: Rc<dyn std::any::Any>, dtype: DType, len: usize) -> Buffer {
+        Buffer::whole(
+            Allocation::new(device.clone(), ptr, len * dtype.size(), AllocKind::Borrowed { _keep: Keep { _owner: keep } }),
+            dtype,
+            len,
+        )
     }
 
     pub(crate) fn whole(alloc: Rc<Allocation>, dtype: DType, len: usize) -> Buffer {

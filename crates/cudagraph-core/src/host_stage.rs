@@ -1,15 +1,18 @@
 //! A step's host side in pinned memory: inputs written straight into pinned staging, then copied into the
-//! step's static device buffers by one call that also launches the graph; and read-back outputs, copied
-//! to pinned memory after the launch by that same call, which then waits for them.
+//! step's static device buffers by one call that also launches the graph; and read-back outputs, which
+//! live in pinned memory the kernels write directly (mapped into the device's address space), so that
+//! call only waits for them.
 //!
 //! Two pinned input areas alternate, each holding every input back to back (256-byte aligned). While the
 //! copies out of one area run, the caller writes the next step's inputs into the other;
 //! [`HostStage::submit`] returns only once the area the caller writes next is free again, so a write never
-//! races a copy. The read-back area is single: [`HostStage::read_back`] waits for its copies, and the
-//! caller reads it before the next step.
+//! races a copy. The read-back area is single: [`HostStage::read_back`] waits for the stream, and the
+//! caller reads it before the next step. A copy out of device memory would cost a step several µs more
+//! (the copy engine waits for the kernels, then signals); a kernel's few stores over the bus, far less.
 
 use crate::buffer::Buffer;
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{Check, Error, Result};
 use crate::event::Event;
 use crate::stream::{Pinned, Stream};
@@ -55,7 +58,15 @@ impl Slot {
     }
 }
 
-/// The pinned memory of a stage: two input areas and the read-back area.
+/// One read-back output: its element type and length, and where it lies in the read-back area.
+#[derive(Debug)]
+struct Output {
+    dtype: DType,
+    len: usize,
+    offset: usize,
+}
+
+/// The pinned memory of a stage: two input areas and the read-back area (mapped for the device).
 #[derive(Debug)]
 struct Areas {
     input: [Pinned; 2],
@@ -96,7 +107,10 @@ fn layout(what: &str, tensors: Vec<StageTensor>, device: &Device) -> Result<(Vec
 #[derive(Debug)]
 pub struct HostStage {
     inputs: Vec<Slot>,
-    outputs: Vec<Slot>,
+    outputs: Vec<Output>,
+    device: Rc<Device>,
+    /// The read-back area's device address.
+    output_dev: sys::CUdeviceptr,
     /// Shared with whoever exposes the areas to JS, so the memory outlives every view of it.
     areas: Rc<Areas>,
     done: [Event; 2],
@@ -106,29 +120,34 @@ pub struct HostStage {
 }
 
 impl HostStage {
-    /// Staging for `inputs` and `outputs` (read back after each step), on the device of their buffers (all
-    /// must share one).
-    pub fn new(inputs: Vec<StageTensor>, outputs: Vec<StageTensor>) -> Result<HostStage> {
+    /// Staging on `device` for `inputs` (their buffers on it) and read-back `outputs` (dtype, elements),
+    /// whose buffers the stage makes in its read-back area ([`HostStage::output_buffer`]).
+    pub fn new(device: &Rc<Device>, inputs: Vec<StageTensor>, outputs: &[(DType, usize)]) -> Result<HostStage> {
         if inputs.len() > 64 {
             return Err(Error::arg("inputs", "at most 64 inputs", inputs.len()));
         }
-        let device = match inputs.first().or(outputs.first()) {
-            Some(t) => t.buffer.device().clone(),
-            None => return Err(Error::arg("inputs", "at least one input or output", "none")),
-        };
-        let (inputs, area_bytes) = layout("inputs", inputs, &device)?;
-        let (outputs, output_bytes) = layout("outputs", outputs, &device)?;
-        // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or to.
+        let (inputs, area_bytes) = layout("inputs", inputs, device)?;
+        let mut output_bytes = 0;
+        let mut outs = Vec::with_capacity(outputs.len());
+        for (i, &(dtype, len)) in outputs.iter().enumerate() {
+            if len == 0 {
+                return Err(Error::arg(format!("outputs[{i}].length"), "a positive number of elements", 0));
+            }
+            outs.push(Output { dtype, len, offset: output_bytes });
+            output_bytes += (len * dtype.size()).div_ceil(ALIGN) * ALIGN;
+        }
+        // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or written.
         let pinned = |bytes: usize| Pinned::new(bytes.max(ALIGN));
+        device.bind()?;
+        let output = Pinned::new_mapped(output_bytes.max(ALIGN))?;
+        let output_dev = output.device_ptr()?;
         Ok(HostStage {
             inputs,
-            outputs,
-            areas: Rc::new(Areas {
-                input: [pinned(area_bytes)?, pinned(area_bytes)?],
-                output: pinned(output_bytes)?,
-                _device: device.clone(),
-            }),
-            done: [Event::new(&device, false)?, Event::new(&device, false)?],
+            outputs: outs,
+            device: device.clone(),
+            output_dev,
+            areas: Rc::new(Areas { input: [pinned(area_bytes)?, pinned(area_bytes)?], output, _device: device.clone() }),
+            done: [Event::new(device, false)?, Event::new(device, false)?],
             area_bytes,
             output_bytes,
             current: 0,
@@ -158,6 +177,13 @@ impl HostStage {
     /// Byte offset of output `i` inside the read-back area.
     pub fn output_offset(&self, i: usize) -> Option<usize> {
         self.outputs.get(i).map(|s| s.offset)
+    }
+
+    /// The static buffer of read-back output `i`: its part of the read-back area, as the device sees it.
+    /// Kernels write it; after [`HostStage::read_back`] the host reads the same memory.
+    pub fn output_buffer(&self, i: usize) -> Option<Buffer> {
+        let o = self.outputs.get(i)?;
+        Some(Buffer::borrowed(&self.device, self.output_dev + o.offset as u64, self.areas.clone(), o.dtype, o.len))
     }
 
     /// Start of the read-back area: host memory the caller reads outputs from after a step.
@@ -225,21 +251,8 @@ impl HostStage {
         Ok(area)
     }
 
-    /// Enqueues on `stream` a copy of every output's first `tokens` or `reqs` rows into the read-back
-    /// area, after the work enqueued so far, and waits for the stream: the rows are on the host on return.
-    pub fn read_back(&self, stream: &Stream, tokens: usize, reqs: usize) -> Result<()> {
-        let base = self.output_ptr();
-        for (i, s) in self.outputs.iter().enumerate() {
-            let rows = s.rows(i, "outputs", tokens, reqs)?;
-            if rows == 0 {
-                continue;
-            }
-            let src = s.tensor.buffer.ptr()?;
-            // SAFETY: the destination lies inside the pinned read-back area (offset + rows * row_bytes <=
-            // its size by construction), the source inside the static buffer, which this stage keeps alive.
-            unsafe { sys::cuMemcpyDtoHAsync_v2(base.add(s.offset) as *mut c_void, src, rows * s.tensor.row_bytes, stream.raw()) }
-                .check("cuMemcpyDtoHAsync")?;
-        }
+    /// Waits for `stream`: what its kernels wrote into the read-back outputs is then on the host.
+    pub fn read_back(&self, stream: &Stream) -> Result<()> {
         stream.synchronize()
     }
 

@@ -80,8 +80,25 @@ impl Pinned {
         Ok(Pinned { ptr: ptr as *mut u8, cap })
     }
 
+    /// Pinned memory that kernels can also read and write, through [`Pinned::device_ptr`].
+    pub(crate) fn new_mapped(cap: usize) -> Result<Pinned> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: writes one host pointer; PORTABLE so any context may use it, DEVICEMAP so kernels can.
+        unsafe { sys::cuMemHostAlloc(&mut ptr, cap, sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+            .check("cuMemHostAlloc")?;
+        Ok(Pinned { ptr: ptr as *mut u8, cap })
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr
+    }
+
+    /// The device address of memory made by [`Pinned::new_mapped`] (in the current context).
+    pub(crate) fn device_ptr(&self) -> Result<sys::CUdeviceptr> {
+        let mut d = 0;
+        // SAFETY: the pointer came from cuMemHostAlloc with DEVICEMAP; writes one device pointer.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut d, self.ptr as *mut c_void, 0) }.check("cuMemHostGetDevicePointer")?;
+        Ok(d)
     }
 }
 
@@ -580,7 +597,7 @@ impl Stream {
         let a = buf.allocation();
         let p = a.ptr()?;
         match &a.kind {
-            AllocKind::Plain => {
+            AllocKind::Plain | AllocKind::Borrowed { .. } => {
                 return Err(Error::arg("buffer", "a buffer from allocAsync (use dispose() for others)", "a buffer from alloc"))
             }
             AllocKind::Graph if self.inner.capture.borrow().is_none() => {
