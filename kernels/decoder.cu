@@ -127,21 +127,20 @@ extern "C" __global__ void add_residual(float* resid, const elem_t* delta, int n
   if (i < n) resid[i] = round_e(resid[i] + to_f(delta[i]));
 }
 
-// The last layer's residual add (when add is non-zero; a decode GEMV's epilogue does it otherwise) and the
-// final norm, for each request's last token row only: out[r] = norm(round_e(resid[last[r]] +
-// delta[last[r]])) * w, rounded as add_rmsnorm rounds.
-extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps, int add) {
+// The last layer's residual add and the final norm, for each request's last token row only:
+// out[r] = norm(round_e(resid[last[r]] + delta[last[r]])) * w, rounded as add_rmsnorm rounds.
+extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
   pdl_wait();
   pdl_launch_next();
   const long long row = (long long)last[blockIdx.x] * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = add ? round_e(resid[row + i] + to_f(delta[row + i])) : resid[row + i];
+    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
     ss += r * r;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = add ? round_e(resid[row + i] + to_f(delta[row + i])) : resid[row + i];
+    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
     out[(long long)blockIdx.x * H + i] = from_f(round_e(r * inv) * to_f(w[i]));
   }
 }
@@ -457,6 +456,7 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
 //               residual add is in the producing GEMV's epilogue);
 //   GEMV_BIAS   + bias[n] before rounding (cuBLASLt's bias epilogue);
 //   GEMV_RESID  resid[m][n] = round_e(resid[m][n] + round_e(dot)) instead of a store (o and down);
+//   GEMV_F32    out is float, the dot stored unrounded (the LM head: sample rounds, as after cuBLAS);
 //   gemv_silu   columns n and N + n (gate and up) give out[m][n] = silu_mul1 of the two rounded dots.
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -464,6 +464,7 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
 #define GEMV_NORM 1
 #define GEMV_BIAS 2
 #define GEMV_RESID 4
+#define GEMV_F32 8
 
 // A 16-byte weight load that bypasses L1 (the activations stay there); volatile keeps it before the wait.
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -584,6 +585,7 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
     const long long o = (long long)m * N + n;
     if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
     else if (flags & GEMV_RESID) resid[o] = round_e(resid[o] + round_e(s0));
+    else if (flags & GEMV_F32) ((float*)out)[o] = s0;
     else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
   }
 }

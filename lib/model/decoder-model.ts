@@ -198,7 +198,7 @@ export class DecoderModel {
     this.#k = {
       embed: module.kernel('embed', ['ptr', 'ptr', 'ptr', 'i32', 'i32']),
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
-      finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
+      finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
       attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
@@ -536,11 +536,17 @@ export class DecoderModel {
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
       reduce()
     }
-    // The last rows' norm goes into x, free by now: request r's row at r.
-    trace?.('final_norm')
-    s.launch(k.finalNorm, { grid: R, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps, gemv ? 0 : 1])
-    trace?.('lm_head')
-    s.gemm({ a: x, b: top.lmHead, c: localLogits, m: R, n: vocab, k: H, transB: true })
+    if (gemv) {
+      // A decode step's request r is token row r: the final norm is the LM-head GEMV's prologue.
+      trace?.('lm_head')
+      this.#gemv(s, T, resid, { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm })
+    } else {
+      // The last rows' norm goes into x, free by now: request r's row at r.
+      trace?.('final_norm')
+      s.launch(k.finalNorm, { grid: R, block: normBlock, programmaticDependentLaunch: pdl }, [x, resid, delta, t.last, top.norm, H, c.eps])
+      trace?.('lm_head')
+      s.gemm({ a: x, b: top.lmHead, c: localLogits, m: R, n: vocab, k: H, transB: true })
+    }
     if (comm !== undefined) {
       trace?.('all_gather')
       comm.allGather(s, localLogits, gathered)
@@ -566,7 +572,7 @@ export class DecoderModel {
    * product; without `out`, the result is added to the residual stream.
    */
   #gemv(s: Stream, rows: number, resid: DeviceBuffer<'f32'>, g: GemvCall): void {
-    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID)
+    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0)
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
     s.launch(
@@ -598,6 +604,7 @@ const GEMV_ROWS = 4
 const GEMV_NORM = 1
 const GEMV_BIAS = 2
 const GEMV_RESID = 4
+const GEMV_F32 = 8
 /** The widest input a decode GEMV takes: 8 elements a 16-byte chunk, GEMV_CHUNKS (8) chunks a lane, 32 lanes. */
 const GEMV_MAX_WIDTH = 2048
 /**
@@ -609,8 +616,11 @@ const GEMV_MAX_FMA = 2 ** 27
 
 /** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
 interface GemvCall {
-  /** Where the result goes; none for o and down, which add it to the residual stream (a tensor-parallel rank's partial sums go to `delta`). */
-  out?: Buf | undefined
+  /**
+   * Where the result goes (f32: unrounded, the LM head's logits); none for o and down, which add it to the
+   * residual stream (a tensor-parallel rank's partial sums go to `delta`).
+   */
+  out?: Buf | DeviceBuffer<'f32'> | undefined
   x?: Buf
   w: Buf
   n: number
