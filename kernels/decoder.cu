@@ -145,11 +145,6 @@ extern "C" __global__ void final_norm(elem_t* out, const float* resid, const ele
   }
 }
 
-// Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
-// i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
-// sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
-// k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs,
-// so a decode step's one row is not one serial block.
 // Rotary embedding, transformers' rotate_half with cos and sin rounded to the model's dtype and each
 // product rounded: rope_cs gives pair i's cos and sin at position p, rope_pair rotates (x[i], x[i + half])
 // by them. rope_store and a decode step's attention (which rotates its row's new query and key itself)
@@ -165,6 +160,11 @@ __device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, floa
   rb = from_f(round_e(b * c) + round_e(a * s));
 }
 
+// Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
+// i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
+// sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
+// k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs
+// over blocks. Prefill only: a decode step's attention does this for its rows.
 extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
   pdl_wait();
   pdl_launch_next();

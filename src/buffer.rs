@@ -1,6 +1,6 @@
 //! `DeviceBuffer`: typed device memory and its views.
 
-use crate::error::{IntoJs, Result};
+use crate::error::{arg_error, IntoJs, Result};
 use crate::handles::{Registered, BUFFERS};
 use cudagraph_core as core;
 use napi::bindgen_prelude::Uint8Array;
@@ -90,4 +90,18 @@ impl DeviceBuffer {
     pub fn dispose(&self) -> Result<()> {
         self.inner.dispose().js()
     }
+}
+
+/// `(dtype, elements)` pairs from parallel lists, `what[i]` naming entry i in errors.
+pub(crate) fn typed_lengths(what: &str, dtypes: &[String], lengths: &[u32]) -> Result<Vec<(core::DType, usize)>> {
+    if dtypes.len() != lengths.len() {
+        return Err(arg_error(&format!("{what} lengths"), &format!("{} entries, one per dtype", dtypes.len()), lengths.len()));
+    }
+    dtypes
+        .iter()
+        .zip(lengths)
+        .enumerate()
+        .map(|(i, (d, &n))| Ok((core::DType::parse(&format!("{what}[{i}].dtype"), d)?, n as usize)))
+        .collect::<core::Result<Vec<_>>>()
+        .js()
 }

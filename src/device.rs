@@ -1,6 +1,6 @@
 //! `Device`: an open GPU, and the factory for streams, events, buffers and modules.
 
-use crate::buffer::DeviceBuffer;
+use crate::buffer::{typed_lengths, DeviceBuffer};
 use crate::error::{IntoJs, Result};
 use crate::event::Event;
 use crate::module::Module;
@@ -132,13 +132,7 @@ impl Device {
     /// `align` bytes, in order: one view a part.
     #[napi(catch_unwind)]
     pub fn alloc_packed(&self, dtypes: Vec<String>, lengths: Vec<u32>, align: u32) -> Result<Vec<DeviceBuffer>> {
-        let parts = dtypes
-            .iter()
-            .zip(&lengths)
-            .enumerate()
-            .map(|(i, (d, &n))| Ok((core::DType::parse(&format!("parts[{i}].dtype"), d)?, n as usize)))
-            .collect::<core::Result<Vec<_>>>()
-            .js()?;
+        let parts = typed_lengths("parts", &dtypes, &lengths)?;
         core::Buffer::alloc_packed(&self.inner, &parts, align as usize).js()?.into_iter().map(DeviceBuffer::new).collect()
     }
 

@@ -2,7 +2,7 @@
 //! write outputs into), and `stageLaunch`, the one napi call that copies the inputs into the static
 //! buffers, replays a graph and, when asked, waits for the outputs.
 
-use crate::buffer::DeviceBuffer;
+use crate::buffer::{typed_lengths, DeviceBuffer};
 use crate::device::Device;
 use crate::error::{arg_error, disposed, IntoJs, Result};
 use crate::graph;
@@ -44,25 +44,12 @@ impl HostStage {
                 format!("{} and {}", row_bytes.len(), per_request.len()),
             ));
         }
-        if output_lengths.len() != output_dtypes.len() {
-            return Err(arg_error(
-                "outputLengths",
-                &format!("{} entries, one per output dtype", output_dtypes.len()),
-                output_lengths.len(),
-            ));
-        }
         let inputs = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] })
             .collect();
-        let outputs = output_dtypes
-            .iter()
-            .zip(&output_lengths)
-            .enumerate()
-            .map(|(i, (d, &len))| Ok((core::DType::parse(&format!("outputs[{i}].dtype"), d)?, len as usize)))
-            .collect::<core::Result<Vec<_>>>()
-            .js()?;
+        let outputs = typed_lengths("outputs", &output_dtypes, &output_lengths)?;
         let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs).js()?));
         Ok(HostStage { reg: Registered::new(&STAGES, inner.clone())?, inner })
     }
@@ -142,10 +129,10 @@ fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
 
 /// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
-/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so the
-/// read-back outputs the kernels wrote are on the host); slot `GRAPH` the graph handle (0: copy only) and the stream handle.
-/// Then flips the stage to its other area, and writes the area JS fills next to slot `STAGE + 5`, whether
-/// the call succeeded or not: that slot is the one record of it.
+/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so
+/// what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
+/// copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
+/// next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
 #[napi(catch_unwind)]
 pub fn stage_launch() -> Result<()> {
     mailbox::with(|slots| {

@@ -194,32 +194,31 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     const dev = owner.device
     const made: DeviceBuffer[] = []
     try {
-      const alloc = (t: ParsedTensor) => {
-        const b = dev.alloc(t.dtype, t.rows * t.width)
-        made.push(b)
+      const zeroed = (b: DeviceBuffer) => {
         owner.stream.memset(b, 0)
         return b
       }
+      const length = (t: ParsedTensor) => t.rows * t.width
       // The inputs in one allocation, laid out as the pinned staging area is: one copy fills them all.
-      const packed = ins.length > 0 ? dev.allocPacked(ins.map((t) => ({ dtype: t.dtype, length: t.rows * t.width }))) : []
+      const packed = ins.length > 0 ? dev.allocPacked(ins.map((t) => ({ dtype: t.dtype, length: length(t) }))) : []
       made.push(...packed)
-      for (const b of packed) owner.stream.memset(b, 0)
-      this.inputs = Object.fromEntries(ins.map((t, i) => [t.name, packed[i]!])) as BuffersOf<I>
+      this.inputs = Object.fromEntries(ins.map((t, i) => [t.name, zeroed(packed[i]!)])) as BuffersOf<I>
       // Read-back outputs live in the stage's pinned area, which the kernels write directly.
       const backs = outs.filter((t) => t.readBack)
-      this.#stage = HostStage.create(
+      const stage = HostStage.create(
         dev,
         ins.map((t) => ({ buffer: this.inputs[t.name]!, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })),
-        backs.map((t) => ({ dtype: t.dtype, length: t.rows * t.width })),
+        backs.map((t) => ({ dtype: t.dtype, length: length(t) })),
       )
-      const stage = this.#stage
+      this.#stage = stage
       for (const [j, t] of backs.entries()) this.#hostOut.set(t.name, stage.outputs[j]!)
-      const mapped = (t: ParsedTensor) => {
-        const b = stage.outputBuffers[backs.indexOf(t)]!
-        owner.stream.memset(b, 0)
+      const alloc = (t: ParsedTensor) => {
+        if (t.readBack) return stage.outputBuffers[backs.indexOf(t)]!
+        const b = dev.alloc(t.dtype, length(t))
+        made.push(b)
         return b
       }
-      this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, t.readBack ? mapped(t) : alloc(t)]))) as BuffersOf<O>
+      this.outputs = Object.freeze(Object.fromEntries(outs.map((t) => [t.name, zeroed(alloc(t))]))) as BuffersOf<O>
       this.#addresses = ins.map((t) => this.inputs[t.name]!.address)
     } catch (e) {
       for (const b of made) b.dispose()

@@ -81,7 +81,10 @@ export interface ForwardTensors {
   logits: DeviceBuffer<'f32'>
 }
 
-/** What a forward computes: prompts' tokens (any number a request), or one new token a request. */
+/**
+ * What a forward computes: prompts' tokens (any number a request), or one new token a request (`'decode'`:
+ * request r's token in row r, so `last[r]` is r, and every row a different slot).
+ */
 export type StepKind = 'prefill' | 'decode'
 
 /** The kernels and GEMMs of a forward, as {@link ForwardContext.trace} names them. */
@@ -424,10 +427,10 @@ export class DecoderModel {
    * keys and values into its slot at its position, and each request's logits and next token (greedy or
    * sampled, as its row of `t.sampling` says). A tensor-parallel rank computes its heads and its share of
    * the MLP and of the vocabulary; its collectives (on the same stream, so inside a capture too) give
-   * every rank the whole logits and the same next tokens. A `'decode'` step (one token per request,
-   * every row a different slot) rotates and stores its new keys inside attention, one launch fewer a
-   * layer; on a model that {@link decodeGemvFits} it runs its projections as fused GEMVs: one summation
-   * order for any batch size, so a request's decode tokens do not depend on its batch.
+   * every rank the whole logits and the same next tokens. A `'decode'` step ({@link StepKind}) rotates
+   * and stores its new keys inside attention, one launch fewer a layer; on a model that
+   * {@link decodeGemvFits} it runs its projections and LM head as fused GEMVs: one summation order for
+   * any batch size, so a request's decode tokens do not depend on its batch.
    */
   forward(ctx: ForwardContext, t: ForwardTensors, numTokens: number, numReqs: number, kind: StepKind = 'prefill'): void {
     const c = this.config

@@ -20,8 +20,9 @@ use cudarc::driver::sys;
 use std::ffi::c_void;
 use std::rc::Rc;
 
-/// Alignment of each input inside an area, bytes (as `Buffer::alloc_packed` lays out a step's inputs).
-pub const ALIGN: usize = 256;
+/// Alignment of each input inside an area, bytes (a step's static inputs are allocated packed at the same
+/// alignment, so their device layout is the area's).
+const ALIGN: usize = 256;
 
 /// Most unused bytes between two inputs that one copy still spans.
 const MERGE_GAP: usize = 64 << 10;
@@ -46,13 +47,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// Rows of this tensor in a step of `tokens` token rows and `reqs` request rows, checked against its
-    /// buffer; `i` and `what` name it in the error.
-    fn rows(&self, i: usize, what: &str, tokens: usize, reqs: usize) -> Result<usize> {
+    /// Rows of input `i` in a step of `tokens` token rows and `reqs` request rows, checked against its
+    /// buffer.
+    fn rows(&self, i: usize, tokens: usize, reqs: usize) -> Result<usize> {
         let rows = if self.tensor.per_request { reqs } else { tokens };
         if rows > self.max_rows {
             let unit = if self.tensor.per_request { "requests" } else { "tokens" };
-            return Err(Error::arg(format!("{what}[{i}]"), format!("at most {} {unit}", self.max_rows), rows));
+            return Err(Error::arg(format!("inputs[{i}]"), format!("at most {} {unit}", self.max_rows), rows));
         }
         Ok(rows)
     }
@@ -76,21 +77,21 @@ struct Areas {
     _device: Rc<Device>,
 }
 
-/// Lays `tensors` out back to back (ALIGN-aligned) on `device`; returns the slots and the bytes they span.
-fn layout(what: &str, tensors: Vec<StageTensor>, device: &Device) -> Result<(Vec<Slot>, usize)> {
+/// Lays the inputs out back to back (ALIGN-aligned) on `device`; returns the slots and the bytes they span.
+fn layout(tensors: Vec<StageTensor>, device: &Device) -> Result<(Vec<Slot>, usize)> {
     let mut slots = Vec::with_capacity(tensors.len());
     let mut offset = 0;
     for (i, tensor) in tensors.into_iter().enumerate() {
         if tensor.buffer.device().ordinal() != device.ordinal() {
             return Err(Error::arg(
-                format!("{what}[{i}]"),
+                format!("inputs[{i}]"),
                 format!("a buffer on device {}", device.ordinal()),
                 "a buffer on another device",
             ));
         }
         if tensor.row_bytes == 0 || tensor.buffer.byte_len() % tensor.row_bytes != 0 {
             return Err(Error::arg(
-                format!("{what}[{i}].rowBytes"),
+                format!("inputs[{i}].rowBytes"),
                 format!("a positive divisor of the buffer's {} bytes", tensor.buffer.byte_len()),
                 tensor.row_bytes,
             ));
@@ -126,7 +127,7 @@ impl HostStage {
         if inputs.len() > 64 {
             return Err(Error::arg("inputs", "at most 64 inputs", inputs.len()));
         }
-        let (inputs, area_bytes) = layout("inputs", inputs, device)?;
+        let (inputs, area_bytes) = layout(inputs, device)?;
         let mut output_bytes = 0;
         let mut outs = Vec::with_capacity(outputs.len());
         for (i, &(dtype, len)) in outputs.iter().enumerate() {
@@ -212,7 +213,7 @@ impl HostStage {
         let base = self.area_ptr(area);
         // Every size is checked before anything is enqueued.
         for (i, s) in self.inputs.iter().enumerate() {
-            s.rows(i, "inputs", tokens, reqs)?;
+            s.rows(i, tokens, reqs)?;
         }
         // Input i's bytes to copy (0: none).
         let bytes = |i: usize| {
