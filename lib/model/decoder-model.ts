@@ -298,15 +298,14 @@ export class DecoderModel {
     check(Number.isInteger(slots) && slots >= 1 && slots <= 256, 'slots', 'an integer in 1..256', slots)
     const maxSeqLen = b.maxSeqLen ?? 1024
     check(Number.isInteger(maxSeqLen) && maxSeqLen >= 1 && maxSeqLen <= 4096, 'maxSeqLen', 'an integer in 1..4096', maxSeqLen)
+    const { config } = b
+    const shard = shardOf(b.communicator)
+    const local = localDims(config, shard)
     if (b.decodeGemv !== undefined) {
       check(typeof b.decodeGemv === 'boolean', 'decodeGemv', 'a boolean', b.decodeGemv)
-      if (b.decodeGemv) {
-        const local = localDims(b.config, shardOf(b.communicator))
-        check(gemvShapesFit(b.config, local), 'decodeGemv', `false for this model (${gemvShapeRule})`, true)
-      }
+      if (b.decodeGemv) check(gemvShapesFit(config, local), 'decodeGemv', `false for this model (${gemvShapeRule})`, true)
     }
     const module = DecoderModel.module(device, b.dtype)
-    const { config } = b
     const weights = new Map<string, Weight>()
     const made: DeviceBuffer[] = []
     const alloc = <D extends ModelDType | 'f32'>(dtype: D, length: number) => {
@@ -315,7 +314,6 @@ export class DecoderModel {
       return buffer
     }
     try {
-      const shard = shardOf(b.communicator)
       for (const spec of weightLayout(config, shard)) {
         const buffer = alloc(
           b.dtype,
@@ -326,7 +324,7 @@ export class DecoderModel {
       }
       const invFreq = alloc('f32', config.headDim / 2)
       invFreq.upload(ropeInvFreq(config))
-      const cacheLen = (slots + 1) * maxSeqLen * localDims(config, shard).kvHeads * config.headDim
+      const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
       const caches: [Buf[], Buf[]] = [[], []]
       for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
       stream.synchronize()
@@ -642,7 +640,7 @@ function gemvShapesFit(c: ModelConfig, local: LocalDims): boolean {
 
 /**
  * Whether a model's decode steps run as fused GEMVs (kernels/decoder.cu) rather than cuBLAS and separate
- * norm, SiLU and residual kernels (unless its options say): when decode is launch-bound, not
+ * norm, SiLU, residual and final-norm kernels (unless its options say): when decode is launch-bound, not
  * bandwidth-bound. That is: every projection's input width (`local`: a tensor-parallel rank's) a multiple
  * of 8 and at most 2048 (a lane holds its weights in registers), and a full batch's (`slots` rows)
  * multiply-adds in the projections at most 2^27, where the GEMVs' CUDA cores stop keeping up with cuBLAS's
