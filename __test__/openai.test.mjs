@@ -194,16 +194,18 @@ test('the HTTP path and the socket path give the same text for the same prompt a
 })
 
 test('a streaming client that stops reading is dropped past its unread budget; its request is cancelled and its slot freed', async (t) => {
-  // Steps of 50 µs, as a model's take: the endpoint keeps up and writes a chunk per token, 39000 chunks of
-  // about 200 bytes, far past what the kernel's buffers hold. (With steps of no time at all it falls behind
-  // and merges the text of many steps into one chunk: a few hundred KiB in all, which the buffers take.)
+  // Steps of 50 µs, as a model's take: the endpoint keeps up and writes a chunk of about 200 bytes per
+  // token, or per few tokens when it falls behind. Loopback's kernel buffers took about 4 MB before the
+  // server saw any backpressure (tcp_wmem's maximum, 4 MiB, on the CI machine), so 39000 tokens were too
+  // few when the endpoint merged two steps a chunk: 190000 tokens are 9 MB or more even merged four to a
+  // chunk, and the drop comes once the buffers are full, seconds before the last token.
   const { server } = await start(t, {
-    engine: { maxSeqLen: 40000, slots: 2, maxBatch: 2, stepDelayMs: 0.05 },
+    engine: { maxSeqLen: 200000, slots: 2, maxBatch: 2, stepDelayMs: 0.05 },
     server: { http: { port: 0, maxUnreadBytes: 64 << 10 } },
   })
   const s = createConnection(server.httpPort, '127.0.0.1')
   t.teardown(() => s.destroy())
-  const body = JSON.stringify({ model: 'tiny-test', prompt: 'abc', max_tokens: 39000, stream: true, ignore_eos: true, temperature: 0 })
+  const body = JSON.stringify({ model: 'tiny-test', prompt: 'abc', max_tokens: 190000, stream: true, ignore_eos: true, temperature: 0 })
   s.write(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
   s.pause() // never reads: the kernel's buffers fill, then the server's
   const metric = async (re) => Number(re.exec(await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text())?.[1] ?? 0)
