@@ -24,6 +24,9 @@ test('bench flags: defaults, and each bad flag names itself, what it got and wha
     message: /--model: expected tiny, small, 1b or a Hugging Face model directory \(with config.json\), got 'big'/,
   })
   t.throws(() => parseBenchFlags(['--dtype', 'f32']), { message: /--dtype: expected one of f16, bf16/ })
+  t.is(parseBenchFlags([]).prefillAttention, undefined)
+  t.is(parseBenchFlags(['--prefill-attention', 'flash']).prefillAttention, 'flash')
+  t.throws(() => parseBenchFlags(['--prefill-attention', 'fast']), { message: /--prefill-attention: expected one of flash, rows/ })
   // A directory with a config.json is a checkpoint.
   const dir = mkdtempSync(join(tmpdir(), 'cudagraph-cli-'))
   writeFileSync(join(dir, 'config.json'), '{}')

@@ -7,19 +7,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, Device, GraphManager } from '../dist/index.js'
 import { DecoderModel, DecoderReference, DecoderRunner, loadDecoder, samplingRows } from '../dist/model/index.js'
-import { gpuTest, relError, rng } from './helpers.mjs'
+import { bf16ToNumber, gpuTest, halfToNumber, numberToBf16, numberToHalf, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
 
-function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny' } = {}) {
+function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny', maxSeqLen = 128, maxPrefillTokens = 64, prefillAttention } = {}) {
   const dev = Device.open(0)
   const stream = dev.createStream()
   stream.prepareBlas()
-  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen: 128 })
+  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen, prefillAttention })
   const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: slots, maxCaptureSize: 64 } })
   const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
-  const graph = new DecoderRunner(model, mgr, { maxPrefillTokens: 64, maxBatch: slots })
-  const eager = new DecoderRunner(model, eagerMgr, { maxPrefillTokens: 64, maxBatch: slots })
+  const graph = new DecoderRunner(model, mgr, { maxPrefillTokens, maxBatch: slots })
+  const eager = new DecoderRunner(model, eagerMgr, { maxPrefillTokens, maxBatch: slots })
   t.teardown(() => {
     graph.dispose()
     eager.dispose()
@@ -201,7 +201,8 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   stream.prepareBlas()
   // tiny: groups of 2 query heads, one head a block at 3 rows, so a key/value head has a block that
   // stores the new key and value and one that must not read them back from the cache.
-  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: false })
+  // Prefill attention row by row: the decode kernel's own math, so only rotary and the stores differ.
+  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: false, prefillAttention: 'rows' })
   const made = []
   const buf = (b) => {
     made.push(b)
@@ -258,4 +259,177 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   t.deepEqual(b2, a2, 'the logits of the step after it, which reads the keys and values it stored')
   // Forcing the fused GEMVs on a model whose widths they do not take is a typed error, before allocating.
   t.throws(() => DecoderModel.create(dev, stream, { model: '1b', decodeGemv: true }), { instanceOf: ArgumentError, message: /decodeGemv.*2048/ })
+})
+
+// head_dim 128 (the 128 kernel) on 2 query heads of one key/value head.
+const WIDE_HEAD = { preset: 'tiny', hidden: 256, heads: 2, kvHeads: 1 }
+
+// A 150-token prompt: three blocks of 64 rows, and key tiles of 64 (head_dim 64) or 32 (128).
+test('flash prefill attention: a prompt of 150 tokens matches float64 and the row kernel, and decoding after it graph == eager', async (t) => {
+  for (const spec of ['small', WIDE_HEAD]) {
+    const flash = setup(t, { model: spec, maxSeqLen: 256, maxPrefillTokens: 160, prefillAttention: 'flash' })
+    const rows = setup(t, { model: spec, maxSeqLen: 256, maxPrefillTokens: 160 })
+    t.is(flash.model.prefillAttention, 'flash')
+    t.is(rows.model.prefillAttention, 'rows')
+    const V = flash.model.config.vocab
+    const logits = (r) => r.graph.prefillStep.outputs.logits.view(0, V).download()
+    const p = prompt(150, 500, V)
+    flash.graph.prefillPrompt(1, p)
+    const a = logits(flash)
+    rows.graph.prefillPrompt(1, p)
+    const vsRows = relError(a, logits(rows))
+    const ref = new DecoderReference(flash.model.config, flash.model.downloadWeights())
+    const r = ref.forward(
+      p,
+      Int32Array.from(p, (_, i) => i),
+      new Int32Array(p.length).fill(1),
+      [p.length - 1],
+    )
+    const vsRef = relError(a, r.logits)
+    t.deepEqual(flash.graph.generate(3, p, 6), flash.eager.generate(4, p, 6), 'graph == eager')
+    t.log(`${JSON.stringify(spec)}: last prompt logits rel err vs float64 ${vsRef.toExponential(2)}, vs the row kernel ${vsRows.toExponential(2)}`)
+    t.true(vsRef < 1e-2, `vs float64 ${vsRef}`)
+    t.true(vsRows < 1e-2, `vs rows ${vsRows}`)
+  }
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  t.throws(() => DecoderModel.create(dev, stream, { model: 'tiny', prefillAttention: 'fast' }), { instanceOf: ArgumentError, message: /prefillAttention/ })
+})
+
+// The flash kernel alone, against float64, with every cache position no step wrote NaN: a row's bits are
+// the same whole, in chunks, and in a step beside other requests and padding rows (the batch invariance
+// the kernel promises; the model's cuBLAS GEMMs do not promise it, so it is tested here).
+const FLASH_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
+test('flash prefill attention kernel: float64, NaN in unwritten cache, the same bits whole, chunked and batched', (t) => {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  const made = []
+  t.teardown(() => {
+    for (const b of made) b.dispose()
+  })
+  const hash = (a, b, c, d) => {
+    let x = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b) ^ Math.imul(c + 0x165667b1, 0xc2b2ae35) ^ Math.imul(d + 0x27d4eb2f, 0x27d4eb2d)
+    x ^= x >>> 15
+    x = Math.imul(x, 0x2c1b3c6d)
+    x ^= x >>> 12
+    x = Math.imul(x, 0x297a2d39)
+    x ^= x >>> 15
+    return ((x >>> 8) / 16777216) * 2 - 1
+  }
+  for (const dtype of ['bf16', 'f16']) {
+    const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
+    const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
+    const module = DecoderModel.module(dev, dtype, true)
+    for (const [nh, nkv, hd, len, chunk] of [
+      [4, 2, 64, 150, 37],
+      [4, 2, 48, 70, 64],
+      [4, 4, 8, 66, 30],
+      [2, 1, 128, 130, 100],
+      [3, 1, 80, 65, 64],
+    ]) {
+      const kernel = module.kernel(hd <= 64 ? 'attention_prefill_64' : 'attention_prefill_128', FLASH_SIGNATURE)
+      const slots = 4
+      const maxSeq = 256
+      const K = (slot, p, kvh, d) => toE(hash(1, slot, p * 64 + kvh, d))
+      const Vv = (slot, p, kvh, d) => toE(hash(2, slot, p * 64 + kvh, d))
+      const Q = (slot, p, h, d) => toE(3 * hash(3, slot, p * 64 + h, d))
+      const at = (slot, p, kvh) => ((slot * maxSeq + p) * nkv + kvh) * hd
+      // A fresh cache: NaN everywhere; a step writes its rows' keys and values (rope_store's job).
+      const cache = () => {
+        const kc = new Uint16Array((slots + 1) * maxSeq * nkv * hd).fill(nan)
+        return { kc, vc: kc.slice() }
+      }
+      const write = (c, slot, p) => {
+        for (let k = 0; k < nkv; k++)
+          for (let d = 0; d < hd; d++) {
+            c.kc[at(slot, p, k) + d] = K(slot, p, k, d)
+            c.vc[at(slot, p, k) + d] = Vv(slot, p, k, d)
+          }
+      }
+      const step = (c, rows) => {
+        const T = rows.length
+        const width = (nh + 2 * nkv) * hd
+        const qkv = new Uint16Array(T * width).fill(nan)
+        for (const [t, [slot, p]] of rows.entries()) {
+          write(c, slot, p)
+          for (let h = 0; h < nh; h++) for (let d = 0; d < hd; d++) qkv[t * width + h * hd + d] = Q(slot, p, h, d)
+        }
+        const up = (a, dt) => {
+          const b = dev.upload(a, dt)
+          made.push(b)
+          return b
+        }
+        const out = up(new Uint16Array(T * nh * hd).fill(0xdead), dtype)
+        const args = [
+          out,
+          up(qkv, dtype),
+          up(c.kc, dtype),
+          up(c.vc, dtype),
+          up(
+            Int32Array.from(rows, (r) => r[1]),
+            'i32',
+          ),
+          up(
+            Int32Array.from(rows, (r) => r[0]),
+            'i32',
+          ),
+        ]
+        stream.launch(kernel, { grid: [Math.ceil(T / 64), nh], block: 128 }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
+        stream.synchronize()
+        return out.download()
+      }
+      const rowBits = (out, t) => [...out.subarray(t * nh * hd, (t + 1) * nh * hd)]
+      const prompt = (slot, from, to) => Array.from({ length: to - from }, (_, i) => [slot, from + i])
+      let worst = 0
+      // float64 from the cache the step read (the kernel's own inputs).
+      const vsRef = (out, c, rows) => {
+        for (const [t, [slot, p]] of rows.entries())
+          for (let h = 0; h < nh; h++) {
+            const kvh = Math.floor(h / (nh / nkv))
+            const s = []
+            for (let j = 0; j <= p; j++) {
+              let a = 0
+              for (let d = 0; d < hd; d++) a += value[Q(slot, p, h, d)] * value[c.kc[at(slot, j, kvh) + d]]
+              s.push(a / Math.sqrt(hd))
+            }
+            const mx = Math.max(...s)
+            const e = s.map((v) => Math.exp(v - mx))
+            const sum = e.reduce((x, y) => x + y, 0)
+            for (let d = 0; d < hd; d++) {
+              let o = 0
+              for (let j = 0; j <= p; j++) o += (e[j] / sum) * value[c.vc[at(slot, j, kvh) + d]]
+              const got = value[out[(t * nh + h) * hd + d]]
+              worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+            }
+          }
+      }
+      const name = `${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
+      const rows = prompt(1, 0, len)
+      const w = cache()
+      const whole = step(w, rows)
+      vsRef(whole, w, rows)
+      const c = cache()
+      let same = 0
+      for (let s = 0; s < len; s += chunk) {
+        const part = prompt(1, s, Math.min(len, s + chunk))
+        const o = step(c, part)
+        for (let i = 0; i < part.length; i++) same += String(rowBits(o, i)) === String(rowBits(whole, s + i))
+      }
+      t.is(same, len, `${name}: chunks of ${chunk} == whole`)
+      // Another request continued at 7, this prompt's first 45 rows, a one-token request, 5 padding rows
+      // (the spare slot, position 0).
+      const m = cache()
+      for (let p = 0; p < 7; p++) write(m, 0, p)
+      const b = prompt(1, 0, Math.min(len, 45))
+      const mix = [...prompt(0, 7, 26), ...b, [2, 0], ...Array.from({ length: 5 }, () => [slots, 0])]
+      const mo = step(m, mix)
+      vsRef(mo, m, mix.slice(0, -5))
+      same = 0
+      for (let i = 0; i < b.length; i++) same += String(rowBits(mo, 19 + i)) === String(rowBits(whole, i))
+      t.is(same, b.length, `${name}: beside other requests == alone`)
+      const tol = dtype === 'bf16' ? 2e-2 : 4e-3
+      t.log(`${name}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+      t.true(worst < tol, `${name}: ${worst}`)
+    }
+  }
 })

@@ -408,6 +408,238 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, elem_t* kc,
   }
 }
 
+// Prefill attention on tensor cores (flash attention): softmax(q k^T / sqrt(hd)) v for every token row of a
+// prefill step, key tile by key tile with an online softmax, so no scores array and no context limit from
+// shared memory. One block per (FA_ROWS consecutive token rows, query head), FA_WARPS warps of 16 rows each;
+// q k^T and p v are m16n8k16 MMAs on the dtype with f32 accumulators, p rounded to the dtype for the second
+// (as the flash-attention kernels behind transformers' sdpa do), its sum kept in f32. The next key tile
+// streams into shared memory (cp.async, two buffers) while the warps work on this one.
+//
+// A row's result depends on nothing but its slot, its position and the cache: key tiles start at multiples
+// of the tile size of the position, whichever rows share the block, and a tile whose keys a row does not see
+// leaves its state bit for bit unchanged. So a prompt gives the same bits whole or in chunks, alone or
+// beside other requests. Rows of different slots in one block run in turn (a pass per run of equal slots).
+// Keys and values come from the cache, where rope_store has put this step's. Registers and shared memory
+// are sized for head sizes up to D (64 or 128; hd a multiple of 8): the q k^T reduction runs over 16-wide
+// chunks, the q and key dims past hd zero.
+// Compiled only with -DCG_FLASH_PREFILL (NVRTC takes seconds longer for it): DecoderModel.module's `flash`.
+#ifdef CG_FLASH_PREFILL
+#define FA_WARPS 4
+#define FA_ROWS (16 * FA_WARPS)
+#ifdef CG_BF16
+#define MMA_ELEM "bf16"
+#else
+#define MMA_ELEM "f16"
+#endif
+
+// d += a b: a 16x16 row-major fragment, b 16x8 column-major, d 16x8 f32 (the PTX ISA's m16n8k16 layouts).
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_ELEM "." MMA_ELEM ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+// 16 bytes global -> shared without registers, or 16 zero bytes when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits until at most one group of this thread's copies is in flight.
+__device__ __forceinline__ void cp_async_wait1() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ unsigned pack2(elem_t lo, elem_t hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+__device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsigned*)p; }
+
+template <int D>
+__device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+  constexpr int KC = D / 16;                 // 16-wide chunks of a head: q k^T's reduction
+  constexpr int NT = D / 8;                  // 8-wide tiles of a head: p v's outputs
+  constexpr int KEYS = D == 128 ? 32 : 64;   // a key tile: two buffers of keys and values in 48 KiB
+  constexpr int SN = KEYS / 8;               // its 8-wide score tiles
+  constexpr int DP = D + 8;                  // a shared row, padded: no bank conflicts in the fragment loads
+  __shared__ __align__(16) elem_t ks[2][KEYS][DP];  // keys [buffer][key][dim]
+  __shared__ __align__(16) elem_t vs[2][KEYS][DP];  // values [buffer][key][dim]
+  __shared__ int rslot[FA_ROWS], rpos[FA_ROWS];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, tig = lane & 3;  // the fragments' row group and thread in group
+  const int r0 = blockIdx.x * FA_ROWS, h = blockIdx.y, kvh = h / (nh / nkv);
+  const int rows = min(FA_ROWS, T - r0);
+  const int width = (nh + 2 * nkv) * hd;
+  // Before griddepcontrol.wait, what no kernel of the step writes: the rows' slots and positions (inputs),
+  // and zeros in the key dims past hd (the copies below write dims < hd only).
+  for (int i = threadIdx.x; i < FA_ROWS; i += blockDim.x) {
+    rslot[i] = i < rows ? slots[r0 + i] : -1;
+    rpos[i] = i < rows ? pos[r0 + i] : -1;
+  }
+  for (int i = threadIdx.x; i < 2 * KEYS * (D - hd); i += blockDim.x) ks[0][i / (D - hd)][hd + i % (D - hd)] = 0;
+  pdl_wait();
+  pdl_launch_next();
+  __syncthreads();
+
+  // The lane's rows of its warp's 16 (the m16n8k16 row layout): ra and ra + 8.
+  const int ra = warp * 16 + g, rb = ra + 8;
+  unsigned qf[KC][4];
+  {
+    const elem_t* qa = qkv + (long long)(r0 + ra) * width + h * hd;
+    const elem_t* qb = qkv + (long long)(r0 + rb) * width + h * hd;
+#pragma unroll
+    for (int c = 0; c < KC; c++) {
+      const int d0 = c * 16 + 2 * tig, d1 = d0 + 8;
+      qf[c][0] = ra < rows && d0 < hd ? ld2(qa + d0) : 0u;
+      qf[c][1] = rb < rows && d0 < hd ? ld2(qb + d0) : 0u;
+      qf[c][2] = ra < rows && d1 < hd ? ld2(qa + d1) : 0u;
+      qf[c][3] = rb < rows && d1 < hd ? ld2(qb + d1) : 0u;
+    }
+  }
+  float o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+  const long long stride = (long long)nkv * hd;  // one position of the cache
+  const int chunks = hd / 8;                     // 16-byte pieces of a key or value
+
+  for (int start = 0; start < rows;) {
+    // A pass: the run of rows from `start` that share its slot, over keys 0..kmax of that slot.
+    const int slot = rslot[start];
+    int stop = start + 1;
+    while (stop < rows && rslot[stop] == slot) stop++;
+    int kmax = 0, wmax = -1;
+    for (int i = start; i < stop; i++) {
+      kmax = max(kmax, rpos[i]);
+      if ((i >> 4) == warp) wmax = max(wmax, rpos[i]);
+    }
+    const int pa = ra >= start && ra < stop ? rpos[ra] : -1;  // -1: not this pass's row
+    const int pb = rb >= start && rb < stop ? rpos[rb] : -1;
+    const elem_t* kbase = kc + (long long)slot * maxSeq * stride + (long long)kvh * hd;
+    const elem_t* vbase = vc + (long long)slot * maxSeq * stride + (long long)kvh * hd;
+    // Keys past kmax may never have been written (any bits, NaN too): zeros, as p v multiplies them by 0.
+    auto load = [&](int buf, int k0) {
+      for (int i = threadIdx.x; i < KEYS * chunks; i += blockDim.x) {
+        const int j = i / chunks, d = (i % chunks) * 8;
+        const bool valid = k0 + j <= kmax;
+        const long long at = valid ? (k0 + j) * stride + d : 0;
+        cp_async16(&ks[buf][j][d], kbase + at, valid);
+        cp_async16(&vs[buf][j][d], vbase + at, valid);
+      }
+      cp_async_commit();
+    };
+    load(0, 0);
+    for (int k0 = 0, buf = 0; k0 <= kmax; k0 += KEYS, buf ^= 1) {
+      if (k0 + KEYS <= kmax) load(buf ^ 1, k0 + KEYS);
+      else cp_async_commit();  // an empty group: the wait below then always leaves one in flight
+      cp_async_wait1();
+      __syncthreads();  // every thread's copies of this tile have landed
+      // A warp whose rows see none of the tile skips it: for them it would change nothing.
+      if (wmax >= k0) {
+        float s[SN][4];
+#pragma unroll
+        for (int n = 0; n < SN; n++) {
+          s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+          for (int c = 0; c < KC; c++) {
+            const elem_t* kr = &ks[buf][n * 8 + g][c * 16 + 2 * tig];
+            mma16816(s[n], qf[c], ld2(kr), ld2(kr + 8));
+          }
+        }
+        // Scale and causal mask; the rows' maxima over the tile (a row's keys are on its 4 lanes).
+        float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int n = 0; n < SN; n++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int key = k0 + n * 8 + 2 * tig + e;
+            s[n][e] = key <= pa ? s[n][e] * scale : NEG_INF;
+            s[n][2 + e] = key <= pb ? s[n][2 + e] * scale : NEG_INF;
+            mx[0] = fmaxf(mx[0], s[n][e]);
+            mx[1] = fmaxf(mx[1], s[n][2 + e]);
+          }
+        float alpha[2], ref[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
+          const float mn = fmaxf(m[i], mx[i]);
+          // The running maximum unchanged: exactly 1, so a tile a row does not see changes none of its bits.
+          alpha[i] = mn == m[i] ? 1.f : __expf(m[i] - mn);
+          ref[i] = mn == NEG_INF ? 0.f : mn;  // a row with no key yet: p = exp(-inf) = 0, not NaN
+          m[i] = mn;
+        }
+        // p = exp(s - max): rounded to the dtype as p v's operand, summed unrounded into l. Score tiles
+        // 2kk and 2kk + 1 are p v's A fragment for keys 16kk..16kk+15.
+        unsigned pf[SN / 2][4];
+        float rs[2] = {0.f, 0.f};
+#pragma unroll
+        for (int n = 0; n < SN; n++) {
+          float p[4];
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            p[e] = __expf(s[n][e] - ref[e >> 1]);
+            rs[e >> 1] += p[e];
+          }
+          pf[n >> 1][(n & 1) * 2] = pack2(from_f(p[0]), from_f(p[1]));
+          pf[n >> 1][(n & 1) * 2 + 1] = pack2(from_f(p[2]), from_f(p[3]));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + rs[i];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+          o[n][0] *= alpha[0];
+          o[n][1] *= alpha[0];
+          o[n][2] *= alpha[1];
+          o[n][3] *= alpha[1];
+        }
+        // v's B fragment: keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g, two 16-bit loads a register.
+#pragma unroll
+        for (int kk = 0; kk < SN / 2; kk++)
+#pragma unroll
+          for (int n = 0; n < NT; n++)
+            if (n * 8 < hd) {
+              const elem_t* v0 = &vs[buf][kk * 16 + 2 * tig][n * 8 + g];
+              mma16816(o[n], pf[kk], pack2(v0[0], v0[DP]), pack2(v0[8 * DP], v0[9 * DP]));
+            }
+      }
+      __syncthreads();  // every warp is done with this buffer before the next tile's copies refill it
+    }
+    start = stop;
+  }
+  // The rows' sums over their 4 lanes, then out = o / l.
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    l[i] += __shfl_xor_sync(0xffffffff, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
+  }
+  elem_t* oa = out + ((long long)(r0 + ra) * nh + h) * hd;
+  elem_t* ob = out + ((long long)(r0 + rb) * nh + h) * hd;
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    const int d = n * 8 + 2 * tig;
+    if (d >= hd) continue;
+    if (ra < rows) *(unsigned*)(oa + d) = pack2(from_f(o[n][0] / l[0]), from_f(o[n][1] / l[0]));
+    if (rb < rows) *(unsigned*)(ob + d) = pack2(from_f(o[n][2] / l[1]), from_f(o[n][3] / l[1]));
+  }
+}
+
+// grid [ceil(T / FA_ROWS), nh], block 32 * FA_WARPS; one kernel per head-size bound, each with its own
+// static shared memory (sm_80+: the MMAs).
+extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+  flash_prefill<64>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
+}
+extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+  flash_prefill<128>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
+}
+#endif  // CG_FLASH_PREFILL
+
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
 // the dtype, then multiplies. Grid [ceil(F / (8 * blockDim.x)), T]: a thread takes 8 adjacent elements of
 // a row (16-byte loads and a store when F % 8 == 0, as every real model's is), with no index division.

@@ -13,7 +13,7 @@ import { Device } from '../cuda/device.js'
 import { GraphManager } from '../manager/graph-manager.js'
 import type { GraphUse } from '../manager/step.js'
 import { loadDecoder } from '../model/checkpoint.js'
-import { DecoderModel, type ModelDType } from '../model/decoder-model.js'
+import { DecoderModel, type ModelDType, type PrefillAttention } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
 import type { GraphMode } from '../policy/graph-mode.js'
@@ -32,6 +32,8 @@ export interface BenchOptions {
   model: ModelName | { dir: string }
   /** Storage type (default the checkpoint's, f16 for presets). */
   dtype: ModelDType | undefined
+  /** Prefill attention's kernel (default the model's). */
+  prefillAttention?: PrefillAttention | undefined
   batchSizes: number[]
   promptLengths: number[]
   /** Tokens generated per prompt in the TTFT table. */
@@ -127,16 +129,22 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   const slots = Math.max(2, maxBatch)
   let model: DecoderModel
   if (typeof o.model === 'string') {
-    model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots, maxSeqLen, dtype: o.dtype ?? 'f16' })
+    model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots, maxSeqLen, dtype: o.dtype ?? 'f16', prefillAttention: o.prefillAttention })
   } else {
     const progress = loadProgress(o.print)
-    const loaded = loadDecoder(dev, stream, o.model.dir, { slots, maxSeqLen, dtype: o.dtype, onProgress: progress.onProgress })
+    const loaded = loadDecoder(dev, stream, o.model.dir, {
+      slots,
+      maxSeqLen,
+      dtype: o.dtype,
+      prefillAttention: o.prefillAttention,
+      onProgress: progress.onProgress,
+    })
     progress.finish(loadSummary(o.model.dir, loaded.stats))
     model = loaded.model
   }
   const bytes = model.bytes
   say(
-    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${model.decodeGemv ? 'the fused GEMVs' : 'cuBLAS'}`,
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${model.decodeGemv ? 'the fused GEMVs' : 'cuBLAS'}, prefill attention ${model.prefillAttention}`,
   )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
@@ -490,6 +498,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         parameters: parameterCount(model.config),
         source: model.source,
         decodeGemv: model.decodeGemv,
+        prefillAttention: model.prefillAttention,
         ...bytes,
       },
       warmup: warm,

@@ -48,6 +48,8 @@ results.json and chart.svg in --out.
 
   --model NAME|DIR     ${MODELS.join(' | ')} (random weights), or a Hugging Face model directory (default small)
   --dtype TYPE         f16 | bf16 (default: the checkpoint's; f16 for presets)
+  --prefill-attention K
+                       rows | flash: prefill attention's kernel (default rows; flash: tensor cores, sm_80+)
   --batch-sizes LIST   decode batch sizes, 1..256 (default 1,2,4,8,16,32,64,128,256)
   --prompt-lengths L   prompt lengths for the TTFT table, 1..2048 (default 10,50,100,150,200,250,300,350,400)
   --tokens N           tokens generated per prompt, 1..1024 (default 32)
@@ -126,6 +128,7 @@ const bool = { type: 'boolean' } as const
 const BENCH_FLAGS: FlagSpec = {
   model: str,
   dtype: str,
+  'prefill-attention': str,
   'batch-sizes': str,
   'prompt-lengths': str,
   tokens: str,
@@ -151,6 +154,7 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
   return {
     model: modelFlag('model', f.model, MODELS, 'small'),
     dtype: f.dtype === undefined ? undefined : oneOf('dtype', f.dtype, ['f16', 'bf16'] as const, 'f16'),
+    prefillAttention: f['prefill-attention'] === undefined ? undefined : oneOf('prefill-attention', f['prefill-attention'], ['flash', 'rows'] as const, 'rows'),
     batchSizes: s('batch-sizes') === undefined ? [1, 2, 4, 8, 16, 32, 64, 128, 256] : intList('batch-sizes', s('batch-sizes')!, 1, 256),
     promptLengths,
     tokens,

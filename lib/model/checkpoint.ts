@@ -11,7 +11,7 @@ import type { Communicator } from '../cuda/communicator.js'
 import type { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { CheckpointError, check } from '../errors.js'
-import { DecoderModel, type ModelDType } from './decoder-model.js'
+import { DecoderModel, type ModelDType, type PrefillAttention } from './decoder-model.js'
 import { type CheckpointConfig, defaultMaxSeqLen, parseHfConfig } from './hf-config.js'
 import { readJsonObject } from './json-file.js'
 import { readSafetensorsHeader, type SafetensorsTensor } from './safetensors.js'
@@ -48,6 +48,8 @@ export interface LoadOptions {
   communicator?: Communicator | undefined
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default `decodeGemvFits`'s rule. */
   decodeGemv?: boolean | undefined
+  /** Prefill attention's kernel (`PrefillAttention`); default `'rows'`. */
+  prefillAttention?: PrefillAttention | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
   onProgress?: (p: LoadProgress) => void
 }
@@ -153,7 +155,7 @@ export function loadDecoder(
       )
     }
   }
-  const convert = DecoderModel.module(device, dtype).kernel('convert_f32', ['ptr', 'ptr', 'i64'])
+  const convert = DecoderModel.module(device, dtype, options.prefillAttention === 'flash').kernel('convert_f32', ['ptr', 'ptr', 'i64'])
   const comm = options.communicator
   const layout = weightLayout(ckpt.config, comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
   const elemBytes = (dt: string) => (dt === 'F32' ? 4 : 2)
@@ -180,6 +182,7 @@ export function loadDecoder(
     source: { dir },
     communicator: comm,
     decodeGemv: options.decodeGemv,
+    prefillAttention: options.prefillAttention,
     fill: (spec, buffer) => {
       const cols = spec.shape.length === 2 ? spec.shape[1] : 1
       let row = 0

@@ -37,7 +37,16 @@ export interface DecoderOptions {
   dtype?: ModelDType
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
   decodeGemv?: boolean | undefined
+  /** Prefill attention's kernel ({@link PrefillAttention}); default `'rows'`. */
+  prefillAttention?: PrefillAttention | undefined
 }
+
+/**
+ * Prefill attention's kernel: `'rows'`, the decode step's kernel a token row a block (f32 throughout,
+ * scores in shared memory), or `'flash'` on tensor cores (compute capability 8.0+; key tiles with an
+ * online softmax). Both give a row the same bits alone or beside other requests, whole or in chunks.
+ */
+export type PrefillAttention = 'flash' | 'rows'
 
 /** What {@link DecoderModel.build} makes: the shape, where the weights come from, and the cache size. */
 export interface ModelBuild {
@@ -54,6 +63,8 @@ export interface ModelBuild {
   communicator?: Communicator | undefined
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
   decodeGemv?: boolean | undefined
+  /** Prefill attention's kernel ({@link PrefillAttention}); default `'rows'`. */
+  prefillAttention?: PrefillAttention | undefined
   /**
    * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
    * ends the build and frees everything it allocated.
@@ -163,6 +174,10 @@ export class DecoderModel {
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
   readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
+  /** Prefill attention's kernel. */
+  readonly prefillAttention: PrefillAttention
+  /** The flash kernel for this head size (`'flash'` only). */
+  readonly #flash: Kernel | undefined
   /**
    * Whether kernels launch with programmatic dependent launch (compute capability 9.0+): each waits for
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
@@ -211,6 +226,11 @@ export class DecoderModel {
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
     this.#pdl = device.computeCapability[0] >= 9
+    this.prefillAttention = b.prefillAttention ?? 'rows'
+    // Registers and shared memory sized for head sizes up to 64 or 128.
+    const flash = b.config.headDim <= 64 ? 'attention_prefill_64' : 'attention_prefill_128'
+    this.#flash =
+      this.prefillAttention === 'flash' ? module.kernel(flash, ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']) : undefined
     this.decodeGemv = b.decodeGemv ?? decodeGemvFits(b.config, this.local, b.slots)
     // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
     // and a block of fewer heads gives the same bits.
@@ -253,7 +273,7 @@ export class DecoderModel {
     check(Number.isSafeInteger(seed) && seed >= 0, 'seed', 'a non-negative integer', seed)
     const dtype = options.dtype ?? 'f16'
     check(dtype === 'f16' || dtype === 'bf16', 'dtype', "'f16' or 'bf16'", dtype)
-    const init = DecoderModel.module(device, dtype).kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+    const init = DecoderModel.module(device, dtype, options.prefillAttention === 'flash').kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
     let n = 0
     return DecoderModel.build(device, stream, {
       config,
@@ -261,6 +281,7 @@ export class DecoderModel {
       slots: options.slots,
       maxSeqLen: options.maxSeqLen,
       decodeGemv: options.decodeGemv,
+      prefillAttention: options.prefillAttention,
       source: { seed },
       fill: (spec, buffer) => {
         const len = buffer.length
@@ -275,16 +296,22 @@ export class DecoderModel {
     })
   }
 
-  static #modules = new WeakMap<Device, Partial<Record<ModelDType, Module>>>()
+  static #modules = new WeakMap<Device, Partial<Record<`${ModelDType}${'' | '+flash'}`, Module>>>()
 
-  /** The decoder's kernels for `dtype` on `device`, compiled once per device and dtype. */
-  static module(device: Device, dtype: ModelDType): Module {
+  /**
+   * The decoder's kernels for `dtype` on `device`, compiled once per device and dtype; with `flash`, the
+   * flash prefill attention kernels too (NVRTC takes seconds longer for them, so only models that ask for
+   * them pay). Without `flash`, a module compiled with them serves as well.
+   */
+  static module(device: Device, dtype: ModelDType, flash = false): Module {
     const compiled = DecoderModel.#modules.get(device) ?? {}
     DecoderModel.#modules.set(device, compiled)
-    const module =
-      compiled[dtype] ??
-      device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: dtype === 'bf16' ? ['-DCG_BF16'] : [] })
-    compiled[dtype] = module
+    const key = `${dtype}+flash` as const
+    const hit = compiled[key] ?? (flash ? undefined : compiled[dtype])
+    if (hit !== undefined) return hit
+    const options = [...(dtype === 'bf16' ? ['-DCG_BF16'] : []), ...(flash ? ['-DCG_FLASH_PREFILL'] : [])]
+    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${flash ? key : dtype}`, options })
+    compiled[flash ? key : dtype] = module
     return module
   }
 
@@ -305,7 +332,12 @@ export class DecoderModel {
       check(typeof b.decodeGemv === 'boolean', 'decodeGemv', 'a boolean', b.decodeGemv)
       if (b.decodeGemv) check(gemvShapesFit(config, local), 'decodeGemv', `false for this model (${gemvShapeRule})`, true)
     }
-    const module = DecoderModel.module(device, b.dtype)
+    if (b.prefillAttention !== undefined) {
+      check(b.prefillAttention === 'flash' || b.prefillAttention === 'rows', 'prefillAttention', "'flash' or 'rows'", b.prefillAttention)
+      const [major] = device.computeCapability
+      if (b.prefillAttention === 'flash') check(major >= 8, 'prefillAttention', `'rows' on compute capability ${major}.x (flash needs 8.0+)`, 'flash')
+    }
+    const module = DecoderModel.module(device, b.dtype, b.prefillAttention === 'flash')
     const weights = new Map<string, Weight>()
     const made: DeviceBuffer[] = []
     const alloc = <D extends ModelDType | 'f32'>(dtype: D, length: number) => {
@@ -507,11 +539,28 @@ export class DecoderModel {
         ])
       }
       trace?.('attention')
-      s.launch(
-        k.attention,
-        { grid: [T, kvHeads, heads / kvHeads / al.heads], block: 128, sharedMemBytes: al.sharedMemBytes, programmaticDependentLaunch: pdl },
-        [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, kind === 'decode' ? 1 : 0, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
-      )
+      if (kind === 'prefill' && this.#flash !== undefined) {
+        s.launch(this.#flash, { grid: [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads], block: 128, programmaticDependentLaunch: pdl }, [
+          attn,
+          qkv,
+          L.kCache,
+          L.vCache,
+          t.positions,
+          t.slots,
+          T,
+          heads,
+          kvHeads,
+          hd,
+          S,
+          1 / Math.sqrt(hd),
+        ])
+      } else {
+        s.launch(
+          k.attention,
+          { grid: [T, kvHeads, heads / kvHeads / al.heads], block: 128, sharedMemBytes: al.sharedMemBytes, programmaticDependentLaunch: pdl },
+          [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, kind === 'decode' ? 1 : 0, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
+        )
+      }
       trace?.('o')
       if (gemv) {
         // The residual adds are the o and down GEMVs' epilogues (a tensor-parallel rank's come after the
@@ -652,6 +701,9 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
   const perRow = c.layers * c.hidden * ((2 * local.heads + 2 * local.kvHeads) * c.headDim + 3 * local.ffn)
   return gemvShapesFit(c, local) && slots * perRow <= GEMV_MAX_FMA
 }
+
+/** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
+const PREFILL_ATTENTION_ROWS = 64
 
 /** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */
 const MAX_ATTENTION_HEADS = 8

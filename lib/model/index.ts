@@ -16,6 +16,7 @@ export {
   type ForwardTensors,
   type ModelBuild,
   type ModelDType,
+  type PrefillAttention,
   type StepKind,
   type Weight,
 } from './decoder-model.js'
