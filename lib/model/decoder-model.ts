@@ -300,8 +300,8 @@ export class DecoderModel {
 
   /**
    * The decoder's kernels for `dtype` on `device`, compiled once per device and dtype; with `flash`, the
-   * flash prefill attention kernels too (NVRTC takes seconds longer for them, so only models that ask for
-   * them pay). Without `flash`, a module compiled with them serves as well.
+   * flash prefill attention kernels too (they add to NVRTC's time, so only models that ask for them pay).
+   * Without `flash`, a module compiled with them serves as well.
    */
   static module(device: Device, dtype: ModelDType, flash = false): Module {
     const compiled = DecoderModel.#modules.get(device) ?? {}
