@@ -322,6 +322,7 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
     const module = DecoderModel.module(dev, dtype, true)
     for (const [nh, nkv, hd, len, chunk] of [
       [4, 2, 64, 150, 37],
+      [8, 2, 64, 100, 64],
       [4, 2, 48, 70, 64],
       [4, 4, 8, 66, 30],
       [2, 1, 128, 130, 100],
