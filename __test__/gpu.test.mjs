@@ -1,6 +1,10 @@
 // GPU behaviour on a real device: capture/replay, GEMM, failure paths, exec update, memory accounting.
 // Skips with a printed reason when no driver is found (CI); on the device machine every test must run.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { ArgumentError, CaptureError, CompileError, CudaError, Device, DisposedError, InUseError } from '../dist/index.js'
+import { DECODER_KERNELS_PATH } from '../dist/model/index.js'
 import { axpbRef, bf16ToNumber, gemmRef, gpuTest, halfToNumber, KERNELS, numberToBf16, numberToHalf, randomF32, relError } from './helpers.mjs'
 
 const test = gpuTest()
@@ -548,4 +552,69 @@ test('a launch past 48 KiB of dynamic shared memory opts its kernel in, up to th
   t.throws(() => s.launch(k, { grid: 1, block: 256, sharedMemBytes: max + 1024 }, [x, 16]), { instanceOf: CudaError })
   run(2048)
   t.log(`device limit ${max} bytes per block`)
+})
+
+test("NVRTC's output is cached on disk: the same compile loads from the cache and runs; another option, a damaged entry or 'off' compiles anew", (t) => {
+  const { dev } = setup()
+  const dir = mkdtempSync(join(tmpdir(), 'cudagraph-kcache-'))
+  const before = process.env.CUDAGRAPH_KERNEL_CACHE
+  process.env.CUDAGRAPH_KERNEL_CACHE = dir
+  t.teardown(() => {
+    if (before === undefined) delete process.env.CUDAGRAPH_KERNEL_CACHE
+    else process.env.CUDAGRAPH_KERNEL_CACHE = before
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const s = dev.createStream()
+  // A source no other run compiled (the nonce), so the first compile cannot hit.
+  const source = `// ${process.pid} ${Date.now()}
+    extern "C" __global__ void scale_by(float* x, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) x[i] *= SCALE; }`
+  const compile = (scale) => {
+    const t0 = performance.now()
+    const mod = dev.compile(source, { name: 'cached', options: [`-DSCALE=${scale}.f`] })
+    const ms = performance.now() - t0
+    const host = randomF32(1000, scale)
+    const x = dev.upload(host)
+    s.launch(mod.kernel('scale_by', ['ptr', 'i32']), { grid: 4, block: 256 }, [x, 1000])
+    s.synchronize()
+    t.deepEqual(
+      x.download(),
+      host.map((v) => Math.fround(v * scale)),
+      `scale ${scale} (${mod.cached ? 'cached' : 'compiled'})`,
+    )
+    x.dispose()
+    return { cached: mod.cached, ms }
+  }
+  const first = compile(3)
+  t.false(first.cached)
+  const files = readdirSync(dir)
+  t.is(files.length, 1, `one entry: ${files}`)
+  const second = compile(3)
+  t.true(second.cached)
+  t.false(compile(5).cached, 'another option is another key')
+  // A damaged image under the right key: the driver refuses it, so it is compiled again and rewritten.
+  const path = join(dir, files[0])
+  const bytes = readFileSync(path)
+  // Past the magic, the key and the log (each length-prefixed): the image's first bytes, its ELF header.
+  let at = 8
+  for (let i = 0; i < 2; i++) at += 8 + Number(bytes.readBigUInt64LE(at))
+  bytes.fill(0xff, at + 8, at + 8 + 16)
+  writeFileSync(path, bytes)
+  t.false(compile(3).cached, 'a damaged entry')
+  t.true(compile(3).cached, 'rewritten')
+  process.env.CUDAGRAPH_KERNEL_CACHE = 'off'
+  t.false(compile(3).cached, 'off')
+  // The decoder's module, compiled and then from the cache.
+  process.env.CUDAGRAPH_KERNEL_CACHE = dir
+  const decoder = readFileSync(DECODER_KERNELS_PATH, 'utf8')
+  const time = () => {
+    const t0 = performance.now()
+    const m = dev.compile(decoder, { name: 'decoder-f16' })
+    return { cached: m.cached, ms: performance.now() - t0 }
+  }
+  const a = time()
+  const b = time()
+  t.deepEqual([a.cached, b.cached], [false, true])
+  t.log(
+    `a small module: ${first.ms.toFixed(1)} ms compiled, ${second.ms.toFixed(1)} ms from the cache; the decoder's: ${a.ms.toFixed(0)} ms, ${b.ms.toFixed(1)} ms`,
+  )
 })

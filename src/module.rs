@@ -31,6 +31,12 @@ impl Module {
         self.inner.target().to_string()
     }
 
+    /// Whether the image came from the on-disk kernel cache (no NVRTC run).
+    #[napi(getter, catch_unwind)]
+    pub fn cached(&self) -> bool {
+        self.inner.cached()
+    }
+
     /// Kernel `name` with its parameter kinds.
     #[napi(catch_unwind)]
     pub fn kernel(&self, name: String, signature: Vec<String>) -> Result<Kernel> {

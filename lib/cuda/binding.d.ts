@@ -165,6 +165,8 @@ export declare class Module {
   get log(): string
   /** `sm_XY` (cubin) or `compute_XY` (PTX). */
   get target(): string
+  /** Whether the image came from the on-disk kernel cache (no NVRTC run). */
+  get cached(): boolean
   /** Kernel `name` with its parameter kinds. */
   kernel(name: string, signature: Array<string>): Kernel
 }

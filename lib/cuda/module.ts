@@ -34,6 +34,15 @@ export class Module {
   }
 
   /**
+   * Whether NVRTC's output came from the on-disk kernel cache, not a compile: a compile's output is kept
+   * under `CUDAGRAPH_KERNEL_CACHE` (a directory, or `off`; default `$XDG_CACHE_HOME/cudagraph/kernels`,
+   * else `~/.cache/cudagraph/kernels`), keyed by the source, options, target and NVRTC version.
+   */
+  get cached(): boolean {
+    return this.native.cached
+  }
+
+  /**
    * Looks up `extern "C"` kernel `name` and declares its parameters, e.g. `['ptr', 'i32', 'f32']`.
    * Launches check their arguments against it.
    */

@@ -2,6 +2,7 @@
 
 use crate::device::Device;
 use crate::error::{Check, Error, Result};
+use crate::kernel_cache::{CacheEntry, CacheKey, KernelCache};
 use crate::libs;
 use cudarc::driver::sys;
 use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
@@ -59,6 +60,7 @@ pub struct Module {
     name: String,
     log: String,
     target: String,
+    cached: bool,
 }
 
 /// NVRTC programs are destroyed on every path.
@@ -93,10 +95,47 @@ fn pick_target(cc: (i32, i32)) -> Result<(String, bool)> {
     Ok((format!("compute_{best}"), false))
 }
 
+/// NVRTC's log and image (a cubin, or NUL-terminated PTX) for `src` compiled with `opts`.
+fn nvrtc_compile(src: &CString, cname: &CString, name: &str, opts: &[String], cubin: bool) -> Result<CacheEntry> {
+    let prog = Program(rtc::create_program(src, Some(cname)).map_err(|e| Error::Compile {
+        name: name.into(),
+        status: format!("{e:?}"),
+        log: String::new(),
+    })?);
+    // SAFETY: `prog` is live; options are NUL-free (checked by the caller).
+    let compiled = unsafe { rtc::compile_program(prog.0, opts) };
+    // SAFETY: `prog` is live.
+    let log = unsafe { rtc::get_program_log(prog.0) }
+        .map(|l| {
+            // SAFETY: NVRTC's log is a NUL-terminated C string.
+            unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }.to_string_lossy().trim_end().to_string()
+        })
+        .unwrap_or_default();
+    if let Err(e) = compiled {
+        return Err(Error::Compile { name: name.into(), status: format!("{:?}", e.0), log });
+    }
+    let failed = |e: rtc_sys::nvrtcResult, log: &str| Error::Compile { name: name.into(), status: format!("{e:?}"), log: log.into() };
+    let image: Vec<u8> = if cubin {
+        let mut size = 0usize;
+        // SAFETY: `prog` compiled; writes one size.
+        unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }.result().map_err(|e| failed(e.0, &log))?;
+        let mut bin = vec![0u8; size];
+        // SAFETY: `bin` holds the size NVRTC reported.
+        unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, bin.as_mut_ptr() as *mut c_char) }.result().map_err(|e| failed(e.0, &log))?;
+        bin
+    } else {
+        // SAFETY: `prog` compiled.
+        let ptx = unsafe { rtc::get_ptx(prog.0) }.map_err(|e| failed(e.0, &log))?;
+        ptx.into_iter().map(|c| c as u8).collect()
+    };
+    Ok(CacheEntry { log, image })
+}
+
 impl Module {
     /// Compiles CUDA C++ `source` with NVRTC for `device` and loads it. `options` are NVRTC options
     /// (`-DNAME=1`, `--use_fast_math`, ...); an architecture option there overrides the automatic one.
-    /// Kernels should be `extern "C"` so they are found by name.
+    /// Kernels should be `extern "C"` so they are found by name. NVRTC's output is kept in the on-disk
+    /// kernel cache ([`KernelCache::from_env`]) and taken from there when the same compile was done before.
     pub fn compile(device: &Rc<Device>, source: &str, name: &str, options: &[String]) -> Result<Rc<Module>> {
         libs::nvrtc()?;
         let src = CString::new(source).map_err(|_| Error::arg("source", "text without NUL bytes", "a NUL byte"))?;
@@ -115,53 +154,37 @@ impl Module {
         if opts.iter().any(|o| o.contains('\0')) {
             return Err(Error::arg("options", "options without NUL bytes", "a NUL byte"));
         }
-        let prog = Program(rtc::create_program(&src, Some(&cname)).map_err(|e| Error::Compile {
-            name: name.into(),
-            status: format!("{e:?}"),
-            log: String::new(),
-        })?);
-        // SAFETY: `prog` is live; options are NUL-free (checked above).
-        let compiled = unsafe { rtc::compile_program(prog.0, &opts) };
-        // SAFETY: `prog` is live.
-        let log = unsafe { rtc::get_program_log(prog.0) }
-            .map(|l| {
-                // SAFETY: NVRTC's log is a NUL-terminated C string.
-                unsafe { std::ffi::CStr::from_ptr(l.as_ptr()) }.to_string_lossy().trim_end().to_string()
-            })
-            .unwrap_or_default();
-        if let Err(e) = compiled {
-            return Err(Error::Compile { name: name.into(), status: format!("{:?}", e.0), log });
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: writes two ints.
+        unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|e| Error::Unavailable(format!("NVRTC: {e:?}")))?;
+        let key = CacheKey { source, options: &opts, target: &target, nvrtc: (major, minor) };
+        let cache = KernelCache::from_env();
+        if let Some(hit) = cache.as_ref().and_then(|c| c.load(name, &key)) {
+            match Module::load(device, hit, name, &target, true) {
+                Ok(m) => return Ok(m),
+                // An image the driver refuses (damaged, or from a driver it no longer accepts): compile anew.
+                Err(_) => cache.as_ref().unwrap().remove(name, &key),
+            }
         }
-        let image: Vec<u8> = if cubin {
-            let mut size = 0usize;
-            // SAFETY: `prog` compiled; writes one size.
-            unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }.result().map_err(|e| Error::Compile {
-                name: name.into(),
-                status: format!("{:?}", e.0),
-                log: log.clone(),
-            })?;
-            let mut bin = vec![0u8; size];
-            // SAFETY: `bin` holds the size NVRTC reported.
-            unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, bin.as_mut_ptr() as *mut c_char) }.result().map_err(|e| Error::Compile {
-                name: name.into(),
-                status: format!("{:?}", e.0),
-                log: log.clone(),
-            })?;
-            bin
-        } else {
-            // SAFETY: `prog` compiled.
-            let ptx = unsafe { rtc::get_ptx(prog.0) }.map_err(|e| Error::Compile {
-                name: name.into(),
-                status: format!("{:?}", e.0),
-                log: log.clone(),
-            })?;
-            ptx.into_iter().map(|c| c as u8).collect()
-        };
+        let entry = nvrtc_compile(&src, &cname, name, &opts, cubin)?;
+        if let Some(c) = &cache {
+            c.store(name, &key, &entry);
+        }
+        Module::load(device, entry, name, &target, false)
+    }
+
+    /// Loads a compiled image on `device`.
+    fn load(device: &Rc<Device>, entry: CacheEntry, name: &str, target: &str, cached: bool) -> Result<Rc<Module>> {
         device.bind()?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: `image` is a complete cubin or NUL-terminated PTX and outlives the call.
-        unsafe { sys::cuModuleLoadData(&mut raw, image.as_ptr() as *const _) }.check("cuModuleLoadData")?;
-        Ok(Rc::new(Module { device: device.clone(), raw, name: name.into(), log, target }))
+        unsafe { sys::cuModuleLoadData(&mut raw, entry.image.as_ptr() as *const _) }.check("cuModuleLoadData")?;
+        Ok(Rc::new(Module { device: device.clone(), raw, name: name.into(), log: entry.log, target: target.into(), cached }))
+    }
+
+    /// Whether the image came from the on-disk kernel cache rather than from NVRTC.
+    pub fn cached(&self) -> bool {
+        self.cached
     }
 
     /// The module's name.
