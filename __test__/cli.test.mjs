@@ -26,6 +26,7 @@ test('bench flags: defaults, and each bad flag names itself, what it got and wha
   t.throws(() => parseBenchFlags(['--dtype', 'f32']), { message: /--dtype: expected one of f16, bf16/ })
   t.is(parseBenchFlags([]).prefillAttention, undefined)
   t.is(parseBenchFlags(['--prefill-attention', 'flash']).prefillAttention, 'flash')
+  t.deepEqual([parseBenchFlags([]).peerCompile, parseBenchFlags(['--peer-compile']).peerCompile], [false, true])
   t.throws(() => parseBenchFlags(['--prefill-attention', 'fast']), { message: /--prefill-attention: expected one of flash, rows/ })
   // A directory with a config.json is a checkpoint.
   const dir = mkdtempSync(join(tmpdir(), 'cudagraph-cli-'))

@@ -6,7 +6,8 @@
 #    its top-2 margin, compared with ours by the caller.
 #  - decode: per batch size B, B requests with C tokens of context, one decode step timed as ours is
 #    (host clock around input copy, the step, the next tokens on the host): eager with the dynamic cache,
-#    eager with the static cache, and the static cache captured in a torch.cuda graph.
+#    eager with the static cache, and the static cache captured in a torch.cuda graph; with "compile" in
+#    the request, also the static-cache step through torch.compile (inductor's kernels), captured likewise.
 #  - ttft: per prompt length, an eager prefill and its first token on the host.
 import json
 import sys
@@ -94,6 +95,38 @@ with torch.no_grad():
             del graph
         except Exception as e:  # report why, keep the eager figures
             row["staticError"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if req.get("compile"):
+            try:
+                cache = StaticCache(config=model.config, max_cache_len=C + 2 * reps + 64)
+                model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(C, device=dev))
+                pos = torch.tensor([C], device=dev)
+                forward = torch.compile(model.forward, fullgraph=True)
+
+                def compiled_step():
+                    r = forward(tokens, past_key_values=cache, use_cache=True, cache_position=pos).logits[:, -1].argmax(-1)
+                    pos.add_(1)
+                    return r
+
+                t0 = time.perf_counter()
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):  # the first call compiles
+                        compiled_step()
+                torch.cuda.current_stream().wait_stream(s)
+                row["compileSeconds"] = time.perf_counter() - t0
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    compiled_next = compiled_step()
+
+                def compiled_replay():
+                    graph.replay()
+                    return compiled_next
+
+                row["compiledP50"], row["compiledP99"] = timed(compiled_replay, reps // 2 - 10)
+                del graph
+            except Exception as e:  # torch.compile where it works: report why where it does not
+                row["compileError"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         rows.append(row)
         torch.cuda.empty_cache()
     out["decode"] = rows

@@ -34,6 +34,8 @@ export interface BenchOptions {
   dtype: ModelDType | undefined
   /** Prefill attention's kernel (default the model's). */
   prefillAttention?: PrefillAttention | undefined
+  /** The transformers peer also runs its static-cache step through torch.compile (slow: a compile a batch size). */
+  peerCompile?: boolean | undefined
   batchSizes: number[]
   promptLengths: number[]
   /** Tokens generated per prompt in the TTFT table. */
@@ -86,7 +88,10 @@ export interface DecodeRow {
   torch?: TorchDecode
 }
 
-/** The transformers peer's decode step, µs: eager (dynamic cache), static cache, static cache in a CUDA graph. */
+/**
+ * The transformers peer's decode step, µs: eager (dynamic cache), static cache, static cache in a CUDA
+ * graph, and (with --peer-compile) the static-cache step through torch.compile in a CUDA graph.
+ */
 interface TorchDecode {
   eagerP50Us: number
   eagerP99Us: number
@@ -94,6 +99,11 @@ interface TorchDecode {
   graphP50Us: number | undefined
   graphP99Us: number | undefined
   staticError: string | undefined
+  compiledP50Us: number | undefined
+  compiledP99Us: number | undefined
+  /** torch.compile's first calls (the compile), seconds. */
+  compileSeconds: number | undefined
+  compileError: string | undefined
 }
 
 /** A decode step against its floor, with the eager step's parts. */
@@ -295,7 +305,19 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // The transformers peer on the same directory.
     let torch: Record<string, unknown> | { skipped: string } = { skipped: 'not asked for (--no-peer)' }
     if (o.peer) torch = runTorchPeer(model, o, [...probe, ...gTokens.subarray(0, -1)], say)
-    type PeerRow = { batch: number; eagerP50: number; eagerP99: number; staticP50?: number; graphP50?: number; graphP99?: number; staticError?: string }
+    type PeerRow = {
+      batch: number
+      eagerP50: number
+      eagerP99: number
+      staticP50?: number
+      graphP50?: number
+      graphP99?: number
+      staticError?: string
+      compiledP50?: number
+      compiledP99?: number
+      compileSeconds?: number
+      compileError?: string
+    }
     const torchDecode = 'decode' in torch ? (torch.decode as PeerRow[]) : []
     for (const r of decodeRows) {
       const p = torchDecode.find((x) => x.batch === r.batch)
@@ -307,6 +329,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           graphP50Us: p.graphP50,
           graphP99Us: p.graphP99,
           staticError: p.staticError,
+          compiledP50Us: p.compiledP50,
+          compiledP99Us: p.compiledP99,
+          compileSeconds: p.compileSeconds,
+          compileError: p.compileError,
         }
     }
     const torchTtft = 'ttft' in torch ? (torch.ttft as { promptTokens: number; eagerMs: number }[]) : []
@@ -372,7 +398,19 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     print(`Decode step per batch size (µs: host inputs in, step, next tokens on the host; context ${o.context}; median and p99 of ${o.reps})`)
     print(
       formatTable(
-        ['batch', 'eager p50', 'eager p99', 'graph p50', 'graph p99', 'speedup', 'hf eager', 'hf static', 'hf static graph', 'ours/hf best'],
+        [
+          'batch',
+          'eager p50',
+          'eager p99',
+          'graph p50',
+          'graph p99',
+          'speedup',
+          'hf eager',
+          'hf static',
+          'hf static graph',
+          'hf compiled graph',
+          'ours/hf best',
+        ],
         decodeRows.map((r) => [
           r.batch,
           fixed(r.eagerP50Us),
@@ -383,6 +421,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           fixed(r.torch?.eagerP50Us),
           fixed(r.torch?.staticP50Us),
           fixed(r.torch?.graphP50Us),
+          fixed(r.torch?.compiledP50Us),
           r.torch ? fixed(r.graphP50Us / torchBest(r.torch), 3) : '-',
         ]),
       ),
@@ -460,6 +499,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       )
       const failed = decodeRows.find((r) => r.torch?.staticError !== undefined)
       if (failed) print(`  transformers static cache: ${failed.torch!.staticError}`)
+      const compiled = decodeRows.filter((r) => r.torch?.compileSeconds !== undefined)
+      if (compiled.length) print(`  torch.compile: ${compiled.map((r) => `${fixed(r.torch!.compileSeconds, 1)} s to compile at batch ${r.batch}`).join(', ')}`)
+      const notCompiled = decodeRows.find((r) => r.torch?.compileError !== undefined)
+      if (notCompiled) print(`  torch.compile: ${notCompiled.torch!.compileError}`)
     }
 
     const b1 = decodeRows.find((r) => r.batch === 1)
@@ -527,7 +570,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 
 /** The transformers peer's fastest decode step, µs (its CUDA graph where that captured). */
 function torchBest(t: TorchDecode): number {
-  return Math.min(t.eagerP50Us, t.staticP50Us ?? Infinity, t.graphP50Us ?? Infinity)
+  return Math.min(t.eagerP50Us, t.staticP50Us ?? Infinity, t.graphP50Us ?? Infinity, t.compiledP50Us ?? Infinity)
 }
 
 function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], say: (s: string) => void): Record<string, unknown> | { skipped: string } {
@@ -549,7 +592,7 @@ function runTorchPeer(model: DecoderModel, o: BenchOptions, sequence: number[], 
     say('transformers peer: running peers/hf_decoder.py')
     writeFileSync(
       join(tmp, 'request.json'),
-      JSON.stringify({ batchSizes: o.batchSizes, context: o.context, reps: o.reps, sequence, promptLengths: o.promptLengths }),
+      JSON.stringify({ batchSizes: o.batchSizes, context: o.context, reps: o.reps, sequence, promptLengths: o.promptLengths, compile: o.peerCompile === true }),
     )
     const r = spawnSync('python3', [peerPath('hf_decoder.py'), dir, join(tmp, 'request.json')], { encoding: 'utf8', maxBuffer: 64 << 20 })
     if (r.status !== 0) return { skipped: `the peer failed: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}` }
@@ -571,6 +614,7 @@ function chart(modelName: string, rows: DecodeRow[]): string {
       line('transformers eager', '#e76f51', (r) => r.torch?.eagerP50Us),
       line('transformers static cache', '#8d6cab', (r) => r.torch?.staticP50Us),
       line('transformers static cache, CUDA graph', '#264653', (r) => r.torch?.graphP50Us),
+      line('transformers torch.compile, CUDA graph', '#e9c46a', (r) => r.torch?.compiledP50Us),
     ],
   })
 }

@@ -59,6 +59,7 @@ results.json and chart.svg in --out.
   --seed N             weights and prompts (default 1)
   --out DIR            where results.json and chart.svg go (default ./cudagraph-bench)
   --no-peer            skip the transformers peer
+  --peer-compile       the peer also runs its static-cache step through torch.compile (tens of seconds a batch size)
   --json               print only the results, as JSON on stdout
   --serve              the generator's benchmark instead (cudagraph bench --serve --help)`,
   'bench --serve': `usage: cudagraph bench --serve [flags]
@@ -138,6 +139,7 @@ const BENCH_FLAGS: FlagSpec = {
   seed: str,
   out: str,
   'no-peer': bool,
+  'peer-compile': bool,
   json: bool,
 }
 
@@ -164,6 +166,7 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
     seed: int('seed', s('seed'), 1, 0, 2 ** 31),
     out: s('out') ?? 'cudagraph-bench',
     peer: f['no-peer'] !== true,
+    peerCompile: f['peer-compile'] === true,
     print: f.json !== true,
   }
 }
