@@ -65,68 +65,59 @@ with torch.no_grad():
         model(prompt, past_key_values=cache, use_cache=True)
         row["eagerP50"], row["eagerP99"] = timed(lambda: model(tokens, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1), reps)
         del cache
-        # Static cache: fixed shapes and addresses, eager and then in a CUDA graph.
-        try:
+
+        def static_cache():
+            """A static cache holding the prompt, and the position of the next token (a tensor: graphs read it)."""
             cache = StaticCache(config=model.config, max_cache_len=C + 2 * reps + 64)
             model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(C, device=dev))
-            pos = torch.tensor([C], device=dev)
+            return cache, torch.tensor([C], device=dev)
 
-            def static_step():
-                r = model(tokens, past_key_values=cache, use_cache=True, cache_position=pos).logits[:, -1].argmax(-1)
+        def step_of(forward, cache, pos):
+            def step():
+                r = forward(tokens, past_key_values=cache, use_cache=True, cache_position=pos).logits[:, -1].argmax(-1)
                 pos.add_(1)
                 return r
 
-            row["staticP50"], row["staticP99"] = timed(static_step, reps // 2)
+            return step
+
+        def graphed(step):
+            """`step` warmed up on a side stream (3 calls, the first compiles where it does), captured in a CUDA
+            graph and its replay timed: p50, p99 and the warm-up's seconds."""
+            t0 = time.perf_counter()
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
                 for _ in range(3):
-                    static_step()
+                    step()
             torch.cuda.current_stream().wait_stream(s)
+            warm = time.perf_counter() - t0
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_next = static_step()
+                last = step()
 
             def replay():
                 graph.replay()
-                return static_next
+                return last
 
-            row["graphP50"], row["graphP99"] = timed(replay, reps // 2 - 10)
-            del graph
+            return (*timed(replay, reps // 2 - 10), warm)
+
+        def why(e):
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+        # Static cache: fixed shapes and addresses, eager and then in a CUDA graph.
+        try:
+            static_step = step_of(model, *static_cache())
+            row["staticP50"], row["staticP99"] = timed(static_step, reps // 2)
+            row["graphP50"], row["graphP99"], _ = graphed(static_step)
         except Exception as e:  # report why, keep the eager figures
-            row["staticError"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            row["staticError"] = why(e)
+        # torch.compile (inductor's kernels) of the static-cache step, in a CUDA graph, where it works.
         if req.get("compile"):
             try:
-                cache = StaticCache(config=model.config, max_cache_len=C + 2 * reps + 64)
-                model(prompt, past_key_values=cache, use_cache=True, cache_position=torch.arange(C, device=dev))
-                pos = torch.tensor([C], device=dev)
-                forward = torch.compile(model.forward, fullgraph=True)
-
-                def compiled_step():
-                    r = forward(tokens, past_key_values=cache, use_cache=True, cache_position=pos).logits[:, -1].argmax(-1)
-                    pos.add_(1)
-                    return r
-
-                t0 = time.perf_counter()
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):  # the first call compiles
-                        compiled_step()
-                torch.cuda.current_stream().wait_stream(s)
-                row["compileSeconds"] = time.perf_counter() - t0
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    compiled_next = compiled_step()
-
-                def compiled_replay():
-                    graph.replay()
-                    return compiled_next
-
-                row["compiledP50"], row["compiledP99"] = timed(compiled_replay, reps // 2 - 10)
-                del graph
-            except Exception as e:  # torch.compile where it works: report why where it does not
-                row["compileError"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                compiled = step_of(torch.compile(model.forward, fullgraph=True), *static_cache())
+                row["compiledP50"], row["compiledP99"], row["compileSeconds"] = graphed(compiled)
+            except Exception as e:
+                row["compileError"] = why(e)
         rows.append(row)
         torch.cuda.empty_cache()
     out["decode"] = rows
