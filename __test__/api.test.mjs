@@ -94,3 +94,30 @@ test('dtype helpers map host arrays to dtypes', (t) => {
   t.deepEqual(api.DTYPES, ['f32', 'f16', 'bf16', 'i32', 'u32', 'i64', 'u8'])
   t.deepEqual(api.DTYPE_SIZE, { f32: 4, f16: 2, bf16: 2, i32: 4, u32: 4, i64: 8, u8: 1 })
 })
+
+test("the kernel cache's directory follows CUDAGRAPH_KERNEL_CACHE, XDG_CACHE_HOME and HOME (no GPU needed)", (t) => {
+  const keys = ['CUDAGRAPH_KERNEL_CACHE', 'XDG_CACHE_HOME', 'HOME']
+  const saved = keys.map((k) => process.env[k])
+  t.teardown(() => {
+    for (const [i, k] of keys.entries()) {
+      if (saved[i] === undefined) delete process.env[k]
+      else process.env[k] = saved[i]
+    }
+  })
+  const dir = (cache, xdg, home) => {
+    for (const [k, v] of [
+      ['CUDAGRAPH_KERNEL_CACHE', cache],
+      ['XDG_CACHE_HOME', xdg],
+      ['HOME', home],
+    ]) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+    return api.kernelCacheDir()
+  }
+  t.is(dir('/k', '/x', '/h'), '/k')
+  t.is(dir('off', '/x', '/h'), undefined)
+  t.is(dir(undefined, '/x', '/h'), '/x/cudagraph/kernels')
+  t.is(dir(undefined, undefined, '/h'), '/h/.cache/cudagraph/kernels')
+  t.is(dir(undefined, undefined, undefined), undefined)
+})

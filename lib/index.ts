@@ -20,7 +20,7 @@ export { Event } from './cuda/event.js'
 export { Graph, type GraphMemoryDelta, type GraphTimings, type UpdateResult } from './cuda/graph.js'
 export { fromHalf, roundHalf, toHalf } from './cuda/half.js'
 export { ARG_KINDS, type ArgKind, type ArgsOf, type ArgValueOf, Kernel } from './cuda/kernel.js'
-export { Module } from './cuda/module.js'
+export { kernelCacheDir, Module } from './cuda/module.js'
 export { type CaptureMode, type CaptureOptions, type Dim3, type GemmActivation, type GemmOptions, type LaunchConfig, Stream } from './cuda/stream.js'
 export {
   ArgumentError,

@@ -6,6 +6,12 @@ use cudagraph_core as core;
 use napi_derive::napi;
 use std::rc::Rc;
 
+/// The on-disk kernel cache's directory (`CUDAGRAPH_KERNEL_CACHE`, ...), or null when it is off.
+#[napi(catch_unwind)]
+pub fn kernel_cache_dir() -> Option<String> {
+    core::KernelCache::from_env().map(|c| c.dir().to_string_lossy().into_owned())
+}
+
 /// A loaded module.
 #[napi]
 pub struct Module {

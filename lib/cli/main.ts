@@ -6,9 +6,10 @@
  * Exit codes: 0 done; 1 a runtime failure, or no usable GPU; 2 a usage error (a bad or misspelt command
  * or flag: one line that names it and what is allowed, then where the help is).
  */
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Device } from '../cuda/device.js'
+import { kernelCacheDir } from '../cuda/module.js'
 import { CudaGraphError } from '../errors.js'
 import { MODEL_PRESETS, type ModelName } from '../model/model-config.js'
 import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
@@ -315,6 +316,21 @@ export function parseClientFlags(args: readonly string[]): ClientOptions {
   return { ...common, prompt }
 }
 
+/** Where NVRTC's output is kept, and how much is there. */
+function kernelCacheLine(): string {
+  const dir = kernelCacheDir()
+  if (dir === undefined) return 'kernel cache: off'
+  let entries: string[] = []
+  try {
+    entries = readdirSync(dir).filter((f) => f.endsWith('.bin'))
+  } catch {
+    // Not created yet: the first compile creates it.
+  }
+  // A file another process replaces meanwhile counts as nothing.
+  const bytes = entries.reduce((n, f) => n + (statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0), 0)
+  return `kernel cache: ${dir} (${entries.length} modules, ${(bytes / 2 ** 20).toFixed(1)} MiB; CUDAGRAPH_KERNEL_CACHE=off turns it off)`
+}
+
 /** `cudagraph info`: the device, the driver and each feature probed by using it. */
 function info(): string {
   const dev = Device.open(0)
@@ -334,6 +350,7 @@ function info(): string {
     `device 0: ${dev.name}, compute capability ${major}.${minor}, ${dev.multiprocessors} SMs`,
     `memory: ${(mem.total / 2 ** 30).toFixed(1)} GiB total, ${(mem.free / 2 ** 30).toFixed(1)} GiB free`,
     `driver: CUDA ${Math.floor(v / 1000)}.${(v % 1000) / 10}, ${Device.count()} device(s)`,
+    kernelCacheLine(),
     'features (each one used once):',
     probe('NVRTC run-time compilation', () => dev.compile('extern "C" __global__ void k(float* x) { x[0] = 1.f; }', { name: 'probe' })),
     probe('cuBLAS', () => s.prepareBlas()),

@@ -244,6 +244,9 @@ export interface GraphTimings {
   uploadUs: number
 }
 
+/** The on-disk kernel cache's directory (`CUDAGRAPH_KERNEL_CACHE`, ...), or null when it is off. */
+export declare function kernelCacheDir(): string | null
+
 /**
  * Launches a kernel. The mailbox holds, from slot `KERNEL`: the stream and kernel handles, the geometry,
  * then one slot per kernel parameter: a buffer handle for `ptr`, the value for scalars. The TypeScript

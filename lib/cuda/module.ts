@@ -2,7 +2,16 @@ import { check } from '../errors.js'
 import { ARG_KINDS, type ArgKind, Kernel } from './kernel.js'
 import { LAYOUT } from './mailbox.js'
 import type * as N from './native.js'
-import { native } from './native.js'
+import { binding, native } from './native.js'
+
+/**
+ * The directory of the on-disk cache of NVRTC's output ({@link Module.cached}): `CUDAGRAPH_KERNEL_CACHE`,
+ * else `$XDG_CACHE_HOME/cudagraph/kernels`, else `~/.cache/cudagraph/kernels`; undefined when it is `off`
+ * or no home is known. Deleting it clears the cache.
+ */
+export function kernelCacheDir(): string | undefined {
+  return native(() => binding().kernelCacheDir()) ?? undefined
+}
 
 /** Code compiled by NVRTC and loaded on a device. Kernels keep it loaded. */
 export class Module {

@@ -72,6 +72,11 @@ impl KernelCache {
         KernelCache { dir: dir.into() }
     }
 
+    /// Its directory (created by the first store).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, name: &str, key: &[u8]) -> PathBuf {
         let mut h = DefaultHasher::new();
         h.write(key);
@@ -194,6 +199,32 @@ mod tests {
         c.remove("m", &a);
         assert!(!p.exists());
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_environment_names_the_directory_or_turns_it_off() {
+        // The only test that touches these variables (Module::compile reads them only on a GPU).
+        let saved: Vec<_> = ["CUDAGRAPH_KERNEL_CACHE", "XDG_CACHE_HOME", "HOME"].map(|k| (k, std::env::var_os(k))).into();
+        let dir = |k: Option<&str>, x: Option<&str>, h: Option<&str>| {
+            for (name, v) in [("CUDAGRAPH_KERNEL_CACHE", k), ("XDG_CACHE_HOME", x), ("HOME", h)] {
+                match v {
+                    Some(v) => std::env::set_var(name, v),
+                    None => std::env::remove_var(name),
+                }
+            }
+            KernelCache::from_env().map(|c| c.dir().to_path_buf())
+        };
+        assert_eq!(dir(Some("/k"), Some("/x"), Some("/h")), Some(PathBuf::from("/k")));
+        assert_eq!(dir(Some("off"), Some("/x"), Some("/h")), None);
+        assert_eq!(dir(None, Some("/x"), Some("/h")), Some(PathBuf::from("/x/cudagraph/kernels")));
+        assert_eq!(dir(Some(""), Some(""), Some("/h")), Some(PathBuf::from("/h/.cache/cudagraph/kernels")));
+        assert_eq!(dir(None, None, None), None);
+        for (k, v) in saved {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
     }
 
     #[test]
