@@ -380,7 +380,7 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
         return out.download()
       }
       const rowBits = (out, t) => [...out.subarray(t * nh * hd, (t + 1) * nh * hd)]
-      const prompt = (slot, from, to) => Array.from({ length: to - from }, (_, i) => [slot, from + i])
+      const rowsOf = (slot, from, to) => Array.from({ length: to - from }, (_, i) => [slot, from + i])
       let worst = 0
       // float64 from the cache the step read (the kernel's own inputs).
       const vsRef = (out, c, rows) => {
@@ -405,14 +405,14 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
           }
       }
       const name = `${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
-      const rows = prompt(1, 0, len)
+      const rows = rowsOf(1, 0, len)
       const w = cache()
       const whole = step(w, rows)
       vsRef(whole, w, rows)
       const c = cache()
       let same = 0
       for (let s = 0; s < len; s += chunk) {
-        const part = prompt(1, s, Math.min(len, s + chunk))
+        const part = rowsOf(1, s, Math.min(len, s + chunk))
         const o = step(c, part)
         for (let i = 0; i < part.length; i++) same += String(rowBits(o, i)) === String(rowBits(whole, s + i))
       }
@@ -421,8 +421,8 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
       // (the spare slot, position 0).
       const m = cache()
       for (let p = 0; p < 7; p++) write(m, 0, p)
-      const b = prompt(1, 0, Math.min(len, 45))
-      const mix = [...prompt(0, 7, 26), ...b, [2, 0], ...Array.from({ length: 5 }, () => [slots, 0])]
+      const b = rowsOf(1, 0, Math.min(len, 45))
+      const mix = [...rowsOf(0, 7, 26), ...b, [2, 0], ...Array.from({ length: 5 }, () => [slots, 0])]
       const mo = step(m, mix)
       vsRef(mo, m, mix.slice(0, -5))
       same = 0

@@ -601,6 +601,7 @@ test("NVRTC's output is cached on disk: the same compile loads from the cache an
   writeFileSync(path, bytes)
   t.false(compile(3).cached, 'a damaged entry')
   t.true(compile(3).cached, 'rewritten')
+  t.false(dev.compile(source, { name: 'cached', options: ['-DSCALE=3.f'], cache: false }).cached, 'cache: false')
   process.env.CUDAGRAPH_KERNEL_CACHE = 'off'
   t.false(compile(3).cached, 'off')
   // The decoder's module, compiled and then from the cache.

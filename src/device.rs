@@ -137,7 +137,7 @@ impl Device {
     }
 
     #[napi(catch_unwind)]
-    pub fn compile(&self, source: String, name: String, options: Vec<String>) -> Result<Module> {
-        Ok(Module { inner: core::Module::compile(&self.inner, &source, &name, &options).js()? })
+    pub fn compile(&self, source: String, name: String, options: Vec<String>, cache: bool) -> Result<Module> {
+        Ok(Module { inner: core::Module::compile(&self.inner, &source, &name, &options, cache).js()? })
     }
 }

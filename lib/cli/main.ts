@@ -352,17 +352,8 @@ function info(): string {
     `driver: CUDA ${Math.floor(v / 1000)}.${(v % 1000) / 10}, ${Device.count()} device(s)`,
     kernelCacheLine(),
     'features (each one used once):',
-    probe('NVRTC run-time compilation', () => {
-      // A real compile, not a load from the kernel cache.
-      const cache = process.env.CUDAGRAPH_KERNEL_CACHE
-      process.env.CUDAGRAPH_KERNEL_CACHE = 'off'
-      try {
-        dev.compile('extern "C" __global__ void k(float* x) { x[0] = 1.f; }', { name: 'probe' })
-      } finally {
-        if (cache === undefined) delete process.env.CUDAGRAPH_KERNEL_CACHE
-        else process.env.CUDAGRAPH_KERNEL_CACHE = cache
-      }
-    }),
+    // A real compile, not a load from the kernel cache.
+    probe('NVRTC run-time compilation', () => dev.compile('extern "C" __global__ void k(float* x) { x[0] = 1.f; }', { name: 'probe', cache: false })),
     probe('cuBLAS', () => s.prepareBlas()),
     probe('graph capture, instantiate, upload, launch', () => {
       const b = dev.alloc('f32', 1)

@@ -52,7 +52,7 @@ export declare class Device {
    * `align` bytes, in order: one view a part.
    */
   allocPacked(dtypes: Array<string>, lengths: Array<number>, align: number): Array<DeviceBuffer>
-  compile(source: string, name: string, options: Array<string>): Module
+  compile(source: string, name: string, options: Array<string>, cache: boolean): Module
 }
 
 /** A typed range of device memory. */

@@ -33,6 +33,11 @@ export interface CompileOptions {
   name?: string
   /** NVRTC options, e.g. `['-DN=4', '--use_fast_math']`. The architecture is picked from the device unless given. */
   options?: readonly string[]
+  /**
+   * Whether NVRTC's output may come from, and goes into, the on-disk kernel cache ({@link Module.cached});
+   * default true. False runs NVRTC whatever the cache holds.
+   */
+  cache?: boolean
 }
 
 /** Whether CUDA is usable here and, when not, why. */
@@ -186,6 +191,8 @@ export class Device {
     check(typeof source === 'string' && source.length > 0, 'source', 'CUDA C++ source text', source)
     const opts = options.options ?? []
     check(Array.isArray(opts) && opts.every((o) => typeof o === 'string'), 'options', 'an array of strings', opts)
-    return Module.wrap(native(() => this.native.compile(source, options.name ?? 'module', [...opts])))
+    const cache = options.cache ?? true
+    check(typeof cache === 'boolean', 'cache', 'a boolean', cache)
+    return Module.wrap(native(() => this.native.compile(source, options.name ?? 'module', [...opts], cache)))
   }
 }

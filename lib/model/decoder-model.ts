@@ -229,8 +229,7 @@ export class DecoderModel {
     this.prefillAttention = b.prefillAttention ?? 'rows'
     // Registers and shared memory sized for head sizes up to 64 or 128.
     const flash = b.config.headDim <= 64 ? 'attention_prefill_64' : 'attention_prefill_128'
-    this.#flash =
-      this.prefillAttention === 'flash' ? module.kernel(flash, ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']) : undefined
+    this.#flash = this.prefillAttention === 'flash' ? module.kernel(flash, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? decodeGemvFits(b.config, this.local, b.slots)
     // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
     // and a block of fewer heads gives the same bits.
@@ -704,6 +703,8 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
 
 /** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
 const PREFILL_ATTENTION_ROWS = 64
+// out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
+const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
 /** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */
 const MAX_ATTENTION_HEADS = 8

@@ -13,28 +13,19 @@ use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// What NVRTC's output depends on.
-pub struct CacheKey<'a> {
-    pub source: &'a str,
-    pub options: &'a [String],
-    pub target: &'a str,
-    /// NVRTC's (major, minor).
-    pub nvrtc: (i32, i32),
-}
+/// What NVRTC's output depends on, as the bytes an entry stores and is matched by.
+pub struct CacheKey(Vec<u8>);
 
-impl CacheKey<'_> {
-    /// The key as bytes, fields separated by NUL (which none of them holds).
-    fn bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.source.len() + 256);
-        for part in [self.source, self.target, &format!("nvrtc {}.{}", self.nvrtc.0, self.nvrtc.1)] {
+impl CacheKey {
+    /// The source text, the options, the target and NVRTC's (major, minor), NUL-separated (none of them
+    /// holds a NUL).
+    pub fn new(source: &str, options: &[String], target: &str, nvrtc: (i32, i32)) -> CacheKey {
+        let mut b = Vec::with_capacity(source.len() + 256);
+        for part in [source, target, &format!("nvrtc {}.{}", nvrtc.0, nvrtc.1)].into_iter().chain(options.iter().map(String::as_str)) {
             b.extend_from_slice(part.as_bytes());
             b.push(0);
         }
-        for o in self.options {
-            b.extend_from_slice(o.as_bytes());
-            b.push(0);
-        }
-        b
+        CacheKey(b)
     }
 }
 
@@ -77,19 +68,18 @@ impl KernelCache {
         &self.dir
     }
 
-    fn path(&self, name: &str, key: &[u8]) -> PathBuf {
+    fn path(&self, name: &str, key: &CacheKey) -> PathBuf {
         let mut h = DefaultHasher::new();
-        h.write(key);
+        h.write(&key.0);
         let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect();
         self.dir.join(format!("{safe}-{:016x}.bin", h.finish()))
     }
 
     /// The entry stored for `key` (module `name` picks the file), if its stored key is `key` exactly.
     pub fn load(&self, name: &str, key: &CacheKey) -> Option<CacheEntry> {
-        let k = key.bytes();
-        let data = fs::read(self.path(name, &k)).ok()?;
+        let data = fs::read(self.path(name, key)).ok()?;
         let mut r = Reader(&data);
-        if r.take(MAGIC.len())? != MAGIC || r.field()? != k.as_slice() {
+        if r.take(MAGIC.len())? != MAGIC || r.field()? != key.0.as_slice() {
             return None;
         }
         let log = String::from_utf8(r.field()?.to_vec()).ok()?;
@@ -100,14 +90,13 @@ impl KernelCache {
     /// Stores `entry` for `key`, written to a temporary file and renamed into place, so a reader sees a
     /// whole entry or none; false when it could not (the cache is then simply not used).
     pub fn store(&self, name: &str, key: &CacheKey, entry: &CacheEntry) -> bool {
-        let k = key.bytes();
-        let path = self.path(name, &k);
+        let path = self.path(name, key);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&self.dir)?;
             let mut f = fs::File::create(&tmp)?;
             f.write_all(MAGIC)?;
-            for field in [k.as_slice(), entry.log.as_bytes(), &entry.image] {
+            for field in [key.0.as_slice(), entry.log.as_bytes(), &entry.image] {
                 f.write_all(&(field.len() as u64).to_le_bytes())?;
                 f.write_all(field)?;
             }
@@ -123,7 +112,7 @@ impl KernelCache {
 
     /// Removes the entry for `key` (one that failed to load on the device).
     pub fn remove(&self, name: &str, key: &CacheKey) {
-        let _ = fs::remove_file(self.path(name, &key.bytes()));
+        let _ = fs::remove_file(self.path(name, key));
     }
 }
 
@@ -156,8 +145,8 @@ mod tests {
         d
     }
 
-    fn key<'a>(source: &'a str, options: &'a [String]) -> CacheKey<'a> {
-        CacheKey { source, options, target: "sm_90", nvrtc: (12, 9) }
+    fn key(source: &str, options: &[String]) -> CacheKey {
+        CacheKey::new(source, options, "sm_90", (12, 9))
     }
 
     #[test]
@@ -172,8 +161,8 @@ mod tests {
         // Any part of the key different: a miss.
         assert_eq!(c.load("decoder-bf16", &key("src ", &opts)), None);
         assert_eq!(c.load("decoder-bf16", &key("src", &[])), None);
-        assert_eq!(c.load("decoder-bf16", &CacheKey { target: "sm_80", ..key("src", &opts) }), None);
-        assert_eq!(c.load("decoder-bf16", &CacheKey { nvrtc: (13, 0), ..key("src", &opts) }), None);
+        assert_eq!(c.load("decoder-bf16", &CacheKey::new("src", &opts, "sm_80", (12, 9))), None);
+        assert_eq!(c.load("decoder-bf16", &CacheKey::new("src", &opts, "sm_90", (13, 0))), None);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
         fs::remove_dir_all(&d).unwrap();
@@ -187,10 +176,10 @@ mod tests {
         let e = CacheEntry { log: String::new(), image: vec![7; 64] };
         assert!(c.store("m", &a, &e));
         // b's file name holding a's entry (a hash collision): the stored key does not match.
-        fs::copy(c.path("m", &a.bytes()), c.path("m", &b.bytes())).unwrap();
+        fs::copy(c.path("m", &a), c.path("m", &b)).unwrap();
         assert_eq!(c.load("m", &b), None);
         // a's file cut short, or with bytes after the image.
-        let p = c.path("m", &a.bytes());
+        let p = c.path("m", &a);
         let whole = fs::read(&p).unwrap();
         for bad in [&whole[..whole.len() - 1], &whole[..10], &[whole.as_slice(), b"x"].concat()[..]] {
             fs::write(&p, bad).unwrap();

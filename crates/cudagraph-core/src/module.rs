@@ -134,9 +134,10 @@ fn nvrtc_compile(src: &CString, cname: &CString, name: &str, opts: &[String], cu
 impl Module {
     /// Compiles CUDA C++ `source` with NVRTC for `device` and loads it. `options` are NVRTC options
     /// (`-DNAME=1`, `--use_fast_math`, ...); an architecture option there overrides the automatic one.
-    /// Kernels should be `extern "C"` so they are found by name. NVRTC's output is kept in the on-disk
-    /// kernel cache ([`KernelCache::from_env`]) and taken from there when the same compile was done before.
-    pub fn compile(device: &Rc<Device>, source: &str, name: &str, options: &[String]) -> Result<Rc<Module>> {
+    /// Kernels should be `extern "C"` so they are found by name. With `cache`, NVRTC's output is kept in the
+    /// on-disk kernel cache ([`KernelCache::from_env`]) and taken from there when the same compile was done
+    /// before; without, NVRTC always runs (a probe that NVRTC works).
+    pub fn compile(device: &Rc<Device>, source: &str, name: &str, options: &[String], cache: bool) -> Result<Rc<Module>> {
         libs::nvrtc()?;
         let src = CString::new(source).map_err(|_| Error::arg("source", "text without NUL bytes", "a NUL byte"))?;
         let cname = CString::new(name).map_err(|_| Error::arg("name", "text without NUL bytes", "a NUL byte"))?;
@@ -157,8 +158,8 @@ impl Module {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: writes two ints.
         unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|e| Error::Unavailable(format!("NVRTC: {e:?}")))?;
-        let key = CacheKey { source, options: &opts, target: &target, nvrtc: (major, minor) };
-        let cache = KernelCache::from_env();
+        let key = CacheKey::new(source, &opts, &target, (major, minor));
+        let cache = if cache { KernelCache::from_env() } else { None };
         if let Some(hit) = cache.as_ref().and_then(|c| c.load(name, &key)) {
             match Module::load(device, hit, name, &target, true) {
                 Ok(m) => return Ok(m),
