@@ -70,8 +70,8 @@ async function matchesReference(t, spec, length) {
 
 test('tiny decoder matches the float64 CPU reference (prefill and decode logits, greedy tokens)', (t) => matchesReference(t, 'tiny', 13))
 
-// 16 query heads on 4 key/value heads: on an H200 (132 multiprocessors) a 64-token prefill's attention blocks take 2 heads each, a decode
-// step's one (attentionLayout); an MLP width that is not a multiple of 8 takes silu_mul's element path.
+// 16 query heads on 4 key/value heads: a decode step's attention blocks take one head each (attentionHeads);
+// an MLP width that is not a multiple of 8 takes silu_mul's element path.
 test('a wider tiny decoder (query-head groups of 4, MLP width 100) matches the float64 CPU reference', (t) =>
   matchesReference(t, { preset: 'tiny', hidden: 128, heads: 16, kvHeads: 4, ffn: 100 }, 64))
 
@@ -268,7 +268,7 @@ const WIDE_HEAD = { preset: 'tiny', hidden: 256, heads: 2, kvHeads: 1 }
 test('flash prefill attention: a prompt of 150 tokens matches float64 and the row kernel, and decoding after it graph == eager', async (t) => {
   for (const spec of ['small', WIDE_HEAD]) {
     const flash = setup(t, { model: spec, maxSeqLen: 256, maxPrefillTokens: 160, prefillAttention: 'flash' })
-    const rows = setup(t, { model: spec, maxSeqLen: 256, maxPrefillTokens: 160 })
+    const rows = setup(t, { model: spec, maxSeqLen: 256, maxPrefillTokens: 160, prefillAttention: 'rows' })
     t.is(flash.model.prefillAttention, 'flash')
     t.is(rows.model.prefillAttention, 'rows')
     const V = flash.model.config.vocab
@@ -294,12 +294,25 @@ test('flash prefill attention: a prompt of 150 tokens matches float64 and the ro
   const dev = Device.open(0)
   const stream = dev.createStream()
   t.throws(() => DecoderModel.create(dev, stream, { model: 'tiny', prefillAttention: 'fast' }), { instanceOf: ArgumentError, message: /prefillAttention/ })
+  const byDefault = DecoderModel.create(dev, stream, { model: 'tiny' })
+  t.is(byDefault.prefillAttention, dev.computeCapability[0] >= 8 ? 'flash' : 'rows', 'the default: flash from compute capability 8.0')
+  byDefault.dispose()
 })
 
 // The flash kernel alone, against float64, with every cache position no step wrote NaN: a row's bits are
 // the same whole, in chunks, and in a step beside other requests and padding rows (the batch invariance
 // the kernel promises; the model's cuBLAS GEMMs do not promise it, so it is tested here).
 const FLASH_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
+/** A value in [-1, 1) from four integers: every test input differs, none is zero. */
+const hash = (a, b, c, d) => {
+  let x = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b) ^ Math.imul(c + 0x165667b1, 0xc2b2ae35) ^ Math.imul(d + 0x27d4eb2f, 0x27d4eb2d)
+  x ^= x >>> 15
+  x = Math.imul(x, 0x2c1b3c6d)
+  x ^= x >>> 12
+  x = Math.imul(x, 0x297a2d39)
+  x ^= x >>> 15
+  return ((x >>> 8) / 16777216) * 2 - 1
+}
 test('flash prefill attention kernel: float64, NaN in unwritten cache, the same bits whole, chunked and batched', (t) => {
   const dev = Device.open(0)
   const stream = dev.createStream()
@@ -307,19 +320,10 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
   t.teardown(() => {
     for (const b of made) b.dispose()
   })
-  const hash = (a, b, c, d) => {
-    let x = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b) ^ Math.imul(c + 0x165667b1, 0xc2b2ae35) ^ Math.imul(d + 0x27d4eb2f, 0x27d4eb2d)
-    x ^= x >>> 15
-    x = Math.imul(x, 0x2c1b3c6d)
-    x ^= x >>> 12
-    x = Math.imul(x, 0x297a2d39)
-    x ^= x >>> 15
-    return ((x >>> 8) / 16777216) * 2 - 1
-  }
   for (const dtype of ['bf16', 'f16']) {
     const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
     const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
-    const module = DecoderModel.module(dev, dtype, true)
+    const module = DecoderModel.module(dev, dtype)
     for (const [nh, nkv, hd, len, chunk] of [
       [4, 2, 64, 150, 37],
       [8, 2, 64, 100, 64],
@@ -430,6 +434,120 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
       t.is(same, b.length, `${name}: beside other requests == alone`)
       const tol = dtype === 'bf16' ? 2e-2 : 4e-3
       t.log(`${name}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+      t.true(worst < tol, `${name}: ${worst}`)
+    }
+  }
+})
+
+// The decode attention kernel alone (rope 0: the cache holds every position, as after rope_store), against
+// float64, with every cache position no step wrote NaN and contexts far past what shared memory held a
+// block before (the kernel keeps no scores array): a row's bits are the same with 1, 2 or 4 query heads a
+// block and alone or in a batch.
+const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
+test('decode attention kernel: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', (t) => {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  const made = []
+  t.teardown(() => {
+    for (const b of made) b.dispose()
+  })
+  const up = (a, dt) => {
+    const b = dev.upload(a, dt)
+    made.push(b)
+    return b
+  }
+  for (const dtype of ['bf16', 'f16']) {
+    const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
+    const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
+    const module = DecoderModel.module(dev, dtype)
+    for (const [nh, nkv, hd, lens] of [
+      [8, 2, 64, [1, 2, 31, 33, 128, 129, 300, 1500, 4000]],
+      [4, 2, 48, [5, 40, 150]],
+      [4, 4, 8, [3, 70, 140]],
+      [4, 2, 128, [1, 35, 130, 290, 3000]],
+      [6, 2, 80, [7, 97, 131]],
+    ]) {
+      const D = hd <= 64 ? 64 : 128
+      const maxSeq = 4096
+      const T = lens.length
+      const width = (nh + 2 * nkv) * hd
+      const at = (slot, p, kvh) => ((slot * maxSeq + p) * nkv + kvh) * hd
+      // Row r is slot r + 1 at position lens[r] - 1; the cache holds its positions, NaN past them.
+      const kc = new Uint16Array((T + 2) * maxSeq * nkv * hd).fill(nan)
+      const vc = kc.slice()
+      const qkv = new Uint16Array(T * width).fill(nan)
+      for (const [r, len] of lens.entries()) {
+        for (let p = 0; p < len; p++)
+          for (let k = 0; k < nkv; k++)
+            for (let d = 0; d < hd; d++) {
+              kc[at(r + 1, p, k) + d] = toE(hash(1, r, p * 64 + k, d))
+              vc[at(r + 1, p, k) + d] = toE(hash(2, r, p * 64 + k, d))
+            }
+        for (let i = 0; i < nh * hd; i++) qkv[r * width + i] = toE(3 * hash(3, r, len, i))
+      }
+      const [dk, dv] = [up(kc, dtype), up(vc, dtype)]
+      const invFreq = up(new Float32Array(hd / 2).fill(1), 'f32')
+      const run = (rows, gh) => {
+        const out = up(new Uint16Array(rows.length * nh * hd).fill(0xdead), dtype)
+        const q = up(Uint16Array.from(rows.flatMap((r) => [...qkv.subarray(r * width, (r + 1) * width)])), dtype)
+        const pos = up(
+          Int32Array.from(rows, (r) => lens[r] - 1),
+          'i32',
+        )
+        const slots = up(
+          Int32Array.from(rows, (r) => r + 1),
+          'i32',
+        )
+        const kernel = module.kernel(`attention_${D}x${gh}`, ATTENTION_SIGNATURE)
+        stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 128 }, [
+          out,
+          q,
+          dk,
+          dv,
+          pos,
+          slots,
+          invFreq,
+          0,
+          nh,
+          nkv,
+          hd,
+          maxSeq,
+          1 / Math.sqrt(hd),
+        ])
+        stream.synchronize()
+        return out.download()
+      }
+      const all = lens.map((_, r) => r)
+      const base = run(all, 1)
+      let worst = 0
+      for (const [r, len] of lens.entries())
+        for (let h = 0; h < nh; h++) {
+          const kvh = Math.floor(h / (nh / nkv))
+          const s = new Float64Array(len)
+          for (let j = 0; j < len; j++) {
+            let a = 0
+            for (let d = 0; d < hd; d++) a += value[qkv[r * width + h * hd + d]] * value[kc[at(r + 1, j, kvh) + d]]
+            s[j] = a / Math.sqrt(hd)
+          }
+          const mx = s.reduce((a, b) => Math.max(a, b), -Infinity)
+          let sum = 0
+          for (let j = 0; j < len; j++) {
+            s[j] = Math.exp(s[j] - mx)
+            sum += s[j]
+          }
+          for (let d = 0; d < hd; d++) {
+            let o = 0
+            for (let j = 0; j < len; j++) o += (s[j] / sum) * value[vc[at(r + 1, j, kvh) + d]]
+            const got = value[base[(r * nh + h) * hd + d]]
+            worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+          }
+        }
+      const name = `${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
+      for (const gh of [2, 4].filter((g) => (nh / nkv) % g === 0)) t.deepEqual(run(all, gh), base, `${name}: ${gh} heads a block == 1`)
+      const row = (o, i) => [...o.subarray(i * nh * hd, (i + 1) * nh * hd)]
+      for (let r = 1; r < lens.length; r += 2) t.deepEqual(row(run([r], 1), 0), row(base, r), `${name}: row ${r} alone == in the batch`)
+      const tol = dtype === 'bf16' ? 2e-2 : 4e-3
+      t.log(`${name}, contexts ${lens.join(', ')}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
       t.true(worst < tol, `${name}: ${worst}`)
     }
   }

@@ -170,18 +170,15 @@ test('decode steps take the fused GEMVs when the model is launch-bound: projecti
   t.false(fits({ preset: 'tiny', ffn: 4096 }, 4))
 })
 
-test('attention blocks take as many query heads of a group as shared memory holds and the step has rows for: a divisor of the group, at most 8', async (t) => {
-  const { attentionLayout } = await import('../dist/model/decoder-model.js')
-  const h200 = { sharedLimit: 232448, multiprocessors: 132 }
-  const shape = (rows, kvHeads, group, headDim, maxSeqLen, o = h200) => ({ rows, kvHeads, group, headDim, maxSeqLen, ...o })
-  // A 1B model (8 key/value heads, 4 query heads each): a batch of 64 takes whole groups; one request, a head a block.
-  t.deepEqual(attentionLayout(shape(64, 8, 4, 64, 4096)), { heads: 4, sharedMemBytes: 4 * 4 * (64 + 4096) })
-  t.deepEqual(attentionLayout(shape(1, 8, 4, 64, 4096)), { heads: 1, sharedMemBytes: 4 * (64 + 4096) })
-  t.is(attentionLayout(shape(32, 8, 4, 64, 4096)).heads, 2)
-  t.is(attentionLayout(shape(512, 2, 7, 128, 4096)).heads, 7)
-  t.is(attentionLayout(shape(512, 1, 16, 128, 4096)).heads, 8)
-  t.is(attentionLayout(shape(512, 1, 16, 128, 4096, { sharedLimit: 48 * 1024, multiprocessors: 132 })).heads, 2)
-  t.is(attentionLayout(shape(512, 2, 12, 64, 256)).heads, 6)
-  const e = t.throws(() => attentionLayout(shape(1, 8, 4, 128, 4096, { sharedLimit: 8 * 1024, multiprocessors: 132 })), { instanceOf: ArgumentError })
-  t.is(e.argument, 'maxSeqLen')
+test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor', async (t) => {
+  const { attentionHeads } = await import('../dist/model/decoder-model.js')
+  // A 1B model (8 key/value heads, 4 query heads each) on 132 multiprocessors: a batch of 64 takes whole
+  // groups, 32 rows two heads a block, one request a head a block.
+  t.is(attentionHeads(64, 8, 4, 132), 4)
+  t.is(attentionHeads(32, 8, 4, 132), 2)
+  t.is(attentionHeads(1, 8, 4, 132), 1)
+  t.is(attentionHeads(512, 2, 7, 132), 1, '7 is not a multiple of 2')
+  t.is(attentionHeads(512, 2, 6, 132), 2)
+  t.is(attentionHeads(512, 1, 16, 132), 4, 'at most 4')
+  t.is(attentionHeads(512, 1, 16, 1500), 2, 'fewer heads a block on a larger GPU')
 })

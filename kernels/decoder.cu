@@ -195,46 +195,50 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   for (int j = first; j < nkv * hd; j += stride) vc[at + j] = v[j];
 }
 
-// Query heads one attention block takes at most (a divisor of the group: heads per key/value head).
-#define MAX_GH 8
+// Query heads one attention block takes at most (1, 2 or 4, a divisor of the group: heads per key/value head).
+#define MAX_GH 4
+// An attention block's warps; each walks its own chunks of ATT_KEYS positions.
+#define ATT_WARPS 4
+#define ATT_KEYS 32
 
-// What an attention block keeps in static shared memory (the queries and scores are dynamic).
+// What an attention block keeps in shared memory, for head sizes up to D.
+template <int D>
 struct AttentionShared {
-  float total[MAX_GH];      // each head's softmax denominator
-  float acc[16][64];        // p.v's 16 position groups, 64 outputs a pass
-  float red[2][MAX_GH][4];  // the heads' per-warp maxima and sums
-  __align__(16) elem_t knew[128], vnew[128];  // a decode row's new key and value (rope != 0)
-  float cs[64], sn[64];                       // its rotary cos and sin, pair by pair
+  __align__(16) float q[MAX_GH][D];             // the heads' queries (rotated), f32
+  __align__(16) float o[ATT_WARPS][MAX_GH][D];  // each warp's p v over its positions, unnormalised
+  float m[ATT_WARPS][MAX_GH], l[ATT_WARPS][MAX_GH];  // each warp's running maximum and sum of p
+  __align__(16) elem_t knew[D], vnew[D];         // a decode row's new key and value (rope != 0)
+  float cs[D / 2], sn[D / 2];                    // its rotary cos and sin, pair by pair
 };
 
-// One block per (token row, key/value head, chunk of `gh` of the query heads that share it):
+// One block per (token row, key/value head, chunk of GH of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
 // Grouped-query attention shares keys and values between heads, so a block reads them once for all its
-// heads, where a block per head read them once per head. Dynamic shared memory: the heads' queries
-// [gh][hd] and scores [gh][maxSeq], floats. blockDim.x is 128 (4 warps); hd <= 128, a multiple of 8.
+// heads. Flash-decoding inside the block: warp w takes the chunks of ATT_KEYS positions w, w + 4, ... with
+// an online softmax (scores a position a lane, then p v with a lane taking 8 dims of every fourth
+// position), and the four warps' states merge at the end in warp order. No scores array, so no context
+// limit from shared memory. Every order (a lane's positions, the shuffle trees, the warps) depends on the
+// row's length alone, never on GH or the batch: a row gets the same bits however many heads its block
+// takes and whatever else the step holds. blockDim.x is 32 * ATT_WARPS; hd <= D, a multiple of 8.
 //
 // With rope non-zero (a decode step: every row a different request's one new token) the block also does
 // rope_store's work for its row: it rotates its heads' queries and its key/value head's new key, the
 // blocks with blockIdx.z == 0 store the key and value at the row's position, and every block takes that
 // position's key and value from shared memory, never from the cache another block is writing. The bits
 // are rope_store's, so the launch it saves changes no result.
-template <int GH>
-__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, float* smem, AttentionShared& sh) {
-  const int gh = GH;  // query heads of this block
-  float* total = sh.total;
-  float (*acc)[64] = sh.acc;
-  float (*red)[MAX_GH][4] = sh.red;
-  float* q = smem;            // [gh][hd]
-  float* p = smem + gh * hd;  // [gh][maxSeq]
+template <int GH, int D>
+__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh) {
+  constexpr int DS = D / 64;  // a lane's 8-dim slices of p v: dq and dq + 8 (D = 128)
   const int t = blockIdx.x, kvh = blockIdx.y;
-  const int h0 = kvh * (nh / nkv) + blockIdx.z * gh;
+  const int h0 = kvh * (nh / nkv) + blockIdx.z * GH;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   // Before griddepcontrol.wait, what the previous kernel does not write: the row's position and slot
   // (step inputs), its rotary angles, and the cached keys and values it reads, pulled into L2 (L2 is
   // coherent, so a line the previous kernel is still writing is read after the wait as written).
   const int len = pos[t] + 1;
   const int width = (nh + 2 * nkv) * hd;
-  const long long base = (long long)slots[t] * maxSeq * nkv * hd + (long long)kvh * hd;
   const long long stride = (long long)nkv * hd;
+  const long long base = (long long)slots[t] * maxSeq * stride + (long long)kvh * hd;
   const int p0 = len - 1, half = hd / 2;
   if (rope)
     for (int j = threadIdx.x; j < half; j += blockDim.x) rope_cs(p0, inv_freq[j], sh.cs[j], sh.sn[j]);
@@ -249,12 +253,12 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   // The chunk's heads are adjacent in the row: one copy.
   const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
   if (rope) {
-    for (int i = threadIdx.x; i < gh * half; i += blockDim.x) {
+    for (int i = threadIdx.x; i < GH * half; i += blockDim.x) {
       const int g = i / half, j = i % half;
       elem_t ra, rb;
       rope_pair(qrow + g * hd, j, half, sh.cs[j], sh.sn[j], ra, rb);
-      q[g * hd + j] = to_f(ra);
-      q[g * hd + j + half] = to_f(rb);
+      sh.q[g][j] = to_f(ra);
+      sh.q[g][j + half] = to_f(rb);
     }
     const elem_t* krow = qkv + (long long)t * width + (nh + kvh) * hd;
     const elem_t* vrow = krow + nkv * hd;
@@ -274,139 +278,167 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       if (store) vc[base + p0 * stride + j] = vrow[j];
     }
   } else {
-    for (int i = threadIdx.x; i < gh * hd; i += blockDim.x) q[i] = to_f(qrow[i]);
+    for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) sh.q[i / hd][i % hd] = to_f(qrow[i]);
   }
   __syncthreads();
 
-  // Scores: a thread per position; its key row is loaded once (16-byte loads) for every head.
-  float mx[GH];
+  // The warp's running state: per head its maximum (the same on every lane), the lane's share of the sum
+  // of p (its positions), and p v for the lane's dims over its positions.
+  const int kq = lane >> 3, dq = lane & 7;  // p v: position 4i + kq of a chunk, dims (dq + 8 ds) * 8 ..
+  float m[GH], l[GH], o[GH][DS][8];
 #pragma unroll
-  for (int g = 0; g < GH; g++) mx[g] = NEG_INF;
-  for (int j = threadIdx.x; j < len; j += blockDim.x) {
-    const uint4* k = (const uint4*)(kc + base + j * stride);
-    const bool fresh = rope && j == p0;
-    float dot[GH];
+  for (int g = 0; g < GH; g++) {
+    m[g] = NEG_INF;
+    l[g] = 0.f;
 #pragma unroll
-    for (int g = 0; g < GH; g++) dot[g] = 0.f;
-    for (int d8 = 0; d8 < hd / 8; d8++) {
-      const uint4 u = fresh ? ((const uint4*)sh.knew)[d8] : k[d8];
-      const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+    for (int ds = 0; ds < DS; ds++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const float k0 = to_f((elem_t)(w[e] & 0xffff)), k1 = to_f((elem_t)(w[e] >> 16));
-        const int d = d8 * 8 + 2 * e;
+      for (int e = 0; e < 8; e++) o[g][ds][e] = 0.f;
+  }
+  for (int c0 = warp * ATT_KEYS; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
+    // Every load of the chunk first, so they are in flight together (each depends on the row alone): the
+    // lane's key row for the scores, and the value rows of its p v positions c0 + 4i + kq, dims
+    // (dq + 8 ds) * 8 .. + 7 (16-byte loads, each used for every head). Unloaded parts stay unused.
+    const int j = c0 + lane;
+    uint4 kr[D / 8], vr[ATT_KEYS / 4][DS];
+    if (j < len) {
+      const uint4* k = rope && j == p0 ? (const uint4*)sh.knew : (const uint4*)(kc + base + j * stride);
 #pragma unroll
-        for (int g = 0; g < GH; g++) dot[g] += q[g * hd + d] * k0 + q[g * hd + d + 1] * k1;
+      for (int d8 = 0; d8 < D / 8; d8++)
+        if (d8 < hd / 8) kr[d8] = k[d8];
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_KEYS / 4; i++) {
+      const int jv = c0 + 4 * i + kq;
+      if (jv < len) {
+        const elem_t* v = rope && jv == p0 ? sh.vnew : vc + base + jv * stride;
+#pragma unroll
+        for (int ds = 0; ds < DS; ds++)
+          if ((dq + 8 * ds) * 8 < hd) vr[i][ds] = *(const uint4*)(v + (dq + 8 * ds) * 8);
       }
     }
+    // Scores: a lane per position.
+    float s[GH];
+    if (j < len) {
+      float dot[GH];
 #pragma unroll
-    for (int g = 0; g < GH; g++) {
-      const float sc = dot[g] * scale;
-      p[g * maxSeq + j] = sc;
-      mx[g] = fmaxf(mx[g], sc);
-    }
-  }
-  // The heads' maxima and sums: each the shuffle tree and warp order of block_sum (so a sum has the bits a
-  // block_sum of it would), the heads sharing one barrier.
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+      for (int g = 0; g < GH; g++) dot[g] = 0.f;
 #pragma unroll
-  for (int g = 0; g < GH; g++) {
-    float v = mx[g];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-    if (lane == 0) red[0][g][warp] = v;
-  }
-  __syncthreads();
-  float sum[GH];
-#pragma unroll
-  for (int g = 0; g < GH; g++) {
-    sum[g] = 0.f;
-    float v = lane < 4 ? red[0][g][lane] : NEG_INF;
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-    mx[g] = v;
-  }
-  for (int j = threadIdx.x; j < len; j += blockDim.x) {
-#pragma unroll
-    for (int g = 0; g < GH; g++) {
-      const float e = __expf(p[g * maxSeq + j] - mx[g]);
-      p[g * maxSeq + j] = e;
-      sum[g] += e;
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < GH; g++) {
-    float v = sum[g];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (lane == 0) red[1][g][warp] = v;
-  }
-  __syncthreads();  // also publishes p[]
-  if (threadIdx.x < gh) {
-    // One lane per head here, but the same tree: lanes 0..3 hold the warps' partials, the others 0.
-    const int g = threadIdx.x;
-    total[g] = (red[1][g][0] + red[1][g][2]) + (red[1][g][1] + red[1][g][3]);
-  }
-  __syncthreads();
-
-  // softmax(.) v: 16 groups of 8 threads, each thread 8 adjacent dims of V (one 16-byte load, used for
-  // every head of the chunk) of 64 dims per pass; group i sums positions i, i + 16, ... in order, and the
-  // groups are added in order. The order depends on neither gh nor the batch: a row gets the same bits
-  // however many heads its block takes, so a launch may pick gh by the batch.
-  const int grp = threadIdx.x >> 3, d0 = (threadIdx.x & 7) * 8;
-  for (int c = 0; c < hd; c += 64) {
-    const int d = c + d0;
-    float a[GH][8];
-#pragma unroll
-    for (int g = 0; g < GH; g++)
-#pragma unroll
-      for (int e = 0; e < 8; e++) a[g][e] = 0.f;
-    if (d < hd) {
-#pragma unroll 4
-      for (int j = grp; j < len; j += 16) {
-        const uint4 u = rope && j == p0 ? *(const uint4*)(sh.vnew + d) : *(const uint4*)(vc + base + j * stride + d);
-        const unsigned int w[4] = {u.x, u.y, u.z, u.w};
-        float v[8];
+      for (int d8 = 0; d8 < D / 8; d8++) {
+        if (d8 >= hd / 8) break;
+        const unsigned int w[4] = {kr[d8].x, kr[d8].y, kr[d8].z, kr[d8].w};
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          v[2 * e] = to_f((elem_t)(w[e] & 0xffff));
-          v[2 * e + 1] = to_f((elem_t)(w[e] >> 16));
-        }
+          const float k0 = to_f((elem_t)(w[e] & 0xffff)), k1 = to_f((elem_t)(w[e] >> 16));
+          const int d = d8 * 8 + 2 * e;
 #pragma unroll
-        for (int g = 0; g < GH; g++) {
-          const float pj = p[g * maxSeq + j];
-#pragma unroll
-          for (int e = 0; e < 8; e++) a[g][e] += pj * v[e];
+          for (int g = 0; g < GH; g++) dot[g] += sh.q[g][d] * k0 + sh.q[g][d + 1] * k1;
         }
       }
+#pragma unroll
+      for (int g = 0; g < GH; g++) s[g] = dot[g] * scale;
+    } else {
+#pragma unroll
+      for (int g = 0; g < GH; g++) s[g] = NEG_INF;
     }
+    // The chunk's maximum joins the running one (finite: the chunk's first position is < len); p = exp(s -
+    // max), 0 past len; the running sums and p v rescale by exp(old max - new), exactly 1 when unchanged.
 #pragma unroll
     for (int g = 0; g < GH; g++) {
+      float cm = s[g];
+      for (int off = 16; off > 0; off >>= 1) cm = fmaxf(cm, __shfl_xor_sync(0xffffffff, cm, off));
+      const float mn = fmaxf(m[g], cm);
+      const float alpha = mn == m[g] ? 1.f : __expf(m[g] - mn);
+      m[g] = mn;
+      s[g] = __expf(s[g] - mn);
+      l[g] = l[g] * alpha + s[g];
 #pragma unroll
-      for (int e = 0; e < 8; e++) acc[grp][d0 + e] = a[g][e];
-      __syncthreads();
-      if (threadIdx.x < 64 && c + threadIdx.x < hd) {
-        float r = 0.f;
-        for (int i = 0; i < 16; i++) r += acc[i][threadIdx.x];
-        out[(long long)t * nh * hd + (h0 + g) * hd + c + threadIdx.x] = from_f(r / total[g]);
-      }
-      __syncthreads();
+      for (int ds = 0; ds < DS; ds++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[g][ds][e] *= alpha;
     }
+    // p v: each position's p from the lane that scored it.
+#pragma unroll
+    for (int i = 0; i < ATT_KEYS / 4; i++) {
+      const int jj = 4 * i + kq;
+      float pj[GH];
+#pragma unroll
+      for (int g = 0; g < GH; g++) pj[g] = __shfl_sync(0xffffffff, s[g], jj);
+      if (c0 + jj < len) {
+#pragma unroll
+        for (int ds = 0; ds < DS; ds++) {
+          if ((dq + 8 * ds) * 8 >= hd) continue;
+          const unsigned int w[4] = {vr[i][ds].x, vr[i][ds].y, vr[i][ds].z, vr[i][ds].w};
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const float v0 = to_f((elem_t)(w[e] & 0xffff)), v1 = to_f((elem_t)(w[e] >> 16));
+#pragma unroll
+            for (int g = 0; g < GH; g++) {
+              o[g][ds][2 * e] += pj[g] * v0;
+              o[g][ds][2 * e + 1] += pj[g] * v1;
+            }
+          }
+        }
+      }
+    }
+  }
+  // The warp's state into shared memory: p v summed over the four position lanes of each dim (kq), the sum
+  // of p over all lanes, each by a fixed shuffle tree. A warp with no chunk leaves max -inf, sums 0.
+#pragma unroll
+  for (int g = 0; g < GH; g++) {
+#pragma unroll
+    for (int ds = 0; ds < DS; ds++)
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        float v = o[g][ds][e];
+        v += __shfl_xor_sync(0xffffffff, v, 8);
+        v += __shfl_xor_sync(0xffffffff, v, 16);
+        const int d = (dq + 8 * ds) * 8 + e;
+        if (kq == 0 && d < hd) sh.o[warp][g][d] = v;
+      }
+    const float lw = warp_sum(l[g]);
+    if (lane == 0) {
+      sh.m[warp][g] = m[g];
+      sh.l[warp][g] = lw;
+    }
+  }
+  __syncthreads();
+  // The warps merge in order: out = sum_w o_w exp(m_w - M) / sum_w l_w exp(m_w - M), M the largest m_w
+  // (warp 0's chunk always holds position 0, so M is finite; a warp without positions weighs exp(-inf) = 0).
+  for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sh.m[w][g]);
+    float L = 0.f, O = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+      const float f = __expf(sh.m[w][g] - M);
+      L += sh.l[w][g] * f;
+      O += sh.o[w][g][d] * f;
+    }
+    out[(long long)t * nh * hd + (h0 + g) * hd + d] = from_f(O / L);
   }
 }
 
-// The chunk's heads are a template parameter, so every loop over them unrolls without a guard.
-extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, int gh) {
-  extern __shared__ float smem[];
-  __shared__ AttentionShared sh;
-  switch (gh) {
-    case 1: attention_heads<1>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 2: attention_heads<2>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 3: attention_heads<3>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 4: attention_heads<4>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 5: attention_heads<5>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 6: attention_heads<6>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    case 7: attention_heads<7>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
-    default: attention_heads<8>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, smem, sh); break;
+// A kernel per head-size bound D (64 or 128: a lane's p v registers) and query heads a block GH (1, 2 or 4),
+// each with its own register count, so a batch-1 step's blocks of one head are not sized for four (ptxas,
+// sm_90, no spills: 112 to 128 registers up to 64, four blocks a multiprocessor; 179 to 245 up to 128, two,
+// as a chunk's loads are all in flight at once): grid [T, nkv, group / GH], block 32 * ATT_WARPS. The
+// heads are a template parameter, so every loop over them unrolls without a guard.
+#define ATTENTION_KERNEL(D, GH, MINB)                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, MINB)                                                                  \
+      attention_##D##x##GH(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, \
+                            int rope, int nh, int nkv, int hd, int maxSeq, float scale) {                                             \
+    __shared__ AttentionShared<D> sh;                                                                                                  \
+    attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, sh);                             \
   }
-}
+ATTENTION_KERNEL(64, 1, 4)
+ATTENTION_KERNEL(64, 2, 4)
+ATTENTION_KERNEL(64, 4, 4)
+ATTENTION_KERNEL(128, 1, 2)
+ATTENTION_KERNEL(128, 2, 2)
+ATTENTION_KERNEL(128, 4, 2)
 
 // Prefill attention on tensor cores (flash attention): softmax(q k^T / sqrt(hd)) v for every token row of a
 // prefill step, key tile by key tile with an online softmax, so no scores array and no context limit from
@@ -422,9 +454,6 @@ extern "C" __global__ void attention(elem_t* out, const elem_t* qkv, elem_t* kc,
 // Keys and values come from the cache, where rope_store has put this step's. Registers and shared memory
 // are sized for head sizes up to D (64 or 128; hd a multiple of 8): the q k^T reduction runs over 16-wide
 // chunks, the q and key dims past hd zero.
-// Compiled only with -DCG_FLASH_PREFILL (DecoderModel.module's `flash`): it adds to NVRTC's time (5.0 to 5.8 s
-// for the module, NVRTC 12.9 on a build machine's CPU).
-#ifdef CG_FLASH_PREFILL
 #define FA_WARPS 4
 #define FA_ROWS (16 * FA_WARPS)
 #ifdef CG_BF16
@@ -639,7 +668,6 @@ extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_64
 extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
   flash_prefill<128>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
 }
-#endif  // CG_FLASH_PREFILL
 
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
 // the dtype, then multiplies. Grid [ceil(F / (8 * blockDim.x)), T]: a thread takes 8 adjacent elements of

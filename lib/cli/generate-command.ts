@@ -2,7 +2,7 @@
  * `cudagraph generate`: one prompt (or one chat turn) through a Hugging Face model directory, the text
  * streamed to stdout as it is made; loading progress and the figures on stderr.
  */
-import type { ModelDType } from '../model/decoder-model.js'
+import type { ModelDType, PrefillAttention } from '../model/decoder-model.js'
 import { loadModel } from '../model/language-model.js'
 import type { ChatMessage } from '../model/tokenizer.js'
 import { percentile } from '../util/percentile.js'
@@ -24,12 +24,20 @@ export interface GenerateCommandOptions {
   dtype: ModelDType | undefined
   maxSeqLen: number | undefined
   graphs: boolean
+  /** Prefill attention's kernel (undefined: the model's default). */
+  prefillAttention: PrefillAttention | undefined
 }
 
 /** Runs it; resolves to the exit code. SIGINT stops the generation (finish reason abort). */
 export async function generate(o: GenerateCommandOptions): Promise<number> {
   const progress = loadProgress(true)
-  const m = await loadModel(o.dir, { dtype: o.dtype, maxSeqLen: o.maxSeqLen, graphs: o.graphs, onProgress: progress.onProgress })
+  const m = await loadModel(o.dir, {
+    dtype: o.dtype,
+    maxSeqLen: o.maxSeqLen,
+    graphs: o.graphs,
+    prefillAttention: o.prefillAttention,
+    onProgress: progress.onProgress,
+  })
   progress.finish(
     `${loadSummary(o.dir, m.loadStats)}; ${m.config.architecture}, ${m.model.dtype}; ${m.warmup.captured} graphs in ${m.warmup.seconds.toFixed(2)} s`,
   )

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { Device } from '../cuda/device.js'
 import { kernelCacheDir } from '../cuda/module.js'
 import { CudaGraphError } from '../errors.js'
+import type { PrefillAttention } from '../model/decoder-model.js'
 import { MODEL_PRESETS, type ModelName } from '../model/model-config.js'
 import { GRAPH_MODES, type GraphMode } from '../policy/graph-mode.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
@@ -50,7 +51,7 @@ results.json and chart.svg in --out.
   --model NAME|DIR     ${MODELS.join(' | ')} (random weights), or a Hugging Face model directory (default small)
   --dtype TYPE         f16 | bf16 (default: the checkpoint's; f16 for presets)
   --prefill-attention K
-                       rows | flash: prefill attention's kernel (default rows; flash: tensor cores, sm_80+)
+                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
   --batch-sizes LIST   decode batch sizes, 1..256 (default 1,2,4,8,16,32,64,128,256)
   --prompt-lengths L   prompt lengths for the TTFT table, 1..2048 (default 10,50,100,150,200,250,300,350,400)
   --tokens N           tokens generated per prompt, 1..1024 (default 32)
@@ -91,6 +92,8 @@ A Hugging Face model directory is served with its tokenizer: text and chat reque
   --graph-memory MIB   graph memory budget; missing graphs run eagerly and are captured when idle
   --mode MODE          ${GRAPH_MODES.join(' | ')} (default FULL)
   --seed N             weights (default 1)
+  --prefill-attention K
+                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
   --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)
   --max-connections N  open connections at most; more are refused, 1..65536 (default 1024)
   --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)
@@ -113,6 +116,8 @@ the generated text to stdout; the load and the figures go to stderr. Ctrl-C stop
   --stop TEXT          a string that ends the generation (repeatable with commas: --stop "a,b")
   --dtype TYPE         f16 | bf16 (default: the checkpoint's)
   --max-seq-len N      context of the model, 2..4096 (default min(2048, the model's))
+  --prefill-attention K
+                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
   --no-graphs          run every step eagerly`,
   client: `usage: cudagraph client --socket PATH (--prompt TEXT | --prompt-tokens 1,2,3) [flags]
 
@@ -157,7 +162,7 @@ export function parseBenchFlags(args: readonly string[]): BenchOptions {
   return {
     model: modelFlag('model', f.model, MODELS, 'small'),
     dtype: f.dtype === undefined ? undefined : oneOf('dtype', f.dtype, ['f16', 'bf16'] as const, 'f16'),
-    prefillAttention: f['prefill-attention'] === undefined ? undefined : oneOf('prefill-attention', f['prefill-attention'], ['flash', 'rows'] as const, 'rows'),
+    prefillAttention: prefillAttentionFlag(f['prefill-attention']),
     batchSizes: s('batch-sizes') === undefined ? [1, 2, 4, 8, 16, 32, 64, 128, 256] : intList('batch-sizes', s('batch-sizes')!, 1, 256),
     promptLengths,
     tokens,
@@ -220,6 +225,7 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     'max-connections': str,
     'idle-timeout-ms': str,
     http: str,
+    'prefill-attention': str,
   })
   const s = (k: string) => f[k] as string | undefined
   const socket = required('socket', f.socket, 'the Unix socket path to listen on')
@@ -249,6 +255,7 @@ export function parseServeFlags(args: readonly string[]): ServeOptions {
     maxConnections: int('max-connections', s('max-connections'), 1024, 1, 65536),
     idleTimeoutMs: int('idle-timeout-ms', s('idle-timeout-ms'), 60_000, 1, 0x7fffffff),
     http,
+    prefillAttention: prefillAttentionFlag(f['prefill-attention']),
   }
 }
 
@@ -268,6 +275,7 @@ export function parseGenerateFlags(args: readonly string[]): GenerateCommandOpti
     dtype: str,
     'max-seq-len': str,
     'no-graphs': bool,
+    'prefill-attention': str,
   })
   const s = (k: string) => f[k] as string | undefined
   const opt = <T>(k: string, parse: (v: string) => T): T | undefined => (s(k) === undefined ? undefined : parse(s(k)!))
@@ -291,7 +299,13 @@ export function parseGenerateFlags(args: readonly string[]): GenerateCommandOpti
     dtype: f.dtype === undefined ? undefined : oneOf('dtype', f.dtype, ['f16', 'bf16'] as const, 'f16'),
     maxSeqLen: opt('max-seq-len', (v) => int('max-seq-len', v, 0, 2, 4096)),
     graphs: f['no-graphs'] !== true,
+    prefillAttention: prefillAttentionFlag(f['prefill-attention']),
   }
+}
+
+/** `--prefill-attention`, or undefined for the model's default (flash from compute capability 8.0). */
+function prefillAttentionFlag(v: string | boolean | undefined): PrefillAttention | undefined {
+  return v === undefined ? undefined : oneOf('prefill-attention', v, ['flash', 'rows'] as const, 'flash')
 }
 
 /** Parses `client` flags (throws UsageError). */

@@ -8,7 +8,7 @@ import { Device } from '../cuda/device.js'
 import { CudaGraphError } from '../errors.js'
 import { GraphManager } from '../manager/graph-manager.js'
 import { loadDecoder } from '../model/checkpoint.js'
-import { DecoderModel } from '../model/decoder-model.js'
+import { DecoderModel, type PrefillAttention } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { endOfSequenceIds, readGenerationConfig } from '../model/generation-config.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
@@ -45,6 +45,8 @@ export interface ServeOptions {
   idleTimeoutMs: number
   /** The OpenAI HTTP endpoint's host and port (undefined: none; needs a model directory). */
   http: { host: string; port: number } | undefined
+  /** Prefill attention's kernel (undefined: the model's default). */
+  prefillAttention: PrefillAttention | undefined
 }
 
 /**
@@ -61,12 +63,23 @@ export async function serve(o: ServeOptions): Promise<number> {
   let model: DecoderModel
   let text: TextSetup | undefined
   if (typeof o.model === 'string') {
-    model = DecoderModel.create(dev, stream, { model: o.model, seed: o.seed, slots: o.maxBatch, maxSeqLen: o.maxSeqLen })
+    model = DecoderModel.create(dev, stream, {
+      model: o.model,
+      seed: o.seed,
+      slots: o.maxBatch,
+      maxSeqLen: o.maxSeqLen,
+      prefillAttention: o.prefillAttention,
+    })
   } else {
     const tokenizer = TextTokenizer.fromDirectory(o.model.dir)
     const defaults = readGenerationConfig(o.model.dir)
     const progress = loadProgress(true)
-    const loaded = loadDecoder(dev, stream, o.model.dir, { slots: o.maxBatch, maxSeqLen: o.maxSeqLen, onProgress: progress.onProgress })
+    const loaded = loadDecoder(dev, stream, o.model.dir, {
+      slots: o.maxBatch,
+      maxSeqLen: o.maxSeqLen,
+      prefillAttention: o.prefillAttention,
+      onProgress: progress.onProgress,
+    })
     progress.finish(`cudagraph serve: ${loadSummary(o.model.dir, loaded.stats)}`)
     model = loaded.model
     text = { codec: tokenizer, eosTokenIds: endOfSequenceIds(loaded.checkpoint.config.eosTokenIds, defaults, tokenizer.eosTokenId) }

@@ -48,7 +48,7 @@ export interface LoadOptions {
   communicator?: Communicator | undefined
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default `decodeGemvFits`'s rule. */
   decodeGemv?: boolean | undefined
-  /** Prefill attention's kernel (`PrefillAttention`); default `'rows'`. */
+  /** Prefill attention's kernel (`PrefillAttention`); default `'flash'` from compute capability 8.0, else `'rows'`. */
   prefillAttention?: PrefillAttention | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
   onProgress?: (p: LoadProgress) => void
@@ -155,7 +155,7 @@ export function loadDecoder(
       )
     }
   }
-  const convert = DecoderModel.module(device, dtype, options.prefillAttention === 'flash').kernel('convert_f32', ['ptr', 'ptr', 'i64'])
+  const convert = DecoderModel.module(device, dtype).kernel('convert_f32', ['ptr', 'ptr', 'i64'])
   const comm = options.communicator
   const layout = weightLayout(ckpt.config, comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
   const elemBytes = (dt: string) => (dt === 'F32' ? 4 : 2)

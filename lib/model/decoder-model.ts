@@ -37,14 +37,14 @@ export interface DecoderOptions {
   dtype?: ModelDType
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
   decodeGemv?: boolean | undefined
-  /** Prefill attention's kernel ({@link PrefillAttention}); default `'rows'`. */
+  /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
 }
 
 /**
- * Prefill attention's kernel: `'rows'`, the decode step's kernel a token row a block (f32 throughout,
- * scores in shared memory), or `'flash'` on tensor cores (compute capability 8.0+; key tiles with an
- * online softmax). Both give a row the same bits alone or beside other requests, whole or in chunks.
+ * Prefill attention's kernel: `'flash'` on tensor cores (compute capability 8.0+; key tiles with an
+ * online softmax, the default there), or `'rows'`, the decode step's kernel a token row a block (f32
+ * throughout). Both give a row the same bits alone or beside other requests, whole or in chunks.
  */
 export type PrefillAttention = 'flash' | 'rows'
 
@@ -63,7 +63,7 @@ export interface ModelBuild {
   communicator?: Communicator | undefined
   /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
   decodeGemv?: boolean | undefined
-  /** Prefill attention's kernel ({@link PrefillAttention}); default `'rows'`. */
+  /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
   /**
    * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
@@ -173,7 +173,9 @@ export class DecoderModel {
   readonly communicator: Communicator | undefined
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
-  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'attention' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
+  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
+  /** Attention's kernels for this head size, by query heads a block (1, 2, 4: {@link attentionHeads}). */
+  readonly #attention: ReadonlyMap<number, Kernel>
   /** Prefill attention's kernel. */
   readonly prefillAttention: PrefillAttention
   /** The flash kernel for this head size (`'flash'` only). */
@@ -188,8 +190,8 @@ export class DecoderModel {
    * launch-bound model; otherwise cuBLAS and the separate kernels, as prefill always does.
    */
   readonly decodeGemv: boolean
-  /** What attention blocks are sized by: shared memory per block (bytes) and the device's multiprocessors. */
-  readonly #sm: { sharedLimit: number; multiprocessors: number }
+  /** The device's multiprocessors, which attention blocks are sized by ({@link attentionHeads}). */
+  readonly #multiprocessors: number
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
   readonly #layers: LayerWeights[]
   readonly #top: { embed: Buf; norm: Buf; lmHead: Buf; invFreq: DeviceBuffer<'f32'> }
@@ -218,31 +220,20 @@ export class DecoderModel {
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
-      attention: module.kernel('attention', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
       gemv: module.kernel('gemv', GEMV_SIGNATURE),
       gemvSilu: module.kernel('gemv_silu', GEMV_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
+    // Registers (and the flash kernel's shared memory) are sized for head sizes up to 64 or 128.
+    const bound = b.config.headDim <= 64 ? 64 : 128
+    this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${bound}x${h}`, ATTENTION_SIGNATURE)]))
     this.#pdl = device.computeCapability[0] >= 9
-    this.prefillAttention = b.prefillAttention ?? 'rows'
-    // Registers and shared memory sized for head sizes up to 64 or 128.
-    const flash = b.config.headDim <= 64 ? 'attention_prefill_64' : 'attention_prefill_128'
-    this.#flash = this.prefillAttention === 'flash' ? module.kernel(flash, PREFILL_ATTENTION_SIGNATURE) : undefined
+    this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
+    this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? decodeGemvFits(b.config, this.local, b.slots)
-    // At most 48 KiB a block, which needs no opt-in: the first launch of a size may be inside a capture,
-    // and a block of fewer heads gives the same bits.
-    this.#sm = { sharedLimit: Math.min(device.maxSharedMemoryPerBlock, 48 * 1024), multiprocessors: device.multiprocessors }
-    // A context whose scores do not fit even one head a block is refused here, not at the first step.
-    attentionLayout({
-      rows: 1,
-      kvHeads: this.local.kvHeads,
-      group: this.local.heads / this.local.kvHeads,
-      headDim: b.config.headDim,
-      maxSeqLen: b.maxSeqLen,
-      ...this.#sm,
-    })
+    this.#multiprocessors = device.multiprocessors
     const w = (name: string) => weights.get(name)!.buffer
     this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
       attnNorm: w(`layers.${l}.attn_norm`),
@@ -272,7 +263,7 @@ export class DecoderModel {
     check(Number.isSafeInteger(seed) && seed >= 0, 'seed', 'a non-negative integer', seed)
     const dtype = options.dtype ?? 'f16'
     check(dtype === 'f16' || dtype === 'bf16', 'dtype', "'f16' or 'bf16'", dtype)
-    const init = DecoderModel.module(device, dtype, options.prefillAttention === 'flash').kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+    const init = DecoderModel.module(device, dtype).kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
     let n = 0
     return DecoderModel.build(device, stream, {
       config,
@@ -295,22 +286,19 @@ export class DecoderModel {
     })
   }
 
-  static #modules = new WeakMap<Device, Partial<Record<`${ModelDType}${'' | '+flash'}`, Module>>>()
+  static #modules = new WeakMap<Device, Partial<Record<ModelDType, Module>>>()
 
   /**
-   * The decoder's kernels for `dtype` on `device`, compiled once per device and dtype; with `flash`, the
-   * flash prefill attention kernels too (they add to NVRTC's time, so only models that ask for them pay).
-   * Without `flash`, a module compiled with them serves as well.
+   * The decoder's kernels for `dtype` on `device`, compiled once per device and dtype (and kept in the
+   * on-disk kernel cache, so a later process loads them instead of running NVRTC again).
    */
-  static module(device: Device, dtype: ModelDType, flash = false): Module {
+  static module(device: Device, dtype: ModelDType): Module {
     const compiled = DecoderModel.#modules.get(device) ?? {}
     DecoderModel.#modules.set(device, compiled)
-    const key = `${dtype}+flash` as const
-    const hit = compiled[key] ?? (flash ? undefined : compiled[dtype])
+    const hit = compiled[dtype]
     if (hit !== undefined) return hit
-    const options = [...(dtype === 'bf16' ? ['-DCG_BF16'] : []), ...(flash ? ['-DCG_FLASH_PREFILL'] : [])]
-    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${flash ? key : dtype}`, options })
-    compiled[flash ? key : dtype] = module
+    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: dtype === 'bf16' ? ['-DCG_BF16'] : [] })
+    compiled[dtype] = module
     return module
   }
 
@@ -336,7 +324,7 @@ export class DecoderModel {
       const [major] = device.computeCapability
       if (b.prefillAttention === 'flash') check(major >= 8, 'prefillAttention', `'rows' on compute capability ${major}.x (flash needs 8.0+)`, 'flash')
     }
-    const module = DecoderModel.module(device, b.dtype, b.prefillAttention === 'flash')
+    const module = DecoderModel.module(device, b.dtype)
     const weights = new Map<string, Weight>()
     const made: DeviceBuffer[] = []
     const alloc = <D extends ModelDType | 'f32'>(dtype: D, length: number) => {
@@ -487,13 +475,14 @@ export class DecoderModel {
     const localLogits = comm ? ctx.scratch('f32', R * vocab) : t.logits
     const gathered = comm ? ctx.scratch('f32', R * c.vocab) : t.logits
     const normBlock = threadsFor(H)
+    // Rotary pairs and v elements of a row, 128 per block.
+    const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
     const top = this.#top
     const S = this.maxSeqLen
     const trace = ctx.trace
     const pdl = this.#pdl
-    const al = attentionLayout({ rows: T, kvHeads, group: heads / kvHeads, headDim: hd, maxSeqLen: S, ...this.#sm })
-    // Rotary pairs and v elements of a row, 128 per block.
-    const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
+    const gh = attentionHeads(T, kvHeads, heads / kvHeads, this.#multiprocessors)
+    const attention = this.#attention.get(gh)!
     // Row-parallel o and down leave partial sums of the residual update on each rank.
     const reduce = () => {
       if (comm === undefined) return
@@ -554,11 +543,21 @@ export class DecoderModel {
           1 / Math.sqrt(hd),
         ])
       } else {
-        s.launch(
-          k.attention,
-          { grid: [T, kvHeads, heads / kvHeads / al.heads], block: 128, sharedMemBytes: al.sharedMemBytes, programmaticDependentLaunch: pdl },
-          [attn, qkv, L.kCache, L.vCache, t.positions, t.slots, top.invFreq, kind === 'decode' ? 1 : 0, heads, kvHeads, hd, S, 1 / Math.sqrt(hd), al.heads],
-        )
+        s.launch(attention, { grid: [T, kvHeads, heads / kvHeads / gh], block: 128, programmaticDependentLaunch: pdl }, [
+          attn,
+          qkv,
+          L.kCache,
+          L.vCache,
+          t.positions,
+          t.slots,
+          top.invFreq,
+          kind === 'decode' ? 1 : 0,
+          heads,
+          kvHeads,
+          hd,
+          S,
+          1 / Math.sqrt(hd),
+        ])
       }
       trace?.('o')
       if (gemv) {
@@ -706,38 +705,25 @@ const PREFILL_ATTENTION_ROWS = 64
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
-/** Query heads one attention block takes at most (MAX_GH in kernels/decoder.cu). */
-const MAX_ATTENTION_HEADS = 8
+// out, qkv, k cache, v cache, positions, slots, rotary frequencies, rope, heads, kv heads, head size, maxSeqLen, scale
+const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
-/** What the attention kernel's layout depends on. */
-export interface AttentionShape {
-  /** Token rows of the step. */
-  rows: number
-  kvHeads: number
-  /** Query heads per key/value head. */
-  group: number
-  headDim: number
-  maxSeqLen: number
-  /** Shared memory a block may have, bytes. */
-  sharedLimit: number
-  multiprocessors: number
-}
+/** Query heads an attention block may take (the kernels `attention_<D>x<heads>` in kernels/decoder.cu). */
+const ATTENTION_HEADS = [4, 2, 1] as const
 
 /**
- * Query heads per attention block and its dynamic shared memory (bytes): the most heads of a group (a
- * divisor of it, at most 8) whose queries and scores ([heads][headDim + maxSeqLen] floats) fit beside the
- * kernel's own 6 KiB (5.3 KiB of static shared memory), and that still make two blocks a multiprocessor;
- * fewer heads when the step has too few rows for that (a decode step of one request on a 1B model takes a
- * head a block: 32 blocks, not 8). A row's result does not depend on the choice (kernels/decoder.cu).
+ * Query heads per attention block for a step of `rows` token rows: the most of 4, 2 or 1 that divides
+ * the group (query heads per key/value head) and still makes two blocks a multiprocessor; one when the
+ * step has too few rows for that (a decode step of one request on a 1B model takes a head a block: 32
+ * blocks, not 8). A block reads its keys and values once for its heads; a row's result does not depend
+ * on the choice (kernels/decoder.cu).
  */
-export function attentionLayout(a: AttentionShape): { heads: number; sharedMemBytes: number } {
-  const bytes = (h: number) => 4 * h * (a.headDim + a.maxSeqLen)
-  let fit = 0
-  for (let h = Math.min(a.group, MAX_ATTENTION_HEADS); h >= 1; h--) {
-    if (a.group % h !== 0 || bytes(h) + 6 * 1024 > a.sharedLimit) continue
-    fit ||= h
-    if (a.rows * a.kvHeads * (a.group / h) >= 2 * a.multiprocessors) return { heads: h, sharedMemBytes: bytes(h) }
-  }
-  check(fit > 0, 'maxSeqLen', `a context whose attention scores fit in shared memory (${a.sharedLimit} bytes a block)`, a.maxSeqLen)
-  return { heads: 1, sharedMemBytes: bytes(1) }
+export function attentionHeads(rows: number, kvHeads: number, group: number, multiprocessors: number): number {
+  for (const h of ATTENTION_HEADS) if (group % h === 0 && rows * kvHeads * (group / h) >= 2 * multiprocessors) return h
+  return 1
+}
+
+/** Prefill attention's default on `device`: `'flash'` from compute capability 8.0 (its MMAs), else `'rows'`. */
+export function defaultPrefillAttention(device: Device): PrefillAttention {
+  return device.computeCapability[0] >= 8 ? 'flash' : 'rows'
 }
