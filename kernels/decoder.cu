@@ -97,24 +97,58 @@ extern "C" __global__ void embed(float* resid, const int* tokens, const elem_t* 
   for (int i = threadIdx.x; i < H; i += blockDim.x) resid[(long long)t * H + i] = to_f(table[(long long)id * H + i]);
 }
 
+// Elements of a row an add_rmsnorm thread holds in registers (a block has ceil(H / NORM_PER) threads,
+// whole warps, at most 1024; a row past NORM_PER * 1024 streams the rest).
+#define NORM_PER 8
+
 // resid[t] = round_e(resid[t] + delta[t]) (when add is non-zero: the residual stream holds the model
 // dtype's values, as transformers' does); out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the
 // two roundings of transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype).
+// A block per row; thread i takes elements i, i + blockDim.x, ... (coalesced). Every load is issued before
+// any store: a store to resid or out might alias the next load, so the compiler would hold each load back
+// behind it. The weights, which no kernel of the step writes, load before griddepcontrol.wait.
 extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, int add) {
+  const long long row = (long long)blockIdx.x * H;
+  const int n = blockDim.x;
+  float r[NORM_PER], dl[NORM_PER], wf[NORM_PER];
+#pragma unroll
+  for (int k = 0; k < NORM_PER; k++)
+    if (threadIdx.x + k * n < H) wf[k] = to_f(w[threadIdx.x + k * n]);
   pdl_wait();
   pdl_launch_next();
-  const long long row = (long long)blockIdx.x * H;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    float r = resid[row + i];
-    if (add) {
-      r = round_e(r + to_f(delta[row + i]));
-      resid[row + i] = r;
+#pragma unroll
+  for (int k = 0; k < NORM_PER; k++) {
+    const int i = threadIdx.x + k * n;
+    if (i < H) {
+      r[k] = resid[row + i];
+      dl[k] = add ? to_f(delta[row + i]) : 0.f;
     }
-    ss += r * r;
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < NORM_PER; k++) {
+    const int i = threadIdx.x + k * n;
+    if (i < H) {
+      if (add) {
+        r[k] = round_e(r[k] + dl[k]);
+        resid[row + i] = r[k];
+      }
+      ss += r[k] * r[k];
+    }
+  }
+  for (int i = threadIdx.x + NORM_PER * n; i < H; i += n) {
+    float v = resid[row + i];
+    if (add) {
+      v = round_e(v + to_f(delta[row + i]));
+      resid[row + i] = v;
+    }
+    ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
-  for (int i = threadIdx.x; i < H; i += blockDim.x) out[row + i] = from_f(round_e(resid[row + i] * inv) * to_f(w[i]));
+#pragma unroll
+  for (int k = 0; k < NORM_PER; k++)
+    if (threadIdx.x + k * n < H) out[row + threadIdx.x + k * n] = from_f(round_e(r[k] * inv) * wf[k]);
+  for (int i = threadIdx.x + NORM_PER * n; i < H; i += n) out[row + i] = from_f(round_e(resid[row + i] * inv) * to_f(w[i]));
 }
 
 // resid[i] = round_e(resid[i] + delta[i]) for n elements: the residual add of a tensor-parallel decode
@@ -247,6 +281,36 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       prefetch_l2(kc + base + j * stride + d);
       prefetch_l2(vc + base + j * stride + d);
     }
+  // A chunk's loads, all in flight together (each depends on the row alone): the lane's key row for the
+  // scores, and the value rows of its p v positions c0 + 4i + kq, dims (dq + 8 ds) * 8 .. + 7 (16-byte
+  // loads, each used for every head); parts past len stay unloaded and unused. `cached` takes only the
+  // positions already in the cache: a decode row's new key and value (p0) come from shared memory.
+  const int kq = lane >> 3, dq = lane & 7;
+  uint4 kr[D / 8], vr[ATT_KEYS / 4][DS];
+  auto load = [&](int c0, bool cached) {
+    const int j = c0 + lane;
+    if (j < len && !(cached && rope && j == p0)) {
+      const uint4* k = rope && j == p0 ? (const uint4*)sh.knew : (const uint4*)(kc + base + j * stride);
+#pragma unroll
+      for (int d8 = 0; d8 < D / 8; d8++)
+        if (d8 < hd / 8) kr[d8] = k[d8];
+    }
+#pragma unroll
+    for (int i = 0; i < ATT_KEYS / 4; i++) {
+      const int jv = c0 + 4 * i + kq;
+      if (jv < len && !(cached && rope && jv == p0)) {
+        const elem_t* v = rope && jv == p0 ? sh.vnew : vc + base + jv * stride;
+#pragma unroll
+        for (int ds = 0; ds < DS; ds++)
+          if ((dq + 8 * ds) * 8 < hd) vr[i][ds] = *(const uint4*)(v + (dq + 8 * ds) * 8);
+      }
+    }
+  };
+  // A decode step's cached positions were written by earlier steps, never by the kernel this one waits
+  // for, so the warp's first chunk is loaded before griddepcontrol.wait, its loads overlapping that
+  // kernel's tail. A prefill step's were just written by rope_store: they wait.
+  const int first = warp * ATT_KEYS;
+  if (rope) load(first, true);
   pdl_wait();
   pdl_launch_next();
   __syncthreads();  // the angles
@@ -284,7 +348,6 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 
   // The warp's running state: per head its maximum (the same on every lane), the lane's share of the sum
   // of p (its positions), and p v for the lane's dims over its positions.
-  const int kq = lane >> 3, dq = lane & 7;  // p v: position 4i + kq of a chunk, dims (dq + 8 ds) * 8 ..
   float m[GH], l[GH], o[GH][DS][8];
 #pragma unroll
   for (int g = 0; g < GH; g++) {
@@ -295,29 +358,24 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 #pragma unroll
       for (int e = 0; e < 8; e++) o[g][ds][e] = 0.f;
   }
-  for (int c0 = warp * ATT_KEYS; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
-    // Every load of the chunk first, so they are in flight together (each depends on the row alone): the
-    // lane's key row for the scores, and the value rows of its p v positions c0 + 4i + kq, dims
-    // (dq + 8 ds) * 8 .. + 7 (16-byte loads, each used for every head). Unloaded parts stay unused.
+  for (int c0 = first; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
+    if (c0 != first || !rope) {
+      load(c0, false);
+    } else {
+      // The first chunk's new position, if it holds it, from shared memory.
+      if (c0 + lane == p0)
+#pragma unroll
+        for (int d8 = 0; d8 < D / 8; d8++)
+          if (d8 < hd / 8) kr[d8] = ((const uint4*)sh.knew)[d8];
+#pragma unroll
+      for (int i = 0; i < ATT_KEYS / 4; i++)
+        if (c0 + 4 * i + kq == p0)
+#pragma unroll
+          for (int ds = 0; ds < DS; ds++)
+            if ((dq + 8 * ds) * 8 < hd) vr[i][ds] = *(const uint4*)(sh.vnew + (dq + 8 * ds) * 8);
+    }
+    // Scores: a lane per position; the queries in 16-byte shared loads.
     const int j = c0 + lane;
-    uint4 kr[D / 8], vr[ATT_KEYS / 4][DS];
-    if (j < len) {
-      const uint4* k = rope && j == p0 ? (const uint4*)sh.knew : (const uint4*)(kc + base + j * stride);
-#pragma unroll
-      for (int d8 = 0; d8 < D / 8; d8++)
-        if (d8 < hd / 8) kr[d8] = k[d8];
-    }
-#pragma unroll
-    for (int i = 0; i < ATT_KEYS / 4; i++) {
-      const int jv = c0 + 4 * i + kq;
-      if (jv < len) {
-        const elem_t* v = rope && jv == p0 ? sh.vnew : vc + base + jv * stride;
-#pragma unroll
-        for (int ds = 0; ds < DS; ds++)
-          if ((dq + 8 * ds) * 8 < hd) vr[i][ds] = *(const uint4*)(v + (dq + 8 * ds) * 8);
-      }
-    }
-    // Scores: a lane per position.
     float s[GH];
     if (j < len) {
       float dot[GH];
@@ -327,12 +385,19 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       for (int d8 = 0; d8 < D / 8; d8++) {
         if (d8 >= hd / 8) break;
         const unsigned int w[4] = {kr[d8].x, kr[d8].y, kr[d8].z, kr[d8].w};
+        float k[8];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          const float k0 = to_f((elem_t)(w[e] & 0xffff)), k1 = to_f((elem_t)(w[e] >> 16));
-          const int d = d8 * 8 + 2 * e;
+          k[2 * e] = to_f((elem_t)(w[e] & 0xffff));
+          k[2 * e + 1] = to_f((elem_t)(w[e] >> 16));
+        }
 #pragma unroll
-          for (int g = 0; g < GH; g++) dot[g] += sh.q[g][d] * k0 + sh.q[g][d + 1] * k1;
+        for (int g = 0; g < GH; g++) {
+          const float4 qa = *(const float4*)&sh.q[g][d8 * 8], qb = *(const float4*)&sh.q[g][d8 * 8 + 4];
+          dot[g] += qa.x * k[0] + qa.y * k[1];
+          dot[g] += qa.z * k[2] + qa.w * k[3];
+          dot[g] += qb.x * k[4] + qb.y * k[5];
+          dot[g] += qb.z * k[6] + qb.w * k[7];
         }
       }
 #pragma unroll
@@ -442,20 +507,24 @@ ATTENTION_KERNEL(128, 4, 2)
 
 // Prefill attention on tensor cores (flash attention): softmax(q k^T / sqrt(hd)) v for every token row of a
 // prefill step, key tile by key tile with an online softmax, so no scores array and no context limit from
-// shared memory. One block per (FA_ROWS consecutive token rows, query head), FA_WARPS warps of 16 rows each;
-// q k^T and p v are m16n8k16 MMAs on the dtype with f32 accumulators, p rounded to the dtype for the second
+// shared memory. One block per (FA_ROWS consecutive token rows, query head), FA_WARPS groups of 16 rows,
+// FA_SPLIT warps a group, each taking its own part of every key tile (their states merge in order at the
+// end, through shared memory); q k^T and p v are m16n8k16 MMAs on the dtype with f32 accumulators, p rounded to the dtype for the second
 // (as the flash-attention kernels behind transformers' sdpa do), its sum kept in f32. The next key tile
 // streams into shared memory (cp.async, two buffers) while the warps work on this one.
 //
 // A row's result depends on nothing but its slot, its position and the cache: key tiles start at positions
-// that are multiples of the tile size, whichever rows share the block, and a tile whose keys a row does not see
-// leaves its state bit for bit unchanged. So a prompt gives the same bits whole or in chunks, alone or
+// that are multiples of the tile size, whichever rows share the block, a tile's parts are fixed, and a part
+// whose keys a row does not see leaves its state bit for bit unchanged. So a prompt gives the same bits whole or in chunks, alone or
 // beside other requests. Rows of different slots in one block run in turn (a pass per run of equal slots).
 // Keys and values come from the cache, where rope_store has put this step's. Registers and shared memory
 // are sized for head sizes up to D (64 or 128; hd a multiple of 8): the q k^T reduction runs over 16-wide
 // chunks, the q and key dims past hd zero.
 #define FA_WARPS 4
 #define FA_ROWS (16 * FA_WARPS)
+// Warps per 16 rows: on an H200 a 512-token prompt's heavy causal blocks (the last rows see every key) set
+// the kernel's time, at under half a wave of blocks; two warps on each tile halve that path.
+#define FA_SPLIT 2
 #ifdef CG_BF16
 #define MMA_ELEM "bf16"
 #else
@@ -498,12 +567,18 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   constexpr int KEYS = D == 128 ? 32 : 64;   // a key tile: two buffers of keys and values in 48 KiB
   constexpr int SN = KEYS / 8;               // its 8-wide score tiles
   constexpr int DP = D + 8;                  // a shared row, padded: no bank conflicts in the fragment loads
-  __shared__ __align__(16) elem_t ks[2][KEYS][DP];  // keys [buffer][key][dim]
-  __shared__ __align__(16) elem_t vs[2][KEYS][DP];  // values [buffer][key][dim]
+  constexpr int WSN = SN / FA_SPLIT;         // a warp's score tiles of a key tile
+  // Keys and values [buffer][key][dim], in one array that the end's merge reuses.
+  __shared__ __align__(16) elem_t kvs[2][2][KEYS][DP];
+  auto ks = [&](int buf) -> elem_t(*)[DP] { return kvs[buf][0]; };
+  auto vs = [&](int buf) -> elem_t(*)[DP] { return kvs[buf][1]; };
   __shared__ int rslot[FA_ROWS], rpos[FA_ROWS];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, tig = lane & 3;  // the fragments' row group and thread in group
-  const int r0 = blockIdx.x * FA_ROWS, h = blockIdx.y, kvh = h / (nh / nkv);
+  const int lane = threadIdx.x & 31;
+  const int warp = (threadIdx.x >> 5) % FA_WARPS;  // the warp's 16 rows
+  const int part = (threadIdx.x >> 5) / FA_WARPS;  // its part of each key tile: keys part * KEYS / FA_SPLIT ..
+  const int g = lane >> 2, tig = lane & 3;         // the fragments' row group and thread in group
+  // The last rows first: causal rows see the most keys at the end of a prompt, and their blocks start first.
+  const int r0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS, h = blockIdx.y, kvh = h / (nh / nkv);
   const int rows = min(FA_ROWS, T - r0);
   const int width = (nh + 2 * nkv) * hd;
   // Before griddepcontrol.wait, what no kernel of the step writes: the rows' slots and positions (inputs),
@@ -512,7 +587,7 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
     rslot[i] = i < rows ? slots[r0 + i] : -1;
     rpos[i] = i < rows ? pos[r0 + i] : -1;
   }
-  for (int i = threadIdx.x; i < 2 * KEYS * (D - hd); i += blockDim.x) ks[0][i / (D - hd)][hd + i % (D - hd)] = 0;
+  for (int i = threadIdx.x; i < 2 * KEYS * (D - hd); i += blockDim.x) kvs[i / (KEYS * (D - hd))][0][i / (D - hd) % KEYS][hd + i % (D - hd)] = 0;
   pdl_wait();
   pdl_launch_next();
   __syncthreads();
@@ -559,8 +634,8 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
         const int j = i / chunks, d = (i % chunks) * 8;
         const bool valid = k0 + j <= kmax;
         const long long at = valid ? (k0 + j) * stride + d : 0;
-        cp_async16(&ks[buf][j][d], kbase + at, valid);
-        cp_async16(&vs[buf][j][d], vbase + at, valid);
+        cp_async16(&ks(buf)[j][d], kbase + at, valid);
+        cp_async16(&vs(buf)[j][d], vbase + at, valid);
       }
       cp_async_commit();
     };
@@ -570,25 +645,26 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
       else cp_async_commit();  // an empty group: the wait below then always leaves one in flight
       cp_async_wait1();
       __syncthreads();  // every thread's copies of this tile have landed
-      // A warp whose rows see none of the tile skips it: for them it would change nothing.
-      if (wmax >= k0) {
-        float s[SN][4];
+      // A warp whose rows see none of its part of the tile skips it: for them it would change nothing.
+      const int kp = part * WSN * 8;  // the part's first key in the tile
+      if (wmax >= k0 + kp) {
+        float s[WSN][4];
 #pragma unroll
-        for (int n = 0; n < SN; n++) {
+        for (int n = 0; n < WSN; n++) {
           s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
           for (int c = 0; c < KC; c++) {
-            const elem_t* kr = &ks[buf][n * 8 + g][c * 16 + 2 * tig];
+            const elem_t* kr = &ks(buf)[kp + n * 8 + g][c * 16 + 2 * tig];
             mma16816(s[n], qf[c], ld2(kr), ld2(kr + 8));
           }
         }
         // Scale and causal mask; the rows' maxima over the tile (a row's keys are on its 4 lanes).
         float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-        for (int n = 0; n < SN; n++)
+        for (int n = 0; n < WSN; n++)
 #pragma unroll
           for (int e = 0; e < 2; e++) {
-            const int key = k0 + n * 8 + 2 * tig + e;
+            const int key = k0 + kp + n * 8 + 2 * tig + e;
             s[n][e] = key <= pa ? s[n][e] * scale : NEG_INF;
             s[n][2 + e] = key <= pb ? s[n][2 + e] * scale : NEG_INF;
             mx[0] = fmaxf(mx[0], s[n][e]);
@@ -606,11 +682,11 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
           m[i] = mn;
         }
         // p = exp(s - max): rounded to the dtype as p v's operand, summed unrounded into l. Score tiles
-        // 2kk and 2kk + 1 are p v's A fragment for keys 16kk..16kk+15.
-        unsigned pf[SN / 2][4];
+        // 2kk and 2kk + 1 are p v's A fragment for the part's keys 16kk..16kk+15.
+        unsigned pf[WSN / 2][4];
         float rs[2] = {0.f, 0.f};
 #pragma unroll
-        for (int n = 0; n < SN; n++) {
+        for (int n = 0; n < WSN; n++) {
           float p[4];
 #pragma unroll
           for (int e = 0; e < 4; e++) {
@@ -631,11 +707,11 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
         }
         // v's B fragment: keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g, two 16-bit loads a register.
 #pragma unroll
-        for (int kk = 0; kk < SN / 2; kk++)
+        for (int kk = 0; kk < WSN / 2; kk++)
 #pragma unroll
           for (int n = 0; n < NT; n++)
             if (n * 8 < hd) {
-              const elem_t* v0 = &vs[buf][kk * 16 + 2 * tig][n * 8 + g];
+              const elem_t* v0 = &vs(buf)[kp + kk * 16 + 2 * tig][n * 8 + g];
               mma16816(o[n], pf[kk], pack2(v0[0], v0[DP]), pack2(v0[8 * DP], v0[9 * DP]));
             }
       }
@@ -643,11 +719,45 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
     }
     start = stop;
   }
-  // The rows' sums over their 4 lanes, then out = o / l.
+  // The rows' sums over their 4 lanes; then the other parts' states merge into part 0's, in part order,
+  // through the key buffers (free now: the loop ends with a barrier): o = sum_p o_p exp(m_p - M), l
+  // likewise, M the largest m_p (part 0 always holds key 0, which every row sees: M is finite).
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     l[i] += __shfl_xor_sync(0xffffffff, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
+  }
+  float* merge = (float*)&kvs[0][0][0][0];  // [part - 1][warp][lane][4 NT + 4]
+  constexpr int MS = 4 * NT + 4;
+  static_assert((FA_SPLIT - 1) * FA_WARPS * 32 * MS * 4 <= (int)sizeof(kvs), "the merge fits in the key buffers");
+  if (part > 0) {
+    float* me = merge + (((part - 1) * FA_WARPS + warp) * 32 + lane) * MS;
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) me[4 * n + e] = o[n][e];
+    me[4 * NT] = m[0];
+    me[4 * NT + 1] = m[1];
+    me[4 * NT + 2] = l[0];
+    me[4 * NT + 3] = l[1];
+  }
+  __syncthreads();
+  if (part > 0) return;
+#pragma unroll
+  for (int q = 1; q < FA_SPLIT; q++) {
+    const float* it = merge + (((q - 1) * FA_WARPS + warp) * 32 + lane) * MS;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const float mq = it[4 * NT + i], M = fmaxf(m[i], mq);
+      const float a = m[i] == M ? 1.f : __expf(m[i] - M), b = mq == M ? 1.f : __expf(mq - M);
+      l[i] = l[i] * a + it[4 * NT + 2 + i] * b;
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        o[n][2 * i] = o[n][2 * i] * a + it[4 * n + 2 * i] * b;
+        o[n][2 * i + 1] = o[n][2 * i + 1] * a + it[4 * n + 2 * i + 1] * b;
+      }
+      m[i] = M;
+    }
   }
   elem_t* oa = out + ((long long)(r0 + ra) * nh + h) * hd;
   elem_t* ob = out + ((long long)(r0 + rb) * nh + h) * hd;
@@ -660,12 +770,12 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   }
 }
 
-// grid [ceil(T / FA_ROWS), nh], block 32 * FA_WARPS; one kernel per head-size bound, each with its own
-// static shared memory (sm_80+: the MMAs).
-extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+// grid [ceil(T / FA_ROWS), nh], block 32 * FA_WARPS * FA_SPLIT; one kernel per head-size bound, each with its
+// own static shared memory (sm_80+: the MMAs), two blocks a multiprocessor up to 64.
+extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT, 2) attention_prefill_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
   flash_prefill<64>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
 }
-extern "C" __global__ void __launch_bounds__(32 * FA_WARPS) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
   flash_prefill<128>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
 }
 

@@ -151,6 +151,8 @@ interface LayerWeights {
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b)
 const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 32))
+/** Elements of a row each add_rmsnorm thread holds in registers (NORM_PER in kernels/decoder.cu). */
+const NORM_PER = 8
 
 /** The share a communicator's rank holds: rank `rank` of `size`, or the whole model without one. */
 const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
@@ -475,6 +477,8 @@ export class DecoderModel {
     const localLogits = comm ? ctx.scratch('f32', R * vocab) : t.logits
     const gathered = comm ? ctx.scratch('f32', R * c.vocab) : t.logits
     const normBlock = threadsFor(H)
+    // add_rmsnorm: NORM_PER elements a thread, in registers.
+    const addNormBlock = threadsFor(ceilDiv(H, NORM_PER))
     // Rotary pairs and v elements of a row, 128 per block.
     const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
     const top = this.#top
@@ -505,7 +509,7 @@ export class DecoderModel {
         this.#gemv(s, T, resid, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias })
       } else {
         trace?.('norm')
-        s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
+        s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
         trace?.('qkv')
         s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
       }
@@ -528,7 +532,7 @@ export class DecoderModel {
       }
       trace?.('attention')
       if (kind === 'prefill' && this.#flash !== undefined) {
-        s.launch(this.#flash, { grid: [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads], block: 128, programmaticDependentLaunch: pdl }, [
+        s.launch(this.#flash, { grid: [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads], block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [
           attn,
           qkv,
           L.kCache,
@@ -575,7 +579,7 @@ export class DecoderModel {
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
       reduce()
       trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
+      s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
       trace?.('gate_up')
       s.gemm({ a: x, b: L.gateUp, c: gu!, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
@@ -702,6 +706,8 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
 
 /** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
 const PREFILL_ATTENTION_ROWS = 64
+/** Its threads: two warps for each 16 rows (32 * FA_WARPS * FA_SPLIT). */
+const PREFILL_ATTENTION_THREADS = 256
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
