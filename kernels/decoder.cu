@@ -146,8 +146,10 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
 #pragma unroll
-  for (int k = 0; k < NORM_PER; k++)
-    if (threadIdx.x + k * n < H) out[row + threadIdx.x + k * n] = from_f(round_e(r[k] * inv) * wf[k]);
+  for (int k = 0; k < NORM_PER; k++) {
+    const int i = threadIdx.x + k * n;
+    if (i < H) out[row + i] = from_f(round_e(r[k] * inv) * wf[k]);
+  }
   for (int i = threadIdx.x + NORM_PER * n; i < H; i += n) out[row + i] = from_f(round_e(resid[row + i] * inv) * to_f(w[i]));
 }
 
@@ -283,13 +285,13 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
     }
   // A chunk's loads, all in flight together (each depends on the row alone): the lane's key row for the
   // scores, and the value rows of its p v positions c0 + 4i + kq, dims (dq + 8 ds) * 8 .. + 7 (16-byte
-  // loads, each used for every head); parts past len stay unloaded and unused. `cached` takes only the
-  // positions already in the cache: a decode row's new key and value (p0) come from shared memory.
+  // loads, each used for every head); parts past len stay unloaded and unused. `cached` takes the
+  // positions already in the cache, `fresh` a decode row's new key and value (p0, from shared memory).
   const int kq = lane >> 3, dq = lane & 7;
   uint4 kr[D / 8], vr[ATT_KEYS / 4][DS];
-  auto load = [&](int c0, bool cached) {
+  auto load = [&](int c0, bool cached, bool fresh) {
     const int j = c0 + lane;
-    if (j < len && !(cached && rope && j == p0)) {
+    if (j < len && (rope && j == p0 ? fresh : cached)) {
       const uint4* k = rope && j == p0 ? (const uint4*)sh.knew : (const uint4*)(kc + base + j * stride);
 #pragma unroll
       for (int d8 = 0; d8 < D / 8; d8++)
@@ -298,7 +300,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 #pragma unroll
     for (int i = 0; i < ATT_KEYS / 4; i++) {
       const int jv = c0 + 4 * i + kq;
-      if (jv < len && !(cached && rope && jv == p0)) {
+      if (jv < len && (rope && jv == p0 ? fresh : cached)) {
         const elem_t* v = rope && jv == p0 ? sh.vnew : vc + base + jv * stride;
 #pragma unroll
         for (int ds = 0; ds < DS; ds++)
@@ -310,7 +312,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   // for, so the warp's first chunk is loaded before griddepcontrol.wait, its loads overlapping that
   // kernel's tail. A prefill step's were just written by rope_store: they wait.
   const int first = warp * ATT_KEYS;
-  if (rope) load(first, true);
+  if (rope) load(first, true, false);
   pdl_wait();
   pdl_launch_next();
   __syncthreads();  // the angles
@@ -359,21 +361,8 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       for (int e = 0; e < 8; e++) o[g][ds][e] = 0.f;
   }
   for (int c0 = first; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
-    if (c0 != first || !rope) {
-      load(c0, false);
-    } else {
-      // The first chunk's new position, if it holds it, from shared memory.
-      if (c0 + lane == p0)
-#pragma unroll
-        for (int d8 = 0; d8 < D / 8; d8++)
-          if (d8 < hd / 8) kr[d8] = ((const uint4*)sh.knew)[d8];
-#pragma unroll
-      for (int i = 0; i < ATT_KEYS / 4; i++)
-        if (c0 + 4 * i + kq == p0)
-#pragma unroll
-          for (int ds = 0; ds < DS; ds++)
-            if ((dq + 8 * ds) * 8 < hd) vr[i][ds] = *(const uint4*)(sh.vnew + (dq + 8 * ds) * 8);
-    }
+    // (A decode step's first chunk has its cached positions already: only the new one, if it holds it.)
+    load(c0, c0 != first || !rope, true);
     // Scores: a lane per position; the queries in 16-byte shared loads.
     const int j = c0 + lane;
     float s[GH];
@@ -587,7 +576,10 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
     rslot[i] = i < rows ? slots[r0 + i] : -1;
     rpos[i] = i < rows ? pos[r0 + i] : -1;
   }
-  for (int i = threadIdx.x; i < 2 * KEYS * (D - hd); i += blockDim.x) kvs[i / (KEYS * (D - hd))][0][i / (D - hd) % KEYS][hd + i % (D - hd)] = 0;
+  for (int i = threadIdx.x; i < 2 * KEYS * (D - hd); i += blockDim.x) {
+    const int r = i / (D - hd);  // a key row of either buffer
+    ks(r / KEYS)[r % KEYS][hd + i % (D - hd)] = 0;
+  }
   pdl_wait();
   pdl_launch_next();
   __syncthreads();

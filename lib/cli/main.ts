@@ -23,6 +23,9 @@ import { runServeBench, type ServeBenchOptions } from './serve-bench.js'
 import { type ClientOptions, client, type ServeOptions, serve } from './serve-command.js'
 
 const MODELS = Object.keys(MODEL_PRESETS) as ModelName[]
+// bench, serve and generate take it alike.
+const PREFILL_ATTENTION_HELP = `  --prefill-attention K
+                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)`
 
 const HELP: Record<string, string> = {
   main: `usage: cudagraph <command> [flags]     (cudagraph <command> --help for its flags)
@@ -50,8 +53,7 @@ results.json and chart.svg in --out.
 
   --model NAME|DIR     ${MODELS.join(' | ')} (random weights), or a Hugging Face model directory (default small)
   --dtype TYPE         f16 | bf16 (default: the checkpoint's; f16 for presets)
-  --prefill-attention K
-                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
+${PREFILL_ATTENTION_HELP}
   --batch-sizes LIST   decode batch sizes, 1..256 (default 1,2,4,8,16,32,64,128,256)
   --prompt-lengths L   prompt lengths for the TTFT table, 1..2048 (default 10,50,100,150,200,250,300,350,400)
   --tokens N           tokens generated per prompt, 1..1024 (default 32)
@@ -92,8 +94,7 @@ A Hugging Face model directory is served with its tokenizer: text and chat reque
   --graph-memory MIB   graph memory budget; missing graphs run eagerly and are captured when idle
   --mode MODE          ${GRAPH_MODES.join(' | ')} (default FULL)
   --seed N             weights (default 1)
-  --prefill-attention K
-                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
+${PREFILL_ATTENTION_HELP}
   --drain-ms N         after SIGTERM, how long running requests may finish (default 5000)
   --max-connections N  open connections at most; more are refused, 1..65536 (default 1024)
   --idle-timeout-ms N  a connection with nothing running that sends nothing this long is closed (default 60000)
@@ -116,8 +117,7 @@ the generated text to stdout; the load and the figures go to stderr. Ctrl-C stop
   --stop TEXT          a string that ends the generation (repeatable with commas: --stop "a,b")
   --dtype TYPE         f16 | bf16 (default: the checkpoint's)
   --max-seq-len N      context of the model, 2..4096 (default min(2048, the model's))
-  --prefill-attention K
-                       flash | rows: prefill attention's kernel (default flash from sm_80: tensor cores; else rows)
+${PREFILL_ATTENTION_HELP}
   --no-graphs          run every step eagerly`,
   client: `usage: cudagraph client --socket PATH (--prompt TEXT | --prompt-tokens 1,2,3) [flags]
 
