@@ -31,6 +31,8 @@ __device__ __forceinline__ elem_t from_f(float f) {
   return h;
 }
 #endif
+// Two elements in one 32-bit word, lo first (memory order).
+__device__ __forceinline__ unsigned pack2(elem_t lo, elem_t hi) { return (unsigned)lo | ((unsigned)hi << 16); }
 // f rounded to the storage type and back.
 __device__ __forceinline__ float round_e(float f) { return to_f(from_f(f)); }
 
@@ -87,27 +89,25 @@ extern "C" __global__ void convert_f32(elem_t* out, const float* in, long long n
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = from_f(in[i]);
 }
 
-// resid[t] = table[tokens[t]] in f32 (an id outside 0..V-1 reads row 0; the SDK rejects such ids first).
-extern "C" __global__ void embed(float* resid, const int* tokens, const elem_t* table, int H, int V) {
-  pdl_wait();
-  pdl_launch_next();
-  const int t = blockIdx.x;
-  int id = tokens[t];
-  if (id < 0 || id >= V) id = 0;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) resid[(long long)t * H + i] = to_f(table[(long long)id * H + i]);
+// Row t's token: an id outside 0..V-1 reads the embedding's row 0 (the SDK rejects such ids first; a
+// graph's padding rows hold anything).
+__device__ __forceinline__ int token_row(const int* tokens, int t, int V) {
+  const int id = tokens[t];
+  return id < 0 || id >= V ? 0 : id;
 }
 
 // Elements of a row an add_rmsnorm thread holds in registers (a block has ceil(H / NORM_PER) threads,
 // whole warps, at most 1024; a row past NORM_PER * 1024 streams the rest).
 #define NORM_PER 8
 
-// resid[t] = round_e(resid[t] + delta[t]) (when add is non-zero: the residual stream holds the model
-// dtype's values, as transformers' does); out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the
-// two roundings of transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype).
-// A block per row; thread i takes elements i, i + blockDim.x, ... (coalesced). Every load is issued before
-// any store: a store to resid or out might alias the next load, so the compiler would hold each load back
-// behind it. The weights, which no kernel of the step writes, load before griddepcontrol.wait.
-extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, int add) {
+// resid[t] = round_e(resid[t] + delta[t]) (the residual stream holds the model dtype's values, as
+// transformers' does), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta then the
+// embedding table [V][H]; out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the two roundings of
+// transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype). A block per row;
+// thread i takes elements i, i + blockDim.x, ... (coalesced). Every load is issued before any store: a
+// store to resid or out might alias the next load, so the compiler would hold each load back behind it.
+// The weights, which no kernel of the step writes, load before griddepcontrol.wait.
+extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, const int* tokens, int V, int embed) {
   const long long row = (long long)blockIdx.x * H;
   const int n = blockDim.x;
   float r[NORM_PER], dl[NORM_PER], wf[NORM_PER];
@@ -116,12 +116,14 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
     if (threadIdx.x + k * n < H) wf[k] = to_f(w[threadIdx.x + k * n]);
   pdl_wait();
   pdl_launch_next();
+  // The row added to resid's, or (embed) the row that replaces it.
+  const elem_t* src = embed ? delta + (long long)token_row(tokens, blockIdx.x, V) * H : delta + row;
 #pragma unroll
   for (int k = 0; k < NORM_PER; k++) {
     const int i = threadIdx.x + k * n;
     if (i < H) {
-      r[k] = resid[row + i];
-      dl[k] = add ? to_f(delta[row + i]) : 0.f;
+      r[k] = embed ? 0.f : resid[row + i];
+      dl[k] = to_f(src[i]);
     }
   }
   float ss = 0.f;
@@ -129,19 +131,14 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   for (int k = 0; k < NORM_PER; k++) {
     const int i = threadIdx.x + k * n;
     if (i < H) {
-      if (add) {
-        r[k] = round_e(r[k] + dl[k]);
-        resid[row + i] = r[k];
-      }
+      r[k] = embed ? dl[k] : round_e(r[k] + dl[k]);
+      resid[row + i] = r[k];
       ss += r[k] * r[k];
     }
   }
   for (int i = threadIdx.x + NORM_PER * n; i < H; i += n) {
-    float v = resid[row + i];
-    if (add) {
-      v = round_e(v + to_f(delta[row + i]));
-      resid[row + i] = v;
-    }
+    const float v = embed ? to_f(src[i]) : round_e(resid[row + i] + to_f(src[i]));
+    resid[row + i] = v;
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
@@ -182,53 +179,77 @@ extern "C" __global__ void final_norm(elem_t* out, const float* resid, const ele
 }
 
 // Rotary embedding, transformers' rotate_half with cos and sin rounded to the model's dtype and each
-// product rounded: rope_cs gives pair i's cos and sin at position p, rope_pair rotates (x[i], x[i + half])
-// by them. rope_store and a decode step's attention (which rotates its row's new query and key itself)
+// product rounded: rope_cs gives pair i's cos and sin at position p, rope_rot rotates a pair by them
+// (rope_pair the pair x[i], x[i + half]). rope_store and a decode step's attention (which rotates its row's new query and key itself)
 // give the same bits.
 __device__ __forceinline__ void rope_cs(int p, float inv_freq, float& c, float& s) {
   const float ang = (float)p * inv_freq;
   c = round_e(cosf(ang));
   s = round_e(sinf(ang));
 }
-__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, float c, float s, elem_t& ra, elem_t& rb) {
-  const float a = to_f(x[i]), b = to_f(x[i + half]);
+__device__ __forceinline__ void rope_rot(elem_t xa, elem_t xb, float c, float s, elem_t& ra, elem_t& rb) {
+  const float a = to_f(xa), b = to_f(xb);
   ra = from_f(round_e(a * c) - round_e(b * s));
   rb = from_f(round_e(b * c) + round_e(a * s));
+}
+__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, float c, float s, elem_t& ra, elem_t& rb) {
+  rope_rot(x[i], x[i + half], c, s, ra, rb);
 }
 
 // Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
 // i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
 // sin are rounded to the dtype and each product and sum too, as transformers' apply_rotary_pos_emb does.
-// k and v then go into the cache at (slots[t], pos[t]). grid: (T, any): blockIdx.y spreads a row's pairs
-// over blocks. Prefill only: a decode step's attention does this for its rows.
+// k and v then go into the cache at (slots[t], pos[t]). A block per row (grid T), hd <= 128: the row's
+// cos and sin, which depend on its position alone, are made once, before griddepcontrol.wait (positions
+// and frequencies are inputs); then a thread takes 8 adjacent pairs of a head (16-byte loads and stores,
+// when hd % 16 == 0, as every real model's is), or one pair, and v goes across in 16-byte pieces.
+// Prefill only: a decode step's attention does this for its rows.
 extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
-  pdl_wait();
-  pdl_launch_next();
+  __shared__ float cs[64], sn[64];
   const int t = blockIdx.x;
   const int p = pos[t];
   const int half = hd / 2;
-  const int width = (nh + 2 * nkv) * hd;
-  elem_t* row = qkv + (long long)t * width;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_cs(p, inv_freq[i], cs[i], sn[i]);
   const long long at = (((long long)slots[t] * maxSeq + p) * nkv) * hd;
-  const int first = blockIdx.y * blockDim.x + threadIdx.x, stride = gridDim.y * blockDim.x;
-  for (int j = first; j < (nh + nkv) * half; j += stride) {
-    const int head = j / half, i = j % half;
-    elem_t* x = row + head * hd;
-    float c, sn;
-    rope_cs(p, inv_freq[i], c, sn);
-    elem_t ra, rb;
-    rope_pair(x, i, half, c, sn, ra, rb);
-    if (head < nh) {
-      x[i] = ra;
-      x[i + half] = rb;
-    } else {
-      elem_t* k = kc + at + (long long)(head - nh) * hd;
-      k[i] = ra;
-      k[i + half] = rb;
+  pdl_wait();
+  pdl_launch_next();
+  __syncthreads();
+  elem_t* row = qkv + (long long)t * (nh + 2 * nkv) * hd;
+  // Head `head`'s rotated pairs go back into the row (q) or into the cache (k).
+  auto dst = [&](int head) { return head < nh ? row + head * hd : kc + at + (long long)(head - nh) * hd; };
+  if (half % 8 == 0) {
+    const int per = half / 8;
+    for (int j = threadIdx.x; j < (nh + nkv) * per; j += blockDim.x) {
+      const int head = j / per, i = (j % per) * 8;
+      const elem_t* x = row + head * hd;
+      const uint4 a = *(const uint4*)(x + i), b = *(const uint4*)(x + i + half);
+      unsigned wa[4] = {a.x, a.y, a.z, a.w}, wb[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        elem_t a0, a1, b0, b1;
+        rope_rot(wa[e] & 0xffff, wb[e] & 0xffff, cs[i + 2 * e], sn[i + 2 * e], a0, b0);
+        rope_rot(wa[e] >> 16, wb[e] >> 16, cs[i + 2 * e + 1], sn[i + 2 * e + 1], a1, b1);
+        wa[e] = pack2(a0, a1);
+        wb[e] = pack2(b0, b1);
+      }
+      elem_t* y = dst(head);
+      *(uint4*)(y + i) = make_uint4(wa[0], wa[1], wa[2], wa[3]);
+      *(uint4*)(y + i + half) = make_uint4(wb[0], wb[1], wb[2], wb[3]);
     }
+    const uint4* v = (const uint4*)(row + (nh + nkv) * hd);
+    for (int j = threadIdx.x; j < nkv * hd / 8; j += blockDim.x) ((uint4*)(vc + at))[j] = v[j];
+    return;
+  }
+  for (int j = threadIdx.x; j < (nh + nkv) * half; j += blockDim.x) {
+    const int head = j / half, i = j % half;
+    elem_t ra, rb;
+    rope_pair(row + head * hd, i, half, cs[i], sn[i], ra, rb);
+    elem_t* y = dst(head);
+    y[i] = ra;
+    y[i + half] = rb;
   }
   const elem_t* v = row + (nh + nkv) * hd;
-  for (int j = first; j < nkv * hd; j += stride) vc[at + j] = v[j];
+  for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = v[j];
 }
 
 // Query heads one attention block takes at most (1, 2 or 4, a divisor of the group: heads per key/value head).
@@ -509,7 +530,10 @@ ATTENTION_KERNEL(128, 4, 2)
 // Keys and values come from the cache, where rope_store has put this step's. Registers and shared memory
 // are sized for head sizes up to D (64 or 128; hd a multiple of 8): the q k^T reduction runs over 16-wide
 // chunks, the q and key dims past hd zero.
-#define FA_WARPS 4
+// Groups of 16 rows a block (FA_ROWS rows). A causal prompt's last rows see every key, and their blocks
+// set the kernel's time: at 32 rows a block they carry half the work of 64-row blocks, and twice as many
+// blocks, started heaviest first, leave the multiprocessors finishing closer together.
+#define FA_WARPS 2
 #define FA_ROWS (16 * FA_WARPS)
 // Warps per 16 rows: on an H200 a 512-token prompt's heavy causal blocks (the last rows see every key) set
 // the kernel's time, at under half a wave of blocks; two warps on each tile halve that path.
@@ -546,7 +570,20 @@ __device__ __forceinline__ void cp_async_wait1() {
   asm volatile("cp.async.wait_group 1;" ::: "memory");
 #endif
 }
-__device__ __forceinline__ unsigned pack2(elem_t lo, elem_t hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+// Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
+// row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
+// columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
+// (rows 2 (lane % 4) and + 1 of column lane / 4), the B fragment of a [k][n] tile.
+__device__ __forceinline__ void ldmatrix4(unsigned (&r)[4], const elem_t* row) {
+#if __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
+#endif
+}
+__device__ __forceinline__ void ldmatrix4t(unsigned (&r)[4], const elem_t* row) {
+#if __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
+#endif
+}
 __device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsigned*)p; }
 
 template <int D>
@@ -644,10 +681,14 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
 #pragma unroll
         for (int n = 0; n < WSN; n++) {
           s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+          // Keys n * 8 .. + 7 of the part: the B fragments of chunks c and c + 1 in one ldmatrix (matrix i:
+          // chunk c + i / 2, dims (i % 2) * 8 .. + 7).
 #pragma unroll
-          for (int c = 0; c < KC; c++) {
-            const elem_t* kr = &ks(buf)[kp + n * 8 + g][c * 16 + 2 * tig];
-            mma16816(s[n], qf[c], ld2(kr), ld2(kr + 8));
+          for (int c = 0; c < KC; c += 2) {
+            unsigned b[4];
+            ldmatrix4(b, &ks(buf)[kp + n * 8 + (lane & 7)][(c + (lane >> 4)) * 16 + ((lane >> 3) & 1) * 8]);
+            mma16816(s[n], qf[c], b[0], b[1]);
+            mma16816(s[n], qf[c + 1], b[2], b[3]);
           }
         }
         // Scale and causal mask; the rows' maxima over the tile (a row's keys are on its 4 lanes).
@@ -697,14 +738,17 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
           o[n][2] *= alpha[1];
           o[n][3] *= alpha[1];
         }
-        // v's B fragment: keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g, two 16-bit loads a register.
+        // v's B fragments, keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g: dim tiles n and n + 1 in one
+        // transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, keys (i % 2) * 8 .. + 7 of the 16).
 #pragma unroll
         for (int kk = 0; kk < WSN / 2; kk++)
 #pragma unroll
-          for (int n = 0; n < NT; n++)
+          for (int n = 0; n < NT; n += 2)
             if (n * 8 < hd) {
-              const elem_t* v0 = &vs(buf)[kp + kk * 16 + 2 * tig][n * 8 + g];
-              mma16816(o[n], pf[kk], pack2(v0[0], v0[DP]), pack2(v0[8 * DP], v0[9 * DP]));
+              unsigned b[4];
+              ldmatrix4t(b, &vs(buf)[kp + kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][(n + (lane >> 4)) * 8]);
+              mma16816(o[n], pf[kk], b[0], b[1]);
+              if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf[kk], b[2], b[3]);
             }
       }
       __syncthreads();  // every warp is done with this buffer before the next tile's copies refill it
@@ -763,8 +807,8 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
 }
 
 // grid [ceil(T / FA_ROWS), nh], block 32 * FA_WARPS * FA_SPLIT; one kernel per head-size bound, each with its
-// own static shared memory (sm_80+: the MMAs), two blocks a multiprocessor up to 64.
-extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT, 2) attention_prefill_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+// own static shared memory (sm_80+: the MMAs), four blocks a multiprocessor up to 64.
+extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT, 4) attention_prefill_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
   flash_prefill<64>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
 }
 extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
@@ -820,6 +864,8 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
 //   GEMV_BIAS   + bias[n] before rounding (cuBLASLt's bias epilogue);
 //   GEMV_RESID  resid[m][n] = round_e(resid[m][n] + round_e(dot)) instead of a store (o and down);
 //   GEMV_F32    out is float, the dot stored unrounded (the LM head: sample rounds, as after cuBLAS);
+//   GEMV_EMBED  with GEMV_NORM, the first layer's: the residual rows are the embedding's rows of the
+//               tokens (x is the table [V][K]), which the blocks of the first columns also store into resid;
 //   gemv_silu   columns n and N + n (gate and up) give out[m][n] = silu_mul1 of the two rounded dots.
 #define GEMV_WARPS 8
 #define GEMV_ROWS 4
@@ -828,6 +874,7 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
 #define GEMV_BIAS 2
 #define GEMV_RESID 4
 #define GEMV_F32 8
+#define GEMV_EMBED 16
 
 // A 16-byte weight load that bypasses L1 (the activations stay there); volatile keeps it before the wait.
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -878,7 +925,7 @@ __device__ __forceinline__ int gemv_row_of_lane(int lane) {
 }
 
 template <bool SILU>
-__device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
+__device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
   __shared__ __align__(16) elem_t xs[GEMV_ROWS * 256 * GEMV_CHUNKS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n = blockIdx.x * GEMV_WARPS + warp, m0 = blockIdx.y * GEMV_ROWS;
@@ -902,15 +949,24 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
     // shuffle tree; the second pass reads the row again from L1.
     const int m = m0 + warp;
     if (warp < GEMV_ROWS && m < M) {
-      const float4* r = (const float4*)(resid + (long long)m * K);
+      float4* r = (float4*)(resid + (long long)m * K);
+      const bool embed = flags & GEMV_EMBED;
+      const uint2* e = (const uint2*)(x + (long long)(embed ? token_row(tokens, m, V) : 0) * K);
+      // Slice i of the row: the residual stream's, or the embedding's (stored by the first columns' block).
+      auto slice = [&](int i) {
+        if (!embed) return r[i];
+        const uint2 v = e[i];
+        return make_float4(to_f((elem_t)(v.x & 0xffff)), to_f((elem_t)(v.x >> 16)), to_f((elem_t)(v.y & 0xffff)), to_f((elem_t)(v.y >> 16)));
+      };
       float ss = 0.f;
       for (int i = lane; i < K / 4; i += 32) {
-        const float4 v = r[i];
+        const float4 v = slice(i);
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
       }
       const float f = rsqrtf(warp_sum(ss) / K + eps);
       for (int i = lane; i < K / 4; i += 32) {
-        const float4 v = r[i];
+        const float4 v = slice(i);
+        if (embed && blockIdx.x == 0) r[i] = v;
         const uint2 w = *(const uint2*)(norm_w + 4 * i);
         uint2 o;
         o.x = from_f(round_e(v.x * f) * to_f((elem_t)(w.x & 0xffff))) | ((unsigned)from_f(round_e(v.y * f) * to_f((elem_t)(w.x >> 16))) << 16);
@@ -956,12 +1012,12 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
 // grid [ceil(N / GEMV_WARPS), ceil(M / GEMV_ROWS)], block 32 * GEMV_WARPS. x, W and their rows 16-byte
 // aligned; K % 8 == 0 and K <= 256 * GEMV_CHUNKS. Two entry points, so the plain GEMV is not allocated the
 // second column's registers.
-extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
-  gemv_rows<false>(out, resid, x, W, norm_w, bias, N, K, M, eps, flags);
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
+  gemv_rows<false>(out, resid, x, W, norm_w, bias, tokens, V, N, K, M, eps, flags);
 }
 // W is [2N][K] (gate rows, then up rows); out [M][N] gets silu(gate) * up.
-extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, int N, int K, int M, float eps, int flags) {
-  gemv_rows<true>(out, resid, x, W, norm_w, bias, N, K, M, eps, flags);
+extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
+  gemv_rows<true>(out, resid, x, W, norm_w, bias, tokens, V, N, K, M, eps, flags);
 }
 
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.

@@ -100,7 +100,6 @@ export type StepKind = 'prefill' | 'decode'
 
 /** The kernels and GEMMs of a forward, as {@link ForwardContext.trace} names them. */
 export type ForwardPart =
-  | 'embed'
   | 'norm'
   | 'qkv'
   | 'rope'
@@ -175,7 +174,7 @@ export class DecoderModel {
   readonly communicator: Communicator | undefined
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
-  readonly #k: Record<'embed' | 'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
+  readonly #k: Record<'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
   /** Attention's kernels for this head size, by query heads a block (1, 2, 4: {@link attentionHeads}). */
   readonly #attention: ReadonlyMap<number, Kernel>
   /** Prefill attention's kernel. */
@@ -218,8 +217,7 @@ export class DecoderModel {
     this.local = localDims(b.config, this.shard)
     this.weights = weights
     this.#k = {
-      embed: module.kernel('embed', ['ptr', 'ptr', 'ptr', 'i32', 'i32']),
-      addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'i32']),
+      addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'ptr', 'i32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
       rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
@@ -479,8 +477,6 @@ export class DecoderModel {
     const normBlock = threadsFor(H)
     // add_rmsnorm: NORM_PER elements a thread, in registers.
     const addNormBlock = threadsFor(ceilDiv(H, NORM_PER))
-    // Rotary pairs and v elements of a row, 128 per block.
-    const ropeBlocks = ceilDiv(Math.max((heads + kvHeads) * (hd / 2), kvHeads * hd), 128)
     const top = this.#top
     const S = this.maxSeqLen
     const trace = ctx.trace
@@ -500,16 +496,26 @@ export class DecoderModel {
       s.launch(k.addResidual, { grid: ceilDiv(T * H, 256), block: 256, programmaticDependentLaunch: pdl }, [resid, delta, T * H])
     }
 
-    trace?.('embed')
-    s.launch(k.embed, { grid: T, block: normBlock, programmaticDependentLaunch: pdl }, [resid, t.tokens, top.embed, H, c.vocab])
+    // The first layer's norm (or its qkv GEMV's) takes the residual stream's rows from the embedding.
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
+      const embed = l === 0
       if (gemv) {
         trace?.('qkv')
-        this.#gemv(s, T, resid, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias })
+        this.#gemv(s, T, resid, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
       } else {
         trace?.('norm')
-        s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.attnNorm, x, H, c.eps, l === 0 ? 0 : 1])
+        s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [
+          resid,
+          embed ? top.embed : delta,
+          L.attnNorm,
+          x,
+          H,
+          c.eps,
+          t.tokens,
+          c.vocab,
+          embed ? 1 : 0,
+        ])
         trace?.('qkv')
         s.gemm({ a: x, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true, bias: L.qkvBias })
       }
@@ -517,7 +523,7 @@ export class DecoderModel {
       // itself (each row is its own request's one token); a prefill's rows read each other's keys.
       if (kind === 'prefill') {
         trace?.('rope')
-        s.launch(k.rope, { grid: [T, ropeBlocks], block: 128, programmaticDependentLaunch: pdl }, [
+        s.launch(k.rope, { grid: T, block: 256, programmaticDependentLaunch: pdl }, [
           qkv,
           L.kCache,
           L.vCache,
@@ -579,7 +585,7 @@ export class DecoderModel {
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
       reduce()
       trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, 1])
+      s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, t.tokens, c.vocab, 0])
       trace?.('gate_up')
       s.gemm({ a: x, b: L.gateUp, c: gu!, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
@@ -624,13 +630,28 @@ export class DecoderModel {
    * product; without `out`, the result is added to the residual stream.
    */
   #gemv(s: Stream, rows: number, resid: DeviceBuffer<'f32'>, g: GemvCall): void {
-    const flags = (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0)
+    const flags =
+      (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0) | (g.tokens ? GEMV_EMBED : 0)
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
     s.launch(
       g.silu ? this.#k.gemvSilu : this.#k.gemv,
       { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)], block: 32 * GEMV_WARPS, programmaticDependentLaunch: this.#pdl },
-      [g.out ?? unused, resid, g.x ?? unused, g.w, g.norm ?? unused, g.bias ?? unused, g.n, g.k, rows, this.config.eps, flags],
+      [
+        g.out ?? unused,
+        resid,
+        g.tokens ? this.#top.embed : (g.x ?? unused),
+        g.w,
+        g.norm ?? unused,
+        g.bias ?? unused,
+        g.tokens ?? unused,
+        this.config.vocab,
+        g.n,
+        g.k,
+        rows,
+        this.config.eps,
+        flags,
+      ],
     )
   }
 
@@ -648,8 +669,8 @@ export class DecoderModel {
   }
 }
 
-// out, resid, x, W, norm_w, bias, N, K, M, eps, flags
-const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'f32', 'i32'] as const
+// out, resid, x, W, norm_w, bias, tokens, vocab, N, K, M, eps, flags
+const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32'] as const
 /** Output columns and token rows a GEMV block takes (GEMV_WARPS, GEMV_ROWS in kernels/decoder.cu), and its flags. */
 const GEMV_WARPS = 8
 const GEMV_ROWS = 4
@@ -657,6 +678,7 @@ const GEMV_NORM = 1
 const GEMV_BIAS = 2
 const GEMV_RESID = 4
 const GEMV_F32 = 8
+const GEMV_EMBED = 16
 /** The widest input a decode GEMV takes: 8 elements a 16-byte chunk, GEMV_CHUNKS (8) chunks a lane, 32 lanes. */
 const GEMV_MAX_WIDTH = 2048
 /**
@@ -680,6 +702,8 @@ interface GemvCall {
   norm?: Buf
   bias?: Buf | undefined
   silu?: boolean
+  /** The first layer's (with `norm`): the residual rows are these tokens' embedding rows. */
+  tokens?: DeviceBuffer<'i32'> | undefined
 }
 
 const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`
@@ -705,9 +729,9 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
 }
 
 /** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
-const PREFILL_ATTENTION_ROWS = 64
+const PREFILL_ATTENTION_ROWS = 32
 /** Its threads: two warps for each 16 rows (32 * FA_WARPS * FA_SPLIT). */
-const PREFILL_ATTENTION_THREADS = 256
+const PREFILL_ATTENTION_THREADS = 128
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
