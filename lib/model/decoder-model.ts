@@ -537,37 +537,16 @@ export class DecoderModel {
         ])
       }
       trace?.('attention')
+      // Both attention kernels: out, qkv, the caches, positions and slots first; heads, key/value heads,
+      // head size, maxSeqLen and the scale last.
+      const rows = [attn, qkv, L.kCache, L.vCache, t.positions, t.slots] as const
+      const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
       if (kind === 'prefill' && this.#flash !== undefined) {
-        s.launch(this.#flash, { grid: [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads], block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [
-          attn,
-          qkv,
-          L.kCache,
-          L.vCache,
-          t.positions,
-          t.slots,
-          T,
-          heads,
-          kvHeads,
-          hd,
-          S,
-          1 / Math.sqrt(hd),
-        ])
+        const grid: [number, number] = [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads]
+        s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
-        s.launch(attention, { grid: [T, kvHeads, heads / kvHeads / gh], block: 128, programmaticDependentLaunch: pdl }, [
-          attn,
-          qkv,
-          L.kCache,
-          L.vCache,
-          t.positions,
-          t.slots,
-          top.invFreq,
-          kind === 'decode' ? 1 : 0,
-          heads,
-          kvHeads,
-          hd,
-          S,
-          1 / Math.sqrt(hd),
-        ])
+        const grid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
+        s.launch(attention, { grid, block: 128, programmaticDependentLaunch: pdl }, [...rows, top.invFreq, kind === 'decode' ? 1 : 0, ...shape])
       }
       trace?.('o')
       if (gemv) {
