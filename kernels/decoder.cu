@@ -535,6 +535,7 @@ ATTENTION_KERNEL(128, 4, 2)
 // blocks, started heaviest first, leave the multiprocessors finishing closer together.
 #define FA_WARPS 2
 #define FA_ROWS (16 * FA_WARPS)
+static_assert(FA_ROWS <= 32, "a pass's rows are a warp's lanes");
 // Warps per 16 rows, each taking its part of every key tile: two halve the heavy blocks' path (on an H200,
 // four made a 512-token prompt's attention slower, 33.1 against 24.5 µs a layer).
 #define FA_SPLIT 2
@@ -564,10 +565,10 @@ __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
-// Waits until at most one group of this thread's copies is in flight.
-__device__ __forceinline__ void cp_async_wait1() {
+// Waits until none of this thread's copies is in flight.
+__device__ __forceinline__ void cp_async_wait_all() {
 #if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group 1;" ::: "memory");
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
 #endif
 }
 // Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
@@ -641,17 +642,36 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
   const long long stride = (long long)nkv * hd;  // one position of the cache
-  const int chunks = hd / 8;                     // 16-byte pieces of a key or value
+  // The thread's pieces of a key tile, fixed for the kernel (so a tile's copies cost no index arithmetic):
+  // piece i = threadIdx.x + p * blockDim.x is 16 bytes of key i / (hd / 8), dims (i % (hd / 8)) * 8 .. + 7,
+  // in shared memory at row offset soff and in the cache at coff from the tile's first key; key -1 when
+  // the piece is past hd (hd < D: those dims are never copied).
+  constexpr int THREADS = 32 * FA_WARPS * FA_SPLIT;
+  constexpr int PIECES = KEYS * (D / 8) / THREADS;
+  static_assert(PIECES * THREADS == KEYS * (D / 8), "a tile's pieces divide among the threads");
+  int pkey[PIECES], soff[PIECES], coff[PIECES];
+#pragma unroll
+  for (int p = 0; p < PIECES; p++) {
+    const int i = threadIdx.x + p * THREADS, chunks = hd / 8;
+    const int j = i / chunks, d = (i % chunks) * 8;
+    pkey[p] = i < KEYS * chunks ? j : -1;
+    soff[p] = j * DP + d;
+    coff[p] = j * (int)stride + d;
+  }
 
   for (int start = 0; start < rows;) {
     // A pass: the run of rows from `start` that share its slot, over keys 0..kmax of that slot.
+    // A lane per row (FA_ROWS <= 32): the pass ends at the first row from `start` of another slot, or at
+    // `rows`; kmax is its rows' last position, wmax that of the warp's rows (-1: none).
     const int slot = rslot[start];
-    int stop = start + 1;
-    while (stop < rows && rslot[stop] == slot) stop++;
-    int kmax = 0, wmax = -1;
-    for (int i = start; i < stop; i++) {
-      kmax = max(kmax, rpos[i]);
-      if ((i >> 4) == warp) wmax = max(wmax, rpos[i]);
+    const unsigned other = __ballot_sync(0xffffffff, lane >= start && (lane >= rows || rslot[lane] != slot));
+    const int stop = min(rows, other ? __ffs(other) - 1 : 32);
+    const int lp = lane >= start && lane < stop ? rpos[lane] : -1;
+    int kmax = max(lp, 0), wmax = (lane >> 4) == warp ? lp : -1;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      kmax = max(kmax, __shfl_xor_sync(0xffffffff, kmax, o));
+      wmax = max(wmax, __shfl_xor_sync(0xffffffff, wmax, o));
     }
     const int pa = ra >= start && ra < stop ? rpos[ra] : -1;  // -1: not this pass's row
     const int pb = rb >= start && rb < stop ? rpos[rb] : -1;
@@ -659,21 +679,24 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
     const elem_t* vbase = vc + (long long)slot * maxSeq * stride + (long long)kvh * hd;
     // Keys past kmax may never have been written (any bits, NaN too): zeros, as p v multiplies them by 0.
     auto load = [&](int buf, int k0) {
-      for (int i = threadIdx.x; i < KEYS * chunks; i += blockDim.x) {
-        const int j = i / chunks, d = (i % chunks) * 8;
-        const bool valid = k0 + j <= kmax;
-        const long long at = valid ? (k0 + j) * stride + d : 0;
-        cp_async16(&ks(buf)[j][d], kbase + at, valid);
-        cp_async16(&vs(buf)[j][d], vbase + at, valid);
+      const long long at = k0 * stride;
+#pragma unroll
+      for (int p = 0; p < PIECES; p++) {
+        if (pkey[p] < 0) continue;
+        const bool valid = k0 + pkey[p] <= kmax;
+        const long long c = valid ? at + coff[p] : 0;
+        cp_async16(&ks(buf)[0][0] + soff[p], kbase + c, valid);
+        cp_async16(&vs(buf)[0][0] + soff[p], vbase + c, valid);
       }
       cp_async_commit();
     };
     load(0, 0);
     for (int k0 = 0, buf = 0; k0 <= kmax; k0 += KEYS, buf ^= 1) {
+      cp_async_wait_all();
+      // Every thread's copies of this tile have landed, and every warp is done with the other buffer (the
+      // last tile's): the next tile streams into it while the warps work on this one. One barrier a tile.
+      __syncthreads();
       if (k0 + KEYS <= kmax) load(buf ^ 1, k0 + KEYS);
-      else cp_async_commit();  // an empty group: the wait below then always leaves one in flight
-      cp_async_wait1();
-      __syncthreads();  // every thread's copies of this tile have landed
       // A warp whose rows see none of its part of the tile skips it: for them it would change nothing.
       const int kp = part * WSN * 8;  // the part's first key in the tile
       if (wmax >= k0 + kp) {
@@ -691,18 +714,34 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
             mma16816(s[n], qf[c + 1], b[2], b[3]);
           }
         }
-        // Scale and causal mask; the rows' maxima over the tile (a row's keys are on its 4 lanes).
-        float mx[2] = {NEG_INF, NEG_INF};
+        // Scale, and the causal mask where some row of the warp does not see the part's last key (rows
+        // outside the pass see none); then the rows' maxima over the tile (a row's keys are on its 4 lanes),
+        // as a tree.
+        const int last = k0 + kp + WSN * 8 - 1;
+        const bool masked = !__all_sync(0xffffffff, last <= pa && last <= pb);
+        float ma[WSN], mb[WSN];
 #pragma unroll
-        for (int n = 0; n < WSN; n++)
+        for (int n = 0; n < WSN; n++) {
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int key = k0 + kp + n * 8 + 2 * tig + e;
-            s[n][e] = key <= pa ? s[n][e] * scale : NEG_INF;
-            s[n][2 + e] = key <= pb ? s[n][2 + e] * scale : NEG_INF;
-            mx[0] = fmaxf(mx[0], s[n][e]);
-            mx[1] = fmaxf(mx[1], s[n][2 + e]);
+          for (int e = 0; e < 4; e++) s[n][e] *= scale;
+          if (masked)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const int key = k0 + kp + n * 8 + 2 * tig + e;
+              if (key > pa) s[n][e] = NEG_INF;
+              if (key > pb) s[n][2 + e] = NEG_INF;
+            }
+          ma[n] = fmaxf(s[n][0], s[n][1]);
+          mb[n] = fmaxf(s[n][2], s[n][3]);
+        }
+#pragma unroll
+        for (int w = WSN / 2; w > 0; w /= 2)
+#pragma unroll
+          for (int n = 0; n < w; n++) {
+            ma[n] = fmaxf(ma[n], ma[n + w]);
+            mb[n] = fmaxf(mb[n], mb[n + w]);
           }
+        float mx[2] = {ma[0], mb[0]};
         float alpha[2], ref[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
@@ -731,13 +770,15 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
         }
 #pragma unroll
         for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + rs[i];
+        // p v rescales only where a row's maximum moved (alpha is exactly 1 elsewhere).
+        if (__any_sync(0xffffffff, alpha[0] != 1.f || alpha[1] != 1.f))
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-          o[n][0] *= alpha[0];
-          o[n][1] *= alpha[0];
-          o[n][2] *= alpha[1];
-          o[n][3] *= alpha[1];
-        }
+          for (int n = 0; n < NT; n++) {
+            o[n][0] *= alpha[0];
+            o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1];
+            o[n][3] *= alpha[1];
+          }
         // v's B fragments, keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g: dim tiles n and n + 1 in one
         // transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, keys (i % 2) * 8 .. + 7 of the 16).
 #pragma unroll
@@ -751,12 +792,12 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
               if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf[kk], b[2], b[3]);
             }
       }
-      __syncthreads();  // every warp is done with this buffer before the next tile's copies refill it
     }
+    __syncthreads();  // every warp is done with the buffers before the next pass (or the merge) refills them
     start = stop;
   }
   // The rows' sums over their 4 lanes; then the other parts' states merge into part 0's, in part order,
-  // through the key buffers (free now: the loop ends with a barrier): o = sum_p o_p exp(m_p - M), l
+  // through the key buffers (free now: each pass ends with a barrier): o = sum_p o_p exp(m_p - M), l
   // likewise, M the largest m_p (part 0 always holds key 0, which every row sees: M is finite).
 #pragma unroll
   for (int i = 0; i < 2; i++) {
