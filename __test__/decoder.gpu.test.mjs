@@ -380,7 +380,7 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
           ),
         ]
         // 32 rows a block, two warps each 16 (FA_ROWS, FA_SPLIT).
-        stream.launch(kernel, { grid: [Math.ceil(T / 32), nh], block: 128 }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
+        stream.launch(kernel, { grid: [nh, Math.ceil(T / 32)], block: 128 }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
         stream.synchronize()
         return out.download()
       }

@@ -542,7 +542,7 @@ export class DecoderModel {
       const rows = [attn, qkv, L.kCache, L.vCache, t.positions, t.slots] as const
       const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
       if (kind === 'prefill' && this.#flash !== undefined) {
-        const grid: [number, number] = [ceilDiv(T, PREFILL_ATTENTION_ROWS), heads]
+        const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
         const grid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
