@@ -383,7 +383,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           fixed(r.ttftMs, 2),
           fixed(r.prefillGpuMs, 3),
           fixed(r.prefillFlopsPerSecond / 1e12, 1),
-          `${fixed((100 * r.prefillFlopsPerSecond) / gemmFlops, 0)}%`,
+          `${fixed((100 * r.prefillFlopsPerSecond) / gemmFlops, 1)}%`,
           fixed(r.decodeP50Ms, 3),
           fixed(r.decodeP99Ms, 3),
           r.graph === 'padded' ? `padded to ${r.paddedTo}` : r.graph === 'captured' ? 'pre-captured' : 'eager',
@@ -520,7 +520,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     print(
       `targets: batch-1 decode graph vs eager ${fixed(targets.batch1Speedup, 2)}x (>= 3x); ours/transformers' fastest at batch 1 ${fixed(targets.batch1VsTorchGraph, 3)} (<= 1); ` +
         `decode P99/P50 worst ${fixed(worstP99, 2)} (<= 1.2); every prompt length on a pre-captured or padded graph: ${targets.everyPromptOnAGraph ? 'yes' : 'no'}; captures inside timed steps: ${capturesInTimedSteps}; ` +
-        `prefill of ${longest.promptTokens} tokens at ${fixed(100 * targets.longestPrefillOfGemmRate, 0)}% of the GEMM rate (>= 60)`,
+        `prefill of ${longest.promptTokens} tokens at ${fixed(100 * targets.longestPrefillOfGemmRate, 1)}% of the GEMM rate (>= 60)`,
     )
     if (worstP99 > 1.2) {
       // Say what the machine did during the rows that missed, beside the best row, so a slow tail from
