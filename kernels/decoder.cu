@@ -689,7 +689,7 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
   const long long stride = (long long)nkv * hd;  // one position of the cache
   // The thread's pieces of a key tile, fixed for the kernel (so a tile's copies cost no index arithmetic):
-  // piece i = threadIdx.x + p * blockDim.x is 16 bytes of key i / (hd / 8), dims (i % (hd / 8)) * 8 .. + 7,
+  // piece i = threadIdx.x + p * THREADS is 16 bytes of key i / (hd / 8), dims (i % (hd / 8)) * 8 .. + 7,
   // in shared memory at row offset soff and in the cache at coff from the tile's first key; key -1 when
   // the piece is past hd (hd < D: those dims are never copied).
   constexpr int THREADS = 32 * FA_WARPS * FA_SPLIT;

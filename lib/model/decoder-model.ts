@@ -483,6 +483,8 @@ export class DecoderModel {
     const pdl = this.#pdl
     const gh = attentionHeads(T, kvHeads, heads / kvHeads, this.#multiprocessors)
     const attention = this.#attention.get(gh)!
+    // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
+    const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
     // Row-parallel o and down leave partial sums of the residual update on each rank.
     const reduce = () => {
       if (comm === undefined) return
@@ -537,10 +539,8 @@ export class DecoderModel {
         ])
       }
       trace?.('attention')
-      // Both attention kernels: out, qkv, the caches, positions and slots first; heads, key/value heads,
-      // head size, maxSeqLen and the scale last.
+      // Both attention kernels: out, qkv, the caches, positions and slots first; `shape` last.
       const rows = [attn, qkv, L.kCache, L.vCache, t.positions, t.slots] as const
-      const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
       if (kind === 'prefill' && this.#flash !== undefined) {
         const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])

@@ -160,11 +160,13 @@ impl Module {
         unsafe { rtc_sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|e| Error::Unavailable(format!("NVRTC: {e:?}")))?;
         let key = CacheKey::new(source, &opts, &target, (major, minor));
         let cache = if cache { KernelCache::from_env() } else { None };
-        if let Some(hit) = cache.as_ref().and_then(|c| c.load(name, &key)) {
-            match Module::load(device, hit, name, &target, true) {
-                Ok(m) => return Ok(m),
-                // An image the driver refuses (damaged, or from a driver it no longer accepts): compile anew.
-                Err(_) => cache.as_ref().unwrap().remove(name, &key),
+        if let Some(c) = &cache {
+            if let Some(hit) = c.load(name, &key) {
+                match Module::load(device, hit, name, &target, true) {
+                    Ok(m) => return Ok(m),
+                    // An image the driver refuses (damaged, or from a driver it no longer accepts): compile anew.
+                    Err(_) => c.remove(name, &key),
+                }
             }
         }
         let entry = nvrtc_compile(&src, &cname, name, &opts, cubin)?;
