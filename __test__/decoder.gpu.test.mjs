@@ -11,11 +11,11 @@ import { bf16ToNumber, gpuTest, halfToNumber, numberToBf16, numberToHalf, relErr
 
 const test = gpuTest()
 
-function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny', maxSeqLen = 128, maxPrefillTokens = 64, prefillAttention } = {}) {
+function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny', maxSeqLen = 128, maxPrefillTokens = 64, prefillAttention, decodeGemv } = {}) {
   const dev = Device.open(0)
   const stream = dev.createStream()
   stream.prepareBlas()
-  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen, prefillAttention })
+  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen, prefillAttention, decodeGemv })
   const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: slots, maxCaptureSize: 64 } })
   const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
   const graph = new DecoderRunner(model, mgr, { maxPrefillTokens, maxBatch: slots })
@@ -31,6 +31,22 @@ function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny', maxSeqLen = 
 const prompt = (n, seed, vocab) => {
   const r = rng(seed)
   return Int32Array.from({ length: n }, () => Math.floor(r() * vocab))
+}
+
+/** A kernel test's device and stream, and `up`, an upload (typed array, dtype) freed when the test ends. */
+function kernelFixture(t) {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  const made = []
+  t.teardown(() => {
+    for (const b of made) b.dispose()
+  })
+  const up = (a, dt) => {
+    const b = dev.upload(a, dt)
+    made.push(b)
+    return b
+  }
+  return { dev, stream, up }
 }
 
 /** The model's prefill of a `length`-token prompt and 6 decode steps against the float64 CPU reference. */
@@ -105,16 +121,18 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
   t.log(`${w.captured} graphs; manager: ${mgr.stats().replays} replays, ${mgr.stats().eagerRuns} eager runs`)
 })
 
-// small at 16 slots is launch-bound: its decode steps run the fused GEMVs (decodeGemvFits), at 64 slots cuBLAS.
-test('fused decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match the cuBLAS path', async (t) => {
-  const fused = setup(t, { slots: 16, model: 'small' })
-  const plain = setup(t, { slots: 64, model: 'small' })
-  t.true(fused.model.decodeGemv)
-  t.false(plain.model.decodeGemv)
+/**
+ * `small`'s decode steps as `decodeGemv` GEMVs against cuBLAS: a batch of 11 gives each request what it
+ * gets alone (the CUDA-core GEMVs' three row blocks of 4, the last one partial; the tensor-core GEMVs'
+ * 16-row kernel against the 8-row one), graph equals eager, and the logits match.
+ */
+async function fusedDecodeMatches(t, decodeGemv) {
+  const fused = setup(t, { slots: 16, model: 'small', decodeGemv })
+  const plain = setup(t, { slots: 16, model: 'small', decodeGemv: 'off' })
+  t.is(fused.model.decodeGemv, decodeGemv)
   await fused.graph.warmup()
   await plain.graph.warmup()
   const V = fused.model.config.vocab
-  // 11 rows: three GEMV row blocks of 4, the last one partial.
   const prompts = Array.from({ length: 11 }, (_, i) => prompt(3 + 5 * i, 300 + i, V))
   const alone = prompts.map((p, i) => fused.graph.generate(i, p, 8))
   t.deepEqual(fused.eager.generate(12, prompts[7], 8), alone[7], 'eager == graph')
@@ -144,9 +162,34 @@ test('fused decode GEMVs: a batch of 11 gives each request what it gets alone, g
     errs.push(relError(a, b))
   }
   const distinct = new Set(alone.flatMap((a) => [...a])).size
-  t.log(`fused GEMVs against cuBLAS: logits rel err max ${Math.max(...errs).toExponential(2)}; ${distinct} distinct tokens`)
+  t.log(`${decodeGemv} GEMVs against cuBLAS: logits rel err max ${Math.max(...errs).toExponential(2)}; ${distinct} distinct tokens`)
   t.true(Math.max(...errs) < 1e-2)
   t.true(distinct > 11)
+}
+
+test('CUDA-core decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match cuBLAS', (t) =>
+  fusedDecodeMatches(t, 'cuda-cores'))
+test('tensor-core decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match cuBLAS', (t) =>
+  fusedDecodeMatches(t, 'tensor-cores'))
+
+// Each decode path by default: small is launch-bound at 16 slots (decodeGemvFits), bandwidth-bound at 64,
+// and 1b is; a path a model's shapes do not take is a typed error, before allocating.
+test('the default decode path follows the model, and a path that does not fit is a typed error', (t) => {
+  const dev = Device.open(0)
+  const stream = dev.createStream()
+  const create = (options) => {
+    const model = DecoderModel.create(dev, stream, { model: 'small', slots: 16, maxSeqLen: 64, ...options })
+    const { decodeGemv } = model
+    model.dispose()
+    return decodeGemv
+  }
+  const tensorCores = dev.computeCapability[0] >= 8 ? 'tensor-cores' : 'off'
+  t.is(create({}), 'cuda-cores')
+  t.is(create({ slots: 64 }), tensorCores)
+  t.is(create({ model: { preset: 'tiny', hidden: 2304, heads: 36, kvHeads: 4 } }), tensorCores, 'a hidden width past the CUDA-core GEMVs')
+  t.throws(() => create({ model: '1b', decodeGemv: 'cuda-cores' }), { instanceOf: ArgumentError, message: /decodeGemv.*2048/ })
+  t.throws(() => create({ model: { preset: 'tiny', ffn: 100 }, decodeGemv: 'tensor-cores' }), { instanceOf: ArgumentError, message: /decodeGemv.*64/ })
+  t.throws(() => create({ decodeGemv: true }), { instanceOf: ArgumentError, message: /decodeGemv/ })
 })
 
 test('bad token ids, slots and lengths are typed errors and leave the runner working', async (t) => {
@@ -202,7 +245,7 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   // tiny: groups of 2 query heads, one head a block at 3 rows, so a key/value head has a block that
   // stores the new key and value and one that must not read them back from the cache.
   // Prefill attention row by row: the decode kernel's own math, so only rotary and the stores differ.
-  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: false, prefillAttention: 'rows' })
+  const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: 'off', prefillAttention: 'rows' })
   const made = []
   const buf = (b) => {
     made.push(b)
@@ -257,8 +300,6 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   t.true(Math.sqrt(a1.reduce((s, v) => s + v * v, 0) / a1.length) > 1, 'non-trivial logits')
   t.deepEqual(b1, a1, "the fused step's logits")
   t.deepEqual(b2, a2, 'the logits of the step after it, which reads the keys and values it stored')
-  // Forcing the fused GEMVs on a model whose widths they do not take is a typed error, before allocating.
-  t.throws(() => DecoderModel.create(dev, stream, { model: '1b', decodeGemv: true }), { instanceOf: ArgumentError, message: /decodeGemv.*2048/ })
 })
 
 // head_dim 128 (the 128 kernel) on 2 query heads of one key/value head.
@@ -314,12 +355,7 @@ const hash = (a, b, c, d) => {
   return ((x >>> 8) / 16777216) * 2 - 1
 }
 test('flash prefill attention kernel: float64, NaN in unwritten cache, the same bits whole, chunked and batched', (t) => {
-  const dev = Device.open(0)
-  const stream = dev.createStream()
-  const made = []
-  t.teardown(() => {
-    for (const b of made) b.dispose()
-  })
+  const { dev, stream, up } = kernelFixture(t)
   for (const dtype of ['bf16', 'f16']) {
     const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
     const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
@@ -358,11 +394,6 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
         for (const [t, [slot, p]] of rows.entries()) {
           write(c, slot, p)
           for (let h = 0; h < nh; h++) for (let d = 0; d < hd; d++) qkv[t * width + h * hd + d] = Q(slot, p, h, d)
-        }
-        const up = (a, dt) => {
-          const b = dev.upload(a, dt)
-          made.push(b)
-          return b
         }
         const out = up(new Uint16Array(T * nh * hd).fill(0xdead), dtype)
         const args = [
@@ -446,17 +477,7 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
 // block and alone or in a batch.
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
 test('decode attention kernel: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', (t) => {
-  const dev = Device.open(0)
-  const stream = dev.createStream()
-  const made = []
-  t.teardown(() => {
-    for (const b of made) b.dispose()
-  })
-  const up = (a, dt) => {
-    const b = dev.upload(a, dt)
-    made.push(b)
-    return b
-  }
+  const { dev, stream, up } = kernelFixture(t)
   for (const dtype of ['bf16', 'f16']) {
     const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
     const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
@@ -550,6 +571,120 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
       const tol = dtype === 'bf16' ? 2e-2 : 4e-3
       t.log(`${name}, contexts ${lens.join(', ')}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
       t.true(worst < tol, `${name}: ${worst}`)
+    }
+  }
+})
+
+// The tensor-core decode GEMVs alone (kernels/decoder.cu's gemv_mma_*), against float64: each epilogue and
+// prologue the model uses, widths whose 64-wide chunks the warps share unevenly, columns past the last whole
+// tile of 16, blocks that take several tiles. A row's bits are the same alone, in a batch of 5 (8-row
+// kernel), 9 or 16 (16-row kernel), and whatever the grid.
+const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32']
+test('tensor-core decode GEMV kernels: float64, every flag, a row the same bits alone, in a batch and on any grid', async (t) => {
+  const { tensorGemvSharedBytes } = await import('../dist/model/decoder-model.js')
+  const { dev, stream, up } = kernelFixture(t)
+  const [NORM, BIAS, RESID, F32, EMBED] = [1, 2, 4, 8, 16]
+  const eps = 1e-5
+  const V = 37
+  for (const dtype of ['bf16', 'f16']) {
+    const [toE, fromE] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber] : [numberToHalf, halfToNumber]
+    const roundE = (v) => fromE(toE(v))
+    const module = DecoderModel.module(dev, dtype)
+    const kernel = (silu, rows) => module.kernel(`gemv_mma${silu ? '_silu' : ''}_${rows <= 8 ? 8 : 16}`, GEMV_SIGNATURE)
+    // 3 chunks of 64 (five warps idle); 33 chunks (warps take 5 or 4), 1000 columns (a partial tile).
+    for (const [N, K] of [
+      [40, 192],
+      [1000, 2112],
+    ]) {
+      const table = (rows, cols, f) => Uint16Array.from({ length: rows * cols }, (_, i) => toE(f(Math.floor(i / cols), i % cols)))
+      const x = table(16, K, (m, k) => hash(1, m, k, 0))
+      const W = table(2 * N, K, (n, k) => 0.05 * hash(2, n, k, 0))
+      const normW = table(1, K, (_, k) => 1 + 0.5 * hash(3, k, 0, 0))
+      const bias = table(1, N, (_, n) => hash(4, n, 0, 0))
+      const emb = table(V, K, (v, k) => hash(7, v, k, 0))
+      const residK = Float32Array.from({ length: 16 * K }, (_, i) => 2 * hash(5, Math.floor(i / K), i % K, 0))
+      const residN = Float32Array.from({ length: 16 * N }, (_, i) => hash(6, Math.floor(i / N), i % N, 0))
+      const tokens = Int32Array.from({ length: 16 }, (_, m) => (7 * m + 3) % V)
+      const [dW, dNorm, dBias, dEmb] = [up(W, dtype), up(normW, dtype), up(bias, dtype), up(emb, dtype)]
+      const Wf = Float64Array.from(W, fromE)
+      const tiles = Math.ceil(N / 16)
+      for (const [name, flags, silu] of [
+        ['plain', 0, false],
+        ['bias', BIAS, false],
+        ['resid', RESID, false],
+        ['norm, f32', NORM | F32, false],
+        ['norm, embed', NORM | EMBED, false],
+        ['norm, silu', NORM, true],
+      ]) {
+        const rowsOf = (a, width, rows) => a.constructor.from(rows.flatMap((m) => [...a.subarray(m * width, (m + 1) * width)]))
+        // The kernel on token rows `rows` of the inputs, `grid` blocks: [out or resid rows, resid rows].
+        const run = (rows, grid) => {
+          const M = rows.length
+          const out = flags & F32 ? up(new Float32Array(M * N).fill(Number.NaN), 'f32') : up(new Uint16Array(M * N).fill(0xdead), dtype)
+          const resid = up(flags & RESID ? rowsOf(residN, N, rows) : rowsOf(residK, K, rows), 'f32')
+          const xIn = flags & EMBED ? dEmb : up(rowsOf(x, K, rows), dtype)
+          const shared = tensorGemvSharedBytes(M <= 8 ? 8 : 16, K, (flags & NORM) !== 0, silu).dynamic
+          stream.launch(kernel(silu, M), { grid: [grid], block: 256, sharedMemBytes: shared }, [
+            out,
+            resid,
+            xIn,
+            dW,
+            dNorm,
+            dBias,
+            up(rowsOf(tokens, 1, rows), 'i32'),
+            V,
+            N,
+            K,
+            M,
+            eps,
+            flags,
+          ])
+          stream.synchronize()
+          return [flags & RESID ? resid.download() : out.download(), resid.download()]
+        }
+        const label = `${dtype} N ${N} K ${K} ${name}`
+        const all = Array.from({ length: 16 }, (_, m) => m)
+        const [batch, residAfter] = run(all, 3)
+        // float64 from the same inputs, with the kernel's roundings.
+        let worst = 0
+        for (const m of all) {
+          let xr = Array.from(x.subarray(m * K, (m + 1) * K), fromE)
+          if (flags & NORM) {
+            const src = flags & EMBED ? Array.from(emb.subarray(tokens[m] * K, (tokens[m] + 1) * K), fromE) : Array.from(residK.subarray(m * K, (m + 1) * K))
+            const f = 1 / Math.sqrt(src.reduce((a, v) => a + v * v, 0) / K + eps)
+            xr = src.map((v, k) => roundE(roundE(v * f) * fromE(normW[k])))
+          }
+          for (let n = 0; n < N; n++) {
+            const dot = (row) => {
+              let a = 0
+              for (let k = 0; k < K; k++) a += xr[k] * Wf[row * K + k]
+              return a
+            }
+            const d = dot(n)
+            let ref = roundE(d)
+            if (silu) {
+              const g = roundE(d)
+              ref = roundE(roundE(g / (1 + Math.exp(-g))) * roundE(dot(N + n)))
+            } else if (flags & BIAS) ref = roundE(d + fromE(bias[n]))
+            else if (flags & F32) ref = d
+            else if (flags & RESID) ref = roundE(residN[m * N + n] + roundE(d))
+            const raw = batch[m * N + n]
+            const got = flags & (F32 | RESID) ? raw : fromE(raw)
+            worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - ref) / Math.max(1, Math.abs(ref)) : Infinity)
+          }
+        }
+        const tol = dtype === 'bf16' ? 2e-2 : 3e-3
+        t.true(worst < tol, `${label}: max relative error vs float64 ${worst} (tolerance ${tol})`)
+        if (flags & EMBED)
+          t.deepEqual(residAfter, Float32Array.from(rowsOf(emb, K, [...tokens]), fromE), `${label}: the embedding rows stored into the residual stream`)
+        const row = (o, i) => [...o.subarray(i * N, (i + 1) * N)]
+        for (const m of [0, 5, 9, 15]) t.deepEqual(row(run([m], Math.min(tiles, 264))[0], 0), row(batch, m), `${label}: row ${m} alone == in the batch of 16`)
+        const [nine] = run(all.slice(0, 9), 1)
+        const [five] = run(all.slice(0, 5), tiles)
+        t.deepEqual(nine, batch.subarray(0, 9 * N), `${label}: a batch of 9 == the batch of 16's first rows`)
+        t.deepEqual(five, batch.subarray(0, 5 * N), `${label}: a batch of 5 == the batch of 16's first rows`)
+        t.log(`${label}: max relative error vs float64 ${worst.toExponential(2)}`)
+      }
     }
   }
 })

@@ -170,6 +170,30 @@ test('decode steps take the fused GEMVs when the model is launch-bound: projecti
   t.false(fits({ preset: 'tiny', ffn: 4096 }, 4))
 })
 
+// The rule reads two device properties; a plain object gives them for an H200 and for older parts.
+test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capability 8.0+, 16 normalized rows in shared memory', async (t) => {
+  const { tensorGemvFits, defaultDecodeGemv } = await import('../dist/model/decoder-model.js')
+  const { modelConfig, localDims, WHOLE } = await import('../dist/model/index.js')
+  const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
+  const pick = (model, slots, device = h200) => {
+    const c = modelConfig(model)
+    return defaultDecodeGemv(device, c, localDims(c, WHOLE), slots)
+  }
+  t.is(pick('small', 16), 'cuda-cores')
+  t.is(pick('small', 64), 'tensor-cores')
+  t.is(pick('1b', 64), 'tensor-cores')
+  t.is(pick('1b', 64, { computeCapability: [7, 5], maxSharedMemoryPerBlock: 65536 }), 'off', 'no bf16 MMAs before 8.0')
+  t.is(pick({ preset: 'small', ffn: 776 }, 64), 'off', 'an MLP width of 776 is not whole 64-wide chunks')
+  t.is(pick('1b', 64, { computeCapability: [8, 0], maxSharedMemoryPerBlock: 166912 }), 'off', "an A100's 163 KiB do not take o's and down's rings")
+  // gate/up's block at 16 rows: the rings (96 KiB), 16 normalized rows of hidden + 32 elements, the partial sums (16 KiB).
+  const fits = (hidden) => {
+    const c = modelConfig({ preset: 'small', hidden, heads: hidden / 64, kvHeads: 1 })
+    return tensorGemvFits(h200, c, localDims(c, WHOLE))
+  }
+  t.true(fits(3648), "3648: 227 KiB, an H200's whole block")
+  t.false(fits(3712))
+})
+
 test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor', async (t) => {
   const { attentionHeads } = await import('../dist/model/decoder-model.js')
   // A 1B model (8 key/value heads, 4 query heads each) on 132 multiprocessors: a batch of 64 takes whole

@@ -1011,6 +1011,67 @@ __device__ __forceinline__ int gemv_row_of_lane(int lane) {
   return r;
 }
 
+// GEMV_NORM's prologue for token row m, by one warp: dst[0..K) = rmsnorm(row) * norm_w, the row being the
+// residual stream's (resid_row) or, with GEMV_EMBED, the embedding's row of token m (emb: the table [V][K];
+// with `store`, it is also stored into resid_row). Lane l sums the squares of 4-element slices l, l + 32,
+// ... in order, then the shuffle tree; the second pass reads the row again from L1. Each pass has B of a
+// lane's slices in flight at once (the sums keep their order), so a row costs a load latency or two, not
+// one a slice.
+template <int B>
+__device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, const elem_t* emb, const int* tokens, int m, int V, int K, float eps, const elem_t* norm_w, int flags, bool store) {
+  const int lane = threadIdx.x & 31, n4 = K / 4;
+  float4* r = (float4*)resid_row;
+  const bool embed = flags & GEMV_EMBED;
+  const uint2* e = (const uint2*)(emb + (long long)(embed ? token_row(tokens, m, V) : 0) * K);
+  // Slice i of the row: the residual stream's, or the embedding's.
+  auto slice = [&](int i) {
+    if (!embed) return r[i];
+    const uint2 v = e[i];
+    return make_float4(to_f((elem_t)(v.x & 0xffff)), to_f((elem_t)(v.x >> 16)), to_f((elem_t)(v.y & 0xffff)), to_f((elem_t)(v.y >> 16)));
+  };
+  float ss = 0.f;
+  for (int i0 = lane; i0 < n4; i0 += 32 * B) {
+    float4 v[B];
+#pragma unroll
+    for (int u = 0; u < B; u++)
+      if (i0 + 32 * u < n4) v[u] = slice(i0 + 32 * u);
+#pragma unroll
+    for (int u = 0; u < B; u++)
+      if (i0 + 32 * u < n4) ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+  }
+  const float f = rsqrtf(warp_sum(ss) / K + eps);
+  for (int i0 = lane; i0 < n4; i0 += 32 * B) {
+    float4 v[B];
+    uint2 w[B];
+#pragma unroll
+    for (int u = 0; u < B; u++)
+      if (i0 + 32 * u < n4) {
+        v[u] = slice(i0 + 32 * u);
+        w[u] = *(const uint2*)(norm_w + 4 * (i0 + 32 * u));
+      }
+#pragma unroll
+    for (int u = 0; u < B; u++) {
+      const int i = i0 + 32 * u;
+      if (i >= n4) continue;
+      if (embed && store) r[i] = v[u];
+      uint2 o;
+      o.x = from_f(round_e(v[u].x * f) * to_f((elem_t)(w[u].x & 0xffff))) | ((unsigned)from_f(round_e(v[u].y * f) * to_f((elem_t)(w[u].x >> 16))) << 16);
+      o.y = from_f(round_e(v[u].z * f) * to_f((elem_t)(w[u].y & 0xffff))) | ((unsigned)from_f(round_e(v[u].w * f) * to_f((elem_t)(w[u].y >> 16))) << 16);
+      *(uint2*)(dst + 4 * i) = o;
+    }
+  }
+}
+
+// A GEMV's epilogue for output (m, n): s0 the dot (s1 the up column's, gemv_silu's), per the flags.
+template <bool SILU>
+__device__ __forceinline__ void gemv_store(elem_t* out, float* resid, const elem_t* bias, int flags, int m, int n, int N, float s0, float s1) {
+  const long long o = (long long)m * N + n;
+  if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
+  else if (flags & GEMV_RESID) resid[o] = round_e(resid[o] + round_e(s0));
+  else if (flags & GEMV_F32) ((float*)out)[o] = s0;
+  else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
+}
+
 template <bool SILU>
 __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
   __shared__ __align__(16) elem_t xs[GEMV_ROWS * 256 * GEMV_CHUNKS];
@@ -1032,35 +1093,8 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
   pdl_wait();
   pdl_launch_next();
   if (flags & GEMV_NORM) {
-    // Row m0 + j by warp j: lane l sums the squares of 4-element slices l, l + 32, ... in order, then the
-    // shuffle tree; the second pass reads the row again from L1.
     const int m = m0 + warp;
-    if (warp < GEMV_ROWS && m < M) {
-      float4* r = (float4*)(resid + (long long)m * K);
-      const bool embed = flags & GEMV_EMBED;
-      const uint2* e = (const uint2*)(x + (long long)(embed ? token_row(tokens, m, V) : 0) * K);
-      // Slice i of the row: the residual stream's, or the embedding's (stored by the first columns' block).
-      auto slice = [&](int i) {
-        if (!embed) return r[i];
-        const uint2 v = e[i];
-        return make_float4(to_f((elem_t)(v.x & 0xffff)), to_f((elem_t)(v.x >> 16)), to_f((elem_t)(v.y & 0xffff)), to_f((elem_t)(v.y >> 16)));
-      };
-      float ss = 0.f;
-      for (int i = lane; i < K / 4; i += 32) {
-        const float4 v = slice(i);
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-      }
-      const float f = rsqrtf(warp_sum(ss) / K + eps);
-      for (int i = lane; i < K / 4; i += 32) {
-        const float4 v = slice(i);
-        if (embed && blockIdx.x == 0) r[i] = v;
-        const uint2 w = *(const uint2*)(norm_w + 4 * i);
-        uint2 o;
-        o.x = from_f(round_e(v.x * f) * to_f((elem_t)(w.x & 0xffff))) | ((unsigned)from_f(round_e(v.y * f) * to_f((elem_t)(w.x >> 16))) << 16);
-        o.y = from_f(round_e(v.z * f) * to_f((elem_t)(w.y & 0xffff))) | ((unsigned)from_f(round_e(v.w * f) * to_f((elem_t)(w.y >> 16))) << 16);
-        *(uint2*)(xs + warp * K + 4 * i) = o;
-      }
-    }
+    if (warp < GEMV_ROWS && m < M) gemv_norm_row<2>(xs + warp * K, resid + (long long)m * K, x, tokens, m, V, K, eps, norm_w, flags, blockIdx.x == 0);
     __syncthreads();
   }
   if (!live) return;
@@ -1087,13 +1121,7 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
   const float s0 = warp_sum_rows<GEMV_ROWS>(a0);
   const float s1 = SILU ? warp_sum_rows<GEMV_ROWS>(a1) : 0.f;
   const int m = m0 + gemv_row_of_lane<GEMV_ROWS>(lane);
-  if ((lane & (32 / GEMV_ROWS - 1)) == 0 && m < M) {
-    const long long o = (long long)m * N + n;
-    if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
-    else if (flags & GEMV_RESID) resid[o] = round_e(resid[o] + round_e(s0));
-    else if (flags & GEMV_F32) ((float*)out)[o] = s0;
-    else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
-  }
+  if ((lane & (32 / GEMV_ROWS - 1)) == 0 && m < M) gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1);
 }
 
 // grid [ceil(N / GEMV_WARPS), ceil(M / GEMV_ROWS)], block 32 * GEMV_WARPS. x, W and their rows 16-byte
@@ -1106,6 +1134,185 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv(elem_t* out, 
 extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
   gemv_rows<true>(out, resid, x, W, norm_w, bias, tokens, V, N, K, M, eps, flags);
 }
+
+// Tensor-core decode GEMVs, for models whose decode steps are bandwidth-bound (DecoderModel's
+// 'tensor-cores' decode GEMVs): the same call as gemv (flags, fusions, roundings of the epilogue), for at
+// most 8 * MG token rows and any K % 64 == 0, on m16n8k16 MMAs with the weights as the A operand (16
+// output columns) and the token rows as B (8 a group). A block of GM_WARPS warps takes tiles of 16 output
+// columns (gemv_mma_silu: 16 gate and the 16 matching up columns), tile blockIdx.x, + gridDim.x, ...;
+// each warp takes the tile's 64-wide chunks warp, warp + GM_WARPS, ... of K, a chunk a step. A lane
+// copies 16 bytes at offsets 8 (lane % 4) and 32 + 8 (lane % 4) of a chunk from weight rows lane / 4 and
+// + 8, and the same offsets of token row lane / 4 (8 j + lane / 4 for group j): MMA k index 2 i (+ 1) of
+// lane i is the lane's element 2 i (+ 1) of its 16 bytes, in A and B alike, so the MMAs sum every product
+// of the chunk, with no shuffles and whole 32-byte sectors.
+// The copies are cp.async into a ring of GM_SLOTS / A steps a warp in shared memory, each lane reading
+// back only what it copied (so no barrier): the first steps' weights are issued before
+// griddepcontrol.wait (they stream in while the previous kernel finishes, where its blocks leave room for
+// this one's), their x after it, each step's in its own commit group in that order, so waiting for all
+// but the newest S - 1 groups finds step q whole. With GEMV_NORM, x is the block's normalized rows in
+// shared memory instead (a warp a row, gemv_norm_row). The warps' partial sums meet in shared memory and
+// are summed in warp order. Every order depends on K alone, and a token
+// row's MMAs read only that row: a row's bits depend on neither M nor the other rows (nor MG, nor the
+// grid), so a request gets the same tokens alone or in any decode batch of at most 8 * MG rows.
+// Dynamic shared memory: the rings, GM_WARPS * S * (4 A + (GEMV_NORM ? 0 : 2 MG)) 16-byte pieces a lane,
+// then with GEMV_NORM 8 MG rows of K + 32 elements (the pad puts a warp's fragment loads in distinct banks).
+// Rings of 6 steps and a block a multiprocessor: on an H200 a 1B model's batch-1 decode step took 820 µs
+// so, against 844 with rings of 4 and two blocks a multiprocessor (which leaves room for the next kernel's
+// block to be resident, copying its first steps' weights, while this one finishes).
+#define GM_WARPS 8
+#define GM_SLOTS 6
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+template <int MG, bool SILU>
+__device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
+  constexpr int A = SILU ? 2 : 1;  // weight tiles: gate and up
+  constexpr int S = GM_SLOTS / A;  // steps in flight a warp
+  extern __shared__ __align__(16) uint4 smem[];
+  __shared__ float red[GM_WARPS][A][4 * MG][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const bool norm = flags & GEMV_NORM;
+  const int per = 4 * A + (norm ? 0 : 2 * MG);  // 16-byte pieces a lane copies a step
+  uint4* ring = smem + warp * S * per * 32 + lane;
+  elem_t* xs = (elem_t*)(smem + GM_WARPS * S * per * 32);
+  const int chunks = K >> 6, tiles = (N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
+  const int total = (blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0) * steps;
+  // Step q's tile's first column and chunk (the chunk past the end when the warp has none there).
+  auto where = [&](int q, int& n0, int& c) {
+    n0 = (blockIdx.x + q / steps * gridDim.x) * 16;
+    c = warp + GM_WARPS * (q % steps);
+  };
+  // Step q's weights (pieces 0 .. 4 A) into its slot; none past the last step.
+  auto issue_w = [&](int q) {
+    if (q >= total) return;
+    int n0, c;
+    where(q, n0, c);
+    const bool ok = c < chunks;
+    const int n1 = n0 + g < N ? n0 + g : 0, n2 = n0 + g + 8 < N ? n0 + g + 8 : 0;
+    uint4* d = ring + (q % S) * per * 32;
+#pragma unroll
+    for (int a = 0; a < A; a++) {
+      const elem_t* p1 = W + (long long)(n1 + a * N) * K + (ok ? 64 * c + 8 * t : 0);
+      const elem_t* p2 = W + (long long)(n2 + a * N) * K + (ok ? 64 * c + 8 * t : 0);
+      cp_async16(d + (4 * a) * 32, p1, ok);
+      cp_async16(d + (4 * a + 1) * 32, p1 + 32, ok);
+      cp_async16(d + (4 * a + 2) * 32, p2, ok);
+      cp_async16(d + (4 * a + 3) * 32, p2 + 32, ok);
+    }
+  };
+  // Step q's token rows (pieces 4 A ..), zeros past M; none with GEMV_NORM.
+  auto issue_x = [&](int q) {
+    if (q >= total || norm) return;
+    int n0, c;
+    where(q, n0, c);
+    uint4* d = ring + (q % S) * per * 32 + 4 * A * 32;
+#pragma unroll
+    for (int j = 0; j < MG; j++) {
+      const int m = 8 * j + g;
+      const bool ok = c < chunks && m < M;
+      const elem_t* p = x + (ok ? (long long)m * K + 64 * c + 8 * t : 0);
+      cp_async16(d + (2 * j) * 32, p, ok);
+      cp_async16(d + (2 * j + 1) * 32, p + 32, ok);
+    }
+  };
+#pragma unroll
+  for (int q = 0; q < S - 1; q++) {
+    issue_w(q);
+    cp_async_commit();
+  }
+  pdl_wait();
+  pdl_launch_next();
+#pragma unroll
+  for (int q = 0; q < S - 1; q++) {
+    issue_x(q);
+    cp_async_commit();
+  }
+  if (norm) {
+    for (int m = warp; m < M && m < 8 * MG; m += GM_WARPS) gemv_norm_row<16>(xs + m * (K + 32), resid + (long long)m * K, x, tokens, m, V, K, eps, norm_w, flags, blockIdx.x == 0);
+    __syncthreads();
+  }
+  float acc[A][MG][4];
+#pragma unroll
+  for (int a = 0; a < A; a++)
+#pragma unroll
+    for (int j = 0; j < MG; j++) acc[a][j][0] = acc[a][j][1] = acc[a][j][2] = acc[a][j][3] = 0.f;
+  for (int q = 0; q < total; q++) {
+    issue_w(q + S - 1);
+    issue_x(q + S - 1);
+    cp_async_commit();
+    cp_async_wait_group<S - 1>();
+    int n0, c;
+    where(q, n0, c);
+    if (c < chunks) {
+      const uint4* d = ring + (q % S) * per * 32;
+#pragma unroll
+      for (int j = 0; j < MG; j++) {
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (!norm) {
+          x0 = d[(4 * A + 2 * j) * 32];
+          x1 = d[(4 * A + 2 * j + 1) * 32];
+        } else if (8 * j + g < M) {
+          const uint4* p = (const uint4*)(xs + (8 * j + g) * (K + 32) + 64 * c + 8 * t);
+          x0 = p[0];
+          x1 = p[4];
+        }
+#pragma unroll
+        for (int a = 0; a < A; a++) {
+          const uint4 w0 = d[(4 * a) * 32], w1 = d[(4 * a + 1) * 32], w2 = d[(4 * a + 2) * 32], w3 = d[(4 * a + 3) * 32];
+          mma16816(acc[a][j], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
+          mma16816(acc[a][j], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
+          mma16816(acc[a][j], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
+          mma16816(acc[a][j], {w1.z, w3.z, w1.w, w3.w}, x1.z, x1.w);
+        }
+      }
+    }
+    if (q % steps != steps - 1) continue;
+    // The tile's epilogue: the warps' sums through shared memory.
+#pragma unroll
+    for (int a = 0; a < A; a++)
+#pragma unroll
+      for (int j = 0; j < MG; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          red[warp][a][4 * j + i][lane] = acc[a][j][i];
+          acc[a][j][i] = 0.f;
+        }
+    __syncthreads();
+    // Thread i: lane i % 32's accumulator i / 32 (token row group j, element e): column n0 + lane / 4
+    // (+ 8 for e >= 2), token row 8 j + 2 (lane % 4) + e % 2.
+    const int i = threadIdx.x;
+    if (i < 128 * MG) {
+      const int l = i & 31, j = i >> 5, e = j & 3;
+      const int n = n0 + (l >> 2) + (e & 2) * 4, m = 8 * (j >> 2) + 2 * (l & 3) + (e & 1);
+      float s0 = red[0][0][j][l], s1 = SILU ? red[0][A - 1][j][l] : 0.f;
+#pragma unroll
+      for (int w = 1; w < GM_WARPS; w++) {
+        s0 += red[w][0][j][l];
+        if (SILU) s1 += red[w][A - 1][j][l];
+      }
+      if (n < N && m < M) gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1);
+    }
+    __syncthreads();
+  }
+  cp_async_wait_all();
+}
+
+// grid [min(ceil(N / 16), the multiprocessors)], block 32 * GM_WARPS, dynamic shared memory as above. x
+// and W 16-byte aligned, K % 64 == 0, M <= 8 MG.
+#define GEMV_MMA_KERNEL(NAME, MG, SILU)                                                                                                          \
+  extern "C" __global__ void __launch_bounds__(32 * GM_WARPS, 1)                                                                             \
+      NAME(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) { \
+    gemv_mma_rows<MG, SILU>(out, resid, x, W, norm_w, bias, tokens, V, N, K, M, eps, flags);                                                  \
+  }
+GEMV_MMA_KERNEL(gemv_mma_8, 1, false)
+GEMV_MMA_KERNEL(gemv_mma_16, 2, false)
+GEMV_MMA_KERNEL(gemv_mma_silu_8, 1, true)
+GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.
 __device__ void warp_argmax(float& v, int& idx) {

@@ -13,7 +13,7 @@ import { Device } from '../cuda/device.js'
 import { GraphManager } from '../manager/graph-manager.js'
 import type { GraphUse } from '../manager/step.js'
 import { loadDecoder } from '../model/checkpoint.js'
-import { DecoderModel, type ModelDType, type PrefillAttention } from '../model/decoder-model.js'
+import { type DecodeGemv, DecoderModel, type ModelDType, type PrefillAttention, TENSOR_GEMV_MAX_ROWS } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
 import type { GraphMode } from '../policy/graph-mode.js'
@@ -154,7 +154,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   }
   const bytes = model.bytes
   say(
-    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${model.decodeGemv ? 'the fused GEMVs' : 'cuBLAS'}, prefill attention ${model.prefillAttention}`,
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${decodeGemvText(model.decodeGemv)}, prefill attention ${model.prefillAttention}`,
   )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
@@ -566,6 +566,12 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     eager.dispose()
     model.dispose()
   }
+}
+
+/** How the bench's model header names a {@link DecodeGemv}. */
+function decodeGemvText(g: DecodeGemv): string {
+  if (g === 'cuda-cores') return 'the fused GEMVs (CUDA cores)'
+  return g === 'tensor-cores' ? `the fused GEMVs on tensor cores up to ${TENSOR_GEMV_MAX_ROWS} rows, cuBLAS past that` : 'cuBLAS'
 }
 
 /** The transformers peer's fastest decode step, µs (its CUDA graph where that captured). */

@@ -11,7 +11,7 @@ import type { Communicator } from '../cuda/communicator.js'
 import type { Device } from '../cuda/device.js'
 import type { Stream } from '../cuda/stream.js'
 import { CheckpointError, check } from '../errors.js'
-import { DecoderModel, type ModelDType, type PrefillAttention } from './decoder-model.js'
+import { type DecodeGemv, DecoderModel, type ModelDType, type PrefillAttention } from './decoder-model.js'
 import { type CheckpointConfig, defaultMaxSeqLen, parseHfConfig } from './hf-config.js'
 import { readJsonObject } from './json-file.js'
 import { readSafetensorsHeader, type SafetensorsTensor } from './safetensors.js'
@@ -46,8 +46,8 @@ export interface LoadOptions {
    * ({@link weightLayout}): its rows, or for o and down its columns of every row.
    */
   communicator?: Communicator | undefined
-  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default `decodeGemvFits`'s rule. */
-  decodeGemv?: boolean | undefined
+  /** Decode steps' projections (`DecodeGemv`); default `defaultDecodeGemv`'s. */
+  decodeGemv?: DecodeGemv | undefined
   /** Prefill attention's kernel (`PrefillAttention`); default `'flash'` from compute capability 8.0, else `'rows'`. */
   prefillAttention?: PrefillAttention | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */

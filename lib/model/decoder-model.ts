@@ -1,8 +1,8 @@
 /**
  * The built-in workload: a Llama-style decoder (token embedding, RMSNorm, rotary positions, attention over
  * a contiguous per-slot KV cache, SwiGLU MLP, residual adds, final norm, LM head, sampling on the device).
- * Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS, except a launch-bound
- * model's decode steps, whose projections are fused GEMVs ({@link decodeGemvFits}). f16 or bf16 weights,
+ * Kernels are CUDA C (kernels/decoder.cu) compiled by NVRTC; GEMMs go through cuBLAS, except decode steps,
+ * whose projections are fused GEMVs where the model allows ({@link DecodeGemv}). f16 or bf16 weights,
  * activations and KV cache; f32 accumulation. Weights are random from a seed ({@link DecoderModel.create})
  * or a Hugging Face checkpoint's (`loadDecoder` in checkpoint.ts), laid out as transformers lays them out.
  */
@@ -35,8 +35,8 @@ export interface DecoderOptions {
   maxSeqLen?: number
   /** Storage type (default `'f16'`). */
   dtype?: ModelDType
-  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
-  decodeGemv?: boolean | undefined
+  /** Decode steps' projections ({@link DecodeGemv}); default {@link defaultDecodeGemv}'s. */
+  decodeGemv?: DecodeGemv | undefined
   /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
 }
@@ -47,6 +47,22 @@ export interface DecoderOptions {
  * throughout). Both give a row the same bits alone or beside other requests, whole or in chunks.
  */
 export type PrefillAttention = 'flash' | 'rows'
+
+/**
+ * How decode steps run their projections and LM head: `'cuda-cores'`, fused GEMVs a warp an output
+ * column, for every decode step (a launch-bound model: {@link decodeGemvFits}); `'tensor-cores'`, fused
+ * GEMVs on MMAs that stream the weights once, for decode steps of at most {@link TENSOR_GEMV_MAX_ROWS}
+ * token rows, with cuBLAS past that (a bandwidth-bound model: {@link tensorGemvFits}); `'off'`, cuBLAS and
+ * the separate norm, SiLU and residual kernels, as prefill always runs. Either GEMV gives a row the same
+ * bits in any batch it serves; cuBLAS does not promise that.
+ */
+export type DecodeGemv = 'cuda-cores' | 'tensor-cores' | 'off'
+
+/** Token rows a `'tensor-cores'` decode GEMV takes: a decode step of more runs cuBLAS. */
+export const TENSOR_GEMV_MAX_ROWS = 16
+
+/** What the decode path's rule reads of a device: its compute capability and shared memory a block (bytes, opted in). */
+export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPerBlock'>
 
 /** What {@link DecoderModel.build} makes: the shape, where the weights come from, and the cache size. */
 export interface ModelBuild {
@@ -61,8 +77,8 @@ export interface ModelBuild {
    * ({@link weightLayout}), all-reduces the partial sums of o and down, and all-gathers the logits.
    */
   communicator?: Communicator | undefined
-  /** Decode steps as fused GEMVs (true) or cuBLAS (false); default {@link decodeGemvFits}'s rule. */
-  decodeGemv?: boolean | undefined
+  /** Decode steps' projections ({@link DecodeGemv}); default {@link defaultDecodeGemv}'s. */
+  decodeGemv?: DecodeGemv | undefined
   /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
   /**
@@ -174,7 +190,10 @@ export class DecoderModel {
   readonly communicator: Communicator | undefined
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
-  readonly #k: Record<'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'addResidual' | 'sample', Kernel>
+  readonly #k: Record<
+    'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'gemvMma8' | 'gemvMma16' | 'gemvMmaSilu8' | 'gemvMmaSilu16' | 'addResidual' | 'sample',
+    Kernel
+  >
   /** Attention's kernels for this head size, by query heads a block (1, 2, 4: {@link attentionHeads}). */
   readonly #attention: ReadonlyMap<number, Kernel>
   /** Prefill attention's kernel. */
@@ -186,11 +205,8 @@ export class DecoderModel {
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
-  /**
-   * Whether decode steps run as fused GEMVs ({@link decodeGemvFits}): fewer, cheaper launches for a
-   * launch-bound model; otherwise cuBLAS and the separate kernels, as prefill always does.
-   */
-  readonly decodeGemv: boolean
+  /** How decode steps run their projections ({@link DecodeGemv}). */
+  readonly decodeGemv: DecodeGemv
   /** The device's multiprocessors, which attention blocks are sized by ({@link attentionHeads}). */
   readonly #multiprocessors: number
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
@@ -223,6 +239,10 @@ export class DecoderModel {
       siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
       gemv: module.kernel('gemv', GEMV_SIGNATURE),
       gemvSilu: module.kernel('gemv_silu', GEMV_SIGNATURE),
+      gemvMma8: module.kernel('gemv_mma_8', GEMV_SIGNATURE),
+      gemvMma16: module.kernel('gemv_mma_16', GEMV_SIGNATURE),
+      gemvMmaSilu8: module.kernel('gemv_mma_silu_8', GEMV_SIGNATURE),
+      gemvMmaSilu16: module.kernel('gemv_mma_silu_16', GEMV_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
@@ -232,7 +252,7 @@ export class DecoderModel {
     this.#pdl = device.computeCapability[0] >= 9
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
-    this.decodeGemv = b.decodeGemv ?? decodeGemvFits(b.config, this.local, b.slots)
+    this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
     this.#multiprocessors = device.multiprocessors
     const w = (name: string) => weights.get(name)!.buffer
     this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
@@ -316,8 +336,15 @@ export class DecoderModel {
     const shard = shardOf(b.communicator)
     const local = localDims(config, shard)
     if (b.decodeGemv !== undefined) {
-      check(typeof b.decodeGemv === 'boolean', 'decodeGemv', 'a boolean', b.decodeGemv)
-      if (b.decodeGemv) check(gemvShapesFit(config, local), 'decodeGemv', `false for this model (${gemvShapeRule})`, true)
+      check(
+        b.decodeGemv === 'cuda-cores' || b.decodeGemv === 'tensor-cores' || b.decodeGemv === 'off',
+        'decodeGemv',
+        "'cuda-cores', 'tensor-cores' or 'off'",
+        b.decodeGemv,
+      )
+      if (b.decodeGemv === 'cuda-cores') check(gemvShapesFit(config, local), 'decodeGemv', `not 'cuda-cores' for this model (${gemvShapeRule})`, b.decodeGemv)
+      if (b.decodeGemv === 'tensor-cores')
+        check(tensorGemvFits(device, config, local), 'decodeGemv', `not 'tensor-cores' for this model on this device (${tensorGemvRule})`, b.decodeGemv)
     }
     if (b.prefillAttention !== undefined) {
       check(b.prefillAttention === 'flash' || b.prefillAttention === 'rows', 'prefillAttention', "'flash' or 'rows'", b.prefillAttention)
@@ -468,7 +495,7 @@ export class DecoderModel {
     const attn = ctx.scratch(dt, T * heads * hd)
     const delta = ctx.scratch(dt, T * H)
     const act = ctx.scratch(dt, T * ffn)
-    const gemv = kind === 'decode' && this.decodeGemv
+    const gemv = kind === 'decode' && (this.decodeGemv === 'cuda-cores' || (this.decodeGemv === 'tensor-cores' && T <= TENSOR_GEMV_MAX_ROWS))
     // gate/up's output; the fused GEMV writes SiLU's product straight into act.
     const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
@@ -613,25 +640,33 @@ export class DecoderModel {
       (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0) | (g.tokens ? GEMV_EMBED : 0)
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
-    s.launch(
-      g.silu ? this.#k.gemvSilu : this.#k.gemv,
-      { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)], block: 32 * GEMV_WARPS, programmaticDependentLaunch: this.#pdl },
-      [
-        g.out ?? unused,
-        resid,
-        g.tokens ? this.#top.embed : (g.x ?? unused),
-        g.w,
-        g.norm ?? unused,
-        g.bias ?? unused,
-        g.tokens ?? unused,
-        this.config.vocab,
-        g.n,
-        g.k,
-        rows,
-        this.config.eps,
-        flags,
-      ],
-    )
+    const k = this.#k
+    const [kernel, launch] =
+      this.decodeGemv === 'cuda-cores'
+        ? [g.silu ? k.gemvSilu : k.gemv, { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)] as const, block: 32 * GEMV_WARPS }]
+        : [
+            rows <= 8 ? (g.silu ? k.gemvMmaSilu8 : k.gemvMma8) : g.silu ? k.gemvMmaSilu16 : k.gemvMma16,
+            {
+              grid: [Math.min(ceilDiv(g.n, 16), this.#multiprocessors)] as const,
+              block: 32 * TENSOR_GEMV_WARPS,
+              sharedMemBytes: tensorGemvSharedBytes(rows <= 8 ? 8 : 16, g.k, g.norm !== undefined, g.silu === true).dynamic,
+            },
+          ]
+    s.launch(kernel, { ...launch, programmaticDependentLaunch: this.#pdl }, [
+      g.out ?? unused,
+      resid,
+      g.tokens ? this.#top.embed : (g.x ?? unused),
+      g.w,
+      g.norm ?? unused,
+      g.bias ?? unused,
+      g.tokens ?? unused,
+      this.config.vocab,
+      g.n,
+      g.k,
+      rows,
+      this.config.eps,
+      flags,
+    ])
   }
 
   /** Frees the weights and the KV cache (after the device is idle). */
@@ -686,6 +721,58 @@ interface GemvCall {
 }
 
 const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`
+
+/**
+ * A `'tensor-cores'` GEMV block's warps and each warp's ring of weight tiles in flight (GM_WARPS and
+ * GM_SLOTS in kernels/decoder.cu): 6 steps of one tile, or 3 of gate/up's two.
+ */
+const TENSOR_GEMV_WARPS = 8
+const TENSOR_GEMV_SLOTS = 6
+
+/**
+ * A `'tensor-cores'` GEMV's shared memory for `rows` (8 or 16) token rows of width `k`, bytes: each
+ * warp's ring (16-byte pieces a lane a step: 4 a weight tile, and 2 a group of 8 token rows unless the
+ * rows are normalized in the prologue), the normalized rows (`k + 32` elements each), and the warps'
+ * partial sums (static).
+ */
+export function tensorGemvSharedBytes(rows: number, k: number, norm: boolean, silu: boolean): { dynamic: number; total: number } {
+  const tiles = silu ? 2 : 1
+  const ring = TENSOR_GEMV_WARPS * (TENSOR_GEMV_SLOTS / tiles) * (4 * tiles + (norm ? 0 : rows / 4)) * 32 * 16
+  const dynamic = ring + (norm ? rows * (k + 32) * 2 : 0)
+  return { dynamic, total: dynamic + TENSOR_GEMV_WARPS * tiles * (rows / 2) * 32 * 4 }
+}
+
+const tensorGemvRule = "every projection's input width a multiple of 64, compute capability 8.0+, and a block's rings and 16 normalized rows in shared memory"
+
+/**
+ * Whether `'tensor-cores'` decode GEMVs take a model's shapes on `device` (`local`: a tensor-parallel
+ * rank's): every projection's input width a multiple of 64 (a lane's 16-byte copies of 64-wide chunks),
+ * MMAs (compute capability 8.0+), and each of its GEMVs' shared memory at {@link TENSOR_GEMV_MAX_ROWS}
+ * rows within a block's (an H200's 227 KiB take a hidden width up to 3648; an A100's 163 KiB none: o's
+ * and down's rings alone are 192 KiB).
+ */
+export function tensorGemvFits(device: DeviceLimits, c: ModelConfig, local: LocalDims): boolean {
+  const rows = TENSOR_GEMV_MAX_ROWS
+  const calls = [
+    tensorGemvSharedBytes(rows, c.hidden, true, false),
+    tensorGemvSharedBytes(rows, c.hidden, true, true),
+    tensorGemvSharedBytes(rows, c.hidden, false, false),
+  ]
+  return (
+    [c.hidden, local.heads * c.headDim, local.ffn].every((w) => w % 64 === 0) &&
+    device.computeCapability[0] >= 8 &&
+    calls.every((b) => b.total <= device.maxSharedMemoryPerBlock)
+  )
+}
+
+/**
+ * A model's default {@link DecodeGemv}: `'cuda-cores'` where {@link decodeGemvFits} (decode is
+ * launch-bound), else `'tensor-cores'` where {@link tensorGemvFits}, else `'off'`.
+ */
+export function defaultDecodeGemv(device: DeviceLimits, c: ModelConfig, local: LocalDims, slots: number): DecodeGemv {
+  if (decodeGemvFits(c, local, slots)) return 'cuda-cores'
+  return tensorGemvFits(device, c, local) ? 'tensor-cores' : 'off'
+}
 
 /** Whether the decode GEMVs take a model's shapes (`local`: a tensor-parallel rank's). */
 function gemvShapesFit(c: ModelConfig, local: LocalDims): boolean {

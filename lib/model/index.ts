@@ -9,15 +9,20 @@ export { StopMatcher } from '../util/stop-matcher.js'
 export { type Checkpoint, type CheckpointTensor, type LoadOptions, type LoadProgress, type LoadStats, loadDecoder, readCheckpoint } from './checkpoint.js'
 export {
   DECODER_KERNELS_PATH,
+  type DecodeGemv,
   DecoderModel,
   type DecoderOptions,
+  type DeviceLimits,
   decodeGemvFits,
+  defaultDecodeGemv,
   type ForwardContext,
   type ForwardTensors,
   type ModelBuild,
   type ModelDType,
   type PrefillAttention,
   type StepKind,
+  TENSOR_GEMV_MAX_ROWS,
+  tensorGemvFits,
   type Weight,
 } from './decoder-model.js'
 export { DecoderReference, type ReferenceOutput } from './decoder-reference.js'
