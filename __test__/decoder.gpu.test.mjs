@@ -49,6 +49,16 @@ function kernelFixture(t) {
   return { dev, stream, up }
 }
 
+/**
+ * A kernel test's view of `dtype`: number to element bits and back, its quiet NaN's bits, every element's
+ * value by its bits (`value[bits]`), and the decoder's kernels compiled for it.
+ */
+function dtypeKit(dev, dtype) {
+  const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
+  const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
+  return { toE, fromE, nan, value, module: DecoderModel.module(dev, dtype) }
+}
+
 /** The model's prefill of a `length`-token prompt and 6 decode steps against the float64 CPU reference. */
 async function matchesReference(t, spec, length) {
   const { model, graph } = setup(t, { model: spec })
@@ -357,9 +367,7 @@ const hash = (a, b, c, d) => {
 test('flash prefill attention kernel: float64, NaN in unwritten cache, the same bits whole, chunked and batched', (t) => {
   const { dev, stream, up } = kernelFixture(t)
   for (const dtype of ['bf16', 'f16']) {
-    const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
-    const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
-    const module = DecoderModel.module(dev, dtype)
+    const { toE, nan, value, module } = dtypeKit(dev, dtype)
     for (const [nh, nkv, hd, len, chunk] of [
       [4, 2, 64, 150, 37],
       [8, 2, 64, 100, 64],
@@ -479,9 +487,7 @@ const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i
 test('decode attention kernel: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', (t) => {
   const { dev, stream, up } = kernelFixture(t)
   for (const dtype of ['bf16', 'f16']) {
-    const [toE, fromE, nan] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber, 0x7fc0] : [numberToHalf, halfToNumber, 0x7e00]
-    const value = Float64Array.from({ length: 65536 }, (_, h) => fromE(h))
-    const module = DecoderModel.module(dev, dtype)
+    const { toE, nan, value, module } = dtypeKit(dev, dtype)
     for (const [nh, nkv, hd, lens] of [
       [8, 2, 64, [1, 2, 31, 33, 128, 129, 300, 1500, 4000]],
       [4, 2, 48, [5, 40, 150]],
@@ -587,9 +593,8 @@ test('tensor-core decode GEMV kernels: float64, every flag, a row the same bits 
   const eps = 1e-5
   const V = 37
   for (const dtype of ['bf16', 'f16']) {
-    const [toE, fromE] = dtype === 'bf16' ? [numberToBf16, bf16ToNumber] : [numberToHalf, halfToNumber]
+    const { toE, fromE, module } = dtypeKit(dev, dtype)
     const roundE = (v) => fromE(toE(v))
-    const module = DecoderModel.module(dev, dtype)
     const kernel = (silu, rows) => module.kernel(`gemv_mma${silu ? '_silu' : ''}_${rows <= 8 ? 8 : 16}`, GEMV_SIGNATURE)
     // 3 chunks of 64 (five warps idle); 33 chunks (warps take 5 or 4), 1000 columns (a partial tile).
     for (const [N, K] of [

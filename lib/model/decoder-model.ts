@@ -13,7 +13,7 @@ import type { Communicator } from '../cuda/communicator.js'
 import type { Device } from '../cuda/device.js'
 import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
-import type { Stream } from '../cuda/stream.js'
+import type { LaunchConfig, Stream } from '../cuda/stream.js'
 import { check } from '../errors.js'
 import { PACKAGE_ROOT } from '../util/package-root.js'
 import { type ModelConfig, type ModelName, type ModelOverrides, modelConfig, ropeInvFreq } from './model-config.js'
@@ -641,18 +641,24 @@ export class DecoderModel {
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
     const k = this.#k
-    const [kernel, launch] =
-      this.decodeGemv === 'cuda-cores'
-        ? [g.silu ? k.gemvSilu : k.gemv, { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)] as const, block: 32 * GEMV_WARPS }]
-        : [
-            rows <= 8 ? (g.silu ? k.gemvMmaSilu8 : k.gemvMma8) : g.silu ? k.gemvMmaSilu16 : k.gemvMma16,
-            {
-              grid: [Math.min(ceilDiv(g.n, 16), this.#multiprocessors)] as const,
-              block: 32 * TENSOR_GEMV_WARPS,
-              sharedMemBytes: tensorGemvSharedBytes(rows <= 8 ? 8 : 16, g.k, g.norm !== undefined, g.silu === true).dynamic,
-            },
-          ]
-    s.launch(kernel, { ...launch, programmaticDependentLaunch: this.#pdl }, [
+    const programmaticDependentLaunch = this.#pdl
+    let kernel: Kernel
+    let launch: LaunchConfig
+    if (this.decodeGemv === 'cuda-cores') {
+      kernel = g.silu ? k.gemvSilu : k.gemv
+      launch = { grid: [ceilDiv(g.n, GEMV_WARPS), ceilDiv(rows, GEMV_ROWS)], block: 32 * GEMV_WARPS, programmaticDependentLaunch }
+    } else {
+      // The 8-row kernels up to 8 token rows, else the 16-row ones.
+      const width = rows <= 8 ? 8 : 16
+      kernel = width === 8 ? (g.silu ? k.gemvMmaSilu8 : k.gemvMma8) : g.silu ? k.gemvMmaSilu16 : k.gemvMma16
+      launch = {
+        grid: Math.min(ceilDiv(g.n, 16), this.#multiprocessors),
+        block: 32 * TENSOR_GEMV_WARPS,
+        sharedMemBytes: tensorGemvSharedBytes(width, g.k, g.norm !== undefined, g.silu === true).dynamic,
+        programmaticDependentLaunch,
+      }
+    }
+    s.launch(kernel, launch, [
       g.out ?? unused,
       resid,
       g.tokens ? this.#top.embed : (g.x ?? unused),
