@@ -479,13 +479,16 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
   }
 })
 
-// The decode attention kernel alone (rope 0: the cache holds every position, as after rope_store), against
-// float64, with every cache position no step wrote NaN and contexts far past what shared memory held a
-// block before (the kernel keeps no scores array): a row's bits are the same with 1, 2 or 4 query heads a
-// block and alone or in a batch.
+// The decode attention kernels alone, on the CUDA cores and on tensor cores (flags 0: the cache holds every
+// position, as after rope_store), against float64, with every cache position no step wrote NaN and
+// contexts far past what shared memory held a block before (the kernels keep no scores array): a row's
+// bits are the same with 1, 2 or 4 query heads a block, alone (pulling its cache into L2 first) or in a
+// batch.
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
-test('decode attention kernel: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', (t) => {
+test('decode attention kernels: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', async (t) => {
+  const { attentionMmaSharedBytes } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
+  const ATT_PREFETCH = 2
   for (const dtype of ['bf16', 'f16']) {
     const { toE, nan, value, module } = dtypeKit(dev, dtype)
     for (const [nh, nkv, hd, lens] of [
@@ -515,7 +518,7 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
       }
       const [dk, dv] = [up(kc, dtype), up(vc, dtype)]
       const invFreq = up(new Float32Array(hd / 2).fill(1), 'f32')
-      const run = (rows, gh) => {
+      const run = (kind, rows, gh, flags = 0) => {
         const out = up(new Uint16Array(rows.length * nh * hd).fill(0xdead), dtype)
         const q = up(Uint16Array.from(rows.flatMap((r) => [...qkv.subarray(r * width, (r + 1) * width)])), dtype)
         const pos = up(
@@ -526,8 +529,9 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
           Int32Array.from(rows, (r) => r + 1),
           'i32',
         )
-        const kernel = module.kernel(`attention_${D}x${gh}`, ATTENTION_SIGNATURE)
-        stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 128 }, [
+        const kernel = module.kernel(`attention_${kind}${D}x${gh}`, ATTENTION_SIGNATURE)
+        const sharedMemBytes = kind === 'mma_' ? attentionMmaSharedBytes(D) : 0
+        stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 128, sharedMemBytes }, [
           out,
           q,
           dk,
@@ -535,7 +539,7 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
           pos,
           slots,
           invFreq,
-          0,
+          flags,
           nh,
           nkv,
           hd,
@@ -546,8 +550,7 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
         return out.download()
       }
       const all = lens.map((_, r) => r)
-      const base = run(all, 1)
-      let worst = 0
+      const expected = new Float64Array(T * nh * hd)
       for (const [r, len] of lens.entries())
         for (let h = 0; h < nh; h++) {
           const kvh = Math.floor(h / (nh / nkv))
@@ -566,17 +569,25 @@ test('decode attention kernel: float64, NaN in unwritten cache, long contexts, t
           for (let d = 0; d < hd; d++) {
             let o = 0
             for (let j = 0; j < len; j++) o += (s[j] / sum) * value[vc[at(r + 1, j, kvh) + d]]
-            const got = value[base[(r * nh + h) * hd + d]]
-            worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+            expected[(r * nh + h) * hd + d] = o
           }
         }
-      const name = `${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
-      for (const gh of [2, 4].filter((g) => (nh / nkv) % g === 0)) t.deepEqual(run(all, gh), base, `${name}: ${gh} heads a block == 1`)
-      const row = (o, i) => [...o.subarray(i * nh * hd, (i + 1) * nh * hd)]
-      for (let r = 1; r < lens.length; r += 2) t.deepEqual(row(run([r], 1), 0), row(base, r), `${name}: row ${r} alone == in the batch`)
-      const tol = dtype === 'bf16' ? 2e-2 : 4e-3
-      t.log(`${name}, contexts ${lens.join(', ')}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
-      t.true(worst < tol, `${name}: ${worst}`)
+      for (const kind of ['', 'mma_']) {
+        const base = run(kind, all, 1)
+        let worst = 0
+        for (const [i, o] of expected.entries()) {
+          const got = value[base[i]]
+          worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+        }
+        const name = `attention_${kind}: ${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
+        for (const gh of [2, 4].filter((g) => (nh / nkv) % g === 0)) t.deepEqual(run(kind, all, gh), base, `${name}: ${gh} heads a block == 1`)
+        const row = (o, i) => [...o.subarray(i * nh * hd, (i + 1) * nh * hd)]
+        for (let r = 1; r < lens.length; r += 2)
+          t.deepEqual(row(run(kind, [r], 1, ATT_PREFETCH), 0), row(base, r), `${name}: row ${r} alone (L2 prefetch) == in the batch`)
+        const tol = dtype === 'bf16' ? 2e-2 : 4e-3
+        t.log(`${name}, contexts ${lens.join(', ')}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+        t.true(worst < tol, `${name}: ${worst}`)
+      }
     }
   }
 })

@@ -206,3 +206,22 @@ test('attention blocks take 4, 2 or 1 query heads of a group: the most that divi
   t.is(attentionHeads(512, 1, 16, 132), 4, 'at most 4')
   t.is(attentionHeads(512, 1, 16, 1500), 2, 'fewer heads a block on a larger GPU')
 })
+
+test('decode attention: tensor cores for grouped-query models from 8.0; its flags (a decode step rotates its rows; the CUDA-core kernels on grids of at most half the multiprocessors prefetch into L2)', async (t) => {
+  const { attentionFlagsFor, attentionMmaSharedBytes, decodeAttentionMma } = await import('../dist/model/decoder-model.js')
+  const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
+  t.true(decodeAttentionMma(h200, modelConfig('1b')), 'groups of 4')
+  t.false(decodeAttentionMma(h200, modelConfig('small')), 'one query head a key/value head')
+  t.false(decodeAttentionMma({ ...h200, computeCapability: [7, 5] }, modelConfig('1b')), 'no MMAs before 8.0')
+  const [ROPE, PREFETCH] = [1, 2]
+  // A 1B model on 132 multiprocessors: one request (32 blocks) and two (64) prefetch, four (128) do not.
+  t.is(attentionFlagsFor('decode', false, 32, 132), ROPE | PREFETCH)
+  t.is(attentionFlagsFor('decode', false, 66, 132), ROPE | PREFETCH)
+  t.is(attentionFlagsFor('decode', false, 67, 132), ROPE)
+  t.is(attentionFlagsFor('decode', true, 32, 132), ROPE, 'never on tensor cores')
+  t.is(attentionFlagsFor('prefill', false, 512, 132), 0)
+  t.is(attentionFlagsFor('prefill', false, 8, 132), PREFETCH)
+  // Four warps' key and value buffers of 32 rows, 72 or 136 elements of 2 bytes.
+  t.is(attentionMmaSharedBytes(64), 36864)
+  t.is(attentionMmaSharedBytes(128), 69632)
+})

@@ -252,6 +252,77 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = v[j];
 }
 
+// Tensor-core and asynchronous-copy helpers (sm_80+; ldmatrix sm_75+), for the MMA kernels below.
+#ifdef CG_BF16
+#define MMA_ELEM "bf16"
+#else
+#define MMA_ELEM "f16"
+#endif
+
+// d += a b: a 16x16 row-major fragment, b 16x8 column-major, d 16x8 f32 (the PTX ISA's m16n8k16 layouts).
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_ELEM "." MMA_ELEM ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+// pack2(from_f(lo), from_f(hi)) in one instruction (cvt's packed form, sm_80+: the same rounding).
+__device__ __forceinline__ unsigned pack2f(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+  unsigned r;
+#ifdef CG_BF16
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  return r;
+#else
+  return pack2(from_f(lo), from_f(hi));
+#endif
+}
+// __expf (2^(x log2 e) on the MUFU) without the fix-up instructions that make results below 2^-126
+// denormal: those are 0 here. For softmax's p = e^(s - max) that changes no sum of p (at least 1), no f16
+// p (its smallest is 2^-24), and in bf16 only a p v term below 2^-126.
+__device__ __forceinline__ float expf_ftz(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
+  return r;
+}
+// 16 bytes global -> shared without registers, or 16 zero bytes when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits until none of this thread's copies is in flight.
+__device__ __forceinline__ void cp_async_wait_all() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
+}
+// Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
+// row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
+// columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
+// (rows 2 (lane % 4) and + 1 of column lane / 4), the B fragment of a [k][n] tile.
+__device__ __forceinline__ void ldmatrix4(unsigned (&r)[4], const elem_t* row) {
+#if __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
+#endif
+}
+__device__ __forceinline__ void ldmatrix4t(unsigned (&r)[4], const elem_t* row) {
+#if __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
+#endif
+}
+__device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsigned*)p; }
+
 // Query heads one attention block takes at most (1, 2 or 4, a divisor of the group: heads per key/value head).
 #define MAX_GH 4
 // An attention block's warps; each walks its own chunks of ATT_KEYS positions.
@@ -268,42 +339,157 @@ struct AttentionShared {
   float cs[D / 2], sn[D / 2];                    // its rotary cos and sin, pair by pair
 };
 
+// Decode attention's flags: ATT_ROPE, a decode step (every row a different request's one new token): the
+// block rotates its row's queries and new key and stores the key and value (below); ATT_PREFETCH, pull the
+// row's cached keys and values past the first chunks into L2 before griddepcontrol.wait. The host sets
+// ATT_PREFETCH for attention_heads on grids of at most half the multiprocessors, where a warp walking its
+// chunks one load latency at a time leaves the memory idle; on fuller grids the prefetches only add
+// requests (on an H200, 1b's batch-64 step at context 1024 took 2294 µs with them, 2098 without; batch 1,
+// 978 with, 990 without). attention_mma_heads was slower with them at every size measured (1b batch 1 at
+// context 1024: 1058 against 1012 µs), and runs without.
+#define ATT_ROPE 1
+#define ATT_PREFETCH 2
+
 // One block per (token row, key/value head, chunk of GH of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
 // Grouped-query attention shares keys and values between heads, so a block reads them once for all its
 // heads. Flash-decoding inside the block: warp w takes the chunks of ATT_KEYS positions w, w + 4, ... with
-// an online softmax (scores a position a lane, then p v with a lane taking 8 dims of every fourth
-// position), and the four warps' states merge at the end in warp order. No scores array, so no context
-// limit from shared memory. Every order (a lane's positions, the shuffle trees, the warps) depends on the
-// row's length alone, never on GH or the batch: a row gets the same bits however many heads its block
-// takes and whatever else the step holds. blockDim.x is 32 * ATT_WARPS; hd <= D, a multiple of 8.
+// an online softmax, and the four warps' states merge at the end in warp order (attention_merge). No
+// scores array, so no context limit from shared memory. Every order (a lane's positions, the shuffle
+// trees, the warps) depends on the row's length alone, never on GH or the batch: a row gets the same bits
+// however many heads its block takes and whatever else the step holds. blockDim.x is 32 * ATT_WARPS;
+// hd <= D, a multiple of 8. Two ways through a chunk: attention_heads on the CUDA cores (scores a position
+// a lane, then p v with a lane taking 8 dims of every fourth position, all in f32), and
+// attention_mma_heads on tensor cores (sm_80+).
 //
-// With rope non-zero (a decode step: every row a different request's one new token) the block also does
-// rope_store's work for its row: it rotates its heads' queries and its key/value head's new key, the
-// blocks with blockIdx.z == 0 store the key and value at the row's position, and every block takes that
-// position's key and value from shared memory, never from the cache another block is writing. The bits
-// are rope_store's, so the launch it saves changes no result.
+// With ATT_ROPE the block also does rope_store's work for its row: it rotates its heads' queries and its
+// key/value head's new key, the blocks with blockIdx.z == 0 store the key and value at the row's position,
+// and every block takes that position's key and value from shared memory, never from the cache another
+// block is writing. The bits are rope_store's, so the launch it saves changes no result.
+
+// The row's position, slot and cache offsets, and (with ATT_ROPE) its rotary angles into sh.cs, sh.sn
+// and, with ATT_PREFETCH, its cached keys and values from position `from` pulled into L2: what the
+// previous kernel does not write, so all before griddepcontrol.wait (L2 is coherent, so a line the
+// previous kernel is still writing is read after the wait as written).
+struct AttentionRow {
+  int t, kvh, h0, len, p0, width;
+  long long stride, base;  // one position of the cache; the row's first position of its key/value head
+};
+template <int D>
+__device__ __forceinline__ AttentionRow attention_row(const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, int GH, int from, AttentionShared<D>& sh) {
+  AttentionRow r;
+  r.t = blockIdx.x;
+  r.kvh = blockIdx.y;
+  r.h0 = r.kvh * (nh / nkv) + blockIdx.z * GH;
+  r.len = pos[r.t] + 1;
+  r.p0 = r.len - 1;
+  r.width = (nh + 2 * nkv) * hd;
+  r.stride = (long long)nkv * hd;
+  r.base = (long long)slots[r.t] * maxSeq * r.stride + (long long)r.kvh * hd;
+  if (flags & ATT_ROPE)
+    for (int j = threadIdx.x; j < hd / 2; j += blockDim.x) rope_cs(r.p0, inv_freq[j], sh.cs[j], sh.sn[j]);
+  if (flags & ATT_PREFETCH)
+    for (int j = from + threadIdx.x; j < r.len; j += blockDim.x)
+      for (int d = 0; d < hd; d += 64) {
+        prefetch_l2(kc + r.base + j * r.stride + d);
+        prefetch_l2(vc + r.base + j * r.stride + d);
+      }
+  return r;
+}
+
+// After griddepcontrol.wait and a barrier (the angles): the block's GH query heads into sh.q (f32, rotated
+// with ATT_ROPE), and with ATT_ROPE the row's new key (rotated) and value into sh.knew, sh.vnew, stored
+// into the cache by the blocks with blockIdx.z == 0. Ends with a barrier.
 template <int GH, int D>
-__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int rope, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh) {
-  constexpr int DS = D / 64;  // a lane's 8-dim slices of p v: dq and dq + 8 (D = 128)
-  const int t = blockIdx.x, kvh = blockIdx.y;
-  const int h0 = kvh * (nh / nkv) + blockIdx.z * GH;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Before griddepcontrol.wait, what the previous kernel does not write: the row's position and slot
-  // (step inputs), its rotary angles, and the cached keys and values it reads, pulled into L2 (L2 is
-  // coherent, so a line the previous kernel is still writing is read after the wait as written).
-  const int len = pos[t] + 1;
-  const int width = (nh + 2 * nkv) * hd;
-  const long long stride = (long long)nkv * hd;
-  const long long base = (long long)slots[t] * maxSeq * stride + (long long)kvh * hd;
-  const int p0 = len - 1, half = hd / 2;
-  if (rope)
-    for (int j = threadIdx.x; j < half; j += blockDim.x) rope_cs(p0, inv_freq[j], sh.cs[j], sh.sn[j]);
-  for (int j = threadIdx.x; j < len; j += blockDim.x)
-    for (int d = 0; d < hd; d += 64) {
-      prefetch_l2(kc + base + j * stride + d);
-      prefetch_l2(vc + base + j * stride + d);
+__device__ __forceinline__ void attention_queries(const AttentionRow& r, const elem_t* qkv, elem_t* kc, elem_t* vc, int flags, int nh, int nkv, int hd, AttentionShared<D>& sh) {
+  // The chunk's heads are adjacent in the row: one copy.
+  const elem_t* qrow = qkv + (long long)r.t * r.width + r.h0 * hd;
+  const int half = hd / 2;
+  if (flags & ATT_ROPE) {
+    // Every load of the row first (its queries' pairs, a key pair and a value element a thread: hd <= D <=
+    // 128 threads), so their latencies overlap; a store between them would hold up the loads after it.
+    constexpr int QP = (GH * D / 2 + 32 * ATT_WARPS - 1) / (32 * ATT_WARPS);  // query pairs a thread
+    const elem_t* krow = qkv + (long long)r.t * r.width + (nh + r.kvh) * hd;
+    const elem_t* vrow = krow + nkv * hd;
+    const int j = threadIdx.x;
+    elem_t qa[QP], qb[QP], ka = 0, kb = 0, v = 0;
+#pragma unroll
+    for (int p = 0; p < QP; p++) {
+      const int i = j + p * blockDim.x, g = i / half;
+      if (i < GH * half) {
+        qa[p] = qrow[g * hd + i % half];
+        qb[p] = qrow[g * hd + i % half + half];
+      }
     }
+    if (j < half) {
+      ka = krow[j];
+      kb = krow[j + half];
+    }
+    if (j < hd) v = vrow[j];
+#pragma unroll
+    for (int p = 0; p < QP; p++) {
+      const int i = j + p * blockDim.x, g = i / half, jq = i % half;
+      if (i < GH * half) {
+        elem_t ra, rb;
+        rope_rot(qa[p], qb[p], sh.cs[jq], sh.sn[jq], ra, rb);
+        sh.q[g][jq] = to_f(ra);
+        sh.q[g][jq + half] = to_f(rb);
+      }
+    }
+    const bool store = blockIdx.z == 0;
+    const long long at = r.base + r.p0 * r.stride;
+    if (j < half) {
+      elem_t ra, rb;
+      rope_rot(ka, kb, sh.cs[j], sh.sn[j], ra, rb);
+      sh.knew[j] = ra;
+      sh.knew[j + half] = rb;
+      if (store) {
+        kc[at + j] = ra;
+        kc[at + j + half] = rb;
+      }
+    }
+    if (j < hd) {
+      sh.vnew[j] = v;
+      if (store) vc[at + j] = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) sh.q[i / hd][i % hd] = to_f(qrow[i]);
+  }
+  __syncthreads();
+}
+
+// The warps' states, in shared memory (sh.o: p v unnormalised; sh.m: the running maximum; sh.l: the sum of
+// p), merged in warp order after a barrier: out = sum_w o_w exp(m_w - M) / sum_w l_w exp(m_w - M), M the
+// largest m_w (warp 0's chunk always holds position 0, so M is finite; a warp without positions weighs
+// exp(-inf) = 0).
+template <int GH, int D>
+__device__ __forceinline__ void attention_merge(elem_t* out, const AttentionRow& r, int nh, int hd, AttentionShared<D>& sh) {
+  __syncthreads();
+  for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) {
+    const int g = i / hd, d = i % hd;
+    float M = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sh.m[w][g]);
+    float L = 0.f, O = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+      const float f = __expf(sh.m[w][g] - M);
+      L += sh.l[w][g] * f;
+      O += sh.o[w][g][d] * f;
+    }
+    out[(long long)r.t * nh * hd + (r.h0 + g) * hd + d] = from_f(O / L);
+  }
+}
+
+template <int GH, int D>
+__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh) {
+  constexpr int DS = D / 64;  // a lane's 8-dim slices of p v: dq and dq + 8 (D = 128)
+  const bool rope = flags & ATT_ROPE;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int first = warp * ATT_KEYS;
+  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, rope ? ATT_WARPS * ATT_KEYS : 0, sh);
+  const int len = r.len, p0 = r.p0;
+  const long long stride = r.stride, base = r.base;
   // A chunk's loads, all in flight together (each depends on the row alone): the lane's key row for the
   // scores, and the value rows of its p v positions c0 + 4i + kq, dims (dq + 8 ds) * 8 .. + 7 (16-byte
   // loads, each used for every head); parts past len stay unloaded and unused. `cached` takes the
@@ -332,63 +518,11 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   // A decode step's cached positions were written by earlier steps, never by the kernel this one waits
   // for, so the warp's first chunk is loaded before griddepcontrol.wait, its loads overlapping that
   // kernel's tail. A prefill step's were just written by rope_store: they wait.
-  const int first = warp * ATT_KEYS;
   if (rope) load(first, true, false);
   pdl_wait();
   pdl_launch_next();
   __syncthreads();  // the angles
-  // The chunk's heads are adjacent in the row: one copy.
-  const elem_t* qrow = qkv + (long long)t * width + h0 * hd;
-  if (rope) {
-    // Every load of the row first (its queries' pairs, a key pair and a value element a thread: hd <= D <=
-    // 128 threads), so their latencies overlap; a store between them would hold up the loads after it.
-    constexpr int QP = (GH * D / 2 + 32 * ATT_WARPS - 1) / (32 * ATT_WARPS);  // query pairs a thread
-    const elem_t* krow = qkv + (long long)t * width + (nh + kvh) * hd;
-    const elem_t* vrow = krow + nkv * hd;
-    const int j = threadIdx.x;
-    elem_t qa[QP], qb[QP], ka = 0, kb = 0, v = 0;
-#pragma unroll
-    for (int p = 0; p < QP; p++) {
-      const int i = j + p * blockDim.x, g = i / half;
-      if (i < GH * half) {
-        qa[p] = qrow[g * hd + i % half];
-        qb[p] = qrow[g * hd + i % half + half];
-      }
-    }
-    if (j < half) {
-      ka = krow[j];
-      kb = krow[j + half];
-    }
-    if (j < hd) v = vrow[j];
-#pragma unroll
-    for (int p = 0; p < QP; p++) {
-      const int i = j + p * blockDim.x, g = i / half, jq = i % half;
-      if (i < GH * half) {
-        elem_t ra, rb;
-        rope_rot(qa[p], qb[p], sh.cs[jq], sh.sn[jq], ra, rb);
-        sh.q[g][jq] = to_f(ra);
-        sh.q[g][jq + half] = to_f(rb);
-      }
-    }
-    const bool store = blockIdx.z == 0;
-    if (j < half) {
-      elem_t ra, rb;
-      rope_rot(ka, kb, sh.cs[j], sh.sn[j], ra, rb);
-      sh.knew[j] = ra;
-      sh.knew[j + half] = rb;
-      if (store) {
-        kc[base + p0 * stride + j] = ra;
-        kc[base + p0 * stride + j + half] = rb;
-      }
-    }
-    if (j < hd) {
-      sh.vnew[j] = v;
-      if (store) vc[base + p0 * stride + j] = v;
-    }
-  } else {
-    for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) sh.q[i / hd][i % hd] = to_f(qrow[i]);
-  }
-  __syncthreads();
+  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
 
   // The warp's running state: per head its maximum (the same on every lane), the lane's share of the sum
   // of p (its positions), and p v for the lane's dims over its positions.
@@ -498,23 +632,155 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
       sh.l[warp][g] = lw;
     }
   }
-  __syncthreads();
-  // The warps merge in order: out = sum_w o_w exp(m_w - M) / sum_w l_w exp(m_w - M), M the largest m_w
-  // (warp 0's chunk always holds position 0, so M is finite; a warp without positions weighs exp(-inf) = 0).
-  for (int i = threadIdx.x; i < GH * hd; i += blockDim.x) {
-    const int g = i / hd, d = i % hd;
-    float M = NEG_INF;
+  attention_merge<GH, D>(out, r, nh, hd, sh);
+}
+
+// attention_heads with a chunk's q k^T and p v on m16n8k16 MMAs (sm_80+), as the flash prefill kernel does
+// them: the A rows are the block's heads (GH of the 16; the others' queries are zeros and their results
+// unused), a score tile is 8 of the chunk's positions, p is rounded to the dtype as p v's operand and
+// summed unrounded into l. The chunk's keys and values come through the warp's shared buffers (`kv`:
+// dynamic shared memory, ATT_WARPS * 2 * ATT_KEYS rows of D + 8 elements) by cp.async, zeros past the
+// row's length (p v multiplies them by 0, and the cache there may hold any bits, NaN too) and past hd.
+// A head's scores, maximum, p and p v read only its own query row: its bits do not depend on GH.
+template <int GH, int D>
+__device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh, elem_t* kv) {
+  constexpr int DP = D + 8;          // a shared row, padded: no bank conflicts in the fragment loads
+  constexpr int KC = D / 16;         // 16-wide chunks of a head: q k^T's reduction
+  constexpr int NT = D / 8;          // 8-wide tiles of a head: p v's outputs
+  constexpr int SN = ATT_KEYS / 8;   // a chunk's score tiles
+  constexpr int PIECES = ATT_KEYS * (D / 8) / 32;  // 16-byte pieces of a chunk's keys a lane copies
+  const bool rope = flags & ATT_ROPE;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+  const int first = warp * ATT_KEYS;
+  elem_t(*ks)[DP] = (elem_t(*)[DP])(kv + warp * 2 * ATT_KEYS * DP);
+  elem_t(*vs)[DP] = ks + ATT_KEYS;
+  // Dims past hd, which no copy writes, are zeros (rows of both buffers).
+  for (int i = lane; i < 2 * ATT_KEYS * (D - hd); i += 32) ks[i / (D - hd)][hd + i % (D - hd)] = 0;
+  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, rope ? ATT_WARPS * ATT_KEYS : 0, sh);
+  const int len = r.len, p0 = r.p0;
+  // Positions c0 .. c0 + ATT_KEYS - 1 into the buffers: piece lane + 32 p is row (lane + 32 p) / (D / 8),
+  // dims ((lane + 32 p) % (D / 8)) * 8 .. + 7. A decode row's new position is left for its key and value
+  // from shared memory (fresh, below).
+  auto copy = [&](int c0) {
 #pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sh.m[w][g]);
-    float L = 0.f, O = 0.f;
-#pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) {
-      const float f = __expf(sh.m[w][g] - M);
-      L += sh.l[w][g] * f;
-      O += sh.o[w][g][d] * f;
+    for (int p = 0; p < PIECES; p++) {
+      const int i = lane + 32 * p, row = i / (D / 8), d = (i % (D / 8)) * 8, j = c0 + row;
+      if (d >= hd || (rope && j == p0)) continue;
+      const bool ok = j < len;
+      const long long c = ok ? r.base + j * r.stride + d : 0;
+      cp_async16(&ks[row][d], kc + c, ok);
+      cp_async16(&vs[row][d], vc + c, ok);
     }
-    out[(long long)t * nh * hd + (h0 + g) * hd + d] = from_f(O / L);
+    cp_async_commit();
+  };
+  // As attention_heads: a decode step's first chunk before griddepcontrol.wait.
+  if (rope) copy(first);
+  pdl_wait();
+  pdl_launch_next();
+  __syncthreads();  // the angles
+  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
+  // The queries as A fragments (row g: head g, zeros past GH and hd; rows g + 8 zeros), exact: sh.q holds
+  // values of the dtype.
+  unsigned qf[KC][4];
+#pragma unroll
+  for (int c = 0; c < KC; c++) {
+    const int d0 = c * 16 + 2 * tig, d1 = d0 + 8;
+    qf[c][0] = g < GH && d0 < hd ? pack2(from_f(sh.q[g][d0]), from_f(sh.q[g][d0 + 1])) : 0u;
+    qf[c][2] = g < GH && d1 < hd ? pack2(from_f(sh.q[g][d1]), from_f(sh.q[g][d1 + 1])) : 0u;
+    qf[c][1] = qf[c][3] = 0u;
   }
+  // Row g's state (the same on the lane's 4 lanes of the row but l, the lane's share of the sum of p).
+  float o[NT][4], m = NEG_INF, l = 0.f;
+#pragma unroll
+  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  for (int c0 = first; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
+    if (c0 != first || !rope) copy(c0);
+    if (rope && p0 >= c0 && p0 < c0 + ATT_KEYS)
+      for (int d = lane; d < hd; d += 32) {
+        ks[p0 - c0][d] = sh.knew[d];
+        vs[p0 - c0][d] = sh.vnew[d];
+      }
+    cp_async_wait_all();
+    __syncwarp();
+    // Scores: tile n is positions c0 + 8n .. + 7; the B fragments of chunks c and c + 1 in one ldmatrix
+    // (matrix i: chunk c + i / 2, dims (i % 2) * 8 .. + 7).
+    float s[SN][4];
+#pragma unroll
+    for (int n = 0; n < SN; n++) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+      for (int c = 0; c < KC; c += 2) {
+        unsigned b[4];
+        ldmatrix4(b, &ks[n * 8 + (lane & 7)][(c + (lane >> 4)) * 16 + ((lane >> 3) & 1) * 8]);
+        mma16816(s[n], qf[c], b[0], b[1]);
+        mma16816(s[n], qf[c + 1], b[2], b[3]);
+      }
+    }
+    // Scale, positions past len -inf, the chunk's maximum (the row's on its 4 lanes; finite: position c0 <
+    // len), and the running state rescaled by exp(old max - new), exactly 1 when unchanged.
+    float mx = NEG_INF;
+#pragma unroll
+    for (int n = 0; n < SN; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        s[n][e] = c0 + n * 8 + 2 * tig + e < len ? s[n][e] * scale : NEG_INF;
+        mx = fmaxf(mx, s[n][e]);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+    const float mn = fmaxf(m, mx);
+    const float alpha = mn == m ? 1.f : __expf(m - mn);
+    m = mn;
+    // p = exp(s - max): score tiles 2kk and 2kk + 1 are p v's A fragment for positions 16kk .. + 15.
+    unsigned pf[SN / 2][4];
+    float rs = 0.f;
+#pragma unroll
+    for (int n = 0; n < SN; n++) {
+      const float pa = __expf(s[n][0] - mn), pb = __expf(s[n][1] - mn);
+      rs += pa;
+      rs += pb;
+      pf[n >> 1][(n & 1) * 2] = pack2f(pa, pb);
+      pf[n >> 1][(n & 1) * 2 + 1] = 0u;
+    }
+    l = l * alpha + rs;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      o[n][0] *= alpha;
+      o[n][1] *= alpha;
+    }
+    // v's B fragments, positions 2tig, 2tig + 1 (and + 8) of dim n * 8 + g: dim tiles n and n + 1 in one
+    // transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, positions (i % 2) * 8 .. + 7 of the 16).
+#pragma unroll
+    for (int kk = 0; kk < SN / 2; kk++)
+#pragma unroll
+      for (int n = 0; n < NT; n += 2)
+        if (n * 8 < hd) {
+          unsigned b[4];
+          ldmatrix4t(b, &vs[kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][(n + (lane >> 4)) * 8]);
+          mma16816(o[n], pf[kk], b[0], b[1]);
+          if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf[kk], b[2], b[3]);
+        }
+    __syncwarp();  // the buffers are free for the next chunk's copies
+  }
+  // The row's sum of p over its 4 lanes; the warp's state into shared memory. A warp with no chunk leaves
+  // max -inf, sums 0.
+  l += __shfl_xor_sync(0xffffffff, l, 1);
+  l += __shfl_xor_sync(0xffffffff, l, 2);
+  if (g < GH) {
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      const int d = n * 8 + 2 * tig;
+      if (d < hd) {
+        sh.o[warp][g][d] = o[n][0];
+        sh.o[warp][g][d + 1] = o[n][1];
+      }
+    }
+    if (tig == 0) {
+      sh.m[warp][g] = m;
+      sh.l[warp][g] = l;
+    }
+  }
+  attention_merge<GH, D>(out, r, nh, hd, sh);
 }
 
 // A kernel per head-size bound D (64 or 128: a lane's p v registers) and query heads a block GH (1, 2 or 4),
@@ -525,9 +791,9 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 #define ATTENTION_KERNEL(D, GH, MINB)                                                                                                  \
   extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, MINB)                                                                  \
       attention_##D##x##GH(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, \
-                            int rope, int nh, int nkv, int hd, int maxSeq, float scale) {                                             \
+                            int flags, int nh, int nkv, int hd, int maxSeq, float scale) {                                            \
     __shared__ AttentionShared<D> sh;                                                                                                  \
-    attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, rope, nh, nkv, hd, maxSeq, scale, sh);                             \
+    attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh);                            \
   }
 ATTENTION_KERNEL(64, 1, 4)
 ATTENTION_KERNEL(64, 2, 4)
@@ -535,6 +801,22 @@ ATTENTION_KERNEL(64, 4, 4)
 ATTENTION_KERNEL(128, 1, 2)
 ATTENTION_KERNEL(128, 2, 2)
 ATTENTION_KERNEL(128, 4, 2)
+// The tensor-core kernels: the same grid, block and arguments, and dynamic shared memory for the warps'
+// key and value buffers, ATT_WARPS * 2 * ATT_KEYS * (D + 8) elements.
+#define ATTENTION_MMA_KERNEL(D, GH, MINB)                                                                                              \
+  extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, MINB)                                                                  \
+      attention_mma_##D##x##GH(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, \
+                                int flags, int nh, int nkv, int hd, int maxSeq, float scale) {                                        \
+    __shared__ AttentionShared<D> sh;                                                                                                  \
+    extern __shared__ __align__(16) uint4 att_kv[];                                                                                    \
+    attention_mma_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh, (elem_t*)att_kv);      \
+  }
+ATTENTION_MMA_KERNEL(64, 1, 4)
+ATTENTION_MMA_KERNEL(64, 2, 4)
+ATTENTION_MMA_KERNEL(64, 4, 4)
+ATTENTION_MMA_KERNEL(128, 1, 2)
+ATTENTION_MMA_KERNEL(128, 2, 2)
+ATTENTION_MMA_KERNEL(128, 4, 2)
 
 // Prefill attention on tensor cores (flash attention): softmax(q k^T / sqrt(hd)) v for every token row of a
 // prefill step, key tile by key tile with an online softmax, so no scores array and no context limit from
@@ -561,75 +843,6 @@ static_assert(FA_ROWS <= 32, "a pass's rows are a warp's lanes");
 // four made a 512-token prompt's attention slower: 33.1 against 24.5 µs a layer, and 25.7 against 19.2
 // with the tile loop as it is now).
 #define FA_SPLIT 2
-#ifdef CG_BF16
-#define MMA_ELEM "bf16"
-#else
-#define MMA_ELEM "f16"
-#endif
-
-// d += a b: a 16x16 row-major fragment, b 16x8 column-major, d 16x8 f32 (the PTX ISA's m16n8k16 layouts).
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_ELEM "." MMA_ELEM ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-// pack2(from_f(lo), from_f(hi)) in one instruction (cvt's packed form, sm_80+: the same rounding).
-__device__ __forceinline__ unsigned pack2f(float lo, float hi) {
-#if __CUDA_ARCH__ >= 800
-  unsigned r;
-#ifdef CG_BF16
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#else
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#endif
-  return r;
-#else
-  return pack2(from_f(lo), from_f(hi));
-#endif
-}
-// __expf (2^(x log2 e) on the MUFU) without the fix-up instructions that make results below 2^-126
-// denormal: those are 0 here. For softmax's p = e^(s - max) that changes no sum of p (at least 1), no f16
-// p (its smallest is 2^-24), and in bf16 only a p v term below 2^-126.
-__device__ __forceinline__ float expf_ftz(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
-  return r;
-}
-// 16 bytes global -> shared without registers, or 16 zero bytes when !valid (src is then not read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-#if __CUDA_ARCH__ >= 800
-  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-// Waits until none of this thread's copies is in flight.
-__device__ __forceinline__ void cp_async_wait_all() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
-#endif
-}
-// Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
-// row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
-// columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
-// (rows 2 (lane % 4) and + 1 of column lane / 4), the B fragment of a [k][n] tile.
-__device__ __forceinline__ void ldmatrix4(unsigned (&r)[4], const elem_t* row) {
-#if __CUDA_ARCH__ >= 750
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
-#endif
-}
-__device__ __forceinline__ void ldmatrix4t(unsigned (&r)[4], const elem_t* row) {
-#if __CUDA_ARCH__ >= 750
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"((unsigned)__cvta_generic_to_shared(row)) : "memory");
-#endif
-}
-__device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsigned*)p; }
 
 template <int D>
 __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {

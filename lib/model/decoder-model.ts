@@ -194,8 +194,15 @@ export class DecoderModel {
     'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'gemvMma8' | 'gemvMma16' | 'gemvMmaSilu8' | 'gemvMmaSilu16' | 'addResidual' | 'sample',
     Kernel
   >
-  /** Attention's kernels for this head size, by query heads a block (1, 2, 4: {@link attentionHeads}). */
+  /**
+   * Decode (and row-by-row prefill) attention's kernels for this head size, by query heads a block (1, 2, 4:
+   * {@link attentionHeads}): on tensor cores or the CUDA cores ({@link decodeAttentionMma}).
+   */
   readonly #attention: ReadonlyMap<number, Kernel>
+  /** Whether those are the tensor-core kernels. */
+  readonly #attentionMma: boolean
+  /** Their dynamic shared memory (bytes): the tensor-core kernels' key and value buffers, else 0. */
+  readonly #attentionShared: number
   /** Prefill attention's kernel. */
   readonly prefillAttention: PrefillAttention
   /** The flash kernel for this head size (`'flash'` only). */
@@ -248,7 +255,10 @@ export class DecoderModel {
     }
     // Registers (and the flash kernel's shared memory) are sized for head sizes up to 64 or 128.
     const bound = b.config.headDim <= 64 ? 64 : 128
-    this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${bound}x${h}`, ATTENTION_SIGNATURE)]))
+    const mma = decodeAttentionMma(device, b.config)
+    this.#attentionMma = mma
+    this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${mma ? 'mma_' : ''}${bound}x${h}`, ATTENTION_SIGNATURE)]))
+    this.#attentionShared = mma ? attentionMmaSharedBytes(bound) : 0
     this.#pdl = device.computeCapability[0] >= 9
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
@@ -510,6 +520,8 @@ export class DecoderModel {
     const pdl = this.#pdl
     const gh = attentionHeads(T, kvHeads, heads / kvHeads, this.#multiprocessors)
     const attention = this.#attention.get(gh)!
+    const attentionGrid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
+    const attentionFlags = attentionFlagsFor(kind, this.#attentionMma, (T * heads) / gh, this.#multiprocessors)
     // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
     const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
     // Row-parallel o and down leave partial sums of the residual update on each rank.
@@ -572,8 +584,12 @@ export class DecoderModel {
         const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
-        const grid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
-        s.launch(attention, { grid, block: 128, programmaticDependentLaunch: pdl }, [...rows, top.invFreq, kind === 'decode' ? 1 : 0, ...shape])
+        s.launch(attention, { grid: attentionGrid, block: 128, sharedMemBytes: this.#attentionShared, programmaticDependentLaunch: pdl }, [
+          ...rows,
+          top.invFreq,
+          attentionFlags,
+          ...shape,
+        ])
       }
       trace?.('o')
       if (gemv) {
@@ -807,8 +823,42 @@ const PREFILL_ATTENTION_THREADS = 128
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
-// out, qkv, k cache, v cache, positions, slots, rotary frequencies, rope, heads, kv heads, head size, maxSeqLen, scale
+// out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen, scale
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
+/** Attention's flags (ATT_ROPE, ATT_PREFETCH in kernels/decoder.cu). */
+const ATT_ROPE = 1
+const ATT_PREFETCH = 2
+
+/**
+ * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
+ * (`mma`) or not: a decode step rotates and stores its rows' new keys (ATT_ROPE); the CUDA-core kernels on
+ * a grid of at most half the multiprocessors pull each row's cached keys and values into L2 before
+ * griddepcontrol.wait (ATT_PREFETCH). On fuller grids, and on the tensor-core kernels at every size measured,
+ * the prefetches cost more than they save (kernels/decoder.cu has the figures).
+ */
+export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, multiprocessors: number): number {
+  return (kind === 'decode' ? ATT_ROPE : 0) | (!mma && 2 * blocks <= multiprocessors ? ATT_PREFETCH : 0)
+}
+
+/**
+ * Whether `config`'s decode attention runs on tensor cores on `device`: compute capability 8.0+ (the MMAs)
+ * and grouped-query attention (at least 2 query heads a key/value head). A model's choice, never a
+ * batch's, so a request's bits do not depend on its batch. On an H200, 1b (groups of 4) took 1140 against
+ * 1196 µs a batch-64 step (context 128) on tensor cores, 801 against 810 at batch 8, 1626 against 1831 at
+ * batch 64 and context 1024, and 1012 against 980 at batch 1 and 1024; small (one query head a key/value
+ * head, so one of the MMA's 16 rows used) took 147 against 134 µs at batch 8 and 272 against 233 at 1000.
+ */
+export function decodeAttentionMma(device: DeviceLimits, config: ModelConfig): boolean {
+  return device.computeCapability[0] >= 8 && config.heads / config.kvHeads >= 2
+}
+
+/**
+ * Dynamic shared memory of the tensor-core attention kernels of head-size bound `bound` (64 or 128), in
+ * bytes: each of the ATT_WARPS (4) warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements.
+ */
+export function attentionMmaSharedBytes(bound: number): number {
+  return 4 * 2 * 32 * (bound + 8) * 2
+}
 
 /** Query heads an attention block may take (the kernels `attention_<D>x<heads>` in kernels/decoder.cu). */
 const ATTENTION_HEADS = [4, 2, 1] as const

@@ -13,6 +13,7 @@ export {
   DecoderModel,
   type DecoderOptions,
   type DeviceLimits,
+  decodeAttentionMma,
   decodeGemvFits,
   defaultDecodeGemv,
   type ForwardContext,
