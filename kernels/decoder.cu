@@ -673,8 +673,9 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
     }
     cp_async_commit();
   };
-  // As attention_heads: a decode step's first chunk before griddepcontrol.wait.
-  if (rope) copy(first);
+  // As attention_heads: a decode step's first chunk before griddepcontrol.wait (a warp with no chunk copies
+  // nothing, so no copy of its is in flight when the block ends).
+  if (rope && first < len) copy(first);
   pdl_wait();
   pdl_launch_next();
   __syncthreads();  // the angles
