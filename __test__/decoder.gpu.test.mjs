@@ -256,6 +256,8 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   // stores the new key and value and one that must not read them back from the cache.
   // Prefill attention row by row: the decode kernel's own math, so only rotary and the stores differ.
   const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: 'off', prefillAttention: 'rows' })
+  // tiny has grouped-query attention: tensor cores from 8.0.
+  t.is(model.decodeAttention, dev.computeCapability[0] >= 8 ? 'tensor-cores' : 'cuda-cores')
   const made = []
   const buf = (b) => {
     made.push(b)

@@ -58,6 +58,9 @@ export type PrefillAttention = 'flash' | 'rows'
  */
 export type DecodeGemv = 'cuda-cores' | 'tensor-cores' | 'off'
 
+/** Where decode attention's chunks run (the model's choice: {@link decodeAttentionMma}). */
+export type DecodeAttention = 'tensor-cores' | 'cuda-cores'
+
 /** Token rows a `'tensor-cores'` decode GEMV takes: a decode step of more runs cuBLAS. */
 export const TENSOR_GEMV_MAX_ROWS = 16
 
@@ -199,8 +202,6 @@ export class DecoderModel {
    * {@link attentionHeads}): on tensor cores or the CUDA cores ({@link decodeAttentionMma}).
    */
   readonly #attention: ReadonlyMap<number, Kernel>
-  /** Whether those are the tensor-core kernels. */
-  readonly #attentionMma: boolean
   /** Their dynamic shared memory (bytes): the tensor-core kernels' key and value buffers, else 0. */
   readonly #attentionShared: number
   /** Prefill attention's kernel. */
@@ -214,6 +215,8 @@ export class DecoderModel {
   readonly #pdl: boolean
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
+  /** Where decode (and row-by-row prefill) attention runs ({@link DecodeAttention}). */
+  readonly decodeAttention: DecodeAttention
   /** The device's multiprocessors, which attention blocks are sized by ({@link attentionHeads}). */
   readonly #multiprocessors: number
   /** Each layer's weights, looked up once (the eager forward does no string work per launch). */
@@ -256,7 +259,7 @@ export class DecoderModel {
     // Registers (and the flash kernel's shared memory) are sized for head sizes up to 64 or 128.
     const bound = b.config.headDim <= 64 ? 64 : 128
     const mma = decodeAttentionMma(device, b.config)
-    this.#attentionMma = mma
+    this.decodeAttention = mma ? 'tensor-cores' : 'cuda-cores'
     this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${mma ? 'mma_' : ''}${bound}x${h}`, ATTENTION_SIGNATURE)]))
     this.#attentionShared = mma ? attentionMmaSharedBytes(bound) : 0
     this.#pdl = device.computeCapability[0] >= 9
@@ -521,7 +524,7 @@ export class DecoderModel {
     const gh = attentionHeads(T, kvHeads, heads / kvHeads, this.#multiprocessors)
     const attention = this.#attention.get(gh)!
     const attentionGrid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
-    const attentionFlags = attentionFlagsFor(kind, this.#attentionMma, (T * heads) / gh, this.#multiprocessors)
+    const attentionFlags = attentionFlagsFor(kind, this.decodeAttention === 'tensor-cores', (T * heads) / gh, this.#multiprocessors)
     // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
     const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
     // Row-parallel o and down leave partial sums of the residual update on each rank.
