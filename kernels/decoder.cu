@@ -368,15 +368,16 @@ struct AttentionShared {
 // block is writing. The bits are rope_store's, so the launch it saves changes no result.
 
 // The row's position, slot and cache offsets, and (with ATT_ROPE) its rotary angles into sh.cs, sh.sn
-// and, with ATT_PREFETCH, its cached keys and values from position `from` pulled into L2: what the
-// previous kernel does not write, so all before griddepcontrol.wait (L2 is coherent, so a line the
+// and, with ATT_PREFETCH, its cached keys and values pulled into L2 (past the warps' first chunks with
+// ATT_ROPE, which load those before the wait themselves): what the previous kernel does not write, so all
+// before griddepcontrol.wait (L2 is coherent, so a line the
 // previous kernel is still writing is read after the wait as written).
 struct AttentionRow {
   int t, kvh, h0, len, p0, width;
   long long stride, base;  // one position of the cache; the row's first position of its key/value head
 };
 template <int D>
-__device__ __forceinline__ AttentionRow attention_row(const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, int GH, int from, AttentionShared<D>& sh) {
+__device__ __forceinline__ AttentionRow attention_row(const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, int GH, AttentionShared<D>& sh) {
   AttentionRow r;
   r.t = blockIdx.x;
   r.kvh = blockIdx.y;
@@ -389,7 +390,7 @@ __device__ __forceinline__ AttentionRow attention_row(const elem_t* kc, const el
   if (flags & ATT_ROPE)
     for (int j = threadIdx.x; j < hd / 2; j += blockDim.x) rope_cs(r.p0, inv_freq[j], sh.cs[j], sh.sn[j]);
   if (flags & ATT_PREFETCH)
-    for (int j = from + threadIdx.x; j < r.len; j += blockDim.x)
+    for (int j = (flags & ATT_ROPE ? ATT_WARPS * ATT_KEYS : 0) + threadIdx.x; j < r.len; j += blockDim.x)
       for (int d = 0; d < hd; d += 64) {
         prefetch_l2(kc + r.base + j * r.stride + d);
         prefetch_l2(vc + r.base + j * r.stride + d);
@@ -487,7 +488,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   const bool rope = flags & ATT_ROPE;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int first = warp * ATT_KEYS;
-  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, rope ? ATT_WARPS * ATT_KEYS : 0, sh);
+  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, sh);
   const int len = r.len, p0 = r.p0;
   const long long stride = r.stride, base = r.base;
   // A chunk's loads, all in flight together (each depends on the row alone): the lane's key row for the
@@ -656,7 +657,7 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
   elem_t(*vs)[DP] = ks + ATT_KEYS;
   // Dims past hd, which no copy writes, are zeros (rows of both buffers).
   for (int i = lane; i < 2 * ATT_KEYS * (D - hd); i += 32) ks[i / (D - hd)][hd + i % (D - hd)] = 0;
-  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, rope ? ATT_WARPS * ATT_KEYS : 0, sh);
+  const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, sh);
   const int len = r.len, p0 = r.p0;
   // Positions c0 .. c0 + ATT_KEYS - 1 into the buffers: piece lane + 32 p is row (lane + 32 p) / (D / 8),
   // dims ((lane + 32 p) % (D / 8)) * 8 .. + 7. A decode row's new position is left for its key and value

@@ -67,6 +67,11 @@ export const TENSOR_GEMV_MAX_ROWS = 16
 /** What the decode path's rule reads of a device: its compute capability and shared memory a block (bytes, opted in). */
 export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPerBlock'>
 
+/** Whether `device` has the m16n8k16 MMAs the tensor-core kernels use (compute capability 8.0+). */
+function hasMma(device: Pick<Device, 'computeCapability'>): boolean {
+  return device.computeCapability[0] >= 8
+}
+
 /** What {@link DecoderModel.build} makes: the shape, where the weights come from, and the cache size. */
 export interface ModelBuild {
   config: ModelConfig
@@ -587,7 +592,7 @@ export class DecoderModel {
         const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
-        s.launch(attention, { grid: attentionGrid, block: 128, sharedMemBytes: this.#attentionShared, programmaticDependentLaunch: pdl }, [
+        s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: this.#attentionShared, programmaticDependentLaunch: pdl }, [
           ...rows,
           top.invFreq,
           attentionFlags,
@@ -784,9 +789,7 @@ export function tensorGemvFits(device: DeviceLimits, c: ModelConfig, local: Loca
     tensorGemvSharedBytes(rows, c.hidden, false, false),
   ]
   return (
-    [c.hidden, local.heads * c.headDim, local.ffn].every((w) => w % 64 === 0) &&
-    device.computeCapability[0] >= 8 &&
-    calls.every((b) => b.total <= device.maxSharedMemoryPerBlock)
+    [c.hidden, local.heads * c.headDim, local.ffn].every((w) => w % 64 === 0) && hasMma(device) && calls.every((b) => b.total <= device.maxSharedMemoryPerBlock)
   )
 }
 
@@ -831,6 +834,9 @@ const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i
 /** Attention's flags (ATT_ROPE, ATT_PREFETCH in kernels/decoder.cu). */
 const ATT_ROPE = 1
 const ATT_PREFETCH = 2
+/** A decode attention block's warps, and the positions of a warp's chunk (ATT_WARPS, ATT_KEYS). */
+const ATT_WARPS = 4
+const ATT_KEYS = 32
 
 /**
  * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
@@ -852,15 +858,15 @@ export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, 
  * head, so one of the MMA's 16 rows used) took 147 against 134 µs at batch 8 and 272 against 233 at 1000.
  */
 export function decodeAttentionMma(device: DeviceLimits, config: ModelConfig): boolean {
-  return device.computeCapability[0] >= 8 && config.heads / config.kvHeads >= 2
+  return hasMma(device) && config.heads / config.kvHeads >= 2
 }
 
 /**
  * Dynamic shared memory of the tensor-core attention kernels of head-size bound `bound` (64 or 128), in
- * bytes: each of the ATT_WARPS (4) warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements.
+ * bytes: each of the ATT_WARPS warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements.
  */
 export function attentionMmaSharedBytes(bound: number): number {
-  return 4 * 2 * 32 * (bound + 8) * 2
+  return ATT_WARPS * 2 * ATT_KEYS * (bound + 8) * 2
 }
 
 /** Query heads an attention block may take (the kernels `attention_<D>x<heads>` in kernels/decoder.cu). */
@@ -880,5 +886,5 @@ export function attentionHeads(rows: number, kvHeads: number, group: number, mul
 
 /** Prefill attention's default on `device`: `'flash'` from compute capability 8.0 (its MMAs), else `'rows'`. */
 export function defaultPrefillAttention(device: Device): PrefillAttention {
-  return device.computeCapability[0] >= 8 ? 'flash' : 'rows'
+  return hasMma(device) ? 'flash' : 'rows'
 }
