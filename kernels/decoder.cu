@@ -1498,10 +1498,9 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
           acc[a][j][i] = 0.f;
         }
     __syncthreads();
-    // Thread i: lane i % 32's accumulator i / 32 (token row group j, element e): column n0 + lane / 4
-    // (+ 8 for e >= 2), token row 8 j + 2 (lane % 4) + e % 2.
-    const int i = threadIdx.x;
-    if (i < 128 * MG) {
+    // Item i (threads take i = threadIdx.x, + blockDim.x, ...): lane i % 32's accumulator i / 32 (token row
+    // group j, element e): column n0 + lane / 4 (+ 8 for e >= 2), token row 8 j + 2 (lane % 4) + e % 2.
+    for (int i = threadIdx.x; i < 128 * MG; i += 32 * GM_WARPS) {
       const int l = i & 31, j = i >> 5, e = j & 3;
       const int n = n0 + (l >> 2) + (e & 2) * 4, m = 8 * (j >> 2) + 2 * (l & 3) + (e & 1);
       float s0 = red[0][0][j][l], s1 = SILU ? red[0][A - 1][j][l] : 0.f;
