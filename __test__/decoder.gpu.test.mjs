@@ -484,13 +484,13 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
 // The decode attention kernels alone, on the CUDA cores and on tensor cores (flags 0: the cache holds every
 // position, as after rope_store), against float64, with every cache position no step wrote NaN and
 // contexts far past what shared memory held a block before (the kernels keep no scores array): a row's
-// bits are the same with 1, 2 or 4 query heads a block, alone (pulling its cache into L2 first) or in a
-// batch.
+// bits are the same with 1, 2 or 4 query heads a block, alone (its cache pulled into L2 first; two buffers a
+// warp on tensor cores) or in a batch.
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
 test('decode attention kernels: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', async (t) => {
   const { attentionMmaSharedBytes } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
-  const ATT_PREFETCH = 2
+  const [ATT_PREFETCH, ATT_DOUBLE] = [2, 4]
   for (const dtype of ['bf16', 'f16']) {
     const { toE, nan, value, module } = dtypeKit(dev, dtype)
     for (const [nh, nkv, hd, lens] of [
@@ -532,7 +532,7 @@ test('decode attention kernels: float64, NaN in unwritten cache, long contexts, 
           'i32',
         )
         const kernel = module.kernel(`attention_${kind}${D}x${gh}`, ATTENTION_SIGNATURE)
-        const sharedMemBytes = kind === 'mma_' ? attentionMmaSharedBytes(D) : 0
+        const sharedMemBytes = kind === 'mma_' ? attentionMmaSharedBytes(D) * (flags & ATT_DOUBLE ? 2 : 1) : 0
         stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 128, sharedMemBytes }, [
           out,
           q,
@@ -585,7 +585,7 @@ test('decode attention kernels: float64, NaN in unwritten cache, long contexts, 
         for (const gh of [2, 4].filter((g) => (nh / nkv) % g === 0)) t.deepEqual(run(kind, all, gh), base, `${name}: ${gh} heads a block == 1`)
         const row = (o, i) => [...o.subarray(i * nh * hd, (i + 1) * nh * hd)]
         for (let r = 1; r < lens.length; r += 2)
-          t.deepEqual(row(run(kind, [r], 1, ATT_PREFETCH), 0), row(base, r), `${name}: row ${r} alone (L2 prefetch) == in the batch`)
+          t.deepEqual(row(run(kind, [r], 1, ATT_PREFETCH | ATT_DOUBLE), 0), row(base, r), `${name}: row ${r} alone (L2 prefetch, two buffers) == in the batch`)
         const tol = dtype === 'bf16' ? 2e-2 : 4e-3
         t.log(`${name}, contexts ${lens.join(', ')}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
         t.true(worst < tol, `${name}: ${worst}`)

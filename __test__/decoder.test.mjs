@@ -213,12 +213,13 @@ test('decode attention: tensor cores for grouped-query models from 8.0; its flag
   t.true(decodeAttentionMma(h200, modelConfig('1b')), 'groups of 4')
   t.false(decodeAttentionMma(h200, modelConfig('small')), 'one query head a key/value head')
   t.false(decodeAttentionMma({ ...h200, computeCapability: [7, 5] }, modelConfig('1b')), 'no MMAs before 8.0')
-  const [ROPE, PREFETCH] = [1, 2]
+  const [ROPE, PREFETCH, DOUBLE] = [1, 2, 4]
   // A 1B model on 132 multiprocessors: one request (32 blocks) and two (64) prefetch, four (128) do not.
   t.is(attentionFlagsFor('decode', false, 32, 132), ROPE | PREFETCH)
   t.is(attentionFlagsFor('decode', false, 66, 132), ROPE | PREFETCH)
   t.is(attentionFlagsFor('decode', false, 67, 132), ROPE)
-  t.is(attentionFlagsFor('decode', true, 32, 132), ROPE, 'never on tensor cores')
+  t.is(attentionFlagsFor('decode', true, 32, 132), ROPE | DOUBLE, 'tensor cores: two buffers, no prefetch')
+  t.is(attentionFlagsFor('decode', true, 67, 132), ROPE)
   t.is(attentionFlagsFor('prefill', false, 512, 132), 0)
   t.is(attentionFlagsFor('prefill', false, 8, 132), PREFETCH)
   // Four warps' key and value buffers of 32 rows, 72 or 136 elements of 2 bytes.

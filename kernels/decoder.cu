@@ -307,6 +307,13 @@ __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_group 0;" ::: "memory");
 #endif
 }
+// Waits until at most the newest N of this thread's commit groups are in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
 // Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
 // row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
 // columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
@@ -349,6 +356,9 @@ struct AttentionShared {
 // context 1024: 1058 against 1012 µs), and runs without.
 #define ATT_ROPE 1
 #define ATT_PREFETCH 2
+// ATT_DOUBLE (attention_mma_heads): two buffers a warp, the next chunk's copies in flight while the warp
+// works on this one (twice the dynamic shared memory); the same bits as one buffer.
+#define ATT_DOUBLE 4
 
 // One block per (token row, key/value head, chunk of GH of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
@@ -640,8 +650,8 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 // them: the A rows are the block's heads (GH of the 16; the others' queries are zeros and their results
 // unused), a score tile is 8 of the chunk's positions, p is rounded to the dtype as p v's operand and
 // summed unrounded into l. The chunk's keys and values come through the warp's shared buffers (`kv`:
-// dynamic shared memory, ATT_WARPS * 2 * ATT_KEYS rows of D + 8 elements) by cp.async, zeros past the
-// row's length (p v multiplies them by 0, and the cache there may hold any bits, NaN too) and past hd.
+// dynamic shared memory, ATT_WARPS * 2 * ATT_KEYS rows of D + 8 elements, twice that with ATT_DOUBLE) by
+// cp.async, zeros past the row's length (p v multiplies them by 0, and the cache there may hold any bits, NaN too) and past hd.
 // A head's scores, maximum, p and p v read only its own query row: its bits do not depend on GH.
 template <int GH, int D>
 __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh, elem_t* kv) {
@@ -653,16 +663,19 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
   const bool rope = flags & ATT_ROPE;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
   const int first = warp * ATT_KEYS;
-  elem_t(*ks)[DP] = (elem_t(*)[DP])(kv + warp * 2 * ATT_KEYS * DP);
-  elem_t(*vs)[DP] = ks + ATT_KEYS;
-  // Dims past hd, which no copy writes, are zeros (rows of both buffers).
-  for (int i = lane; i < 2 * ATT_KEYS * (D - hd); i += 32) ks[i / (D - hd)][hd + i % (D - hd)] = 0;
+  const int nb = flags & ATT_DOUBLE ? 2 : 1;  // buffers
+  // Buffer b's keys (rows 0 .. ATT_KEYS - 1) and values (the next ATT_KEYS rows).
+  auto kbuf = [&](int b) { return (elem_t(*)[DP])(kv + (warp * nb + b) * 2 * ATT_KEYS * DP); };
+  // Dims past hd, which no copy writes, are zeros (the rows of every buffer).
+  for (int i = lane; i < nb * 2 * ATT_KEYS * (D - hd); i += 32) kbuf(0)[i / (D - hd)][hd + i % (D - hd)] = 0;
   const AttentionRow r = attention_row<D>(kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, GH, sh);
   const int len = r.len, p0 = r.p0;
   // Positions c0 .. c0 + ATT_KEYS - 1 into the buffers: piece lane + 32 p is row (lane + 32 p) / (D / 8),
   // dims ((lane + 32 p) % (D / 8)) * 8 .. + 7. A decode row's new position is left for its key and value
   // from shared memory (fresh, below).
-  auto copy = [&](int c0) {
+  auto copy = [&](int c0, int b) {
+    elem_t(*ks)[DP] = kbuf(b);
+    elem_t(*vs)[DP] = ks + ATT_KEYS;
 #pragma unroll
     for (int p = 0; p < PIECES; p++) {
       const int i = lane + 32 * p, row = i / (D / 8), d = (i % (D / 8)) * 8, j = c0 + row;
@@ -676,7 +689,7 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
   };
   // As attention_heads: a decode step's first chunk before griddepcontrol.wait (a warp with no chunk copies
   // nothing, so no copy of its is in flight when the block ends).
-  if (rope && first < len) copy(first);
+  if (rope && first < len) copy(first, 0);
   pdl_wait();
   pdl_launch_next();
   __syncthreads();  // the angles
@@ -695,14 +708,23 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
   float o[NT][4], m = NEG_INF, l = 0.f;
 #pragma unroll
   for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  for (int c0 = first; c0 < len; c0 += ATT_WARPS * ATT_KEYS) {
-    if (c0 != first || !rope) copy(c0);
+  if (!rope && first < len) copy(first, 0);
+  constexpr int STEP = ATT_WARPS * ATT_KEYS;  // a warp's chunks are this far apart
+  for (int i = 0, c0 = first; c0 < len; i++, c0 += STEP) {
+    const int b = i % nb;
+    elem_t(*ks)[DP] = kbuf(b);
+    elem_t(*vs)[DP] = ks + ATT_KEYS;
+    // The next chunk's copies: into the other buffer, now (ATT_DOUBLE); else into this one, at its turn.
+    const bool ahead = nb == 2 && c0 + STEP < len;
+    if (ahead) copy(c0 + STEP, b ^ 1);
+    else if (nb == 1 && i > 0) copy(c0, 0);
     if (rope && p0 >= c0 && p0 < c0 + ATT_KEYS)
       for (int d = lane; d < hd; d += 32) {
         ks[p0 - c0][d] = sh.knew[d];
         vs[p0 - c0][d] = sh.vnew[d];
       }
-    cp_async_wait_all();
+    if (ahead) cp_async_wait_group<1>();
+    else cp_async_wait_all();
     __syncwarp();
     // Scores: tile n is positions c0 + 8n .. + 7; the B fragments of chunks c and c + 1 in one ldmatrix
     // (matrix i: chunk c + i / 2, dims (i % 2) * 8 .. + 7).
@@ -1376,13 +1398,6 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // block to be resident, copying its first steps' weights, while this one finishes).
 #define GM_WARPS 8
 #define GM_SLOTS 6
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait_group() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-#endif
-}
 
 template <int MG, bool SILU>
 __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {

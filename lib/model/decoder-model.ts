@@ -592,7 +592,8 @@ export class DecoderModel {
         const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
-        s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: this.#attentionShared, programmaticDependentLaunch: pdl }, [
+        const sharedMemBytes = this.#attentionShared * (attentionFlags & ATT_DOUBLE ? 2 : 1)
+        s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes, programmaticDependentLaunch: pdl }, [
           ...rows,
           top.invFreq,
           attentionFlags,
@@ -831,22 +832,26 @@ const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', '
 
 // out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen, scale
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
-/** Attention's flags (ATT_ROPE, ATT_PREFETCH in kernels/decoder.cu). */
+/** Attention's flags (ATT_ROPE, ATT_PREFETCH, ATT_DOUBLE in kernels/decoder.cu). */
 const ATT_ROPE = 1
 const ATT_PREFETCH = 2
+const ATT_DOUBLE = 4
 /** A decode attention block's warps, and the positions of a warp's chunk (ATT_WARPS, ATT_KEYS). */
 const ATT_WARPS = 4
 const ATT_KEYS = 32
 
 /**
  * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
- * (`mma`) or not: a decode step rotates and stores its rows' new keys (ATT_ROPE); the CUDA-core kernels on
- * a grid of at most half the multiprocessors pull each row's cached keys and values into L2 before
- * griddepcontrol.wait (ATT_PREFETCH). On fuller grids, and on the tensor-core kernels at every size measured,
- * the prefetches cost more than they save (kernels/decoder.cu has the figures).
+ * (`mma`) or not: a decode step rotates and stores its rows' new keys (ATT_ROPE). On a grid of at most half
+ * the multiprocessors, where a warp's chunks otherwise wait one load latency each, the CUDA-core kernels
+ * pull each row's cached keys and values into L2 before griddepcontrol.wait (ATT_PREFETCH) and the
+ * tensor-core kernels copy a warp's next chunk while it works on this one (ATT_DOUBLE: twice the shared
+ * memory, the same bits). On fuller grids, and on the tensor-core kernels at every size measured, the
+ * prefetches cost more than they save (kernels/decoder.cu has the figures).
  */
 export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, multiprocessors: number): number {
-  return (kind === 'decode' ? ATT_ROPE : 0) | (!mma && 2 * blocks <= multiprocessors ? ATT_PREFETCH : 0)
+  const few = 2 * blocks <= multiprocessors
+  return (kind === 'decode' ? ATT_ROPE : 0) | (few ? (mma ? ATT_DOUBLE : ATT_PREFETCH) : 0)
 }
 
 /**
@@ -863,7 +868,8 @@ export function decodeAttentionMma(device: DeviceLimits, config: ModelConfig): b
 
 /**
  * Dynamic shared memory of the tensor-core attention kernels of head-size bound `bound` (64 or 128), in
- * bytes: each of the ATT_WARPS warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements.
+ * bytes: each of the ATT_WARPS warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements
+ * (twice that with ATT_DOUBLE).
  */
 export function attentionMmaSharedBytes(bound: number): number {
   return ATT_WARPS * 2 * ATT_KEYS * (bound + 8) * 2
