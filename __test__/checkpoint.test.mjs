@@ -176,6 +176,7 @@ test('an unsupported or broken config is a CheckpointError naming the field and 
     [{ ...LLAMA32, num_key_value_heads: 5 }, 4096, 'num_key_value_heads', /does not divide num_attention_heads \(32\)/],
     [{ ...LLAMA32, num_attention_heads: 0 }, 4096, 'num_attention_heads', /an integer in 1\.\.1024, got 0/],
     [{ ...LLAMA32, head_dim: 60 }, 4096, 'head_dim', /multiple of 8/],
+    [{ ...LLAMA32, hidden_size: 2052, head_dim: 64 }, 4096, 'hidden_size', /2052: the kernels take a multiple of 8/],
     [{ ...LLAMA32, hidden_act: 'gelu' }, 4096, 'hidden_act', /SwiGLU/],
     [
       { ...LLAMA32, rope_scaling: { rope_type: 'yarn', factor: 4 } },

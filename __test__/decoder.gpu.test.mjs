@@ -594,6 +594,52 @@ test('decode attention kernels: float64, NaN in unwritten cache, long contexts, 
   }
 })
 
+// add_rmsnorm alone, against float64 with its roundings: rows of one 16-byte piece a thread (and idle
+// threads), a row of more pieces than the block's 1024 threads (the rest stream through resid), and the
+// first layer's form, which takes each row from the embedding table and stores it into the residual stream.
+test('add_rmsnorm kernel: float64, a row wider than its block, the embedding rows', (t) => {
+  const { dev, stream, up } = kernelFixture(t)
+  const eps = 1e-5
+  for (const dtype of ['bf16', 'f16']) {
+    const { toE, fromE, module } = dtypeKit(dev, dtype)
+    const roundE = (v) => fromE(toE(v))
+    const kernel = module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'ptr', 'i32', 'i32'])
+    for (const [T, H, embed] of [
+      [5, 72, 0],
+      [3, 8200, 0],
+      [4, 2048, 1],
+    ]) {
+      const V = 7
+      const resid0 = Float32Array.from({ length: T * H }, (_, i) => roundE(3 * hash(11, Math.floor(i / H), i % H, 0)))
+      const delta = Uint16Array.from({ length: (embed ? V : T) * H }, (_, i) => toE(hash(12, Math.floor(i / H), i % H, 0)))
+      const w = Uint16Array.from({ length: H }, (_, k) => toE(1 + 0.5 * hash(13, k, 0, 0)))
+      const tokens = Int32Array.from({ length: T }, (_, m) => (3 * m + 2) % V)
+      const resid = up(resid0, 'f32')
+      const out = up(new Uint16Array(T * H).fill(0xdead), dtype)
+      const block = Math.min(1024, Math.ceil(H / 8 / 32) * 32)
+      stream.launch(kernel, { grid: T, block }, [resid, up(delta, dtype), up(w, dtype), out, H, eps, up(tokens, 'i32'), V, embed])
+      stream.synchronize()
+      const [gotResid, gotOut] = [resid.download(), out.download()]
+      let worst = 0
+      for (let m = 0; m < T; m++) {
+        const src = embed ? tokens[m] : m
+        const r = Array.from({ length: H }, (_, k) => {
+          const d = fromE(delta[src * H + k])
+          return embed ? d : roundE(Math.fround(resid0[m * H + k] + d))
+        })
+        t.deepEqual([...gotResid.subarray(m * H, (m + 1) * H)], r, `${dtype} T ${T} H ${H} embed ${embed}: row ${m} of the residual stream`)
+        const f = 1 / Math.sqrt(r.reduce((a, v) => a + v * v, 0) / H + eps)
+        for (let k = 0; k < H; k++) {
+          const ref = roundE(roundE(r[k] * f) * fromE(w[k]))
+          worst = Math.max(worst, Math.abs(fromE(gotOut[m * H + k]) - ref) / Math.max(1, Math.abs(ref)))
+        }
+      }
+      const tol = dtype === 'bf16' ? 2e-2 : 3e-3
+      t.true(worst < tol, `${dtype} T ${T} H ${H} embed ${embed}: max relative error vs float64 ${worst} (tolerance ${tol})`)
+    }
+  }
+})
+
 // The tensor-core decode GEMVs alone (kernels/decoder.cu's gemv_mma_*), against float64: each epilogue and
 // prologue the model uses, widths whose 64-wide chunks the warps share unevenly, columns past the last whole
 // tile of 16, blocks that take several tiles. A row's bits are the same alone, in a batch of 5 (8-row

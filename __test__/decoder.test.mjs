@@ -30,6 +30,7 @@ test('presets: 1b has about a billion parameters; bad configs name the field', (
   t.throws(() => modelConfig('huge'), { instanceOf: ArgumentError, message: /model.*tiny, small, 1b.*huge/ })
   t.throws(() => modelConfig({ hidden: 258 }), { instanceOf: ArgumentError, message: /hidden.*multiple of heads/ })
   t.throws(() => modelConfig({ heads: 1 }), { instanceOf: ArgumentError, message: /headDim.*head size/ })
+  t.throws(() => modelConfig({ hidden: 260, headDim: 64 }), { instanceOf: ArgumentError, message: /hidden.*multiple of 8/ })
   t.throws(() => modelConfig({ kvHeads: 3 }), { instanceOf: ArgumentError, message: /kvHeads/ })
   t.throws(() => modelConfig({ layerz: 3 }), { instanceOf: ArgumentError, message: /model.layerz/ })
 })

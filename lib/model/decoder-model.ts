@@ -174,8 +174,8 @@ interface LayerWeights {
 
 const ceilDiv = (a: number, b: number) => Math.ceil(a / b)
 const threadsFor = (n: number) => Math.min(1024, Math.max(32, ceilDiv(n, 32) * 32))
-/** Elements of a row each add_rmsnorm thread holds in registers (NORM_PER in kernels/decoder.cu). */
-const NORM_PER = 8
+/** Elements of a row an add_rmsnorm thread takes: one 16-byte piece (kernels/decoder.cu). */
+const NORM_CHUNK = 8
 
 /** The share a communicator's rank holds: rank `rank` of `size`, or the whole model without one. */
 const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
@@ -520,8 +520,8 @@ export class DecoderModel {
     const localLogits = comm ? ctx.scratch('f32', R * vocab) : t.logits
     const gathered = comm ? ctx.scratch('f32', R * c.vocab) : t.logits
     const normBlock = threadsFor(H)
-    // add_rmsnorm: NORM_PER elements a thread, in registers.
-    const addNormBlock = threadsFor(ceilDiv(H, NORM_PER))
+    // add_rmsnorm: a 16-byte piece of the row a thread, in registers.
+    const addNormBlock = threadsFor(H / NORM_CHUNK)
     const top = this.#top
     const S = this.maxSeqLen
     const trace = ctx.trace

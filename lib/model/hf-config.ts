@@ -73,6 +73,7 @@ export function parseHfConfig(file: string, json: unknown, maxSeqLen?: number): 
   if (heads % kvHeads !== 0) throw fail('num_key_value_heads', `${kvHeads} does not divide num_attention_heads (${heads})`)
   const headDim = int('head_dim', 1, 1024, Math.floor(hidden / heads))
   if (headDim % 8 !== 0 || headDim > 128) throw fail('head_dim', `${headDim}: the kernels take a head size that is a multiple of 8, at most 128`)
+  if (hidden % 8 !== 0) throw fail('hidden_size', `${hidden}: the kernels take a multiple of 8`)
   const act = c.hidden_act ?? 'silu'
   if (act !== 'silu') throw fail('hidden_act', `${JSON.stringify(act)} is not supported (the MLP is SwiGLU: silu)`)
   if (c.mlp_bias === true) throw fail('mlp_bias', 'MLP biases are not supported')

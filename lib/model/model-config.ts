@@ -63,7 +63,7 @@ export type ModelOverrides = Partial<Pick<ModelConfig, (typeof FIELDS)[number]>>
 
 /**
  * A preset by name, or a preset (default `small`) with fields overridden. Checks what the kernels need:
- * head size a multiple of 8 and at most 128, heads a multiple of kvHeads.
+ * head size a multiple of 8 and at most 128, hidden size a multiple of 8, heads a multiple of kvHeads.
  */
 export function modelConfig(model: ModelName | ModelOverrides = 'small'): ModelConfig {
   const names = Object.keys(MODEL_PRESETS)
@@ -87,6 +87,7 @@ export function modelConfig(model: ModelName | ModelOverrides = 'small'): ModelC
   if (dims.headDim === undefined) check(dims.hidden % dims.heads === 0, 'model.hidden', `a multiple of heads (${dims.heads})`, dims.hidden)
   const c = withDefaults(dims)
   check(c.headDim % 8 === 0 && c.headDim <= 128, 'model.headDim', 'a head size that is a multiple of 8 and at most 128', c.headDim)
+  check(c.hidden % 8 === 0, 'model.hidden', 'a multiple of 8 (the norms take a row in 16-byte pieces)', c.hidden)
   check(c.heads % c.kvHeads === 0, 'model.kvHeads', `a divisor of heads (${c.heads})`, c.kvHeads)
   check(c.vocab < 2 ** 31, 'model.vocab', 'below 2^31', c.vocab)
   return c
