@@ -1555,8 +1555,9 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
   cp_async_wait_all();
 }
 
-// grid [min(ceil(N / 16), the multiprocessors)], block 32 * GM_WARPS, dynamic shared memory as above. x
-// and W 16-byte aligned, K % 64 == 0, M <= 8 MG.
+// grid: any size (the host: as few blocks as take the ceil(N / 16) tiles in rounds of at most a block a
+// multiprocessor), block 32 * GM_WARPS, dynamic shared memory as above. x and W 16-byte aligned,
+// K % 64 == 0, M <= 8 MG.
 #define GEMV_MMA_KERNEL(NAME, MG, SILU)                                                                                                          \
   extern "C" __global__ void __launch_bounds__(32 * GM_WARPS, 1)                                                                             \
       NAME(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) { \

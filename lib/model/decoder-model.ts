@@ -676,8 +676,12 @@ export class DecoderModel {
       // The 8-row kernels up to 8 token rows, else the 16-row ones.
       const width = rows <= 8 ? 8 : 16
       kernel = width === 8 ? (g.silu ? k.gemvMmaSilu8 : k.gemvMma8) : g.silu ? k.gemvMmaSilu16 : k.gemvMma16
+      // Tiles of 16 columns, a block a multiprocessor: as few blocks as take them in the same number of rounds
+      // (1b's q/k/v, 192 tiles: 96 blocks of two, not 132 of one or two), so the multiprocessors left free take
+      // the next kernel's blocks early.
+      const tiles = ceilDiv(g.n, 16)
       launch = {
-        grid: Math.min(ceilDiv(g.n, 16), this.#multiprocessors),
+        grid: ceilDiv(tiles, ceilDiv(tiles, this.#multiprocessors)),
         block: 32 * TENSOR_GEMV_WARPS,
         sharedMemBytes: tensorGemvSharedBytes(width, g.k, g.norm !== undefined, g.silu === true).dynamic,
         programmaticDependentLaunch,
