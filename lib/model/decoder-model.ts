@@ -678,7 +678,7 @@ export class DecoderModel {
       kernel = width === 8 ? (g.silu ? k.gemvMmaSilu8 : k.gemvMma8) : g.silu ? k.gemvMmaSilu16 : k.gemvMma16
       // Tiles of 16 columns, a block a multiprocessor: as few blocks as take them in the same number of rounds
       // (1b's q/k/v, 192 tiles: 96 blocks of two, not 132 of one or two), so the multiprocessors left free take
-      // the next kernel's blocks early.
+      // the next kernel's blocks early (on an H200, 1b's batch-1 step at context 1024: 915 against 967 µs).
       const tiles = ceilDiv(g.n, 16)
       launch = {
         grid: ceilDiv(tiles, ceilDiv(tiles, this.#multiprocessors)),
