@@ -850,8 +850,8 @@ const ATT_KEYS = 32
  * the multiprocessors, where a warp's chunks otherwise wait one load latency each, the CUDA-core kernels
  * pull each row's cached keys and values into L2 before griddepcontrol.wait (ATT_PREFETCH) and the
  * tensor-core kernels copy a warp's next chunk while it works on this one (ATT_DOUBLE: twice the shared
- * memory, the same bits). On fuller grids, and on the tensor-core kernels at every size measured, the
- * prefetches cost more than they save (kernels/decoder.cu has the figures).
+ * memory, the same bits). On fuller grids both cost more than they save, and the L2 prefetch cost more on
+ * the tensor-core kernels at every size measured (kernels/decoder.cu has the figures).
  */
 export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, multiprocessors: number): number {
   const few = 2 * blocks <= multiprocessors
