@@ -326,12 +326,6 @@ __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
-// Waits until none of this thread's copies is in flight.
-__device__ __forceinline__ void cp_async_wait_all() {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
-#endif
-}
 // Waits until at most the newest N of this thread's commit groups are in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
@@ -339,6 +333,8 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
+// Waits until none of this thread's copies is in flight.
+__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait_group<0>(); }
 // Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
 // row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
 // columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
@@ -360,6 +356,37 @@ __device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsign
 // An attention block's warps; each walks its own chunks of ATT_KEYS positions.
 #define ATT_WARPS 4
 #define ATT_KEYS 32
+
+// q k^T for 8 keys (the tensor-core attention kernels' score tile): s += the m16n8k16 products of the
+// query fragments qf (KC 16-wide chunks of a head) and keys k8[0..7] ([key][dim] in shared memory), the B
+// fragments of chunks c and c + 1 in one ldmatrix (matrix i: chunk c + i / 2, dims (i % 2) * 8 .. + 7).
+template <int KC, int DP>
+__device__ __forceinline__ void qk_tile(float (&s)[4], const unsigned (&qf)[KC][4], const elem_t (*k8)[DP]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int c = 0; c < KC; c += 2) {
+    unsigned b[4];
+    ldmatrix4(b, &k8[lane & 7][(c + (lane >> 4)) * 16 + ((lane >> 3) & 1) * 8]);
+    mma16816(s, qf[c], b[0], b[1]);
+    mma16816(s, qf[c + 1], b[2], b[3]);
+  }
+}
+// p v for 16 keys: o[n] += p times values v16[0..15] ([key][dim] in shared memory) for the dim tiles below
+// hd, p the A fragment pf; v's B fragments (keys 2 (lane % 4), + 1 and + 8 of dim n * 8 + lane / 4) of dim
+// tiles n and n + 1 in one transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, keys (i % 2) * 8 ..
+// + 7 of the 16).
+template <int NT, int DP>
+__device__ __forceinline__ void pv_tile(float (&o)[NT][4], const unsigned (&pf)[4], const elem_t (*v16)[DP], int hd) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int n = 0; n < NT; n += 2)
+    if (n * 8 < hd) {
+      unsigned b[4];
+      ldmatrix4t(b, &v16[((lane >> 3) & 1) * 8 + (lane & 7)][(n + (lane >> 4)) * 8]);
+      mma16816(o[n], pf, b[0], b[1]);
+      if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf, b[2], b[3]);
+    }
+}
 
 // What an attention block keeps in shared memory, for head sizes up to D.
 template <int D>
@@ -755,19 +782,12 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
     if (ahead) cp_async_wait_group<1>();
     else cp_async_wait_all();
     __syncwarp();
-    // Scores: tile n is positions c0 + 8n .. + 7; the B fragments of chunks c and c + 1 in one ldmatrix
-    // (matrix i: chunk c + i / 2, dims (i % 2) * 8 .. + 7).
+    // Scores: tile n is positions c0 + 8n .. + 7.
     float s[SN][4];
 #pragma unroll
     for (int n = 0; n < SN; n++) {
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-      for (int c = 0; c < KC; c += 2) {
-        unsigned b[4];
-        ldmatrix4(b, &ks[n * 8 + (lane & 7)][(c + (lane >> 4)) * 16 + ((lane >> 3) & 1) * 8]);
-        mma16816(s[n], qf[c], b[0], b[1]);
-        mma16816(s[n], qf[c + 1], b[2], b[3]);
-      }
+      qk_tile(s[n], qf, ks + n * 8);
     }
     // Scale, positions past len -inf, the chunk's maximum (the row's on its 4 lanes; finite: position c0 <
     // len), and the running state rescaled by exp(old max - new), exactly 1 when unchanged.
@@ -801,18 +821,8 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
       o[n][0] *= alpha;
       o[n][1] *= alpha;
     }
-    // v's B fragments, positions 2tig, 2tig + 1 (and + 8) of dim n * 8 + g: dim tiles n and n + 1 in one
-    // transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, positions (i % 2) * 8 .. + 7 of the 16).
 #pragma unroll
-    for (int kk = 0; kk < SN / 2; kk++)
-#pragma unroll
-      for (int n = 0; n < NT; n += 2)
-        if (n * 8 < hd) {
-          unsigned b[4];
-          ldmatrix4t(b, &vs[kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][(n + (lane >> 4)) * 8]);
-          mma16816(o[n], pf[kk], b[0], b[1]);
-          if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf[kk], b[2], b[3]);
-        }
+    for (int kk = 0; kk < SN / 2; kk++) pv_tile(o, pf[kk], vs + kk * 16, hd);
     __syncwarp();  // the buffers are free for the next chunk's copies
   }
   // The row's sum of p over its 4 lanes; the warp's state into shared memory. A warp with no chunk leaves
@@ -1016,15 +1026,7 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
 #pragma unroll
         for (int n = 0; n < WSN; n++) {
           s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-          // Keys n * 8 .. + 7 of the part: the B fragments of chunks c and c + 1 in one ldmatrix (matrix i:
-          // chunk c + i / 2, dims (i % 2) * 8 .. + 7).
-#pragma unroll
-          for (int c = 0; c < KC; c += 2) {
-            unsigned b[4];
-            ldmatrix4(b, &ks(buf)[kp + n * 8 + (lane & 7)][(c + (lane >> 4)) * 16 + ((lane >> 3) & 1) * 8]);
-            mma16816(s[n], qf[c], b[0], b[1]);
-            mma16816(s[n], qf[c + 1], b[2], b[3]);
-          }
+          qk_tile(s[n], qf, ks(buf) + kp + n * 8);  // keys n * 8 .. + 7 of the part
         }
         // Scale, and the causal mask where some row of the warp does not see the part's last key (rows
         // outside the pass see none); then the rows' maxima over the tile (a row's keys are on its 4 lanes),
@@ -1091,18 +1093,8 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
             o[n][2] *= alpha[1];
             o[n][3] *= alpha[1];
           }
-        // v's B fragments, keys 2tig, 2tig + 1 (and + 8) of dim n * 8 + g: dim tiles n and n + 1 in one
-        // transposing ldmatrix (matrix i: dims (n + i / 2) * 8 .. + 7, keys (i % 2) * 8 .. + 7 of the 16).
 #pragma unroll
-        for (int kk = 0; kk < WSN / 2; kk++)
-#pragma unroll
-          for (int n = 0; n < NT; n += 2)
-            if (n * 8 < hd) {
-              unsigned b[4];
-              ldmatrix4t(b, &vs(buf)[kp + kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][(n + (lane >> 4)) * 8]);
-              mma16816(o[n], pf[kk], b[0], b[1]);
-              if ((n + 1) * 8 < hd) mma16816(o[n + 1], pf[kk], b[2], b[3]);
-            }
+        for (int kk = 0; kk < WSN / 2; kk++) pv_tile(o, pf[kk], vs(buf) + kp + kk * 16, hd);
       }
     }
     __syncthreads();  // every warp is done with the buffers before the next pass (or the merge) refills them

@@ -530,6 +530,7 @@ export class DecoderModel {
     const attention = this.#attention.get(gh)!
     const attentionGrid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
     const attentionFlags = attentionFlagsFor(kind, this.decodeAttention === 'tensor-cores', (T * heads) / gh, this.#multiprocessors)
+    const attentionShared = this.#attentionShared * (attentionFlags & ATT_DOUBLE ? 2 : 1)
     // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
     const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
     // Row-parallel o and down leave partial sums of the residual update on each rank.
@@ -592,8 +593,7 @@ export class DecoderModel {
         const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
         s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
-        const sharedMemBytes = this.#attentionShared * (attentionFlags & ATT_DOUBLE ? 2 : 1)
-        s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes, programmaticDependentLaunch: pdl }, [
+        s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: attentionShared, programmaticDependentLaunch: pdl }, [
           ...rows,
           top.invFreq,
           attentionFlags,
