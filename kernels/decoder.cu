@@ -858,12 +858,9 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
     __shared__ AttentionShared<D> sh;                                                                                                  \
     attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh);                            \
   }
-ATTENTION_KERNEL(64, 1, 4)
-ATTENTION_KERNEL(64, 2, 4)
-ATTENTION_KERNEL(64, 4, 4)
-ATTENTION_KERNEL(128, 1, 2)
-ATTENTION_KERNEL(128, 2, 2)
-ATTENTION_KERNEL(128, 4, 2)
+// Each kernel's instances (D, GH, blocks a multiprocessor), for both ways through a chunk.
+#define ATTENTION_INSTANCES(KERNEL) KERNEL(64, 1, 4) KERNEL(64, 2, 4) KERNEL(64, 4, 4) KERNEL(128, 1, 2) KERNEL(128, 2, 2) KERNEL(128, 4, 2)
+ATTENTION_INSTANCES(ATTENTION_KERNEL)
 // The tensor-core kernels: the same grid, block and arguments, and dynamic shared memory for the warps'
 // key and value buffers, ATT_WARPS * 2 * ATT_KEYS * (D + 8) elements.
 #define ATTENTION_MMA_KERNEL(D, GH, MINB)                                                                                              \
@@ -874,12 +871,7 @@ ATTENTION_KERNEL(128, 4, 2)
     extern __shared__ __align__(16) uint4 att_kv[];                                                                                    \
     attention_mma_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh, (elem_t*)att_kv);      \
   }
-ATTENTION_MMA_KERNEL(64, 1, 4)
-ATTENTION_MMA_KERNEL(64, 2, 4)
-ATTENTION_MMA_KERNEL(64, 4, 4)
-ATTENTION_MMA_KERNEL(128, 1, 2)
-ATTENTION_MMA_KERNEL(128, 2, 2)
-ATTENTION_MMA_KERNEL(128, 4, 2)
+ATTENTION_INSTANCES(ATTENTION_MMA_KERNEL)
 
 // Prefill attention on tensor cores (flash attention): softmax(q k^T / sqrt(hd)) v for every token row of a
 // prefill step, key tile by key tile with an online softmax, so no scores array and no context limit from
