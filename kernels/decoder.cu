@@ -133,7 +133,9 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   float4* rrow = (float4*)(resid + row);
   // Chunk j: resid's 8 elements updated (returned in v) and stored; the sum of their squares added to ss.
   float ss = 0.f;
-  auto add = [&](int j, float(&v)[8], uint4 d, float4 a, float4 b) {
+  auto add = [&](int j, float(&v)[8]) {
+    const uint4 d = src[j];
+    const float4 a = embed ? float4{} : rrow[2 * j], b = embed ? float4{} : rrow[2 * j + 1];
     unpack8(v, d);
     if (!embed) {
       const float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
@@ -145,16 +147,10 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
     rrow[2 * j] = make_float4(v[0], v[1], v[2], v[3]);
     rrow[2 * j + 1] = make_float4(v[4], v[5], v[6], v[7]);
   };
-  if (mine) {
-    const uint4 d = src[c];
-    const float4 a = embed ? float4{} : rrow[2 * c], b = embed ? float4{} : rrow[2 * c + 1];
-    add(c, r, d, a, b);
-  }
+  if (mine) add(c, r);
   for (int j = c + n; j < chunks; j += n) {
     float v[8];
-    const uint4 d = src[j];
-    const float4 a = embed ? float4{} : rrow[2 * j], b = embed ? float4{} : rrow[2 * j + 1];
-    add(j, v, d, a, b);
+    add(j, v);
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
   uint4* orow = (uint4*)(out + row);
@@ -435,8 +431,8 @@ struct AttentionShared {
 // The row's position, slot and cache offsets, and (with ATT_ROPE) its rotary angles into sh.cs, sh.sn
 // and, with ATT_PREFETCH, its cached keys and values pulled into L2 (past the warps' first chunks with
 // ATT_ROPE, which load those before the wait themselves): what the previous kernel does not write, so all
-// before griddepcontrol.wait (L2 is coherent, so a line the
-// previous kernel is still writing is read after the wait as written).
+// before griddepcontrol.wait (L2 is coherent, so a line the previous kernel is still writing is read after
+// the wait as written).
 struct AttentionRow {
   int t, kvh, h0, len, p0, width;
   long long stride, base;  // one position of the cache; the row's first position of its key/value head
@@ -1304,20 +1300,23 @@ __device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, con
       const int i = i0 + 32 * u;
       if (i >= n4) continue;
       if (embed && store) r[i] = v[u];
-      uint2 o;
-      o.x = from_f(round_e(v[u].x * f) * to_f((elem_t)(w[u].x & 0xffff))) | ((unsigned)from_f(round_e(v[u].y * f) * to_f((elem_t)(w[u].x >> 16))) << 16);
-      o.y = from_f(round_e(v[u].z * f) * to_f((elem_t)(w[u].y & 0xffff))) | ((unsigned)from_f(round_e(v[u].w * f) * to_f((elem_t)(w[u].y >> 16))) << 16);
-      *(uint2*)(dst + 4 * i) = o;
+      const unsigned a[2] = {w[u].x, w[u].y};
+      const float x[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+      float y[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) y[e] = round_e(x[e] * f) * to_f((elem_t)(e & 1 ? a[e >> 1] >> 16 : a[e >> 1] & 0xffff));
+      *(uint2*)(dst + 4 * i) = make_uint2(pack2(from_f(y[0]), from_f(y[1])), pack2(from_f(y[2]), from_f(y[3])));
     }
   }
 }
 
-// A GEMV's epilogue for output (m, n): s0 the dot (s1 the up column's, gemv_silu's), per the flags.
+// A GEMV's epilogue for output (m, n): s0 the dot (s1 the up column's, gemv_silu's), per the flags; r is
+// resid[m][n] as it was before (read only with GEMV_RESID, which the tensor-core GEMVs load early).
 template <bool SILU>
-__device__ __forceinline__ void gemv_store(elem_t* out, float* resid, const elem_t* bias, int flags, int m, int n, int N, float s0, float s1) {
+__device__ __forceinline__ void gemv_store(elem_t* out, float* resid, const elem_t* bias, int flags, int m, int n, int N, float s0, float s1, float r) {
   const long long o = (long long)m * N + n;
   if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
-  else if (flags & GEMV_RESID) resid[o] = round_e(resid[o] + round_e(s0));
+  else if (flags & GEMV_RESID) resid[o] = round_e(r + round_e(s0));
   else if (flags & GEMV_F32) ((float*)out)[o] = s0;
   else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
 }
@@ -1371,7 +1370,7 @@ __device__ __forceinline__ void gemv_rows(elem_t* out, float* resid, const elem_
   const float s0 = warp_sum_rows<GEMV_ROWS>(a0);
   const float s1 = SILU ? warp_sum_rows<GEMV_ROWS>(a1) : 0.f;
   const int m = m0 + gemv_row_of_lane<GEMV_ROWS>(lane);
-  if ((lane & (32 / GEMV_ROWS - 1)) == 0 && m < M) gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1);
+  if ((lane & (32 / GEMV_ROWS - 1)) == 0 && m < M) gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1, flags & GEMV_RESID ? resid[(long long)m * N + n] : 0.f);
 }
 
 // grid [ceil(N / GEMV_WARPS), ceil(M / GEMV_ROWS)], block 32 * GEMV_WARPS. x, W and their rows 16-byte
@@ -1560,8 +1559,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
         s0 += red[w][0][j][l];
         if (SILU) s1 += red[w][A - 1][j][l];
       }
-      if (flags & GEMV_RESID) resid[(long long)m * N + n] = round_e(rv[e] + round_e(s0));
-      else gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1);
+      gemv_store<SILU>(out, resid, bias, flags, m, n, N, s0, s1, rv[e]);
     }
     __syncthreads();
   }
