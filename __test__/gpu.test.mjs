@@ -523,6 +523,79 @@ test('programmatic dependent launch: a chain of kernels that wait on griddepcont
   t.log(`100-kernel chain replay, median of 50 (device time): plain ${times.plain.toFixed(1)} µs, with PDL ${times.pdl.toFixed(1)} µs`)
 })
 
+// A grid barrier as kernels/decoder.cu's grid_barrier: the counter's top bit flips once every block has arrived.
+const GRID_BARRIER_KERNEL = `
+__device__ void grid_barrier(unsigned* count) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+    __threadfence();
+    const unsigned old = atomicAdd(count, add);
+    unsigned now;
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(count) : "memory");
+    while (((old ^ now) & 0x80000000u) == 0);
+    __threadfence();
+  }
+  __syncthreads();
+}
+// Each round every block writes its value, then (after a barrier) sums every block's, in block order, with
+// plain loads that may hit lines its multiprocessor cached the round before.
+extern "C" __global__ void rounds(float* x, float* y, unsigned* count, int n) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  for (int r = 0; r < n; r++) {
+    if (threadIdx.x == 0) x[blockIdx.x] = (float)(3 * blockIdx.x + r);
+    grid_barrier(count);
+    if (threadIdx.x == 0) {
+      float s = 0.f;
+      for (int b = 0; b < gridDim.x; b++) s += x[b];
+      y[r * gridDim.x + blockIdx.x] = s;
+    }
+    grid_barrier(count);
+  }
+}`
+
+test('a cooperative launch keeps every block resident: a grid barrier holds eagerly and in graph replays, with PDL too; a grid past the device is a CudaError', (t) => {
+  const { dev } = setup()
+  const [major] = dev.computeCapability
+  const pdl = major >= 9
+  const mod = dev.compile(GRID_BARRIER_KERNEL, { name: 'grid-barrier' })
+  const k = mod.kernel('rounds', ['ptr', 'ptr', 'ptr', 'i32'])
+  const s = dev.createStream()
+  // Two blocks of 256 threads a multiprocessor fit anywhere; the counter is zero once, then kept.
+  const G = 2 * dev.multiprocessors
+  const R = 40
+  const x = dev.alloc('f32', G)
+  const y = dev.alloc('f32', R * G)
+  const count = dev.upload(Uint32Array.of(0), 'u32')
+  const expected = Float32Array.from({ length: R * G }, (_, i) => (3 * G * (G - 1)) / 2 + Math.floor(i / G) * G)
+  const run = () => s.launch(k, { grid: G, block: 256, cooperative: true, programmaticDependentLaunch: pdl }, [x, y, count, R])
+  s.fill(y, -1)
+  run()
+  s.synchronize()
+  t.deepEqual(y.download(), expected, 'eager: every block saw every block of its round')
+  const g = s.capture(() => {
+    run()
+    run()
+  })
+  for (let i = 0; i < 5; i++) {
+    s.fill(y, -1)
+    g.launch(s)
+    s.synchronize()
+    t.deepEqual(y.download(), expected, `replay ${i}: every block saw every block of its round`)
+  }
+  g.dispose()
+  t.is(count.download()[0], 0, `the counter is back at zero after ${2 * R * 11} barriers`)
+  const tooMany = dev.multiprocessors * 64
+  t.throws(() => s.launch(k, { grid: tooMany, block: 256, cooperative: true }, [x, y, count, 0]), { instanceOf: CudaError, message: /COOPERATIVE/ })
+  s.fill(y, -1)
+  run()
+  s.synchronize()
+  t.deepEqual(y.download(), expected, 'the stream works after the refused launch')
+  for (const b of [x, y, count]) b.dispose()
+})
+
 test('a launch past 48 KiB of dynamic shared memory opts its kernel in, up to the device limit; past the limit is a CudaError and the kernel still runs', (t) => {
   const { dev } = setup()
   const max = dev.maxSharedMemoryPerBlock

@@ -59,8 +59,9 @@ fn launch(stream: Handle, kernel: Handle, packed: &[f64], wide: Option<&[i64]>) 
                     }
                     v as u32
                 },
-                // Slot 7: launch flags; bit 0 asks for programmatic dependent launch.
+                // Slot 7: launch flags; bit 0 asks for programmatic dependent launch, bit 1 for a cooperative launch.
                 programmatic: packed[7] as u32 & 1 != 0,
+                cooperative: packed[7] as u32 & 2 != 0,
             };
             BUFFERS.with(|buffers| {
                 let buffers = buffers.borrow();

@@ -29,6 +29,13 @@ export interface LaunchConfig {
    * even earlier. A kernel that never waits must not depend on the previous one at all.
    */
   programmaticDependentLaunch?: boolean
+  /**
+   * A cooperative launch (default false): every block of the grid is resident at once, so the kernel's
+   * blocks may wait for each other (a grid-wide barrier), in eager launches and inside captured graphs
+   * alike. The launch fails (`CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`) when the device cannot hold the
+   * whole grid at once: at most the kernel's resident blocks a multiprocessor times the multiprocessors.
+   */
+  cooperative?: boolean
 }
 
 /** How a capture treats potentially unsafe CUDA calls made meanwhile (`cudaStreamCaptureMode`). */
@@ -183,7 +190,7 @@ export class Stream {
     packDim(p, k + 2, 'grid', config.grid)
     packDim(p, k + 5, 'block', config.block)
     p[k + 8] = config.sharedMemBytes ?? 0
-    p[k + 9] = config.programmaticDependentLaunch === true ? 1 : 0
+    p[k + 9] = (config.programmaticDependentLaunch === true ? 1 : 0) | (config.cooperative === true ? 2 : 0)
     let wide: BigInt64Array | undefined
     for (let i = 0; i < sig.length; i++) {
       const v = a[i]

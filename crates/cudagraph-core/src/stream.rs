@@ -55,6 +55,10 @@ pub struct LaunchConfig {
     /// graph too. The kernel must execute `griddepcontrol.wait` before it touches what the previous kernel
     /// writes; the previous one may let it start early with `griddepcontrol.launch_dependents`.
     pub programmatic: bool,
+    /// A cooperative launch: every block of the grid is resident at once, so blocks may wait for each
+    /// other (a grid-wide barrier), inside a graph too. The launch fails with
+    /// `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE` when the grid exceeds what the device holds at once.
+    pub cooperative: bool,
 }
 
 /// One kernel argument as given by the caller; checked against the kernel's declared [`ArgKind`].
@@ -350,8 +354,8 @@ impl Stream {
         }
         self.inner.device.bind()?;
         kernel.allow_shared(cfg.shared_mem_bytes)?;
-        if cfg.programmatic {
-            self.launch_programmatic(kernel, cfg, params)?;
+        if cfg.programmatic || cfg.cooperative {
+            self.launch_ex(kernel, cfg, params)?;
         } else {
             // SAFETY: each param points at an 8-byte slot holding the value in the declared kind's layout
             // (the low bytes, little-endian); the slots outlive the call, which copies them.
@@ -383,15 +387,26 @@ impl Stream {
         Ok(())
     }
 
-    /// `cuLaunchKernelEx` with programmatic stream serialization allowed (see [`LaunchConfig::programmatic`]).
-    fn launch_programmatic(&self, kernel: &Kernel, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
-        let mut attr = sys::CUlaunchAttribute {
-            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+    /// `cuLaunchKernelEx` with the attributes `cfg` asks for (see [`LaunchConfig::programmatic`] and
+    /// [`LaunchConfig::cooperative`]).
+    fn launch_ex(&self, kernel: &Kernel, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
+        let attr = |id| sys::CUlaunchAttribute {
+            id,
             pad: [0; 4],
             // SAFETY: an all-zero value is a valid (empty) attribute value; the one field it uses is set next.
             value: unsafe { std::mem::zeroed() },
         };
-        attr.value.programmaticStreamSerializationAllowed = 1;
+        let mut attrs = Vec::with_capacity(2);
+        if cfg.programmatic {
+            let mut a = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            a.value.programmaticStreamSerializationAllowed = 1;
+            attrs.push(a);
+        }
+        if cfg.cooperative {
+            let mut a = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
+            a.value.cooperative = 1;
+            attrs.push(a);
+        }
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid[0],
             gridDimY: cfg.grid[1],
@@ -401,10 +416,10 @@ impl Stream {
             blockDimZ: cfg.block[2],
             sharedMemBytes: cfg.shared_mem_bytes,
             hStream: self.raw(),
-            attrs: &mut attr,
-            numAttrs: 1,
+            attrs: attrs.as_mut_ptr(),
+            numAttrs: attrs.len() as u32,
         };
-        // SAFETY: the config and its one attribute outlive the call; params as in `launch`.
+        // SAFETY: the config and its attributes outlive the call; params as in `launch`.
         unsafe { sys::cuLaunchKernelEx(&config, kernel.func, params.as_mut_ptr(), std::ptr::null_mut()) }.check("cuLaunchKernelEx")
     }
 
