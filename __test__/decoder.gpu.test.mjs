@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, Device, GraphManager } from '../dist/index.js'
-import { DecoderModel, DecoderReference, DecoderRunner, loadDecoder, samplingRows } from '../dist/model/index.js'
+import { DecoderModel, DecoderReference, DecoderRunner, KERNEL_CONSTANTS, loadDecoder, samplingRows } from '../dist/model/index.js'
 import { bf16ToNumber, gpuTest, halfToNumber, numberToBf16, numberToHalf, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -420,8 +420,9 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
             'i32',
           ),
         ]
-        // 32 rows a block, two warps each 16 (FA_ROWS, FA_SPLIT).
-        stream.launch(kernel, { grid: [nh, Math.ceil(T / 32)], block: 128 }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
+        // 16 FA_WARPS rows a block, FA_SPLIT warps each 16.
+        const { FA_WARPS, FA_SPLIT } = KERNEL_CONSTANTS
+        stream.launch(kernel, { grid: [nh, Math.ceil(T / (16 * FA_WARPS))], block: 32 * FA_WARPS * FA_SPLIT }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
         stream.synchronize()
         return out.download()
       }
@@ -490,7 +491,7 @@ const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i
 test('decode attention kernels: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', async (t) => {
   const { attentionMmaSharedBytes } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
-  const [ATT_PREFETCH, ATT_DOUBLE] = [2, 4]
+  const { ATT_PREFETCH, ATT_DOUBLE, ATT_WARPS } = KERNEL_CONSTANTS
   for (const dtype of ['bf16', 'f16']) {
     const { toE, nan, value, module } = dtypeKit(dev, dtype)
     for (const [nh, nkv, hd, lens] of [
@@ -533,7 +534,7 @@ test('decode attention kernels: float64, NaN in unwritten cache, long contexts, 
         )
         const kernel = module.kernel(`attention_${kind}${D}x${gh}`, ATTENTION_SIGNATURE)
         const sharedMemBytes = kind === 'mma_' ? attentionMmaSharedBytes(D) * (flags & ATT_DOUBLE ? 2 : 1) : 0
-        stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 128, sharedMemBytes }, [
+        stream.launch(kernel, { grid: [rows.length, nkv, nh / nkv / gh], block: 32 * ATT_WARPS, sharedMemBytes }, [
           out,
           q,
           dk,
@@ -648,7 +649,7 @@ const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 
 test('tensor-core decode GEMV kernels: float64, every flag, a row the same bits alone, in a batch and on any grid', async (t) => {
   const { tensorGemvSharedBytes } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
-  const [NORM, BIAS, RESID, F32, EMBED] = [1, 2, 4, 8, 16]
+  const { GEMV_NORM: NORM, GEMV_BIAS: BIAS, GEMV_RESID: RESID, GEMV_F32: F32, GEMV_EMBED: EMBED, GM_WARPS } = KERNEL_CONSTANTS
   const eps = 1e-5
   const V = 37
   for (const dtype of ['bf16', 'f16']) {
@@ -688,7 +689,7 @@ test('tensor-core decode GEMV kernels: float64, every flag, a row the same bits 
           const resid = up(flags & RESID ? rowsOf(residN, N, rows) : rowsOf(residK, K, rows), 'f32')
           const xIn = flags & EMBED ? dEmb : up(rowsOf(x, K, rows), dtype)
           const shared = tensorGemvSharedBytes(M <= 8 ? 8 : 16, K, (flags & NORM) !== 0, silu).dynamic
-          stream.launch(kernel(silu, M), { grid: [grid], block: 256, sharedMemBytes: shared }, [
+          stream.launch(kernel(silu, M), { grid: [grid], block: 32 * GM_WARPS, sharedMemBytes: shared }, [
             out,
             resid,
             xIn,

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, CaptureError, CompileError, CudaError, Device, DisposedError, InUseError } from '../dist/index.js'
-import { DECODER_KERNELS_PATH } from '../dist/model/index.js'
+import { DECODER_KERNELS_PATH, decoderCompileOptions } from '../dist/model/index.js'
 import { axpbRef, bf16ToNumber, gemmRef, gpuTest, halfToNumber, KERNELS, numberToBf16, numberToHalf, randomF32, relError } from './helpers.mjs'
 
 const test = gpuTest()
@@ -523,7 +523,8 @@ test('programmatic dependent launch: a chain of kernels that wait on griddepcont
   t.log(`100-kernel chain replay, median of 50 (device time): plain ${times.plain.toFixed(1)} µs, with PDL ${times.pdl.toFixed(1)} µs`)
 })
 
-// A grid barrier as kernels/decoder.cu's grid_barrier: the counter's top bit flips once every block has arrived.
+// A grid barrier: the counter's top bit flips once every block has arrived (block 0 adds 2^31 - (blocks - 1),
+// the others 1), so one counter serves any number of barriers and launches.
 const GRID_BARRIER_KERNEL = `
 __device__ void grid_barrier(unsigned* count) {
   __syncthreads();
@@ -682,7 +683,7 @@ test("NVRTC's output is cached on disk: the same compile loads from the cache an
   const decoder = readFileSync(DECODER_KERNELS_PATH, 'utf8')
   const time = () => {
     const t0 = performance.now()
-    const m = dev.compile(decoder, { name: 'decoder-f16' })
+    const m = dev.compile(decoder, { name: 'decoder-f16', options: decoderCompileOptions('f16') })
     return { cached: m.cached, ms: performance.now() - t0 }
   }
   const a = time()

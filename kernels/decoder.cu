@@ -9,6 +9,14 @@
 // Storage is f16, or bf16 when compiled with -DCG_BF16; arithmetic is f32. Wherever transformers' model
 // classes round to the model's dtype (every op of a bf16 model does), these kernels round too (round_e),
 // so a checkpoint gives transformers' tokens, not merely close logits.
+//
+// The constants the host also reads (GEMV_*, GM_*, ATT_* but MAX_GH, FA_WARPS, FA_SPLIT) come from the host as
+// -D options: lib/model/decoder-kernels.ts is the one place they are written.
+#if !defined(GEMV_WARPS) || !defined(GEMV_ROWS) || !defined(GEMV_CHUNKS) || !defined(GEMV_NORM) || !defined(GEMV_BIAS) || !defined(GEMV_RESID) || \
+    !defined(GEMV_F32) || !defined(GEMV_EMBED) || !defined(GM_WARPS) || !defined(GM_SLOTS) || !defined(ATT_WARPS) || !defined(ATT_KEYS) ||       \
+    !defined(ATT_ROPE) || !defined(ATT_PREFETCH) || !defined(ATT_DOUBLE) || !defined(FA_WARPS) || !defined(FA_SPLIT)
+#error "compile kernels/decoder.cu with decoderCompileOptions (lib/model/decoder-kernels.ts): its constants are -D options"
+#endif
 typedef unsigned short elem_t;
 #define NEG_INF __int_as_float(0xff800000)
 
@@ -349,9 +357,7 @@ __device__ __forceinline__ unsigned ld2(const elem_t* p) { return *(const unsign
 
 // Query heads one attention block takes at most (1, 2 or 4, a divisor of the group: heads per key/value head).
 #define MAX_GH 4
-// An attention block's warps; each walks its own chunks of ATT_KEYS positions.
-#define ATT_WARPS 4
-#define ATT_KEYS 32
+// An attention block has ATT_WARPS warps; each walks its own chunks of ATT_KEYS positions.
 
 // q k^T for 8 keys (the tensor-core attention kernels' score tile): s += the m16n8k16 products of the
 // query fragments qf (KC 16-wide chunks of a head) and keys k8[0..7] ([key][dim] in shared memory), the B
@@ -402,14 +408,11 @@ struct AttentionShared {
 // requests (on an H200, 1b's batch-64 step at context 1024 took 2294 µs with them, 2098 without; batch 1,
 // 978 with, 990 without). attention_mma_heads was slower with them at every size measured (1b batch 1 at
 // context 1024: 1058 against 1012 µs), and runs without.
-#define ATT_ROPE 1
-#define ATT_PREFETCH 2
 // ATT_DOUBLE (attention_mma_heads): two buffers a warp, the next chunk's copies in flight while the warp
 // works on this one (twice the dynamic shared memory); the same bits as one buffer. The host sets it on the
 // same small grids: on an H200, 1b's batch 1 / 2 at context 1024 took 963 / 969 µs a step with it, 1052 /
 // 1065 with one buffer, and 1004 / 1017 with one buffer in twice the shared memory (fewer blocks share a
 // multiprocessor); on a full grid (batch 64) the larger buffers alone cost 3.4%.
-#define ATT_DOUBLE 4
 
 // One block per (token row, key/value head, chunk of GH of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
@@ -887,13 +890,11 @@ ATTENTION_INSTANCES(ATTENTION_MMA_KERNEL)
 // Groups of 16 rows a block (FA_ROWS rows). A causal prompt's last rows see every key, and their blocks
 // set the kernel's time: at 32 rows a block they carry half the work of 64-row blocks, and twice as many
 // blocks, started heaviest first, leave the multiprocessors finishing closer together.
-#define FA_WARPS 2
 #define FA_ROWS (16 * FA_WARPS)
 static_assert(FA_ROWS <= 32, "a pass's rows are a warp's lanes");
-// Warps per 16 rows, each taking its part of every key tile: two halve the heavy blocks' path (on an H200,
+// FA_SPLIT warps per 16 rows, each taking its part of every key tile: two halve the heavy blocks' path (on an H200,
 // four made a 512-token prompt's attention slower: 33.1 against 24.5 µs a layer, and 25.7 against 19.2
 // with the tile loop as it is now).
-#define FA_SPLIT 2
 
 template <int D>
 __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
@@ -1200,14 +1201,6 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
 //   GEMV_EMBED  with GEMV_NORM, the first layer's: the residual rows are the embedding's rows of the
 //               tokens (x is the table [V][K]), which the blocks of the first columns also store into resid;
 //   gemv_silu   columns n and N + n (gate and up) give out[m][n] = silu_mul1 of the two rounded dots.
-#define GEMV_WARPS 8
-#define GEMV_ROWS 4
-#define GEMV_CHUNKS 8
-#define GEMV_NORM 1
-#define GEMV_BIAS 2
-#define GEMV_RESID 4
-#define GEMV_F32 8
-#define GEMV_EMBED 16
 
 // A 16-byte weight load that bypasses L1 (the activations stay there); volatile keeps it before the wait.
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
@@ -1408,8 +1401,6 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // Rings of 6 steps and a block a multiprocessor: on an H200 a 1B model's batch-1 decode step took 820 µs
 // so, against 844 with rings of 4 and two blocks a multiprocessor (which leaves room for the next kernel's
 // block to be resident, copying its first steps' weights, while this one finishes).
-#define GM_WARPS 8
-#define GM_SLOTS 6
 
 template <int MG, bool SILU>
 __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {

@@ -15,7 +15,7 @@ import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
 import type { LaunchConfig, Stream } from '../cuda/stream.js'
 import { check } from '../errors.js'
-import { PACKAGE_ROOT } from '../util/package-root.js'
+import { DECODER_KERNELS_PATH, decoderCompileOptions, KERNEL_CONSTANTS } from './decoder-kernels.js'
 import { type ModelConfig, type ModelName, type ModelOverrides, modelConfig, ropeInvFreq } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
 import { type LocalDims, localDims, type Shard, type WeightSpec, WHOLE, weightLayout } from './weight-layout.js'
@@ -154,9 +154,6 @@ export interface Weight {
   readonly buffer: DeviceBuffer<ModelDType>
   readonly shape: readonly [number] | readonly [number, number]
 }
-
-/** Where the kernels' source ships in the package. */
-export const DECODER_KERNELS_PATH = join(PACKAGE_ROOT, 'kernels', 'decoder.cu')
 
 type Buf = DeviceBuffer<ModelDType>
 
@@ -335,7 +332,7 @@ export class DecoderModel {
     DecoderModel.#modules.set(device, compiled)
     const hit = compiled[dtype]
     if (hit !== undefined) return hit
-    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: dtype === 'bf16' ? ['-DCG_BF16'] : [] })
+    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: decoderCompileOptions(dtype) })
     compiled[dtype] = module
     return module
   }
@@ -682,7 +679,7 @@ export class DecoderModel {
       const tiles = ceilDiv(g.n, 16)
       launch = {
         grid: ceilDiv(tiles, ceilDiv(tiles, this.#multiprocessors)),
-        block: 32 * TENSOR_GEMV_WARPS,
+        block: 32 * GM_WARPS,
         sharedMemBytes: tensorGemvSharedBytes(width, g.k, g.norm !== undefined, g.silu === true).dynamic,
         programmaticDependentLaunch,
       }
@@ -720,16 +717,27 @@ export class DecoderModel {
 
 // out, resid, x, W, norm_w, bias, tokens, vocab, N, K, M, eps, flags
 const GEMV_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32'] as const
-/** Output columns and token rows a GEMV block takes (GEMV_WARPS, GEMV_ROWS in kernels/decoder.cu), and its flags. */
-const GEMV_WARPS = 8
-const GEMV_ROWS = 4
-const GEMV_NORM = 1
-const GEMV_BIAS = 2
-const GEMV_RESID = 4
-const GEMV_F32 = 8
-const GEMV_EMBED = 16
-/** The widest input a decode GEMV takes: 8 elements a 16-byte chunk, GEMV_CHUNKS (8) chunks a lane, 32 lanes. */
-const GEMV_MAX_WIDTH = 2048
+const {
+  GEMV_WARPS,
+  GEMV_ROWS,
+  GEMV_CHUNKS,
+  GEMV_NORM,
+  GEMV_BIAS,
+  GEMV_RESID,
+  GEMV_F32,
+  GEMV_EMBED,
+  GM_WARPS,
+  GM_SLOTS,
+  ATT_WARPS,
+  ATT_KEYS,
+  ATT_ROPE,
+  ATT_PREFETCH,
+  ATT_DOUBLE,
+  FA_WARPS,
+  FA_SPLIT,
+} = KERNEL_CONSTANTS
+/** The widest input a CUDA-core decode GEMV takes, elements: 8 a 16-byte chunk, GEMV_CHUNKS chunks a lane, 32 lanes. */
+const GEMV_MAX_WIDTH = 8 * GEMV_CHUNKS * 32
 /**
  * Multiply-adds of a full decode batch past which cuBLAS's tensor cores win: on an H200, `small`'s decode
  * step in a graph took 118 µs with the GEMVs against 172 with cuBLAS at batch 1, 176 against 178 at 16, 208
@@ -758,13 +766,6 @@ interface GemvCall {
 const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`
 
 /**
- * A `'tensor-cores'` GEMV block's warps and each warp's ring of weight tiles in flight (GM_WARPS and
- * GM_SLOTS in kernels/decoder.cu): 6 steps of one tile, or 3 of gate/up's two.
- */
-const TENSOR_GEMV_WARPS = 8
-const TENSOR_GEMV_SLOTS = 6
-
-/**
  * A `'tensor-cores'` GEMV's shared memory for `rows` (8 or 16) token rows of width `k`, bytes: each
  * warp's ring (16-byte pieces a lane a step: 4 a weight tile, and 2 a group of 8 token rows unless the
  * rows are normalized in the prologue), the normalized rows (`k + 32` elements each), and the warps'
@@ -772,9 +773,9 @@ const TENSOR_GEMV_SLOTS = 6
  */
 export function tensorGemvSharedBytes(rows: number, k: number, norm: boolean, silu: boolean): { dynamic: number; total: number } {
   const tiles = silu ? 2 : 1
-  const ring = TENSOR_GEMV_WARPS * (TENSOR_GEMV_SLOTS / tiles) * (4 * tiles + (norm ? 0 : rows / 4)) * 32 * 16
+  const ring = GM_WARPS * (GM_SLOTS / tiles) * (4 * tiles + (norm ? 0 : rows / 4)) * 32 * 16
   const dynamic = ring + (norm ? rows * (k + 32) * 2 : 0)
-  return { dynamic, total: dynamic + TENSOR_GEMV_WARPS * tiles * (rows / 2) * 32 * 4 }
+  return { dynamic, total: dynamic + GM_WARPS * tiles * (rows / 2) * 32 * 4 }
 }
 
 const tensorGemvRule = "every projection's input width a multiple of 64, compute capability 8.0+, and a block's rings and 16 normalized rows in shared memory"
@@ -828,21 +829,14 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
 }
 
 /** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
-const PREFILL_ATTENTION_ROWS = 32
-/** Its threads: two warps for each 16 rows (32 * FA_WARPS * FA_SPLIT). */
-const PREFILL_ATTENTION_THREADS = 128
+const PREFILL_ATTENTION_ROWS = 16 * FA_WARPS
+/** Its threads: FA_SPLIT warps for each 16 rows. */
+const PREFILL_ATTENTION_THREADS = 32 * FA_WARPS * FA_SPLIT
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
 // out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen, scale
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
-/** Attention's flags (ATT_ROPE, ATT_PREFETCH, ATT_DOUBLE in kernels/decoder.cu). */
-const ATT_ROPE = 1
-const ATT_PREFETCH = 2
-const ATT_DOUBLE = 4
-/** A decode attention block's warps, and the positions of a warp's chunk (ATT_WARPS, ATT_KEYS). */
-const ATT_WARPS = 4
-const ATT_KEYS = 32
 
 /**
  * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
@@ -872,7 +866,7 @@ export function decodeAttentionMma(device: DeviceLimits, config: ModelConfig): b
 
 /**
  * Dynamic shared memory of the tensor-core attention kernels of head-size bound `bound` (64 or 128), in
- * bytes: each of the ATT_WARPS warps' key and value buffers, ATT_KEYS (32) rows of `bound` + 8 elements
+ * bytes: each of the ATT_WARPS warps' key and value buffers, ATT_KEYS rows of `bound` + 8 elements
  * (twice that with ATT_DOUBLE).
  */
 export function attentionMmaSharedBytes(bound: number): number {

@@ -7,8 +7,8 @@
 
 export { StopMatcher } from '../util/stop-matcher.js'
 export { type Checkpoint, type CheckpointTensor, type LoadOptions, type LoadProgress, type LoadStats, loadDecoder, readCheckpoint } from './checkpoint.js'
+export { DECODER_KERNELS_PATH, decoderCompileOptions, KERNEL_CONSTANTS } from './decoder-kernels.js'
 export {
-  DECODER_KERNELS_PATH,
   type DecodeAttention,
   type DecodeGemv,
   DecoderModel,

@@ -1,0 +1,55 @@
+/**
+ * The decoder kernels' source and the constants it shares with the host. kernels/decoder.cu reads them as
+ * macros, and this is the one place they are written: every compile passes them as -D options
+ * ({@link decoderCompileOptions}), and the source stops with #error without them.
+ */
+
+import { join } from 'node:path'
+import { PACKAGE_ROOT } from '../util/package-root.js'
+
+/** Where the kernels' source ships in the package. */
+export const DECODER_KERNELS_PATH = join(PACKAGE_ROOT, 'kernels', 'decoder.cu')
+
+/** The kernels' compile-time constants, by their macro names in kernels/decoder.cu. */
+export const KERNEL_CONSTANTS = {
+  /** CUDA-core decode GEMV: output columns a block takes, a warp each. */
+  GEMV_WARPS: 8,
+  /** CUDA-core decode GEMV: token rows a block takes. */
+  GEMV_ROWS: 4,
+  /** CUDA-core decode GEMV: 16-byte chunks of a row a lane holds in registers (its widest input: 8 * 32 of them, elements). */
+  GEMV_CHUNKS: 8,
+  /** Decode GEMV flag: x is the residual stream's RMSNorm, computed in the prologue. */
+  GEMV_NORM: 1,
+  /** Decode GEMV flag: a bias added before rounding. */
+  GEMV_BIAS: 2,
+  /** Decode GEMV flag: the result is added to the residual stream instead of stored. */
+  GEMV_RESID: 4,
+  /** Decode GEMV flag: the output is f32, unrounded (the LM head's logits). */
+  GEMV_F32: 8,
+  /** Decode GEMV flag: with GEMV_NORM, the residual rows are the tokens' embedding rows (the first layer). */
+  GEMV_EMBED: 16,
+  /** Tensor-core decode GEMV: warps a block. */
+  GM_WARPS: 8,
+  /** Tensor-core decode GEMV: steps of a warp's ring of weight tiles in flight (gate/up's two tiles a step take two). */
+  GM_SLOTS: 6,
+  /** Decode attention: warps a block. */
+  ATT_WARPS: 4,
+  /** Decode attention: key positions of a warp's chunk. */
+  ATT_KEYS: 32,
+  /** Decode attention flag: rotate and store the rows' new queries and keys (a decode step). */
+  ATT_ROPE: 1,
+  /** Decode attention flag (CUDA-core kernels): pull each row's cached keys and values into L2 first. */
+  ATT_PREFETCH: 2,
+  /** Decode attention flag (tensor-core kernels): two buffers a warp, the next chunk in flight. */
+  ATT_DOUBLE: 4,
+  /** Flash prefill attention: groups of 16 token rows a block. */
+  FA_WARPS: 2,
+  /** Flash prefill attention: warps splitting each group's key tiles. */
+  FA_SPLIT: 2,
+} as const
+
+/** NVRTC's options for the kernels in `dtype` (`'f16'` or `'bf16'`): each constant as -DNAME=value, and -DCG_BF16 for bf16. */
+export function decoderCompileOptions(dtype: 'f16' | 'bf16'): string[] {
+  const defines = Object.entries(KERNEL_CONSTANTS).map(([name, value]) => `-D${name}=${value}`)
+  return dtype === 'bf16' ? [...defines, '-DCG_BF16'] : defines
+}
