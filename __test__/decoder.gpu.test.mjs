@@ -422,7 +422,15 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
         ]
         // 16 FA_WARPS rows a block, FA_SPLIT warps each 16.
         const { FA_WARPS, FA_SPLIT } = KERNEL_CONSTANTS
-        stream.launch(kernel, { grid: [nh, Math.ceil(T / (16 * FA_WARPS))], block: 32 * FA_WARPS * FA_SPLIT }, [...args, T, nh, nkv, hd, maxSeq, 1 / Math.sqrt(hd)])
+        stream.launch(kernel, { grid: [nh, Math.ceil(T / (16 * FA_WARPS))], block: 32 * FA_WARPS * FA_SPLIT }, [
+          ...args,
+          T,
+          nh,
+          nkv,
+          hd,
+          maxSeq,
+          1 / Math.sqrt(hd),
+        ])
         stream.synchronize()
         return out.download()
       }
