@@ -16,7 +16,7 @@ export const KERNEL_CONSTANTS = {
   GEMV_WARPS: 8,
   /** CUDA-core decode GEMV: token rows a block takes. */
   GEMV_ROWS: 4,
-  /** CUDA-core decode GEMV: 16-byte chunks of a row a lane holds in registers (its widest input: 8 * 32 of them, elements). */
+  /** CUDA-core decode GEMV: 16-byte chunks of a weight row a lane holds in registers (so its widest input is 8 x 32 x this, elements). */
   GEMV_CHUNKS: 8,
   /** Decode GEMV flag: x is the residual stream's RMSNorm, computed in the prologue. */
   GEMV_NORM: 1,
