@@ -6,6 +6,7 @@
 
 import { join } from 'node:path'
 import { PACKAGE_ROOT } from '../util/package-root.js'
+import type { ModelDType } from './decoder-model.js'
 
 /** Where the kernels' source ships in the package. */
 export const DECODER_KERNELS_PATH = join(PACKAGE_ROOT, 'kernels', 'decoder.cu')
@@ -48,8 +49,8 @@ export const KERNEL_CONSTANTS = {
   FA_SPLIT: 2,
 } as const
 
-/** NVRTC's options for the kernels in `dtype` (`'f16'` or `'bf16'`): each constant as -DNAME=value, and -DCG_BF16 for bf16. */
-export function decoderCompileOptions(dtype: 'f16' | 'bf16'): string[] {
+/** NVRTC's options for the kernels in `dtype`: each constant as -DNAME=value, and -DCG_BF16 for bf16. */
+export function decoderCompileOptions(dtype: ModelDType): string[] {
   const defines = Object.entries(KERNEL_CONSTANTS).map(([name, value]) => `-D${name}=${value}`)
   return dtype === 'bf16' ? [...defines, '-DCG_BF16'] : defines
 }
