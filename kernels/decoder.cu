@@ -1381,20 +1381,23 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // most 8 * MG token rows and any K % 64 == 0, on m16n8k16 MMAs with the weights as the A operand (16
 // output columns) and the token rows as B (8 a group). A block of GM_WARPS warps takes tiles of 16 output
 // columns (gemv_mma_silu: 16 gate and the 16 matching up columns), tile blockIdx.x, + gridDim.x, ...;
-// each warp takes the tile's 64-wide chunks warp, warp + GM_WARPS, ... of K, a chunk a step. A lane
-// copies 16 bytes at offsets 8 (lane % 4) and 32 + 8 (lane % 4) of a chunk from weight rows lane / 4 and
-// + 8, and the same offsets of token row lane / 4 (8 j + lane / 4 for group j): MMA k index 2 i (+ 1) of
-// lane i is the lane's element 2 i (+ 1) of its 16 bytes, in A and B alike, so the MMAs sum every product
-// of the chunk, with no shuffles and whole 32-byte sectors.
-// The copies are cp.async into a ring of GM_SLOTS / A steps a warp in shared memory, each lane reading
-// back only what it copied (so no barrier): the first steps' weights are issued before
-// griddepcontrol.wait (they stream in while the previous kernel finishes, where its blocks leave room for
-// this one's), their x after it, each step's in its own commit group in that order, so waiting for all
-// but the newest S - 1 groups finds step q whole. With GEMV_NORM, x is the block's normalized rows in
-// shared memory instead (a warp a row, gemv_norm_row). The warps' partial sums meet in shared memory and
-// are summed in warp order. Every order depends on K alone, and a token
-// row's MMAs read only that row: a row's bits depend on neither M nor the other rows (nor MG, nor the
-// grid), so a request gets the same tokens alone or in any decode batch of at most 8 * MG rows.
+// each warp takes the tile's 64-wide chunks warp, warp + GM_WARPS, ... of K, a chunk a step. Lane (g, t) =
+// (lane / 4, lane % 4) takes the 16 bytes at offsets 8 t and 32 + 8 t of a chunk from weight rows g and
+// g + 8 and from token row g (8 j + g for group j): MMA k index 2 i (+ 1) of lane i is the lane's element
+// 2 i (+ 1) of its 16 bytes, in A and B alike, so the MMAs sum every product of the chunk, with no shuffles.
+// The copies are cp.async into a ring of GM_SLOTS / A steps a warp in shared memory, made by the warp as
+// whole 128-byte lines (a copy instruction takes 4 rows' chunks, 8 lanes a row), not by each lane for its
+// own fragments: lanes copying their own 16-byte pieces ask for each line in two halves, and on an H200
+// that cost 1b's whole decode step 1.3% at batch 1 and 2.1% at batch 8 (762.7 against 772.6, 807.3
+// against 824.5 µs, the same run, the same bits). A warp barrier makes the lines its lanes copied visible to all (cp.async's wait
+// covers the thread's own copies only), and one before each step's copies keeps them off a slot still being
+// read. The first steps' weights are issued before griddepcontrol.wait (they stream in while the previous
+// kernel finishes, where its blocks leave room for this one's), their x after it, each step's in its own
+// commit group in that order, so waiting for all but the newest S - 1 groups finds step q whole. With
+// GEMV_NORM, x is the block's normalized rows in shared memory instead (a warp a row, gemv_norm_row). The
+// warps' partial sums meet in shared memory and are summed in warp order. Every order depends on K alone,
+// and a token row's MMAs read only that row: a row's bits depend on neither M nor the other rows (nor MG,
+// nor the grid), so a request gets the same tokens alone or in any decode batch of at most 8 * MG rows.
 // Dynamic shared memory: the rings, GM_WARPS * S * (4 A + (GEMV_NORM ? 0 : 2 MG)) 16-byte pieces a lane,
 // then with GEMV_NORM 8 MG rows of K + 32 elements (the pad puts a warp's fragment loads in distinct banks).
 // Rings of 6 steps and a block a multiprocessor: on an H200 a 1B model's batch-1 decode step took 820 µs
@@ -1411,7 +1414,11 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const bool norm = flags & GEMV_NORM;
   const int per = 4 * A + (norm ? 0 : 2 * MG);  // 16-byte pieces a lane copies a step
-  uint4* ring = smem + warp * S * per * 32 + lane;
+  uint4* const wring = smem + warp * S * per * 32;
+  // Where a weight row's 16-byte unit sits in a step's slot: row-major, 8 units (a 128-byte chunk) a row, the
+  // halves of odd rows swapped, so the 8 lanes of a quarter-warp reading rows g, g + 1 at units t (or t + 4)
+  // hit distinct banks.
+  auto wunit = [](int r, int u) { return 8 * r + (u ^ ((r & 1) << 2)); };
   elem_t* xs = (elem_t*)(smem + GM_WARPS * S * per * 32);
   const int chunks = K >> 6, tiles = (N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
   const int total = (blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0) * steps;
@@ -1420,38 +1427,37 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
     n0 = (blockIdx.x + q / steps * gridDim.x) * 16;
     c = warp + GM_WARPS * (q % steps);
   };
-  // Step q's weights (pieces 0 .. 4 A) into its slot; none past the last step.
+  // Step q's weights into its slot (units 0 .. 128 A), none past the last step: copy i takes rows 4 i + lane / 8,
+  // unit lane % 8 of the chunk, unit u of row r landing at wunit(r, u).
   auto issue_w = [&](int q) {
     if (q >= total) return;
     int n0, c;
     where(q, n0, c);
     const bool ok = c < chunks;
-    const int n1 = n0 + g < N ? n0 + g : 0, n2 = n0 + g + 8 < N ? n0 + g + 8 : 0;
-    uint4* d = ring + (q % S) * per * 32;
+    uint4* d = wring + (q % S) * per * 32;
 #pragma unroll
-    for (int a = 0; a < A; a++) {
-      const elem_t* p1 = W + (long long)(n1 + a * N) * K + (ok ? 64 * c + 8 * t : 0);
-      const elem_t* p2 = W + (long long)(n2 + a * N) * K + (ok ? 64 * c + 8 * t : 0);
-      cp_async16(d + (4 * a) * 32, p1, ok);
-      cp_async16(d + (4 * a + 1) * 32, p1 + 32, ok);
-      cp_async16(d + (4 * a + 2) * 32, p2, ok);
-      cp_async16(d + (4 * a + 3) * 32, p2 + 32, ok);
-    }
+    for (int a = 0; a < A; a++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int r = 4 * i + (lane >> 3), u = lane & 7, n = n0 + r < N ? n0 + r : 0;
+        cp_async16(d + 128 * a + wunit(r, u), W + (long long)(n + a * N) * K + (ok ? 64 * c + 8 * u : 0), ok);
+      }
   };
-  // Step q's token rows (pieces 4 A ..), zeros past M; none with GEMV_NORM.
+  // Step q's token rows (units 128 A ..: group j's 8 rows as the weights' first 8), zeros past M; none with
+  // GEMV_NORM.
   auto issue_x = [&](int q) {
     if (q >= total || norm) return;
     int n0, c;
     where(q, n0, c);
-    uint4* d = ring + (q % S) * per * 32 + 4 * A * 32;
+    uint4* d = wring + (q % S) * per * 32 + 128 * A;
 #pragma unroll
-    for (int j = 0; j < MG; j++) {
-      const int m = 8 * j + g;
-      const bool ok = c < chunks && m < M;
-      const elem_t* p = x + (ok ? (long long)m * K + 64 * c + 8 * t : 0);
-      cp_async16(d + (2 * j) * 32, p, ok);
-      cp_async16(d + (2 * j + 1) * 32, p + 32, ok);
-    }
+    for (int j = 0; j < MG; j++)
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const int r = 4 * i + (lane >> 3), u = lane & 7, m = 8 * j + r;
+        const bool ok = c < chunks && m < M;
+        cp_async16(d + 64 * j + wunit(r, u), x + (ok ? (long long)m * K + 64 * c + 8 * u : 0), ok);
+      }
   };
 #pragma unroll
   for (int q = 0; q < S - 1; q++) {
@@ -1491,10 +1497,12 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
 #pragma unroll
     for (int j = 0; j < MG; j++) acc[a][j][0] = acc[a][j][1] = acc[a][j][2] = acc[a][j][3] = 0.f;
   for (int q = 0; q < total; q++) {
+    __syncwarp();  // every lane is done reading the slot step q + S - 1 takes
     issue_w(q + S - 1);
     issue_x(q + S - 1);
     cp_async_commit();
     cp_async_wait_group<S - 1>();
+    __syncwarp();  // step q's weights, copied by the warp's other lanes too, are visible to all
     int n0, c;
     where(q, n0, c);
     if ((flags & GEMV_RESID) && q % steps == 0) {
@@ -1505,13 +1513,13 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
       }
     }
     if (c < chunks) {
-      const uint4* d = ring + (q % S) * per * 32;
+      const uint4* d = wring + (q % S) * per * 32;
 #pragma unroll
       for (int j = 0; j < MG; j++) {
         uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
         if (!norm) {
-          x0 = d[(4 * A + 2 * j) * 32];
-          x1 = d[(4 * A + 2 * j + 1) * 32];
+          x0 = d[128 * A + 64 * j + wunit(g, t)];
+          x1 = d[128 * A + 64 * j + wunit(g, t + 4)];
         } else if (8 * j + g < M) {
           const uint4* p = (const uint4*)(xs + (8 * j + g) * (K + 32) + 64 * c + 8 * t);
           x0 = p[0];
@@ -1519,7 +1527,8 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
         }
 #pragma unroll
         for (int a = 0; a < A; a++) {
-          const uint4 w0 = d[(4 * a) * 32], w1 = d[(4 * a + 1) * 32], w2 = d[(4 * a + 2) * 32], w3 = d[(4 * a + 3) * 32];
+          const uint4* wa = d + 128 * a;
+          const uint4 w0 = wa[wunit(g, t)], w1 = wa[wunit(g, t + 4)], w2 = wa[wunit(g + 8, t)], w3 = wa[wunit(g + 8, t + 4)];
           mma16816(acc[a][j], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
           mma16816(acc[a][j], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
           mma16816(acc[a][j], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
