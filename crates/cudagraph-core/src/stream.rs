@@ -396,16 +396,19 @@ impl Stream {
             // SAFETY: an all-zero value is a valid (empty) attribute value; the one field it uses is set next.
             value: unsafe { std::mem::zeroed() },
         };
-        let mut attrs = Vec::with_capacity(2);
+        // The attributes set go first; an array, not a Vec, so an eager launch allocates nothing.
+        let mut attrs =
+            [attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_IGNORE), attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_IGNORE)];
+        let mut n = 0;
         if cfg.programmatic {
-            let mut a = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
-            a.value.programmaticStreamSerializationAllowed = 1;
-            attrs.push(a);
+            attrs[n] = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            attrs[n].value.programmaticStreamSerializationAllowed = 1;
+            n += 1;
         }
         if cfg.cooperative {
-            let mut a = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
-            a.value.cooperative = 1;
-            attrs.push(a);
+            attrs[n] = attr(sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
+            attrs[n].value.cooperative = 1;
+            n += 1;
         }
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid[0],
@@ -417,7 +420,7 @@ impl Stream {
             sharedMemBytes: cfg.shared_mem_bytes,
             hStream: self.raw(),
             attrs: attrs.as_mut_ptr(),
-            numAttrs: attrs.len() as u32,
+            numAttrs: n as u32,
         };
         // SAFETY: the config and its attributes outlive the call; params as in `launch`.
         unsafe { sys::cuLaunchKernelEx(&config, kernel.func, params.as_mut_ptr(), std::ptr::null_mut()) }.check("cuLaunchKernelEx")
