@@ -112,6 +112,11 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 v) {
     f[2 * e + 1] = to_f((elem_t)(u[e] >> 16));
   }
 }
+// Eight adjacent floats (two float4) into f.
+__device__ __forceinline__ void load8f(float (&f)[8], const float4* p) {
+  const float4 a = p[0], b = p[1];
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
 __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return make_uint4(pack2(from_f(f[0]), from_f(f[1])), pack2(from_f(f[2]), from_f(f[3])), pack2(from_f(f[4]), from_f(f[5])), pack2(from_f(f[6]), from_f(f[7])));
 }
@@ -142,10 +147,10 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   float ss = 0.f;
   auto add = [&](int j, float(&v)[8]) {
     const uint4 d = src[j];
-    const float4 a = embed ? float4{} : rrow[2 * j], b = embed ? float4{} : rrow[2 * j + 1];
+    float o[8];
+    if (!embed) load8f(o, rrow + 2 * j);
     unpack8(v, d);
     if (!embed) {
-      const float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
       for (int e = 0; e < 8; e++) v[e] = round_e(o[e] + v[e]);
     }
@@ -170,9 +175,8 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   };
   if (mine) norm(c, r, wf);
   for (int j = c + n; j < chunks; j += n) {
-    const float4 a = rrow[2 * j], b = rrow[2 * j + 1];
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    float f[8];
+    float v[8], f[8];
+    load8f(v, rrow + 2 * j);
     unpack8(f, ((const uint4*)w)[j]);
     norm(j, v, f);
   }
@@ -1210,12 +1214,11 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
 
 // acc plus the dot product of 8 packed elements of w and x, in element order.
 __device__ __forceinline__ float dot8(float acc, const uint4 w, const uint4 x) {
-  const unsigned a[4] = {w.x, w.y, w.z, w.w}, b[4] = {x.x, x.y, x.z, x.w};
+  float a[8], b[8];
+  unpack8(a, w);
+  unpack8(b, x);
 #pragma unroll
-  for (int e = 0; e < 4; e++) {
-    acc = fmaf(to_f((elem_t)(a[e] & 0xffff)), to_f((elem_t)(b[e] & 0xffff)), acc);
-    acc = fmaf(to_f((elem_t)(a[e] >> 16)), to_f((elem_t)(b[e] >> 16)), acc);
-  }
+  for (int e = 0; e < 8; e++) acc = fmaf(a[e], b[e], acc);
   return acc;
 }
 
