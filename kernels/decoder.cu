@@ -1385,22 +1385,22 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // output columns) and the token rows as B (8 a group). A block of GM_WARPS warps takes tiles of 16 output
 // columns (gemv_mma_silu: 16 gate and the 16 matching up columns), tile blockIdx.x, + gridDim.x, ...;
 // each warp takes the tile's 64-wide chunks warp, warp + GM_WARPS, ... of K, a chunk a step. Lane (g, t) =
-// (lane / 4, lane % 4) takes the 16 bytes at offsets 8 t and 32 + 8 t of a chunk from weight rows g and
-// g + 8 and from token row g (8 j + g for group j): MMA k index 2 i (+ 1) of lane i is the lane's element
-// 2 i (+ 1) of its 16 bytes, in A and B alike, so the MMAs sum every product of the chunk, with no shuffles.
-// The copies are cp.async into a ring of GM_SLOTS / A steps a warp in shared memory, made by the warp as
-// whole 128-byte lines (a copy instruction takes 4 rows' chunks, 8 lanes a row), not by each lane for its
-// own fragments: lanes copying their own 16-byte pieces ask for each line in two halves, and on an H200
-// that cost 1b's whole decode step 1.3% at batch 1 and 2.1% at batch 8 (762.7 against 772.6, 807.3
-// against 824.5 µs, the same run, the same bits). A warp barrier makes the lines its lanes copied visible to all (cp.async's wait
-// covers the thread's own copies only), and one before each step's copies keeps them off a slot still being
-// read. The first steps' weights are issued before griddepcontrol.wait (they stream in while the previous
-// kernel finishes, where its blocks leave room for this one's), their x after it, each step's in its own
-// commit group in that order, so waiting for all but the newest S - 1 groups finds step q whole. With
-// GEMV_NORM, x is the block's normalized rows in shared memory instead (a warp a row, gemv_norm_row). The
-// warps' partial sums meet in shared memory and are summed in warp order. Every order depends on K alone,
-// and a token row's MMAs read only that row: a row's bits depend on neither M nor the other rows (nor MG,
-// nor the grid), so a request gets the same tokens alone or in any decode batch of at most 8 * MG rows.
+// (lane / 4, lane % 4) takes the 16 bytes at offsets 8 t and 32 + 8 t of a chunk from weight rows g and g + 8
+// and from token row g (8 j + g for group j): MMA k index 2 i (+ 1) of lane i is the lane's element 2 i (+ 1)
+// of its 16 bytes, in A and B alike, so the MMAs sum every product of the chunk, with no shuffles. The copies
+// are cp.async into a ring of GM_SLOTS / A steps a warp in shared memory, made by the warp as whole 128-byte
+// lines (a copy instruction takes 4 rows' chunks, 8 lanes a row), not by each lane for its own fragments:
+// lanes copying their own 16-byte pieces ask for each line in two halves, and on an H200 that cost 1b's whole
+// decode step 1.3% at batch 1 and 2.1% at batch 8 (762.7 against 772.6, 807.3 against 824.5 µs, the same run,
+// the same bits). A warp barrier makes the lines its lanes copied visible to all (cp.async's wait covers the
+// thread's own copies only), and one before each step's copies keeps them off a slot still being read. The
+// first steps' weights are issued before griddepcontrol.wait (they stream in while the previous kernel
+// finishes, where its blocks leave room for this one's), their x after it, each step's in its own commit
+// group in that order, so waiting for all but the newest S - 1 groups finds step q whole. With GEMV_NORM, x
+// is the block's normalized rows in shared memory instead (a warp a row, gemv_norm_row). The warps' partial
+// sums meet in shared memory and are summed in warp order. Every order depends on K alone, and a token row's
+// MMAs read only that row: a row's bits depend on neither M nor the other rows (nor MG, nor the grid), so a
+// request gets the same tokens alone or in any decode batch of at most 8 * MG rows.
 // Dynamic shared memory: the rings, GM_WARPS * S * (4 A + (GEMV_NORM ? 0 : 2 MG)) 16-byte pieces a lane,
 // then with GEMV_NORM 8 MG rows of K + 32 elements (the pad puts a warp's fragment loads in distinct banks).
 // Rings of 6 steps and a block a multiprocessor: on an H200 a 1B model's batch-1 decode step took 820 µs
@@ -1417,7 +1417,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const bool norm = flags & GEMV_NORM;
   const int per = 4 * A + (norm ? 0 : 2 * MG);  // 16-byte pieces a lane copies a step
-  uint4* const wring = smem + warp * S * per * 32;
+  uint4* const wring = smem + warp * S * per * 32;  // this warp's ring
   // Where a weight row's 16-byte unit sits in a step's slot: row-major, 8 units (a 128-byte chunk) a row, the
   // halves of odd rows swapped, so the 8 lanes of a quarter-warp reading rows g, g + 1 at units t (or t + 4)
   // hit distinct banks.
