@@ -38,8 +38,10 @@ __device__ __forceinline__ elem_t from_f(float f) {
   return h;
 }
 #endif
-// Two elements in one 32-bit word, lo first (memory order).
+// Two elements in one 32-bit word, lo first (memory order); lo_f and hi_f read them back as floats.
 __device__ __forceinline__ unsigned pack2(elem_t lo, elem_t hi) { return (unsigned)lo | ((unsigned)hi << 16); }
+__device__ __forceinline__ float lo_f(unsigned u) { return to_f((elem_t)(u & 0xffff)); }
+__device__ __forceinline__ float hi_f(unsigned u) { return to_f((elem_t)(u >> 16)); }
 // f rounded to the storage type and back.
 __device__ __forceinline__ float round_e(float f) { return to_f(from_f(f)); }
 
@@ -108,8 +110,8 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 v) {
   const unsigned u[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
   for (int e = 0; e < 4; e++) {
-    f[2 * e] = to_f((elem_t)(u[e] & 0xffff));
-    f[2 * e + 1] = to_f((elem_t)(u[e] >> 16));
+    f[2 * e] = lo_f(u[e]);
+    f[2 * e + 1] = hi_f(u[e]);
   }
 }
 // Eight adjacent floats (two float4) into f.
@@ -621,8 +623,8 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
         float k[8];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-          k[2 * e] = to_f((elem_t)(w[e] & 0xffff));
-          k[2 * e + 1] = to_f((elem_t)(w[e] >> 16));
+          k[2 * e] = lo_f(w[e]);
+          k[2 * e + 1] = hi_f(w[e]);
         }
 #pragma unroll
         for (int g = 0; g < GH; g++) {
@@ -669,7 +671,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
           const unsigned int w[4] = {vr[i][ds].x, vr[i][ds].y, vr[i][ds].z, vr[i][ds].w};
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            const float v0 = to_f((elem_t)(w[e] & 0xffff)), v1 = to_f((elem_t)(w[e] >> 16));
+            const float v0 = lo_f(w[e]), v1 = hi_f(w[e]);
 #pragma unroll
             for (int g = 0; g < GH; g++) {
               o[g][ds][2 * e] += pj[g] * v0;
@@ -1268,7 +1270,7 @@ __device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, con
   auto slice = [&](int i) {
     if (!embed) return r[i];
     const uint2 v = e[i];
-    return make_float4(to_f((elem_t)(v.x & 0xffff)), to_f((elem_t)(v.x >> 16)), to_f((elem_t)(v.y & 0xffff)), to_f((elem_t)(v.y >> 16)));
+    return make_float4(lo_f(v.x), hi_f(v.x), lo_f(v.y), hi_f(v.y));
   };
   float ss = 0.f;
   for (int i0 = lane; i0 < n4; i0 += 32 * B) {
@@ -1299,7 +1301,7 @@ __device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, con
       const float x[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
       float y[4];
 #pragma unroll
-      for (int e = 0; e < 4; e++) y[e] = round_e(x[e] * f) * to_f((elem_t)(e & 1 ? a[e >> 1] >> 16 : a[e >> 1] & 0xffff));
+      for (int e = 0; e < 4; e++) y[e] = round_e(x[e] * f) * (e & 1 ? hi_f(a[e >> 1]) : lo_f(a[e >> 1]));
       *(uint2*)(dst + 4 * i) = make_uint2(pack2(from_f(y[0]), from_f(y[1])), pack2(from_f(y[2]), from_f(y[3])));
     }
   }
