@@ -1407,7 +1407,9 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // then with GEMV_NORM 8 MG rows of K + 32 elements (the pad puts a warp's fragment loads in distinct banks).
 // Rings of 6 steps and a block a multiprocessor: on an H200 a 1B model's batch-1 decode step took 820 µs
 // so, against 844 with rings of 4 and two blocks a multiprocessor (which leaves room for the next kernel's
-// block to be resident, copying its first steps' weights, while this one finishes).
+// block to be resident, copying its first steps' weights, while this one finishes); remeasured with 128
+// registers and rings of 3, 872.5 against 761.5: the block scheduler then puts two blocks of one kernel (o,
+// down) on some multiprocessors, which run them 40-45% longer (docs/architecture.md).
 
 template <int MG, bool SILU>
 __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
