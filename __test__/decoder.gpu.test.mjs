@@ -11,11 +11,14 @@ import { bf16ToNumber, gpuTest, halfToNumber, numberToBf16, numberToHalf, relErr
 
 const test = gpuTest()
 
-function setup(t, { slots = 8, mode = 'FULL', model: spec = 'tiny', maxSeqLen = 128, maxPrefillTokens = 64, prefillAttention, decodeGemv } = {}) {
+function setup(
+  t,
+  { slots = 8, mode = 'FULL', model: spec = 'tiny', dtype, maxSeqLen = 128, maxPrefillTokens = 64, prefillAttention, decodeGemv, decodeChain } = {},
+) {
   const dev = Device.open(0)
   const stream = dev.createStream()
   stream.prepareBlas()
-  const model = DecoderModel.create(dev, stream, { model: spec, seed: 3, slots, maxSeqLen, prefillAttention, decodeGemv })
+  const model = DecoderModel.create(dev, stream, { model: spec, dtype, seed: 3, slots, maxSeqLen, prefillAttention, decodeGemv, decodeChain })
   const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: slots, maxCaptureSize: 64 } })
   const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
   const graph = new DecoderRunner(model, mgr, { maxPrefillTokens, maxBatch: slots })
@@ -181,6 +184,38 @@ test('CUDA-core decode GEMVs: a batch of 11 gives each request what it gets alon
   fusedDecodeMatches(t, 'cuda-cores'))
 test('tensor-core decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match cuBLAS', (t) =>
   fusedDecodeMatches(t, 'tensor-cores'))
+
+// The layer chain (o, gate/up, down and the next q/k/v in one kernel, two warps a block streaming the
+// weights) against the same tensor-core GEMVs launched one by one: the same logits, bit for bit, for
+// requests of different lengths (small: K = 256 gives 4 of 8 warps a chunk, the MLP's 768 12; 16 to 256
+// tiles on every multiprocessor, so blocks without tiles in an op), in f16 and bf16, and graph == eager.
+// (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
+test('layer chain: the logits of separate tensor-core GEMVs, bit for bit; graph equals eager', async (t) => {
+  if (Device.open(0).computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
+  for (const dtype of ['f16', 'bf16']) {
+    const chained = setup(t, { slots: 64, model: 'small', dtype })
+    const separate = setup(t, { slots: 64, model: 'small', dtype, decodeChain: false })
+    t.true(chained.model.decodeChain, `${dtype}: the chain by default`)
+    t.false(separate.model.decodeChain)
+    t.is(chained.model.decodeGemv, 'tensor-cores')
+    const V = chained.model.config.vocab
+    const prompts = Array.from({ length: 8 }, (_, i) => prompt(4 + 7 * i, 700 + i, V))
+    for (const [i, p] of prompts.entries()) {
+      const logits = []
+      for (const m of [chained, separate]) {
+        m.graph.prefill(i, p)
+        const next = m.graph.decode(1, Int32Array.of(i), Int32Array.of((17 * i + 5) % V), Int32Array.of(p.length))
+        logits.push({ next: next[0], bits: new Uint32Array(m.graph.decodeStep.outputs.logits.view(0, V).download().buffer) })
+      }
+      t.is(logits[0].next, logits[1].next, `${dtype}, request ${i}: next token`)
+      const differ = logits[0].bits.findIndex((b, k) => b !== logits[1].bits[k])
+      t.is(differ, -1, `${dtype}, request ${i}: logits bit for bit (first difference at ${differ})`)
+    }
+    const p = prompts[5]
+    t.deepEqual(chained.eager.generate(9, p, 12), chained.graph.generate(9, p, 12), `${dtype}: eager == graph`)
+    t.deepEqual(chained.graph.generate(9, p, 12), separate.graph.generate(9, p, 12), `${dtype}: chain == separate over 12 tokens`)
+  }
+})
 
 // Each decode path by default: small is launch-bound at 16 slots (decodeGemvFits), bandwidth-bound at 64,
 // and 1b is; a path a model's shapes do not take is a typed error, before allocating.

@@ -195,6 +195,22 @@ test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capabili
   t.false(fits(3712))
 })
 
+// The layer chain's ring: as many 16 KiB stages as a block holds beside its rows of the widest input.
+test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4 rows of the widest input', async (t) => {
+  const { chainFits, chainStages, chainSharedBytes } = await import('../dist/model/decoder-model.js')
+  const { modelConfig } = await import('../dist/model/index.js')
+  const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
+  // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4.
+  t.is(chainStages(232448, 1, 8192), 12)
+  t.is(chainStages(232448, 4, 8192), 9)
+  t.is(chainStages(232448, 1, 256), 13)
+  t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
+  t.true(chainSharedBytes(9, 4, 8192) + 8448 <= 232448)
+  t.true(chainFits(h200, modelConfig('1b')))
+  t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, modelConfig('1b')), 'no mbarrier waits before 9.0')
+  t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 166912 }, modelConfig({ preset: '1b', ffn: 16384 })), 'an MLP of 16384 leaves too few stages')
+})
+
 test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor', async (t) => {
   const { attentionHeads } = await import('../dist/model/decoder-model.js')
   // A 1B model (8 key/value heads, 4 query heads each) on 132 multiprocessors: a batch of 64 takes whole

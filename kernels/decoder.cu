@@ -1585,6 +1585,243 @@ GEMV_MMA_KERNEL(gemv_mma_16, 2, false)
 GEMV_MMA_KERNEL(gemv_mma_silu_8, 1, true)
 GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 
+// The layer chain (DecoderModel's decode steps of at most CHAIN_MAX_ROWS rows on tensor-core GEMVs,
+// compute capability 9.0+): a layer's o, gate/up, down and the next layer's q/k/v (the last layer's: the LM
+// head) as one kernel of a block a multiprocessor, the ops meeting at grid barriers. Each op is
+// gemv_mma_8's math, tile for tile and warp for warp (the same chunks a warp, the same MMAs in the same
+// order, the same norm, epilogue and roundings), so the logits have the same bits. What differs is who
+// copies the weights: GC_PRODUCERS warps of the block copy every op's weights, op after op, into a ring of
+// R stages (a stage: one 16 x 64 unit, 2 KiB, for each of the GM_WARPS consumer warps; producer warp p
+// copies units p, p + GC_PRODUCERS, ...) and never wait for an op's inputs, so the weights keep streaming
+// while the consumers meet at a barrier, stage an op's input rows or finish another block's share of
+// tiles. Stage s is full when mbarrier full[s] completes (each producer lane arrives when its copies land:
+// cp.async.mbarrier.arrive.noinc) and free when empty[s] does (each consumer warp arrives once it has read
+// its unit). Only the consumers meet at the grid barriers (named barrier 1): a barrier's release fence
+// waits for the arriving thread's copies in flight, and the consumers have none. After each barrier the
+// op's input rows go into shared memory, K + 32 elements apart: o's and down's copied from attn and act,
+// gate/up's and the next q/k/v's normalized from the residual stream (gemv_norm_row, a warp a row). On an
+// H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
+// 1.05x at 8 (same runs; docs/architecture.md has what bounds it).
+// ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
+// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of (the widest K) + 32 elements.
+#define GC_UNIT 128  // 16-byte pieces of a unit (16 rows x 64 elements)
+
+// A shared-memory address as the 32-bit operand mbarrier and cp.async take.
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(unsigned long long* b, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* b) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory"); }
+// Arrives on b when every cp.async this thread issued before has landed (the arrival is not counted in
+// advance: b's count includes it).
+__device__ __forceinline__ void mbar_arrive_copies(unsigned long long* b) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+// Waits until the phase of b with this parity has completed; traps after GC_POLLS polls (a hang would
+// otherwise hold the device: the launch fails with an illegal-instruction error instead).
+__device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity) {
+  for (unsigned polls = 0;; polls++) {
+    unsigned done;
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_u32(b)), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (polls == GC_POLLS) __trap();
+  }
+}
+// The consumer warps' barrier (the producer warp never takes part).
+__device__ __forceinline__ void chain_sync() { asm volatile("bar.sync 1, %0;" ::"n"(32 * GM_WARPS) : "memory"); }
+// Every block's consumers meet: each block's thread 0 adds 1 to ctr (release: the block's stores before
+// it, ordered by the named barrier, are visible to whoever acquires the sum) and polls it (acquire, which
+// also invalidates the multiprocessor's L1, so the rows read next are the other blocks').
+__device__ __forceinline__ void chain_grid_barrier(unsigned* ctr) {
+  chain_sync();
+  if (threadIdx.x == 0) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(ctr) : "memory");
+    for (unsigned polls = 0;; polls++) {
+      unsigned v;
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(ctr) : "memory");
+      if (v >= gridDim.x) break;
+      if (polls == GC_POLLS) __trap();
+    }
+  }
+  chain_sync();
+}
+// 16 bytes from global memory through L2 only (rows other blocks wrote).
+__device__ __forceinline__ uint4 ld_l2(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+  return v;
+}
+
+// One op of the chain: out = x W^T per the GEMV flags (gemv_store), W [N][K] ([2N][K], gate then up, with silu).
+struct ChainOp {
+  const elem_t* W;
+  const elem_t* x;
+  const elem_t* norm_w;
+  const elem_t* bias;
+  elem_t* out;
+  int N, K, flags;
+  bool silu;
+};
+
+// grid: at most a block a multiprocessor, every block resident at once; block 32 * (GM_WARPS + 1).
+// resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
+// with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
+// R in 1..GC_STAGES.
+extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
+    gemv_chain(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
+               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R) {
+#if __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(16) uint4 chain_smem[];
+  __shared__ float red[GM_WARPS][2][4][32];
+  __shared__ unsigned long long full[GC_STAGES], empty[GC_STAGES];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  uint4* const ring = chain_smem;
+  elem_t* const xs = (elem_t*)(chain_smem + R * GM_WARPS * GC_UNIT);
+  auto op = [&](int p) -> ChainOp {
+    if (p == 0) return {Wo, attn, nullptr, nullptr, nullptr, H, Ko, GEMV_RESID, false};
+    if (p == 1) return {Wgu, nullptr, mlp_norm, nullptr, act, F, H, GEMV_NORM, true};
+    if (p == 2) return {Wd, act, nullptr, nullptr, nullptr, H, F, GEMV_RESID, false};
+    return {Wn, nullptr, next_norm, next_bias, next_out, Nn, H, next_flags, false};
+  };
+  // As gemv_mma_rows: where a weight row's 16-byte unit sits in a unit (bank-conflict-free fragment reads).
+  auto wunit = [](int r, int u) { return 8 * r + (u ^ ((r & 1) << 2)); };
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < R; s++) {
+      mbar_init(&full[s], 32 * GC_PRODUCERS);
+      mbar_init(&empty[s], GM_WARPS);
+    }
+  }
+  __syncthreads();
+  if (warp >= GM_WARPS) {
+    // The producer: every op's units in the consumers' order (tile, step, gate then up, warp), a stage at
+    // a time. A warp's chunk past K gets no copy, its stage arrival all the same.
+    int st = 0;
+    unsigned par = 0;
+    for (int p = 0; p < 4; p++) {
+      const ChainOp o = op(p);
+      const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x)
+        for (int s = 0; s < steps; s++)
+          for (int a = 0; a < A; a++) {
+            mbar_wait(&empty[st], par ^ 1);
+            uint4* d = ring + st * GM_WARPS * GC_UNIT;
+            for (int w = warp - GM_WARPS; w < GM_WARPS; w += GC_PRODUCERS) {
+              const int c = w + GM_WARPS * s;
+              if (c >= chunks) break;
+#pragma unroll
+              for (int i = 0; i < 4; i++) {
+                const int r = 4 * i + (lane >> 3), u = lane & 7, n = 16 * tile + r < o.N ? 16 * tile + r : 0;
+                cp_async16(d + w * GC_UNIT + wunit(r, u), o.W + (long long)(n + a * o.N) * o.K + 64 * c + 8 * u, true);
+              }
+            }
+            mbar_arrive_copies(&full[st]);
+            if (++st == R) {
+              st = 0;
+              par ^= 1;
+            }
+          }
+    }
+    cp_async_wait_all();
+    return;
+  }
+  int st = 0;
+  unsigned par = 0;
+  float acc[2][4];
+  for (int p = 0; p < 4; p++) {
+    const ChainOp o = op(p);
+    const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
+    if (p == 0) {
+      pdl_wait();
+      pdl_launch_next();
+    } else {
+      chain_grid_barrier(ctr + p - 1);
+    }
+    // Past the last barrier: the last block past it resets the counters (every block has left its polls).
+    if (p == 3 && threadIdx.x == 0 && atomicAdd(ctr + 3, 1) == gridDim.x - 1) ctr[0] = ctr[1] = ctr[2] = ctr[3] = 0;
+    // The op's input rows into xs (a block without tiles in the op has no use for them): o's and down's
+    // copied from attn and act, 4 loads a thread in flight; gate/up's and the next op's normalized.
+    if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
+      for (int m = warp; m < M; m += GM_WARPS) gemv_norm_row<8>(xs + m * (o.K + 32), resid + (long long)m * o.K, nullptr, nullptr, m, 0, o.K, eps, o.norm_w, 0, false);
+    } else if (blockIdx.x < tiles) {
+      const int per = o.K >> 3, total = M * per;
+      for (int i0 = threadIdx.x; i0 < total; i0 += 4 * 32 * GM_WARPS) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+          if (i0 + u * 32 * GM_WARPS < total) v[u] = ld_l2((const uint4*)o.x + i0 + u * 32 * GM_WARPS);
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+          const int i = i0 + u * 32 * GM_WARPS;
+          if (i < total) *(uint4*)(xs + (i / per) * (o.K + 32) + 8 * (i % per)) = v[u];
+        }
+      }
+    }
+    chain_sync();
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      const int n0 = 16 * tile;
+      // gemv_mma_rows's epilogue item (MG = 1: one a thread): lane l's accumulator j, column n, row m.
+      const int l = threadIdx.x & 31, j = threadIdx.x >> 5, n = n0 + (l >> 2) + (j & 2) * 4, m = 2 * (l & 3) + (j & 1);
+      const bool mine = threadIdx.x < 128 && n < o.N && m < M;
+      float rv = 0.f;
+      if ((o.flags & GEMV_RESID) && mine) rv = resid[(long long)m * o.N + n];
+#pragma unroll
+      for (int a = 0; a < 2; a++) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = 0.f;
+      for (int s = 0; s < steps; s++) {
+        const int c = warp + GM_WARPS * s;
+        // Lane (g, t)'s 16-byte pieces of token row g in the step's chunk (zeros past M and K).
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (c < chunks && g < M) {
+          const uint4* px = (const uint4*)(xs + g * (o.K + 32) + 64 * c + 8 * t);
+          x0 = px[0];
+          x1 = px[4];
+        }
+#pragma unroll
+        for (int a = 0; a < 2; a++) {
+          if (a == A) break;
+          mbar_wait(&full[st], par);
+          if (c < chunks) {
+            const uint4* wa = ring + (st * GM_WARPS + warp) * GC_UNIT;
+            const uint4 w0 = wa[wunit(g, t)], w1 = wa[wunit(g, t + 4)], w2 = wa[wunit(g + 8, t)], w3 = wa[wunit(g + 8, t + 4)];
+            mma16816(acc[a], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
+            mma16816(acc[a], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
+            mma16816(acc[a], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
+            mma16816(acc[a], {w1.z, w3.z, w1.w, w3.w}, x1.z, x1.w);
+          }
+          __syncwarp();
+          if (lane == 0) mbar_arrive(&empty[st]);
+          if (++st == R) {
+            st = 0;
+            par ^= 1;
+          }
+        }
+      }
+      // The tile's epilogue, as gemv_mma_rows's: the warps' sums in warp order.
+#pragma unroll
+      for (int a = 0; a < 2; a++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+          if (a < A) red[warp][a][i][lane] = acc[a][i];
+      chain_sync();
+      if (mine) {
+        float s0 = red[0][0][j][l], s1 = o.silu ? red[0][1][j][l] : 0.f;
+#pragma unroll
+        for (int w = 1; w < GM_WARPS; w++) {
+          s0 += red[w][0][j][l];
+          if (o.silu) s1 += red[w][1][j][l];
+        }
+        if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
+        else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
+      }
+      chain_sync();
+    }
+  }
+#endif
+}
+
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.
 __device__ void warp_argmax(float& v, int& idx) {
   for (int o = 16; o > 0; o >>= 1) {

@@ -9,7 +9,7 @@ import type { Device } from '../cuda/device.js'
 import type { DType } from '../cuda/dtype.js'
 import type { Event } from '../cuda/event.js'
 import type { Stream } from '../cuda/stream.js'
-import { DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
+import { CHAIN_MAX_ROWS, DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
 import type { ModelConfig } from '../model/model-config.js'
 import { samplingRows } from '../model/sampling.js'
 import { percentile } from '../util/percentile.js'
@@ -93,15 +93,25 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
   const size = (name: string) => model.weights.get(name)?.buffer.byteLength ?? 0
   const sum = (f: (l: number) => number) => Array.from({ length: c.layers }, (_, l) => f(l)).reduce((a, b) => a + b, 0)
   const elem = 2
+  const qkv = (l: number) => size(`layers.${l}.qkv`) + size(`layers.${l}.qkv_bias`)
+  const lmHead = c.tieEmbeddings ? size('embed') : size('lm_head')
+  const attention = batch * context * c.layers * 2 * c.kvHeads * c.headDim * elem
+  if (model.decodeChain && batch <= CHAIN_MAX_ROWS) {
+    // Layer 0's q/k/v is its own GEMV; each layer's chain reads the rest through the next q/k/v (the last: the LM head).
+    const rest = sum(
+      (l) => size(`layers.${l}.o`) + size(`layers.${l}.gate_up`) + size(`layers.${l}.down`) + size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`),
+    )
+    return { qkv: qkv(0), layer_chain: rest + sum(qkv) - qkv(0) + size('norm') + lmHead, attention }
+  }
   return {
-    qkv: sum((l) => size(`layers.${l}.qkv`) + size(`layers.${l}.qkv_bias`)),
+    qkv: sum(qkv),
     o: sum((l) => size(`layers.${l}.o`)),
     gate_up: sum((l) => size(`layers.${l}.gate_up`)),
     down: sum((l) => size(`layers.${l}.down`)),
     norm: sum((l) => size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`)),
     final_norm: size('norm'),
-    lm_head: c.tieEmbeddings ? size('embed') : size('lm_head'),
-    attention: batch * context * c.layers * 2 * c.kvHeads * c.headDim * elem,
+    lm_head: lmHead,
+    attention,
   }
 }
 

@@ -48,6 +48,8 @@ export interface LoadOptions {
   communicator?: Communicator | undefined
   /** Decode steps' projections (`DecodeGemv`); default `defaultDecodeGemv`'s. */
   decodeGemv?: DecodeGemv | undefined
+  /** Whether decode steps may run each layer as one kernel (`DecoderModel.decodeChain`); default true where it fits. */
+  decodeChain?: boolean | undefined
   /** Prefill attention's kernel (`PrefillAttention`); default `'flash'` from compute capability 8.0, else `'rows'`. */
   prefillAttention?: PrefillAttention | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
@@ -182,6 +184,7 @@ export function loadDecoder(
     source: { dir },
     communicator: comm,
     decodeGemv: options.decodeGemv,
+    decodeChain: options.decodeChain,
     prefillAttention: options.prefillAttention,
     fill: (spec, buffer) => {
       const cols = spec.shape.length === 2 ? spec.shape[1] : 1

@@ -33,6 +33,12 @@ export const KERNEL_CONSTANTS = {
   GM_WARPS: 8,
   /** Tensor-core decode GEMV: steps of a warp's ring of weight tiles in flight (gate/up's two tiles a step take two). */
   GM_SLOTS: 6,
+  /** Layer chain (`gemv_chain`): the most stages of a block's ring of weights (a stage: a 2 KiB unit a consumer warp). */
+  GC_STAGES: 16,
+  /** Layer chain: producer warps a block, which copy the weights (the other GM_WARPS compute). */
+  GC_PRODUCERS: 2,
+  /** Layer chain: polls of a barrier before the kernel traps rather than hang (a bug's bound, never reached in a working step). */
+  GC_POLLS: 1 << 24,
   /** Decode attention: warps a block. */
   ATT_WARPS: 4,
   /** Decode attention: key positions of a warp's chunk. */

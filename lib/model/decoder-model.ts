@@ -37,6 +37,8 @@ export interface DecoderOptions {
   dtype?: ModelDType
   /** Decode steps' projections ({@link DecodeGemv}); default {@link defaultDecodeGemv}'s. */
   decodeGemv?: DecodeGemv | undefined
+  /** Whether decode steps may run each layer as one {@link DecoderModel.decodeChain} kernel; default true where it fits. */
+  decodeChain?: boolean | undefined
   /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
 }
@@ -67,6 +69,13 @@ export const TENSOR_GEMV_MAX_ROWS = 16
 /** What the decode path's rule reads of a device: its compute capability and shared memory a block (bytes, opted in). */
 export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPerBlock'>
 
+/**
+ * Token rows a layer chain ({@link DecoderModel.decodeChain}) takes: a decode step of more runs separate
+ * GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate GEMVs' time at
+ * batch 1, 0.910x at 2, 0.952x at 4 and 1.051x at 8 (docs/measured.md).
+ */
+export const CHAIN_MAX_ROWS = 4
+
 /** Whether `device` has the m16n8k16 MMAs the tensor-core kernels use (compute capability 8.0+). */
 function hasMma(device: Pick<Device, 'computeCapability'>): boolean {
   return device.computeCapability[0] >= 8
@@ -87,6 +96,8 @@ export interface ModelBuild {
   communicator?: Communicator | undefined
   /** Decode steps' projections ({@link DecodeGemv}); default {@link defaultDecodeGemv}'s. */
   decodeGemv?: DecodeGemv | undefined
+  /** Whether decode steps may run each layer as one {@link DecoderModel.decodeChain} kernel; default true where it fits. */
+  decodeChain?: boolean | undefined
   /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
   /**
@@ -132,6 +143,7 @@ export type ForwardPart =
   | 'gate_up'
   | 'silu_mul'
   | 'down'
+  | 'layer_chain'
   | 'all_reduce'
   | 'final_norm'
   | 'lm_head'
@@ -196,7 +208,19 @@ export class DecoderModel {
   /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
   readonly weights: ReadonlyMap<string, Weight>
   readonly #k: Record<
-    'addNorm' | 'finalNorm' | 'rope' | 'siluMul' | 'gemv' | 'gemvSilu' | 'gemvMma8' | 'gemvMma16' | 'gemvMmaSilu8' | 'gemvMmaSilu16' | 'addResidual' | 'sample',
+    | 'addNorm'
+    | 'finalNorm'
+    | 'rope'
+    | 'siluMul'
+    | 'gemv'
+    | 'gemvSilu'
+    | 'gemvMma8'
+    | 'gemvMma16'
+    | 'gemvMmaSilu8'
+    | 'gemvMmaSilu16'
+    | 'gemvChain'
+    | 'addResidual'
+    | 'sample',
     Kernel
   >
   /**
@@ -217,6 +241,16 @@ export class DecoderModel {
   readonly #pdl: boolean
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
+  /**
+   * Whether decode steps of at most {@link CHAIN_MAX_ROWS} rows run each layer's o, gate/up, down and the
+   * next layer's q/k/v (the last layer's: the LM head) as one kernel (`gemv_chain`, kernels/decoder.cu):
+   * the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every op's weights while the
+   * others compute, so the weights keep moving across the ops' grid barriers. Where it fits
+   * ({@link chainFits}) and the options do not turn it off.
+   */
+  readonly decodeChain: boolean
+  /** The layer chain's four grid-barrier counters (zero between steps). */
+  readonly #chainCounters: DeviceBuffer<'i32'>
   /** Where decode (and row-by-row prefill) attention runs ({@link DecodeAttention}). */
   readonly decodeAttention: DecodeAttention
   /** The device's multiprocessors, which attention blocks are sized by ({@link attentionHeads}). */
@@ -233,6 +267,7 @@ export class DecoderModel {
     weights: Map<string, Weight>,
     invFreq: DeviceBuffer<'f32'>,
     caches: [Buf[], Buf[]],
+    chainCounters: DeviceBuffer<'i32'>,
   ) {
     this.device = device
     this.config = b.config
@@ -255,6 +290,7 @@ export class DecoderModel {
       gemvMma16: module.kernel('gemv_mma_16', GEMV_SIGNATURE),
       gemvMmaSilu8: module.kernel('gemv_mma_silu_8', GEMV_SIGNATURE),
       gemvMmaSilu16: module.kernel('gemv_mma_silu_16', GEMV_SIGNATURE),
+      gemvChain: module.kernel('gemv_chain', CHAIN_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
@@ -268,6 +304,8 @@ export class DecoderModel {
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
+    this.decodeChain = b.decodeChain !== false && this.decodeGemv === 'tensor-cores' && this.communicator === undefined && chainFits(device, b.config)
+    this.#chainCounters = chainCounters
     this.#multiprocessors = device.multiprocessors
     const w = (name: string) => weights.get(name)!.buffer
     this.#layers = Array.from({ length: b.config.layers }, (_, l) => ({
@@ -306,6 +344,7 @@ export class DecoderModel {
       slots: options.slots,
       maxSeqLen: options.maxSeqLen,
       decodeGemv: options.decodeGemv,
+      decodeChain: options.decodeChain,
       prefillAttention: options.prefillAttention,
       source: { seed },
       fill: (spec, buffer) => {
@@ -361,6 +400,7 @@ export class DecoderModel {
       if (b.decodeGemv === 'tensor-cores')
         check(tensorGemvFits(device, config, local), 'decodeGemv', `not 'tensor-cores' for this model on this device (${tensorGemvRule})`, b.decodeGemv)
     }
+    if (b.decodeChain !== undefined) check(typeof b.decodeChain === 'boolean', 'decodeChain', 'a boolean', b.decodeChain)
     if (b.prefillAttention !== undefined) {
       check(b.prefillAttention === 'flash' || b.prefillAttention === 'rows', 'prefillAttention', "'flash' or 'rows'", b.prefillAttention)
       const [major] = device.computeCapability
@@ -369,7 +409,7 @@ export class DecoderModel {
     const module = DecoderModel.module(device, b.dtype)
     const weights = new Map<string, Weight>()
     const made: DeviceBuffer[] = []
-    const alloc = <D extends ModelDType | 'f32'>(dtype: D, length: number) => {
+    const alloc = <D extends ModelDType | 'f32' | 'i32'>(dtype: D, length: number) => {
       const buffer = device.alloc(dtype, length)
       made.push(buffer)
       return buffer
@@ -388,8 +428,10 @@ export class DecoderModel {
       const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
       const caches: [Buf[], Buf[]] = [[], []]
       for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
+      const chainCounters = alloc('i32', 4)
+      chainCounters.upload(new Int32Array(4))
       stream.synchronize()
-      return new DecoderModel(device, { ...b, slots, maxSeqLen }, module, weights, invFreq, caches)
+      return new DecoderModel(device, { ...b, slots, maxSeqLen }, module, weights, invFreq, caches, chainCounters)
     } catch (e) {
       stream.synchronize()
       for (const buffer of made) buffer.dispose()
@@ -511,6 +553,8 @@ export class DecoderModel {
     const delta = ctx.scratch(dt, T * H)
     const act = ctx.scratch(dt, T * ffn)
     const gemv = kind === 'decode' && (this.decodeGemv === 'cuda-cores' || (this.decodeGemv === 'tensor-cores' && T <= TENSOR_GEMV_MAX_ROWS))
+    // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel.
+    const chain = gemv && this.decodeChain && T <= CHAIN_MAX_ROWS
     // gate/up's output; the fused GEMV writes SiLU's product straight into act.
     const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
@@ -547,7 +591,9 @@ export class DecoderModel {
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
       const embed = l === 0
-      if (gemv) {
+      if (chain && !embed) {
+        // The previous layer's chain computed this layer's q/k/v.
+      } else if (gemv) {
         trace?.('qkv')
         this.#gemv(s, T, resid, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
       } else {
@@ -597,6 +643,19 @@ export class DecoderModel {
           ...shape,
         ])
       }
+      if (chain) {
+        trace?.('layer_chain')
+        const next = this.#layers[l + 1]
+        this.#chain(
+          s,
+          T,
+          { resid, attn, act, L },
+          next
+            ? { out: qkv, w: next.qkv, n: qkvWidth, k: H, norm: next.attnNorm, bias: next.qkvBias }
+            : { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm },
+        )
+        continue
+      }
       trace?.('o')
       if (gemv) {
         // The residual adds are the o and down GEMVs' epilogues (a tensor-parallel rank's come after the
@@ -622,7 +681,9 @@ export class DecoderModel {
       s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
       reduce()
     }
-    if (gemv) {
+    if (chain) {
+      // The last layer's chain computed the logits.
+    } else if (gemv) {
       // A decode step's request r is token row r: the final norm is the LM-head GEMV's prologue.
       trace?.('lm_head')
       this.#gemv(s, T, resid, { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm })
@@ -701,6 +762,49 @@ export class DecoderModel {
     ])
   }
 
+  /**
+   * One layer chain of `rows` token rows (kernels/decoder.cu's gemv_chain): o (adding to the residual
+   * stream), gate/up with the MLP norm and SiLU into `act`, down (adding), then `next`, a normalized GEMV
+   * (the next layer's q/k/v, or the LM head's f32 logits); a block a multiprocessor.
+   */
+  #chain(s: Stream, rows: number, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: GemvCall): void {
+    const c = this.config
+    const widest = chainWidest(c, this.local)
+    const stages = chainStages(this.device.maxSharedMemoryPerBlock, rows, widest)
+    const flags = GEMV_NORM | (next.bias ? GEMV_BIAS : 0) | (next.out?.dtype === 'f32' ? GEMV_F32 : 0)
+    s.launch(
+      this.#k.gemvChain,
+      {
+        grid: this.#multiprocessors,
+        block: 32 * (GM_WARPS + GC_PRODUCERS),
+        sharedMemBytes: chainSharedBytes(stages, rows, widest),
+        programmaticDependentLaunch: this.#pdl,
+      },
+      [
+        b.resid,
+        b.attn,
+        b.L.o,
+        b.act,
+        b.L.gateUp,
+        b.L.mlpNorm,
+        b.L.down,
+        next.out!,
+        next.w,
+        next.norm!,
+        next.bias ?? next.w,
+        this.#chainCounters,
+        this.local.heads * c.headDim,
+        c.hidden,
+        this.local.ffn,
+        next.n,
+        rows,
+        c.eps,
+        flags,
+        stages,
+      ],
+    )
+  }
+
   /** Frees the weights and the KV cache (after the device is idle). */
   dispose(): void {
     if (this.#disposed) return
@@ -708,6 +812,7 @@ export class DecoderModel {
     this.device.synchronize()
     for (const w of this.weights.values()) w.buffer.dispose()
     this.#top.invFreq.dispose()
+    this.#chainCounters.dispose()
     for (const L of this.#layers) {
       L.kCache.dispose()
       L.vCache.dispose()
@@ -728,6 +833,8 @@ const {
   GEMV_EMBED,
   GM_WARPS,
   GM_SLOTS,
+  GC_STAGES,
+  GC_PRODUCERS,
   ATT_WARPS,
   ATT_KEYS,
   ATT_ROPE,
@@ -744,6 +851,40 @@ const GEMV_MAX_WIDTH = 8 * GEMV_CHUNKS * 32
  * against 192 at 24 and 313 against 219 at 64; 16 rows of `small` are 1.1e8 multiply-adds.
  */
 const GEMV_MAX_FMA = 2 ** 27
+
+// resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R
+const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32'] as const
+/** A layer chain's static shared memory, bytes: the warps' partial sums (gate and up) and two mbarriers a stage. */
+const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
+/** A layer chain's ring stage, bytes: a 16 x 64-element unit (2 KiB) for each consumer warp. */
+const CHAIN_STAGE_BYTES = GM_WARPS * 2048
+/** The fewest ring stages a layer chain runs with (fewer would leave the weights' stream too shallow to hide the barriers). */
+const CHAIN_MIN_STAGES = 4
+
+/** The widest input of a layer chain's ops (o's, gate/up's, down's and the next op's), elements. */
+function chainWidest(c: ModelConfig, local: Pick<LocalDims, 'heads' | 'ffn'>): number {
+  return Math.max(local.heads * c.headDim, c.hidden, local.ffn)
+}
+
+/** A layer chain's dynamic shared memory, bytes: `stages` ring stages, then `rows` input rows of `widest` + 32 elements. */
+export function chainSharedBytes(stages: number, rows: number, widest: number): number {
+  return stages * CHAIN_STAGE_BYTES + rows * (widest + 32) * 2
+}
+
+/** The ring stages a layer chain of `rows` token rows takes (as many as a block's `maxShared` bytes hold, at most GC_STAGES). */
+export function chainStages(maxShared: number, rows: number, widest: number): number {
+  return Math.min(GC_STAGES, Math.floor((maxShared - CHAIN_STATIC_SHARED - chainSharedBytes(0, rows, widest)) / CHAIN_STAGE_BYTES))
+}
+
+/**
+ * Whether a model's decode steps can run layer chains on `device`: the kernel's mbarrier waits and
+ * programmatic dependent launch need compute capability 9.0+, and a block's shared memory must hold
+ * {@link CHAIN_MIN_STAGES} stages beside {@link CHAIN_MAX_ROWS} rows of its widest input (an H200's 227 KiB
+ * hold 9 beside 4 rows of 1b's 8192). A whole model only (a tensor-parallel rank's o and down are partial sums).
+ */
+export function chainFits(device: DeviceLimits, c: ModelConfig): boolean {
+  return device.computeCapability[0] >= 9 && chainStages(device.maxSharedMemoryPerBlock, CHAIN_MAX_ROWS, chainWidest(c, c)) >= CHAIN_MIN_STAGES
+}
 
 /** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
 interface GemvCall {

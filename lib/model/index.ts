@@ -9,6 +9,8 @@ export { StopMatcher } from '../util/stop-matcher.js'
 export { type Checkpoint, type CheckpointTensor, type LoadOptions, type LoadProgress, type LoadStats, loadDecoder, readCheckpoint } from './checkpoint.js'
 export { DECODER_KERNELS_PATH, decoderCompileOptions, KERNEL_CONSTANTS } from './decoder-kernels.js'
 export {
+  CHAIN_MAX_ROWS,
+  chainFits,
   type DecodeAttention,
   type DecodeGemv,
   DecoderModel,
