@@ -1631,7 +1631,7 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity
     if (polls == GC_POLLS) __trap();
   }
 }
-// The consumer warps' barrier (the producer warp never takes part).
+// The consumer warps' barrier (the producer warps never take part).
 __device__ __forceinline__ void chain_sync() { asm volatile("bar.sync 1, %0;" ::"n"(32 * GM_WARPS) : "memory"); }
 // Every block's consumers meet: each block's thread 0 adds 1 to ctr (release: the block's stores before
 // it, ordered by the named barrier, are visible to whoever acquires the sum) and polls it (acquire, which
@@ -1667,7 +1667,8 @@ struct ChainOp {
   bool silu;
 };
 
-// grid: at most a block a multiprocessor, every block resident at once; block 32 * (GM_WARPS + 1).
+// grid: every block resident at once (the host: a block a multiprocessor); block 32 * (GM_WARPS +
+// GC_PRODUCERS).
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
 // R in 1..GC_STAGES.
@@ -1697,8 +1698,9 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
   }
   __syncthreads();
   if (warp >= GM_WARPS) {
-    // The producer: every op's units in the consumers' order (tile, step, gate then up, warp), a stage at
-    // a time. A warp's chunk past K gets no copy, its stage arrival all the same.
+    // The producers: every op's units in the consumers' order (tile, step, gate then up), a stage at a
+    // time, producer p the units of consumer warps p, p + GC_PRODUCERS, ...; a chunk past K gets no copy,
+    // the stage its arrivals all the same.
     int st = 0;
     unsigned par = 0;
     for (int p = 0; p < 4; p++) {

@@ -651,8 +651,8 @@ export class DecoderModel {
           T,
           { resid, attn, act, L },
           next
-            ? { out: qkv, w: next.qkv, n: qkvWidth, k: H, norm: next.attnNorm, bias: next.qkvBias }
-            : { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm },
+            ? { out: qkv, w: next.qkv, n: qkvWidth, norm: next.attnNorm, bias: next.qkvBias }
+            : { out: localLogits, w: top.lmHead, n: vocab, norm: top.norm },
         )
         continue
       }
@@ -767,11 +767,11 @@ export class DecoderModel {
    * stream), gate/up with the MLP norm and SiLU into `act`, down (adding), then `next`, a normalized GEMV
    * (the next layer's q/k/v, or the LM head's f32 logits); a block a multiprocessor.
    */
-  #chain(s: Stream, rows: number, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: GemvCall): void {
+  #chain(s: Stream, rows: number, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: ChainNext): void {
     const c = this.config
     const widest = chainWidest(c, this.local)
     const stages = chainStages(this.device.maxSharedMemoryPerBlock, rows, widest)
-    const flags = GEMV_NORM | (next.bias ? GEMV_BIAS : 0) | (next.out?.dtype === 'f32' ? GEMV_F32 : 0)
+    const flags = GEMV_NORM | (next.bias ? GEMV_BIAS : 0) | (next.out.dtype === 'f32' ? GEMV_F32 : 0)
     s.launch(
       this.#k.gemvChain,
       {
@@ -788,9 +788,9 @@ export class DecoderModel {
         b.L.gateUp,
         b.L.mlpNorm,
         b.L.down,
-        next.out!,
+        next.out,
         next.w,
-        next.norm!,
+        next.norm,
         next.bias ?? next.w,
         this.#chainCounters,
         this.local.heads * c.headDim,
@@ -858,7 +858,10 @@ const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', '
 const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
 /** A layer chain's ring stage, bytes: a 16 x 64-element unit (2 KiB) for each consumer warp. */
 const CHAIN_STAGE_BYTES = GM_WARPS * 2048
-/** The fewest ring stages a layer chain runs with (fewer would leave the weights' stream too shallow to hide the barriers). */
+/**
+ * The fewest ring stages a layer chain runs with: a floor by estimate, not measured (4 stages are 64 KiB, about
+ * 2 µs of a multiprocessor's share of an H200's stream, shorter than a grid barrier and the next op's norm).
+ */
 const CHAIN_MIN_STAGES = 4
 
 /** The widest input of a layer chain's ops (o's, gate/up's, down's and the next op's), elements. */
@@ -884,6 +887,15 @@ export function chainStages(maxShared: number, rows: number, widest: number): nu
  */
 export function chainFits(device: DeviceLimits, c: ModelConfig): boolean {
   return device.computeCapability[0] >= 9 && chainStages(device.maxSharedMemoryPerBlock, CHAIN_MAX_ROWS, chainWidest(c, c)) >= CHAIN_MIN_STAGES
+}
+
+/** A layer chain's last op (see `DecoderModel.#chain`): `out = rmsnorm(resid) W^T` (+ bias), W [n][hidden]; f32 `out` unrounded. */
+interface ChainNext {
+  out: Buf | DeviceBuffer<'f32'>
+  w: Buf
+  n: number
+  norm: Buf
+  bias?: Buf | undefined
 }
 
 /** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
