@@ -235,6 +235,7 @@ test('the default decode path follows the model, and a path that does not fit is
   t.throws(() => create({ model: '1b', decodeGemv: 'cuda-cores' }), { instanceOf: ArgumentError, message: /decodeGemv.*2048/ })
   t.throws(() => create({ model: { preset: 'tiny', ffn: 100 }, decodeGemv: 'tensor-cores' }), { instanceOf: ArgumentError, message: /decodeGemv.*64/ })
   t.throws(() => create({ decodeGemv: true }), { instanceOf: ArgumentError, message: /decodeGemv/ })
+  t.throws(() => create({ decodeChain: 'yes' }), { instanceOf: ArgumentError, message: /decodeChain.*boolean/ })
 })
 
 test('bad token ids, slots and lengths are typed errors and leave the runner working', async (t) => {
