@@ -1411,6 +1411,11 @@ extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_silu(elem_t* 
 // registers and rings of 3, 872.5 against 761.5: the block scheduler then puts two blocks of one kernel (o,
 // down) on some multiprocessors, which run them 40-45% longer (docs/architecture.md).
 
+// Where a weight row's 16-byte unit sits in a 16 x 64 tile in shared memory: row-major, 8 units (a 128-byte
+// chunk) a row, the halves of odd rows swapped, so the 8 lanes of a quarter-warp reading rows g, g + 1 at
+// units t (or t + 4) hit distinct banks.
+__device__ __forceinline__ int gm_unit(int r, int u) { return 8 * r + (u ^ ((r & 1) << 2)); }
+
 template <int MG, bool SILU>
 __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const elem_t* x, const elem_t* W, const elem_t* norm_w, const elem_t* bias, const int* tokens, int V, int N, int K, int M, float eps, int flags) {
   constexpr int A = SILU ? 2 : 1;  // weight tiles: gate and up
@@ -1422,10 +1427,6 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
   const bool norm = flags & GEMV_NORM;
   const int per = 4 * A + (norm ? 0 : 2 * MG);  // 16-byte pieces a lane copies a step
   uint4* const wring = smem + warp * S * per * 32;  // this warp's ring
-  // Where a weight row's 16-byte unit sits in a step's slot: row-major, 8 units (a 128-byte chunk) a row, the
-  // halves of odd rows swapped, so the 8 lanes of a quarter-warp reading rows g, g + 1 at units t (or t + 4)
-  // hit distinct banks.
-  auto wunit = [](int r, int u) { return 8 * r + (u ^ ((r & 1) << 2)); };
   elem_t* xs = (elem_t*)(smem + GM_WARPS * S * per * 32);
   const int chunks = K >> 6, tiles = (N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
   const int total = (blockIdx.x < tiles ? (tiles - 1 - blockIdx.x) / gridDim.x + 1 : 0) * steps;
@@ -1435,7 +1436,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
     c = warp + GM_WARPS * (q % steps);
   };
   // Step q's weights into its slot (units 0 .. 128 A), none past the last step: copy i takes rows 4 i + lane / 8,
-  // unit lane % 8 of the chunk, unit u of row r landing at wunit(r, u).
+  // unit lane % 8 of the chunk, unit u of row r landing at gm_unit(r, u).
   auto issue_w = [&](int q) {
     if (q >= total) return;
     int n0, c;
@@ -1447,7 +1448,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int r = 4 * i + (lane >> 3), u = lane & 7, n = n0 + r < N ? n0 + r : 0;
-        cp_async16(d + 128 * a + wunit(r, u), W + (long long)(n + a * N) * K + (ok ? 64 * c + 8 * u : 0), ok);
+        cp_async16(d + 128 * a + gm_unit(r, u), W + (long long)(n + a * N) * K + (ok ? 64 * c + 8 * u : 0), ok);
       }
   };
   // Step q's token rows (units 128 A ..: group j's 8 rows as the weights' first 8), zeros past M; none with
@@ -1463,7 +1464,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
       for (int i = 0; i < 2; i++) {
         const int r = 4 * i + (lane >> 3), u = lane & 7, m = 8 * j + r;
         const bool ok = c < chunks && m < M;
-        cp_async16(d + 64 * j + wunit(r, u), x + (ok ? (long long)m * K + 64 * c + 8 * u : 0), ok);
+        cp_async16(d + 64 * j + gm_unit(r, u), x + (ok ? (long long)m * K + 64 * c + 8 * u : 0), ok);
       }
   };
 #pragma unroll
@@ -1525,8 +1526,8 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
       for (int j = 0; j < MG; j++) {
         uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
         if (!norm) {
-          x0 = d[128 * A + 64 * j + wunit(g, t)];
-          x1 = d[128 * A + 64 * j + wunit(g, t + 4)];
+          x0 = d[128 * A + 64 * j + gm_unit(g, t)];
+          x1 = d[128 * A + 64 * j + gm_unit(g, t + 4)];
         } else if (8 * j + g < M) {
           const uint4* p = (const uint4*)(xs + (8 * j + g) * (K + 32) + 64 * c + 8 * t);
           x0 = p[0];
@@ -1535,7 +1536,7 @@ __device__ __forceinline__ void gemv_mma_rows(elem_t* out, float* resid, const e
 #pragma unroll
         for (int a = 0; a < A; a++) {
           const uint4* wa = d + 128 * a;
-          const uint4 w0 = wa[wunit(g, t)], w1 = wa[wunit(g, t + 4)], w2 = wa[wunit(g + 8, t)], w3 = wa[wunit(g + 8, t + 4)];
+          const uint4 w0 = wa[gm_unit(g, t)], w1 = wa[gm_unit(g, t + 4)], w2 = wa[gm_unit(g + 8, t)], w3 = wa[gm_unit(g + 8, t + 4)];
           mma16816(acc[a][j], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
           mma16816(acc[a][j], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
           mma16816(acc[a][j], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
@@ -1688,8 +1689,6 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     if (p == 2) return {Wd, act, nullptr, nullptr, nullptr, H, F, GEMV_RESID, false};
     return {Wn, nullptr, next_norm, next_bias, next_out, Nn, H, next_flags, false};
   };
-  // As gemv_mma_rows: where a weight row's 16-byte unit sits in a unit (bank-conflict-free fragment reads).
-  auto wunit = [](int r, int u) { return 8 * r + (u ^ ((r & 1) << 2)); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < R; s++) {
       mbar_init(&full[s], 32 * GC_PRODUCERS);
@@ -1717,7 +1716,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
 #pragma unroll
               for (int i = 0; i < 4; i++) {
                 const int r = 4 * i + (lane >> 3), u = lane & 7, n = 16 * tile + r < o.N ? 16 * tile + r : 0;
-                cp_async16(d + w * GC_UNIT + wunit(r, u), o.W + (long long)(n + a * o.N) * o.K + 64 * c + 8 * u, true);
+                cp_async16(d + w * GC_UNIT + gm_unit(r, u), o.W + (long long)(n + a * o.N) * o.K + 64 * c + 8 * u, true);
               }
             }
             mbar_arrive_copies(&full[st]);
@@ -1787,7 +1786,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
           mbar_wait(&full[st], par);
           if (c < chunks) {
             const uint4* wa = ring + (st * GM_WARPS + warp) * GC_UNIT;
-            const uint4 w0 = wa[wunit(g, t)], w1 = wa[wunit(g, t + 4)], w2 = wa[wunit(g + 8, t)], w3 = wa[wunit(g + 8, t + 4)];
+            const uint4 w0 = wa[gm_unit(g, t)], w1 = wa[gm_unit(g, t + 4)], w2 = wa[gm_unit(g + 8, t)], w3 = wa[gm_unit(g + 8, t + 4)];
             mma16816(acc[a], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
             mma16816(acc[a], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
             mma16816(acc[a], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);

@@ -9,7 +9,7 @@ import type { Device } from '../cuda/device.js'
 import type { DType } from '../cuda/dtype.js'
 import type { Event } from '../cuda/event.js'
 import type { Stream } from '../cuda/stream.js'
-import { CHAIN_MAX_ROWS, DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
+import { DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
 import type { ModelConfig } from '../model/model-config.js'
 import { samplingRows } from '../model/sampling.js'
 import { percentile } from '../util/percentile.js'
@@ -96,7 +96,7 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
   const qkv = (l: number) => size(`layers.${l}.qkv`) + size(`layers.${l}.qkv_bias`)
   const lmHead = c.tieEmbeddings ? size('embed') : size('lm_head')
   const attention = batch * context * c.layers * 2 * c.kvHeads * c.headDim * elem
-  if (model.decodeChain && batch <= CHAIN_MAX_ROWS) {
+  if (model.chainsDecode(batch)) {
     // Layer 0's q/k/v is its own GEMV; each layer's chain reads the rest through the next q/k/v (the last: the LM head).
     const rest = sum(
       (l) => size(`layers.${l}.o`) + size(`layers.${l}.gate_up`) + size(`layers.${l}.down`) + size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`),

@@ -554,7 +554,7 @@ export class DecoderModel {
     const act = ctx.scratch(dt, T * ffn)
     const gemv = kind === 'decode' && (this.decodeGemv === 'cuda-cores' || (this.decodeGemv === 'tensor-cores' && T <= TENSOR_GEMV_MAX_ROWS))
     // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel.
-    const chain = gemv && this.decodeChain && T <= CHAIN_MAX_ROWS
+    const chain = kind === 'decode' && this.chainsDecode(T)
     // gate/up's output; the fused GEMV writes SiLU's product straight into act.
     const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
@@ -760,6 +760,11 @@ export class DecoderModel {
       this.config.eps,
       flags,
     ])
+  }
+
+  /** Whether a decode step of `rows` token rows runs layer chains ({@link DecoderModel.decodeChain}). */
+  chainsDecode(rows: number): boolean {
+    return this.decodeChain && rows <= CHAIN_MAX_ROWS
   }
 
   /**
