@@ -187,34 +187,60 @@ test('tensor-core decode GEMVs: a batch of 11 gives each request what it gets al
 
 // The layer chain (o, gate/up, down and the next q/k/v in one kernel, two warps a block streaming the
 // weights) against the same tensor-core GEMVs launched one by one: the same logits, bit for bit, for
-// requests of different lengths (small: K = 256 gives 4 of 8 warps a chunk, the MLP's 768 12; 16 to 256
-// tiles on every multiprocessor, so blocks without tiles in an op), in f16 and bf16, and graph == eager.
+// requests of different lengths, alone and 4 in one step (small: K = 256 gives 4 of 8 warps a chunk, the
+// MLP's 768 12; 16 to 256 tiles on every multiprocessor, so blocks without tiles in an op; its variants
+// with 4 and 2 query heads on one key/value head, head sizes 64 and 128, run attention on tensor cores
+// between the chains), in f16 and bf16, and graph == eager.
 // (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
-test('layer chain: the logits of separate tensor-core GEMVs, bit for bit; graph equals eager', async (t) => {
+test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone and 4 in a step; graph equals eager', async (t) => {
   if (Device.open(0).computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
-  for (const dtype of ['f16', 'bf16']) {
-    const chained = setup(t, { slots: 64, model: 'small', dtype })
-    const separate = setup(t, { slots: 64, model: 'small', dtype, decodeChain: false })
-    t.true(chained.model.decodeChain, `${dtype}: the chain by default`)
-    t.false(separate.model.decodeChain)
-    t.is(chained.model.decodeGemv, 'tensor-cores')
-    const V = chained.model.config.vocab
-    const prompts = Array.from({ length: 8 }, (_, i) => prompt(4 + 7 * i, 700 + i, V))
-    for (const [i, p] of prompts.entries()) {
-      const logits = []
-      for (const m of [chained, separate]) {
-        m.graph.prefill(i, p)
-        const next = m.graph.decode(1, Int32Array.of(i), Int32Array.of((17 * i + 5) % V), Int32Array.of(p.length))
-        logits.push({ next: next[0], bits: new Uint32Array(m.graph.decodeStep.outputs.logits.view(0, V).download().buffer) })
+  const models = [
+    ['small', 'small', 'cuda-cores'],
+    ['head size 64, 4 query heads a key/value head', { preset: 'small', kvHeads: 1 }, 'tensor-cores'],
+    ['head size 128, 2 query heads a key/value head', { preset: 'small', heads: 2, kvHeads: 1 }, 'tensor-cores'],
+  ]
+  for (const [name, model, attention] of models)
+    for (const dtype of ['f16', 'bf16']) {
+      const what = `${name}, ${dtype}`
+      const chained = setup(t, { slots: 64, model, dtype })
+      const separate = setup(t, { slots: 64, model, dtype, decodeChain: false })
+      t.true(chained.model.decodeChain, `${what}: the chain by default`)
+      t.is(chained.model.decodeAttention, attention, `${what}: attention`)
+      t.false(separate.model.decodeChain)
+      t.is(chained.model.decodeGemv, 'tensor-cores')
+      const V = chained.model.config.vocab
+      const bits = (m, rows) => new Uint32Array(m.graph.decodeStep.outputs.logits.view(0, rows * V).download().buffer)
+      const same = (a, b, label) => {
+        const differ = a.findIndex((x, k) => x !== b[k])
+        t.is(differ, -1, `${what}, ${label}: logits bit for bit (first difference at ${differ})`)
       }
-      t.is(logits[0].next, logits[1].next, `${dtype}, request ${i}: next token`)
-      const differ = logits[0].bits.findIndex((b, k) => b !== logits[1].bits[k])
-      t.is(differ, -1, `${dtype}, request ${i}: logits bit for bit (first difference at ${differ})`)
+      const prompts = Array.from({ length: 8 }, (_, i) => prompt(4 + 7 * i, 700 + i, V))
+      for (const [i, p] of prompts.entries()) {
+        const out = [chained, separate].map((m) => {
+          m.graph.prefill(i, p)
+          const next = m.graph.decode(1, Int32Array.of(i), Int32Array.of((17 * i + 5) % V), Int32Array.of(p.length))
+          return { next: next[0], bits: bits(m, 1) }
+        })
+        t.is(out[0].next, out[1].next, `${what}, request ${i}: next token`)
+        same(out[0].bits, out[1].bits, `request ${i}`)
+      }
+      // Requests 1, 3, 5 and 7 in one step (4 rows: the chain's most), at their next positions.
+      const slots = Int32Array.of(1, 3, 5, 7)
+      const batch = [chained, separate].map((m) => {
+        const next = m.graph.decode(
+          4,
+          slots,
+          Int32Array.of(11, 22, 33, 44),
+          Int32Array.from(slots, (i) => prompts[i].length + 1),
+        )
+        return { next: Array.from(next.subarray(0, 4)), bits: bits(m, 4) }
+      })
+      t.deepEqual(batch[0].next, batch[1].next, `${what}, 4 rows: next tokens`)
+      same(batch[0].bits, batch[1].bits, '4 rows')
+      const p = prompts[5]
+      t.deepEqual(chained.eager.generate(9, p, 12), chained.graph.generate(9, p, 12), `${what}: eager == graph`)
+      t.deepEqual(chained.graph.generate(9, p, 12), separate.graph.generate(9, p, 12), `${what}: chain == separate over 12 tokens`)
     }
-    const p = prompts[5]
-    t.deepEqual(chained.eager.generate(9, p, 12), chained.graph.generate(9, p, 12), `${dtype}: eager == graph`)
-    t.deepEqual(chained.graph.generate(9, p, 12), separate.graph.generate(9, p, 12), `${dtype}: chain == separate over 12 tokens`)
-  }
 })
 
 // Each decode path by default: small is launch-bound at 16 slots (decodeGemvFits), bandwidth-bound at 64,

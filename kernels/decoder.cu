@@ -1720,6 +1720,12 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
               }
             }
             mbar_arrive_copies(&full[st]);
+            // At most GC_INFLIGHT stages of a block in flight (the ring holds more, landed): a deeper queue
+            // of copies adds no bandwidth and lengthens the wait of every latency-bound load behind it (the
+            // grid barriers', the norms', the staged rows'). On an H200, 1b's decode step took 852.3
+            // against 867.5 µs at batch 1, 912.9 against 927.1 at 4 with 3 against the whole ring (same run).
+            cp_async_commit();
+            cp_async_wait_group<GC_INFLIGHT - 1>();
             if (++st == R) {
               st = 0;
               par ^= 1;
