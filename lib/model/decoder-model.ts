@@ -719,8 +719,7 @@ export class DecoderModel {
    * product; without `out`, the result is added to the residual stream.
    */
   #gemv(s: Stream, rows: number, resid: DeviceBuffer<'f32'>, g: GemvCall): void {
-    const flags =
-      (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0) | (g.tokens ? GEMV_EMBED : 0)
+    const flags = gemvFlags(g)
     // Pointer parameters a call does not use get a buffer it never reads.
     const unused = g.w
     const k = this.#k
@@ -776,7 +775,7 @@ export class DecoderModel {
     const c = this.config
     const widest = chainWidest(c, this.local)
     const stages = chainStages(this.device.maxSharedMemoryPerBlock, rows, widest)
-    const flags = GEMV_NORM | (next.bias ? GEMV_BIAS : 0) | (next.out.dtype === 'f32' ? GEMV_F32 : 0)
+    const flags = gemvFlags(next)
     s.launch(
       this.#k.gemvChain,
       {
@@ -919,6 +918,11 @@ interface GemvCall {
   silu?: boolean
   /** The first layer's (with `norm`): the residual rows are these tokens' embedding rows. */
   tokens?: DeviceBuffer<'i32'> | undefined
+}
+
+/** The GEMV kernels' flags for a call (kernels/decoder.cu's GEMV_*: the prologue's norm, the epilogue's bias, residual add and f32 store). */
+function gemvFlags(g: Pick<GemvCall, 'out' | 'norm' | 'bias' | 'tokens'>): number {
+  return (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0) | (g.tokens ? GEMV_EMBED : 0)
 }
 
 const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`
