@@ -190,7 +190,8 @@ test('tensor-core decode GEMVs: a batch of 11 gives each request what it gets al
 // requests of different lengths, alone and 4 in one step (small: K = 256 gives 4 of 8 warps a chunk, the
 // MLP's 768 12; 16 to 256 tiles on every multiprocessor, so blocks without tiles in an op; its variants
 // with 4 and 2 query heads on one key/value head, head sizes 64 and 128, run attention on tensor cores
-// between the chains), in f16 and bf16, and graph == eager.
+// between the chains; with an MLP of 512, under 3 times the hidden size, the norms read their rows from L2
+// instead of staging them in shared memory), in f16 and bf16, and graph == eager.
 // (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
 test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone and 4 in a step; graph equals eager', async (t) => {
   if (Device.open(0).computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
@@ -198,6 +199,7 @@ test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone 
     ['small', 'small', 'cuda-cores'],
     ['head size 64, 4 query heads a key/value head', { preset: 'small', kvHeads: 1 }, 'tensor-cores'],
     ['head size 128, 2 query heads a key/value head', { preset: 'small', heads: 2, kvHeads: 1 }, 'tensor-cores'],
+    ['an MLP of 512: the norms from L2', { preset: 'small', ffn: 512 }, 'cuda-cores'],
   ]
   for (const [name, model, attention] of models)
     for (const dtype of ['f16', 'bf16']) {
