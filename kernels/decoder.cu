@@ -1602,13 +1602,15 @@ GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 // tiles. Stage s is full when mbarrier full[s] completes (each producer lane arrives when its copies land:
 // cp.async.mbarrier.arrive.noinc) and free when empty[s] does (each consumer warp arrives once it has read
 // its unit). Only the consumers meet at the grid barriers (named barrier 1): a barrier's release fence
-// waits for the arriving thread's copies in flight, and the consumers have none. After each barrier the
-// op's input rows go into shared memory, K + 32 elements apart: o's and down's copied from attn and act,
-// gate/up's and the next q/k/v's normalized from the residual stream (gemv_norm_row, a warp a row). On an
+// waits for the arriving thread's copies in flight, and the consumers' have landed by then. After each
+// barrier the op's input rows go into shared memory, K + 32 elements apart, by cp.async with every piece
+// in flight at once: o's and down's copied from attn and act, gate/up's and the next q/k/v's normalized
+// from the residual stream (chain_norm_rows: the f32 rows staged, then gemv_norm_row, a warp a row). On an
 // H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
 // 1.05x at 8 (same runs; docs/architecture.md has what bounds it).
 // ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
-// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of (the widest K) + 32 elements.
+// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of (the widest K) + 32 elements (a
+// normalized op's f32 rows go past its own rows there when they fit).
 #define GC_UNIT 128  // 16-byte pieces of a unit (16 rows x 64 elements)
 
 // A shared-memory address as the 32-bit operand mbarrier and cp.async take.
@@ -1765,7 +1767,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     // Past the last barrier: the last block past it resets the counters (every block has left its polls).
     if (p == 3 && threadIdx.x == 0 && atomicAdd(ctr + 3, 1) == gridDim.x - 1) ctr[0] = ctr[1] = ctr[2] = ctr[3] = 0;
     // The op's input rows into xs (a block without tiles in the op has no use for them): o's and down's
-    // copied from attn and act, 4 loads a thread in flight; gate/up's and the next op's normalized.
+    // copied from attn and act; gate/up's and the next op's normalized.
     if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
       // The rows (f32) in xs past the op's own (when the widest input is 3 times K's), the weights in red.
       if (max(Ko, max(H, F)) >= 3 * o.K && o.K <= (int)(sizeof red / 2))
