@@ -185,6 +185,18 @@ test('CUDA-core decode GEMVs: a batch of 11 gives each request what it gets alon
 test('tensor-core decode GEMVs: a batch of 11 gives each request what it gets alone, graph equals eager, and the logits match cuBLAS', (t) =>
   fusedDecodeMatches(t, 'tensor-cores'))
 
+// The host budgets a layer chain's ring stages around the kernel's static shared memory before compiling it.
+test("layer chain: the kernel's static shared memory is the host's CHAIN_STATIC_SHARED", async (t) => {
+  const { CHAIN_STATIC_SHARED } = await import('../dist/model/decoder-model.js')
+  const dev = Device.open(0)
+  if (dev.computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
+  for (const dtype of ['f16', 'bf16']) {
+    // Never launched: any signature does.
+    const chain = DecoderModel.module(dev, dtype).kernel('gemv_chain', ['ptr'])
+    t.is(chain.staticSharedBytes, CHAIN_STATIC_SHARED, dtype)
+  }
+})
+
 // The layer chain (o, gate/up, down and the next q/k/v in one kernel, two warps a block streaming the
 // weights) against the same tensor-core GEMVs launched one by one: the same logits, bit for bit, for
 // requests of different lengths, alone and 4 in one step (small: K = 256 gives 4 of 8 warps a chunk, the

@@ -224,21 +224,22 @@ test('attention blocks take 4, 2 or 1 query heads of a group: the most that divi
   t.is(attentionHeads(512, 1, 16, 1500), 2, 'fewer heads a block on a larger GPU')
 })
 
-test('decode attention: tensor cores for grouped-query models from 8.0; its flags (a decode step rotates its rows; the CUDA-core kernels on grids of at most half the multiprocessors prefetch into L2)', async (t) => {
+test('decode attention: tensor cores for grouped-query models from 8.0; its flags (a decode step rotates its rows; the CUDA-core kernels on grids of at most half the multiprocessors prefetch into L2; a layer chain launches early)', async (t) => {
   const { attentionFlagsFor, attentionMmaSharedBytes, decodeAttentionMma } = await import('../dist/model/decoder-model.js')
   const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
   t.true(decodeAttentionMma(h200, modelConfig('1b')), 'groups of 4')
   t.false(decodeAttentionMma(h200, modelConfig('small')), 'one query head a key/value head')
   t.false(decodeAttentionMma({ ...h200, computeCapability: [7, 5] }, modelConfig('1b')), 'no MMAs before 8.0')
-  const [ROPE, PREFETCH, DOUBLE] = [1, 2, 4]
+  const [ROPE, PREFETCH, DOUBLE, EARLY] = [1, 2, 4, 8]
   // A 1B model on 132 multiprocessors: one request (32 blocks) and two (64) prefetch, four (128) do not.
-  t.is(attentionFlagsFor('decode', false, 32, 132), ROPE | PREFETCH)
-  t.is(attentionFlagsFor('decode', false, 66, 132), ROPE | PREFETCH)
-  t.is(attentionFlagsFor('decode', false, 67, 132), ROPE)
-  t.is(attentionFlagsFor('decode', true, 32, 132), ROPE | DOUBLE, 'tensor cores: two buffers, no prefetch')
-  t.is(attentionFlagsFor('decode', true, 67, 132), ROPE)
-  t.is(attentionFlagsFor('prefill', false, 512, 132), 0)
-  t.is(attentionFlagsFor('prefill', false, 8, 132), PREFETCH)
+  t.is(attentionFlagsFor('decode', false, 32, 132, false), ROPE | PREFETCH)
+  t.is(attentionFlagsFor('decode', false, 66, 132, false), ROPE | PREFETCH)
+  t.is(attentionFlagsFor('decode', false, 67, 132, false), ROPE)
+  t.is(attentionFlagsFor('decode', true, 32, 132, false), ROPE | DOUBLE, 'tensor cores: two buffers, no prefetch')
+  t.is(attentionFlagsFor('decode', true, 67, 132, false), ROPE)
+  t.is(attentionFlagsFor('prefill', false, 512, 132, false), 0)
+  t.is(attentionFlagsFor('prefill', false, 8, 132, false), PREFETCH)
+  t.is(attentionFlagsFor('decode', true, 32, 132, true), ROPE | DOUBLE | EARLY, 'a layer chain next: it launches first')
   // Four warps' key and value buffers of 32 rows, 72 or 136 elements of 2 bytes.
   t.is(attentionMmaSharedBytes(64), 36864)
   t.is(attentionMmaSharedBytes(128), 69632)

@@ -343,8 +343,13 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
-// Waits until none of this thread's committed groups is in flight (copies not yet committed are not waited for).
-__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait_group<0>(); }
+// Waits until every copy this thread issued has landed, committed or not (cp.async.wait_all: a commit, then
+// wait_group 0; a wait_group alone does not wait for copies not yet committed).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
 // Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix, sm_75+), lane l giving the address of
 // row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned): r[i] gets matrix i's elements (row lane / 4,
 // columns 2 (lane % 4) and + 1), the m16n8k16 B fragment of a [n][k] tile; ldmatrix4t gets its transpose's
@@ -588,13 +593,15 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   };
   // A decode step's cached positions were written by earlier steps, never by the kernel this one waits
   // for, so the warp's first chunk is loaded before griddepcontrol.wait, its loads overlapping that
-  // kernel's tail. A prefill step's were just written by rope_store: they wait. The next kernel may launch
-  // before this one waits: its blocks wait in turn, and meanwhile take the multiprocessors this small grid
-  // leaves free (a layer chain's producers start on its weights; on an H200, 1b's decode step 1.0-1.5% faster
-  // at batch 1, 0-1.3% at 2 and 4, and 0.4-1.0% slower at 8, where the separate GEMVs follow).
-  pdl_launch_next();
+  // kernel's tail. A prefill step's were just written by rope_store: they wait. With ATT_EARLY the next
+  // kernel, a layer chain, launches before this one waits: its blocks wait in turn, and meanwhile take the
+  // multiprocessors this small grid leaves free, where its producers start on its weights (on an H200, 1b's
+  // decode step 1.0-1.5% faster at batch 1, 0-1.3% at 2 and 4; 0.4-1.0% slower at 8 where the separate
+  // GEMVs followed, so they launch after the wait, as everywhere else).
+  if (flags & ATT_EARLY) pdl_launch_next();
   if (rope) load(first, true, false);
   pdl_wait();
+  if (!(flags & ATT_EARLY)) pdl_launch_next();
   __syncthreads();  // the angles
   attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
 
@@ -751,11 +758,13 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
     }
     cp_async_commit();
   };
-  // As attention_heads: the next kernel launches at once, and a decode step's first chunk is copied before
-  // griddepcontrol.wait (a warp with no chunk copies nothing, so no copy of its is in flight when the block ends).
-  pdl_launch_next();
+  // As attention_heads: a layer chain launches at once (ATT_EARLY), and a decode step's first chunk is copied
+  // before griddepcontrol.wait (a warp with no chunk copies nothing, so no copy of its is in flight when the
+  // block ends).
+  if (flags & ATT_EARLY) pdl_launch_next();
   if (rope && first < len) copy(first, 0);
   pdl_wait();
+  if (!(flags & ATT_EARLY)) pdl_launch_next();
   __syncthreads();  // the angles
   attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
   // The queries as A fragments (row g: head g, zeros past GH and hd; rows g + 8 zeros), exact: sh.q holds
@@ -1609,7 +1618,7 @@ GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 // H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
 // 1.05x at 8 (same runs; docs/architecture.md has what bounds it).
 // ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
-// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of (the widest K) + 32 elements (a
+// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of W (the widest K) + 32 elements (a
 // normalized op's f32 rows go past its own rows there when they fit).
 #define GC_UNIT 128  // 16-byte pieces of a unit (16 rows x 64 elements)
 
@@ -1667,7 +1676,6 @@ __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, float* rows,
   for (int i = threadIdx.x; i < r4 + w8; i += 32 * GM_WARPS)
     if (i < r4) cp_async16((float4*)rows + i, (const float4*)resid + i, true);
     else cp_async16((uint4*)nw + i - r4, (const uint4*)norm_w + i - r4, true);
-  cp_async_commit();
   cp_async_wait_all();
   chain_sync();
   const int warp = threadIdx.x >> 5;
@@ -1689,10 +1697,10 @@ struct ChainOp {
 // GC_PRODUCERS).
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
-// R in 1..GC_STAGES.
+// R in 1..GC_STAGES; W the widest input (the host's: xs's rows hold W + 32 elements).
 extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     gemv_chain(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
-               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R) {
+               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
 #if __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) uint4 chain_smem[];
   __shared__ __align__(16) float red[GM_WARPS][2][4][32];
@@ -1770,7 +1778,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     // copied from attn and act; gate/up's and the next op's normalized.
     if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
       // The rows (f32) in xs past the op's own (when the widest input is 3 times K's), the weights in red.
-      if (max(Ko, max(H, F)) >= 3 * o.K && o.K <= (int)(sizeof red / 2))
+      if (W >= 3 * o.K && o.K <= (int)(sizeof red / 2))
         chain_norm_rows(xs, o.K + 32, (float*)(xs + M * (o.K + 32)), (elem_t*)&red[0][0][0][0], resid, o.norm_w, M, o.K, eps);
       else
         for (int m = warp; m < M; m += GM_WARPS) gemv_norm_row<8>(xs + m * (o.K + 32), resid + (long long)m * o.K, nullptr, nullptr, m, 0, o.K, eps, o.norm_w, 0, false);
@@ -1779,7 +1787,6 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
       // (on an H200, 1b's down at batch 4: 1.7 µs, against 3.2 with 4 loads a thread in flight).
       const int per = o.K >> 3;
       for (int i = threadIdx.x; i < M * per; i += 32 * GM_WARPS) cp_async16(xs + (i / per) * (o.K + 32) + 8 * (i % per), (const uint4*)o.x + i, true);
-      cp_async_commit();
       cp_async_wait_all();
     }
     chain_sync();

@@ -1,6 +1,6 @@
 //! `Kernel`: a function of a module with a declared signature.
 
-use crate::error::Result;
+use crate::error::{IntoJs, Result};
 use crate::handles::{Registered, KERNELS};
 use cudagraph_core as core;
 use napi_derive::napi;
@@ -29,6 +29,12 @@ impl Kernel {
     #[napi(getter, catch_unwind)]
     pub fn name(&self) -> String {
         self.inner.name().to_string()
+    }
+
+    /// Shared memory the kernel declares statically, bytes.
+    #[napi(getter, catch_unwind)]
+    pub fn static_shared_bytes(&self) -> Result<i32> {
+        self.inner.static_shared_bytes().js()
     }
 
     #[napi(getter, catch_unwind)]

@@ -155,6 +155,8 @@ export declare class Kernel {
   /** Numeric handle used by `launchKernel`. */
   get id(): number
   get name(): string
+  /** Shared memory the kernel declares statically, bytes. */
+  get staticSharedBytes(): number
   get signature(): Array<string>
 }
 

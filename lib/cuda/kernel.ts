@@ -1,5 +1,6 @@
 import type { DeviceBuffer } from './buffer.js'
 import type * as N from './native.js'
+import { native } from './native.js'
 
 /** Kind of one kernel parameter: a device pointer or a scalar. */
 export type ArgKind = 'ptr' | 'i32' | 'u32' | 'i64' | 'u64' | 'f32' | 'f64'
@@ -44,5 +45,10 @@ export class Kernel<S extends readonly ArgKind[] = readonly ArgKind[]> {
   /** The kernel's name. */
   get name(): string {
     return this.native.name
+  }
+
+  /** Shared memory the kernel declares statically (its `__shared__` arrays), bytes; a launch's `sharedMemBytes` come on top. */
+  get staticSharedBytes(): number {
+    return native(() => this.native.staticSharedBytes)
   }
 }

@@ -51,6 +51,8 @@ export const KERNEL_CONSTANTS = {
   ATT_PREFETCH: 2,
   /** Decode attention flag (tensor-core kernels): two buffers a warp, the next chunk in flight. */
   ATT_DOUBLE: 4,
+  /** Decode attention flag: the next kernel (a layer chain) launches before attention waits for the previous one. */
+  ATT_EARLY: 8,
   /** Flash prefill attention: groups of 16 token rows a block. */
   FA_WARPS: 2,
   /** Flash prefill attention: warps splitting each group's key tiles. */

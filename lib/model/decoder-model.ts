@@ -570,7 +570,7 @@ export class DecoderModel {
     const gh = attentionHeads(T, kvHeads, heads / kvHeads, this.#multiprocessors)
     const attention = this.#attention.get(gh)!
     const attentionGrid: [number, number, number] = [T, kvHeads, heads / kvHeads / gh]
-    const attentionFlags = attentionFlagsFor(kind, this.decodeAttention === 'tensor-cores', (T * heads) / gh, this.#multiprocessors)
+    const attentionFlags = attentionFlagsFor(kind, this.decodeAttention === 'tensor-cores', (T * heads) / gh, this.#multiprocessors, chain)
     const attentionShared = this.#attentionShared * (attentionFlags & ATT_DOUBLE ? 2 : 1)
     // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
     const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
@@ -805,6 +805,7 @@ export class DecoderModel {
         c.eps,
         flags,
         stages,
+        widest,
       ],
     )
   }
@@ -843,6 +844,7 @@ const {
   ATT_KEYS,
   ATT_ROPE,
   ATT_PREFETCH,
+  ATT_EARLY,
   ATT_DOUBLE,
   FA_WARPS,
   FA_SPLIT,
@@ -856,10 +858,14 @@ const GEMV_MAX_WIDTH = 8 * GEMV_CHUNKS * 32
  */
 const GEMV_MAX_FMA = 2 ** 27
 
-// resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R
-const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32'] as const
-/** A layer chain's static shared memory, bytes: the warps' partial sums (gate and up) and two mbarriers a stage. */
-const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
+// resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W
+const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
+/**
+ * A layer chain's static shared memory, bytes: the warps' partial sums (gate and up) and two mbarriers a
+ * stage, as gemv_chain declares them (a GPU test holds the two figures together), so {@link chainFits} can
+ * budget stages before any kernel is compiled.
+ */
+export const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
 /** A layer chain's ring stage, bytes: a 16 x 64-element unit (2 KiB) for each consumer warp. */
 const CHAIN_STAGE_BYTES = GM_WARPS * 2048
 /**
@@ -1002,16 +1008,18 @@ const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i
 
 /**
  * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
- * (`mma`) or not: a decode step rotates and stores its rows' new keys (ATT_ROPE). On a grid of at most half
+ * (`mma`) or not, followed by a layer chain (`chained`) or not: a decode step rotates and stores its rows'
+ * new keys (ATT_ROPE); a layer chain launches before attention waits for the kernel before it (ATT_EARLY),
+ * so its producers stream on the multiprocessors attention leaves free. On a grid of at most half
  * the multiprocessors, where a warp's chunks otherwise wait one load latency each, the CUDA-core kernels
  * pull each row's cached keys and values into L2 before griddepcontrol.wait (ATT_PREFETCH) and the
  * tensor-core kernels copy a warp's next chunk while it works on this one (ATT_DOUBLE: twice the shared
  * memory, the same bits). On fuller grids both cost more than they save, and the L2 prefetch cost more on
  * the tensor-core kernels at every size measured (kernels/decoder.cu has the figures).
  */
-export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, multiprocessors: number): number {
+export function attentionFlagsFor(kind: StepKind, mma: boolean, blocks: number, multiprocessors: number, chained: boolean): number {
   const few = 2 * blocks <= multiprocessors
-  return (kind === 'decode' ? ATT_ROPE : 0) | (few ? (mma ? ATT_DOUBLE : ATT_PREFETCH) : 0)
+  return (kind === 'decode' ? ATT_ROPE : 0) | (few ? (mma ? ATT_DOUBLE : ATT_PREFETCH) : 0) | (chained ? ATT_EARLY : 0)
 }
 
 /**

@@ -266,6 +266,17 @@ impl Kernel {
         &self.module
     }
 
+    /// The shared memory the kernel declares statically (its `__shared__` arrays), bytes; a launch's dynamic
+    /// shared memory comes on top.
+    pub fn static_shared_bytes(&self) -> Result<i32> {
+        self.module.device.bind()?;
+        let mut v = 0;
+        let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES;
+        // SAFETY: a live function handle of a loaded module; reads one attribute into `v`.
+        unsafe { sys::cuFuncGetAttribute(&mut v, attr, self.func) }.check("cuFuncGetAttribute")?;
+        Ok(v)
+    }
+
     /// Lets a launch use `bytes` of dynamic shared memory: beyond 48 KiB a kernel must opt in
     /// (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), once per size it grows to.
     pub(crate) fn allow_shared(&self, bytes: u32) -> Result<()> {
