@@ -199,13 +199,14 @@ test("layer chain: the kernel's static shared memory is the host's CHAIN_STATIC_
 
 // The layer chain (o, gate/up, down and the next q/k/v in one kernel, two warps a block streaming the
 // weights) against the same tensor-core GEMVs launched one by one: the same logits, bit for bit, for
-// requests of different lengths, alone and 4 in one step (small: K = 256 gives 4 of 8 warps a chunk, the
+// requests of different lengths, alone, 4 and 8 in one step (small: K = 256 gives 4 of 8 warps a chunk, the
 // MLP's 768 12; 16 to 256 tiles on every multiprocessor, so blocks without tiles in an op; its variants
 // with 4 and 2 query heads on one key/value head, head sizes 64 and 128, run attention on tensor cores
 // between the chains; with an MLP of 512, under 3 times the hidden size, the norms read their rows from L2
 // instead of staging them in shared memory), in f16 and bf16, and graph == eager.
 // (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
-test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone and 4 in a step; graph equals eager', async (t) => {
+test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone, 4 and 8 in a step; graph equals eager', async (t) => {
+  const { CHAIN_MAX_ROWS } = await import('../dist/model/decoder-model.js')
   if (Device.open(0).computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
   const models = [
     ['small', 'small', 'cuda-cores'],
@@ -238,19 +239,21 @@ test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone 
         t.is(out[0].next, out[1].next, `${what}, request ${i}: next token`)
         same(out[0].bits, out[1].bits, `request ${i}`)
       }
-      // Requests 1, 3, 5 and 7 in one step (4 rows: the chain's most), at their next positions.
-      const slots = Int32Array.of(1, 3, 5, 7)
-      const batch = [chained, separate].map((m) => {
-        const next = m.graph.decode(
-          4,
-          slots,
-          Int32Array.of(11, 22, 33, 44),
-          Int32Array.from(slots, (i) => prompts[i].length + 1),
-        )
-        return { next: Array.from(next.subarray(0, 4)), bits: bits(m, 4) }
-      })
-      t.deepEqual(batch[0].next, batch[1].next, `${what}, 4 rows: next tokens`)
-      same(batch[0].bits, batch[1].bits, '4 rows')
+      // Requests 1, 3, 5 and 7 in one step, then all 8 (the chain's most), at their next positions.
+      for (const slots of [Int32Array.of(1, 3, 5, 7), Int32Array.from({ length: CHAIN_MAX_ROWS }, (_, i) => i)]) {
+        const rows = slots.length
+        const batch = [chained, separate].map((m) => {
+          const next = m.graph.decode(
+            rows,
+            slots,
+            Int32Array.from(slots, (i) => 11 * (i + 1)),
+            Int32Array.from(slots, (i) => prompts[i].length + 1),
+          )
+          return { next: Array.from(next.subarray(0, rows)), bits: bits(m, rows) }
+        })
+        t.deepEqual(batch[0].next, batch[1].next, `${what}, ${rows} rows: next tokens`)
+        same(batch[0].bits, batch[1].bits, `${rows} rows`)
+      }
       const p = prompts[5]
       t.deepEqual(chained.eager.generate(9, p, 12), chained.graph.generate(9, p, 12), `${what}: eager == graph`)
       t.deepEqual(chained.graph.generate(9, p, 12), separate.graph.generate(9, p, 12), `${what}: chain == separate over 12 tokens`)

@@ -196,16 +196,17 @@ test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capabili
 })
 
 // The layer chain's ring: as many 16 KiB stages as a block holds beside its rows of the widest input.
-test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4 rows of the widest input', async (t) => {
+test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 8 rows of the widest input', async (t) => {
   const { chainFits, chainStages, chainSharedBytes } = await import('../dist/model/decoder-model.js')
   const { modelConfig } = await import('../dist/model/index.js')
   const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
-  // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4.
+  // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4, 5 beside 8.
   t.is(chainStages(232448, 1, 8192), 12)
   t.is(chainStages(232448, 4, 8192), 9)
+  t.is(chainStages(232448, 8, 8192), 5)
   t.is(chainStages(232448, 1, 256), 13)
   t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
-  t.true(chainSharedBytes(9, 4, 8192) + 8448 <= 232448)
+  t.true(chainSharedBytes(5, 8, 8192) + 8448 <= 232448)
   t.true(chainFits(h200, modelConfig('1b')))
   t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, modelConfig('1b')), 'no mbarrier waits before 9.0')
   t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 166912 }, modelConfig({ preset: '1b', ffn: 16384 })), 'an MLP of 16384 leaves too few stages')

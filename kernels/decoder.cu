@@ -1616,7 +1616,7 @@ GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 // in flight at once: o's and down's copied from attn and act, gate/up's and the next q/k/v's normalized
 // from the residual stream (chain_norm_rows: the f32 rows staged, then gemv_norm_row, a warp a row). On an
 // H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
-// 1.05x at 8 (same runs; docs/architecture.md has what bounds it).
+// 0.97x at 8 (same runs; docs/architecture.md has what bounds it).
 // ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
 // Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of W (the widest K) + 32 elements (a
 // normalized op's f32 rows go past its own rows there when they fit).
@@ -1749,8 +1749,11 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
             // of copies adds no bandwidth and lengthens the wait of every latency-bound load behind it (the
             // grid barriers', the norms', the staged rows'). On an H200, 1b's decode step took 852.3
             // against 867.5 µs at batch 1, 912.9 against 927.1 at 4 with 3 against the whole ring (same run).
+            // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' (5 stages) took 0.972x
+            // the time with 4 against 3 (0.971x in bf16), where 1 row's 12 took 1.005x (bf16 1.017x).
             cp_async_commit();
-            cp_async_wait_group<GC_INFLIGHT - 1>();
+            if (R <= GC_SHORT_RING) cp_async_wait_group<GC_INFLIGHT>();
+            else cp_async_wait_group<GC_INFLIGHT - 1>();
             if (++st == R) {
               st = 0;
               par ^= 1;

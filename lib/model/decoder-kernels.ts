@@ -39,6 +39,8 @@ export const KERNEL_CONSTANTS = {
   GC_PRODUCERS: 2,
   /** Layer chain: ring stages a block's producers keep in flight at most (issued, not yet landed; 3 measured 1-2% faster than the whole ring). */
   GC_INFLIGHT: 3,
+  /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (8 rows of 1b leave 5 stages). */
+  GC_SHORT_RING: 6,
   /** Layer chain: polls of a barrier before the kernel traps rather than hang (a bug's bound, never reached in a working step). */
   GC_POLLS: 1 << 24,
   /** Decode attention: warps a block. */

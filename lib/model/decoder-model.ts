@@ -70,11 +70,12 @@ export const TENSOR_GEMV_MAX_ROWS = 16
 export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPerBlock'>
 
 /**
- * Token rows a layer chain ({@link DecoderModel.decodeChain}) takes: a decode step of more runs separate
- * GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate GEMVs' time at
- * batch 1, 0.910x at 2, 0.952x at 4 and 1.051x at 8 (docs/measured.md).
+ * Token rows a layer chain ({@link DecoderModel.decodeChain}) takes, the 8-row GEMVs' most: a decode step of
+ * more runs separate GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate
+ * GEMVs' time at batch 1, 0.910x at 2, 0.952x at 4, and at 8 1.051x when its rows were staged by loads in
+ * registers, 0.971-0.972x since they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
  */
-export const CHAIN_MAX_ROWS = 4
+export const CHAIN_MAX_ROWS = 8
 
 /** Whether `device` has the m16n8k16 MMAs the tensor-core kernels use (compute capability 8.0+). */
 function hasMma(device: Pick<Device, 'computeCapability'>): boolean {
@@ -893,7 +894,7 @@ export function chainStages(maxShared: number, rows: number, widest: number): nu
  * Whether a model's decode steps can run layer chains on `device`: the kernel's mbarrier waits and
  * programmatic dependent launch need compute capability 9.0+, and a block's shared memory must hold
  * {@link CHAIN_MIN_STAGES} stages beside {@link CHAIN_MAX_ROWS} rows of its widest input (an H200's 227 KiB
- * hold 9 beside 4 rows of 1b's 8192). A whole model only (a tensor-parallel rank's o and down are partial sums).
+ * hold 5 beside 8 rows of 1b's 8192). A whole model only (a tensor-parallel rank's o and down are partial sums).
  */
 export function chainFits(device: DeviceLimits, c: ModelConfig): boolean {
   return device.computeCapability[0] >= 9 && chainStages(device.maxSharedMemoryPerBlock, CHAIN_MAX_ROWS, chainWidest(c, c)) >= CHAIN_MIN_STAGES
