@@ -596,8 +596,8 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   // kernel's tail. A prefill step's were just written by rope_store: they wait. With ATT_EARLY the next
   // kernel, a layer chain, launches before this one waits: its blocks wait in turn, and meanwhile take the
   // multiprocessors this small grid leaves free, where its producers start on its weights (on an H200, 1b's
-  // decode step 1.0-1.5% faster at batch 1, 0-1.3% at 2 and 4; 0.4-1.0% slower at 8 where the separate
-  // GEMVs followed, so they launch after the wait, as everywhere else).
+  // decode step 1.0-1.5% faster at batch 1, 0-1.3% at 2 and 4). Separate GEMVs launched early made a step
+  // 0.4-1.0% slower (then at batch 8), so any other next kernel launches after the wait, as everywhere else.
   if (flags & ATT_EARLY) pdl_launch_next();
   if (rope) load(first, true, false);
   pdl_wait();

@@ -73,7 +73,7 @@ export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPe
  * Token rows a layer chain ({@link DecoderModel.decodeChain}) takes, the 8-row GEMVs' most: a decode step of
  * more runs separate GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate
  * GEMVs' time at batch 1, 0.910x at 2, 0.952x at 4, and at 8 1.051x when its rows were staged by loads in
- * registers, 0.971-0.972x since they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
+ * registers, 0.971-0.974x since they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
  */
 export const CHAIN_MAX_ROWS = 8
 
