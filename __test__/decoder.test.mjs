@@ -196,8 +196,8 @@ test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capabili
 })
 
 // The layer chain's ring: as many 16 KiB stages as a block holds beside its rows of the widest input.
-test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 8 rows of the widest input', async (t) => {
-  const { chainFits, chainStages, chainSharedBytes } = await import('../dist/model/decoder-model.js')
+test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4 to 8 rows of the widest input', async (t) => {
+  const { chainFits, chainRows, chainStages, chainSharedBytes } = await import('../dist/model/decoder-model.js')
   const { modelConfig } = await import('../dist/model/index.js')
   const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
   // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4, 5 beside 8.
@@ -208,6 +208,11 @@ test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 8
   t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
   t.true(chainSharedBytes(5, 8, 8192) + 8448 <= 232448)
   t.true(chainFits(h200, modelConfig('1b')))
+  t.is(chainRows(h200, modelConfig('1b')), 8)
+  // An MLP of 11008: 4 stages beside 7 rows (11040 elements each), 2 beside 8.
+  t.is(chainStages(232448, 7, 11008), 4)
+  t.is(chainRows(h200, modelConfig({ preset: '1b', ffn: 11008 })), 7, 'fewer rows where 8 leave too few stages')
+  t.is(chainRows(h200, modelConfig({ preset: '1b', ffn: 24576 })), 0, 'not even 4 rows: no chain')
   t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, modelConfig('1b')), 'no mbarrier waits before 9.0')
   t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 166912 }, modelConfig({ preset: '1b', ffn: 16384 })), 'an MLP of 16384 leaves too few stages')
 })

@@ -70,12 +70,18 @@ export const TENSOR_GEMV_MAX_ROWS = 16
 export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPerBlock'>
 
 /**
- * Token rows a layer chain ({@link DecoderModel.decodeChain}) takes, the 8-row GEMVs' most: a decode step of
- * more runs separate GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate
+ * The most token rows a layer chain ({@link DecoderModel.decodeChain}) takes, the 8-row GEMVs' most (a
+ * model's own most, {@link chainRows}, may be fewer): a decode step of more runs separate GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate
  * GEMVs' time at batch 1, 0.910x at 2, 0.952x at 4, and at 8 1.051x when its rows were staged by loads in
  * registers, 0.971-0.974x since they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
  */
 export const CHAIN_MAX_ROWS = 8
+/**
+ * The fewest rows a model's layer chains must take for it to chain at all ({@link chainRows}): chains of
+ * fewer rows beside so few ring stages are not measured, and every model that chained when chains took 4
+ * rows at most still does.
+ */
+const CHAIN_MIN_ROWS = 4
 
 /** Whether `device` has the m16n8k16 MMAs the tensor-core kernels use (compute capability 8.0+). */
 function hasMma(device: Pick<Device, 'computeCapability'>): boolean {
@@ -243,13 +249,15 @@ export class DecoderModel {
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
   /**
-   * Whether decode steps of at most {@link CHAIN_MAX_ROWS} rows run each layer's o, gate/up, down and the
+   * Whether decode steps of at most {@link DecoderModel.chainRows} rows run each layer's o, gate/up, down and the
    * next layer's q/k/v (the last layer's: the LM head) as one kernel (`gemv_chain`, kernels/decoder.cu):
    * the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every op's weights while the
    * others compute, so the weights keep moving across the ops' grid barriers. Where it fits
    * ({@link chainFits}) and the options do not turn it off.
    */
   readonly decodeChain: boolean
+  /** The most token rows this model's layer chains take ({@link chainRows}; 0 without them). */
+  readonly chainRows: number
   /** The layer chain's four grid-barrier counters (zero between steps). */
   readonly #chainCounters: DeviceBuffer<'i32'>
   /** Where decode (and row-by-row prefill) attention runs ({@link DecodeAttention}). */
@@ -305,7 +313,9 @@ export class DecoderModel {
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
-    this.decodeChain = b.decodeChain !== false && this.decodeGemv === 'tensor-cores' && this.communicator === undefined && chainFits(device, b.config)
+    const chainable = b.decodeChain !== false && this.decodeGemv === 'tensor-cores' && this.communicator === undefined
+    this.chainRows = chainable ? chainRows(device, b.config) : 0
+    this.decodeChain = this.chainRows > 0
     this.#chainCounters = chainCounters
     this.#multiprocessors = device.multiprocessors
     const w = (name: string) => weights.get(name)!.buffer
@@ -764,7 +774,7 @@ export class DecoderModel {
 
   /** Whether a decode step of `rows` token rows runs layer chains ({@link DecoderModel.decodeChain}). */
   chainsDecode(rows: number): boolean {
-    return this.decodeChain && rows <= CHAIN_MAX_ROWS
+    return rows <= this.chainRows
   }
 
   /**
@@ -863,7 +873,7 @@ const GEMV_MAX_FMA = 2 ** 27
 const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
 /**
  * A layer chain's static shared memory, bytes: the warps' partial sums (gate and up) and two mbarriers a
- * stage, as gemv_chain declares them (a GPU test holds the two figures together), so {@link chainFits} can
+ * stage, as gemv_chain declares them (a GPU test holds the two figures together), so {@link chainRows} can
  * budget stages before any kernel is compiled.
  */
 export const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
@@ -891,13 +901,24 @@ export function chainStages(maxShared: number, rows: number, widest: number): nu
 }
 
 /**
- * Whether a model's decode steps can run layer chains on `device`: the kernel's mbarrier waits and
- * programmatic dependent launch need compute capability 9.0+, and a block's shared memory must hold
- * {@link CHAIN_MIN_STAGES} stages beside {@link CHAIN_MAX_ROWS} rows of its widest input (an H200's 227 KiB
- * hold 5 beside 8 rows of 1b's 8192). A whole model only (a tensor-parallel rank's o and down are partial sums).
+ * The most token rows a model's layer chains take on `device`, 0 where it does not chain: the kernel's
+ * mbarrier waits and programmatic dependent launch need compute capability 9.0+, and a block's shared
+ * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows of its widest input, for at most
+ * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 5 stages beside 8 rows of
+ * 1b's 8192, and 4 beside 7 rows of an MLP of 11008). A whole model only (a tensor-parallel rank's o and
+ * down are partial sums).
  */
+export function chainRows(device: DeviceLimits, c: ModelConfig): number {
+  if (device.computeCapability[0] < 9) return 0
+  const fits = (rows: number) => chainStages(device.maxSharedMemoryPerBlock, rows, chainWidest(c, c)) >= CHAIN_MIN_STAGES
+  let rows = CHAIN_MAX_ROWS
+  while (rows >= CHAIN_MIN_ROWS && !fits(rows)) rows--
+  return rows >= CHAIN_MIN_ROWS ? rows : 0
+}
+
+/** Whether a model's decode steps can run layer chains on `device` ({@link chainRows}). */
 export function chainFits(device: DeviceLimits, c: ModelConfig): boolean {
-  return device.computeCapability[0] >= 9 && chainStages(device.maxSharedMemoryPerBlock, CHAIN_MAX_ROWS, chainWidest(c, c)) >= CHAIN_MIN_STAGES
+  return chainRows(device, c) > 0
 }
 
 /** A layer chain's last op (see `DecoderModel.#chain`): `out = rmsnorm(resid) W^T` (+ bias), W [n][hidden]; f32 `out` unrounded. */

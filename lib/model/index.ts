@@ -11,6 +11,7 @@ export { DECODER_KERNELS_PATH, decoderCompileOptions, KERNEL_CONSTANTS } from '.
 export {
   CHAIN_MAX_ROWS,
   chainFits,
+  chainRows,
   type DecodeAttention,
   type DecodeGemv,
   DecoderModel,
