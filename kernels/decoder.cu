@@ -50,8 +50,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefe
 
 // Programmatic dependent launch (the SDK's `programmaticDependentLaunch`, sm_90+): each kernel here waits
 // for the previous kernel on the stream before it reads anything that kernel wrote, then lets the next one
-// launch (decode attention first thing), so the next kernel's blocks are resident and its launch latency is
-// spent while this one runs.
+// launch (decode attention first thing when a layer chain follows: ATT_EARLY), so the next kernel's blocks
+// are resident and its launch latency is spent while this one runs.
 // Both are no-ops when a kernel is launched without the attribute.
 __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900

@@ -71,9 +71,10 @@ export type DeviceLimits = Pick<Device, 'computeCapability' | 'maxSharedMemoryPe
 
 /**
  * The most token rows a layer chain ({@link DecoderModel.decodeChain}) takes, the 8-row GEMVs' most (a
- * model's own most, {@link chainRows}, may be fewer): a decode step of more runs separate GEMVs. On an H200 (1b, graph replays, the same run) the chain took 0.895x the separate
- * GEMVs' time at batch 1, 0.910x at 2, 0.952x at 4, and at 8 1.051x when its rows were staged by loads in
- * registers, 0.971-0.974x since they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
+ * model's own most, {@link chainRows}, may be fewer): a decode step of more runs separate GEMVs. On an
+ * H200 (1b, graph replays, the same run) the chain took 0.895x the separate GEMVs' time at batch 1, 0.910x
+ * at 2, 0.952x at 4, and at 8 1.051x when its rows were staged by loads in registers, 0.971-0.974x since
+ * they are copied (cp.async) and its 5 stages keep 4 in flight (docs/measured.md).
  */
 export const CHAIN_MAX_ROWS = 8
 /**
@@ -248,15 +249,7 @@ export class DecoderModel {
   readonly #pdl: boolean
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
-  /**
-   * Whether decode steps of at most {@link DecoderModel.chainRows} rows run each layer's o, gate/up, down and the
-   * next layer's q/k/v (the last layer's: the LM head) as one kernel (`gemv_chain`, kernels/decoder.cu):
-   * the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every op's weights while the
-   * others compute, so the weights keep moving across the ops' grid barriers. Where it fits
-   * ({@link chainFits}) and the options do not turn it off.
-   */
-  readonly decodeChain: boolean
-  /** The most token rows this model's layer chains take ({@link chainRows}; 0 without them). */
+  /** The most token rows this model's layer chains take ({@link chainRows}; 0 where it does not chain). */
   readonly chainRows: number
   /** The layer chain's four grid-barrier counters (zero between steps). */
   readonly #chainCounters: DeviceBuffer<'i32'>
@@ -315,7 +308,6 @@ export class DecoderModel {
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
     const chainable = b.decodeChain !== false && this.decodeGemv === 'tensor-cores' && this.communicator === undefined
     this.chainRows = chainable ? chainRows(device, b.config) : 0
-    this.decodeChain = this.chainRows > 0
     this.#chainCounters = chainCounters
     this.#multiprocessors = device.multiprocessors
     const w = (name: string) => weights.get(name)!.buffer
@@ -772,6 +764,17 @@ export class DecoderModel {
     ])
   }
 
+  /**
+   * Whether decode steps of at most {@link DecoderModel.chainRows} rows run each layer's o, gate/up, down
+   * and the next layer's q/k/v (the last layer's: the LM head) as one kernel (`gemv_chain`,
+   * kernels/decoder.cu): the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every op's weights while the
+   * others compute, so the weights keep moving across the ops' grid barriers. Where it fits
+   * ({@link chainFits}) and the options do not turn it off.
+   */
+  get decodeChain(): boolean {
+    return this.chainRows > 0
+  }
+
   /** Whether a decode step of `rows` token rows runs layer chains ({@link DecoderModel.decodeChain}). */
   chainsDecode(rows: number): boolean {
     return rows <= this.chainRows
@@ -910,10 +913,9 @@ export function chainStages(maxShared: number, rows: number, widest: number): nu
  */
 export function chainRows(device: DeviceLimits, c: ModelConfig): number {
   if (device.computeCapability[0] < 9) return 0
-  const fits = (rows: number) => chainStages(device.maxSharedMemoryPerBlock, rows, chainWidest(c, c)) >= CHAIN_MIN_STAGES
-  let rows = CHAIN_MAX_ROWS
-  while (rows >= CHAIN_MIN_ROWS && !fits(rows)) rows--
-  return rows >= CHAIN_MIN_ROWS ? rows : 0
+  const widest = chainWidest(c, c)
+  for (let rows = CHAIN_MAX_ROWS; rows >= CHAIN_MIN_ROWS; rows--) if (chainStages(device.maxSharedMemoryPerBlock, rows, widest) >= CHAIN_MIN_STAGES) return rows
+  return 0
 }
 
 /** Whether a model's decode steps can run layer chains on `device` ({@link chainRows}). */
