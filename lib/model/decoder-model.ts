@@ -767,9 +767,9 @@ export class DecoderModel {
   /**
    * Whether decode steps of at most {@link DecoderModel.chainRows} rows run each layer's o, gate/up, down
    * and the next layer's q/k/v (the last layer's: the LM head) as one kernel (`gemv_chain`,
-   * kernels/decoder.cu): the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every op's weights while the
-   * others compute, so the weights keep moving across the ops' grid barriers. Where it fits
-   * ({@link chainFits}) and the options do not turn it off.
+   * kernels/decoder.cu): the `'tensor-cores'` GEMVs' math and bits, with two warps a block streaming every
+   * op's weights while the others compute, so the weights keep moving across the ops' grid barriers. Where
+   * it fits ({@link chainFits}) and the options do not turn it off.
    */
   get decodeChain(): boolean {
     return this.chainRows > 0
