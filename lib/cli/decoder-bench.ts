@@ -448,7 +448,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     for (const p of profile) {
       print('')
       print(
-        `Where an eager decode step goes, batch ${p.batch} (GPU time between events around each part, median of 20; its parts sum to ${fixed(p.parts.reduce((a, r) => a + r.us, 0))} µs)`,
+        `Where an eager decode step goes, batch ${p.batch} (GPU time between events around each part, the step queued behind a gate kernel, median of 20; its parts sum to ${fixed(p.parts.reduce((a, r) => a + r.us, 0))} µs)`,
       )
       print(
         formatTable(
@@ -467,7 +467,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     }
     print('')
     print(
-      `Where an eager prefill of ${longestPrompt} tokens goes (GPU time between events around each part, median of 10; its parts sum to ${fixed(prefillParts.reduce((a, r) => a + r.us, 0))} µs)`,
+      `Where an eager prefill of ${longestPrompt} tokens goes (GPU time between events around each part, the prefill queued behind a gate kernel, median of 10; its parts sum to ${fixed(prefillParts.reduce((a, r) => a + r.us, 0))} µs)`,
     )
     print(
       formatTable(
