@@ -106,7 +106,7 @@ __device__ __forceinline__ int token_row(const int* tokens, int t, int V) {
   return id < 0 || id >= V ? 0 : id;
 }
 
-// Spins for `ns` nanoseconds of the global timer, one thread: a profiling pass queues a whole step behind it,
+// Spins for `ns` nanoseconds of the global timer (one block): a profiling pass queues a whole step behind it,
 // so the step's kernels then run back to back, with no wait for the host between them timed.
 extern "C" __global__ void gate(long long ns) {
   long long t0, t;

@@ -1,8 +1,8 @@
 /**
  * Where a decode step's GPU time goes, part by part (an eager diagnostic pass with an event before each
- * kernel and GEMM, queued behind a gate kernel so no host gap is timed), and the floor it is measured against: the bytes a step must read (weights once, the KV
- * cache of its context) over the copy bandwidth measured in the same run (a device-to-device copy on a
- * stream, outside any graph).
+ * kernel and GEMM, queued behind a gate kernel so no host gap is timed), and the floor it is measured
+ * against: the bytes a step must read (weights once, the KV cache of its context) over the copy bandwidth
+ * measured in the same run (a device-to-device copy on a stream, outside any graph).
  */
 import type { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
