@@ -702,7 +702,8 @@ test('add_rmsnorm kernel: float64, a row wider than its block, the embedding row
       const delta = Uint16Array.from({ length: (embed ? V : T) * H }, (_, i) => toE(hash(12, Math.floor(i / H), i % H, 0)))
       const w = Uint16Array.from({ length: H }, (_, k) => toE(1 + 0.5 * hash(13, k, 0, 0)))
       const tokens = Int32Array.from({ length: T }, (_, m) => (3 * m + 2) % V)
-      const resid = up(resid0, 'f32')
+      // The residual stream of a cuBLAS step is stored in the dtype.
+      const resid = up(Uint16Array.from(resid0, toE), dtype)
       const out = up(new Uint16Array(T * H).fill(0xdead), dtype)
       const block = Math.min(1024, Math.ceil(H / 8 / 32) * 32)
       stream.launch(kernel, { grid: T, block }, [resid, up(delta, dtype), up(w, dtype), out, H, eps, up(tokens, 'i32'), V, embed])
@@ -715,7 +716,7 @@ test('add_rmsnorm kernel: float64, a row wider than its block, the embedding row
           const d = fromE(delta[src * H + k])
           return embed ? d : roundE(Math.fround(resid0[m * H + k] + d))
         })
-        t.deepEqual([...gotResid.subarray(m * H, (m + 1) * H)], r, `${dtype} T ${T} H ${H} embed ${embed}: row ${m} of the residual stream`)
+        t.deepEqual(Array.from(gotResid.subarray(m * H, (m + 1) * H), fromE), r, `${dtype} T ${T} H ${H} embed ${embed}: row ${m} of the residual stream`)
         const f = 1 / Math.sqrt(r.reduce((a, v) => a + v * v, 0) / H + eps)
         for (let k = 0; k < H; k++) {
           const ref = roundE(roundE(r[k] * f) * fromE(w[k]))

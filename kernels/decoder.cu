@@ -126,17 +126,12 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 v) {
     f[2 * e + 1] = hi_f(u[e]);
   }
 }
-// Eight adjacent floats (two float4) into f.
-__device__ __forceinline__ void load8f(float (&f)[8], const float4* p) {
-  const float4 a = p[0], b = p[1];
-  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-}
 __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return make_uint4(pack2(from_f(f[0]), from_f(f[1])), pack2(from_f(f[2]), from_f(f[3])), pack2(from_f(f[4]), from_f(f[5])), pack2(from_f(f[6]), from_f(f[7])));
 }
 
-// resid[t] = round_e(resid[t] + delta[t]) (the residual stream holds the model dtype's values, as
-// transformers' does), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta then the
+// resid[t] = round_e(resid[t] + delta[t]) (the residual stream stored in the model's dtype, as transformers'
+// is: see DecoderModel.forward), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta then the
 // embedding table [V][H]; out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the two roundings of
 // transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype). A block per row, H a
 // multiple of 8: thread i takes the 8 adjacent elements of chunk i in registers, 16-byte loads and stores
@@ -146,7 +141,7 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
 // prefill of 512 tokens 2401 against 2349 (same run). Every load is issued before any store (a store to
 // resid or out might alias the next load, so the compiler would hold each load back behind it). The
 // weights, which no kernel of the step writes, load before griddepcontrol.wait.
-extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, const int* tokens, int V, int embed) {
+extern "C" __global__ void add_rmsnorm(elem_t* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, const int* tokens, int V, int embed) {
   const long long row = (long long)blockIdx.x * H;
   const int n = blockDim.x, chunks = H / 8, c = threadIdx.x;
   const bool mine = c < chunks;
@@ -156,13 +151,13 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   pdl_launch_next();
   // The row added to resid's, or (embed) the row that replaces it.
   const uint4* src = (const uint4*)(embed ? delta + (long long)token_row(tokens, blockIdx.x, V) * H : delta + row);
-  float4* rrow = (float4*)(resid + row);
+  uint4* rrow = (uint4*)(resid + row);
   // Chunk j: resid's 8 elements updated (returned in v) and stored; the sum of their squares added to ss.
   float ss = 0.f;
   auto add = [&](int j, float(&v)[8]) {
     const uint4 d = src[j];
     float o[8];
-    if (!embed) load8f(o, rrow + 2 * j);
+    if (!embed) unpack8(o, rrow[j]);
     unpack8(v, d);
     if (!embed) {
 #pragma unroll
@@ -170,8 +165,7 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
     }
 #pragma unroll
     for (int e = 0; e < 8; e++) ss += v[e] * v[e];
-    rrow[2 * j] = make_float4(v[0], v[1], v[2], v[3]);
-    rrow[2 * j + 1] = make_float4(v[4], v[5], v[6], v[7]);
+    rrow[j] = pack8(v);
   };
   if (mine) add(c, r);
   for (int j = c + n; j < chunks; j += n) {
@@ -190,7 +184,7 @@ extern "C" __global__ void add_rmsnorm(float* resid, const elem_t* delta, const 
   if (mine) norm(c, r, wf);
   for (int j = c + n; j < chunks; j += n) {
     float v[8], f[8];
-    load8f(v, rrow + 2 * j);
+    unpack8(v, rrow[j]);
     unpack8(f, ((const uint4*)w)[j]);
     norm(j, v, f);
   }
@@ -208,18 +202,18 @@ extern "C" __global__ void add_residual(float* resid, const elem_t* delta, int n
 
 // The last layer's residual add and the final norm, for each request's last token row only:
 // out[r] = norm(round_e(resid[last[r]] + delta[last[r]])) * w, rounded as add_rmsnorm rounds.
-extern "C" __global__ void final_norm(elem_t* out, const float* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
+extern "C" __global__ void final_norm(elem_t* out, const elem_t* resid, const elem_t* delta, const int* last, const elem_t* w, int H, float eps) {
   pdl_wait();
   pdl_launch_next();
   const long long row = (long long)last[blockIdx.x] * H;
   float ss = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
+    const float r = round_e(to_f(resid[row + i]) + to_f(delta[row + i]));
     ss += r * r;
   }
   const float inv = rsqrtf(block_sum(ss) / H + eps);
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    const float r = round_e(resid[row + i] + to_f(delta[row + i]));
+    const float r = round_e(to_f(resid[row + i]) + to_f(delta[row + i]));
     out[(long long)blockIdx.x * H + i] = from_f(round_e(r * inv) * to_f(w[i]));
   }
 }
