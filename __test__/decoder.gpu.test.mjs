@@ -99,7 +99,7 @@ async function matchesReference(t, spec, length) {
 
 test('tiny decoder matches the float64 CPU reference (prefill and decode logits, greedy tokens)', (t) => matchesReference(t, 'tiny', 13))
 
-// 16 query heads on 4 key/value heads: a decode step's attention blocks take one head each (attentionHeads);
+// 16 query heads on 4 key/value heads: a decode step's attention blocks take a group each (attentionHeads);
 // an MLP width that is not a multiple of 8 takes silu_mul's element path.
 test('a wider tiny decoder (query-head groups of 4, MLP width 100) matches the float64 CPU reference', (t) =>
   matchesReference(t, { preset: 'tiny', hidden: 128, heads: 16, kvHeads: 4, ffn: 100 }, 64))

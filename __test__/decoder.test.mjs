@@ -217,13 +217,16 @@ test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4
   t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 166912 }, modelConfig({ preset: '1b', ffn: 16384 })), 'an MLP of 16384 leaves too few stages')
 })
 
-test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor', async (t) => {
+test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor, else the most that divides it', async (t) => {
   const { attentionHeads } = await import('../dist/model/decoder-model.js')
   // A 1B model (8 key/value heads, 4 query heads each) on 132 multiprocessors: a batch of 64 takes whole
-  // groups, 32 rows two heads a block, one request a head a block.
+  // groups, 32 rows two heads a block, 16 one; batches too small for two blocks a multiprocessor take whole groups.
   t.is(attentionHeads(64, 8, 4, 132), 4)
   t.is(attentionHeads(32, 8, 4, 132), 2)
-  t.is(attentionHeads(1, 8, 4, 132), 1)
+  t.is(attentionHeads(16, 8, 4, 132), 1)
+  t.is(attentionHeads(8, 8, 4, 132), 4)
+  t.is(attentionHeads(1, 8, 4, 132), 4)
+  t.is(attentionHeads(1, 8, 6, 132), 2, 'too few rows: the most that divides the group')
   t.is(attentionHeads(512, 2, 7, 132), 1, '7 is not a multiple of 2')
   t.is(attentionHeads(512, 2, 6, 132), 2)
   t.is(attentionHeads(512, 1, 16, 132), 4, 'at most 4')
