@@ -869,7 +869,7 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
 }
 
 // A kernel per head-size bound D (64 or 128: a lane's p v registers) and query heads a block GH (1, 2 or 4),
-// each with its own register count, so a batch-1 step's blocks of one head are not sized for four (ptxas,
+// each with its own register count, so a block of one head is not sized for four (ptxas,
 // sm_90, no spills: 112 to 128 registers up to 64, four blocks a multiprocessor; 179 to 245 up to 128, two,
 // as a chunk's loads are all in flight at once): grid [T, nkv, group / GH], block 32 * ATT_WARPS. The
 // heads are a template parameter, so every loop over them unrolls without a guard.
