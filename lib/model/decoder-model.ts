@@ -558,7 +558,7 @@ export class DecoderModel {
     // The residual stream. Every add rounds it to the dtype (as transformers' does), so either storage holds
     // the same values: f32 for the GEMVs and the chain (on an H200, the chain's one warp normalizing a
     // batch-1 row took 0.4-2.1% longer converting from the dtype), the dtype for add_rmsnorm and final_norm
-    // (half their bytes: 1b's prefill of 512 tokens 0.988-0.992x, batch 64 0.994-0.996x).
+    // (half their bytes: 1b's batch-64 step 0.992x in f16 and 0.975x in bf16, same run; prefill within noise).
     const residF32 = gemv ? ctx.scratch('f32', T * H) : undefined
     const resid = residF32 ?? ctx.scratch(dt, T * H)
     // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel.
