@@ -131,16 +131,16 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
 }
 
 // resid[t] = round_e(resid[t] + delta[t]) (the residual stream stored in the model's dtype, as transformers'
-// is: see DecoderModel.forward), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta then the
-// embedding table [V][H]; out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the two roundings of
-// transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype). A block per row, H a
-// multiple of 8: thread i takes the 8 adjacent elements of chunk i in registers, 16-byte loads and stores
-// (a row of more than 8 * blockDim.x elements streams its chunks i + blockDim.x, ... through resid), and
-// sums their squares in order before the block's sum. With a thread's elements strided across the row
-// (2- and 4-byte accesses), on an H200, 1b's batch-64 decode step took 1136 µs against 1076, and its
-// prefill of 512 tokens 2401 against 2349 (same run). Every load is issued before any store (a store to
-// resid or out might alias the next load, so the compiler would hold each load back behind it). The
-// weights, which no kernel of the step writes, load before griddepcontrol.wait.
+// is: see DecoderModel.forward), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta
+// then the embedding table [V][H]; out[t] = round_e(round_e(resid[t] / rms(resid[t])) * w), the two roundings
+// of transformers' RMSNorm (normalise in f32, cast, multiply by the weight in the dtype). A block per row, H
+// a multiple of 8: thread i takes the 8 adjacent elements of chunk i in registers, 16-byte loads and stores
+// (a row of more than 8 * blockDim.x elements streams its chunks i + blockDim.x, ... through resid), and sums
+// their squares in order before the block's sum. With a thread's elements strided across the row (2- and
+// 4-byte accesses), on an H200, 1b's batch-64 decode step took 1136 µs against 1076, and its prefill of 512
+// tokens 2401 against 2349 (same run). Every load is issued before any store (a store to resid or out might
+// alias the next load, so the compiler would hold each load back behind it). The weights, which no kernel of
+// the step writes, load before griddepcontrol.wait.
 extern "C" __global__ void add_rmsnorm(elem_t* resid, const elem_t* delta, const elem_t* w, elem_t* out, int H, float eps, const int* tokens, int V, int embed) {
   const long long row = (long long)blockIdx.x * H;
   const int n = blockDim.x, chunks = H / 8, c = threadIdx.x;
