@@ -195,9 +195,10 @@ test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capabili
   t.false(fits(3712))
 })
 
-// The layer chain's ring: as many 16 KiB stages as a block holds beside its rows of the widest input.
-test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4 to 8 rows of the widest input', async (t) => {
-  const { chainFits, chainRows, chainStages, chainSharedBytes } = await import('../dist/model/decoder-model.js')
+// The layer chain's ring: as many 16 KiB stages as a block holds beside its staged rows, down's input
+// streaming instead where that leaves two more, or where staged rows leave too few.
+test('layer chains: compute capability 9.0+, at least 4 ring stages beside 4 to 8 rows, down streaming where that leaves two more', async (t) => {
+  const { chainFits, chainRows, chainStages, chainSharedBytes, chainLayout } = await import('../dist/model/decoder-model.js')
   const { modelConfig } = await import('../dist/model/index.js')
   const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
   // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4, 5 beside 8.
@@ -207,14 +208,33 @@ test('layer chains: compute capability 9.0+, and at least 4 ring stages beside 4
   t.is(chainStages(232448, 1, 256), 13)
   t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
   t.true(chainSharedBytes(5, 8, 8192) + 8448 <= 232448)
-  t.true(chainFits(h200, modelConfig('1b')))
-  t.is(chainRows(h200, modelConfig('1b')), 8)
-  // An MLP of 11008: 4 stages beside 7 rows (11040 elements each), 2 beside 8.
+  // Streamed: 8 rows of 6144 (+ 32) elements, or the warps' rings of 8 steps of 8 rows of 64 where larger.
+  t.is(chainStages(232448, 8, 6144, true), 7)
+  t.is(chainStages(232448, 8, 768, true), 9, "the warps' rings: 64 KiB")
+  t.true(chainSharedBytes(7, 8, 6144, true) + 8448 <= 232448)
+  const b1 = modelConfig('1b')
+  t.true(chainFits(h200, b1))
+  t.is(chainRows(h200, b1), 8)
+  t.deepEqual(chainLayout(232448, b1, b1, 1), { streamed: false, width: 8192, stages: 12 })
+  t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: false, width: 8192, stages: 9 }, 'streamed: 10, one more is not enough')
+  t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 6144, stages: 7 }, 'down streams at 8 rows: 7 stages, not 5')
+  const small = modelConfig('small')
+  t.deepEqual(chainLayout(232448, small, small, 8), { streamed: false, width: 768, stages: 12 }, 'nothing wider than the norms: staged')
+  const wide = modelConfig({ preset: 'small', ffn: 1600 })
+  t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole leaves 12 stages, streamed 9')
+  // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 8 streamed.
   t.is(chainStages(232448, 7, 11008), 4)
-  t.is(chainRows(h200, modelConfig({ preset: '1b', ffn: 11008 })), 7, 'fewer rows where 8 leave too few stages')
-  t.is(chainRows(h200, modelConfig({ preset: '1b', ffn: 24576 })), 0, 'not even 4 rows: no chain')
-  t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, modelConfig('1b')), 'no mbarrier waits before 9.0')
-  t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 166912 }, modelConfig({ preset: '1b', ffn: 16384 })), 'an MLP of 16384 leaves too few stages')
+  const mlp = modelConfig({ preset: '1b', ffn: 11008 })
+  t.is(chainRows(h200, mlp), 8)
+  t.deepEqual(chainLayout(232448, mlp, mlp, 7), { streamed: true, width: 6144, stages: 8 })
+  t.deepEqual(chainLayout(232448, mlp, mlp, 1), { streamed: false, width: 11008, stages: 12 }, 'the same stages either way: staged')
+  // An MLP of 24576: 4 staged rows would leave one stage; streamed, 10.
+  const huge = modelConfig({ preset: '1b', ffn: 24576 })
+  t.is(chainRows(h200, huge), 8)
+  t.deepEqual(chainLayout(232448, huge, huge, 4), { streamed: true, width: 6144, stages: 10 })
+  t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, b1), 'no mbarrier waits before 9.0')
+  // 99 KiB a block: 4 rows streamed leave 3 stages (the warps' rings take 32 KiB): no chain.
+  t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 101376 }, b1), 'too few stages even streamed')
 })
 
 test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor, else the most that divides it', async (t) => {

@@ -1705,10 +1705,112 @@ struct ChainOp {
 // GC_PRODUCERS).
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
-// R in 1..GC_STAGES; W the widest input (the host's: xs's rows hold W + 32 elements).
-extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
-    gemv_chain(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
-               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and at least GM_WARPS *
+// GC_XSTEPS * M * 64): an op whose K is wider streams its rows, and the norms stage their f32 rows in xs when W
+// is at least 3 times their K.
+// One op's tiles on a block's consumer warps (gemv_chain): the ring's stages in order from stage st of parity
+// par (both left where the op ends), the token rows staged in xs or, STREAMED, copied by each warp as it
+// goes (below); each tile's epilogue as gemv_mma_rows's.
+struct ChainRing {
+  const uint4* ring;
+  unsigned long long *full, *empty;
+  int R, st;
+  unsigned par;
+};
+template <bool STREAMED>
+__device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float (*red)[2][4][32], float* resid, int M) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
+  // STREAMED (an input wider than xs's rows: down's, where the host stages narrower rows): each lane copies
+  // the two pieces of its token row it reads at a step, GC_XSTEPS steps ahead, into its warp's own ring in
+  // xs (M rows of 64 elements a step, gm_unit's swizzle), and reads back only its own copies, so no barrier
+  // guards the ring; every thread commits a group a step, copies or none.
+  elem_t* const xw = xs + warp * GC_XSTEPS * M * 64;
+  auto fetch = [&](int s) {
+    const int c = warp + GM_WARPS * s;
+    if (c < chunks && g < M) {
+      elem_t* d = xw + (s % GC_XSTEPS) * M * 64;
+      const elem_t* x = o.x + (long long)g * o.K + 64 * c + 8 * t;
+      cp_async16(d + 8 * gm_unit(g, t), x, true);
+      cp_async16(d + 8 * gm_unit(g, t + 4), x + 32, true);
+    }
+    cp_async_commit();
+  };
+  float acc[2][4];
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int n0 = 16 * tile;
+    if constexpr (STREAMED)
+      for (int s = 0; s < GC_XSTEPS; s++) fetch(s);
+    // gemv_mma_rows's epilogue item (MG = 1: one a thread): lane l's accumulator j, column n, row m.
+    const int l = threadIdx.x & 31, j = threadIdx.x >> 5, n = n0 + (l >> 2) + (j & 2) * 4, m = 2 * (l & 3) + (j & 1);
+    const bool mine = threadIdx.x < 128 && n < o.N && m < M;
+    float rv = 0.f;
+    if ((o.flags & GEMV_RESID) && mine) rv = resid[(long long)m * o.N + n];
+#pragma unroll
+    for (int a = 0; a < 2; a++) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = 0.f;
+    for (int s = 0; s < steps; s++) {
+      const int c = warp + GM_WARPS * s;
+      // Lane (g, t)'s 16-byte pieces of token row g in the step's chunk (zeros past M and K).
+      uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+      if constexpr (STREAMED) cp_async_wait_group<GC_XSTEPS - 1>();
+      if (c < chunks && g < M) {
+        if constexpr (STREAMED) {
+          const uint4* px = (const uint4*)(xw + (s % GC_XSTEPS) * M * 64);
+          x0 = px[gm_unit(g, t)];
+          x1 = px[gm_unit(g, t + 4)];
+        } else {
+          const uint4* px = (const uint4*)(xs + g * (o.K + 32) + 64 * c + 8 * t);
+          x0 = px[0];
+          x1 = px[4];
+        }
+      }
+#pragma unroll
+      for (int a = 0; a < 2; a++) {
+        if (a == A) break;
+        mbar_wait(q.full + q.st, q.par);
+        if (c < chunks) {
+          const uint4* wa = q.ring + (q.st * GM_WARPS + warp) * GC_UNIT;
+          const uint4 w0 = wa[gm_unit(g, t)], w1 = wa[gm_unit(g, t + 4)], w2 = wa[gm_unit(g + 8, t)], w3 = wa[gm_unit(g + 8, t + 4)];
+          mma16816(acc[a], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
+          mma16816(acc[a], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
+          mma16816(acc[a], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
+          mma16816(acc[a], {w1.z, w3.z, w1.w, w3.w}, x1.z, x1.w);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(q.empty + q.st);
+        if (++q.st == q.R) {
+          q.st = 0;
+          q.par ^= 1;
+        }
+      }
+      // The step's pieces are in the MMAs' registers: their slot takes the copies GC_XSTEPS steps on.
+      if constexpr (STREAMED) fetch(s + GC_XSTEPS);
+    }
+    // The tile's epilogue, as gemv_mma_rows's: the warps' sums in warp order.
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        if (a < A) red[warp][a][i][lane] = acc[a][i];
+    chain_sync();
+    if (mine) {
+      float s0 = red[0][0][j][l], s1 = o.silu ? red[0][1][j][l] : 0.f;
+#pragma unroll
+      for (int w = 1; w < GM_WARPS; w++) {
+        s0 += red[w][0][j][l];
+        if (o.silu) s1 += red[w][1][j][l];
+      }
+      if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
+      else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
+    }
+    chain_sync();
+  }
+}
+
+
+template <bool STREAM>
+__device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
+                                           const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
 #if __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) uint4 chain_smem[];
   __shared__ __align__(16) float red[GM_WARPS][2][4][32];
@@ -1771,9 +1873,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     cp_async_wait_all();
     return;
   }
-  int st = 0;
-  unsigned par = 0;
-  float acc[2][4];
+  ChainRing q{ring, full, empty, R, 0, 0};
   for (int p = 0; p < 4; p++) {
     const ChainOp o = op(p);
     const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
@@ -1793,7 +1893,7 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
         chain_norm_rows(xs, o.K + 32, (float*)(xs + M * (o.K + 32)), (elem_t*)&red[0][0][0][0], resid, o.norm_w, M, o.K, eps);
       else
         for (int m = warp; m < M; m += GM_WARPS) gemv_norm_row<8>(xs + m * (o.K + 32), resid + (long long)m * o.K, nullptr, nullptr, m, 0, o.K, eps, o.norm_w, 0, false);
-    } else if (blockIdx.x < tiles) {
+    } else if (blockIdx.x < tiles && (!STREAM || o.K <= W)) {
       // Copied through L2 (other blocks wrote them) by cp.async: every piece in flight at once, no registers
       // (on an H200, 1b's down at batch 4: 1.7 µs, against 3.2 with 4 loads a thread in flight).
       const int per = o.K >> 3;
@@ -1801,65 +1901,23 @@ extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
       cp_async_wait_all();
     }
     chain_sync();
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      const int n0 = 16 * tile;
-      // gemv_mma_rows's epilogue item (MG = 1: one a thread): lane l's accumulator j, column n, row m.
-      const int l = threadIdx.x & 31, j = threadIdx.x >> 5, n = n0 + (l >> 2) + (j & 2) * 4, m = 2 * (l & 3) + (j & 1);
-      const bool mine = threadIdx.x < 128 && n < o.N && m < M;
-      float rv = 0.f;
-      if ((o.flags & GEMV_RESID) && mine) rv = resid[(long long)m * o.N + n];
-#pragma unroll
-      for (int a = 0; a < 2; a++) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = 0.f;
-      for (int s = 0; s < steps; s++) {
-        const int c = warp + GM_WARPS * s;
-        // Lane (g, t)'s 16-byte pieces of token row g in the step's chunk (zeros past M and K).
-        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-        if (c < chunks && g < M) {
-          const uint4* px = (const uint4*)(xs + g * (o.K + 32) + 64 * c + 8 * t);
-          x0 = px[0];
-          x1 = px[4];
-        }
-#pragma unroll
-        for (int a = 0; a < 2; a++) {
-          if (a == A) break;
-          mbar_wait(&full[st], par);
-          if (c < chunks) {
-            const uint4* wa = ring + (st * GM_WARPS + warp) * GC_UNIT;
-            const uint4 w0 = wa[gm_unit(g, t)], w1 = wa[gm_unit(g, t + 4)], w2 = wa[gm_unit(g + 8, t)], w3 = wa[gm_unit(g + 8, t + 4)];
-            mma16816(acc[a], {w0.x, w2.x, w0.y, w2.y}, x0.x, x0.y);
-            mma16816(acc[a], {w0.z, w2.z, w0.w, w2.w}, x0.z, x0.w);
-            mma16816(acc[a], {w1.x, w3.x, w1.y, w3.y}, x1.x, x1.y);
-            mma16816(acc[a], {w1.z, w3.z, w1.w, w3.w}, x1.z, x1.w);
-          }
-          __syncwarp();
-          if (lane == 0) mbar_arrive(&empty[st]);
-          if (++st == R) {
-            st = 0;
-            par ^= 1;
-          }
-        }
-      }
-      // The tile's epilogue, as gemv_mma_rows's: the warps' sums in warp order.
-#pragma unroll
-      for (int a = 0; a < 2; a++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-          if (a < A) red[warp][a][i][lane] = acc[a][i];
-      chain_sync();
-      if (mine) {
-        float s0 = red[0][0][j][l], s1 = o.silu ? red[0][1][j][l] : 0.f;
-#pragma unroll
-        for (int w = 1; w < GM_WARPS; w++) {
-          s0 += red[w][0][j][l];
-          if (o.silu) s1 += red[w][1][j][l];
-        }
-        if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
-        else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
-      }
-      chain_sync();
-    }
+    if (STREAM && o.K > W) chain_tiles<true>(o, q, xs, red, resid, M);
+    else chain_tiles<false>(o, q, xs, red, resid, M);
   }
 #endif
+}
+// gemv_chain stages every op's rows (W at least the widest input); gemv_chain_streamed streams those of an op
+// wider than W. Two kernels, so the first's code is not that of a loop able to do both (on an H200 that cost
+// 1b's decode step 0.6-1.7% at batches 1 to 8, one run).
+extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
+    gemv_chain(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
+               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+  chain_body<false>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W);
+}
+extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
+    gemv_chain_streamed(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
+                        const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+  chain_body<true>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W);
 }
 
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.

@@ -41,6 +41,8 @@ export const KERNEL_CONSTANTS = {
   GC_INFLIGHT: 3,
   /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (8 rows of 1b leave 5 stages). */
   GC_SHORT_RING: 6,
+  /** Layer chain: steps ahead a consumer warp copies the input rows of an op wider than the staged rows (down's, `gemv_chain_streamed`). */
+  GC_XSTEPS: 8,
   /** Layer chain: polls of a barrier before the kernel traps rather than hang (a bug's bound, never reached in a working step). */
   GC_POLLS: 1 << 24,
   /** Decode attention: warps a block. */

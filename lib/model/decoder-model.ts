@@ -227,6 +227,7 @@ export class DecoderModel {
     | 'gemvMmaSilu8'
     | 'gemvMmaSilu16'
     | 'gemvChain'
+    | 'gemvChainStreamed'
     | 'addResidual'
     | 'sample',
     Kernel
@@ -293,6 +294,7 @@ export class DecoderModel {
       gemvMmaSilu8: module.kernel('gemv_mma_silu_8', GEMV_SIGNATURE),
       gemvMmaSilu16: module.kernel('gemv_mma_silu_16', GEMV_SIGNATURE),
       gemvChain: module.kernel('gemv_chain', CHAIN_SIGNATURE),
+      gemvChainStreamed: module.kernel('gemv_chain_streamed', CHAIN_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
     }
@@ -792,15 +794,14 @@ export class DecoderModel {
    */
   #chain(s: Stream, rows: number, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: ChainNext): void {
     const c = this.config
-    const widest = chainWidest(c, this.local)
-    const stages = chainStages(this.device.maxSharedMemoryPerBlock, rows, widest)
+    const { streamed, width, stages } = chainLayout(this.device.maxSharedMemoryPerBlock, c, this.local, rows)
     const flags = gemvFlags(next)
     s.launch(
-      this.#k.gemvChain,
+      streamed ? this.#k.gemvChainStreamed : this.#k.gemvChain,
       {
         grid: this.#multiprocessors,
         block: 32 * (GM_WARPS + GC_PRODUCERS),
-        sharedMemBytes: chainSharedBytes(stages, rows, widest),
+        sharedMemBytes: chainSharedBytes(stages, rows, width, streamed),
         programmaticDependentLaunch: this.#pdl,
       },
       [
@@ -824,7 +825,7 @@ export class DecoderModel {
         c.eps,
         flags,
         stages,
-        widest,
+        width,
       ],
     )
   }
@@ -859,6 +860,7 @@ const {
   GM_SLOTS,
   GC_STAGES,
   GC_PRODUCERS,
+  GC_XSTEPS,
   ATT_WARPS,
   ATT_KEYS,
   ATT_ROPE,
@@ -893,19 +895,56 @@ const CHAIN_STAGE_BYTES = GM_WARPS * 2048
  */
 const CHAIN_MIN_STAGES = 4
 
-/** The widest input of a layer chain's ops (o's, gate/up's, down's and the next op's), elements. */
-function chainWidest(c: ModelConfig, local: Pick<LocalDims, 'heads' | 'ffn'>): number {
-  return Math.max(local.heads * c.headDim, c.hidden, local.ffn)
+/** How a layer chain lays out a block's shared memory ({@link chainLayout}). */
+export interface ChainLayout {
+  /** Whether down's input rows stream through each consumer warp's own ring (`gemv_chain_streamed`) rather than being staged whole. */
+  streamed: boolean
+  /** The staged rows' width, elements (the kernel's W): the norms stage their f32 rows too where it is 3 times the hidden size. */
+  width: number
+  /** The weights' ring stages ({@link chainStages}). */
+  stages: number
 }
 
-/** A layer chain's dynamic shared memory, bytes: `stages` ring stages, then `rows` input rows of `widest` + 32 elements. */
-export function chainSharedBytes(stages: number, rows: number, widest: number): number {
-  return stages * CHAIN_STAGE_BYTES + rows * (widest + 32) * 2
+/**
+ * Ring stages that streaming down's input must add to a layer chain for {@link chainLayout} to stream it.
+ * On an H200, 1b's decode step at 8 rows (7 stages instead of 5) took 0.982-0.986x the time in four runs (f16
+ * and bf16); at 4 rows (10 instead of 9) 0.982x and 0.994x, at 2 (12 instead of 11) 0.999x and 1.012x, and
+ * at 1 row, 12 stages either way, 1.010x: one stage more is within the noise.
+ */
+const CHAIN_STREAM_MARGIN = 2
+
+/**
+ * A layer chain's layout for `rows` token rows: every op's input staged whole, unless that leaves under
+ * {@link CHAIN_MIN_STAGES} or streaming down's input leaves {@link CHAIN_STREAM_MARGIN} more ring stages.
+ * Then the staged rows hold o's input and the norms' f32 rows (or, where those leave too few stages, o's and
+ * the norms' inputs alone, the norms reading from L2). A deeper ring absorbs more of the grid barriers and
+ * the norms, where the producers would otherwise wait on a full ring: on an H200, 1b's decode step took
+ * 1.072x the time at batch 1 with 7 stages instead of 12, and 1.032x at 4 with 7 instead of 9.
+ */
+export function chainLayout(maxShared: number, c: ModelConfig, local: Pick<LocalDims, 'heads' | 'ffn'>, rows: number): ChainLayout {
+  const o = local.heads * c.headDim
+  const whole = Math.max(o, c.hidden, local.ffn)
+  const normStaged = Math.max(o, 3 * c.hidden)
+  const staged = { streamed: false, width: whole, stages: chainStages(maxShared, rows, whole) }
+  if (whole <= normStaged) return staged
+  const width = chainStages(maxShared, rows, normStaged, true) >= CHAIN_MIN_STAGES ? normStaged : Math.max(o, c.hidden)
+  const streamed = { streamed: true, width, stages: chainStages(maxShared, rows, width, true) }
+  const better = staged.stages < CHAIN_MIN_STAGES ? streamed.stages > staged.stages : streamed.stages >= staged.stages + CHAIN_STREAM_MARGIN
+  return better ? streamed : staged
+}
+
+/**
+ * A layer chain's dynamic shared memory, bytes: `stages` ring stages, then `rows` staged input rows of
+ * `width` + 32 elements, or, `streamed`, the consumer warps' rings of streamed rows where those are larger.
+ */
+export function chainSharedBytes(stages: number, rows: number, width: number, streamed = false): number {
+  const rowBytes = Math.max(rows * (width + 32), streamed ? GM_WARPS * GC_XSTEPS * rows * 64 : 0) * 2
+  return stages * CHAIN_STAGE_BYTES + rowBytes
 }
 
 /** The ring stages a layer chain of `rows` token rows takes (as many as a block's `maxShared` bytes hold, at most GC_STAGES). */
-export function chainStages(maxShared: number, rows: number, widest: number): number {
-  return Math.min(GC_STAGES, Math.floor((maxShared - CHAIN_STATIC_SHARED - chainSharedBytes(0, rows, widest)) / CHAIN_STAGE_BYTES))
+export function chainStages(maxShared: number, rows: number, width: number, streamed = false): number {
+  return Math.min(GC_STAGES, Math.floor((maxShared - CHAIN_STATIC_SHARED - chainSharedBytes(0, rows, width, streamed)) / CHAIN_STAGE_BYTES))
 }
 
 /**
@@ -918,8 +957,8 @@ export function chainStages(maxShared: number, rows: number, widest: number): nu
  */
 export function chainRows(device: DeviceLimits, c: ModelConfig): number {
   if (device.computeCapability[0] < 9) return 0
-  const widest = chainWidest(c, c)
-  for (let rows = CHAIN_MAX_ROWS; rows >= CHAIN_MIN_ROWS; rows--) if (chainStages(device.maxSharedMemoryPerBlock, rows, widest) >= CHAIN_MIN_STAGES) return rows
+  for (let rows = CHAIN_MAX_ROWS; rows >= CHAIN_MIN_ROWS; rows--)
+    if (chainLayout(device.maxSharedMemoryPerBlock, c, c, rows).stages >= CHAIN_MIN_STAGES) return rows
   return 0
 }
 
