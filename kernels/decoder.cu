@@ -1701,22 +1701,16 @@ struct ChainOp {
   bool silu;
 };
 
-// grid: every block resident at once (the host: a block a multiprocessor); block 32 * (GM_WARPS +
-// GC_PRODUCERS).
-// resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
-// with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
-// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and at least GM_WARPS *
-// GC_XSTEPS * M * 64): an op whose K is wider streams its rows, and the norms stage their f32 rows in xs when W
-// is at least 3 times their K.
-// One op's tiles on a block's consumer warps (gemv_chain): the ring's stages in order from stage st of parity
-// par (both left where the op ends), the token rows staged in xs or, STREAMED, copied by each warp as it
-// goes (below); each tile's epilogue as gemv_mma_rows's.
+// A layer chain's ring of weights as its consumer warps see it: the next stage to read, st, of parity par.
 struct ChainRing {
   const uint4* ring;
   unsigned long long *full, *empty;
   int R, st;
   unsigned par;
 };
+// One op's tiles on a block's consumer warps (gemv_chain): the ring's stages in order from q's (left where
+// the op ends), the token rows staged in xs or, STREAMED, copied by each warp as it goes (below); each tile's
+// epilogue as gemv_mma_rows's.
 template <bool STREAMED>
 __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float (*red)[2][4][32], float* resid, int M) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -1807,7 +1801,14 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
   }
 }
 
-
+// gemv_chain's and gemv_chain_streamed's body (STREAM: an op whose K is wider than W streams its rows).
+// grid: every block resident at once (the host: a block a multiprocessor); block 32 * (GM_WARPS +
+// GC_PRODUCERS).
+// resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
+// with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
+// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and at least GM_WARPS *
+// GC_XSTEPS * M * 64): an op whose K is wider streams its rows, and the norms stage their f32 rows in xs when W
+// is at least 3 times their K.
 template <bool STREAM>
 __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
                                            const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
@@ -1815,7 +1816,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
   extern __shared__ __align__(16) uint4 chain_smem[];
   __shared__ __align__(16) float red[GM_WARPS][2][4][32];
   __shared__ unsigned long long full[GC_STAGES], empty[GC_STAGES];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint4* const ring = chain_smem;
   elem_t* const xs = (elem_t*)(chain_smem + R * GM_WARPS * GC_UNIT);
   auto op = [&](int p) -> ChainOp {
@@ -1876,7 +1877,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
   ChainRing q{ring, full, empty, R, 0, 0};
   for (int p = 0; p < 4; p++) {
     const ChainOp o = op(p);
-    const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
+    const int tiles = (o.N + 15) >> 4;
     if (p == 0) {
       pdl_wait();
       pdl_launch_next();

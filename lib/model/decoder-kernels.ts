@@ -39,7 +39,7 @@ export const KERNEL_CONSTANTS = {
   GC_PRODUCERS: 2,
   /** Layer chain: ring stages a block's producers keep in flight at most (issued, not yet landed; 3 measured 1-2% faster than the whole ring). */
   GC_INFLIGHT: 3,
-  /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (8 rows of 1b leave 5 stages). */
+  /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (measured on 8 rows of 1b staged whole: 5 stages). */
   GC_SHORT_RING: 6,
   /** Layer chain: steps ahead a consumer warp copies the input rows of an op wider than the staged rows (down's, `gemv_chain_streamed`). */
   GC_XSTEPS: 8,

@@ -950,10 +950,10 @@ export function chainStages(maxShared: number, rows: number, width: number, stre
 /**
  * The most token rows a model's layer chains take on `device`, 0 where it does not chain: the kernel's
  * mbarrier waits and programmatic dependent launch need compute capability 9.0+, and a block's shared
- * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows of its widest input, for at most
- * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 5 stages beside 8 rows of
- * 1b's 8192, and 4 beside 7 rows of an MLP of 11008). A whole model only (a tensor-parallel rank's o and
- * down are partial sums).
+ * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows {@link chainLayout} stages, for at most
+ * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 7 stages beside 8 rows of
+ * 1b, its MLP's streamed; 99 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
+ * and down are partial sums).
  */
 export function chainRows(device: DeviceLimits, c: ModelConfig): number {
   if (device.computeCapability[0] < 9) return 0
