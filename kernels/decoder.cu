@@ -1735,8 +1735,8 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
     const int n0 = 16 * tile;
     if constexpr (STREAMED)
       for (int s = 0; s < GC_XSTEPS; s++) fetch(s);
-    // gemv_mma_rows's epilogue item (MG = 1: one a thread): lane l's accumulator j, column n, row m.
-    const int l = threadIdx.x & 31, j = threadIdx.x >> 5, n = n0 + (l >> 2) + (j & 2) * 4, m = 2 * (l & 3) + (j & 1);
+    // gemv_mma_rows's epilogue item (MG = 1: one a thread): the lane's accumulator `warp`, column n, row m.
+    const int n = n0 + g + (warp & 2) * 4, m = 2 * t + (warp & 1);
     const bool mine = threadIdx.x < 128 && n < o.N && m < M;
     float rv = 0.f;
     if ((o.flags & GEMV_RESID) && mine) rv = resid[(long long)m * o.N + n];
@@ -1788,11 +1788,11 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
         if (a < A) red[warp][a][i][lane] = acc[a][i];
     chain_sync();
     if (mine) {
-      float s0 = red[0][0][j][l], s1 = o.silu ? red[0][1][j][l] : 0.f;
+      float s0 = red[0][0][warp][lane], s1 = o.silu ? red[0][1][warp][lane] : 0.f;
 #pragma unroll
       for (int w = 1; w < GM_WARPS; w++) {
-        s0 += red[w][0][j][l];
-        if (o.silu) s1 += red[w][1][j][l];
+        s0 += red[w][0][warp][lane];
+        if (o.silu) s1 += red[w][1][warp][lane];
       }
       if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
       else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
@@ -1806,9 +1806,9 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
 // GC_PRODUCERS).
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
-// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and at least GM_WARPS *
-// GC_XSTEPS * M * 64): an op whose K is wider streams its rows, and the norms stage their f32 rows in xs when W
-// is at least 3 times their K.
+// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and with STREAM at least
+// GM_WARPS * GC_XSTEPS * M * 64): with STREAM an op whose K is wider streams its rows; the norms stage their
+// f32 rows in xs when W is at least 3 times their K.
 template <bool STREAM>
 __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
                                            const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
