@@ -195,45 +195,53 @@ test('otherwise the tensor-core GEMVs: widths a multiple of 64, compute capabili
   t.false(fits(3712))
 })
 
-// The layer chain's ring: as many 16 KiB stages as a block holds beside its staged rows, down's input
-// streaming instead where that leaves two more, or where staged rows leave too few.
+// The layer chain's ring: as many 16 KiB stages as a block holds beside the warps' partial sums and its
+// staged rows, down's input streaming instead where that leaves two more, or where staged rows leave too few.
 test('layer chains: compute capability 9.0+, at least 4 ring stages beside 4 to 8 rows, down streaming where that leaves two more', async (t) => {
-  const { chainFits, chainRows, chainStages, chainSharedBytes, chainLayout } = await import('../dist/model/decoder-model.js')
+  const { chainFits, chainRows, chainStages, chainSharedBytes, chainLayout, CHAIN_STATIC_SHARED } = await import('../dist/model/decoder-model.js')
   const { modelConfig } = await import('../dist/model/index.js')
   const h200 = { computeCapability: [9, 0], maxSharedMemoryPerBlock: 232448 }
-  // 232448 bytes less 8448 static: 12 stages beside one row of 8192 (+ 32) elements, 9 beside 4, 5 beside 8.
-  t.is(chainStages(232448, 1, 8192), 12)
+  t.is(CHAIN_STATIC_SHARED, 256, 'two mbarriers a stage')
+  // 232448 bytes less 256 static, 1280 of partial sums a row and the rows of 8192 (+ 32) elements: 13 stages
+  // beside one row, 9 beside 4, 5 beside 8.
+  t.is(chainStages(232448, 1, 8192), 13)
   t.is(chainStages(232448, 4, 8192), 9)
   t.is(chainStages(232448, 8, 8192), 5)
-  t.is(chainStages(232448, 1, 256), 13)
+  t.is(chainStages(232448, 1, 256), 14)
   t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
-  t.true(chainSharedBytes(5, 8, 8192) + 8448 <= 232448)
-  // Streamed: 8 rows of 6144 (+ 32) elements, or the warps' rings of 8 steps of 8 rows of 64 where larger.
-  t.is(chainStages(232448, 8, 6144, true), 7)
-  t.is(chainStages(232448, 8, 768, true), 9, "the warps' rings: 64 KiB")
-  t.true(chainSharedBytes(7, 8, 6144, true) + 8448 <= 232448)
+  t.is(chainSharedBytes(5, 8, 8192), 5 * 16384 + 10240 + 8 * 8224 * 2)
+  // Streamed: 8 rows of 4352 (+ 32) elements, or the warps' rings of 4 steps of 8 rows of 64 where larger.
+  t.is(chainStages(232448, 8, 4352, true), 9)
+  t.is(chainStages(232448, 8, 768, true), 11, "the warps' rings: 32 KiB")
+  t.true(chainSharedBytes(9, 8, 4352, true) + 256 <= 232448)
   const b1 = modelConfig('1b')
   t.true(chainFits(h200, b1))
   t.is(chainRows(h200, b1), 8)
-  t.deepEqual(chainLayout(232448, b1, b1, 1), { streamed: false, width: 8192, stages: 12 })
-  t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: false, width: 8192, stages: 9 }, 'streamed: 10, one more is not enough')
-  t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 6144, stages: 7 }, 'down streams at 8 rows: 7 stages, not 5')
+  // A norm's row of 2048 beyond a lane's registers' 1024 (f32) and the weights: rows of 2048 + 2048 + 2048 / rows.
+  t.deepEqual(chainLayout(232448, b1, b1, 1), { streamed: false, width: 8192, stages: 13 })
+  t.deepEqual(chainLayout(232448, b1, b1, 2), { streamed: false, width: 8192, stages: 12 }, 'streamed: 12 too')
+  t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: true, width: 4608, stages: 11 }, 'down streams at 4 rows: 11 stages, not 9')
+  t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 4352, stages: 9 }, 'and at 8: 9, not 5')
   const small = modelConfig('small')
   t.deepEqual(chainLayout(232448, small, small, 8), { streamed: false, width: 768, stages: 12 }, 'nothing wider than the norms: staged')
   const wide = modelConfig({ preset: 'small', ffn: 1600 })
-  t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole leaves 12 stages, streamed 9')
-  // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 8 streamed.
+  t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole leaves 11 stages, streamed 9')
+  // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 9 streamed.
   t.is(chainStages(232448, 7, 11008), 4)
   const mlp = modelConfig({ preset: '1b', ffn: 11008 })
   t.is(chainRows(h200, mlp), 8)
-  t.deepEqual(chainLayout(232448, mlp, mlp, 7), { streamed: true, width: 6144, stages: 8 })
-  t.deepEqual(chainLayout(232448, mlp, mlp, 1), { streamed: false, width: 11008, stages: 12 }, 'the same stages either way: staged')
-  // An MLP of 24576: 4 staged rows would leave one stage; streamed, 10.
+  t.deepEqual(chainLayout(232448, mlp, mlp, 7), { streamed: true, width: 4392, stages: 9 })
+  t.deepEqual(chainLayout(232448, mlp, mlp, 1), { streamed: false, width: 11008, stages: 12 }, 'streamed: 13, one more is not enough')
+  // An MLP of 24576: 4 staged rows would leave one stage; streamed, 11.
   const huge = modelConfig({ preset: '1b', ffn: 24576 })
   t.is(chainRows(h200, huge), 8)
-  t.deepEqual(chainLayout(232448, huge, huge, 4), { streamed: true, width: 6144, stages: 10 })
+  t.deepEqual(chainLayout(232448, huge, huge, 4), { streamed: true, width: 4608, stages: 11 })
+  // A hidden size of 4096: its norms' rows (4096 + 2 x 3072 + 4096 / rows) leave 3 stages at 8 rows, 4 at 7.
+  const h4096 = modelConfig({ preset: '1b', hidden: 4096, heads: 32, kvHeads: 8, ffn: 14336 })
+  t.is(chainLayout(232448, h4096, h4096, 8).stages, 3)
+  t.is(chainRows(h200, h4096), 7)
   t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, b1), 'no mbarrier waits before 9.0')
-  // 99 KiB a block: 4 rows streamed leave 3 stages (the warps' rings take 32 KiB): no chain.
+  // 99 KiB a block: 4 rows streamed leave 3 stages (the rows take 36 KiB): no chain.
   t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 101376 }, b1), 'too few stages even streamed')
 })
 

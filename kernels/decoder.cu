@@ -1275,6 +1275,19 @@ __device__ __forceinline__ int gemv_row_of_lane(int lane) {
   return r;
 }
 
+// A 4-element slice's squares, summed as every norm here sums them (the order is the bits').
+__device__ __forceinline__ float norm_sq(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+// Slice i of a normalized row into dst: each element of v times f, rounded to the dtype, times its weight
+// (w: the slice's 4 weights).
+__device__ __forceinline__ void norm_slice(elem_t* dst, int i, float4 v, uint2 w, float f) {
+  const unsigned a[2] = {w.x, w.y};
+  const float x[4] = {v.x, v.y, v.z, v.w};
+  float y[4];
+#pragma unroll
+  for (int e = 0; e < 4; e++) y[e] = round_e(x[e] * f) * (e & 1 ? hi_f(a[e >> 1]) : lo_f(a[e >> 1]));
+  *(uint2*)(dst + 4 * i) = make_uint2(pack2(from_f(y[0]), from_f(y[1])), pack2(from_f(y[2]), from_f(y[3])));
+}
+
 // GEMV_NORM's prologue for token row m, by one warp: dst[0..K) = rmsnorm(row) * norm_w, the row being the
 // residual stream's (resid_row) or, with GEMV_EMBED, the embedding's row of token m (emb: the table [V][K];
 // with `store`, it is also stored into resid_row). Lane l sums the squares of 4-element slices l, l + 32,
@@ -1301,7 +1314,7 @@ __device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, con
       if (i0 + 32 * u < n4) v[u] = slice(i0 + 32 * u);
 #pragma unroll
     for (int u = 0; u < B; u++)
-      if (i0 + 32 * u < n4) ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+      if (i0 + 32 * u < n4) ss += norm_sq(v[u]);
   }
   const float f = rsqrtf(warp_sum(ss) / K + eps);
   for (int i0 = lane; i0 < n4; i0 += 32 * B) {
@@ -1318,12 +1331,7 @@ __device__ __forceinline__ void gemv_norm_row(elem_t* dst, float* resid_row, con
       const int i = i0 + 32 * u;
       if (i >= n4) continue;
       if (embed && store) r[i] = v[u];
-      const unsigned a[2] = {w[u].x, w[u].y};
-      const float x[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-      float y[4];
-#pragma unroll
-      for (int e = 0; e < 4; e++) y[e] = round_e(x[e] * f) * (e & 1 ? hi_f(a[e >> 1]) : lo_f(a[e >> 1]));
-      *(uint2*)(dst + 4 * i) = make_uint2(pack2(from_f(y[0]), from_f(y[1])), pack2(from_f(y[2]), from_f(y[3])));
+      norm_slice(dst, i, v[u], w[u], f);
     }
   }
 }
@@ -1622,12 +1630,13 @@ GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 // waits for the arriving thread's copies in flight, and the consumers' have landed by then. After each
 // barrier the op's input rows go into shared memory, K + 32 elements apart, by cp.async with every piece
 // in flight at once: o's and down's copied from attn and act, gate/up's and the next q/k/v's normalized
-// from the residual stream (chain_norm_rows: the f32 rows staged, then gemv_norm_row, a warp a row). On an
+// from the residual stream (chain_norm_rows, a warp a row, gemv_norm_row's bits). On an
 // H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
 // 0.97x at 8 (same runs; docs/architecture.md has what bounds it).
 // ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
-// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, then M rows of W (the widest K) + 32 elements (a
-// normalized op's f32 rows go past its own rows there when they fit).
+// Dynamic shared memory: R stages of GM_WARPS * 2 KiB, the warps' partial sums (GM_WARPS * 2 * M rows of
+// GC_RED_PITCH floats), then M rows of W + 32 elements (a normalized op stages its f32 rows' elements past a
+// lane's registers and its weights past its own rows there).
 #define GC_UNIT 128  // 16-byte pieces of a unit (16 rows x 64 elements)
 
 // A shared-memory address as the 32-bit operand mbarrier and cp.async take.
@@ -1674,20 +1683,44 @@ __device__ __forceinline__ void chain_grid_barrier(unsigned* ctr) {
   chain_sync();
 }
 
-// The normalized ops' M rows of K into xs (rows ld elements apart): the rows (f32) into `rows` and the norm
-// weights into `nw` (both shared) by cp.async, every piece in flight at once, then a warp a row normalizes from
-// shared memory (gemv_norm_row: the bits of every other norm here). On an H200 (1b, batch 1) that took a
-// layer chain's gate/up and q/k/v 2.0 µs each from release to their first tile, against 3.1 for a warp a row
-// reading its rows from L2 (its loads in two rounds, the weights' in a third).
-__device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, float* rows, elem_t* nw, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
-  const int r4 = M * K / 4, w8 = K / 8;
-  for (int i = threadIdx.x; i < r4 + w8; i += 32 * GM_WARPS)
-    if (i < r4) cp_async16((float4*)rows + i, (const float4*)resid + i, true);
-    else cp_async16((uint4*)nw + i - r4, (const uint4*)norm_w + i - r4, true);
+// The normalized ops' M rows of K into xs (rows ld elements apart; M <= GM_WARPS, a warp a row). A lane's
+// first GC_NORM_SLICES 4-element slices of its row (lane, lane + 32, ...) come into its registers; the rest of
+// the rows (f32, `rest` slices a row) and then the norm weights into shared memory at `past` by cp.async;
+// all of it in flight at once. Then gemv_norm_row's arithmetic in its order (the same bits). On an H200 (1b,
+// batch 1) staging every row took a layer chain's gate/up and q/k/v 2.0 µs each from release to their first
+// tile, against 3.1 for a warp a row reading its row from L2 (its loads in two rounds, the weights' in a
+// third); the registers halve the shared memory 1b's rows take, for two more ring stages at 4 and 8 rows.
+__device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, void* past, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
+  const int lane = threadIdx.x & 31, m = threadIdx.x >> 5, n4 = K / 4;
+  const int kept = min(n4, 32 * GC_NORM_SLICES), rest = n4 - kept, left = kept - lane;  // the lane's kept slices: 32 u < left
+  float* const rows = (float*)past;
+  elem_t* const nw = (elem_t*)(rows + 4 * M * rest);
+  for (int i = threadIdx.x; i < M * rest + K / 8; i += 32 * GM_WARPS)
+    if (i < M * rest) cp_async16((float4*)rows + i, (const float4*)resid + (i / rest) * n4 + kept + i % rest, true);
+    else cp_async16((uint4*)nw + i - M * rest, (const uint4*)norm_w + i - M * rest, true);
+  float4 v[GC_NORM_SLICES];
+  if (m < M) {
+    const float4* r = (const float4*)(resid + (long long)m * K) + lane;
+#pragma unroll
+    for (int u = 0; u < GC_NORM_SLICES; u++)
+      if (32 * u < left) v[u] = r[32 * u];
+  }
   cp_async_wait_all();
   chain_sync();
-  const int warp = threadIdx.x >> 5;
-  for (int m = warp; m < M; m += GM_WARPS) gemv_norm_row<8>(xs + m * ld, rows + m * K, nullptr, nullptr, m, 0, K, eps, nw, 0, false);
+  if (m >= M) return;
+  const float4* const sr = (const float4*)rows + m * rest - kept;  // slice i (>= kept) of the row: sr[i]
+  const uint2* const w = (const uint2*)nw;
+  float ss = 0.f;
+#pragma unroll
+  for (int u = 0; u < GC_NORM_SLICES; u++)
+    if (32 * u < left) ss += norm_sq(v[u]);
+  for (int i = kept + lane; i < n4; i += 32) ss += norm_sq(sr[i]);
+  const float f = rsqrtf(warp_sum(ss) / K + eps);
+  elem_t* const d = xs + m * ld;
+#pragma unroll
+  for (int u = 0; u < GC_NORM_SLICES; u++)
+    if (32 * u < left) norm_slice(d, lane + 32 * u, v[u], w[lane + 32 * u], f);
+  for (int i = kept + lane; i < n4; i += 32) norm_slice(d, i, sr[i], w[i], f);
 }
 
 // One op of the chain: out = x W^T per the GEMV flags (gemv_store), W [N][K] ([2N][K], gate then up, with silu).
@@ -1712,7 +1745,7 @@ struct ChainRing {
 // the op ends), the token rows staged in xs or, STREAMED, copied by each warp as it goes (below); each tile's
 // epilogue as gemv_mma_rows's.
 template <bool STREAMED>
-__device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float (*red)[2][4][32], float* resid, int M) {
+__device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float* red, float* resid, int M) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
   // STREAMED (an input wider than xs's rows: down's, where the host stages narrower rows): each lane copies
@@ -1780,19 +1813,21 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
       // The step's pieces are in the MMAs' registers: their slot takes the copies GC_XSTEPS steps on.
       if constexpr (STREAMED) fetch(s + GC_XSTEPS);
     }
-    // The tile's epilogue, as gemv_mma_rows's: the warps' sums in warp order.
+    // The tile's epilogue, as gemv_mma_rows's: the warps' sums in warp order, through red [warp][gate, up]
+    // [row][GC_RED_PITCH] (the M rows only; accumulator i of lane (g, t) is column g + 8 (i / 2), row 2 t + i % 2).
 #pragma unroll
     for (int a = 0; a < 2; a++)
 #pragma unroll
       for (int i = 0; i < 4; i++)
-        if (a < A) red[warp][a][i][lane] = acc[a][i];
+        if (a < A && 2 * t + (i & 1) < M) red[((2 * warp + a) * M + 2 * t + (i & 1)) * GC_RED_PITCH + g + 8 * (i >> 1)] = acc[a][i];
     chain_sync();
     if (mine) {
-      float s0 = red[0][0][warp][lane], s1 = o.silu ? red[0][1][warp][lane] : 0.f;
+      const float* rw = red + m * GC_RED_PITCH + n - n0;
+      float s0 = rw[0], s1 = o.silu ? rw[M * GC_RED_PITCH] : 0.f;
 #pragma unroll
       for (int w = 1; w < GM_WARPS; w++) {
-        s0 += red[w][0][warp][lane];
-        if (o.silu) s1 += red[w][1][warp][lane];
+        s0 += rw[2 * w * M * GC_RED_PITCH];
+        if (o.silu) s1 += rw[(2 * w + 1) * M * GC_RED_PITCH];
       }
       if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
       else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
@@ -1807,18 +1842,18 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
 // R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and with STREAM at least
-// GM_WARPS * GC_XSTEPS * M * 64): with STREAM an op whose K is wider streams its rows; the norms stage their
-// f32 rows in xs when W is at least 3 times their K.
+// GM_WARPS * GC_XSTEPS * M * 64): with STREAM an op whose K is wider streams its rows; M W >= M K + 2 M
+// max(0, K - 128 GC_NORM_SLICES) + K for the norms' K (chain_norm_rows).
 template <bool STREAM>
 __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
                                            const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
 #if __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) uint4 chain_smem[];
-  __shared__ __align__(16) float red[GM_WARPS][2][4][32];
   __shared__ unsigned long long full[GC_STAGES], empty[GC_STAGES];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint4* const ring = chain_smem;
-  elem_t* const xs = (elem_t*)(chain_smem + R * GM_WARPS * GC_UNIT);
+  float* const red = (float*)(ring + R * GM_WARPS * GC_UNIT);
+  elem_t* const xs = (elem_t*)(red + GM_WARPS * 2 * M * GC_RED_PITCH);
   auto op = [&](int p) -> ChainOp {
     if (p == 0) return {Wo, attn, nullptr, nullptr, nullptr, H, Ko, GEMV_RESID, false};
     if (p == 1) return {Wgu, nullptr, mlp_norm, nullptr, act, F, H, GEMV_NORM, true};
@@ -1860,8 +1895,9 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
             // of copies adds no bandwidth and lengthens the wait of every latency-bound load behind it (the
             // grid barriers', the norms', the staged rows'). On an H200, 1b's decode step took 852.3
             // against 867.5 µs at batch 1, 912.9 against 927.1 at 4 with 3 against the whole ring (same run).
-            // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' (5 stages) took 0.972x
-            // the time with 4 against 3 (0.971x in bf16), where 1 row's 12 took 1.005x (bf16 1.017x).
+            // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' took 0.972x the time
+            // with 4 against 3 at 5 stages (0.971x in bf16) and 0.993-0.994x at 9 (two runs), where 1 row's 12
+            // took 1.005x (bf16 1.017x).
             cp_async_commit();
             if (R <= GC_SHORT_RING) cp_async_wait_group<GC_INFLIGHT>();
             else cp_async_wait_group<GC_INFLIGHT - 1>();
@@ -1889,11 +1925,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     // The op's input rows into xs (a block without tiles in the op has no use for them): o's and down's
     // copied from attn and act; gate/up's and the next op's normalized.
     if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
-      // The rows (f32) in xs past the op's own (when the widest input is 3 times K's), the weights in red.
-      if (W >= 3 * o.K && o.K <= (int)(sizeof red / 2))
-        chain_norm_rows(xs, o.K + 32, (float*)(xs + M * (o.K + 32)), (elem_t*)&red[0][0][0][0], resid, o.norm_w, M, o.K, eps);
-      else
-        for (int m = warp; m < M; m += GM_WARPS) gemv_norm_row<8>(xs + m * (o.K + 32), resid + (long long)m * o.K, nullptr, nullptr, m, 0, o.K, eps, o.norm_w, 0, false);
+      chain_norm_rows(xs, o.K + 32, xs + M * (o.K + 32), resid, o.norm_w, M, o.K, eps);
     } else if (blockIdx.x < tiles && (!STREAM || o.K <= W)) {
       // Copied through L2 (other blocks wrote them) by cp.async: every piece in flight at once, no registers
       // (on an H200, 1b's down at batch 4: 1.7 µs, against 3.2 with 4 loads a thread in flight).

@@ -861,6 +861,8 @@ const {
   GC_STAGES,
   GC_PRODUCERS,
   GC_XSTEPS,
+  GC_RED_PITCH,
+  GC_NORM_SLICES,
   ATT_WARPS,
   ATT_KEYS,
   ATT_ROPE,
@@ -882,11 +884,10 @@ const GEMV_MAX_FMA = 2 ** 27
 // resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W
 const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
 /**
- * A layer chain's static shared memory, bytes: the warps' partial sums (gate and up) and two mbarriers a
- * stage, as gemv_chain declares them (a GPU test holds the two figures together), so {@link chainRows} can
- * budget stages before any kernel is compiled.
+ * A layer chain's static shared memory, bytes: two mbarriers a stage, as gemv_chain declares them (a GPU
+ * test holds the two figures together), so {@link chainRows} can budget stages before any kernel is compiled.
  */
-export const CHAIN_STATIC_SHARED = GM_WARPS * 2 * 4 * 32 * 4 + 2 * GC_STAGES * 8
+export const CHAIN_STATIC_SHARED = 2 * GC_STAGES * 8
 /** A layer chain's ring stage, bytes: a 16 x 64-element unit (2 KiB) for each consumer warp. */
 const CHAIN_STAGE_BYTES = GM_WARPS * 2048
 /**
@@ -899,7 +900,7 @@ const CHAIN_MIN_STAGES = 4
 export interface ChainLayout {
   /** Whether down's input rows stream through each consumer warp's own ring (`gemv_chain_streamed`) rather than being staged whole. */
   streamed: boolean
-  /** The staged rows' width, elements (the kernel's W): the norms stage their f32 rows too where it is 3 times the hidden size. */
+  /** The staged rows' width, elements (the kernel's W): at least o's input and what a norm stages ({@link normStagedWidth}). */
   width: number
   /** The weights' ring stages ({@link chainStages}). */
   stages: number
@@ -915,31 +916,38 @@ const CHAIN_STREAM_MARGIN = 2
 
 /**
  * A layer chain's layout for `rows` token rows: every op's input staged whole, unless that leaves under
- * {@link CHAIN_MIN_STAGES} or streaming down's input leaves {@link CHAIN_STREAM_MARGIN} more ring stages.
- * Then the staged rows hold o's input and the norms' f32 rows (or, where those leave too few stages, o's and
- * the norms' inputs alone, the norms reading from L2). A deeper ring absorbs more of the grid barriers and
- * the norms, where the producers would otherwise wait on a full ring: on an H200, 1b's decode step took
- * 1.072x the time at batch 1 with 7 stages instead of 12, and 1.032x at 4 with 7 instead of 9.
+ * {@link CHAIN_MIN_STAGES} or streaming down's input leaves {@link CHAIN_STREAM_MARGIN} more ring stages;
+ * then the staged rows hold o's input and what the norms stage. A deeper ring absorbs more of the grid
+ * barriers and the norms, where the producers would otherwise wait on a full ring: on an H200, 1b's decode
+ * step took 1.072x the time at batch 1 with 7 stages instead of 12, and 1.032x at 4 with 7 instead of 9.
  */
 export function chainLayout(maxShared: number, c: ModelConfig, local: Pick<LocalDims, 'heads' | 'ffn'>, rows: number): ChainLayout {
-  const o = local.heads * c.headDim
-  const whole = Math.max(o, c.hidden, local.ffn)
-  const normStaged = Math.max(o, 3 * c.hidden)
+  const narrow = Math.max(local.heads * c.headDim, normStagedWidth(c.hidden, rows))
+  const whole = Math.max(narrow, local.ffn)
   const staged = { streamed: false, width: whole, stages: chainStages(maxShared, rows, whole) }
-  if (whole <= normStaged) return staged
-  const width = chainStages(maxShared, rows, normStaged, true) >= CHAIN_MIN_STAGES ? normStaged : Math.max(o, c.hidden)
-  const streamed = { streamed: true, width, stages: chainStages(maxShared, rows, width, true) }
+  if (whole === narrow) return staged
+  const streamed = { streamed: true, width: narrow, stages: chainStages(maxShared, rows, narrow, true) }
   const better = staged.stages < CHAIN_MIN_STAGES ? streamed.stages > staged.stages : streamed.stages >= staged.stages + CHAIN_STREAM_MARGIN
   return better ? streamed : staged
 }
 
 /**
- * A layer chain's dynamic shared memory, bytes: `stages` ring stages, then `rows` staged input rows of
- * `width` + 32 elements, or, `streamed`, the consumer warps' rings of streamed rows where those are larger.
+ * The staged rows' width, elements, at which a layer chain's norm of `hidden` stages, past its `rows`
+ * normalized rows, their f32 elements past a lane's registers' (GC_NORM_SLICES) and its weights
+ * (kernels/decoder.cu: rows W >= rows K + 2 rows (K - 128 GC_NORM_SLICES) + K), a multiple of 8.
+ */
+function normStagedWidth(hidden: number, rows: number): number {
+  return hidden + 2 * Math.max(0, hidden - 128 * GC_NORM_SLICES) + 8 * Math.ceil(hidden / rows / 8)
+}
+
+/**
+ * A layer chain's dynamic shared memory, bytes: `stages` ring stages, the warps' partial sums (gate and up,
+ * `rows` rows of GC_RED_PITCH floats a warp), then `rows` staged input rows of `width` + 32 elements, or,
+ * `streamed`, the consumer warps' rings of streamed rows where those are larger.
  */
 export function chainSharedBytes(stages: number, rows: number, width: number, streamed = false): number {
   const rowBytes = Math.max(rows * (width + 32), streamed ? GM_WARPS * GC_XSTEPS * rows * 64 : 0) * 2
-  return stages * CHAIN_STAGE_BYTES + rowBytes
+  return stages * CHAIN_STAGE_BYTES + GM_WARPS * 2 * rows * GC_RED_PITCH * 4 + rowBytes
 }
 
 /** The ring stages a layer chain of `rows` token rows takes (as many as a block's `maxShared` bytes hold, at most GC_STAGES). */
@@ -951,7 +959,7 @@ export function chainStages(maxShared: number, rows: number, width: number, stre
  * The most token rows a model's layer chains take on `device`, 0 where it does not chain: the kernel's
  * mbarrier waits and programmatic dependent launch need compute capability 9.0+, and a block's shared
  * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows {@link chainLayout} stages, for at most
- * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 7 stages beside 8 rows of
+ * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 9 stages beside 8 rows of
  * 1b, its MLP's streamed; 99 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
  * and down are partial sums).
  */
