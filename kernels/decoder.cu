@@ -1630,9 +1630,9 @@ GEMV_MMA_KERNEL(gemv_mma_silu_16, 2, true)
 // waits for the arriving thread's copies in flight, and the consumers' have landed by then. After each
 // barrier the op's input rows go into shared memory, K + 32 elements apart, by cp.async with every piece
 // in flight at once: o's and down's copied from attn and act, gate/up's and the next q/k/v's normalized
-// from the residual stream (chain_norm_rows, a warp a row, gemv_norm_row's bits). On an
-// H200 a 1b decode step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and
-// 0.97x at 8 (same runs; docs/architecture.md has what bounds it).
+// from the residual stream (chain_norm_rows, a warp a row, gemv_norm_row's bits). On an H200 a 1b decode
+// step took 0.888-0.895x the separate GEMVs' time at batch 1, 0.95-0.96x at 4 and 0.97x at 8 (same runs;
+// docs/architecture.md has what bounds it).
 // ctr: four zeroed counters, left zeroed (the last block past the last barrier resets them).
 // Dynamic shared memory: R stages of GM_WARPS * 2 KiB, the warps' partial sums (GM_WARPS * 2 * M rows of
 // GC_RED_PITCH floats), then M rows of W + 32 elements (a normalized op stages its f32 rows' elements past a
@@ -1689,7 +1689,7 @@ __device__ __forceinline__ void chain_grid_barrier(unsigned* ctr) {
 // all of it in flight at once. Then gemv_norm_row's arithmetic in its order (the same bits). On an H200 (1b,
 // batch 1) staging every row took a layer chain's gate/up and q/k/v 2.0 µs each from release to their first
 // tile, against 3.1 for a warp a row reading its row from L2 (its loads in two rounds, the weights' in a
-// third); the registers halve the shared memory 1b's rows take, for two more ring stages at 4 and 8 rows.
+// third); the registers take three quarters of 1b's rows, for three more ring stages at 4 and 8 rows.
 __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, void* past, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
   const int lane = threadIdx.x & 31, m = threadIdx.x >> 5, n4 = K / 4;
   const int kept = min(n4, 32 * GC_NORM_SLICES), rest = n4 - kept, left = kept - lane;  // the lane's kept slices: 32 u < left
@@ -1897,7 +1897,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
             // against 867.5 µs at batch 1, 912.9 against 927.1 at 4 with 3 against the whole ring (same run).
             // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' took 0.972x the time
             // with 4 against 3 at 5 stages (0.971x in bf16) and 0.993-0.994x at 9 (two runs), where 1 row's 12
-            // took 1.005x (bf16 1.017x).
+            // took 1.005x (bf16 1.017x); 4 rows' 12 stages, 0.999x.
             cp_async_commit();
             if (R <= GC_SHORT_RING) cp_async_wait_group<GC_INFLIGHT>();
             else cp_async_wait_group<GC_INFLIGHT - 1>();

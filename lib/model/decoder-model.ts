@@ -932,9 +932,9 @@ export function chainLayout(maxShared: number, c: ModelConfig, local: Pick<Local
 }
 
 /**
- * The staged rows' width, elements, at which a layer chain's norm of `hidden` stages, past its `rows`
- * normalized rows, their f32 elements past a lane's registers' (GC_NORM_SLICES) and its weights
- * (kernels/decoder.cu: rows W >= rows K + 2 rows (K - 128 GC_NORM_SLICES) + K), a multiple of 8.
+ * The staged rows' width, elements, that a layer chain's norm of `hidden` needs: past its `rows` normalized
+ * rows it stages the f32 elements a lane's registers do not hold (those past 128 GC_NORM_SLICES a row) and
+ * its weights (kernels/decoder.cu: rows W >= rows K + 2 rows (K - 128 GC_NORM_SLICES) + K); a multiple of 8.
  */
 function normStagedWidth(hidden: number, rows: number): number {
   return hidden + 2 * Math.max(0, hidden - 128 * GC_NORM_SLICES) + 8 * Math.ceil(hidden / rows / 8)
@@ -959,8 +959,8 @@ export function chainStages(maxShared: number, rows: number, width: number, stre
  * The most token rows a model's layer chains take on `device`, 0 where it does not chain: the kernel's
  * mbarrier waits and programmatic dependent launch need compute capability 9.0+, and a block's shared
  * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows {@link chainLayout} stages, for at most
- * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 9 stages beside 8 rows of
- * 1b, its MLP's streamed; 99 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
+ * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 10 stages beside 8 rows of
+ * 1b, its MLP's streamed; 90 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
  * and down are partial sums).
  */
 export function chainRows(device: DeviceLimits, c: ModelConfig): number {
