@@ -220,13 +220,13 @@ test('layer chains: compute capability 9.0+, at least 4 ring stages beside 4 to 
   // A norm stages a row's 512 elements past a lane's registers' 1536 (f32) and its weights: rows of 2048 +
   // 2 x 512 + 2048 / rows.
   t.deepEqual(chainLayout(232448, b1, b1, 1), { streamed: false, width: 8192, stages: 13 })
-  t.deepEqual(chainLayout(232448, b1, b1, 2), { streamed: false, width: 8192, stages: 12 }, 'streamed: 12 too')
+  t.deepEqual(chainLayout(232448, b1, b1, 2), { streamed: false, width: 8192, stages: 12 }, 'streamed: 13, one more is not enough')
   t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: true, width: 3584, stages: 12 }, 'down streams at 4 rows: 12 stages, not 9')
   t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 3328, stages: 10 }, 'and at 8: 10, not 5')
   const small = modelConfig('small')
   t.deepEqual(chainLayout(232448, small, small, 8), { streamed: false, width: 768, stages: 12 }, 'nothing wider than the norms: staged')
   const wide = modelConfig({ preset: 'small', ffn: 1600 })
-  t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole leaves 11 stages, streamed 9')
+  t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole and streamed both leave 11 stages')
   // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 10 streamed.
   t.is(chainStages(232448, 7, 11008), 4)
   const mlp = modelConfig({ preset: '1b', ffn: 11008 })
