@@ -1685,15 +1685,15 @@ __device__ __forceinline__ void chain_grid_barrier(unsigned* ctr) {
 
 // The normalized ops' M rows of K into xs (rows ld elements apart; M <= GM_WARPS, a warp a row). A lane's
 // first GC_NORM_SLICES 4-element slices of its row (lane, lane + 32, ...) come into its registers; the rest of
-// the rows (f32, `rest` slices a row) and then the norm weights into shared memory at `past` by cp.async;
-// all of it in flight at once. Then gemv_norm_row's arithmetic in its order (the same bits). On an H200 (1b,
+// the rows (f32, `rest` slices a row) and then the norm weights into shared memory past xs's M rows by
+// cp.async; all of it in flight at once. Then gemv_norm_row's arithmetic in its order (the same bits). On an H200 (1b,
 // batch 1) staging every row took a layer chain's gate/up and q/k/v 2.0 µs each from release to their first
 // tile, against 3.1 for a warp a row reading its row from L2 (its loads in two rounds, the weights' in a
 // third); the registers take three quarters of 1b's rows, for three more ring stages at 4 and 8 rows.
-__device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, void* past, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
+__device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
   const int lane = threadIdx.x & 31, m = threadIdx.x >> 5, n4 = K / 4;
   const int kept = min(n4, 32 * GC_NORM_SLICES), rest = n4 - kept, left = kept - lane;  // the lane's kept slices: 32 u < left
-  float* const rows = (float*)past;
+  float* const rows = (float*)(xs + M * ld);
   elem_t* const nw = (elem_t*)(rows + 4 * M * rest);
   for (int i = threadIdx.x; i < M * rest + K / 8; i += 32 * GM_WARPS)
     if (i < M * rest) cp_async16((float4*)rows + i, (const float4*)resid + (i / rest) * n4 + kept + i % rest, true);
@@ -1925,7 +1925,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     // The op's input rows into xs (a block without tiles in the op has no use for them): o's and down's
     // copied from attn and act; gate/up's and the next op's normalized.
     if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
-      chain_norm_rows(xs, o.K + 32, xs + M * (o.K + 32), resid, o.norm_w, M, o.K, eps);
+      chain_norm_rows(xs, o.K + 32, resid, o.norm_w, M, o.K, eps);
     } else if (blockIdx.x < tiles && (!STREAM || o.K <= W)) {
       // Copied through L2 (other blocks wrote them) by cp.async: every piece in flight at once, no registers
       // (on an H200, 1b's down at batch 4: 1.7 µs, against 3.2 with 4 loads a thread in flight).
