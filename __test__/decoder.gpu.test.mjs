@@ -202,7 +202,7 @@ test("layer chain: the kernel's static shared memory is the host's CHAIN_STATIC_
 // requests of different lengths, alone, 4 and 8 in one step (small: K = 256 gives 4 of 8 warps a chunk, the
 // MLP's 768 12; 16 to 256 tiles on every multiprocessor, so blocks without tiles in an op; its variants
 // with 4 and 2 query heads on one key/value head, head sizes 64 and 128, run attention on tensor cores
-// between the chains; with a hidden size of 2048 a norm's rows past a lane's registers are staged in shared
+// between the chains; with a hidden size of 2560 a norm's rows past a lane's registers are staged in shared
 // memory; with an MLP of 6144 a step of 4 or 8 rows streams down's input, gemv_chain_streamed, 12 steps a
 // warp through its ring of 4), in f16 and bf16, and graph == eager.
 // (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
@@ -213,7 +213,7 @@ test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone,
     ['small', 'small', 'cuda-cores'],
     ['head size 64, 4 query heads a key/value head', { preset: 'small', kvHeads: 1 }, 'tensor-cores'],
     ['head size 128, 2 query heads a key/value head', { preset: 'small', heads: 2, kvHeads: 1 }, 'tensor-cores'],
-    ['a hidden size of 2048: the norms stage their rows past the registers', { preset: 'small', hidden: 2048, heads: 16, kvHeads: 4 }, 'tensor-cores'],
+    ['a hidden size of 2560: the norms stage their rows past the registers', { preset: 'small', hidden: 2560, heads: 20, kvHeads: 4 }, 'tensor-cores'],
     ["an MLP of 6144: down's input streams", { preset: 'small', ffn: 6144 }, 'cuda-cores'],
   ]
   for (const [name, model, attention] of models)

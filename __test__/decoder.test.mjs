@@ -210,41 +210,41 @@ test('layer chains: compute capability 9.0+, at least 4 ring stages beside 4 to 
   t.is(chainStages(232448, 1, 256), 14)
   t.is(chainStages(400000, 1, 256), 16, 'at most GC_STAGES (the mbarriers are static)')
   t.is(chainSharedBytes(5, 8, 8192), 5 * 16384 + 10240 + 8 * 8224 * 2)
-  // Streamed: 8 rows of 3328 (+ 32) elements, or the warps' rings of 4 steps of 8 rows of 64 where larger.
-  t.is(chainStages(232448, 8, 3328, true), 10)
+  // Streamed: 8 rows of 2304 (+ 32) elements, or the warps' rings of 4 steps of 8 rows of 64 where larger.
+  t.is(chainStages(232448, 8, 2304, true), 11)
   t.is(chainStages(232448, 8, 768, true), 11, "the warps' rings: 32 KiB")
-  t.true(chainSharedBytes(10, 8, 3328, true) + 256 <= 232448)
+  t.true(chainSharedBytes(11, 8, 2304, true) + 256 <= 232448)
   const b1 = modelConfig('1b')
   t.true(chainFits(h200, b1))
   t.is(chainRows(h200, b1), 8)
-  // A norm stages a row's 512 elements past a lane's registers' 1536 (f32) and its weights: rows of 2048 +
-  // 2 x 512 + 2048 / rows.
+  // A norm of 2048 stages none of its rows (a lane's registers hold 2048 a row), only its weights: rows of
+  // 2048 + 2048 / rows.
   t.deepEqual(chainLayout(232448, b1, b1, 1), { streamed: false, width: 8192, stages: 13 })
   t.deepEqual(chainLayout(232448, b1, b1, 2), { streamed: false, width: 8192, stages: 12 }, 'streamed: 13, one more is not enough')
-  t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: true, width: 3584, stages: 12 }, 'down streams at 4 rows: 12 stages, not 9')
-  t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 3328, stages: 10 }, 'and at 8: 10, not 5')
+  t.deepEqual(chainLayout(232448, b1, b1, 4), { streamed: true, width: 2560, stages: 12 }, 'down streams at 4 rows: 12 stages, not 9')
+  t.deepEqual(chainLayout(232448, b1, b1, 8), { streamed: true, width: 2304, stages: 11 }, 'and at 8: 11, not 5')
   const small = modelConfig('small')
   t.deepEqual(chainLayout(232448, small, small, 8), { streamed: false, width: 768, stages: 12 }, 'nothing wider than the norms: staged')
   const wide = modelConfig({ preset: 'small', ffn: 1600 })
   t.false(chainLayout(232448, wide, wide, 8).streamed, 'staged whole and streamed both leave 11 stages')
-  // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 10 streamed.
+  // An MLP of 11008: 4 stages beside 7 staged rows (11040 elements each), 11 streamed.
   t.is(chainStages(232448, 7, 11008), 4)
   const mlp = modelConfig({ preset: '1b', ffn: 11008 })
   t.is(chainRows(h200, mlp), 8)
-  t.deepEqual(chainLayout(232448, mlp, mlp, 7), { streamed: true, width: 3368, stages: 10 })
+  t.deepEqual(chainLayout(232448, mlp, mlp, 7), { streamed: true, width: 2344, stages: 11 })
   t.deepEqual(chainLayout(232448, mlp, mlp, 1), { streamed: false, width: 11008, stages: 12 }, 'streamed: 13, one more is not enough')
   // An MLP of 24576: 4 staged rows would leave one stage; streamed, 12.
   const huge = modelConfig({ preset: '1b', ffn: 24576 })
   t.is(chainRows(h200, huge), 8)
-  t.deepEqual(chainLayout(232448, huge, huge, 4), { streamed: true, width: 3584, stages: 12 })
-  // A hidden size of 5120: its norms' rows (5120 + 2 x 3584 + 5120 / rows) leave 2 stages at 7 rows, 4 at 6.
+  t.deepEqual(chainLayout(232448, huge, huge, 4), { streamed: true, width: 2560, stages: 12 })
+  // A hidden size of 5120: its norms' rows (5120 + 2 x 3072 + 5120 / rows) leave 3 stages at 7 rows, 4 at 6.
   const h5120 = modelConfig({ preset: '1b', hidden: 5120, heads: 40, kvHeads: 8, ffn: 13824 })
-  t.is(chainLayout(232448, h5120, h5120, 7).stages, 2)
+  t.is(chainLayout(232448, h5120, h5120, 7).stages, 3)
   t.is(chainRows(h200, h5120), 6)
   t.false(chainFits({ computeCapability: [8, 0], maxSharedMemoryPerBlock: 232448 }, b1), 'no mbarrier waits before 9.0')
-  // 99 KiB a block: 4 stages at 4 rows (3 at 5); 90 KiB: 3 at 4 rows, no chain.
-  t.is(chainRows({ ...h200, maxSharedMemoryPerBlock: 101376 }, b1), 4)
-  t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 92160 }, b1), 'too few stages even streamed')
+  // 99 KiB a block: 4 stages at 5 rows (3 at 6); 88 KiB: 3 at 4 rows, no chain.
+  t.is(chainRows({ ...h200, maxSharedMemoryPerBlock: 101376 }, b1), 5)
+  t.false(chainFits({ ...h200, maxSharedMemoryPerBlock: 90112 }, b1), 'too few stages even streamed')
 })
 
 test('attention blocks take 4, 2 or 1 query heads of a group: the most that divides it and still makes two blocks a multiprocessor, else the most that divides it', async (t) => {

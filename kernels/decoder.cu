@@ -1689,7 +1689,8 @@ __device__ __forceinline__ void chain_grid_barrier(unsigned* ctr) {
 // cp.async; all of it in flight at once. Then gemv_norm_row's arithmetic in its order (the same bits). On an H200 (1b,
 // batch 1) staging every row took a layer chain's gate/up and q/k/v 2.0 µs each from release to their first
 // tile, against 3.1 for a warp a row reading its row from L2 (its loads in two rounds, the weights' in a
-// third); the registers take three quarters of 1b's rows, for three more ring stages at 4 and 8 rows.
+// third); 16 slices hold a whole row of 2048 (1b's), so its norms stage only their weights: 13 / 12 / 12 / 11 ring
+// stages at 1 / 2 / 4 / 8 rows (168 registers, the most a 320-thread block gets, no spill).
 __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, const float* resid, const elem_t* norm_w, int M, int K, float eps) {
   const int lane = threadIdx.x & 31, m = threadIdx.x >> 5, n4 = K / 4;
   const int kept = min(n4, 32 * GC_NORM_SLICES), rest = n4 - kept, left = kept - lane;  // the lane's kept slices: 32 u < left
@@ -1708,19 +1709,19 @@ __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, const float*
   cp_async_wait_all();
   chain_sync();
   if (m >= M) return;
-  const float4* const sr = (const float4*)rows + m * rest - kept;  // slice i (>= kept) of the row: sr[i]
+  const float4* const sr = (const float4*)rows + m * rest;  // the row's staged slices: slice kept + i is sr[i]
   const uint2* const w = (const uint2*)nw;
   float ss = 0.f;
 #pragma unroll
   for (int u = 0; u < GC_NORM_SLICES; u++)
     if (32 * u < left) ss += norm_sq(v[u]);
-  for (int i = kept + lane; i < n4; i += 32) ss += norm_sq(sr[i]);
+  for (int i = lane; i < rest; i += 32) ss += norm_sq(sr[i]);
   const float f = rsqrtf(warp_sum(ss) / K + eps);
   elem_t* const d = xs + m * ld;
 #pragma unroll
   for (int u = 0; u < GC_NORM_SLICES; u++)
     if (32 * u < left) norm_slice(d, lane + 32 * u, v[u], w[lane + 32 * u], f);
-  for (int i = kept + lane; i < n4; i += 32) norm_slice(d, i, sr[i], w[i], f);
+  for (int i = lane; i < rest; i += 32) norm_slice(d, kept + i, sr[i], w[kept + i], f);
 }
 
 // One op of the chain: out = x W^T per the GEMV flags (gemv_store), W [N][K] ([2N][K], gate then up, with silu).

@@ -959,8 +959,8 @@ export function chainStages(maxShared: number, rows: number, width: number, stre
  * The most token rows a model's layer chains take on `device`, 0 where it does not chain: the kernel's
  * mbarrier waits and programmatic dependent launch need compute capability 9.0+, and a block's shared
  * memory must hold {@link CHAIN_MIN_STAGES} stages beside the rows {@link chainLayout} stages, for at most
- * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 10 stages beside 8 rows of
- * 1b, its MLP's streamed; 90 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
+ * {@link CHAIN_MAX_ROWS} rows and at least CHAIN_MIN_ROWS (an H200's 227 KiB hold 11 stages beside 8 rows of
+ * 1b, its MLP's streamed; 88 KiB hold 3 at 4 rows, too few). A whole model only (a tensor-parallel rank's o
  * and down are partial sums).
  */
 export function chainRows(device: DeviceLimits, c: ModelConfig): number {
