@@ -1897,8 +1897,8 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
             // grid barriers', the norms', the staged rows'). On an H200, 1b's decode step took 852.3
             // against 867.5 µs at batch 1, 912.9 against 927.1 at 4 with 3 against the whole ring (same run).
             // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' took 0.972x the time
-            // with 4 against 3 at 5 stages (0.971x in bf16) and 0.993-0.994x at 9 (two runs), where 1 row's 12
-            // took 1.005x (bf16 1.017x); 4 rows' 12 stages, 0.999x.
+            // with 4 against 3 at 5 stages (0.971x in bf16) and 0.993-0.994x at 9 (two runs); 1 row's 13 stages
+            // 0.986-0.996x (three runs, with the norms' rows in registers; 1.005x at 12 while they were staged).
             cp_async_commit();
             if (R <= GC_SHORT_RING) cp_async_wait_group<GC_INFLIGHT>();
             else cp_async_wait_group<GC_INFLIGHT - 1>();
