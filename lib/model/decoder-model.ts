@@ -556,15 +556,20 @@ export class DecoderModel {
     const attn = ctx.scratch(dt, T * heads * hd)
     const delta = ctx.scratch(dt, T * H)
     const act = ctx.scratch(dt, T * ffn)
-    const gemv = kind === 'decode' && (this.decodeGemv === 'cuda-cores' || (this.decodeGemv === 'tensor-cores' && T <= TENSOR_GEMV_MAX_ROWS))
     // The residual stream. Every add rounds it to the dtype (as transformers' does), so either storage holds
     // the same values: f32 for the GEMVs and the chain (on an H200, the chain's one warp normalizing a
     // batch-1 row took 0.4-2.1% longer converting from the dtype), the dtype for add_rmsnorm and final_norm
     // (half their bytes: 1b's batch-64 step 0.992x in f16 and 0.975x in bf16, same run; prefill within noise).
-    const residF32 = gemv ? ctx.scratch('f32', T * H) : undefined
+    // It is f32 exactly where the projections are the fused GEMVs, so `gemv` (and `chain`) narrow residF32.
+    const residF32 =
+      kind === 'decode' && (this.decodeGemv === 'cuda-cores' || (this.decodeGemv === 'tensor-cores' && T <= TENSOR_GEMV_MAX_ROWS))
+        ? ctx.scratch('f32', T * H)
+        : undefined
     const resid = residF32 ?? ctx.scratch(dt, T * H)
-    // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel.
-    const chain = kind === 'decode' && this.chainsDecode(T)
+    const gemv = residF32 !== undefined
+    // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel
+    // (only on the tensor-core GEMVs' path: chainRows is 0 elsewhere).
+    const chain = gemv && kind === 'decode' && this.chainsDecode(T)
     // gate/up's output; the fused GEMV writes SiLU's product straight into act.
     const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
@@ -590,11 +595,11 @@ export class DecoderModel {
       trace?.('all_reduce')
       comm.allReduce(s, delta, 'sum')
     }
-    // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream.
-    const addPartial = () => {
+    // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream (f32).
+    const addPartial = (into: DeviceBuffer<'f32'>) => {
       if (comm === undefined) return
       reduce()
-      s.launch(k.addResidual, { grid: ceilDiv(T * H, 256), block: 256, programmaticDependentLaunch: pdl }, [residF32!, delta, T * H])
+      s.launch(k.addResidual, { grid: ceilDiv(T * H, 256), block: 256, programmaticDependentLaunch: pdl }, [into, delta, T * H])
     }
 
     // The first layer's norm (or its qkv GEMV's) takes the residual stream's rows from the embedding.
@@ -605,7 +610,7 @@ export class DecoderModel {
         // The previous layer's chain computed this layer's q/k/v.
       } else if (gemv) {
         trace?.('qkv')
-        this.#gemv(s, T, residF32!, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
+        this.#gemv(s, T, residF32, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
       } else {
         trace?.('norm')
         s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [
@@ -659,7 +664,7 @@ export class DecoderModel {
         this.#chain(
           s,
           T,
-          { resid: residF32!, attn, act, L },
+          { resid: residF32, attn, act, L },
           next
             ? { out: qkv, w: next.qkv, n: qkvWidth, norm: next.attnNorm, bias: next.qkvBias }
             : { out: localLogits, w: top.lmHead, n: vocab, norm: top.norm },
@@ -670,13 +675,13 @@ export class DecoderModel {
       if (gemv) {
         // The residual adds are the o and down GEMVs' epilogues (a tensor-parallel rank's come after the
         // all-reduce); the norm and SiLU are in gate/up's.
-        this.#gemv(s, T, residF32!, { out: comm ? delta : undefined, x: attn, w: L.o, n: H, k: heads * hd })
-        addPartial()
+        this.#gemv(s, T, residF32, { out: comm ? delta : undefined, x: attn, w: L.o, n: H, k: heads * hd })
+        addPartial(residF32)
         trace?.('gate_up')
-        this.#gemv(s, T, residF32!, { out: act, w: L.gateUp, n: ffn, k: H, norm: L.mlpNorm, silu: true })
+        this.#gemv(s, T, residF32, { out: act, w: L.gateUp, n: ffn, k: H, norm: L.mlpNorm, silu: true })
         trace?.('down')
-        this.#gemv(s, T, residF32!, { out: comm ? delta : undefined, x: act, w: L.down, n: H, k: ffn })
-        addPartial()
+        this.#gemv(s, T, residF32, { out: comm ? delta : undefined, x: act, w: L.down, n: H, k: ffn })
+        addPartial(residF32)
         continue
       }
       s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
@@ -696,7 +701,7 @@ export class DecoderModel {
     } else if (gemv) {
       // A decode step's request r is token row r: the final norm is the LM-head GEMV's prologue.
       trace?.('lm_head')
-      this.#gemv(s, T, residF32!, { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm })
+      this.#gemv(s, T, residF32, { out: localLogits, w: top.lmHead, n: vocab, k: H, norm: top.norm })
     } else {
       // The last rows' norm goes into x, free by now: request r's row at r.
       trace?.('final_norm')
