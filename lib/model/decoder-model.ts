@@ -915,7 +915,8 @@ export interface ChainLayout {
  * Ring stages that streaming down's input must add to a layer chain for {@link chainLayout} to stream it.
  * On an H200, 1b's decode step at 8 rows (7 stages instead of 5) took 0.982-0.986x the time in four runs (f16
  * and bf16); at 4 rows (10 instead of 9) 0.982x and 0.994x, at 2 (12 instead of 11) 0.999x and 1.012x, and
- * at 1 row, 12 stages either way, 1.010x: one stage more is within the noise.
+ * at 1 row, 12 stages either way, 1.010x: one stage more is within the noise (at 2 rows, 13 instead of 12
+ * since the norms hold their rows in registers: 1.005x in f16, 1.009x in bf16).
  */
 const CHAIN_STREAM_MARGIN = 2
 
