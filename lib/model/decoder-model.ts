@@ -568,8 +568,10 @@ export class DecoderModel {
     const resid = residF32 ?? ctx.scratch(dt, T * H)
     const gemv = residF32 !== undefined
     // The layer chain computes each layer's o to the next layer's q/k/v (the last one's LM head) in one kernel
-    // (only on the tensor-core GEMVs' path: chainRows is 0 elsewhere).
-    const chain = gemv && kind === 'decode' && this.chainsDecode(T)
+    // (only on the tensor-core GEMVs' path: chainRows is 0 elsewhere); every layer's takes this shared-memory
+    // layout. `chain` repeats `gemv` so that its branches, too, know residF32 is there.
+    const chainShape = gemv && this.chainsDecode(T) ? chainLayout(this.device.maxSharedMemoryPerBlock, c, this.local, T) : undefined
+    const chain = gemv && chainShape !== undefined
     // gate/up's output; the fused GEMV writes SiLU's product straight into act.
     const gu = gemv ? undefined : ctx.scratch(dt, T * 2 * ffn)
     // Tensor parallelism: each rank's logits of its vocabulary, gathered rank after rank ([ranks][R][vocab]).
@@ -664,6 +666,7 @@ export class DecoderModel {
         this.#chain(
           s,
           T,
+          chainShape,
           { resid: residF32, attn, act, L },
           next
             ? { out: qkv, w: next.qkv, n: qkvWidth, norm: next.attnNorm, bias: next.qkvBias }
@@ -795,11 +798,12 @@ export class DecoderModel {
   /**
    * One layer chain of `rows` token rows (kernels/decoder.cu's gemv_chain): o (adding to the residual
    * stream), gate/up with the MLP norm and SiLU into `act`, down (adding), then `next`, a normalized GEMV
-   * (the next layer's q/k/v, or the LM head's f32 logits); a block a multiprocessor.
+   * (the next layer's q/k/v, or the LM head's f32 logits); a block a multiprocessor, its shared memory as
+   * `layout` says ({@link chainLayout} for `rows`).
    */
-  #chain(s: Stream, rows: number, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: ChainNext): void {
+  #chain(s: Stream, rows: number, layout: ChainLayout, b: { resid: DeviceBuffer<'f32'>; attn: Buf; act: Buf; L: LayerWeights }, next: ChainNext): void {
     const c = this.config
-    const { streamed, width, stages } = chainLayout(this.device.maxSharedMemoryPerBlock, c, this.local, rows)
+    const { streamed, width, stages } = layout
     const flags = gemvFlags(next)
     s.launch(
       streamed ? this.#k.gemvChainStreamed : this.#k.gemvChain,
