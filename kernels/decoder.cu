@@ -321,12 +321,13 @@ __device__ __forceinline__ unsigned pack2f(float lo, float hi) {
   return pack2(from_f(lo), from_f(hi));
 #endif
 }
-// __expf (2^(x log2 e) on the MUFU) without the fix-up instructions that make results below 2^-126
-// denormal: those are 0 here. For softmax's p = e^(s - max) that changes no sum of p (at least 1), no f16
-// p (its smallest is 2^-24), and in bf16 only a p v term below 2^-126.
-__device__ __forceinline__ float expf_ftz(float x) {
+// 2^x on the MUFU (what __expf computes e^x with, after a product by log2 e) without the fix-up
+// instructions that make results below 2^-126 denormal: those are 0 here. For softmax's p = e^(s - max)
+// that changes no sum of p (at least 1), no f16 p (its smallest is 2^-24), and in bf16 only a p v term
+// below 2^-126.
+__device__ __forceinline__ float ex2_ftz(float x) {
   float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
 // 16 bytes global -> shared without registers, or 16 zero bytes when !valid (src is then not read).
@@ -918,6 +919,12 @@ static_assert(FA_ROWS <= 32, "a pass's rows are a warp's lanes");
 // FA_SPLIT warps per 16 rows, each taking its part of every key tile: two halve the heavy blocks' path (on an H200,
 // four made a 512-token prompt's attention slower: 33.1 against 24.5 µs a layer, and 25.7 against 19.2
 // with the tile loop as it is now).
+// What bounds the kernel (ncu on an H200, a 512-token prompt, 17.7 µs a layer): its instructions, not the
+// heaviest blocks' path. Capping every row's keys at 256 or 128 cut the instructions by 21% / 45% and the
+// time by 27% / 40%, while the heaviest blocks' tiles fell by a half / three quarters; splitting each
+// group's tiles between the two blocks of a thread block cluster made it slower (24.4 against 19.5 µs). A
+// warp issues every 7.9 cycles with 3.1 of the 4 that fit a scheduler active (128 registers; at 5 blocks a
+// multiprocessor the spills made a prefill 2-3.5% slower).
 
 template <int D>
 __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
@@ -974,6 +981,9 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   float o[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  // The rows' running maxima m are of scores times sl2 (the scale in base-2 units), so each p is one FFMA
+  // and a MUFU ex2.
+  const float sl2 = scale * 1.4426950408889634f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
   const long long stride = (long long)nkv * hd;  // one position of the cache
   // The thread's pieces of a key tile, fixed for the kernel (so a tile's copies cost no index arithmetic):
@@ -1012,15 +1022,17 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
     const elem_t* kbase = kc + (long long)slot * maxSeq * stride + (long long)kvh * hd;
     const elem_t* vbase = vc + (long long)slot * maxSeq * stride + (long long)kvh * hd;
     // Keys past kmax may never have been written (any bits, NaN too): zeros, as p v multiplies them by 0.
+    // A piece past kmax reads nothing (its source is then the tile's first key: k0 <= kmax).
     auto load = [&](int buf, int k0) {
-      const long long at = k0 * stride;
+      const elem_t* kt = kbase + k0 * stride;
+      const elem_t* vt = vbase + k0 * stride;
 #pragma unroll
       for (int p = 0; p < PIECES; p++) {
         if (pkey[p] < 0) continue;
         const bool valid = k0 + pkey[p] <= kmax;
-        const long long c = valid ? at + coff[p] : 0;
-        cp_async16(&ks(buf)[0][0] + soff[p], kbase + c, valid);
-        cp_async16(&vs(buf)[0][0] + soff[p], vbase + c, valid);
+        const int c = valid ? coff[p] : 0;
+        cp_async16(&ks(buf)[0][0] + soff[p], kt + c, valid);
+        cp_async16(&vs(buf)[0][0] + soff[p], vt + c, valid);
       }
       cp_async_commit();
     };
@@ -1040,16 +1052,14 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
           s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
           qk_tile(s[n], qf, ks(buf) + kp + n * 8);  // keys n * 8 .. + 7 of the part
         }
-        // Scale, and the causal mask where some row of the warp does not see the part's last key (rows
-        // outside the pass see none); then the rows' maxima over the tile (a row's keys are on its 4 lanes),
-        // as a tree.
+        // The causal mask where some row of the warp does not see the part's last key (rows outside the
+        // pass see none); then the rows' maxima over the tile (a row's keys are on its 4 lanes), as a tree.
+        // The scale comes after (it is positive: the largest score scaled is the largest scaled score).
         const int last = k0 + kp + WSN * 8 - 1;
         const bool masked = !__all_sync(0xffffffff, last <= pa && last <= pb);
         float ma[WSN], mb[WSN];
 #pragma unroll
         for (int n = 0; n < WSN; n++) {
-#pragma unroll
-          for (int e = 0; e < 4; e++) s[n][e] *= scale;
           if (masked)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
@@ -1073,14 +1083,15 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
         for (int i = 0; i < 2; i++) {
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
-          const float mn = fmaxf(m[i], mx[i]);
+          const float mn = fmaxf(m[i], mx[i] * sl2);
           // The running maximum unchanged: exactly 1, so a tile a row does not see changes none of its bits.
-          alpha[i] = mn == m[i] ? 1.f : __expf(m[i] - mn);
+          alpha[i] = mn == m[i] ? 1.f : ex2_ftz(m[i] - mn);
           ref[i] = mn == NEG_INF ? 0.f : mn;  // a row with no key yet: p = exp(-inf) = 0, not NaN
           m[i] = mn;
         }
-        // p = exp(s - max): rounded to the dtype as p v's operand, summed unrounded into l. Score tiles
-        // 2kk and 2kk + 1 are p v's A fragment for the part's keys 16kk..16kk+15.
+        // p = exp(scale s - max) = 2^(s sl2 - max), one FFMA and the MUFU: rounded to the dtype as p v's
+        // operand, summed unrounded into l. Score tiles 2kk and 2kk + 1 are p v's A fragment for the part's
+        // keys 16kk..16kk+15.
         unsigned pf[WSN / 2][4];
         float rs[2] = {0.f, 0.f};
 #pragma unroll
@@ -1088,7 +1099,7 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
           float p[4];
 #pragma unroll
           for (int e = 0; e < 4; e++) {
-            p[e] = expf_ftz(s[n][e] - ref[e >> 1]);
+            p[e] = ex2_ftz(fmaf(s[n][e], sl2, -ref[e >> 1]));
             rs[e >> 1] += p[e];
           }
           pf[n >> 1][(n & 1) * 2] = pack2f(p[0], p[1]);
@@ -1142,7 +1153,7 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
 #pragma unroll
     for (int i = 0; i < 2; i++) {
       const float mq = it[4 * NT + i], M = fmaxf(m[i], mq);
-      const float a = m[i] == M ? 1.f : __expf(m[i] - M), b = mq == M ? 1.f : __expf(mq - M);
+      const float a = m[i] == M ? 1.f : ex2_ftz(m[i] - M), b = mq == M ? 1.f : ex2_ftz(mq - M);
       l[i] = l[i] * a + it[4 * NT + 2 + i] * b;
 #pragma unroll
       for (int n = 0; n < NT; n++) {
@@ -1154,12 +1165,16 @@ __device__ __forceinline__ void flash_prefill(elem_t* out, const elem_t* qkv, co
   }
   elem_t* oa = out + ((long long)(r0 + ra) * nh + h) * hd;
   elem_t* ob = out + ((long long)(r0 + rb) * nh + h) * hd;
+  // o / l as o times 1 / l: two divisions a lane, not 2 NT (an IEEE division is a dozen instructions and a
+  // branch: the 2 NT of them were half the kernel's code after its tile loop); within an ulp of f32 before
+  // the rounding.
+  const float ia = 1.f / l[0], ib = 1.f / l[1];
 #pragma unroll
   for (int n = 0; n < NT; n++) {
     const int d = n * 8 + 2 * tig;
     if (d >= hd) continue;
-    if (ra < rows) *(unsigned*)(oa + d) = pack2f(o[n][0] / l[0], o[n][1] / l[0]);
-    if (rb < rows) *(unsigned*)(ob + d) = pack2f(o[n][2] / l[1], o[n][3] / l[1]);
+    if (ra < rows) *(unsigned*)(oa + d) = pack2f(o[n][0] * ia, o[n][1] * ia);
+    if (rb < rows) *(unsigned*)(ob + d) = pack2f(o[n][2] * ib, o[n][3] * ib);
   }
 }
 
