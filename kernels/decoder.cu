@@ -1930,6 +1930,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
   for (int p = 0; p < 4; p++) {
     const ChainOp o = op(p);
     const int tiles = (o.N + 15) >> 4;
+    const bool streams = STREAM && o.K > W;  // the op's rows stream through the warps' rings, not xs
     if (p == 0) {
       pdl_wait();
       pdl_launch_next();
@@ -1942,7 +1943,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     // copied from attn and act; gate/up's and the next op's normalized.
     if (blockIdx.x < tiles && (o.flags & GEMV_NORM)) {
       chain_norm_rows(xs, o.K + 32, resid, o.norm_w, M, o.K, eps);
-    } else if (blockIdx.x < tiles && (!STREAM || o.K <= W)) {
+    } else if (blockIdx.x < tiles && !streams) {
       // Copied through L2 (other blocks wrote them) by cp.async: every piece in flight at once, no registers
       // (on an H200, 1b's down at batch 4: 1.7 µs, against 3.2 with 4 loads a thread in flight).
       const int per = o.K >> 3;
@@ -1950,7 +1951,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
       cp_async_wait_all();
     }
     chain_sync();
-    if (STREAM && o.K > W) chain_tiles<true>(o, q, xs, red, resid, M);
+    if (streams) chain_tiles<true>(o, q, xs, red, resid, M);
     else chain_tiles<false>(o, q, xs, red, resid, M);
   }
 #endif
