@@ -124,95 +124,112 @@ gtest('generate streams whole characters, ends at stop strings and eos, and seed
   t.log(`greedy text: ${JSON.stringify(text.slice(0, 80))}...; sampled (seed 7): ${JSON.stringify(a.result.text.slice(0, 60))}`)
 })
 
+// The kept tokens of a row: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
+const keptTokens = (row, T, topK, topP) => {
+  const max = Math.max(...row)
+  const order = [...row.keys()].sort((a, b) => row[b] - row[a])
+  const kth = topK > 0 ? row[order[topK - 1]] : -Infinity
+  let kept = order.filter((i) => row[i] >= kth)
+  if (topP >= 1) return kept
+  const w = (i) => Math.exp((row[i] - max) / T)
+  const z = kept.reduce((a, i) => a + w(i), 0)
+  let mass = 0
+  let cut = Infinity
+  for (const i of kept) {
+    mass += w(i) / z
+    if (mass >= topP) {
+      cut = row[i]
+      break
+    }
+  }
+  kept = kept.filter((i) => row[i] >= cut)
+  return kept
+}
+
 gtest(
-  'the sampling kernel: greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed; logits gathered rank after rank give the same draws',
+  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads; logits gathered rank after rank give the same draws',
   (t) => {
     const dev = Device.open(0)
     const s = dev.createStream()
-    const sample = DecoderModel.module(dev, 'f16').kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'])
-    const V = 48
-    const R = 40000
-    // Logits exact in f16, with ties, not sorted by index.
-    const row = Float32Array.from({ length: V }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
-    const logits = new Float32Array(R * V)
-    for (let r = 0; r < R; r++) logits.set(row, r * V)
-    const T = 0.8
-    const topK = 14
-    const topP = 0.9
-    const params = new Float32Array(3 * R)
-    for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
-    const iota = Int32Array.from({ length: R }, (_, i) => i)
-    const bufs = {
-      next: dev.alloc('i32', R),
-      logits: dev.upload(logits),
-      last: dev.upload(iota),
-      pos: dev.upload(iota),
-      params: dev.upload(params),
-      seeds: dev.upload(new Uint32Array(R).fill(1234)),
-      gathered: dev.alloc('f32', R * V),
-    }
-    t.teardown(() => {
-      for (const b of Object.values(bufs)) b.dispose()
-    })
-    // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
-    const run = (shards = 1) => {
-      const Vs = V / shards
-      if (shards === 1) bufs.logits.upload(logits)
-      else {
-        const g = new Float32Array(R * V)
-        for (let q = 0; q < shards; q++) for (let r = 0; r < R; r++) g.set(logits.subarray(r * V + q * Vs, r * V + (q + 1) * Vs), (q * R + r) * Vs)
-        bufs.gathered.upload(g)
-        s.fill(bufs.logits, 0)
+    // Logits exact in f16 and bf16 (quarters), with ties, not sorted by index. The narrow row's cut at top-k 16
+    // then top-p 0.8 keeps 10 tokens; a top-p search that only added bits to top-k's cut kept 14.
+    const narrow = Float32Array.from({ length: 48 }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
+    // 3000 logits (two rounds of 8 loads a thread of 256, and a part): a few high ones, with ties, among many low.
+    const wide = Float32Array.from({ length: 3000 }, (_, i) => (i % 211 === 5 ? ((i * 7) % 13) * 0.25 : -6 + ((i * 29) % 17) * 0.125))
+    const cases = [
+      { row: narrow, T: 0.8, topK: 16, topP: 0.8, R: 40000, shards: [2, 3] },
+      { row: wide, T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [3] },
+      { row: wide, T: 1.3, topK: 4, topP: 1, R: 12000, shards: [] },
+    ]
+    for (const dtype of ['f16', 'bf16']) {
+      const sample = DecoderModel.module(dev, dtype).kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'])
+      for (const { row, T, topK, topP, R, shards } of cases) {
+        const V = row.length
+        const what = `${dtype}, ${V} logits, T ${T}, top-k ${topK}, top-p ${topP}`
+        const logits = new Float32Array(R * V)
+        for (let r = 0; r < R; r++) logits.set(row, r * V)
+        const params = new Float32Array(3 * R)
+        for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
+        const iota = Int32Array.from({ length: R }, (_, i) => i)
+        const bufs = {
+          next: dev.alloc('i32', R),
+          logits: dev.upload(logits),
+          last: dev.upload(iota),
+          pos: dev.upload(iota),
+          params: dev.upload(params),
+          seeds: dev.upload(new Uint32Array(R).fill(1234)),
+          gathered: dev.alloc('f32', R * V),
+        }
+        try {
+          // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
+          const run = (shards = 1) => {
+            const Vs = V / shards
+            if (shards === 1) bufs.logits.upload(logits)
+            else {
+              const g = new Float32Array(R * V)
+              for (let q = 0; q < shards; q++) for (let r = 0; r < R; r++) g.set(logits.subarray(r * V + q * Vs, r * V + (q + 1) * Vs), (q * R + r) * Vs)
+              bufs.gathered.upload(g)
+              s.fill(bufs.logits, 0)
+            }
+            const src = shards === 1 ? bufs.logits : bufs.gathered
+            s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, src, bufs.last, bufs.pos, bufs.params, bufs.seeds, V, Vs, R])
+            s.synchronize()
+            return bufs.next.download()
+          }
+          const got = run()
+          for (const n of shards) {
+            t.deepEqual(run(n), got, `${what}: ${n} ranks gathered, the same draws`)
+            t.deepEqual(bufs.logits.download(), logits, `${what}: and the logits, row-major`)
+          }
+          const max = Math.max(...row)
+          t.is(got[0], row.indexOf(max), `${what}: greedy, the lowest index among equal maxima`)
+          const kept = keptTokens(row, T, topK, topP)
+          const w = (i) => Math.exp((row[i] - max) / T)
+          const zk = kept.reduce((a, i) => a + w(i), 0)
+          const counts = new Map()
+          for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
+          t.deepEqual(
+            [...counts.keys()].filter((i) => !kept.includes(i)),
+            [],
+            `${what}: no draw outside the cut`,
+          )
+          const n = R - 2
+          let chi2 = 0
+          for (const i of kept) {
+            const e = (n * w(i)) / zk
+            chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
+          }
+          const df = kept.length - 1
+          // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
+          const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
+          t.log(`${what}: ${kept.length} tokens kept; chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`)
+          t.true(chi2 < crit, `${what}: chi-square ${chi2}`)
+          t.deepEqual(run(), got, `${what}: the same seeds and positions draw the same tokens`)
+        } finally {
+          for (const b of Object.values(bufs)) b.dispose()
+        }
       }
-      const src = shards === 1 ? bufs.logits : bufs.gathered
-      s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, src, bufs.last, bufs.pos, bufs.params, bufs.seeds, V, Vs, R])
-      s.synchronize()
-      return bufs.next.download()
     }
-    const got = run()
-    t.deepEqual(run(2), got, 'two ranks gathered: the same draws')
-    t.deepEqual(bufs.logits.download(), logits, 'and the logits, row-major')
-    t.deepEqual(run(3), got, 'three ranks gathered: the same draws')
-    const max = Math.max(...row)
-    t.is(got[0], row.indexOf(max), 'greedy: the lowest index among equal maxima')
-    // The expected distribution: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
-    const order = [...row.keys()].sort((a, b) => row[b] - row[a])
-    const kth = row[order[topK - 1]]
-    let kept = order.filter((i) => row[i] >= kth)
-    const w = (i) => Math.exp((row[i] - max) / T)
-    const z = kept.reduce((a, i) => a + w(i), 0)
-    let mass = 0
-    let cut = Infinity
-    for (const i of kept) {
-      mass += w(i) / z
-      if (mass >= topP) {
-        cut = row[i]
-        break
-      }
-    }
-    kept = kept.filter((i) => row[i] >= cut)
-    const zk = kept.reduce((a, i) => a + w(i), 0)
-    const counts = new Map()
-    for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
-    t.deepEqual(
-      [...counts.keys()].filter((i) => !kept.includes(i)),
-      [],
-      'no draw outside the cut',
-    )
-    const n = R - 2
-    let chi2 = 0
-    for (const i of kept) {
-      const e = (n * w(i)) / zk
-      chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
-    }
-    const df = kept.length - 1
-    // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
-    const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
-    t.log(
-      `${kept.length} tokens kept of ${V} (top-k ${topK}, top-p ${topP}, T ${T}); chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`,
-    )
-    t.true(chi2 < crit, `chi-square ${chi2}`)
-    t.deepEqual(run(), got, 'the same seeds and positions draw the same tokens')
   },
 )
 

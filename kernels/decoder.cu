@@ -1997,8 +1997,75 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
   return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
-#define MAX_THREADS 1024
+// The rounded logits have the dtype's precision, so the low bits of a key follow from its high KEY_BITS bits
+// (zeros under a positive value, ones under a negative one): ordering and cutting the high bits alone gives
+// the same cuts in 16 or 19 bits instead of 32.
 #define SAMPLE_LOADS 8
+#ifdef CG_BF16
+#define KEY_BITS 16
+#else
+#define KEY_BITS 19
+#endif
+__device__ __forceinline__ unsigned key_hi(float x) { return ord_key(x) >> (32 - KEY_BITS); }
+
+// Block sums of a[0..3] in place, every thread getting them (blockDim.x a multiple of 32, at most 1024).
+__device__ void block_sum4(float (&a)[4]) {
+  __shared__ float part[4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int j = 0; j < 4; j++) a[j] = warp_sum(a[j]);
+  __syncthreads();
+  if (lane == 0)
+#pragma unroll
+    for (int j = 0; j < 4; j++) part[j][warp] = a[j];
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < 4; j++) a[j] = warp_sum(lane < warps ? part[j][lane] : 0.f);
+}
+
+// The largest key t (KEY_BITS bits) at which the block's sum of weight(x, key) over the row's keys >= t still
+// reaches want(total), total that sum over every key. The sum must not grow with t (true of sums of weights
+// >= 0 in a fixed order, float rounding included), so t is found from its top bit down, two bits a pass: one
+// sweep of the row sums the weights at and above t + 1, t + 2 and t + 3 of the digit at once, and the
+// largest of them reaching the goal is taken. One bit a pass took 32 sweeps a search over 32-bit keys.
+template <typename Weight, typename Want>
+__device__ unsigned key_search(const float* row, int V, Weight weight, Want want) {
+  unsigned t = 0;
+  float goal = 0.f;
+  for (int sh = KEY_BITS - 2; sh > -2; sh -= 2) {
+    const int s = max(sh, 0), digits = sh >= 0 ? 4 : 2;  // an odd KEY_BITS ends on a pass of one bit
+    float a[4] = {0.f, 0.f, 0.f, 0.f};
+    // A round of SAMPLE_LOADS loads a thread in flight before any is used (one at a time, a sweep of a
+    // 128256-wide row waited about 7 µs on L2).
+    for (int i0 = threadIdx.x; i0 < V; i0 += SAMPLE_LOADS * blockDim.x) {
+      float x[SAMPLE_LOADS];
+#pragma unroll
+      for (int u = 0; u < SAMPLE_LOADS; u++)
+        if (i0 + u * blockDim.x < V) x[u] = row[i0 + u * blockDim.x];
+#pragma unroll
+      for (int u = 0; u < SAMPLE_LOADS; u++) {
+        if (i0 + u * blockDim.x >= V) break;
+        const unsigned k = key_hi(x[u]);
+        const float w = weight(x[u], k);
+        // k >= t + (j << s) exactly when q >= j: t's bits at s and below are still zero.
+        const int q = (int)(k >> s) - (int)(t >> s);
+        a[0] += w;
+        a[1] += q >= 1 ? w : 0.f;
+        a[2] += q >= 2 ? w : 0.f;
+        a[3] += q >= 3 ? w : 0.f;
+      }
+    }
+    block_sum4(a);
+    if (sh == KEY_BITS - 2) goal = want(a[0]);
+    int d = 0;
+    for (int j = 1; j < digits; j++)
+      if (a[j] >= goal) d = j;
+    t |= (unsigned)d << s;
+  }
+  return t;
+}
+
+#define MAX_THREADS 1024
 
 // next[r]: the next token of request r from its logits row. The row is first rounded to the model's dtype
 // (transformers' LM head output) into logits[r] from gathered: the LM head's output, which under tensor
@@ -2008,8 +2075,9 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
 // divided by the temperature, cut to the top_k largest (0: no cut), then to the fewest largest whose
 // probability reaches top_p (transformers' order: temperature, top-k, top-p; ties at a cut are kept), and
 // one token is drawn with u = uniform(seeds[r], position of the request's last token): the same seed and
-// position give the same token in any batch. The cuts are exact: a bitwise search over the float keys
-// (32 passes each), no sort. One block per request; blockDim.x a multiple of 32, at most 1024.
+// position give the same token in any batch. The cuts are exact, with no sort: each is a search over the
+// keys, two bits a sweep of the row (key_search); top-p's runs over the keys top-k kept, from the lowest.
+// One block per request; blockDim.x a multiple of 32, at most 1024.
 extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
   __shared__ float bv[32];
   __shared__ int bi[32];
@@ -2058,36 +2126,25 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
     if (threadIdx.x == 0) next[r] = idx;
     return;
   }
-  const float mx = v, inv_t = 1.f / temperature, top_p = params[3 * r + 1];
+  const float top_p = params[3 * r + 1];
   const int top_k = (int)params[3 * r + 2];
+  // A kept key's weight, exp((x - max) / temperature), in base 2: one FFMA and ex2.
+  const float s2 = 1.4426950408889634f / temperature, off = -v * s2;
+  auto weight = [&](float x) { return ex2_ftz(fmaf(x, s2, off)); };
   // Keep the keys >= thr. Top-k: the largest thr with at least top_k keys >= thr.
   unsigned thr = 0;
-  if (top_k > 0 && top_k < V) {
-    for (int bit = 31; bit >= 0; bit--) {
-      const unsigned cand = thr | (1u << bit);
-      float n = 0.f;
-      for (int i = threadIdx.x; i < V; i += blockDim.x) n += ord_key(row[i]) >= cand ? 1.f : 0.f;
-      if (block_sum(n) >= (float)top_k) thr = cand;
-    }
-  }
-  // Top-p: the largest thr whose kept mass is at least top_p of the mass top-k kept.
+  if (top_k > 0 && top_k < V) thr = key_search(row, V, [](float, unsigned) { return 1.f; }, [&](float) { return (float)top_k; });
+  // Top-p: the largest thr whose mass (of the keys top-k kept) is at least top_p of what top-k kept.
   if (top_p > 0.f && top_p < 1.f) {
-    float z = 0.f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) z += ord_key(row[i]) >= thr ? expf((row[i] - mx) * inv_t) : 0.f;
-    const float want = top_p * block_sum(z);
-    for (int bit = 31; bit >= 0; bit--) {
-      const unsigned cand = thr | (1u << bit);
-      float m = 0.f;
-      for (int i = threadIdx.x; i < V; i += blockDim.x) m += ord_key(row[i]) >= cand ? expf((row[i] - mx) * inv_t) : 0.f;
-      if (block_sum(m) >= want) thr = cand;
-    }
+    const unsigned tk = thr;
+    thr = key_search(row, V, [&](float x, unsigned k) { return k >= tk ? weight(x) : 0.f; }, [&](float total) { return top_p * total; });
   }
   // Draw: each thread owns a contiguous chunk; a block-wide prefix sum of the chunks' masses finds the
   // chunk the draw falls in, and its thread walks it.
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
   const int lo = min(V, (int)threadIdx.x * chunk), hi = min(V, lo + chunk);
   float s = 0.f;
-  for (int i = lo; i < hi; i++) s += ord_key(row[i]) >= thr ? expf((row[i] - mx) * inv_t) : 0.f;
+  for (int i = lo; i < hi; i++) s += key_hi(row[i]) >= thr ? weight(row[i]) : 0.f;
   float incl = s;
   for (int o = 1; o < 32; o <<= 1) {
     const float y = __shfl_up_sync(0xffffffff, incl, o);
@@ -2116,9 +2173,9 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
     float acc = before;
     int pick = -1;
     for (int i = lo; i < hi; i++) {
-      if (ord_key(row[i]) < thr) continue;
+      if (key_hi(row[i]) < thr) continue;
       pick = i;
-      acc += expf((row[i] - mx) * inv_t);
+      acc += weight(row[i]);
       if (target < acc) break;
     }
     picked = pick;
