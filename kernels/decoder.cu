@@ -1997,10 +1997,15 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
   return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+// Logits a thread loads before it stores any (a round), in the sweep that rounds and stores the row.
+#define SAMPLE_LOADS 8
+// A search sweep's loads a thread, issued before any is used. SAMPLE_LOADS swept no faster, took 48 registers a
+// thread instead of 39, and greedy steps took 1.007-1.022x at batches 1 and 8 (H200, same runs).
+#define SEARCH_LOADS 4
+
 // The rounded logits have the dtype's precision, so the low bits of a key follow from its high KEY_BITS bits
 // (zeros under a positive value, ones under a negative one): ordering and cutting the high bits alone gives
 // the same cuts in 16 or 19 bits instead of 32.
-#define SAMPLE_LOADS 8
 #ifdef CG_BF16
 #define KEY_BITS 16
 #else
@@ -2027,7 +2032,9 @@ __device__ void block_sum4(float (&a)[4]) {
 // reaches want(total), total that sum over every key. The sum must not grow with t (true of sums of weights
 // >= 0 in a fixed order, float rounding included), so t is found from its top bit down, two bits a pass: one
 // sweep of the row sums the weights at and above t + 1, t + 2 and t + 3 of the digit at once, and the
-// largest of them reaching the goal is taken. One bit a pass took 32 sweeps a search over 32-bit keys.
+// largest of them reaching the goal is taken. A sweep of a 128256-wide row takes about 7 µs on its one
+// multiprocessor, bound by the instructions it issues for each element, not by its loads: so fewer sweeps
+// (8 a search in bf16, 10 in f16) is what pays, where one bit a sweep over 32-bit keys took 32.
 template <typename Weight, typename Want>
 __device__ unsigned key_search(const float* row, int V, Weight weight, Want want) {
   unsigned t = 0;
@@ -2035,15 +2042,13 @@ __device__ unsigned key_search(const float* row, int V, Weight weight, Want want
   for (int sh = KEY_BITS - 2; sh > -2; sh -= 2) {
     const int s = max(sh, 0), digits = sh >= 0 ? 4 : 2;  // an odd KEY_BITS ends on a pass of one bit
     float a[4] = {0.f, 0.f, 0.f, 0.f};
-    // A round of SAMPLE_LOADS loads a thread in flight before any is used (one at a time, a sweep of a
-    // 128256-wide row waited about 7 µs on L2).
-    for (int i0 = threadIdx.x; i0 < V; i0 += SAMPLE_LOADS * blockDim.x) {
-      float x[SAMPLE_LOADS];
+    for (int i0 = threadIdx.x; i0 < V; i0 += SEARCH_LOADS * blockDim.x) {
+      float x[SEARCH_LOADS];
 #pragma unroll
-      for (int u = 0; u < SAMPLE_LOADS; u++)
+      for (int u = 0; u < SEARCH_LOADS; u++)
         if (i0 + u * blockDim.x < V) x[u] = row[i0 + u * blockDim.x];
 #pragma unroll
-      for (int u = 0; u < SAMPLE_LOADS; u++) {
+      for (int u = 0; u < SEARCH_LOADS; u++) {
         if (i0 + u * blockDim.x >= V) break;
         const unsigned k = key_hi(x[u]);
         const float w = weight(x[u], k);
