@@ -147,19 +147,22 @@ const keptTokens = (row, T, topK, topP) => {
 }
 
 gtest(
-  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads; logits gathered rank after rank give the same draws',
+  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads, in 16-byte loads or not; logits gathered rank after rank give the same draws',
   (t) => {
     const dev = Device.open(0)
     const s = dev.createStream()
     // Logits exact in f16 and bf16 (quarters), with ties, not sorted by index. The narrow row's cut at top-k 16
     // then top-p 0.8 keeps 10 tokens; a top-p search that only added bits to top-k's cut kept 14.
     const narrow = Float32Array.from({ length: 48 }, (_, i) => roundHalf(((i * 37) % 23) * 0.25 - 2))
-    // 3000 logits (two rounds of 8 loads a thread of 256, and a part): a few high ones, with ties, among many low.
-    const wide = Float32Array.from({ length: 3000 }, (_, i) => (i % 211 === 5 ? ((i * 7) % 13) * 0.25 : -6 + ((i * 29) % 17) * 0.125))
+    // Wide rows (several rounds of loads a thread of 256, and a part): a few high logits, with ties, among many
+    // low. A width that is a multiple of 4 is swept in 16-byte loads, any other one float at a time.
+    const wide = (n) => Float32Array.from({ length: n }, (_, i) => (i % 211 === 5 ? ((i * 7) % 13) * 0.25 : -6 + ((i * 29) % 17) * 0.125))
     const cases = [
       { row: narrow, T: 0.8, topK: 16, topP: 0.8, R: 40000, shards: [2, 3] },
-      { row: wide, T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [3] },
-      { row: wide, T: 1.3, topK: 4, topP: 1, R: 12000, shards: [] },
+      { row: wide(3000), T: 1, topK: 8, topP: 0.9, R: 12000, shards: [] },
+      { row: wide(3000), T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [3] },
+      { row: wide(2999), T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [] },
+      { row: wide(2998), T: 1.3, topK: 4, topP: 1, R: 12000, shards: [] },
     ]
     for (const dtype of ['f16', 'bf16']) {
       const sample = DecoderModel.module(dev, dtype).kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'])

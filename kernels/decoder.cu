@@ -1985,7 +1985,7 @@ __device__ void warp_argmax(float& v, int& idx) {
 // The order-preserving unsigned key of a float: a < b exactly when key(a) < key(b).
 __device__ __forceinline__ unsigned ord_key(float f) {
   const unsigned b = __float_as_uint(f);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return b ^ ((unsigned)((int)b >> 31) | 0x80000000u);  // a negative value's bits all flip, a positive one's sign
 }
 
 // Uniform in [0, 1) from (seed, position): splitmix64, 24 bits.
@@ -2001,7 +2001,7 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
 #define SAMPLE_LOADS 8
 // A search sweep's loads a thread, issued before any is used. SAMPLE_LOADS swept no faster, took 48 registers a
 // thread instead of 39, and greedy steps took 1.007-1.022x at batches 1 and 8 (H200, same runs).
-#define SEARCH_LOADS 4
+#define SEARCH_LOADS 2
 
 // The rounded logits have the dtype's precision, so the low bits of a key follow from its high KEY_BITS bits
 // (zeros under a positive value, ones under a negative one): ordering and cutting the high bits alone gives
@@ -2028,40 +2028,70 @@ __device__ void block_sum4(float (&a)[4]) {
   for (int j = 0; j < 4; j++) a[j] = warp_sum(lane < warps ? part[j][lane] : 0.f);
 }
 
-// The largest key t (KEY_BITS bits) at which the block's sum of weight(x, key) over the row's keys >= t still
-// reaches want(total), total that sum over every key. The sum must not grow with t (true of sums of weights
-// >= 0 in a fixed order, float rounding included), so t is found from its top bit down, two bits a pass: one
-// sweep of the row sums the weights at and above t + 1, t + 2 and t + 3 of the digit at once, and the
-// largest of them reaching the goal is taken. A sweep of a 128256-wide row takes about 7 µs on its one
-// multiprocessor, bound by the instructions it issues for each element, not by its loads: so fewer sweeps
-// (8 a search in bf16, 10 in f16) is what pays, where one bit a sweep over 32-bit keys took 32.
-template <typename Weight, typename Want>
-__device__ unsigned key_search(const float* row, int V, Weight weight, Want want) {
+// The largest key t (KEY_BITS bits) at which the block's sum over the row's keys >= t still reaches the
+// goal. COUNT (top-k): each key counts 1 and the goal is want. Otherwise (top-p) a key x weighs
+// ex2(x * s2 + off) if ord_key(x) >= floor (top-k's cut) and 0 if not, and the goal is want times the sum over
+// every key. The sum must not grow with t (true of sums of weights >= 0 in a fixed order, float rounding
+// included), so t is found from its top bit down, two bits a pass: one sweep of the row sums the weights at
+// and above t + 1, t + 2 and t + 3 of the digit at once, and the largest of them reaching the goal is taken.
+// A sweep is bound by the instructions it issues for each element, not by its loads (4 or 8 loads in flight
+// a thread swept alike): hence two bits a sweep (8 sweeps a search in bf16, 10 in f16, where one bit a sweep
+// over 32-bit keys took 32), 16-byte loads, and for each element only its key's digit against t's (q), and
+// counts or predicated adds.
+template <bool COUNT>
+__device__ unsigned key_search(const float* row, int V, float want, unsigned floor, float s2, float off) {
   unsigned t = 0;
-  float goal = 0.f;
+  float goal = want;
   for (int sh = KEY_BITS - 2; sh > -2; sh -= 2) {
     const int s = max(sh, 0), digits = sh >= 0 ? 4 : 2;  // an odd KEY_BITS ends on a pass of one bit
+    const int L = 32 - KEY_BITS + s, th = (int)(t >> s);
     float a[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int i0 = threadIdx.x; i0 < V; i0 += SEARCH_LOADS * blockDim.x) {
-      float x[SEARCH_LOADS];
-#pragma unroll
-      for (int u = 0; u < SEARCH_LOADS; u++)
-        if (i0 + u * blockDim.x < V) x[u] = row[i0 + u * blockDim.x];
-#pragma unroll
-      for (int u = 0; u < SEARCH_LOADS; u++) {
-        if (i0 + u * blockDim.x >= V) break;
-        const unsigned k = key_hi(x[u]);
-        const float w = weight(x[u], k);
-        // k >= t + (j << s) exactly when q >= j: t's bits at s and below are still zero.
-        const int q = (int)(k >> s) - (int)(t >> s);
+    unsigned c1 = 0, c2 = 0, c3 = 0;
+    // ord_key(x) >> L is x's key down to this digit: x is at or above t + (j << s) exactly when q >= j
+    // (t's bits at s and below are still zero).
+    auto take = [&](float x) {
+      const unsigned ok = ord_key(x);
+      const int q = (int)(ok >> L) - th;
+      if (COUNT) {
+        c1 += q >= 1;
+        c2 += q >= 2;
+        c3 += q >= 3;
+      } else {
+        const float w = ok >= floor ? ex2_ftz(fmaf(x, s2, off)) : 0.f;
         a[0] += w;
-        a[1] += q >= 1 ? w : 0.f;
-        a[2] += q >= 2 ? w : 0.f;
-        a[3] += q >= 3 ? w : 0.f;
+        if (q >= 1) a[1] += w;
+        if (q >= 2) a[2] += w;
+        if (q >= 3) a[3] += w;
       }
+    };
+    if ((V & 3) == 0) {
+      // 16-byte loads (a row of V % 4 == 0 floats starts 16-byte aligned), SEARCH_LOADS a thread in flight.
+      const float4* r4 = (const float4*)row;
+      const int n4 = V >> 2;
+      for (int i0 = threadIdx.x; i0 < n4; i0 += SEARCH_LOADS * blockDim.x) {
+        float4 x[SEARCH_LOADS];
+#pragma unroll
+        for (int u = 0; u < SEARCH_LOADS; u++)
+          if (i0 + u * blockDim.x < n4) x[u] = r4[i0 + u * blockDim.x];
+#pragma unroll
+        for (int u = 0; u < SEARCH_LOADS; u++) {
+          if (i0 + u * blockDim.x >= n4) break;
+          take(x[u].x);
+          take(x[u].y);
+          take(x[u].z);
+          take(x[u].w);
+        }
+      }
+    } else {
+      for (int i = threadIdx.x; i < V; i += blockDim.x) take(row[i]);
+    }
+    if (COUNT) {
+      a[1] = (float)c1;
+      a[2] = (float)c2;
+      a[3] = (float)c3;
     }
     block_sum4(a);
-    if (sh == KEY_BITS - 2) goal = want(a[0]);
+    if (!COUNT && sh == KEY_BITS - 2) goal = want * a[0];
     int d = 0;
     for (int j = 1; j < digits; j++)
       if (a[j] >= goal) d = j;
@@ -2138,12 +2168,9 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   auto weight = [&](float x) { return ex2_ftz(fmaf(x, s2, off)); };
   // Keep the keys >= thr. Top-k: the largest thr with at least top_k keys >= thr.
   unsigned thr = 0;
-  if (top_k > 0 && top_k < V) thr = key_search(row, V, [](float, unsigned) { return 1.f; }, [&](float) { return (float)top_k; });
+  if (top_k > 0 && top_k < V) thr = key_search<true>(row, V, (float)top_k, 0, s2, off);
   // Top-p: the largest thr whose mass (of the keys top-k kept) is at least top_p of what top-k kept.
-  if (top_p > 0.f && top_p < 1.f) {
-    const unsigned tk = thr;
-    thr = key_search(row, V, [&](float x, unsigned k) { return k >= tk ? weight(x) : 0.f; }, [&](float total) { return top_p * total; });
-  }
+  if (top_p > 0.f && top_p < 1.f) thr = key_search<false>(row, V, top_p, thr << (32 - KEY_BITS), s2, off);
   // Draw: each thread owns a contiguous chunk; a block-wide prefix sum of the chunks' masses finds the
   // chunk the draw falls in, and its thread walks it.
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
