@@ -1999,8 +1999,9 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
 
 // Logits a thread loads before it stores any (a round), in the sweep that rounds and stores the row.
 #define SAMPLE_LOADS 8
-// A search sweep's loads a thread, issued before any is used. SAMPLE_LOADS swept no faster, took 48 registers a
-// thread instead of 39, and greedy steps took 1.007-1.022x at batches 1 and 8 (H200, same runs).
+// A search sweep's 16-byte loads a thread, issued before any is used. More swept no faster and took more
+// registers: with float loads, 8 in flight against 4 took 48 registers a thread instead of 39, and greedy
+// steps 1.007-1.022x at batches 1 and 8 (H200, same runs).
 #define SEARCH_LOADS 2
 
 // The rounded logits have the dtype's precision, so the low bits of a key follow from its high KEY_BITS bits
@@ -2034,10 +2035,11 @@ __device__ void block_sum4(float (&a)[4]) {
 // every key. The sum must not grow with t (true of sums of weights >= 0 in a fixed order, float rounding
 // included), so t is found from its top bit down, two bits a pass: one sweep of the row sums the weights at
 // and above t + 1, t + 2 and t + 3 of the digit at once, and the largest of them reaching the goal is taken.
-// A sweep is bound by the instructions it issues for each element, not by its loads (4 or 8 loads in flight
-// a thread swept alike): hence two bits a sweep (8 sweeps a search in bf16, 10 in f16, where one bit a sweep
-// over 32-bit keys took 32), 16-byte loads, and for each element only its key's digit against t's (q), and
-// counts or predicated adds.
+// A row that stays in L1 (the 1b preset's 32000 floats) is swept at the rate the block issues instructions
+// for its elements, not its loads (4 or 8 loads in flight a thread swept alike): hence two bits a sweep (8
+// sweeps a search in bf16, 10 in f16, where one bit a sweep over 32-bit keys took 32), 16-byte loads, and
+// for each element only its key's digit against t's (q), then counts or predicated adds. A wider row
+// (128256 floats, 513 KB) streams from L2 into this one multiprocessor every sweep.
 template <bool COUNT>
 __device__ unsigned key_search(const float* row, int V, float want, unsigned floor, float s2, float off) {
   unsigned t = 0;
