@@ -129,7 +129,7 @@ const keptTokens = (row, T, topK, topP) => {
   const max = Math.max(...row)
   const order = [...row.keys()].sort((a, b) => row[b] - row[a])
   const kth = topK > 0 ? row[order[topK - 1]] : -Infinity
-  let kept = order.filter((i) => row[i] >= kth)
+  const kept = order.filter((i) => row[i] >= kth)
   if (topP >= 1) return kept
   const w = (i) => Math.exp((row[i] - max) / T)
   const z = kept.reduce((a, i) => a + w(i), 0)
@@ -142,8 +142,7 @@ const keptTokens = (row, T, topK, topP) => {
       break
     }
   }
-  kept = kept.filter((i) => row[i] >= cut)
-  return kept
+  return kept.filter((i) => row[i] >= cut)
 }
 
 gtest(

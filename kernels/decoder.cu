@@ -2014,6 +2014,10 @@ __device__ __forceinline__ float uniform(unsigned seed, int position) {
 #endif
 __device__ __forceinline__ unsigned key_hi(float x) { return ord_key(x) >> (32 - KEY_BITS); }
 
+// A kept logit's weight, exp((x - max) / temperature), in base 2: s2 = log2(e) / temperature, off = -max * s2
+// (one FFMA and ex2).
+__device__ __forceinline__ float key_weight(float x, float s2, float off) { return ex2_ftz(fmaf(x, s2, off)); }
+
 // Block sums of a[0..3] in place, every thread getting them (blockDim.x a multiple of 32, at most 1024).
 __device__ void block_sum4(float (&a)[4]) {
   __shared__ float part[4][32];
@@ -2031,9 +2035,9 @@ __device__ void block_sum4(float (&a)[4]) {
 
 // The largest key t (KEY_BITS bits) at which the block's sum over the row's keys >= t still reaches the
 // goal. COUNT (top-k): each key counts 1 and the goal is want. Otherwise (top-p) a key x weighs
-// ex2(x * s2 + off) if ord_key(x) >= floor (top-k's cut) and 0 if not, and the goal is want times the sum over
-// every key. The sum must not grow with t (true of sums of weights >= 0 in a fixed order, float rounding
-// included), so t is found from its top bit down, two bits a pass: one sweep of the row sums the weights at
+// key_weight(x, s2, off) if ord_key(x) >= lowest (top-k's cut) and 0 if not, and the goal is want times the
+// sum over every key. The sum must not grow with t (true of sums of weights >= 0 in a fixed order, float rounding
+// included), so t is found from its top bit down, two bits a sweep: one sweep of the row sums the weights at
 // and above t + 1, t + 2 and t + 3 of the digit at once, and the largest of them reaching the goal is taken.
 // A row that stays in L1 (the 1b preset's 32000 floats) is swept at the rate the block issues instructions
 // for its elements, not its loads (4 or 8 loads in flight a thread swept alike): hence two bits a sweep (8
@@ -2041,7 +2045,7 @@ __device__ void block_sum4(float (&a)[4]) {
 // for each element only its key's digit against t's (q), then counts or predicated adds. A wider row
 // (128256 floats, 513 KB) streams from L2 into this one multiprocessor every sweep.
 template <bool COUNT>
-__device__ unsigned key_search(const float* row, int V, float want, unsigned floor, float s2, float off) {
+__device__ unsigned key_search(const float* row, int V, float want, unsigned lowest, float s2, float off) {
   unsigned t = 0;
   float goal = want;
   for (int sh = KEY_BITS - 2; sh > -2; sh -= 2) {
@@ -2059,7 +2063,7 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned flo
         c2 += q >= 2;
         c3 += q >= 3;
       } else {
-        const float w = ok >= floor ? ex2_ftz(fmaf(x, s2, off)) : 0.f;
+        const float w = ok >= lowest ? key_weight(x, s2, off) : 0.f;
         a[0] += w;
         if (q >= 1) a[1] += w;
         if (q >= 2) a[2] += w;
@@ -2067,7 +2071,8 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned flo
       }
     };
     if ((V & 3) == 0) {
-      // 16-byte loads (a row of V % 4 == 0 floats starts 16-byte aligned), SEARCH_LOADS a thread in flight.
+      // 16-byte loads, SEARCH_LOADS a thread in flight: a row of V % 4 == 0 floats starts 16-byte aligned, as
+      // the step's logits buffer does (an allocation of its own).
       const float4* r4 = (const float4*)row;
       const int n4 = V >> 2;
       for (int i0 = threadIdx.x; i0 < n4; i0 += SEARCH_LOADS * blockDim.x) {
@@ -2165,9 +2170,7 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   }
   const float top_p = params[3 * r + 1];
   const int top_k = (int)params[3 * r + 2];
-  // A kept key's weight, exp((x - max) / temperature), in base 2: one FFMA and ex2.
-  const float s2 = 1.4426950408889634f / temperature, off = -v * s2;
-  auto weight = [&](float x) { return ex2_ftz(fmaf(x, s2, off)); };
+  const float s2 = 1.4426950408889634f / temperature, off = -v * s2;  // key_weight's
   // Keep the keys >= thr. Top-k: the largest thr with at least top_k keys >= thr.
   unsigned thr = 0;
   if (top_k > 0 && top_k < V) thr = key_search<true>(row, V, (float)top_k, 0, s2, off);
@@ -2178,7 +2181,7 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
   const int lo = min(V, (int)threadIdx.x * chunk), hi = min(V, lo + chunk);
   float s = 0.f;
-  for (int i = lo; i < hi; i++) s += key_hi(row[i]) >= thr ? weight(row[i]) : 0.f;
+  for (int i = lo; i < hi; i++) s += key_hi(row[i]) >= thr ? key_weight(row[i], s2, off) : 0.f;
   float incl = s;
   for (int o = 1; o < 32; o <<= 1) {
     const float y = __shfl_up_sync(0xffffffff, incl, o);
@@ -2209,7 +2212,7 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
     for (int i = lo; i < hi; i++) {
       if (key_hi(row[i]) < thr) continue;
       pick = i;
-      acc += weight(row[i]);
+      acc += key_weight(row[i], s2, off);
       if (target < acc) break;
     }
     picked = pick;
