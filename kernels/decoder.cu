@@ -70,15 +70,28 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  v = warp_sum(v);
+// Sums over the block of a[0..N-1] in place, every thread getting them (blockDim.x a multiple of 32, at
+// most 1024).
+template <int N>
+__device__ void block_sums(float (&a)[N]) {
+  __shared__ float part[N][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int j = 0; j < N; j++) a[j] = warp_sum(a[j]);
   __syncthreads();
-  if (lane == 0) part[warp] = v;
+  if (lane == 0)
+#pragma unroll
+    for (int j = 0; j < N; j++) part[j][warp] = a[j];
   __syncthreads();
-  return warp_sum(lane < warps ? part[lane] : 0.f);
+#pragma unroll
+  for (int j = 0; j < N; j++) a[j] = warp_sum(lane < warps ? part[j][lane] : 0.f);
+}
+
+// Sum over the block; every thread gets the result.
+__device__ float block_sum(float v) {
+  float a[1] = {v};
+  block_sums(a);
+  return a[0];
 }
 
 // Weights from a seed: w[i] = offset + scale * u, u uniform in [-1, 1) from splitmix64(seed, i). The same
@@ -2018,21 +2031,6 @@ __device__ __forceinline__ unsigned key_hi(float x) { return ord_key(x) >> (32 -
 // (one FFMA and ex2).
 __device__ __forceinline__ float key_weight(float x, float s2, float off) { return ex2_ftz(fmaf(x, s2, off)); }
 
-// Block sums of a[0..3] in place, every thread getting them (blockDim.x a multiple of 32, at most 1024).
-__device__ void block_sum4(float (&a)[4]) {
-  __shared__ float part[4][32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-#pragma unroll
-  for (int j = 0; j < 4; j++) a[j] = warp_sum(a[j]);
-  __syncthreads();
-  if (lane == 0)
-#pragma unroll
-    for (int j = 0; j < 4; j++) part[j][warp] = a[j];
-  __syncthreads();
-#pragma unroll
-  for (int j = 0; j < 4; j++) a[j] = warp_sum(lane < warps ? part[j][lane] : 0.f);
-}
-
 // The largest key t (KEY_BITS bits) at which the block's sum over the row's keys >= t still reaches the
 // goal. COUNT (top-k): each key counts 1 and the goal is want. Otherwise (top-p) a key x weighs
 // key_weight(x, s2, off) if ord_key(x) >= lowest (top-k's cut) and 0 if not, and the goal is want times the
@@ -2097,7 +2095,7 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned low
       a[2] = (float)c2;
       a[3] = (float)c3;
     }
-    block_sum4(a);
+    block_sums(a);
     if (!COUNT && sh == KEY_BITS - 2) goal = want * a[0];
     int d = 0;
     for (int j = 1; j < digits; j++)
