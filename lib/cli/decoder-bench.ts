@@ -16,6 +16,7 @@ import { loadDecoder } from '../model/checkpoint.js'
 import { type DecodeGemv, DecoderModel, type ModelDType, type PrefillAttention, TENSOR_GEMV_MAX_ROWS } from '../model/decoder-model.js'
 import { DecoderRunner } from '../model/decoder-runner.js'
 import { type ModelName, parameterCount } from '../model/model-config.js'
+import { type SamplingRows, samplingRows, setSampling } from '../model/sampling.js'
 import type { GraphMode } from '../policy/graph-mode.js'
 import { percentile } from '../util/percentile.js'
 import { tokenSource } from '../util/random.js'
@@ -84,9 +85,15 @@ export interface DecodeRow {
   eagerP99Us: number
   graphP50Us: number
   graphP99Us: number
+  /** The graph step with every request sampling ({@link SAMPLED}): temperature, top-p, the draw. */
+  sampledP50Us: number
+  sampledP99Us: number
   graph: GraphUse
   torch?: TorchDecode
 }
+
+/** The sampled decode column's settings: a Llama 3 checkpoint's generation defaults (its generation_config.json). */
+const SAMPLED = { temperature: 0.6, topP: 0.9 } as const
 
 /**
  * The transformers peer's decode step, µs: eager (dynamic cache), static cache, static cache in a CUDA
@@ -255,22 +262,34 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     const slots = Int32Array.from({ length: maxBatch }, (_, i) => i)
     const positions = new Int32Array(maxBatch).fill(o.context - 1)
     const decodeRows: DecodeRow[] = []
+    const sampled = samplingRows(maxBatch)
+    for (let i = 0; i < maxBatch; i++) setSampling(sampled, i, { ...SAMPLED, seed: o.seed + i })
     for (const B of o.batchSizes) {
       const toks = tokens(B)
-      const time = (r: DecoderRunner) => {
-        for (let i = 0; i < 10; i++) r.decode(B, slots, toks, positions)
+      const time = (r: DecoderRunner, sampling?: SamplingRows) => {
+        for (let i = 0; i < 10; i++) r.decode(B, slots, toks, positions, sampling)
         const t = new Float64Array(o.reps)
         for (let i = 0; i < o.reps; i++) {
           const t0 = performance.now()
-          r.decode(B, slots, toks, positions)
+          r.decode(B, slots, toks, positions, sampling)
           t[i] = (performance.now() - t0) * 1000
         }
         return { p50: percentile(t, 0.5), p99: percentile(t, 0.99) }
       }
       const e = time(eager)
       const g = time(graph)
-      decodeRows.push({ batch: B, eagerP50Us: e.p50, eagerP99Us: e.p99, graphP50Us: g.p50, graphP99Us: g.p99, graph: graph.decodeUse(B) })
-      say(`decode batch ${B}: eager ${e.p50.toFixed(1)} µs, graph ${g.p50.toFixed(1)} µs`)
+      const gs = time(graph, sampled)
+      decodeRows.push({
+        batch: B,
+        eagerP50Us: e.p50,
+        eagerP99Us: e.p99,
+        graphP50Us: g.p50,
+        graphP99Us: g.p99,
+        sampledP50Us: gs.p50,
+        sampledP99Us: gs.p99,
+        graph: graph.decodeUse(B),
+      })
+      say(`decode batch ${B}: eager ${e.p50.toFixed(1)} µs, graph ${g.p50.toFixed(1)} µs, graph sampled ${gs.p50.toFixed(1)} µs`)
     }
     const capturesInTimedSteps = mgr.stats().captures - captures0
 
@@ -395,7 +414,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       ),
     )
     print('')
-    print(`Decode step per batch size (µs: host inputs in, step, next tokens on the host; context ${o.context}; median and p99 of ${o.reps})`)
+    print(
+      `Decode step per batch size (µs: host inputs in, step, next tokens on the host; context ${o.context}; median and p99 of ${o.reps}; sampled: the graph step with every request at temperature ${SAMPLED.temperature} and top-p ${SAMPLED.topP})`,
+    )
     print(
       formatTable(
         [
@@ -404,6 +425,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           'eager p99',
           'graph p50',
           'graph p99',
+          'sampled p50',
+          'sampled p99',
           'speedup',
           'hf eager',
           'hf static',
@@ -417,6 +440,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
           fixed(r.eagerP99Us),
           fixed(r.graphP50Us),
           fixed(r.graphP99Us),
+          fixed(r.sampledP50Us),
+          fixed(r.sampledP99Us),
           `${fixed(r.eagerP50Us / r.graphP50Us, 2)}x`,
           fixed(r.torch?.eagerP50Us),
           fixed(r.torch?.staticP50Us),
@@ -620,6 +645,7 @@ function chart(modelName: string, rows: DecodeRow[]): string {
     series: [
       line('cudagraph eager', '#f4a261', (r) => r.eagerP50Us),
       line('cudagraph graph', '#2a9d8f', (r) => r.graphP50Us),
+      line(`cudagraph graph, sampled (T ${SAMPLED.temperature}, top-p ${SAMPLED.topP})`, '#6ab04c', (r) => r.sampledP50Us),
       line('transformers eager', '#e76f51', (r) => r.torch?.eagerP50Us),
       line('transformers static cache', '#8d6cab', (r) => r.torch?.staticP50Us),
       line('transformers static cache, CUDA graph', '#264653', (r) => r.torch?.graphP50Us),
