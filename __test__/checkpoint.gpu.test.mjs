@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ArgumentError, Device, roundHalf } from '../dist/index.js'
-import { DecoderModel, loadDecoder, loadModel, ropeInvFreq } from '../dist/model/index.js'
+import { DecoderModel, KERNEL_CONSTANTS, loadDecoder, loadModel, ropeInvFreq, sampleShape } from '../dist/model/index.js'
 import { gpuTest, relError, useCheckpoints, useNccl } from './helpers.mjs'
 
 const gtest = gpuTest()
@@ -126,7 +126,7 @@ gtest('generate streams whole characters, ends at stop strings and eos, and seed
 
 // The kept tokens of a row: softmax(l / T) over the top-k (ties kept), then the fewest largest reaching top-p.
 const keptTokens = (row, T, topK, topP) => {
-  const max = Math.max(...row)
+  const max = row.reduce((m, x) => Math.max(m, x), -Infinity)
   const order = [...row.keys()].sort((a, b) => row[b] - row[a])
   const kth = topK > 0 ? row[order[topK - 1]] : -Infinity
   const kept = order.filter((i) => row[i] >= kth)
@@ -156,82 +156,107 @@ gtest(
     // Wide rows (several rounds of loads a thread of 256, and a part): a few high logits, with ties, among many
     // low. A width that is a multiple of 4 is swept in 16-byte loads, any other one float at a time.
     const wide = (n) => Float32Array.from({ length: n }, (_, i) => (i % 211 === 5 ? ((i * 7) % 13) * 0.25 : -6 + ((i * 29) % 17) * 0.125))
+    // Each case runs on a block a row (`sample`) and, on compute capability 9.0+, on a cluster of blocks a row
+    // (`sample_split`): the narrow row leaves some of them nothing; Llama 3's 128256 logits take 64 KiB of
+    // shared memory a block (past the 48 KiB default), and each case runs again with the parts swept in global
+    // memory instead (no dynamic shared memory).
     const cases = [
       { row: narrow, T: 0.8, topK: 16, topP: 0.8, R: 40000, shards: [2, 3] },
       { row: wide(3000), T: 1, topK: 8, topP: 0.9, R: 12000, shards: [] },
       { row: wide(3000), T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [3] },
       { row: wide(2999), T: 0.7, topK: 0, topP: 0.7, R: 12000, shards: [] },
       { row: wide(2998), T: 1.3, topK: 4, topP: 1, R: 12000, shards: [] },
+      { row: wide(128256), T: 0.9, topK: 0, topP: 0.5, R: 1500, shards: [] },
     ]
     for (const dtype of ['f16', 'bf16']) {
-      const sample = DecoderModel.module(dev, dtype).kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32'])
-      for (const { row, T, topK, topP, R, shards } of cases) {
-        const V = row.length
-        const what = `${dtype}, ${V} logits, T ${T}, top-k ${topK}, top-p ${topP}`
-        const logits = new Float32Array(R * V)
-        for (let r = 0; r < R; r++) logits.set(row, r * V)
-        const params = new Float32Array(3 * R)
-        for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
-        const iota = Int32Array.from({ length: R }, (_, i) => i)
-        const bufs = {
-          next: dev.alloc('i32', R),
-          logits: dev.upload(logits),
-          last: dev.upload(iota),
-          pos: dev.upload(iota),
-          params: dev.upload(params),
-          seeds: dev.upload(new Uint32Array(R).fill(1234)),
-          gathered: dev.alloc('f32', R * V),
-        }
-        try {
-          // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
-          const run = (shards = 1) => {
-            const Vs = V / shards
-            if (shards === 1) bufs.logits.upload(logits)
-            else {
-              const g = new Float32Array(R * V)
-              for (let q = 0; q < shards; q++) for (let r = 0; r < R; r++) g.set(logits.subarray(r * V + q * Vs, r * V + (q + 1) * Vs), (q * R + r) * Vs)
-              bufs.gathered.upload(g)
-              s.fill(bufs.logits, 0)
+      const module = DecoderModel.module(dev, dtype)
+      const signature = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']
+      const kernels = [{ sample: module.kernel('sample', signature), split: 1 }]
+      if (dev.computeCapability[0] >= 9) kernels.push({ sample: module.kernel('sample_split', signature), split: KERNEL_CONSTANTS.SAMPLE_SPLIT })
+      for (const { row, T, topK, topP, R, shards } of cases)
+        for (const { sample, split } of kernels) {
+          const V = row.length
+          const shape = sampleShape(dev, sample, V, split)
+          const what = `${dtype}, ${V} logits, ${split} block(s) a row, T ${T}, top-k ${topK}, top-p ${topP}`
+          const logits = new Float32Array(R * V)
+          for (let r = 0; r < R; r++) logits.set(row, r * V)
+          const params = new Float32Array(3 * R)
+          for (let r = 0; r < R; r++) params.set(r < 2 ? [0, 1, 0] : [T, topP, topK], 3 * r)
+          const iota = Int32Array.from({ length: R }, (_, i) => i)
+          const bufs = {
+            next: dev.alloc('i32', R),
+            logits: dev.upload(logits),
+            last: dev.upload(iota),
+            pos: dev.upload(iota),
+            params: dev.upload(params),
+            seeds: dev.upload(new Uint32Array(R).fill(1234)),
+            gathered: dev.alloc('f32', R * V),
+          }
+          try {
+            // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
+            const run = (shards = 1, sharedMemBytes = shape.sharedMemBytes) => {
+              const Vs = V / shards
+              if (shards === 1) bufs.logits.upload(logits)
+              else {
+                const g = new Float32Array(R * V)
+                for (let q = 0; q < shards; q++) for (let r = 0; r < R; r++) g.set(logits.subarray(r * V + q * Vs, r * V + (q + 1) * Vs), (q * R + r) * Vs)
+                bufs.gathered.upload(g)
+                s.fill(bufs.logits, 0)
+              }
+              const src = shards === 1 ? bufs.logits : bufs.gathered
+              s.launch(sample, { grid: R * split, block: shape.block, sharedMemBytes }, [
+                bufs.next,
+                bufs.logits,
+                src,
+                bufs.last,
+                bufs.pos,
+                bufs.params,
+                bufs.seeds,
+                V,
+                Vs,
+                R,
+              ])
+              s.synchronize()
+              return bufs.next.download()
             }
-            const src = shards === 1 ? bufs.logits : bufs.gathered
-            s.launch(sample, { grid: R, block: 256 }, [bufs.next, bufs.logits, src, bufs.last, bufs.pos, bufs.params, bufs.seeds, V, Vs, R])
-            s.synchronize()
-            return bufs.next.download()
+            const got = run()
+            for (const n of shards) {
+              t.deepEqual(run(n), got, `${what}: ${n} ranks gathered, the same draws`)
+              // As bytes: ava's deep comparison gives up on arrays of millions of elements.
+              t.true(Buffer.from(bufs.logits.download().buffer).equals(Buffer.from(logits.buffer)), `${what}: and the logits, row-major`)
+            }
+            const max = row.reduce((m, x) => Math.max(m, x), -Infinity)
+            t.is(got[0], row.indexOf(max), `${what}: greedy, the lowest index among equal maxima`)
+            const kept = keptTokens(row, T, topK, topP)
+            const w = (i) => Math.exp((row[i] - max) / T)
+            const zk = kept.reduce((a, i) => a + w(i), 0)
+            const counts = new Map()
+            for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
+            t.deepEqual(
+              [...counts.keys()].filter((i) => !kept.includes(i)),
+              [],
+              `${what}: no draw outside the cut`,
+            )
+            const n = R - 2
+            let chi2 = 0
+            for (const i of kept) {
+              const e = (n * w(i)) / zk
+              chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
+            }
+            const df = kept.length - 1
+            // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
+            const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
+            t.log(`${what}: ${kept.length} tokens kept; chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`)
+            t.true(chi2 < crit, `${what}: chi-square ${chi2}`)
+            t.deepEqual(run(), got, `${what}: the same seeds and positions draw the same tokens`)
+            if (split > 1) {
+              t.true(shape.sharedMemBytes > 0, `${what}: a block's part fits in shared memory (${shape.sharedMemBytes} bytes)`)
+              t.deepEqual(run(1, 0), got, `${what}: swept in global memory, the same draws`)
+            }
+          } finally {
+            for (const b of Object.values(bufs)) b.dispose()
           }
-          const got = run()
-          for (const n of shards) {
-            t.deepEqual(run(n), got, `${what}: ${n} ranks gathered, the same draws`)
-            // As bytes: ava's deep comparison gives up on arrays of millions of elements.
-            t.true(Buffer.from(bufs.logits.download().buffer).equals(Buffer.from(logits.buffer)), `${what}: and the logits, row-major`)
-          }
-          const max = Math.max(...row)
-          t.is(got[0], row.indexOf(max), `${what}: greedy, the lowest index among equal maxima`)
-          const kept = keptTokens(row, T, topK, topP)
-          const w = (i) => Math.exp((row[i] - max) / T)
-          const zk = kept.reduce((a, i) => a + w(i), 0)
-          const counts = new Map()
-          for (let r = 2; r < R; r++) counts.set(got[r], (counts.get(got[r]) ?? 0) + 1)
-          t.deepEqual(
-            [...counts.keys()].filter((i) => !kept.includes(i)),
-            [],
-            `${what}: no draw outside the cut`,
-          )
-          const n = R - 2
-          let chi2 = 0
-          for (const i of kept) {
-            const e = (n * w(i)) / zk
-            chi2 += ((counts.get(i) ?? 0) - e) ** 2 / e
-          }
-          const df = kept.length - 1
-          // The 0.001 critical value (Wilson-Hilferty): a correct sampler fails one run in a thousand.
-          const crit = df * (1 - 2 / (9 * df) + 3.09 * Math.sqrt(2 / (9 * df))) ** 3
-          t.log(`${what}: ${kept.length} tokens kept; chi-square ${chi2.toFixed(2)} on ${df} df (0.001 critical ${crit.toFixed(2)}) over ${n} draws`)
-          t.true(chi2 < crit, `${what}: chi-square ${chi2}`)
-          t.deepEqual(run(), got, `${what}: the same seeds and positions draw the same tokens`)
-        } finally {
-          for (const b of Object.values(bufs)) b.dispose()
         }
-      }
     }
   },
 )

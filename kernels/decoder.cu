@@ -2031,15 +2031,15 @@ __device__ __forceinline__ unsigned key_hi(float x) { return ord_key(x) >> (32 -
 // (one FFMA and ex2).
 __device__ __forceinline__ float key_weight(float x, float s2, float off) { return ex2_ftz(fmaf(x, s2, off)); }
 
-// f(i, x) for each of this thread's elements x = row[i], in the order every sweep takes them: 16-byte pieces
-// threadIdx.x, + blockDim.x, ... (SEARCH_LOADS a thread in flight) when V % 4 == 0 (the row then starts
-// 16-byte aligned, as the step's logits buffer does, an allocation of its own), else elements threadIdx.x,
-// + blockDim.x, ...: a warp's loads are consecutive. f returns true to stop.
+// f(i, x) for each of this thread's elements x = part[i] of a part of n, in the order every sweep takes them:
+// 16-byte pieces threadIdx.x, + blockDim.x, ... (SEARCH_LOADS a thread in flight) when vec (n % 4 == 0 and
+// part 16-byte aligned), else elements threadIdx.x, + blockDim.x, ...: a warp's loads are consecutive. f
+// returns true to stop.
 template <typename F>
-__device__ __forceinline__ void for_mine(const float* row, int V, F f) {
-  if ((V & 3) == 0) {
-    const float4* r4 = (const float4*)row;
-    const int n4 = V >> 2;
+__device__ __forceinline__ void for_mine(const float* part, int n, bool vec, F f) {
+  if (vec) {
+    const float4* r4 = (const float4*)part;
+    const int n4 = n >> 2;
     for (int i0 = threadIdx.x; i0 < n4; i0 += SEARCH_LOADS * blockDim.x) {
       float4 x[SEARCH_LOADS];
 #pragma unroll
@@ -2052,24 +2052,74 @@ __device__ __forceinline__ void for_mine(const float* row, int V, F f) {
       }
     }
   } else {
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-      if (f(i, row[i])) return;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+      if (f(i, part[i])) return;
   }
 }
 
-// The largest key t (KEY_BITS bits) at which the block's sum over the row's keys >= t still reaches the
-// goal. COUNT (top-k): each key counts 1 and the goal is want. Otherwise (top-p) a key x weighs
-// key_weight(x, s2, off) if ord_key(x) >= lowest (top-k's cut) and 0 if not, and the goal is want times the
-// sum over every key. The sum must not grow with t (true of sums of weights >= 0 in a fixed order, float rounding
-// included), so t is found from its top bit down, two bits a sweep: one sweep of the row sums the weights at
-// and above t + 1, t + 2 and t + 3 of the digit at once, and the largest of them reaching the goal is taken.
-// A row that stays in L1 (the 1b preset's 32000 floats) is swept at the rate the block issues instructions
-// for its elements, not its loads (4 or 8 loads in flight a thread swept alike): hence two bits a sweep (8
-// sweeps a search in bf16, 10 in f16, where one bit a sweep over 32-bit keys took 32), 16-byte loads, and
-// for each element only its key's digit against t's (q), then counts or predicated adds. A wider row
-// (128256 floats, 513 KB) streams from L2 into this one multiprocessor every sweep.
-template <bool COUNT>
-__device__ unsigned key_search(const float* row, int V, float want, unsigned lowest, float s2, float off) {
+// A request's row split over SPLIT blocks (a thread-block cluster, compute capability 9.0+): each block
+// sweeps its part, and the blocks' sums meet in distributed shared memory.
+#if __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// A cluster barrier in two halves: arrive releases this thread's memory operations, wait acquires every
+// other thread's. Every thread of every block of the cluster takes part.
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+// The 32 bits at p in the shared memory of the cluster's block `rank` (p: this block's address of the variable).
+__device__ __forceinline__ unsigned ld_cluster(const void* p, unsigned rank) {
+  unsigned a = (unsigned)__cvta_generic_to_shared(p), v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(a), "r"(rank));
+  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+#else
+// No clusters before 9.0: only SPLIT = 1 is instantiated there, and these are never called.
+__device__ __forceinline__ unsigned cluster_rank() { return 0; }
+__device__ __forceinline__ void cluster_arrive() {}
+__device__ __forceinline__ void cluster_wait() {}
+__device__ __forceinline__ unsigned ld_cluster(const void*, unsigned) { return 0; }
+#endif
+
+// The cluster's sums of the blocks' a[0..N-1] (every thread holding its block's, as block_sums leaves them),
+// added in rank order so that every block gets the same bits. Two slots a block, taken in turn (slot flips):
+// a block writes a slot again two calls later, past a barrier every block reaches after reading it.
+template <int SPLIT, int N>
+__device__ __forceinline__ void cluster_sums(float (&a)[N], int& slot) {
+  if (SPLIT == 1) return;
+  __shared__ float xs[2][N];
+  if (threadIdx.x == 0)
+#pragma unroll
+    for (int j = 0; j < N; j++) xs[slot][j] = a[j];
+  cluster_arrive();
+  cluster_wait();
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+    const float m = lane < SPLIT ? __uint_as_float(ld_cluster(&xs[slot][j], lane)) : 0.f;
+    float sum = 0.f;
+#pragma unroll
+    for (int q = 0; q < SPLIT; q++) sum += __shfl_sync(0xffffffff, m, q);
+    a[j] = sum;
+  }
+  slot ^= 1;
+}
+
+// The largest key t (KEY_BITS bits) at which the row's sum over its keys >= t still reaches the goal (each
+// block sweeps its part, the cluster adds the blocks' sums). COUNT (top-k): each key counts 1 and the goal is
+// want. Otherwise (top-p) a key x weighs key_weight(x, s2, off) if ord_key(x) >= lowest (top-k's cut) and 0
+// if not, and the goal is want times the sum over every key. The sum must not grow with t (true of sums of
+// weights >= 0 in a fixed order, float rounding included), so t is found from its top bit down, two bits a
+// sweep: one sweep of the row sums the weights at and above t + 1, t + 2 and t + 3 of the digit at once, and
+// the largest of them reaching the goal is taken. A part in shared memory is swept at the rate the block
+// issues instructions for its elements, not its loads: hence two bits a sweep (8 sweeps a search in bf16, 10
+// in f16, where one bit a sweep over 32-bit keys took 32), 16-byte loads, and for each element only its
+// key's digit against t's (q), then counts or predicated adds.
+template <int SPLIT, bool COUNT>
+__device__ unsigned key_search(const float* part, int n, bool vec, float want, unsigned lowest, float s2, float off, int& slot) {
   unsigned t = 0;
   float goal = want;
   for (int sh = KEY_BITS - 2; sh > -2; sh -= 2) {
@@ -2094,7 +2144,7 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned low
         if (q >= 3) a[3] += w;
       }
     };
-    for_mine(row, V, [&](int, float x) {
+    for_mine(part, n, vec, [&](int, float x) {
       take(x);
       return false;
     });
@@ -2104,10 +2154,12 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned low
       a[3] = (float)c3;
     }
     block_sums(a);
+    cluster_sums<SPLIT>(a, slot);
     if (!COUNT && sh == KEY_BITS - 2) goal = want * a[0];
     int d = 0;
-    for (int j = 1; j < digits; j++)
-      if (a[j] >= goal) d = j;
+#pragma unroll
+    for (int j = 1; j < 4; j++)
+      if (j < digits && a[j] >= goal) d = j;
     t |= (unsigned)d << s;
   }
   return t;
@@ -2118,44 +2170,58 @@ __device__ unsigned key_search(const float* row, int V, float want, unsigned low
 // next[r]: the next token of request r from its logits row. The row is first rounded to the model's dtype
 // (transformers' LM head output) into logits[r] from gathered: the LM head's output, which under tensor
 // parallelism is each rank's vocabulary block of Vs columns for all R rows, rank after rank (so element v
-// of row r is at ((v / Vs) * R + r) * Vs + v % Vs; without it Vs = V and gathered is logits itself). params[r] = {temperature, top_p, top_k}: temperature 0
-// is greedy (argmax, the lowest index among equal maxima, as torch.argmax); otherwise the logits are
-// divided by the temperature, cut to the top_k largest (0: no cut), then to the fewest largest whose
-// probability reaches top_p (transformers' order: temperature, top-k, top-p; ties at a cut are kept), and
-// one token is drawn with u = uniform(seeds[r], position of the request's last token): the same seed and
-// position give the same token in any batch. The cuts are exact, with no sort: each is a search over the
-// keys, two bits a sweep of the row (key_search); top-p's runs over the keys top-k kept, from the lowest.
-// One block per request; blockDim.x a multiple of 32, at most 1024.
-extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
+// of row r is at ((v / Vs) * R + r) * Vs + v % Vs; without it Vs = V and gathered is logits itself).
+// params[r] = {temperature, top_p, top_k}: temperature 0 is greedy (argmax, the lowest index among equal
+// maxima, as torch.argmax); otherwise the logits are divided by the temperature, cut to the top_k largest (0:
+// no cut), then to the fewest largest whose probability reaches top_p (transformers' order: temperature,
+// top-k, top-p; ties at a cut are kept), and one token is drawn with u = uniform(seeds[r], position of the
+// request's last token): the same seed and position give the same token in any batch. The cuts are exact,
+// with no sort: each is a search over the keys, two bits a sweep of the row (key_search); top-p's runs over
+// the keys top-k kept, from the lowest.
+// SPLIT blocks a request (blockIdx.x / SPLIT), each taking a part of ceil(V / 4 / SPLIT) x 4 elements;
+// blockDim.x a multiple of 32, at most 1024. With dynamic shared memory for its part a block keeps its
+// rounded part there for the sweeps, else it sweeps it in logits.
+template <int SPLIT>
+__device__ __forceinline__ void sample_rows(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
+  extern __shared__ float4 staged[];
   __shared__ float bv[32];
   __shared__ int bi[32];
   __shared__ float pre[MAX_THREADS];
-  __shared__ int picked;
   pdl_wait();
   pdl_launch_next();
-  const int r = blockIdx.x;
-  float* row = logits + (long long)r * V;
+  const int r = blockIdx.x / SPLIT;
+  const unsigned rank = SPLIT > 1 ? cluster_rank() : 0;
+  const int each = (V + 4 * SPLIT - 1) / (4 * SPLIT) * 4;
+  const int lo = rank * each, n = max(0, min(V - lo, each));
+  unsigned smem;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(smem));
+  float* const row = logits + (long long)r * V + lo;
+  float* const part = SPLIT > 1 && smem >= 4u * n ? (float*)staged : row;
+  // 16-byte pieces: the part is a multiple of 4 floats when V is, and starts aligned (the step's logits
+  // buffer is an allocation of its own, rows of V % 4 == 0 floats and parts of multiples of 4).
+  const bool vec = (V & 3) == 0;
   float v = NEG_INF;
   int idx = 0x7fffffff;
   // SAMPLE_LOADS of the thread's elements loaded before any is stored: without tensor parallelism gathered
   // is logits itself, and a store the compiler cannot tell from the next load would wait for it (a 1b
   // model's 32000 logits took 15 µs a row one element at a time). The thread still visits its elements in
   // order, so the argmax is the same.
-  for (int i0 = threadIdx.x; i0 < V; i0 += SAMPLE_LOADS * blockDim.x) {
+  for (int i0 = threadIdx.x; i0 < n; i0 += SAMPLE_LOADS * blockDim.x) {
     float x[SAMPLE_LOADS];
 #pragma unroll
     for (int u = 0; u < SAMPLE_LOADS; u++) {
-      const int i = i0 + u * blockDim.x;
-      if (i < V) x[u] = round_e(gathered[Vs == V ? (long long)r * V + i : ((long long)(i / Vs) * R + r) * Vs + i % Vs]);
+      const int i = lo + i0 + u * blockDim.x;
+      if (i0 + u * blockDim.x < n) x[u] = round_e(gathered[Vs == V ? (long long)r * V + i : ((long long)(i / Vs) * R + r) * Vs + i % Vs]);
     }
 #pragma unroll
     for (int u = 0; u < SAMPLE_LOADS; u++) {
       const int i = i0 + u * blockDim.x;
-      if (i >= V) break;
+      if (i >= n) break;
       row[i] = x[u];
+      if (part != row) part[i] = x[u];
       if (x[u] > v) {
         v = x[u];
-        idx = i;
+        idx = lo + i;
       }
     }
   }
@@ -2168,27 +2234,49 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   __syncthreads();
   v = lane < warps ? bv[lane] : NEG_INF;
   idx = lane < warps ? bi[lane] : 0x7fffffff;
-  warp_argmax(v, idx);  // every warp reduces the same values: every thread has the row's max
+  warp_argmax(v, idx);  // every warp reduces the same values: every thread has the block's max
+  if (SPLIT > 1) {
+    // The cluster's max: every block reads every block's (v, idx). The barrier also orders the staged part.
+    __shared__ float cv;
+    __shared__ int ci;
+    if (threadIdx.x == 0) {
+      cv = v;
+      ci = idx;
+    }
+    cluster_arrive();
+    cluster_wait();
+    v = lane < SPLIT ? __uint_as_float(ld_cluster(&cv, lane)) : NEG_INF;
+    idx = lane < SPLIT ? (int)ld_cluster(&ci, lane) : 0x7fffffff;
+    warp_argmax(v, idx);
+  }
+  // The max is the token of a greedy row, and of a sampled one when no thread's part holds the draw (below):
+  // the thread that finds the draw stores its token past a barrier after this store.
+  if (rank == 0 && threadIdx.x == 0) next[r] = idx;
   const float temperature = params[3 * r];
   if (!(temperature > 0.f)) {
-    if (threadIdx.x == 0) next[r] = idx;
+    if (SPLIT > 1) {
+      // A block leaves only once no other block may still read its shared memory.
+      cluster_arrive();
+      cluster_wait();
+    }
     return;
   }
+  int slot = 0;  // cluster_sums'
   const float top_p = params[3 * r + 1];
   const int top_k = (int)params[3 * r + 2];
   const float s2 = 1.4426950408889634f / temperature, off = -v * s2;  // key_weight's
   // Keep the keys >= thr. Top-k: the largest thr with at least top_k keys >= thr.
   unsigned thr = 0;
-  if (top_k > 0 && top_k < V) thr = key_search<true>(row, V, (float)top_k, 0, s2, off);
+  if (top_k > 0 && top_k < V) thr = key_search<SPLIT, true>(part, n, vec, (float)top_k, 0, s2, off, slot);
   // Top-p: the largest thr whose mass (of the keys top-k kept) is at least top_p of what top-k kept.
-  if (top_p > 0.f && top_p < 1.f) thr = key_search<false>(row, V, top_p, thr << (32 - KEY_BITS), s2, off);
-  // Draw: the kept weights in the sweeps' order (for_mine: a thread's elements, thread after thread), a block
-  // prefix sum of each thread's, and the thread whose part holds the draw walks its elements again. Any fixed
-  // order draws from the same distribution. A thread once summed a contiguous chunk, so a warp's loads touched
-  // 32 cache lines each: with 128256 logits (past L1) a step at temperature alone took 92 µs more than a
-  // greedy one (H200, batch 1).
+  if (top_p > 0.f && top_p < 1.f) thr = key_search<SPLIT, false>(part, n, vec, top_p, thr << (32 - KEY_BITS), s2, off, slot);
+  // Draw: the kept weights in the sweeps' order (for_mine: a thread's elements, thread after thread; block
+  // after block), a prefix sum of each thread's, and the thread whose part holds the draw walks its elements
+  // again. Any fixed order draws from the same distribution. A thread once summed a contiguous chunk, so a
+  // warp's loads touched 32 cache lines each: with 128256 logits (past L1) a step at temperature alone took
+  // 92 µs more than a greedy one (H200, batch 1).
   float s = 0.f;
-  for_mine(row, V, [&](int, float x) {
+  for_mine(part, n, vec, [&](int, float x) {
     s += key_hi(x) >= thr ? key_weight(x, s2, off) : 0.f;
     return false;
   });
@@ -2199,7 +2287,6 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   }
   __syncthreads();  // bv is reused
   if (lane == 31) bv[warp] = incl;
-  if (threadIdx.x == 0) picked = -1;
   __syncthreads();
   if (warp == 0) {
     const float w = lane < warps ? bv[lane] : 0.f;
@@ -2213,21 +2300,45 @@ extern "C" __global__ void sample(int* next, float* logits, const float* gathere
   __syncthreads();
   pre[threadIdx.x] = bv[warp] + incl;
   __syncthreads();
-  const float total = pre[blockDim.x - 1];
+  // The blocks' parts in rank order: block q's starts at the sum of the parts before it, added in rank order
+  // in every block (so the parts tile [0, total) with the same bits everywhere).
+  float start = 0.f, total = pre[blockDim.x - 1];
+  if (SPLIT > 1) {
+    __shared__ float ct;
+    if (threadIdx.x == 0) ct = total;
+    cluster_arrive();
+    cluster_wait();
+    const float m = lane < SPLIT ? __uint_as_float(ld_cluster(&ct, lane)) : 0.f;
+    cluster_arrive();  // this block's reads of the others' shared memory are done (waited for before it leaves)
+    total = 0.f;
+    for (int q = 0; q < SPLIT; q++) {
+      if (q == (int)rank) start = total;
+      total += __shfl_sync(0xffffffff, m, q);
+    }
+  }
   const float target = uniform(seeds[r], pos[last[r]]) * total;
-  const float before = threadIdx.x == 0 ? 0.f : pre[threadIdx.x - 1];
-  if (s > 0.f && target >= before && target < pre[threadIdx.x]) {
+  const float before = threadIdx.x == 0 ? start : start + pre[threadIdx.x - 1];
+  if (s > 0.f && target >= before && target < start + pre[threadIdx.x]) {
     float acc = before;
     int pick = -1;
-    for_mine(row, V, [&](int i, float x) {
+    for_mine(part, n, vec, [&](int i, float x) {
       if (key_hi(x) < thr) return false;
       pick = i;
       acc += key_weight(x, s2, off);
       return target < acc;
     });
-    picked = pick;
+    next[r] = lo + pick;  // the thread whose part holds the draw (it keeps at least one token)
   }
-  __syncthreads();
-  // No thread's part holds the draw only when rounding put it at the very top of the sum: take the max.
-  if (threadIdx.x == 0) next[r] = picked >= 0 ? picked : idx;
+  // No thread's part holds the draw only when rounding put it at the very top of the sum, or between two
+  // threads' parts (the block's prefix sums add in a tree, not one after another): next[r] keeps the max.
+  if (SPLIT > 1) cluster_wait();
 }
+
+extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
+  sample_rows<1>(next, logits, gathered, last, pos, params, seeds, V, Vs, R);
+}
+#if __CUDA_ARCH__ >= 900
+extern "C" __global__ void __cluster_dims__(SAMPLE_SPLIT, 1, 1) sample_split(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
+  sample_rows<SAMPLE_SPLIT>(next, logits, gathered, last, pos, params, seeds, V, Vs, R);
+}
+#endif

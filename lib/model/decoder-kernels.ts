@@ -61,6 +61,8 @@ export const KERNEL_CONSTANTS = {
   ATT_DOUBLE: 4,
   /** Decode attention flag: the next kernel (a layer chain) launches before attention waits for the previous one. */
   ATT_EARLY: 8,
+  /** Sampling: blocks a request's row is split over (a thread-block cluster, compute capability 9.0+), each keeping its part in shared memory. */
+  SAMPLE_SPLIT: 8,
   /** Flash prefill attention: groups of 16 token rows a block. */
   FA_WARPS: 2,
   /** Flash prefill attention: warps splitting each group's key tiles. */

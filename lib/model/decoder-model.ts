@@ -231,7 +231,10 @@ export class DecoderModel {
     | 'addResidual'
     | 'sample',
     Kernel
-  >
+  > & {
+    /** A row split over a thread-block cluster ({@link sampleBlocksPerRow}; compute capability 9.0+ only). */
+    sampleSplit: Kernel | undefined
+  }
   /**
    * Decode (and row-by-row prefill) attention's kernels for this head size, by query heads a block (1, 2, 4:
    * {@link attentionHeads}): on tensor cores or the CUDA cores ({@link decodeAttentionMma}).
@@ -248,6 +251,11 @@ export class DecoderModel {
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
+  /** What {@link sampleBlocksPerRow} reads of the device. */
+  readonly #sampleDevice: Pick<Device, 'computeCapability' | 'multiprocessors'>
+  /** The sampling kernels' threads and shared memory, a block a row and split ({@link sampleShape}). */
+  readonly #sampleShape: { block: number; sharedMemBytes: number }
+  readonly #sampleSplitShape: { block: number; sharedMemBytes: number } | undefined
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
   /** The most token rows this model's layer chains take ({@link chainRows}; 0 where it does not chain). */
@@ -296,7 +304,8 @@ export class DecoderModel {
       gemvChain: module.kernel('gemv_chain', CHAIN_SIGNATURE),
       gemvChainStreamed: module.kernel('gemv_chain_streamed', CHAIN_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
-      sample: module.kernel('sample', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']),
+      sample: module.kernel('sample', SAMPLE_SIGNATURE),
+      sampleSplit: device.computeCapability[0] >= 9 ? module.kernel('sample_split', SAMPLE_SIGNATURE) : undefined,
     }
     // Registers (and the flash kernel's shared memory) are sized for head sizes up to 64 or 128.
     const bound = b.config.headDim <= 64 ? 64 : 128
@@ -305,6 +314,9 @@ export class DecoderModel {
     this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${mma ? 'mma_' : ''}${bound}x${h}`, ATTENTION_SIGNATURE)]))
     this.#attentionShared = mma ? attentionMmaSharedBytes(bound) : 0
     this.#pdl = device.computeCapability[0] >= 9
+    this.#sampleDevice = { computeCapability: device.computeCapability, multiprocessors: device.multiprocessors }
+    this.#sampleShape = sampleShape(device, this.#k.sample, b.config.vocab, 1)
+    this.#sampleSplitShape = this.#k.sampleSplit && sampleShape(device, this.#k.sampleSplit, b.config.vocab, SAMPLE_SPLIT)
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
@@ -717,7 +729,9 @@ export class DecoderModel {
       comm.allGather(s, localLogits, gathered)
     }
     trace?.('sample')
-    s.launch(k.sample, { grid: R, block: threadsFor(Math.min(c.vocab, 1024)), programmaticDependentLaunch: pdl }, [
+    const split = sampleBlocksPerRow(this.#sampleDevice, c.vocab, R)
+    const { block, sharedMemBytes } = split > 1 ? this.#sampleSplitShape! : this.#sampleShape
+    s.launch(split > 1 ? k.sampleSplit! : k.sample, { grid: R * split, block, sharedMemBytes, programmaticDependentLaunch: pdl }, [
       t.next,
       t.logits,
       gathered,
@@ -880,6 +894,7 @@ const {
   ATT_DOUBLE,
   FA_WARPS,
   FA_SPLIT,
+  SAMPLE_SPLIT,
 } = KERNEL_CONSTANTS
 /** The widest input a CUDA-core decode GEMV takes, elements: 8 a 16-byte chunk, GEMV_CHUNKS chunks a lane, 32 lanes. */
 const GEMV_MAX_WIDTH = 8 * GEMV_CHUNKS * 32
@@ -889,6 +904,45 @@ const GEMV_MAX_WIDTH = 8 * GEMV_CHUNKS * 32
  * against 192 at 24 and 313 against 219 at 64; 16 rows of `small` are 1.1e8 multiply-adds.
  */
 const GEMV_MAX_FMA = 2 ** 27
+
+/**
+ * Logits in a row past which a sampling launch splits each row over a cluster of SAMPLE_SPLIT blocks: 128 KiB
+ * of f32, what stays in one multiprocessor's L1 across the sweeps. On an H200 (1b, bf16, same runs), a
+ * cluster a row took 0.90x the time of a step at batch 1 sampled at top-p (0.97x greedy) and 0.88x at batch 8
+ * with 128256 logits; with 32000, 0.98-1.00x at batch 1 and 1.01-1.03x at 8.
+ */
+export const SAMPLE_SPLIT_VOCAB = 32768
+
+/**
+ * Blocks a request's row takes in a sampling launch of `rows` rows of `vocab` logits on `device`:
+ * SAMPLE_SPLIT (`sample_split`, a thread-block cluster, compute capability 9.0+) where a row is wider than
+ * {@link SAMPLE_SPLIT_VOCAB} and the clusters of every row fit on the multiprocessors at once, else 1
+ * (`sample`). At batch 64 (512 blocks) a cluster a row took 1.05-1.11x the time of one block.
+ */
+export function sampleBlocksPerRow(device: Pick<Device, 'computeCapability' | 'multiprocessors'>, vocab: number, rows: number): number {
+  const split = device.computeCapability[0] >= 9 && vocab > SAMPLE_SPLIT_VOCAB && rows * SAMPLE_SPLIT <= device.multiprocessors
+  return split ? SAMPLE_SPLIT : 1
+}
+
+/**
+ * A sampling launch's threads a block and dynamic shared memory a block (bytes) at `blocksPerRow` blocks a row
+ * of `vocab` logits: a block's part is ceil(vocab / 4 / blocksPerRow) x 4 elements, a thread for each 8 of them
+ * (32 to 1024); split rows keep their part in shared memory where it fits beside `sample_split`'s static
+ * arrays (`kernel`), else (and for a block a row) the kernel sweeps it in global memory.
+ */
+export function sampleShape(
+  device: Pick<Device, 'maxSharedMemoryPerBlock'>,
+  kernel: Pick<Kernel, 'staticSharedBytes'>,
+  vocab: number,
+  blocksPerRow: number,
+): { block: number; sharedMemBytes: number } {
+  const part = 4 * ceilDiv(vocab, 4 * blocksPerRow)
+  const fits = blocksPerRow > 1 && 4 * part + kernel.staticSharedBytes <= device.maxSharedMemoryPerBlock
+  return { block: threadsFor(ceilDiv(part, 8)), sharedMemBytes: fits ? 4 * part : 0 }
+}
+
+// next, logits, gathered, last, pos, params, seeds, V, Vs, R
+const SAMPLE_SIGNATURE = [...Array<'ptr'>(7).fill('ptr'), 'i32', 'i32', 'i32'] as const
 
 // resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W
 const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
