@@ -10,9 +10,9 @@
 // classes round to the model's dtype (every op of a bf16 model does), these kernels round too (round_e),
 // so a checkpoint gives transformers' tokens, not merely close logits.
 //
-// The constants the host also reads (the GEMV_*, GM_* and ATT_* ones, FA_WARPS and FA_SPLIT) come as
-// -D options: lib/model/decoder-kernels.ts is the one place they are written. A compile without the options
-// stops here with that hint; one left out on its own fails where it is used, by name.
+// The constants the host also reads (the GEMV_*, GM_*, GC_* and ATT_* ones, FA_WARPS, FA_SPLIT and
+// SAMPLE_SPLIT) come as -D options: lib/model/decoder-kernels.ts is the one place they are written. A compile
+// without the options stops here with that hint; one left out on its own fails where it is used, by name.
 #ifndef GEMV_WARPS
 #error "compile kernels/decoder.cu with decoderCompileOptions (lib/model/decoder-kernels.ts): its constants are -D options"
 #endif
