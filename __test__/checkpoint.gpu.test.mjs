@@ -146,7 +146,7 @@ const keptTokens = (row, T, topK, topP) => {
 }
 
 gtest(
-  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads, in 16-byte loads or not; logits gathered rank after rank give the same draws',
+  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads, in 16-byte loads or not, on a block a row and split over a cluster; logits gathered rank after rank give the same draws',
   (t) => {
     const dev = Device.open(0)
     const s = dev.createStream()
