@@ -231,10 +231,7 @@ export class DecoderModel {
     | 'addResidual'
     | 'sample',
     Kernel
-  > & {
-    /** A row split over a thread-block cluster ({@link sampleBlocksPerRow}; compute capability 9.0+ only). */
-    sampleSplit: Kernel | undefined
-  }
+  >
   /**
    * Decode (and row-by-row prefill) attention's kernels for this head size, by query heads a block (1, 2, 4:
    * {@link attentionHeads}): on tensor cores or the CUDA cores ({@link decodeAttentionMma}).
@@ -251,11 +248,10 @@ export class DecoderModel {
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
    */
   readonly #pdl: boolean
-  /** What {@link sampleBlocksPerRow} reads of the device. */
-  readonly #sampleDevice: Pick<Device, 'computeCapability' | 'multiprocessors'>
-  /** The sampling kernels' threads and shared memory, a block a row and split ({@link sampleShape}). */
-  readonly #sampleShape: { block: number; sharedMemBytes: number }
-  readonly #sampleSplitShape: { block: number; sharedMemBytes: number } | undefined
+  /** Sampling a block a row: the kernel, its threads and shared memory ({@link sampleShape}). */
+  readonly #sample: SampleLaunch
+  /** Sampling a row over a cluster, for launches of at most `maxRows` rows; undefined where rows never split ({@link sampleSplitRows}). */
+  readonly #sampleSplit: (SampleLaunch & { maxRows: number }) | undefined
   /** How decode steps run their projections ({@link DecodeGemv}). */
   readonly decodeGemv: DecodeGemv
   /** The most token rows this model's layer chains take ({@link chainRows}; 0 where it does not chain). */
@@ -305,7 +301,6 @@ export class DecoderModel {
       gemvChainStreamed: module.kernel('gemv_chain_streamed', CHAIN_SIGNATURE),
       addResidual: module.kernel('add_residual', ['ptr', 'ptr', 'i32']),
       sample: module.kernel('sample', SAMPLE_SIGNATURE),
-      sampleSplit: device.computeCapability[0] >= 9 ? module.kernel('sample_split', SAMPLE_SIGNATURE) : undefined,
     }
     // Registers (and the flash kernel's shared memory) are sized for head sizes up to 64 or 128.
     const bound = b.config.headDim <= 64 ? 64 : 128
@@ -314,9 +309,10 @@ export class DecoderModel {
     this.#attention = new Map(ATTENTION_HEADS.map((h) => [h, module.kernel(`attention_${mma ? 'mma_' : ''}${bound}x${h}`, ATTENTION_SIGNATURE)]))
     this.#attentionShared = mma ? attentionMmaSharedBytes(bound) : 0
     this.#pdl = device.computeCapability[0] >= 9
-    this.#sampleDevice = { computeCapability: device.computeCapability, multiprocessors: device.multiprocessors }
-    this.#sampleShape = sampleShape(device, this.#k.sample, b.config.vocab, 1)
-    this.#sampleSplitShape = this.#k.sampleSplit && sampleShape(device, this.#k.sampleSplit, b.config.vocab, SAMPLE_SPLIT)
+    this.#sample = { kernel: this.#k.sample, blocksPerRow: 1, ...sampleShape(device, this.#k.sample, b.config.vocab, 1) }
+    const maxRows = sampleSplitRows(device, b.config.vocab)
+    const split = maxRows > 0 ? module.kernel('sample_split', SAMPLE_SIGNATURE) : undefined
+    this.#sampleSplit = split && { kernel: split, blocksPerRow: SAMPLE_SPLIT, maxRows, ...sampleShape(device, split, b.config.vocab, SAMPLE_SPLIT) }
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
     this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
@@ -729,9 +725,9 @@ export class DecoderModel {
       comm.allGather(s, localLogits, gathered)
     }
     trace?.('sample')
-    const split = sampleBlocksPerRow(this.#sampleDevice, c.vocab, R)
-    const { block, sharedMemBytes } = split > 1 ? this.#sampleSplitShape! : this.#sampleShape
-    s.launch(split > 1 ? k.sampleSplit! : k.sample, { grid: R * split, block, sharedMemBytes, programmaticDependentLaunch: pdl }, [
+    const split = this.#sampleSplit
+    const { kernel, blocksPerRow, block, sharedMemBytes } = split !== undefined && R <= split.maxRows ? split : this.#sample
+    s.launch(kernel, { grid: R * blocksPerRow, block, sharedMemBytes, programmaticDependentLaunch: pdl }, [
       t.next,
       t.logits,
       gathered,
@@ -914,14 +910,21 @@ const GEMV_MAX_FMA = 2 ** 27
 export const SAMPLE_SPLIT_VOCAB = 32768
 
 /**
- * Blocks a request's row takes in a sampling launch of `rows` rows of `vocab` logits on `device`:
- * SAMPLE_SPLIT (`sample_split`, a thread-block cluster, compute capability 9.0+) where a row is wider than
- * {@link SAMPLE_SPLIT_VOCAB} and the clusters of every row fit on the multiprocessors at once, else 1
- * (`sample`). At batch 64 (512 blocks) a cluster a row took 1.05-1.11x the time of one block.
+ * The most rows of `vocab` logits a sampling launch on `device` splits, each over SAMPLE_SPLIT blocks
+ * (`sample_split`, a thread-block cluster, compute capability 9.0+): as many as leave every row's cluster on the
+ * multiprocessors at once, where a row is wider than {@link SAMPLE_SPLIT_VOCAB}; else 0, and every launch takes
+ * a block a row (`sample`). At batch 64 (512 blocks) a cluster a row took 1.05-1.11x the time of one block.
  */
-export function sampleBlocksPerRow(device: Pick<Device, 'computeCapability' | 'multiprocessors'>, vocab: number, rows: number): number {
-  const split = device.computeCapability[0] >= 9 && vocab > SAMPLE_SPLIT_VOCAB && rows * SAMPLE_SPLIT <= device.multiprocessors
-  return split ? SAMPLE_SPLIT : 1
+export function sampleSplitRows(device: Pick<Device, 'computeCapability' | 'multiprocessors'>, vocab: number): number {
+  return device.computeCapability[0] >= 9 && vocab > SAMPLE_SPLIT_VOCAB ? Math.floor(device.multiprocessors / SAMPLE_SPLIT) : 0
+}
+
+/** A sampling kernel with its launch's blocks a row, threads a block and dynamic shared memory a block (bytes). */
+interface SampleLaunch {
+  kernel: Kernel
+  blocksPerRow: number
+  block: number
+  sharedMemBytes: number
 }
 
 /**
