@@ -343,19 +343,15 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
-// 16 bytes global -> shared without registers, or 16 zero bytes when !valid (src is then not read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+// 16 bytes global -> shared-memory address s (32 bits) without registers, or 16 zero bytes when !valid (src is
+// then not read).
+__device__ __forceinline__ void cp_async16_to(unsigned s, const void* src, bool valid = true) {
 #if __CUDA_ARCH__ >= 800
-  const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(src), "r"(valid ? 16 : 0) : "memory");
 #endif
 }
-// cp_async16 of a whole piece to shared-memory address s (no conversion from a generic address, no size operand).
-__device__ __forceinline__ void cp_async16_to(unsigned s, const void* src) {
-#if __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
-#endif
-}
+// The same to a generic pointer into shared memory.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) { cp_async16_to((unsigned)__cvta_generic_to_shared(dst), src, valid); }
 __device__ __forceinline__ void cp_async_commit() {
 #if __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;" ::: "memory");
