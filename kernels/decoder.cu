@@ -364,6 +364,14 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
+// cp_async_wait_group with the next copies' 4 source addresses and 4 shared-memory offsets as operands, so that
+// they are computed before the wait rather than after it.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group_ready(const char* const (&p)[4], const unsigned (&d)[4]) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N), "l"(p[0]), "l"(p[1]), "l"(p[2]), "l"(p[3]), "r"(d[0]), "r"(d[1]), "r"(d[2]), "r"(d[3]) : "memory");
+#endif
+}
 // Waits until every copy this thread issued has landed, committed or not (cp.async.wait_all: a commit, then
 // wait_group 0; a wait_group alone does not wait for copies not yet committed).
 __device__ __forceinline__ void cp_async_wait_all() {
@@ -1694,6 +1702,16 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* b, unsigned parity
     if (polls == GC_POLLS) __trap();
   }
 }
+// Whether the phase of b with this parity has completed (a test: no wait).
+__device__ __forceinline__ bool mbar_test(unsigned long long* b, unsigned parity) {
+  unsigned done;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+      : "=r"(done)
+      : "r"(smem_u32(b)), "r"(parity)
+      : "memory");
+  return done;
+}
 // The consumer warps' barrier (the producer warps never take part).
 __device__ __forceinline__ void chain_sync() { asm volatile("bar.sync 1, %0;" ::"n"(32 * GM_WARPS) : "memory"); }
 // Every block's consumers meet: each block's thread 0 adds 1 to ctr (release: the block's stores before
@@ -1915,6 +1933,11 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     for (int i = 0; i < 4; i++) dst[i] = smem_u32(ring + p0 * GC_UNIT + gm_unit(4 * i + (lane >> 3), u));
     int st = 0;
     unsigned par = 0;
+    const bool short_ring = R <= GC_SHORT_RING, adapt = R > GC_BEHIND;
+    // The stage GC_BEHIND before the next one to fill: its slot sb and its round's parity pb (stages before
+    // the first count as read).
+    int sb = adapt ? R - GC_BEHIND : 0;
+    unsigned pb = 1;
     for (int p = 0; p < 4; p++) {
       const ChainOp o = op(p);
       const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
@@ -1932,13 +1955,13 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
             const int c0 = p0 + GM_WARPS * s;  // the producer's first chunk of the stage
             const long long off = (a ? up : 0) + 128LL * c0;
             const unsigned d = st * GM_WARPS * GC_UNIT * 16;
+            const char* sp[4];
+            unsigned dp[4];
 #pragma unroll
-            for (int j = 0; j < GM_WARPS / GC_PRODUCERS; j++) {
-              if (c0 + GC_PRODUCERS * j >= chunks) break;
-#pragma unroll
-              for (int i = 0; i < 4; i++) cp_async16_to(dst[i] + d + j * GC_PRODUCERS * GC_UNIT * 16, src[i] + off + j * GC_PRODUCERS * 128);
+            for (int i = 0; i < 4; i++) {
+              sp[i] = src[i] + off;
+              dp[i] = dst[i] + d;
             }
-            mbar_arrive_copies(&full[st]);
             // At most GC_INFLIGHT stages of a block in flight (the ring holds more, landed): a deeper queue
             // of copies adds no bandwidth and lengthens the wait of every latency-bound load behind it (the
             // grid barriers', the norms', the staged rows'). On an H200, 1b's decode step took 852.3
@@ -1946,12 +1969,27 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
             // A ring of at most GC_SHORT_RING stages keeps one more in flight: 8 rows' took 0.972x the time
             // with 4 against 3 at 5 stages (0.971x in bf16) and 0.993-0.994x at 9 (two runs); 1 row's 13 stages
             // 0.986-0.996x (three runs, with the norms' rows in registers; 1.005x at 12 while they were staged).
+            // And only GC_LOW while the consumers have not read the stage GC_BEHIND back: they are at a barrier
+            // or staging rows, whose loads queue behind the copies, and the ring has landed stages to spare.
+            // The wait comes after the empty stage's and the addresses (its operands), just before the copies.
+            if (adapt && !mbar_test(&empty[sb], pb)) cp_async_wait_group_ready<GC_LOW - 1>(sp, dp);
+            else if (short_ring) cp_async_wait_group_ready<GC_INFLIGHT>(sp, dp);
+            else cp_async_wait_group_ready<GC_INFLIGHT - 1>(sp, dp);
+#pragma unroll
+            for (int j = 0; j < GM_WARPS / GC_PRODUCERS; j++) {
+              if (c0 + GC_PRODUCERS * j >= chunks) break;
+#pragma unroll
+              for (int i = 0; i < 4; i++) cp_async16_to(dp[i] + j * GC_PRODUCERS * GC_UNIT * 16, sp[i] + j * GC_PRODUCERS * 128);
+            }
+            mbar_arrive_copies(&full[st]);
             cp_async_commit();
-            if (R <= GC_SHORT_RING) cp_async_wait_group<GC_INFLIGHT>();
-            else cp_async_wait_group<GC_INFLIGHT - 1>();
             if (++st == R) {
               st = 0;
               par ^= 1;
+            }
+            if (++sb == R) {
+              sb = 0;
+              pb ^= 1;
             }
           }
       }
