@@ -496,3 +496,44 @@ test("a step's inputs go in one copy, and an input not passed keeps what was wri
   parts[1].dispose()
   t.true(parts.every((p) => p.disposed))
 })
+
+test('timing events bracket the forward alone: graph, piecewise and eager runs, behind held work; a bad timing is refused and the step still runs', async (t) => {
+  const { dev, stream } = setup()
+  const mod = dev.compile(
+    `__device__ unsigned long long now() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
+    extern "C" __global__ void spin(long long ns) { const unsigned long long t0 = now(); while (now() - t0 < (unsigned long long)ns) {} }
+    extern "C" __global__ void twice(const int* a, int* y, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) y[i] = 2 * a[i]; }`,
+    { name: 'timed_step' },
+  )
+  const spin = mod.kernel('spin', ['i64'])
+  const twice = mod.kernel('twice', ['ptr', 'ptr', 'i32'])
+  const FORWARD_NS = 300_000
+  // PIECEWISE: a graphed piece, then an eager one; FULL and NONE: both in one forward.
+  const spec = (mode) => ({
+    name: `timed_${mode}`,
+    inputs: { a: ['i32', 16] },
+    outputs: { y: { dtype: 'i32', rows: 16, readBack: true } },
+    pieces: [
+      { name: 'spin', graphable: true, run: (c) => c.stream.launch(spin, { grid: 1, block: 32 }, [FORWARD_NS]) },
+      { name: 'twice', graphable: mode !== 'PIECEWISE', run: (c, b) => c.stream.launch(twice, grid(b.numTokens), [c.inputs.a, c.outputs.y, b.numTokens]) },
+    ],
+  })
+  const timing = { start: dev.createEvent({ timing: true }), end: dev.createEvent({ timing: true }) }
+  for (const mode of ['FULL', 'PIECEWISE', 'NONE']) {
+    const mgr = new GraphManager(dev, { stream, config: { mode, maxNumSeqs: 16, maxCaptureSize: 16 } })
+    const step = mgr.wrap(spec(mode))
+    if (mode !== 'NONE') await mgr.warmup(step)
+    const a = Int32Array.from({ length: 5 }, (_, i) => 3 * i + 1)
+    // Work queued ahead (2 ms) and the host's time are outside the events: only the forward is between them.
+    stream.launch(spin, { grid: 1, block: 32 }, [2_000_000])
+    step.run({ a }, { numTokens: 5, timing })
+    t.deepEqual(step.hostOutput('y').slice(0, 5), a.map((v) => 2 * v), `${mode}: read back with the events`)
+    const ms = timing.end.elapsedSince(timing.start)
+    t.true(ms >= FORWARD_NS / 1e6 && ms < FORWARD_NS / 1e6 + 0.25, `${mode}: ${ms} ms between the events, the forward's 0.3 ms`)
+    t.throws(() => step.run({ a }, { numTokens: 5, timing: { start: timing.start } }), { instanceOf: ArgumentError, message: /options\.timing/ })
+    const b = Int32Array.of(7, 8)
+    step.run({ a: b }, { numTokens: 2 })
+    t.deepEqual(step.hostOutput('y').slice(0, 2), Int32Array.of(14, 16), `${mode}: runs after the refusal`)
+    mgr.dispose()
+  }
+})

@@ -50,7 +50,7 @@ export {
   type WarmupResult,
 } from './manager/graph-manager.js'
 export { type LatencySummary, ManagerStats, type ManagerStatsJSON } from './manager/manager-stats.js'
-export { type GraphUse, type RunInputs, type RunOptions, Step } from './manager/step.js'
+export { type GraphUse, type RunInputs, type RunOptions, Step, type StepTiming } from './manager/step.js'
 export {
   type BuffersOf,
   type InputValue,

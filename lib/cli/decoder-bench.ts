@@ -23,7 +23,7 @@ import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
 import { loadProgress, loadSummary } from './load-progress.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
-import { copyBandwidth, gemmRate, type PartRow, partBytes, prefillFlops, profileDecode, profilePrefill } from './step-profile.js'
+import { copyBandwidth, decodeGpuTime, gemmRate, type PartRow, partBytes, prefillFlops, profileDecode, profilePrefill } from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -295,23 +295,13 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
 
     // The floor: what a decode step must read (weights once, its KV cache) over the copy bandwidth; the
     // graph's GPU time against it; and where an eager step's GPU time goes, part by part.
-    say('decode against the floor: the copy bandwidth, the graph replays with events, each part of an eager step')
+    say('decode against the floor: the copy bandwidth, the graph replays between events, each part of an eager step')
     const copyBps = copyBandwidth(dev, stream)
     const profile: ProfileRow[] = []
     for (const B of o.batchSizes.filter((b) => b === 1 || b === 8 || b === 64)) {
-      const toks = tokens(B)
-      const [e0, e1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
-      const gpu: number[] = []
-      for (let i = 0; i < 60; i++) {
-        e0.record(stream)
-        graph.decode(B, slots, toks, positions)
-        e1.record(stream)
-        e1.synchronize()
-        if (i >= 10) gpu.push(e1.elapsedSince(e0) * 1000)
-      }
       const bytes = Object.values(partBytes(model, B, o.context)).reduce((a, b) => a + b, 0)
       const floorUs = (bytes / copyBps) * 1e6
-      const replayGpuUs = percentile(gpu, 0.5)
+      const replayGpuUs = decodeGpuTime(graph, B, slots, tokens(B), positions, 50)
       const hostUs = decodeRows.find((r) => r.batch === B)!.graphP50Us
       profile.push({ batch: B, bytes, floorUs, replayGpuUs, hostUs, parts: profileDecode(model, stream, B, o.context, 20) })
       say(`decode batch ${B}: floor ${floorUs.toFixed(1)} µs, graph GPU ${replayGpuUs.toFixed(1)} µs (${(replayGpuUs / floorUs).toFixed(2)}x)`)
@@ -453,7 +443,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     )
     print('')
     print(
-      `Decode against the floor: bytes a step must read (weights once, the KV cache of its context) over the copy bandwidth measured here (${fixed(copyBps / 1e12, 2)} TB/s, a device-to-device copy, read plus write)`,
+      `Decode against the floor: bytes a step must read (weights once, the KV cache of its context) over the copy bandwidth measured here (${fixed(copyBps / 1e12, 2)} TB/s, a device-to-device copy, read plus write); graph GPU: events around the replay, queued behind a gate kernel (median of 50)`,
     )
     print(
       formatTable(

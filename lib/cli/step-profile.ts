@@ -9,7 +9,9 @@ import type { Device } from '../cuda/device.js'
 import type { DType } from '../cuda/dtype.js'
 import type { Event } from '../cuda/event.js'
 import type { Stream } from '../cuda/stream.js'
+import type { StepTiming } from '../manager/step.js'
 import { DecoderModel, type ForwardPart, type ModelDType, type StepKind } from '../model/decoder-model.js'
+import type { DecoderRunner } from '../model/decoder-runner.js'
 import type { ModelConfig } from '../model/model-config.js'
 import { samplingRows } from '../model/sampling.js'
 import { percentile } from '../util/percentile.js'
@@ -25,6 +27,31 @@ export interface PartRow {
   bytes: number
   /** bytes / time, GB/s (parts that read weights or the cache). */
   gbPerSecond: number | undefined
+}
+
+/**
+ * The median GPU time of `runner`'s decode step of `batch` requests, µs: events around its forward (the
+ * graph's replay: {@link StepTiming}), each step queued behind a gate kernel of 2 ms, far longer than a
+ * step takes to enqueue, so neither host time nor the input copies and read-back are in it. `reps` steps
+ * timed after 10 untimed.
+ */
+export function decodeGpuTime(runner: DecoderRunner, batch: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, reps: number): number {
+  const { model, manager } = runner
+  const hold = gate(model)
+  const timing: StepTiming = { start: model.device.createEvent({ timing: true }), end: model.device.createEvent({ timing: true }) }
+  const us: number[] = []
+  for (let r = -10; r < reps; r++) {
+    hold(manager.stream, 2e6)
+    runner.decode(batch, slots, tokens, positions, undefined, timing)
+    if (r >= 0) us.push(timing.end.elapsedSince(timing.start) * 1000)
+  }
+  return percentile(us, 0.5)
+}
+
+/** Holds a stream for `ns` nanoseconds (the decoder module's `gate` kernel): the work queued behind it runs back to back, with no host time between. */
+function gate(model: DecoderModel): (stream: Stream, ns: number) => void {
+  const kernel = DecoderModel.module(model.device, model.dtype).kernel('gate', ['i64'])
+  return (stream, ns) => stream.launch(kernel, { grid: 1, block: 32 }, [Math.ceil(ns)])
 }
 
 /** The copy bandwidth: bytes read plus bytes written per second by a device-to-device copy, B/s. */
@@ -196,12 +223,12 @@ function profileForward(model: DecoderModel, stream: Stream, rows: ForwardRows, 
     // so its parts run back to back: timed as it is queued, an eager part's small kernels had the host's
     // launch gaps in them (on an H200, 1b's gate/up at batch 64: 38 µs a call, 23.8 behind the gate, 20 in a
     // graph). No kernel launches early across an event, so each part still pays a kernel boundary.
-    const gate = DecoderModel.module(dev, model.dtype).kernel('gate', ['i64'])
+    const hold = gate(model)
     let enqueueMs = 1
     for (let r = -2; r < reps; r++) {
       marks.length = 0
       used = 0
-      stream.launch(gate, { grid: 1, block: 32 }, [Math.ceil(2 * enqueueMs * 1e6)])
+      hold(stream, 2 * enqueueMs * 1e6)
       const t0 = performance.now()
       model.forward(ctx, t, T, R, rows.kind)
       enqueueMs = performance.now() - t0

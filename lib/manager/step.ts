@@ -7,6 +7,7 @@
 import { DeviceBuffer } from '../cuda/buffer.js'
 import type { Device } from '../cuda/device.js'
 import { type DType, fitsDType, type HostArray, type HostArrayOf } from '../cuda/dtype.js'
+import { Event } from '../cuda/event.js'
 import type { Graph } from '../cuda/graph.js'
 import { HostStage } from '../cuda/host-stage.js'
 import type { Stream } from '../cuda/stream.js'
@@ -35,6 +36,20 @@ export interface RunOptions extends DispatchOptions {
   numTokens: number
   /** Requests of real data (rows of request inputs and outputs); default numTokens. */
   numReqs?: number
+  /** Events to record around the forward on the GPU; see {@link StepTiming}. */
+  timing?: StepTiming | undefined
+}
+
+/**
+ * Events a run records on its stream just before and just after its forward (the graph's replay, its pieces,
+ * or the eager forward): after the input copies, before the read-back. `end.elapsedSince(start)` is then
+ * the forward's GPU time, in milliseconds (both created with `timing: true`); queued behind other work, it
+ * holds no host time. A run with them takes four more native calls (the copies, each event, the replay and
+ * the wait apart).
+ */
+export interface StepTiming {
+  readonly start: Event
+  readonly end: Event
 }
 
 /** Inputs of {@link Step.run}: host arrays, device buffers, or nothing (the static buffer is used as it is). */
@@ -287,6 +302,10 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       check(false, 'options.numReqs', `an integer in 1..${Math.min(numTokens, this.#maxReqs)}`, numReqs)
     }
     check(inputs !== null && typeof inputs === 'object', 'inputs', 'a record of input values', inputs)
+    const timing = options.timing
+    if (timing !== undefined && !(timing !== null && typeof timing === 'object' && timing.start instanceof Event && timing.end instanceof Event)) {
+      check(false, 'options.timing', '{ start, end }: two Events', timing)
+    }
     const owner = this.#owner
     const d = this.dispatcher.dispatch(numTokens, options)
     const entry = d.mode === 'NONE' ? undefined : owner.graphFor(this, d)
@@ -297,18 +316,26 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const mask = this.#stageInputs(inputs, numTokens, numReqs, b.numTokens, b.numReqs)
       const graphable = this.pieceGraphable
       const piecewise = d.mode === 'PIECEWISE' && graphable !== undefined
-      this.#stage.launch(owner.stream, !piecewise || graphable[0] ? entry.graphs[0] : undefined, b.numTokens, b.numReqs, mask, !piecewise)
-      if (piecewise) {
-        this.#runPieces(entry, numTokens, numReqs)
-        this.#stage.readBack(owner.stream)
+      const first = !piecewise || graphable[0] ? entry.graphs[0] : undefined
+      if (timing === undefined) {
+        this.#stage.launch(owner.stream, first, b.numTokens, b.numReqs, mask, !piecewise)
+      } else {
+        this.#stage.launch(owner.stream, undefined, b.numTokens, b.numReqs, mask, false)
+        timing.start.record(owner.stream)
+        first?.launch(owner.stream)
       }
+      if (piecewise) this.#runPieces(entry, numTokens, numReqs)
+      timing?.end.record(owner.stream)
+      if (piecewise || timing !== undefined) this.#stage.readBack(owner.stream)
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
     } else {
       mode = 'NONE'
       const mask = this.#stageInputs(inputs, numTokens, numReqs, numTokens, numReqs)
       this.#stage.launch(owner.stream, undefined, numTokens, numReqs, mask, false)
+      timing?.start.record(owner.stream)
       this.callForward({ numTokens, numReqs, realTokens: numTokens, realReqs: numReqs, uniformDecode: options.uniformDecode === true, mode })
+      timing?.end.record(owner.stream)
       this.#stage.readBack(owner.stream)
       stats.eagerRuns++
     }

@@ -6,7 +6,7 @@
 
 import { check } from '../errors.js'
 import type { GraphManager, WarmupOptions, WarmupResult } from '../manager/graph-manager.js'
-import type { GraphUse, Step } from '../manager/step.js'
+import type { GraphUse, Step, StepTiming } from '../manager/step.js'
 import type { DecoderModel, StepKind } from './decoder-model.js'
 import { type SamplingParams, type SamplingRows, samplingRows, setSampling } from './sampling.js'
 
@@ -49,7 +49,7 @@ type DecoderStep = Step<ReturnType<typeof stepSpec>['inputs'], ReturnType<typeof
  */
 interface StepCall {
   readonly step: DecoderStep
-  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean }
+  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean; timing: StepTiming | undefined }
   readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array; sampling: Float32Array; seeds: Uint32Array }
   readonly next: readonly Int32Array[]
 }
@@ -59,16 +59,26 @@ function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformD
   const next = step.hostOutput('next')
   return {
     step,
-    options: { numTokens: 1, numReqs: 1, uniformDecode },
+    options: { numTokens: 1, numReqs: 1, uniformDecode, timing: undefined },
     inputs: { tokens: empty, positions: empty, slots: empty, last, sampling: greedy.params, seeds: greedy.seeds },
     next: Array.from({ length: maxReqs + 1 }, (_, k) => next.subarray(0, k)),
   }
 }
 
 /** Runs `c` for `n` requests over `numTokens` token rows; returns their next tokens (pinned, reused). */
-function runCall(c: StepCall, numTokens: number, n: number, tokens: Int32Array, positions: Int32Array, slots: Int32Array, sampling: SamplingRows): Int32Array {
+function runCall(
+  c: StepCall,
+  numTokens: number,
+  n: number,
+  tokens: Int32Array,
+  positions: Int32Array,
+  slots: Int32Array,
+  sampling: SamplingRows,
+  timing?: StepTiming,
+): Int32Array {
   c.options.numTokens = numTokens
   c.options.numReqs = n
+  c.options.timing = timing
   c.inputs.tokens = tokens
   c.inputs.positions = positions
   c.inputs.slots = slots
@@ -253,9 +263,10 @@ export class DecoderRunner {
   /**
    * One decode step for the first `n` entries of `slots`, `tokens` and `positions` (each request's new
    * token and its position); returns the next tokens (a reused array: copy what you keep), picked as
-   * the rows of `sampling` say (default greedy).
+   * the rows of `sampling` say (default greedy). `timing`: events recorded around the step's forward on the
+   * GPU ({@link StepTiming}).
    */
-  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, sampling: SamplingRows = this.#greedy): Int32Array {
+  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, sampling: SamplingRows = this.#greedy, timing?: StepTiming): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxBatch)) check(false, 'n', `an integer in 1..${this.maxBatch} (maxBatch)`, n)
     if (!(slots instanceof Int32Array && slots.length >= n && positions instanceof Int32Array && positions.length >= n)) {
@@ -270,7 +281,7 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    return runCall(this.#decode, n, n, tokens, positions, slots, sampling)
+    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing)
   }
 
   /**
