@@ -41,7 +41,7 @@ export const KERNEL_CONSTANTS = {
   GC_INFLIGHT: 3,
   /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (1b's rings, 11 to 13 stages at 8 to 1 rows, all do: 0.990x / 0.994x / 0.991x a step at batches 1 / 2 / 4 against 3, f16; bf16 0.991x / 1.001x / 0.994x). */
   GC_SHORT_RING: 13,
-  /** Layer chain: while the stage this many before the next to fill is still unread (the consumers at a barrier or staging rows, the ring filling), the producers keep only GC_LOW stages in flight. 5 (with GC_LOW 2) took 0.978-0.981x 1b's step at batch 1 in bf16 and 0.965-0.978x in f16, 0.98-0.996x at 2 to 8 (two runs); 6 0.985-0.990x, 4 0.999x. */
+  /** Layer chain: while the stage this many before the next to fill is still unread (the consumers at a barrier or staging rows, the ring filling), the producers keep only GC_LOW stages in flight. 5 (with GC_LOW 2) took 0.978-0.988x 1b's step at batch 1 in bf16 and 0.965-0.990x in f16, 0.958-0.996x at 2 to 8 (three runs); 6 0.985-0.990x, 4 0.999x. */
   GC_BEHIND: 5,
   /** Layer chain: stages in flight while the consumers are GC_BEHIND behind (1 took 1.06-1.09x). */
   GC_LOW: 2,
