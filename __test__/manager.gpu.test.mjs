@@ -527,7 +527,11 @@ test('timing events bracket the forward alone: graph, piecewise and eager runs, 
     // Work queued ahead (2 ms) and the host's time are outside the events: only the forward is between them.
     stream.launch(spin, { grid: 1, block: 32 }, [2_000_000])
     step.run({ a }, { numTokens: 5, timing })
-    t.deepEqual(step.hostOutput('y').slice(0, 5), a.map((v) => 2 * v), `${mode}: read back with the events`)
+    t.deepEqual(
+      step.hostOutput('y').slice(0, 5),
+      a.map((v) => 2 * v),
+      `${mode}: read back with the events`,
+    )
     const ms = timing.end.elapsedSince(timing.start)
     t.true(ms >= FORWARD_NS / 1e6 && ms < FORWARD_NS / 1e6 + 0.25, `${mode}: ${ms} ms between the events, the forward's 0.3 ms`)
     t.throws(() => step.run({ a }, { numTokens: 5, timing: { start: timing.start } }), { instanceOf: ArgumentError, message: /options\.timing/ })
