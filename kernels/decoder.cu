@@ -2141,6 +2141,18 @@ __device__ __forceinline__ void cluster_arrive() {}
 __device__ __forceinline__ void cluster_wait() {}
 __device__ __forceinline__ unsigned ld_cluster(const void*, unsigned) { return 0; }
 #endif
+// Lane l < SPLIT gets block l's value at p (stored before a cluster barrier this block has passed); the other
+// lanes get `other`.
+template <int SPLIT>
+__device__ __forceinline__ float cluster_lanes(const float* p, float other) {
+  const int lane = threadIdx.x & 31;
+  return lane < SPLIT ? __uint_as_float(ld_cluster(p, lane)) : other;
+}
+template <int SPLIT>
+__device__ __forceinline__ int cluster_lanes(const int* p, int other) {
+  const int lane = threadIdx.x & 31;
+  return lane < SPLIT ? (int)ld_cluster(p, lane) : other;
+}
 
 // The cluster's sums of the blocks' a[0..N-1] (every thread holding its block's, as block_sums leaves them),
 // added in rank order so that every block gets the same bits. Two slots a block, taken in turn (slot flips):
@@ -2154,10 +2166,9 @@ __device__ __forceinline__ void cluster_sums(float (&a)[N], int& slot) {
     for (int j = 0; j < N; j++) xs[slot][j] = a[j];
   cluster_arrive();
   cluster_wait();
-  const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int j = 0; j < N; j++) {
-    const float m = lane < SPLIT ? __uint_as_float(ld_cluster(&xs[slot][j], lane)) : 0.f;
+    const float m = cluster_lanes<SPLIT>(&xs[slot][j], 0.f);
     float sum = 0.f;
 #pragma unroll
     for (int q = 0; q < SPLIT; q++) sum += __shfl_sync(0xffffffff, m, q);
@@ -2303,8 +2314,8 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
     }
     cluster_arrive();
     cluster_wait();
-    v = lane < SPLIT ? __uint_as_float(ld_cluster(&cv, lane)) : NEG_INF;
-    idx = lane < SPLIT ? (int)ld_cluster(&ci, lane) : 0x7fffffff;
+    v = cluster_lanes<SPLIT>(&cv, NEG_INF);
+    idx = cluster_lanes<SPLIT>(&ci, 0x7fffffff);
     warp_argmax(v, idx);
   }
   // The max is the token of a greedy row, and of a sampled one when no thread's part holds the draw (below):
@@ -2366,7 +2377,7 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
     if (threadIdx.x == 0) ct = total;
     cluster_arrive();
     cluster_wait();
-    const float m = lane < SPLIT ? __uint_as_float(ld_cluster(&ct, lane)) : 0.f;
+    const float m = cluster_lanes<SPLIT>(&ct, 0.f);
     cluster_arrive();  // this block's reads of the others' shared memory are done (waited for before it leaves)
     total = 0.f;
     for (int q = 0; q < SPLIT; q++) {
