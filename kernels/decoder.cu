@@ -1925,7 +1925,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     // against about 190 when each copy did its own index arithmetic. The time from a stage landing to the next
     // one's copies counts: on an H200 (1b, same runs) that took 0.965x the step's time at batch 1 in bf16
     // and 0.950x in f16, 0.985x at 2, 0.997-1.012x at 4 and 8; a variant choosing each copy's row and chunk at
-    // run time had taken 1.08x.
+    // run time had taken 1.08x the time of the same copies chosen once an op.
     static_assert(GM_WARPS % GC_PRODUCERS == 0, "a producer's units of a stage");
     const int u = lane & 7, p0 = warp - GM_WARPS;
     unsigned dst[4];
@@ -2141,6 +2141,11 @@ __device__ __forceinline__ void cluster_arrive() {}
 __device__ __forceinline__ void cluster_wait() {}
 __device__ __forceinline__ unsigned ld_cluster(const void*, unsigned) { return 0; }
 #endif
+// Both halves at once: every block's stores before it are visible to every block after it.
+__device__ __forceinline__ void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
 // Lane l < SPLIT gets block l's value at p (stored before a cluster barrier this block has passed); the other
 // lanes get `other`.
 template <int SPLIT>
@@ -2164,8 +2169,7 @@ __device__ __forceinline__ void cluster_sums(float (&a)[N], int& slot) {
   if (threadIdx.x == 0)
 #pragma unroll
     for (int j = 0; j < N; j++) xs[slot][j] = a[j];
-  cluster_arrive();
-  cluster_wait();
+  cluster_sync();
 #pragma unroll
   for (int j = 0; j < N; j++) {
     const float m = cluster_lanes<SPLIT>(&xs[slot][j], 0.f);
@@ -2312,8 +2316,7 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
       cv = v;
       ci = idx;
     }
-    cluster_arrive();
-    cluster_wait();
+    cluster_sync();
     v = cluster_lanes<SPLIT>(&cv, NEG_INF);
     idx = cluster_lanes<SPLIT>(&ci, 0x7fffffff);
     warp_argmax(v, idx);
@@ -2325,8 +2328,7 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   if (!(temperature > 0.f)) {
     if (SPLIT > 1) {
       // A block leaves only once no other block may still read its shared memory.
-      cluster_arrive();
-      cluster_wait();
+      cluster_sync();
     }
     return;
   }
@@ -2375,8 +2377,7 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   if (SPLIT > 1) {
     __shared__ float ct;
     if (threadIdx.x == 0) ct = total;
-    cluster_arrive();
-    cluster_wait();
+    cluster_sync();
     const float m = cluster_lanes<SPLIT>(&ct, 0.f);
     cluster_arrive();  // this block's reads of the others' shared memory are done (waited for before it leaves)
     total = 0.f;
