@@ -487,8 +487,10 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       }
       const view = this.#stage.input(i) as Float32Array
       const src = v as Float32Array
-      // An input written straight into staging (Step.staging) is already in place.
-      if (src !== view) view.set(src.length === real ? src : src.subarray(0, real))
+      // An input written straight into staging (Step.staging) is already in place. One that fits is copied
+      // whole (rows past `real` are padding, overwritten below, or never copied to the device): a subarray
+      // would be an allocation every run.
+      if (src !== view) view.set(src.length <= view.length ? src : src.subarray(0, real))
       if (padded > real) view.fill(t.pad as number, real, padded)
       mask += 2 ** i
     }
