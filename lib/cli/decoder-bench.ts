@@ -131,8 +131,6 @@ export interface ProfileRow {
 const WARMUP_MS = 1000
 /** Decode steps a case of the per-batch table takes at a time, the cases in turn. */
 const DECODE_BLOCK = 10
-/** A median and a p99, µs. */
-type Pct = { p50: number; p99: number }
 
 /** Runs the benchmark; returns everything results.json holds. */
 export async function runBench(o: BenchOptions): Promise<Record<string, unknown>> {
@@ -271,8 +269,8 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // Every case (batch size and runner) takes its steps in blocks of DECODE_BLOCK, the cases in turn, round
     // after round (the first round untimed): a slow stretch of the host then falls on every case alike, not on
     // one case's whole run (on the device, two runs of the same build timed batch 1's eager and graph steps at
-    // 837 and 635 µs in one, 979 and 651 in the other, with the same replay GPU time). Preallocated: nothing is allocated between
-    // the clock reads of a step.
+    // 837 and 635 µs in one, 979 and 651 in the other, with the same replay GPU time). Preallocated: nothing
+    // is allocated between the clock reads of a step.
     const cases = o.batchSizes.flatMap((B) => {
       const toks = tokens(B)
       const runs: [DecoderRunner, SamplingRows | undefined][] = [
@@ -295,7 +293,12 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       }
     }
     for (const [k, B] of o.batchSizes.entries()) {
-      const [e, g, gs] = cases.slice(3 * k, 3 * k + 3).map((c) => ({ p50: percentile(c.t, 0.5), p99: percentile(c.t, 0.99) })) as [Pct, Pct, Pct]
+      // The batch's cases: eager, graph, graph sampled.
+      const at = (j: number) => {
+        const t = cases[3 * k + j]!.t
+        return { p50: percentile(t, 0.5), p99: percentile(t, 0.99) }
+      }
+      const [e, g, gs] = [at(0), at(1), at(2)]
       decodeRows.push({
         batch: B,
         eagerP50Us: e.p50,
