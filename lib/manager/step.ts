@@ -317,16 +317,16 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const graphable = this.pieceGraphable
       const piecewise = d.mode === 'PIECEWISE' && graphable !== undefined
       const first = !piecewise || graphable[0] ? entry.graphs[0] : undefined
-      if (timing === undefined) {
-        this.#stage.launch(owner.stream, first, b.numTokens, b.numReqs, mask, !piecewise)
-      } else {
-        this.#stage.launch(owner.stream, undefined, b.numTokens, b.numReqs, mask, false)
+      // One native call copies, replays and waits, unless events go between (timing) or pieces follow.
+      const whole = !piecewise && timing === undefined
+      this.#stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole)
+      if (timing !== undefined) {
         timing.start.record(owner.stream)
         first?.launch(owner.stream)
       }
       if (piecewise) this.#runPieces(entry, numTokens, numReqs)
       timing?.end.record(owner.stream)
-      if (piecewise || timing !== undefined) this.#stage.readBack(owner.stream)
+      if (!whole) this.#stage.readBack(owner.stream)
       stats.replays++
       stats.paddingTokens += b.numTokens - numTokens
     } else {
