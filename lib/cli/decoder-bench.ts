@@ -271,15 +271,12 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // one case's whole run (on the device, two runs of the same build timed batch 1's eager and graph steps at
     // 837 and 635 µs in one, 979 and 651 in the other, with the same replay GPU time). Preallocated: nothing
     // is allocated between the clock reads of a step.
-    const cases = o.batchSizes.flatMap((B) => {
+    const batches = o.batchSizes.map((B) => {
       const toks = tokens(B)
-      const runs: [DecoderRunner, SamplingRows | undefined][] = [
-        [eager, undefined],
-        [graph, undefined],
-        [graph, sampled],
-      ]
-      return runs.map(([runner, sampling]) => ({ B, toks, runner, sampling, t: new Float64Array(o.reps), n: 0 }))
+      const timed = (runner: DecoderRunner, sampling?: SamplingRows) => ({ B, toks, runner, sampling, t: new Float64Array(o.reps), n: 0 })
+      return { B, eager: timed(eager), graph: timed(graph), sampled: timed(graph, sampled) }
     })
+    const cases = batches.flatMap((b) => [b.eager, b.graph, b.sampled])
     for (let round = -1, left = true; left; round++) {
       left = false
       for (const c of cases) {
@@ -292,13 +289,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         left ||= c.n < o.reps
       }
     }
-    for (const [k, B] of o.batchSizes.entries()) {
-      // The batch's cases: eager, graph, graph sampled.
-      const at = (j: number) => {
-        const t = cases[3 * k + j]!.t
-        return { p50: percentile(t, 0.5), p99: percentile(t, 0.99) }
-      }
-      const [e, g, gs] = [at(0), at(1), at(2)]
+    const quantiles = (c: { t: Float64Array }) => ({ p50: percentile(c.t, 0.5), p99: percentile(c.t, 0.99) })
+    for (const b of batches) {
+      const B = b.B
+      const [e, g, gs] = [quantiles(b.eager), quantiles(b.graph), quantiles(b.sampled)]
       decodeRows.push({
         batch: B,
         eagerP50Us: e.p50,
