@@ -576,7 +576,7 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
 // contexts far past what shared memory held a block before (the kernels keep no scores array): a row's
 // bits are the same with 1, 2 or 4 query heads a block, alone (its cache pulled into L2 first; two buffers a
 // warp on tensor cores) or in a batch.
-const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
+const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'ptr', 'i32', 'f32']
 test('decode attention kernels: float64, NaN in unwritten cache, long contexts, the same bits whatever the heads a block and the batch', async (t) => {
   const { attentionMmaSharedBytes } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
@@ -637,6 +637,10 @@ test('decode attention kernels: float64, NaN in unwritten cache, long contexts, 
           hd,
           maxSeq,
           1 / Math.sqrt(hd),
+          // The residual rows of ATT_NORM, which these launches do not set.
+          q,
+          8,
+          1e-5,
         ])
         stream.synchronize()
         return out.download()
@@ -727,6 +731,117 @@ test('add_rmsnorm kernel: float64, a row wider than its block, the embedding row
       }
       const tol = dtype === 'bf16' ? 2e-2 : 3e-3
       t.true(worst < tol, `${dtype} T ${T} H ${H} embed ${embed}: max relative error vs float64 ${worst} (tolerance ${tol})`)
+    }
+  }
+})
+
+// The norms folded into the projections after them (DecoderModel.build): fold_norm's products, exact in
+// f32, rounded once; rope_store and silu_mul with `norm` scale each row of a projection by its residual
+// row's 1/rms before their own work, against float64 (a row of fewer 16-byte pieces than a warp has lanes,
+// and 1b's 2048; rope_store's 16-byte and pair paths, silu_mul's 16-byte and element paths).
+test('folded norms: fold_norm, and rope_store and silu_mul scaling by the residual rows, against float64', (t) => {
+  const { dev, stream, up } = kernelFixture(t)
+  const eps = 1e-5
+  for (const dtype of ['bf16', 'f16']) {
+    const { toE, value, module } = dtypeKit(dev, dtype)
+    const fold = module.kernel('fold_norm', ['ptr', 'ptr', 'i64', 'i32'])
+    const [N, K] = [37, 72]
+    const w = Uint16Array.from({ length: N * K }, (_, i) => toE(hash(21, Math.floor(i / K), i % K, 0)))
+    const g = Uint16Array.from({ length: K }, (_, k) => toE(1 + 0.5 * hash(22, k, 0, 0)))
+    const dw = up(w, dtype)
+    stream.launch(fold, { grid: 3, block: 256 }, [dw, up(g, dtype), N * K, K])
+    stream.synchronize()
+    t.deepEqual(
+      [...dw.download()],
+      Array.from(w, (x, i) => toE(value[x] * value[g[i % K]])),
+      `${dtype}: fold_norm`,
+    )
+
+    const rope = module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'ptr', 'i32', 'f32', 'i32'])
+    const silu = module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32', 'ptr', 'i32', 'f32', 'i32'])
+    for (const [H, hd, F] of [
+      [72, 12, 100],
+      [2048, 64, 8192],
+    ]) {
+      const T = 3
+      const [nh, nkv] = [4, 2]
+      const width = (nh + 2 * nkv) * hd
+      const half = hd / 2
+      const resid = Uint16Array.from({ length: T * H }, (_, i) => toE(5 * hash(23, Math.floor(i / H), i % H, H)))
+      const inv = Array.from({ length: T }, (_, m) => {
+        let ss = 0
+        for (let k = 0; k < H; k++) ss += value[resid[m * H + k]] ** 2
+        return 1 / Math.sqrt(ss / H + eps)
+      })
+      t.true(
+        inv.every((f) => f < 0.9),
+        'the residual rows are far from unit scale',
+      )
+      const dResid = up(resid, dtype)
+      const name = `${dtype} H ${H}`
+      const tol = dtype === 'bf16' ? 3e-2 : 4e-3
+      let worst = 0
+      // Error relative to the size of what was summed (at least 1).
+      const err = (got, ref, size = Math.abs(ref)) => {
+        worst = Math.max(worst, Math.abs(value[got] - ref) / Math.max(1, size))
+      }
+      // rope_store: rows at positions 3, 40 and 7 into slots 0, 1 and 2; frequencies 1, 1/2, 1/4, ...
+      const maxSeq = 64
+      const qkv = Uint16Array.from({ length: T * width }, (_, i) => toE(20 * hash(24, Math.floor(i / width), i % width, hd)))
+      const pos = [3, 40, 7]
+      const invFreq = Float32Array.from({ length: half }, (_, i) => 2 ** -i)
+      const dq = up(qkv, dtype)
+      const cacheLen = (T + 1) * maxSeq * nkv * hd
+      const [kc, vc] = [up(new Uint16Array(cacheLen), dtype), up(new Uint16Array(cacheLen), dtype)]
+      stream.launch(rope, { grid: T, block: 256 }, [
+        dq,
+        kc,
+        vc,
+        up(Int32Array.from(pos), 'i32'),
+        up(Int32Array.of(0, 1, 2), 'i32'),
+        up(invFreq, 'f32'),
+        nh,
+        nkv,
+        hd,
+        maxSeq,
+        dResid,
+        H,
+        eps,
+        1,
+      ])
+      stream.synchronize()
+      const [gq, gk, gv] = [dq.download(), kc.download(), vc.download()]
+      for (let m = 0; m < T; m++) {
+        const x = (i) => value[qkv[m * width + i]] * inv[m]
+        const at = (m * maxSeq + pos[m]) * nkv * hd
+        // Head `head`'s element i: q in the row, k in the cache.
+        const y = (head, i) => (head < nh ? gq[m * width + head * hd + i] : gk[at + (head - nh) * hd + i])
+        for (let head = 0; head < nh + nkv; head++)
+          for (let i = 0; i < half; i++) {
+            const [a, b] = [x(head * hd + i), x(head * hd + i + half)]
+            const [c, sn] = [Math.cos(pos[m] * invFreq[i]), Math.sin(pos[m] * invFreq[i])]
+            const size = Math.abs(a) + Math.abs(b)
+            err(y(head, i), a * c - b * sn, size)
+            err(y(head, i + half), b * c + a * sn, size)
+          }
+        for (let i = 0; i < nkv * hd; i++) err(gv[at + i], x((nh + nkv) * hd + i))
+      }
+      t.log(`${name}: rope_store with norm, max relative error vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+      t.true(worst < tol, `${name}: rope_store with norm: ${worst}`)
+      // silu_mul: gate and up scaled by the row's 1/rms, then silu(gate) * up.
+      const gu = Uint16Array.from({ length: T * 2 * F }, (_, i) => toE(8 * hash(25, Math.floor(i / (2 * F)), i % (2 * F), F)))
+      const out = up(new Uint16Array(T * F).fill(0xdead), dtype)
+      stream.launch(silu, { grid: [Math.ceil(F / 2048), T], block: 256 }, [out, up(gu, dtype), F, T, dResid, H, eps, 1])
+      stream.synchronize()
+      const got = out.download()
+      worst = 0
+      for (let m = 0; m < T; m++)
+        for (let i = 0; i < F; i++) {
+          const gate = value[gu[m * 2 * F + i]] * inv[m]
+          err(got[m * F + i], (gate / (1 + Math.exp(-gate))) * value[gu[m * 2 * F + F + i]] * inv[m])
+        }
+      t.log(`${name}: silu_mul with norm, max relative error vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+      t.true(worst < tol, `${name}: silu_mul with norm: ${worst}`)
     }
   }
 })

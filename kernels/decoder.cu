@@ -112,6 +112,14 @@ extern "C" __global__ void convert_f32(elem_t* out, const float* in, long long n
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = from_f(in[i]);
 }
 
+// W[n][k] = round_e(W[n][k] * g[k]) for N rows of K: an RMSNorm's weights folded into the projection that
+// reads its output (DecoderModel.build), so the projection can read the raw residual rows and the kernel
+// after it scale each output row by the row's 1/rms (row_inv_rms): x (g * s) W^T = s (x (g W^T)).
+extern "C" __global__ void fold_norm(elem_t* W, const elem_t* g, long long N, int K) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < N * K; i += (long long)gridDim.x * blockDim.x)
+    W[i] = from_f(to_f(W[i]) * to_f(g[i % K]));
+}
+
 // Row t's token: an id outside 0..V-1 reads the embedding's row 0 (the SDK rejects such ids first; a
 // graph's padding rows hold anything).
 __device__ __forceinline__ int token_row(const int* tokens, int t, int V) {
@@ -142,6 +150,30 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 v) {
 __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
   return make_uint4(pack2(from_f(f[0]), from_f(f[1])), pack2(from_f(f[2]), from_f(f[3])), pack2(from_f(f[4]), from_f(f[5])), pack2(from_f(f[6]), from_f(f[7])));
 }
+
+// 1/rms of a residual row of H elements (H a multiple of 8), for the kernels that scale the output of a
+// projection whose norm weights are folded in (fold_norm): the block's first warp sums it, lane l the
+// squares of 16-byte chunks l, l + 32, ... in order, then a shuffle tree; so every block size, and every
+// kernel that calls it, gets the same bits. Every thread of the block calls it (a barrier).
+__device__ float row_inv_rms(const elem_t* row, int H, float eps) {
+  __shared__ float inv;
+  if (threadIdx.x < 32) {
+    float ss = 0.f;
+#pragma unroll 4
+    for (int j = threadIdx.x; j < H / 8; j += 32) {
+      float v[8];
+      unpack8(v, ((const uint4*)row)[j]);
+#pragma unroll
+      for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+    }
+    ss = warp_sum(ss);
+    if (threadIdx.x == 0) inv = rsqrtf(ss / H + eps);
+  }
+  __syncthreads();
+  return inv;
+}
+// x scaled by s, rounded to the storage type.
+__device__ __forceinline__ elem_t scale_e(elem_t x, float s) { return from_f(to_f(x) * s); }
 
 // resid[t] = round_e(resid[t] + delta[t]) (the residual stream stored in the model's dtype, as transformers'
 // is: see DecoderModel.forward), or with `embed` (the first layer's norm) resid[t] = delta[tokens[t]], delta
@@ -232,9 +264,9 @@ extern "C" __global__ void final_norm(elem_t* out, const elem_t* resid, const el
 }
 
 // Rotary embedding, transformers' rotate_half with cos and sin rounded to the model's dtype and each
-// product rounded: rope_cs gives pair i's cos and sin at position p, rope_rot rotates a pair by them
-// (rope_pair the pair x[i], x[i + half]). rope_store and a decode step's attention (which rotates its
-// row's new query and key itself) give the same bits.
+// product rounded: rope_cs gives pair i's cos and sin at position p, rope_rot rotates a pair by them.
+// rope_store and a decode step's attention (which rotates its row's new query and key itself) give the
+// same bits.
 __device__ __forceinline__ void rope_cs(int p, float inv_freq, float& c, float& s) {
   const float ang = (float)p * inv_freq;
   c = round_e(cosf(ang));
@@ -245,9 +277,6 @@ __device__ __forceinline__ void rope_rot(elem_t xa, elem_t xb, float c, float s,
   ra = from_f(round_e(a * c) - round_e(b * s));
   rb = from_f(round_e(b * c) + round_e(a * s));
 }
-__device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, float c, float s, elem_t& ra, elem_t& rb) {
-  rope_rot(x[i], x[i + half], c, s, ra, rb);
-}
 
 // Rotary positions on q and k in place in the qkv rows ([q heads | k heads | v heads]): pairs i and
 // i + hd/2 turn by pos * inv_freq[i] (the frequency table carries the checkpoint's rope scaling). cos and
@@ -256,8 +285,10 @@ __device__ __forceinline__ void rope_pair(const elem_t* x, int i, int half, floa
 // cos and sin, which depend on its position alone, are made once, before griddepcontrol.wait (positions
 // and frequencies are inputs); then a thread takes 8 adjacent pairs of a head (16-byte loads and stores,
 // when hd % 16 == 0, as every real model's is), or one pair, and v goes across in 16-byte pieces.
-// Prefill only: a decode step's attention does this for its rows.
-extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq) {
+// With `norm`, qkv's weights hold the attention norm's (fold_norm) and qkv was computed from the raw
+// residual rows: each of q, k and v is first scaled by its resid row's 1/rms and rounded, in place of the
+// add_rmsnorm launch before qkv. Prefill only: a decode step's attention does this for its rows.
+extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int nh, int nkv, int hd, int maxSeq, const elem_t* resid, int H, float eps, int norm) {
   __shared__ float cs[64], sn[64];
   const int t = blockIdx.x;
   const int p = pos[t];
@@ -266,6 +297,8 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   const long long at = (((long long)slots[t] * maxSeq + p) * nkv) * hd;
   pdl_wait();
   pdl_launch_next();
+  // With `norm`, the row's q, k and v scale by resid's row's 1/rms first (the norm folded into qkv's weights).
+  const float inv = norm ? row_inv_rms(resid + (long long)t * H, H, eps) : 1.f;
   __syncthreads();
   elem_t* row = qkv + (long long)t * (nh + 2 * nkv) * hd;
   // Head `head`'s rotated pairs go back into the row (q) or into the cache (k).
@@ -280,8 +313,8 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         elem_t a0, a1, b0, b1;
-        rope_rot(wa[e] & 0xffff, wb[e] & 0xffff, cs[i + 2 * e], sn[i + 2 * e], a0, b0);
-        rope_rot(wa[e] >> 16, wb[e] >> 16, cs[i + 2 * e + 1], sn[i + 2 * e + 1], a1, b1);
+        rope_rot(scale_e(wa[e] & 0xffff, inv), scale_e(wb[e] & 0xffff, inv), cs[i + 2 * e], sn[i + 2 * e], a0, b0);
+        rope_rot(scale_e(wa[e] >> 16, inv), scale_e(wb[e] >> 16, inv), cs[i + 2 * e + 1], sn[i + 2 * e + 1], a1, b1);
         wa[e] = pack2(a0, a1);
         wb[e] = pack2(b0, b1);
       }
@@ -290,19 +323,26 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
       *(uint4*)(y + i + half) = make_uint4(wb[0], wb[1], wb[2], wb[3]);
     }
     const uint4* v = (const uint4*)(row + (nh + nkv) * hd);
-    for (int j = threadIdx.x; j < nkv * hd / 8; j += blockDim.x) ((uint4*)(vc + at))[j] = v[j];
+    for (int j = threadIdx.x; j < nkv * hd / 8; j += blockDim.x) {
+      float f[8];
+      unpack8(f, v[j]);
+#pragma unroll
+      for (int e = 0; e < 8; e++) f[e] *= inv;
+      ((uint4*)(vc + at))[j] = pack8(f);
+    }
     return;
   }
   for (int j = threadIdx.x; j < (nh + nkv) * half; j += blockDim.x) {
     const int head = j / half, i = j % half;
     elem_t ra, rb;
-    rope_pair(row + head * hd, i, half, cs[i], sn[i], ra, rb);
+    const elem_t* x = row + head * hd;
+    rope_rot(scale_e(x[i], inv), scale_e(x[i + half], inv), cs[i], sn[i], ra, rb);
     elem_t* y = dst(head);
     y[i] = ra;
     y[i + half] = rb;
   }
   const elem_t* v = row + (nh + nkv) * hd;
-  for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = v[j];
+  for (int j = threadIdx.x; j < nkv * hd; j += blockDim.x) vc[at + j] = scale_e(v[j], inv);
 }
 
 // Tensor-core and asynchronous-copy helpers (sm_80+; ldmatrix sm_75+), for the MMA kernels below.
@@ -453,6 +493,9 @@ struct AttentionShared {
 // same small grids: on an H200, 1b's batch 1 / 2 at context 1024 took 963 / 969 µs a step with it, 1052 /
 // 1065 with one buffer, and 1004 / 1017 with one buffer in twice the shared memory (fewer blocks share a
 // multiprocessor); on a full grid (batch 64) the larger buffers alone cost 3.4%.
+// ATT_NORM (with ATT_ROPE): qkv's weights hold the attention norm's (fold_norm) and qkv was computed from
+// the raw residual rows `resid` (H wide), so the row's q, k and v scale by its 1/rms before the rotation,
+// in place of an add_rmsnorm launch before qkv (the cuBLAS path's decode steps), with rope_store's bits.
 
 // One block per (token row, key/value head, chunk of GH of the query heads that share it):
 // softmax(q k^T / sqrt(hd)) v over positions 0..pos[t] of the row's slot, for each of the chunk's heads.
@@ -506,11 +549,14 @@ __device__ __forceinline__ AttentionRow attention_row(const elem_t* kc, const el
 // with ATT_ROPE), and with ATT_ROPE the row's new key (rotated) and value into sh.knew, sh.vnew, stored
 // into the cache by the blocks with blockIdx.z == 0. Ends with a barrier.
 template <int GH, int D>
-__device__ __forceinline__ void attention_queries(const AttentionRow& r, const elem_t* qkv, elem_t* kc, elem_t* vc, int flags, int nh, int nkv, int hd, AttentionShared<D>& sh) {
+__device__ __forceinline__ void attention_queries(const AttentionRow& r, const elem_t* qkv, elem_t* kc, elem_t* vc, int flags, int nh, int nkv, int hd, const elem_t* resid, int H, float eps, AttentionShared<D>& sh) {
   // The chunk's heads are adjacent in the row: one copy.
   const elem_t* qrow = qkv + (long long)r.t * r.width + r.h0 * hd;
   const int half = hd / 2;
   if (flags & ATT_ROPE) {
+    // With ATT_NORM, qkv came from the raw residual rows (fold_norm): q, k and v scale by the row's 1/rms
+    // first, as rope_store's `norm` does.
+    const float inv = flags & ATT_NORM ? row_inv_rms(resid + (long long)r.t * H, H, eps) : 1.f;
     // Every load of the row first (its queries' pairs, a key pair and a value element a thread: hd <= D <=
     // 128 threads), so their latencies overlap; a store between them would hold up the loads after it.
     constexpr int QP = (GH * D / 2 + 32 * ATT_WARPS - 1) / (32 * ATT_WARPS);  // query pairs a thread
@@ -536,7 +582,7 @@ __device__ __forceinline__ void attention_queries(const AttentionRow& r, const e
       const int i = j + p * blockDim.x, g = i / half, jq = i % half;
       if (i < GH * half) {
         elem_t ra, rb;
-        rope_rot(qa[p], qb[p], sh.cs[jq], sh.sn[jq], ra, rb);
+        rope_rot(scale_e(qa[p], inv), scale_e(qb[p], inv), sh.cs[jq], sh.sn[jq], ra, rb);
         sh.q[g][jq] = to_f(ra);
         sh.q[g][jq + half] = to_f(rb);
       }
@@ -545,7 +591,7 @@ __device__ __forceinline__ void attention_queries(const AttentionRow& r, const e
     const long long at = r.base + r.p0 * r.stride;
     if (j < half) {
       elem_t ra, rb;
-      rope_rot(ka, kb, sh.cs[j], sh.sn[j], ra, rb);
+      rope_rot(scale_e(ka, inv), scale_e(kb, inv), sh.cs[j], sh.sn[j], ra, rb);
       sh.knew[j] = ra;
       sh.knew[j + half] = rb;
       if (store) {
@@ -554,6 +600,7 @@ __device__ __forceinline__ void attention_queries(const AttentionRow& r, const e
       }
     }
     if (j < hd) {
+      v = scale_e(v, inv);
       sh.vnew[j] = v;
       if (store) vc[at + j] = v;
     }
@@ -587,7 +634,7 @@ __device__ __forceinline__ void attention_merge(elem_t* out, const AttentionRow&
 }
 
 template <int GH, int D>
-__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh) {
+__device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, const elem_t* resid, int H, float eps, AttentionShared<D>& sh) {
   constexpr int DS = D / 64;  // a lane's 8-dim slices of p v: dq and dq + 8 (D = 128)
   const bool rope = flags & ATT_ROPE;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -632,7 +679,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
   pdl_wait();
   if (!(flags & ATT_EARLY)) pdl_launch_next();
   __syncthreads();  // the angles
-  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
+  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, resid, H, eps, sh);
 
   // The warp's running state: per head its maximum (the same on every lane), the lane's share of the sum
   // of p (its positions), and p v for the lane's dims over its positions.
@@ -754,7 +801,7 @@ __device__ __forceinline__ void attention_heads(elem_t* out, const elem_t* qkv, 
 // NaN too) and past hd.
 // A head's scores, maximum, p and p v read only its own query row: its bits do not depend on GH.
 template <int GH, int D>
-__device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, AttentionShared<D>& sh, elem_t* kv) {
+__device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, int flags, int nh, int nkv, int hd, int maxSeq, float scale, const elem_t* resid, int H, float eps, AttentionShared<D>& sh, elem_t* kv) {
   constexpr int DP = D + 8;          // a shared row, padded: no bank conflicts in the fragment loads
   constexpr int KC = D / 16;         // 16-wide chunks of a head: q k^T's reduction
   constexpr int NT = D / 8;          // 8-wide tiles of a head: p v's outputs
@@ -795,7 +842,7 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
   pdl_wait();
   if (!(flags & ATT_EARLY)) pdl_launch_next();
   __syncthreads();  // the angles
-  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, sh);
+  attention_queries<GH, D>(r, qkv, kc, vc, flags, nh, nkv, hd, resid, H, eps, sh);
   // The queries as A fragments (row g: head g, zeros past GH and hd; rows g + 8 zeros), exact: sh.q holds
   // values of the dtype.
   unsigned qf[KC][4];
@@ -900,9 +947,9 @@ __device__ __forceinline__ void attention_mma_heads(elem_t* out, const elem_t* q
 #define ATTENTION_KERNEL(D, GH, MINB)                                                                                                  \
   extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, MINB)                                                                  \
       attention_##D##x##GH(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, \
-                            int flags, int nh, int nkv, int hd, int maxSeq, float scale) {                                            \
+                            int flags, int nh, int nkv, int hd, int maxSeq, float scale, const elem_t* resid, int H, float eps) {     \
     __shared__ AttentionShared<D> sh;                                                                                                  \
-    attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh);                            \
+    attention_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, resid, H, eps, sh);             \
   }
 // Each kernel's instances (D, GH, blocks a multiprocessor), for both ways through a chunk.
 #define ATTENTION_INSTANCES(KERNEL) KERNEL(64, 1, 4) KERNEL(64, 2, 4) KERNEL(64, 4, 4) KERNEL(128, 1, 2) KERNEL(128, 2, 2) KERNEL(128, 4, 2)
@@ -912,10 +959,11 @@ ATTENTION_INSTANCES(ATTENTION_KERNEL)
 #define ATTENTION_MMA_KERNEL(D, GH, MINB)                                                                                              \
   extern "C" __global__ void __launch_bounds__(32 * ATT_WARPS, MINB)                                                                  \
       attention_mma_##D##x##GH(elem_t* out, const elem_t* qkv, elem_t* kc, elem_t* vc, const int* pos, const int* slots, const float* inv_freq, \
-                                int flags, int nh, int nkv, int hd, int maxSeq, float scale) {                                        \
+                                int flags, int nh, int nkv, int hd, int maxSeq, float scale, const elem_t* resid, int H, float eps) { \
     __shared__ AttentionShared<D> sh;                                                                                                  \
     extern __shared__ __align__(16) uint4 att_kv[];                                                                                    \
-    attention_mma_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, sh, (elem_t*)att_kv);      \
+    attention_mma_heads<GH, D>(out, qkv, kc, vc, pos, slots, inv_freq, flags, nh, nkv, hd, maxSeq, scale, resid, H, eps, sh,          \
+                               (elem_t*)att_kv);                                                                                       \
   }
 ATTENTION_INSTANCES(ATTENTION_MMA_KERNEL)
 
@@ -1211,7 +1259,9 @@ extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT) attention
 }
 
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in
-// the dtype, then multiplies. Grid [ceil(F / (8 * blockDim.x)), T]: a thread takes 8 adjacent elements of
+// the dtype, then multiplies. With `norm`, gate/up's weights hold the MLP norm's (fold_norm) and gu was
+// computed from the raw residual rows: gate and up are first scaled by resid's row's 1/rms and rounded, in
+// place of the add_rmsnorm launch before gate/up. Grid [ceil(F / (8 * blockDim.x)), T]: a thread takes 8 adjacent elements of
 // a row (16-byte loads and a store when F % 8 == 0, as every real model's is), with no index division.
 // x / (1 + e^-x) as __fdividef: a reciprocal and a product, within 2 ulp, and 0 where e^-x passes 2^126
 // (x below -87, where silu is under 1e-36 in magnitude). IEEE division's slow-path branch kept each
@@ -1220,10 +1270,12 @@ __device__ __forceinline__ elem_t silu_mul1(elem_t g, elem_t u) {
   const float x = to_f(g);
   return from_f(round_e(__fdividef(x, 1.f + expf(-x))) * to_f(u));
 }
-extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T) {
+extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T, const elem_t* resid, int H, float eps, int norm) {
   pdl_wait();
   pdl_launch_next();
   const int t = blockIdx.y, i = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  // With `norm`, gate and up scale by resid's row's 1/rms first (the norm folded into gate/up's weights).
+  const float inv = norm ? row_inv_rms(resid + (long long)t * H, H, eps) : 1.f;
   if (i >= F) return;
   const elem_t* g = gu + (long long)t * 2 * F + i;
   const elem_t* u = g + F;
@@ -1234,7 +1286,7 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
     unsigned int r[4];
 #pragma unroll
     for (int e = 0; e < 4; e++)
-      r[e] = silu_mul1((elem_t)(ga[e] & 0xffff), (elem_t)(ub[e] & 0xffff)) | ((unsigned int)silu_mul1((elem_t)(ga[e] >> 16), (elem_t)(ub[e] >> 16)) << 16);
+      r[e] = silu_mul1(scale_e(ga[e] & 0xffff, inv), scale_e(ub[e] & 0xffff, inv)) | ((unsigned int)silu_mul1(scale_e(ga[e] >> 16, inv), scale_e(ub[e] >> 16, inv)) << 16);
     uint4 v;
     v.x = r[0];
     v.y = r[1];
@@ -1242,7 +1294,7 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T)
     v.w = r[3];
     *(uint4*)o = v;
   } else {
-    for (int e = 0; e < 8 && i + e < F; e++) o[e] = silu_mul1(g[e], u[e]);
+    for (int e = 0; e < 8 && i + e < F; e++) o[e] = silu_mul1(scale_e(g[e], inv), scale_e(u[e], inv));
   }
 }
 

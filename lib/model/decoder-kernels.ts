@@ -65,6 +65,8 @@ export const KERNEL_CONSTANTS = {
   ATT_DOUBLE: 4,
   /** Decode attention flag: the next kernel (a layer chain) launches before attention waits for the previous one. */
   ATT_EARLY: 8,
+  /** Decode attention flag (with ATT_ROPE): q, k and v came from the raw residual rows; scale each by its row's 1/rms first. */
+  ATT_NORM: 16,
   /** Sampling: blocks a request's row is split over (a thread-block cluster, compute capability 9.0+), each keeping its part in shared memory. */
   SAMPLE_SPLIT: 8,
   /** Flash prefill attention: groups of 16 token rows a block. */

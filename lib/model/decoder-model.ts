@@ -197,6 +197,29 @@ const NORM_CHUNK = 8
 /** The share a communicator's rank holds: rank `rank` of `size`, or the whole model without one. */
 const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ? WHOLE : { rank: comm.rank, size: comm.size })
 
+/**
+ * Folds each layer's RMSNorm weights into the projection that reads the norm's output (kernels/decoder.cu's
+ * fold_norm: qkv's columns times the attention norm's, gate/up's times the MLP norm's), then sets those norm
+ * weights to ones, on `stream`: the same model, whose projections can read the raw residual rows while the
+ * kernel after them scales each row by its 1/rms ({@link DecoderModel.forward}). The final norm stays.
+ */
+function foldNorms(module: Module, stream: Stream, c: ModelConfig, d: LocalDims, w: (name: string) => Buf): void {
+  const fold = module.kernel('fold_norm', ['ptr', 'ptr', 'i64', 'i32'])
+  const fill = module.kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+  const H = c.hidden
+  for (let l = 0; l < c.layers; l++) {
+    for (const [norm, proj, rows] of [
+      ['attn_norm', 'qkv', (d.heads + 2 * d.kvHeads) * c.headDim],
+      ['mlp_norm', 'gate_up', 2 * d.ffn],
+    ] as const) {
+      const g = w(`layers.${l}.${norm}`)
+      stream.launch(fold, { grid: Math.min(4096, ceilDiv(rows * H, 256)), block: 256 }, [w(`layers.${l}.${proj}`), g, rows * H, H])
+      // Scale 0 and offset 1: ones.
+      stream.launch(fill, { grid: ceilDiv(H, 256), block: 256 }, [g, H, 0, 0, 1])
+    }
+  }
+}
+
 /** Weights, KV cache and compiled kernels of one decoder on one device. */
 export class DecoderModel {
   readonly device: Device
@@ -213,7 +236,11 @@ export class DecoderModel {
   readonly local: LocalDims
   /** Tensor parallelism's communicator, or undefined. */
   readonly communicator: Communicator | undefined
-  /** Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order. */
+  /**
+   * Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order, as the model runs
+   * them: each layer's norm weights folded into its `qkv` and `gate_up` and set to ones (foldNorms), the
+   * same model as the one loaded.
+   */
   readonly weights: ReadonlyMap<string, Weight>
   readonly #k: Record<
     | 'addNorm'
@@ -289,8 +316,8 @@ export class DecoderModel {
     this.#k = {
       addNorm: module.kernel('add_rmsnorm', ['ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32', 'ptr', 'i32', 'i32']),
       finalNorm: module.kernel('final_norm', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'f32']),
-      rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32']),
-      siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32']),
+      rope: module.kernel('rope_store', ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'ptr', 'i32', 'f32', 'i32']),
+      siluMul: module.kernel('silu_mul', ['ptr', 'ptr', 'i32', 'i32', 'ptr', 'i32', 'f32', 'i32']),
       gemv: module.kernel('gemv', GEMV_SIGNATURE),
       gemvSilu: module.kernel('gemv_silu', GEMV_SIGNATURE),
       gemvMma8: module.kernel('gemv_mma_8', GEMV_SIGNATURE),
@@ -436,6 +463,7 @@ export class DecoderModel {
         weights.set(spec.name, { buffer, shape: spec.shape })
         b.fill(spec, buffer)
       }
+      foldNorms(module, stream, config, local, (name) => weights.get(name)!.buffer)
       const invFreq = alloc('f32', config.headDim / 2)
       invFreq.upload(ropeInvFreq(config))
       const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
@@ -465,7 +493,8 @@ export class DecoderModel {
   }
 
   /**
-   * Writes the model as a Hugging Face model directory: `config.json` (LlamaForCausalLM) and
+   * Writes the model as a Hugging Face model directory (its weights as it runs them: the norms folded, see
+   * {@link DecoderModel.weights}): `config.json` (LlamaForCausalLM) and
    * `model.safetensors` with transformers' tensor names, one tensor at a time; transformers and
    * {@link loadDecoder} both load it.
    */
@@ -600,11 +629,21 @@ export class DecoderModel {
     // Both attention kernels' trailing arguments: heads, key/value heads, head size, maxSeqLen, the scale.
     const shape = [heads, kvHeads, hd, S, 1 / Math.sqrt(hd)] as const
     // Row-parallel o and down leave partial sums of the residual update on each rank.
-    const reduce = () => {
+    const reduce = (sums: DeviceBuffer = delta) => {
       if (comm === undefined) return
       trace?.('all_reduce')
-      comm.allReduce(s, delta, 'sum')
+      comm.allReduce(s, sums, 'sum')
     }
+    // The norms' weights are folded into qkv's and gate/up's (foldNorms), so on cuBLAS's path o and down
+    // (but the last layer's) add into the residual stream as their epilogue (beta 1), the next projection
+    // reads the raw residual rows, and the kernel after it scales each row by its 1/rms (silu_mul;
+    // rope_store, or a decode step's attention with ATT_NORM), in place of an add_rmsnorm launch. With
+    // tensor parallelism rank 0 adds its partial sums to the stream and the other ranks write theirs over
+    // it, so the all-reduce of the stream adds them all. The attention norm stays a launch before a qkv
+    // bias, which the scale would reach, and the first layer's takes the embedding rows.
+    const foldAttn = !gemv && !c.qkvBias
+    const beta = this.shard.rank === 0 ? 1 : 0
+    const addInto = { c: resid, beta }
     // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream (f32).
     const addPartial = (into: DeviceBuffer<'f32'>) => {
       if (comm === undefined) return
@@ -621,6 +660,10 @@ export class DecoderModel {
       } else if (gemv) {
         trace?.('qkv')
         this.#gemv(s, T, residF32, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
+      } else if (foldAttn && !embed) {
+        // The previous layer's down added into resid; rope_store scales by its rows' 1/rms.
+        trace?.('qkv')
+        s.gemm({ a: resid, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true })
       } else {
         trace?.('norm')
         s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [
@@ -652,6 +695,10 @@ export class DecoderModel {
           kvHeads,
           hd,
           S,
+          resid,
+          H,
+          c.eps,
+          foldAttn && !embed ? 1 : 0,
         ])
       }
       trace?.('attention')
@@ -664,8 +711,11 @@ export class DecoderModel {
         s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: attentionShared, programmaticDependentLaunch: pdl }, [
           ...rows,
           top.invFreq,
-          attentionFlags,
+          attentionFlags | (foldAttn && !embed && kind === 'decode' ? ATT_NORM : 0),
           ...shape,
+          resid,
+          H,
+          c.eps,
         ])
       }
       if (chain) {
@@ -695,17 +745,17 @@ export class DecoderModel {
         addPartial(residF32)
         continue
       }
-      s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
-      reduce()
-      trace?.('norm')
-      s.launch(k.addNorm, { grid: T, block: addNormBlock, programmaticDependentLaunch: pdl }, [resid, delta, L.mlpNorm, x, H, c.eps, t.tokens, c.vocab, 0])
+      s.gemm({ a: attn, b: L.o, m: T, n: H, k: heads * hd, transB: true, ...addInto })
+      reduce(resid)
       trace?.('gate_up')
-      s.gemm({ a: x, b: L.gateUp, c: gu!, m: T, n: 2 * ffn, k: H, transB: true })
+      s.gemm({ a: resid, b: L.gateUp, c: gu!, m: T, n: 2 * ffn, k: H, transB: true })
       trace?.('silu_mul')
-      s.launch(k.siluMul, { grid: [ceilDiv(ffn, 8 * 256), T], block: 256, programmaticDependentLaunch: pdl }, [act, gu!, ffn, T])
+      s.launch(k.siluMul, { grid: [ceilDiv(ffn, 8 * 256), T], block: 256, programmaticDependentLaunch: pdl }, [act, gu!, ffn, T, resid, H, c.eps, 1])
       trace?.('down')
-      s.gemm({ a: act, b: L.down, c: delta, m: T, n: H, k: ffn, transB: true })
-      reduce()
+      // The next layer's qkv reads resid when its norm is folded; the last layer's final_norm adds delta.
+      const intoResid = foldAttn && l < c.layers - 1
+      s.gemm({ a: act, b: L.down, m: T, n: H, k: ffn, transB: true, ...(intoResid ? addInto : { c: delta }) })
+      reduce(intoResid ? resid : delta)
     }
     if (chain) {
       // The last layer's chain computed the logits.
@@ -888,6 +938,7 @@ const {
   ATT_PREFETCH,
   ATT_EARLY,
   ATT_DOUBLE,
+  ATT_NORM,
   FA_WARPS,
   FA_SPLIT,
   SAMPLE_SPLIT,
@@ -1147,7 +1198,7 @@ const PREFILL_ATTENTION_THREADS = 32 * FA_WARPS * FA_SPLIT
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
 // out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen, scale
-const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
+const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'ptr', 'i32', 'f32'] as const
 
 /**
  * Decode attention's flags for a step of `kind` whose grid has `blocks` blocks, on the tensor-core kernels
