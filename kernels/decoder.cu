@@ -112,11 +112,11 @@ extern "C" __global__ void convert_f32(elem_t* out, const float* in, long long n
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = from_f(in[i]);
 }
 
-// W[n][k] = round_e(W[n][k] * g[k]) for N rows of K: an RMSNorm's weights folded into the projection that
-// reads its output (DecoderModel.build), so the projection can read the raw residual rows and the kernel
-// after it scale each output row by the row's 1/rms (row_inv_rms): x (g * s) W^T = s (x (g W^T)).
-extern "C" __global__ void fold_norm(elem_t* W, const elem_t* g, long long N, int K) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < N * K; i += (long long)gridDim.x * blockDim.x)
+// W[i] = round_e(W[i] * g[i % K]) for the n elements of rows of K: an RMSNorm's weights folded into the
+// projection that reads its output (DecoderModel.build), so the projection can read the raw residual rows
+// and the kernel after it scale each output row by the row's 1/rms (row_inv_rms): (s x g) W^T = s x (g W^T).
+extern "C" __global__ void fold_norm(elem_t* W, const elem_t* g, long long n, int K) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
     W[i] = from_f(to_f(W[i]) * to_f(g[i % K]));
 }
 
