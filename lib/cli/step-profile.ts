@@ -135,9 +135,13 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
     o: sum((l) => size(`layers.${l}.o`)),
     gate_up: sum((l) => size(`layers.${l}.gate_up`)),
     down: sum((l) => size(`layers.${l}.down`)),
-    // The norms are folded into qkv's and gate/up's weights: the first layer's launches, and with a qkv
+    // With the norms folded into qkv's and gate/up's weights, the first layer's launches, and with a qkv
     // bias every layer's attention norm (DecoderModel.forward).
-    norm: c.qkvBias ? sum((l) => size(`layers.${l}.attn_norm`)) : size('layers.0.attn_norm'),
+    norm: !model.foldNorms
+      ? sum((l) => size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`))
+      : c.qkvBias
+        ? sum((l) => size(`layers.${l}.attn_norm`))
+        : size('layers.0.attn_norm'),
     final_norm: size('norm'),
     lm_head: lmHead,
     attention,

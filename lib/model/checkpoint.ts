@@ -52,6 +52,8 @@ export interface LoadOptions {
   decodeChain?: boolean | undefined
   /** Prefill attention's kernel (`PrefillAttention`); default `'flash'` from compute capability 8.0, else `'rows'`. */
   prefillAttention?: PrefillAttention | undefined
+  /** Whether the norms' weights are folded into the projections after them (`DecoderOptions.foldNorms`); default true. */
+  foldNorms?: boolean | undefined
   /** Called after each tensor is on the device. A throw ends the load, freeing what it allocated. */
   onProgress?: (p: LoadProgress) => void
 }
@@ -186,6 +188,7 @@ export function loadDecoder(
     decodeGemv: options.decodeGemv,
     decodeChain: options.decodeChain,
     prefillAttention: options.prefillAttention,
+    foldNorms: options.foldNorms,
     fill: (spec, buffer) => {
       const cols = spec.shape.length === 2 ? spec.shape[1] : 1
       let row = 0
