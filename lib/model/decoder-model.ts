@@ -45,8 +45,8 @@ export interface DecoderOptions {
    * Whether each layer's norm weights are folded into the projections after them (default true): on an
    * H200, 1b's 512-token prefill and batch-64 decode step then take 0.974-0.981x the time, and a
    * checkpoint's logits are within rounding of transformers'; false keeps transformers' roundings of each
-   * norm (on an H200 a bf16 checkpoint's prefill logits then equal transformers' bit for bit), at the
-   * cost of a launch a norm.
+   * norm (on an H200 a bf16 checkpoint's prefill logits then equal transformers' bit for bit where
+   * cuBLAS runs the same GEMM kernels for both), at the cost of a launch a norm.
    */
   foldNorms?: boolean | undefined
 }
@@ -120,8 +120,8 @@ export interface ModelBuild {
    * Whether each layer's norm weights are folded into the projections after them (default true): on an
    * H200, 1b's 512-token prefill and batch-64 decode step then take 0.974-0.981x the time, and a
    * checkpoint's logits are within rounding of transformers'; false keeps transformers' roundings of each
-   * norm (on an H200 a bf16 checkpoint's prefill logits then equal transformers' bit for bit), at the
-   * cost of a launch a norm.
+   * norm (on an H200 a bf16 checkpoint's prefill logits then equal transformers' bit for bit where
+   * cuBLAS runs the same GEMM kernels for both), at the cost of a launch a norm.
    */
   foldNorms?: boolean | undefined
   /**
