@@ -335,7 +335,8 @@ test("a decode step's attention rotates and stores the new keys itself: the same
   stream.prepareBlas()
   // tiny: groups of 2 query heads, one head a block at 3 rows, so a key/value head has a block that
   // stores the new key and value and one that must not read them back from the cache.
-  // Prefill attention row by row: the decode kernel's own math, so only rotary and the stores differ.
+  // Prefill attention row by row: the decode kernel's own math, so only rotary and the stores differ (and
+  // with the norms folded, past the first layer, the 1/rms scale: rope_store's `norm`, attention's ATT_NORM).
   const model = DecoderModel.create(dev, stream, { model: 'tiny', seed: 5, slots: 4, maxSeqLen: 64, decodeGemv: 'off', prefillAttention: 'rows' })
   // tiny has grouped-query attention: tensor cores from 8.0.
   t.is(model.decodeAttention, dev.computeCapability[0] >= 8 ? 'tensor-cores' : 'cuda-cores')

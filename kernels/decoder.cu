@@ -297,7 +297,6 @@ extern "C" __global__ void rope_store(elem_t* qkv, elem_t* kc, elem_t* vc, const
   const long long at = (((long long)slots[t] * maxSeq + p) * nkv) * hd;
   pdl_wait();
   pdl_launch_next();
-  // With `norm`, the row's q, k and v scale by resid's row's 1/rms first (the norm folded into qkv's weights).
   const float inv = norm ? row_inv_rms(resid + (long long)t * H, H, eps) : 1.f;
   __syncthreads();
   elem_t* row = qkv + (long long)t * (nh + 2 * nkv) * hd;
@@ -1274,7 +1273,6 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T,
   pdl_wait();
   pdl_launch_next();
   const int t = blockIdx.y, i = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
-  // With `norm`, gate and up scale by resid's row's 1/rms first (the norm folded into gate/up's weights).
   const float inv = norm ? row_inv_rms(resid + (long long)t * H, H, eps) : 1.f;
   if (i >= F) return;
   const elem_t* g = gu + (long long)t * 2 * F + i;

@@ -116,13 +116,7 @@ export interface ModelBuild {
   decodeChain?: boolean | undefined
   /** Prefill attention's kernel ({@link PrefillAttention}); default {@link defaultPrefillAttention}'s. */
   prefillAttention?: PrefillAttention | undefined
-  /**
-   * Whether each layer's norm weights are folded into the projections after them (default true): on an
-   * H200, 1b's 512-token prefill and batch-64 decode step then take 0.974-0.981x the time, and a
-   * checkpoint's logits are within rounding of transformers'; false keeps transformers' roundings of each
-   * norm (on an H200 a bf16 checkpoint's prefill logits then equal transformers' bit for bit where
-   * cuBLAS runs the same GEMM kernels for both), at the cost of a launch a norm.
-   */
+  /** Whether each layer's norm weights are folded into the projections after them ({@link DecoderOptions.foldNorms}); default true. */
   foldNorms?: boolean | undefined
   /**
    * Fills weight `spec`'s freshly allocated `buffer` (enqueued on the stream, or synchronously). A throw
@@ -219,7 +213,7 @@ const shardOf = (comm: Communicator | undefined): Shard => (comm === undefined ?
  * weights to ones, on `stream`: the same model, whose projections can read the raw residual rows while the
  * kernel after them scales each row by its 1/rms ({@link DecoderModel.forward}). The final norm stays.
  */
-function foldNorms(module: Module, stream: Stream, c: ModelConfig, d: LocalDims, w: (name: string) => Buf): void {
+function foldNormWeights(module: Module, stream: Stream, c: ModelConfig, d: LocalDims, w: (name: string) => Buf): void {
   const fold = module.kernel('fold_norm', ['ptr', 'ptr', 'i64', 'i32'])
   const fill = module.kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
   const H = c.hidden
@@ -254,7 +248,7 @@ export class DecoderModel {
   readonly communicator: Communicator | undefined
   /**
    * Weights by name (`embed`, `layers.0.qkv`, ..., `norm`, `lm_head`), in creation order, as the model runs
-   * them: each layer's norm weights folded into its `qkv` and `gate_up` and set to ones (foldNorms), the
+   * them: each layer's norm weights folded into its `qkv` and `gate_up` and set to ones (foldNormWeights), the
    * same model as the one loaded.
    */
   readonly weights: ReadonlyMap<string, Weight>
@@ -484,7 +478,7 @@ export class DecoderModel {
         weights.set(spec.name, { buffer, shape: spec.shape })
         b.fill(spec, buffer)
       }
-      if (b.foldNorms !== false) foldNorms(module, stream, config, local, (name) => weights.get(name)!.buffer)
+      if (b.foldNorms !== false) foldNormWeights(module, stream, config, local, (name) => weights.get(name)!.buffer)
       const invFreq = alloc('f32', config.headDim / 2)
       invFreq.upload(ropeInvFreq(config))
       const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
@@ -655,7 +649,7 @@ export class DecoderModel {
       trace?.('all_reduce')
       comm.allReduce(s, sums, 'sum')
     }
-    // Where the norms' weights are folded into qkv's and gate/up's (foldNorms), on cuBLAS's path o and down
+    // Where the norms' weights are folded into qkv's and gate/up's (foldNormWeights), on cuBLAS's path o and down
     // (but the last layer's) add into the residual stream as their epilogue (beta 1), the next projection
     // reads the raw residual rows, and the kernel after it scales each row by its 1/rms (silu_mul;
     // rope_store, or a decode step's attention with ATT_NORM), in place of an add_rmsnorm launch. With
@@ -665,7 +659,6 @@ export class DecoderModel {
     const foldMlp = this.foldNorms && !gemv
     const foldAttn = foldMlp && !c.qkvBias
     const beta = this.shard.rank === 0 ? 1 : 0
-    const addInto = { c: resid, beta }
     // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream (f32).
     const addPartial = (into: DeviceBuffer<'f32'>) => {
       if (comm === undefined) return
@@ -768,7 +761,7 @@ export class DecoderModel {
         continue
       }
       if (foldMlp) {
-        s.gemm({ a: attn, b: L.o, m: T, n: H, k: heads * hd, transB: true, ...addInto })
+        s.gemm({ a: attn, b: L.o, c: resid, beta, m: T, n: H, k: heads * hd, transB: true })
         reduce(resid)
       } else {
         s.gemm({ a: attn, b: L.o, c: delta, m: T, n: H, k: heads * hd, transB: true })
@@ -792,7 +785,7 @@ export class DecoderModel {
       trace?.('down')
       // The next layer's qkv reads resid when its norm is folded; the last layer's final_norm adds delta.
       const intoResid = foldAttn && l < c.layers - 1
-      s.gemm({ a: act, b: L.down, m: T, n: H, k: ffn, transB: true, ...(intoResid ? addInto : { c: delta }) })
+      s.gemm({ a: act, b: L.down, c: intoResid ? resid : delta, beta: intoResid ? beta : 0, m: T, n: H, k: ffn, transB: true })
       reduce(intoResid ? resid : delta)
     }
     if (chain) {
@@ -1235,7 +1228,8 @@ const PREFILL_ATTENTION_THREADS = 32 * FA_WARPS * FA_SPLIT
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
 
-// out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen, scale
+// out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen,
+// scale, and ATT_NORM's residual rows, their width and the norm's eps
 const ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'ptr', 'i32', 'f32'] as const
 
 /**
