@@ -135,13 +135,8 @@ export function partBytes(model: DecoderModel, batch: number, context: number): 
     o: sum((l) => size(`layers.${l}.o`)),
     gate_up: sum((l) => size(`layers.${l}.gate_up`)),
     down: sum((l) => size(`layers.${l}.down`)),
-    // With the norms folded into qkv's and gate/up's weights, the first layer's launches, and with a qkv
-    // bias every layer's attention norm (DecoderModel.forward).
-    norm: !model.foldNorms
-      ? sum((l) => size(`layers.${l}.attn_norm`) + size(`layers.${l}.mlp_norm`))
-      : c.qkvBias
-        ? sum((l) => size(`layers.${l}.attn_norm`))
-        : size('layers.0.attn_norm'),
+    // The norms that launch: the first layer's, and those not folded into the projections after them.
+    norm: sum((l) => (l > 0 && model.foldsAttentionNorm ? 0 : size(`layers.${l}.attn_norm`)) + (model.foldNorms ? 0 : size(`layers.${l}.mlp_norm`))),
     final_norm: size('norm'),
     lm_head: lmHead,
     attention,

@@ -657,7 +657,7 @@ export class DecoderModel {
     // it, so the all-reduce of the stream adds them all. The attention norm stays a launch before a qkv
     // bias, which the scale would reach, and the first layer's takes the embedding rows.
     const foldMlp = this.foldNorms && !gemv
-    const foldAttn = foldMlp && !c.qkvBias
+    const foldAttn = this.foldsAttentionNorm && !gemv
     const beta = this.shard.rank === 0 ? 1 : 0
     // A tensor-parallel decode GEMV's partial sums, all-reduced, then added to the residual stream (f32).
     const addPartial = (into: DeviceBuffer<'f32'>) => {
@@ -670,12 +670,14 @@ export class DecoderModel {
     for (let l = 0; l < c.layers; l++) {
       const L = this.#layers[l]!
       const embed = l === 0
+      // This layer's q/k/v read the raw residual rows; rope_store or attention scales them.
+      const scaled = foldAttn && !embed
       if (chain && !embed) {
         // The previous layer's chain computed this layer's q/k/v.
       } else if (gemv) {
         trace?.('qkv')
         this.#gemv(s, T, residF32, { out: qkv, w: L.qkv, n: qkvWidth, k: H, norm: L.attnNorm, bias: L.qkvBias, tokens: embed ? t.tokens : undefined })
-      } else if (foldAttn && !embed) {
+      } else if (scaled) {
         // The previous layer's down added into resid; rope_store scales by its rows' 1/rms.
         trace?.('qkv')
         s.gemm({ a: resid, b: L.qkv, c: qkv, m: T, n: qkvWidth, k: H, transB: true })
@@ -713,7 +715,7 @@ export class DecoderModel {
           resid,
           H,
           c.eps,
-          foldAttn && !embed ? 1 : 0,
+          scaled ? 1 : 0,
         ])
       }
       trace?.('attention')
@@ -726,7 +728,7 @@ export class DecoderModel {
         s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: attentionShared, programmaticDependentLaunch: pdl }, [
           ...rows,
           top.invFreq,
-          attentionFlags | (foldAttn && !embed && kind === 'decode' ? ATT_NORM : 0),
+          attentionFlags | (scaled && kind === 'decode' ? ATT_NORM : 0),
           ...shape,
           resid,
           H,
@@ -868,6 +870,15 @@ export class DecoderModel {
       this.config.eps,
       flags,
     ])
+  }
+
+  /**
+   * Whether, on cuBLAS's path, the attention norms after the first layer's are folded into q/k/v and
+   * launch no kernel ({@link DecoderOptions.foldNorms}): not before a q/k/v bias, which their scale would
+   * reach. (The MLP norms are folded wherever `foldNorms` is.)
+   */
+  get foldsAttentionNorm(): boolean {
+    return this.foldNorms && !this.config.qkvBias
   }
 
   /**
