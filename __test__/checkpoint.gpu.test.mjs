@@ -188,7 +188,7 @@ const keptTokens = (row, T, topK, topP) => {
 }
 
 gtest(
-  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads, in 16-byte loads or not, on a block a row and split over a cluster; logits gathered rank after rank give the same draws',
+  'the sampling kernel (f16 and bf16): greedy ties take the lowest index; draws follow the cut softmax (chi-square) and repeat per seed, with top-k then top-p, each alone, on rows narrower and wider than a round of loads, in 16-byte loads or not, on a block a row and split over a cluster; logits gathered rank after rank give the same draws; a greedy row takes the argmax key a layer chain left',
   (t) => {
     const dev = Device.open(0)
     const s = dev.createStream()
@@ -210,9 +210,10 @@ gtest(
       { row: wide(2998), T: 1.3, topK: 4, topP: 1, R: 12000, shards: [] },
       { row: wide(128256), T: 0.9, topK: 0, topP: 0.5, R: 1500, shards: [] },
     ]
+    const C = KERNEL_CONSTANTS.GC_COUNTERS
     for (const dtype of ['f16', 'bf16']) {
       const module = DecoderModel.module(dev, dtype)
-      const signature = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32']
+      const signature = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'ptr', 'i32']
       const kernels = [{ sample: module.kernel('sample', signature), split: 1 }]
       if (dev.computeCapability[0] >= 9) kernels.push({ sample: module.kernel('sample_split', signature), split: KERNEL_CONSTANTS.SAMPLE_SPLIT })
       for (const { row, T, topK, topP, R, shards } of cases)
@@ -233,10 +234,14 @@ gtest(
             params: dev.upload(params),
             seeds: dev.upload(new Uint32Array(R).fill(1234)),
             gathered: dev.alloc('f32', R * V),
+            // The layer chain's scratch: GC_COUNTERS words (the last, its published mark, 0), then the argmax
+            // keys as its LM head leaves them (8 bytes a row, low word first): row 0's points at the last
+            // column, not the max; every other row's is 0.
+            chain: dev.upload(Int32Array.from({ length: C + 2 * R }, (_, i) => (i === C ? ~(V - 1) : i === C + 1 ? 0x80000000 | 0 : 0))),
           }
           try {
             // shards > 1: the logits as tensor-parallel ranks gather them, each rank's vocabulary block for all rows.
-            const run = (shards = 1, sharedMemBytes = shape.sharedMemBytes) => {
+            const run = (shards = 1, sharedMemBytes = shape.sharedMemBytes, fused = 0) => {
               const Vs = V / shards
               if (shards === 1) bufs.logits.upload(logits)
               else {
@@ -257,11 +262,28 @@ gtest(
                 V,
                 Vs,
                 R,
+                bufs.chain,
+                fused,
               ])
               s.synchronize()
               return bufs.next.download()
             }
             const got = run()
+            // Fused (the chain's LM head left the keys): a greedy row with a key takes its column, and sweeps
+            // nothing; a greedy row whose key is 0 and the sampled rows get what they got without.
+            const fused = run(1, shape.sharedMemBytes, 1)
+            t.is(fused[0], V - 1, `${what}: fused, a greedy row's token is its key's column`)
+            t.true(Buffer.from(fused.buffer, 4).equals(Buffer.from(got.buffer, 4)), `${what}: fused, a key of 0 and the sampled rows as without`)
+            // Published (the chain stored every row's token): sample stores nothing.
+            const mark = bufs.chain.view(C - 1, 1)
+            mark.upload(Int32Array.of(1))
+            bufs.next.upload(new Int32Array(R).fill(-7))
+            t.true(
+              run(1, shape.sharedMemBytes, 1).every((v) => v === -7),
+              `${what}: published, nothing stored`,
+            )
+            mark.upload(Int32Array.of(0))
+            mark.dispose()
             for (const n of shards) {
               t.deepEqual(run(n), got, `${what}: ${n} ranks gathered, the same draws`)
               // As bytes: ava's deep comparison gives up on arrays of millions of elements.

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ArgumentError, Device, GraphManager } from '../dist/index.js'
-import { DecoderModel, DecoderReference, DecoderRunner, KERNEL_CONSTANTS, loadDecoder, samplingRows } from '../dist/model/index.js'
+import { DecoderModel, DecoderReference, DecoderRunner, KERNEL_CONSTANTS, loadDecoder, samplingRows, setSampling } from '../dist/model/index.js'
 import { bf16ToNumber, gpuTest, halfToNumber, numberToBf16, numberToHalf, relError, rng } from './helpers.mjs'
 
 const test = gpuTest()
@@ -204,9 +204,11 @@ test("layer chain: the kernel's static shared memory is the host's CHAIN_STATIC_
 // with 4 and 2 query heads on one key/value head, head sizes 64 and 128, run attention on tensor cores
 // between the chains; with a hidden size of 2560 a norm's rows past a lane's registers are staged in shared
 // memory; with an MLP of 6144 a step of 4 or 8 rows streams down's input, gemv_chain_streamed, 12 steps a
-// warp through its ring of 4), in f16 and bf16, and graph == eager.
+// warp through its ring of 4), in f16 and bf16, and graph == eager. A chained step whose rows are all greedy
+// takes its tokens from the LM head's argmax keys and publishes them (the step's ready flag set); one with a
+// sampled row leaves the flag unset and its tokens to sample, the separate GEMVs' draws.
 // (The batch-of-11 test above holds a chained request to its bits among 10 others, on the 16-row GEMVs.)
-test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone, 4 and 8 in a step; graph equals eager', async (t) => {
+test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone, 4 and 8 in a step; graph equals eager; all-greedy steps publish their tokens early', async (t) => {
   const { CHAIN_MAX_ROWS } = await import('../dist/model/decoder-model.js')
   if (Device.open(0).computeCapability[0] < 9) return t.pass('compute capability below 9.0: no layer chain')
   const models = [
@@ -232,29 +234,42 @@ test('layer chain: the logits of separate tensor-core GEMVs, bit for bit, alone,
         t.is(differ, -1, `${what}, ${label}: logits bit for bit (first difference at ${differ})`)
       }
       const prompts = Array.from({ length: 8 }, (_, i) => prompt(4 + 7 * i, 700 + i, V))
+      const published = (m) => m.graph.decodeStep.readyFlag.download()[0]
       for (const [i, p] of prompts.entries()) {
         const out = [chained, separate].map((m) => {
           m.graph.prefill(i, p)
           const next = m.graph.decode(1, Int32Array.of(i), Int32Array.of((17 * i + 5) % V), Int32Array.of(p.length))
-          return { next: next[0], bits: bits(m, 1) }
+          return { next: next[0], bits: bits(m, 1), published: published(m) }
         })
         t.is(out[0].next, out[1].next, `${what}, request ${i}: next token`)
         same(out[0].bits, out[1].bits, `request ${i}`)
+        t.deepEqual([out[0].published, out[1].published], [1, 0], `${what}, request ${i}: the chain published its token, the separate GEMVs did not`)
       }
-      // Requests 1, 3, 5 and 7 in one step, then all 8 (the chain's most), at their next positions.
-      for (const slots of [Int32Array.of(1, 3, 5, 7), Int32Array.from({ length: CHAIN_MAX_ROWS }, (_, i) => i)]) {
+      // Requests 1, 3, 5 and 7 in one step, then all 8 (the chain's most), at their next positions; then
+      // requests 1, 3, 5 and 7 again with request 3 sampled (the others greedy).
+      const sampled = samplingRows(4)
+      setSampling(sampled, 1, { temperature: 0.8, topP: 0.9, seed: 5 })
+      const steps = [
+        [Int32Array.of(1, 3, 5, 7), undefined, 1],
+        [Int32Array.from({ length: CHAIN_MAX_ROWS }, (_, i) => i), undefined, 1],
+        [Int32Array.of(1, 3, 5, 7), sampled, 2],
+      ]
+      for (const [slots, sampling, ahead] of steps) {
         const rows = slots.length
         const batch = [chained, separate].map((m) => {
           const next = m.graph.decode(
             rows,
             slots,
-            Int32Array.from(slots, (i) => 11 * (i + 1)),
-            Int32Array.from(slots, (i) => prompts[i].length + 1),
+            Int32Array.from(slots, (i) => 11 * (i + ahead)),
+            Int32Array.from(slots, (i) => prompts[i].length + ahead),
+            sampling,
           )
-          return { next: Array.from(next.subarray(0, rows)), bits: bits(m, rows) }
+          return { next: Array.from(next.subarray(0, rows)), bits: bits(m, rows), published: published(m) }
         })
-        t.deepEqual(batch[0].next, batch[1].next, `${what}, ${rows} rows: next tokens`)
-        same(batch[0].bits, batch[1].bits, `${rows} rows`)
+        const label = `${rows} rows${sampling ? ', one sampled' : ''}`
+        t.deepEqual(batch[0].next, batch[1].next, `${what}, ${label}: next tokens`)
+        same(batch[0].bits, batch[1].bits, label)
+        t.is(batch[0].published, sampling ? 0 : 1, `${what}, ${label}: published`)
       }
       const p = prompts[5]
       t.deepEqual(chained.eager.generate(9, p, 12), chained.graph.generate(9, p, 12), `${what}: eager == graph`)

@@ -541,3 +541,83 @@ test('timing events bracket the forward alone: graph, piecewise and eager runs, 
     mgr.dispose()
   }
 })
+
+test('ready flag: a FULL replay returns once the kernels set it, while the graph still runs; unset, on eager and timed runs the step waits for the stream; a flag without a read-back output is refused', async (t) => {
+  const { dev, stream } = setup()
+  const mod = dev.compile(
+    `__device__ unsigned long long now() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
+    extern "C" __global__ void spin(long long ns) { const unsigned long long t0 = now(); while (now() - t0 < (unsigned long long)ns) {} }
+    // One block: every thread's output stored, then (a block barrier, a system-scope fence) the flag.
+    extern "C" __global__ void twice_ready(const int* a, int* y, int n, int* ready, int set) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = 2 * a[i];
+      __syncthreads();
+      if (threadIdx.x == 0 && set) { __threadfence_system(); *(volatile int*)ready = 1; }
+    }`,
+    { name: 'ready_step' },
+  )
+  const spin = mod.kernel('spin', ['i64'])
+  const twice = mod.kernel('twice_ready', ['ptr', 'ptr', 'i32', 'ptr', 'i32'])
+  const TAIL_NS = 60_000_000
+  // The outputs and the flag, then 60 ms of work the host need not wait for.
+  const spec = (set) => ({
+    name: `ready_${set}`,
+    inputs: { a: ['i32', 16] },
+    outputs: { y: { dtype: 'i32', rows: 16, readBack: true } },
+    readyFlag: true,
+    forward(c, b) {
+      t.truthy(c.readyFlag, 'the context has the flag')
+      c.stream.launch(twice, { grid: 1, block: 32 }, [c.inputs.a, c.outputs.y, b.numTokens, c.readyFlag, set ? 1 : 0])
+      c.stream.launch(spin, { grid: 1, block: 32 }, [TAIL_NS])
+    },
+  })
+  const timed = (f) => {
+    const t0 = performance.now()
+    f()
+    return performance.now() - t0
+  }
+  const mgr = new GraphManager(dev, { stream, config: { mode: 'FULL', maxNumSeqs: 16, maxCaptureSize: 16 } })
+  const early = mgr.wrap(spec(true))
+  const late = mgr.wrap(spec(false))
+  await mgr.warmup(early)
+  await mgr.warmup(late)
+  stream.synchronize()
+  for (let k = 0; k < 3; k++) {
+    const a = Int32Array.from({ length: 7 }, (_, i) => 5 * i + k + 1)
+    const ms = timed(() => early.run({ a }, { numTokens: 7 }))
+    t.deepEqual(
+      early.hostOutput('y').slice(0, 7),
+      a.map((v) => 2 * v),
+      `run ${k}: the outputs are there when it returns`,
+    )
+    // The first run waits for nothing queued before it; each later one starts behind the last one's tail.
+    t.true(ms < (k === 0 ? 30 : 90), `run ${k}: returned after ${ms.toFixed(1)} ms, before its 60 ms tail`)
+    t.false(stream.query(), `run ${k}: the graph still runs`)
+  }
+  stream.synchronize()
+  t.is(mgr.stats().replays, 3)
+  // Unset by the kernels: the replay waits for the stream.
+  const b = Int32Array.of(4, 9)
+  const ms = timed(() => late.run({ a: b }, { numTokens: 2 }))
+  t.true(ms >= TAIL_NS / 1e6, `unset: ${ms.toFixed(1)} ms, the whole tail`)
+  t.true(stream.query())
+  t.deepEqual(late.hostOutput('y').slice(0, 2), Int32Array.of(8, 18))
+  // Set, but run with timing events (two calls, then a wait for the stream): the whole step.
+  const timing = { start: dev.createEvent({ timing: true }), end: dev.createEvent({ timing: true }) }
+  const msTimed = timed(() => early.run({ a: b }, { numTokens: 2, timing }))
+  t.true(msTimed >= TAIL_NS / 1e6 && stream.query(), `timed: ${msTimed.toFixed(1)} ms`)
+  // Eager: the same.
+  const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
+  const eager = eagerMgr.wrap(spec(true))
+  const msEager = timed(() => eager.run({ a: b }, { numTokens: 2 }))
+  t.true(msEager >= TAIL_NS / 1e6 && stream.query(), `eager: ${msEager.toFixed(1)} ms`)
+  t.deepEqual(eager.hostOutput('y').slice(0, 2), Int32Array.of(8, 18))
+  for (const [readyFlag, outputs] of [
+    [1, { y: { dtype: 'i32', rows: 16, readBack: true } }],
+    [true, { y: ['i32', 16] }],
+  ]) {
+    const e = t.throws(() => eagerMgr.wrap({ inputs: { a: ['i32', 16] }, outputs, readyFlag, forward() {} }), { instanceOf: ArgumentError })
+    t.is(e.argument, 'spec.readyFlag')
+  }
+  mgr.dispose()
+  eagerMgr.dispose()
+})

@@ -1314,6 +1314,9 @@ extern "C" __global__ void silu_mul(elem_t* out, const elem_t* gu, int F, int T,
 //   GEMV_F32    out is float, the dot stored unrounded (the LM head: sample rounds, as after cuBLAS);
 //   GEMV_EMBED  with GEMV_NORM, the first layer's: the residual rows are the embedding's rows of the
 //               tokens (x is the table [V][K]), which the blocks of the first columns also store into resid;
+//   GEMV_ARGMAX with GEMV_F32, the layer chain's LM head only: the logits stored rounded (as sample leaves
+//               them) and each row's greedy token left as an argmax key (argmax_key) for sample;
+//   GEMV_PUBLISH with GEMV_ARGMAX: an all-greedy step's tokens stored and its ready flag set (chain_publish);
 //   gemv_silu   columns n and N + n (gate and up) give out[m][n] = silu_mul1 of the two rounded dots.
 
 // A 16-byte weight load that bypasses L1 (the activations stay there); volatile keeps it before the wait.
@@ -1431,7 +1434,7 @@ __device__ __forceinline__ void gemv_store(elem_t* out, float* resid, const elem
   const long long o = (long long)m * N + n;
   if (SILU) out[o] = silu_mul1(from_f(s0), from_f(s1));
   else if (flags & GEMV_RESID) resid[o] = round_e(r + round_e(s0));
-  else if (flags & GEMV_F32) ((float*)out)[o] = s0;
+  else if (flags & GEMV_F32) ((float*)out)[o] = flags & GEMV_ARGMAX ? round_e(s0) : s0;
   else out[o] = from_f(flags & GEMV_BIAS ? s0 + to_f(bias[n]) : s0);
 }
 
@@ -1822,6 +1825,17 @@ __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, const float*
   for (int i = lane; i < rest; i += 32) norm_slice(d, kept + i, sr[i], w[kept + i], f);
 }
 
+// GEMV_ARGMAX's key of logit x (rounded) in column n: the larger key is the larger logit, and of equal ones
+// the lower column, so the largest key of a row is sample's greedy token (torch.argmax: the lowest index among
+// equal maxima; -0 equals +0). 0, below every key, for what sample's sweep never takes: NaN and -inf.
+__device__ __forceinline__ unsigned long long argmax_key(float x, int n) {
+  if (!(x > NEG_INF)) return 0;
+  const unsigned b = __float_as_uint(x == 0.f ? 0.f : x), ord = b & 0x80000000u ? ~b : b | 0x80000000u;
+  return (unsigned long long)ord << 32 | (0xffffffffu - (unsigned)n);
+}
+// The column of a row's largest key.
+__device__ __forceinline__ int argmax_column(unsigned long long key) { return (int)(0xffffffffu - (unsigned)key); }
+
 // One op of the chain: out = x W^T per the GEMV flags (gemv_store), W [N][K] ([2N][K], gate then up, with silu).
 struct ChainOp {
   const elem_t* W;
@@ -1842,9 +1856,11 @@ struct ChainRing {
 };
 // One op's tiles on a block's consumer warps (gemv_chain): the ring's stages in order from q's (left where
 // the op ends), the token rows staged in xs or, STREAMED, copied by each warp as it goes (below); each tile's
-// epilogue as gemv_mma_rows's.
+// epilogue as gemv_mma_rows's. With GEMV_ARGMAX each row's largest argmax_key of the block's tiles goes into
+// keys[row] (atomicMax: one a row and warp pair, the epilogue's threads of a row being a warp's 8 lanes g in two
+// warps), which the chain zeroed before its first barrier.
 template <bool STREAMED>
-__device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float* red, float* resid, int M) {
+__device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem_t* xs, float* red, float* resid, unsigned long long* keys, int M) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int A = o.silu ? 2 : 1, chunks = o.K >> 6, tiles = (o.N + 15) >> 4, steps = (chunks + GM_WARPS - 1) / GM_WARPS;
   // STREAMED (an input wider than xs's rows: down's, where the host stages narrower rows): each lane copies
@@ -1863,6 +1879,7 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
     cp_async_commit();
   };
   float acc[2][4];
+  unsigned long long key = 0;  // GEMV_ARGMAX: the largest of the thread's row so far
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int n0 = 16 * tile;
     if constexpr (STREAMED)
@@ -1930,9 +1947,47 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
       }
       if (o.silu) gemv_store<true>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
       else gemv_store<false>(o.out, resid, o.bias, o.flags, m, n, o.N, s0, s1, rv);
+      if (o.flags & GEMV_ARGMAX) key = max(key, argmax_key(round_e(s0), n));
     }
     chain_sync();
   }
+  if ((o.flags & GEMV_ARGMAX) && threadIdx.x < 128) {
+    for (int d = 4; d < 32; d <<= 1) key = max(key, __shfl_xor_sync(0xffffffff, key, d));
+    const int m = 2 * t + (warp & 1);
+    if (g == 0 && m < M && key != 0) atomicMax(keys + m, key);
+  }
+}
+
+// After the LM head's tiles (GEMV_ARGMAX with GEMV_PUBLISH): the last block to finish them takes each row's
+// token from its key and, when every row is greedy, stores them into next (the step's read-back output, host
+// memory), then sets *ready (host memory too) and ctr[GC_COUNTERS - 1] (sample's mark that it has nothing to
+// store). So the host has the tokens while sample's launch still waits for this grid to end: a step returns
+// that much earlier (HostStage's ready flag). ctr[GC_COUNTERS - 2] counts the blocks done (the last one
+// resets it). A row without a key (no logit above -inf) or with a temperature leaves it all to sample.
+__device__ __forceinline__ void chain_publish(unsigned* ctr, const unsigned long long* keys, const float* params, int* next, int* ready, int M) {
+  chain_sync();  // the block's atomicMax calls come before its count (the release below covers them)
+  if (threadIdx.x >= 32) return;
+  const int r = threadIdx.x;
+  unsigned done = 0;
+  if (r == 0) asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(done) : "l"(ctr + GC_COUNTERS - 2) : "memory");
+  if (__shfl_sync(0xffffffff, done, 0) != gridDim.x - 1) return;
+  __syncwarp();  // lane 0's acquire before every lane's loads
+  // L2's keys (ld.cg, where the atomics are), not this multiprocessor's L1.
+  const unsigned long long key = r < M ? __ldcg(keys + r) : 1;
+  if (__all_sync(0xffffffff, key != 0 && (r >= M || !(params[3 * r] > 0.f)))) {
+    // One thread stores the tokens, then fences (system scope) before the flag: the host reads the flag first.
+    const int col = argmax_column(key);
+    for (int m = 0; m < M; m++) {
+      const int c = __shfl_sync(0xffffffff, col, m);
+      if (r == 0) next[m] = c;
+    }
+    if (r == 0) {
+      ctr[GC_COUNTERS - 1] = 1;
+      __threadfence_system();
+      *(volatile int*)ready = 1;
+    }
+  }
+  if (r == 0) ctr[GC_COUNTERS - 2] = 0;
 }
 
 // gemv_chain's and gemv_chain_streamed's body (STREAM: an op whose K is wider than W streams its rows).
@@ -1940,12 +1995,14 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
 // GC_PRODUCERS).
 // resid [M][H] f32; attn [M][Ko]; Wo [H][Ko]; act [M][F]; Wgu [2F][H]; Wd [H][F]; the next op: Wn [Nn][H]
 // with its norm, bias (GEMV_BIAS in next_flags) and out (f32 with GEMV_F32); M <= 8; K's % 64 == 0;
-// R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and with STREAM at least
+// ctr GC_COUNTERS counters (zero between launches; chain_publish's two last), then with GEMV_ARGMAX in next_flags M
+// argmax keys (8-byte aligned: GC_COUNTERS even); with GEMV_PUBLISH params (the rows' sampling), next and ready
+// (chain_publish); R in 1..GC_STAGES; W the staged rows' width (xs holds M rows of W + 32 elements, and with STREAM at least
 // GM_WARPS * GC_XSTEPS * M * 64): with STREAM an op whose K is wider streams its rows; M W >= M K + 2 M
 // max(0, K - 128 GC_NORM_SLICES) + K for the norms' K (chain_norm_rows).
 template <bool STREAM>
 __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
-                                           const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+                                           const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, const float* params, int* next, int* ready, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
 #if __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) uint4 chain_smem[];
   __shared__ unsigned long long full[GC_STAGES], empty[GC_STAGES];
@@ -2048,6 +2105,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     return;
   }
   ChainRing q{ring, full, empty, R, 0, 0};
+  unsigned long long* const keys = (unsigned long long*)(ctr + GC_COUNTERS);  // GEMV_ARGMAX's, a row each
   for (int p = 0; p < 4; p++) {
     const ChainOp o = op(p);
     const int tiles = (o.N + 15) >> 4;
@@ -2055,6 +2113,10 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
     if (p == 0) {
       pdl_wait();
       pdl_launch_next();
+      // The LM head's argmax keys and chain_publish's mark start at 0 (its atomics come after three grid
+      // barriers; the last step's sample, which read them, ended before this step's first kernel).
+      if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0 && threadIdx.x < M) keys[threadIdx.x] = 0;
+      if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0 && threadIdx.x == 0) ctr[GC_COUNTERS - 1] = 0;
     } else {
       chain_grid_barrier(ctr + p - 1);
     }
@@ -2072,9 +2134,10 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
       cp_async_wait_all();
     }
     chain_sync();
-    if (streams) chain_tiles<true>(o, q, xs, red, resid, M);
-    else chain_tiles<false>(o, q, xs, red, resid, M);
+    if (streams) chain_tiles<true>(o, q, xs, red, resid, keys, M);
+    else chain_tiles<false>(o, q, xs, red, resid, keys, M);
   }
+  if (next_flags & GEMV_PUBLISH) chain_publish(ctr, keys, params, next, ready, M);
 #endif
 }
 // gemv_chain stages every op's rows (W at least the widest input); gemv_chain_streamed streams those of an op
@@ -2082,13 +2145,13 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
 // 1b's decode step 0.6-1.7% at batches 1 to 8, one run).
 extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     gemv_chain(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
-               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
-  chain_body<false>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W);
+               const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, const float* params, int* next, int* ready, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+  chain_body<false>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, params, next, ready, Ko, H, F, Nn, M, eps, next_flags, R, W);
 }
 extern "C" __global__ void __launch_bounds__(32 * (GM_WARPS + GC_PRODUCERS), 1)
     gemv_chain_streamed(float* resid, const elem_t* attn, const elem_t* Wo, elem_t* act, const elem_t* Wgu, const elem_t* mlp_norm, const elem_t* Wd, elem_t* next_out, const elem_t* Wn,
-                        const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
-  chain_body<true>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W);
+                        const elem_t* next_norm, const elem_t* next_bias, unsigned* ctr, const float* params, int* next, int* ready, int Ko, int H, int F, int Nn, int M, float eps, int next_flags, int R, int W) {
+  chain_body<true>(resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, params, next, ready, Ko, H, F, Nn, M, eps, next_flags, R, W);
 }
 
 // The warp's largest v and, among equal maxima, its lowest idx; every lane gets them.
@@ -2301,11 +2364,16 @@ __device__ unsigned key_search(const float* part, int n, bool vec, float want, u
 // request's last token): the same seed and position give the same token in any batch. The cuts are exact,
 // with no sort: each is a search over the keys, two bits a sweep of the row (key_search); top-p's runs over
 // the keys top-k kept, from the lowest.
+// fused: the layer chain's LM head (GEMV_ARGMAX) rounded the rows in place (gathered is logits) and left each
+// row's greedy token as its largest argmax key in the chain's scratch (chain_body's ctr), so a greedy row takes
+// that and sweeps nothing (a key of 0, a row with no logit above -inf, is swept: its token is the sweep's); and
+// where the chain published the step (chain_publish), sample stores nothing.
 // SPLIT blocks a request (blockIdx.x / SPLIT), each taking a part of ceil(V / 4 / SPLIT) x 4 elements;
 // blockDim.x a multiple of 32, at most 1024. With dynamic shared memory for its part a block keeps its
 // rounded part there for the sweeps, else it sweeps it in logits.
 template <int SPLIT>
-__device__ __forceinline__ void sample_rows(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
+__device__ __forceinline__ void sample_rows(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R,
+                                            const unsigned* chain, int fused) {
   extern __shared__ float4 staged[];
   __shared__ float bv[32];
   __shared__ int bi[32];
@@ -2314,6 +2382,16 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   pdl_launch_next();
   const int r = blockIdx.x / SPLIT;
   const unsigned rank = SPLIT > 1 ? cluster_rank() : 0;
+  const float temperature = params[3 * r];
+  // The chain published every row's token (chain_publish): nothing to store.
+  if (fused && chain[GC_COUNTERS - 1]) return;
+  if (fused && !(temperature > 0.f)) {
+    const unsigned long long key = ((const unsigned long long*)(chain + GC_COUNTERS))[r];
+    if (key != 0) {
+      if (rank == 0 && threadIdx.x == 0) next[r] = argmax_column(key);
+      return;
+    }
+  }
   const int each = (V + 4 * SPLIT - 1) / (4 * SPLIT) * 4;
   const int lo = rank * each, n = max(0, min(V - lo, each));
   unsigned smem;
@@ -2374,7 +2452,6 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   // The max is the token of a greedy row, and of a sampled one when no thread's part holds the draw (below):
   // the thread that finds the draw stores its token past a barrier after this store.
   if (rank == 0 && threadIdx.x == 0) next[r] = idx;
-  const float temperature = params[3 * r];
   if (!(temperature > 0.f)) {
     if (SPLIT > 1) {
       // A block leaves only once no other block may still read its shared memory.
@@ -2454,11 +2531,13 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   if (SPLIT > 1) cluster_wait();
 }
 
-extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
-  sample_rows<1>(next, logits, gathered, last, pos, params, seeds, V, Vs, R);
+extern "C" __global__ void sample(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R,
+                                  const unsigned* chain, int fused) {
+  sample_rows<1>(next, logits, gathered, last, pos, params, seeds, V, Vs, R, chain, fused);
 }
 #if __CUDA_ARCH__ >= 900
-extern "C" __global__ void __cluster_dims__(SAMPLE_SPLIT, 1, 1) sample_split(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R) {
-  sample_rows<SAMPLE_SPLIT>(next, logits, gathered, last, pos, params, seeds, V, Vs, R);
+extern "C" __global__ void __cluster_dims__(SAMPLE_SPLIT, 1, 1) sample_split(int* next, float* logits, const float* gathered, const int* last, const int* pos, const float* params, const unsigned* seeds, int V, int Vs, int R,
+                                                                              const unsigned* chain, int fused) {
+  sample_rows<SAMPLE_SPLIT>(next, logits, gathered, last, pos, params, seeds, V, Vs, R, chain, fused);
 }
 #endif

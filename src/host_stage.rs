@@ -26,7 +26,8 @@ pub struct HostStage {
 impl HostStage {
     /// Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
     /// requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
-    /// `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`).
+    /// `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`);
+    /// with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends.
     #[napi(constructor, catch_unwind)]
     pub fn new(
         device: &Device,
@@ -35,6 +36,7 @@ impl HostStage {
         per_request: Vec<bool>,
         output_dtypes: Vec<String>,
         output_lengths: Vec<u32>,
+        ready: bool,
     ) -> Result<HostStage> {
         let n = buffers.len();
         if row_bytes.len() != n || per_request.len() != n {
@@ -50,7 +52,7 @@ impl HostStage {
             .map(|(i, b)| core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] })
             .collect();
         let outputs = typed_lengths("outputs", &output_dtypes, &output_lengths)?;
-        let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs).js()?));
+        let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs, ready).js()?));
         Ok(HostStage { reg: Registered::new(&STAGES, inner.clone())?, inner })
     }
 
@@ -60,6 +62,13 @@ impl HostStage {
     pub fn output_buffer(&self, i: u32) -> Result<DeviceBuffer> {
         let b = self.inner.borrow().output_buffer(i as usize).ok_or_else(|| arg_error("index", "a read-back output index", i))?;
         DeviceBuffer::new(b)
+    }
+
+    /// The ready flag (one i32 in the read-back area, as the device sees it), or null without one: the
+    /// step's kernels set it nonzero once every read-back output holds its value.
+    #[napi(catch_unwind)]
+    pub fn ready_buffer(&self) -> Result<Option<DeviceBuffer>> {
+        self.inner.borrow().ready_buffer().map(DeviceBuffer::new).transpose()
     }
 
     /// Numeric handle for `stageLaunch`.
@@ -123,14 +132,15 @@ impl HostStage {
 fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
     let keep = stage.keep_alive();
     // SAFETY: the pointer covers `len` bytes of pinned memory that `keep` holds until the finalizer runs;
-    // the device writes the read-back area only in steps that are waited for before returning to JS.
+    // the device writes the read-back area only in steps that are waited for (until their ready flag, past
+    // which no kernel writes it, or the stream's end) before returning to JS.
     unsafe { Uint8Array::with_external_data(ptr, len, move |_, _| drop(keep)) }
 }
 
 /// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
-/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so
-/// what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
+/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stage's ready
+/// flag or the stream, so what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
 /// copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
 /// next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
 #[napi(catch_unwind)]
@@ -158,7 +168,7 @@ fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<
     }
     stage.flip().js()?;
     if read {
-        stage.read_back(&stream).js()?;
+        stage.wait_ready(&stream).js()?;
     }
     Ok(())
 }

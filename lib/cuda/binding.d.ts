@@ -115,14 +115,20 @@ export declare class HostStage {
   /**
    * Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
    * requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
-   * `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`).
+   * `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`);
+   * with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends.
    */
-  constructor(device: Device, buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, outputDtypes: Array<string>, outputLengths: Array<number>)
+  constructor(device: Device, buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, outputDtypes: Array<string>, outputLengths: Array<number>, ready: boolean)
   /**
    * The static buffer of read-back output `i`, in the read-back area: kernels write it, and once a
    * launch with read-back (or `readBack`) returns, `outputArea` holds what they wrote.
    */
   outputBuffer(i: number): DeviceBuffer
+  /**
+   * The ready flag (one i32 in the read-back area, as the device sees it), or null without one: the
+   * step's kernels set it nonzero once every read-back output holds its value.
+   */
+  readyBuffer(): DeviceBuffer | null
   /** Numeric handle for `stageLaunch`. */
   get id(): number
   /** Byte offset of input `i` in an area. */
@@ -291,8 +297,8 @@ export interface MemoryInfo {
 /**
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
  * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
- * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stream, so
- * what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
+ * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stage's ready
+ * flag or the stream, so what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
  * copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
  * next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
  */

@@ -1,7 +1,7 @@
 /**
  * A step's pinned host side: two input staging areas that alternate, a read-back area the kernels write
- * outputs into, and `launch`, the one native call that copies staged inputs in, replays a graph and
- * waits for the outputs.
+ * outputs into (and optionally a ready flag they set once those hold their values), and `launch`, the one
+ * native call that copies staged inputs in, replays a graph and waits for the outputs.
  */
 
 import { DeviceBuffer } from './buffer.js'
@@ -45,6 +45,12 @@ export class HostStage {
   readonly outputs: readonly HostArray[]
   /** The device buffers of each read-back output: the same memory as {@link HostStage.outputs}. */
   readonly outputBuffers: readonly DeviceBuffer[]
+  /**
+   * The ready flag, one i32 in the read-back area (a stage made with `ready`): zeroed before each launch;
+   * the step's kernels set it nonzero once every read-back output holds its value, and a launch that reads
+   * back returns then, while the rest of the graph may still run.
+   */
+  readonly readyFlag: DeviceBuffer<'i32'> | undefined
   #area: number
 
   private constructor(n: N.HostStage, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[]) {
@@ -65,11 +71,16 @@ export class HostStage {
       outputs,
     )
     this.outputBuffers = outputs.map((_, i) => DeviceBuffer.wrap(native(() => n.outputBuffer(i))))
+    const ready = native(() => n.readyBuffer())
+    this.readyFlag = ready === null ? undefined : DeviceBuffer.wrap<'i32'>(ready)
     this.#area = n.current
   }
 
-  /** Stages `inputs` (copied in, in order) and makes the read-back `outputs` (in order) on `device`. @internal */
-  static create(device: Device, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[]): HostStage {
+  /**
+   * Stages `inputs` (copied in, in order) and makes the read-back `outputs` (in order) on `device`, with a
+   * ready flag where `ready` ({@link HostStage.readyFlag}). @internal
+   */
+  static create(device: Device, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[], ready = false): HostStage {
     const n = native(
       () =>
         new (binding().HostStage)(
@@ -79,6 +90,7 @@ export class HostStage {
           inputs.map((t) => t.perRequest),
           outputs.map((t) => t.dtype),
           outputs.map((t) => t.length),
+          ready,
         ),
     )
     return new HostStage(n, inputs, outputs)
@@ -91,8 +103,8 @@ export class HostStage {
 
   /**
    * One native call: copies the first `tokens` or `reqs` rows of every input in `mask` (bit i: input i)
-   * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits for the stream, so
-   * {@link HostStage.outputs} hold what it wrote. The next launch copies from the other area.
+   * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits for the ready flag
+   * or the stream, so {@link HostStage.outputs} hold what it wrote. The next launch copies from the other area.
    */
   launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean): void {
     const m = MAILBOX

@@ -89,6 +89,16 @@ export interface StepContext<I extends Record<string, TensorSpec>, O extends Rec
   /** Static output buffers, sized for the most rows. */
   readonly outputs: BuffersOf<O>
   /**
+   * The step's ready flag (a step whose spec asks for one, {@link StepSpec.readyFlag}): one i32 of pinned
+   * host memory mapped for the device, zeroed before each run. A kernel sets it nonzero once every
+   * read-back output holds its final value: it stores the outputs, then `__threadfence_system()`, then the
+   * flag. A run then returns as soon as the flag is set, while the rest of the step still runs on the
+   * stream (work after it stays stream-ordered; an error in it surfaces at the stream's next wait). A run
+   * whose kernels leave it zero returns when the stream drains. Nothing after the flag may write a
+   * read-back output.
+   */
+  readonly readyFlag: DeviceBuffer<'i32'> | undefined
+  /**
    * A temporary buffer, stream-ordered: inside capture it comes from the graph pool that every graph of
    * the manager shares, so smaller graphs reuse the larger's memory. Freed when the forward or piece returns.
    */
@@ -114,6 +124,11 @@ export interface StepSpec<I extends Record<string, TensorSpec>, O extends Record
   forward?(ctx: StepContext<I, O>, batch: StepBatch): void
   /** The step in pieces, for PIECEWISE graphs (default: the forward as one graphable piece). */
   pieces?: readonly Piece<I, O>[]
+  /**
+   * Whether the step has a ready flag ({@link StepContext.readyFlag}), so that a replay can return before
+   * its graph ends (a decoder's tokens are read back before the kernels after them finish). Default false.
+   */
+  readyFlag?: boolean
 }
 
 const ROWS_OF: readonly RowsOf[] = ['token', 'request']

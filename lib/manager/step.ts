@@ -182,6 +182,15 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
     }
     const ins = parseTensorSpecs('inputs', spec.inputs)
     const outs = parseTensorSpecs('outputs', spec.outputs)
+    check(spec.readyFlag === undefined || typeof spec.readyFlag === 'boolean', 'spec.readyFlag', 'a boolean', spec.readyFlag)
+    // The flag says when the read-back outputs hold their values: a step without one has nothing to say it of.
+    if (spec.readyFlag === true)
+      check(
+        outs.some((t) => t.readBack),
+        'spec.readyFlag',
+        'true only beside a read-back output',
+        spec.readyFlag,
+      )
     check(ins.length <= MAX_INPUTS, 'spec.inputs', `at most ${MAX_INPUTS} inputs`, `${ins.length}`)
     // Token buffers must hold the largest size this step's dispatcher captures; request rows may be fewer
     // (a prefill step of one request): its graphs compute at most that many (GraphManager caps them).
@@ -224,6 +233,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
         dev,
         ins.map((t) => ({ buffer: this.inputs[t.name]!, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })),
         backs.map((t) => ({ dtype: t.dtype, length: length(t) })),
+        spec.readyFlag === true,
       )
       this.#stage = stage
       for (const [j, t] of backs.entries()) this.#hostOut.set(t.name, stage.outputs[j]!)
@@ -246,6 +256,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       stream,
       inputs: this.inputs,
       outputs: this.outputs,
+      readyFlag: this.#stage.readyFlag,
       scratch: <D extends DType>(dtype: D, length: number): DeviceBuffer<D> => {
         const b = stream.allocAsync(dtype, length)
         scratch.push(b)
@@ -253,6 +264,11 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
         return b
       },
     })
+  }
+
+  /** The step's ready flag ({@link StepContext.readyFlag}; a spec without `readyFlag` has none). */
+  get readyFlag(): DeviceBuffer<'i32'> | undefined {
+    return this.#stage.readyFlag
   }
 
   /** Most token rows a run can have. */

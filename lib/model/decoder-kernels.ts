@@ -29,6 +29,10 @@ export const KERNEL_CONSTANTS = {
   GEMV_F32: 8,
   /** Decode GEMV flag: with GEMV_NORM, the residual rows are the tokens' embedding rows (the first layer). */
   GEMV_EMBED: 16,
+  /** Decode GEMV flag, the layer chain's LM head: logits stored rounded, each row's greedy token left for `sample` as an argmax key. */
+  GEMV_ARGMAX: 32,
+  /** Decode GEMV flag, with GEMV_ARGMAX: an all-greedy step's tokens stored into `next` and the step's ready flag set as the LM head ends. */
+  GEMV_PUBLISH: 64,
   /** Tensor-core decode GEMV: warps a block. */
   GM_WARPS: 8,
   /** Tensor-core decode GEMV: steps of a warp's ring of weight tiles in flight (gate/up's two tiles a step take two). */
@@ -37,6 +41,8 @@ export const KERNEL_CONSTANTS = {
   GC_STAGES: 16,
   /** Layer chain: producer warps a block, which copy the weights (the other GM_WARPS compute). */
   GC_PRODUCERS: 2,
+  /** Layer chain: 32-bit words at the start of its scratch (its four grid barriers' counters, then the LM head's blocks done and its published mark; the argmax keys follow: even, so they are 8-byte aligned). */
+  GC_COUNTERS: 6,
   /** Layer chain: ring stages a block's producers keep in flight at most (issued, not yet landed; 3 measured 1-2% faster than the whole ring). */
   GC_INFLIGHT: 3,
   /** Layer chain: a ring of at most this many stages keeps GC_INFLIGHT + 1 in flight (1b's rings, 11 to 13 stages at 8 to 1 rows, all do: 0.990x / 0.994x / 0.991x a step at batches 1 / 2 / 4 against 3, f16; bf16 0.991x / 1.001x / 0.994x). */

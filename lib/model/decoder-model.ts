@@ -143,6 +143,11 @@ export interface ForwardTensors {
   next: DeviceBuffer<'i32'>
   /** f32 [requests, vocab]: the logits of each request's last token (values of the model's dtype). */
   logits: DeviceBuffer<'f32'>
+  /**
+   * i32 [1], the step's ready flag ({@link StepContext.readyFlag}): a chained decode step whose rows are all
+   * greedy sets it once `next` holds its tokens, as its LM head ends and before `sample` runs.
+   */
+  ready?: DeviceBuffer<'i32'> | undefined
 }
 
 /**
@@ -295,7 +300,11 @@ export class DecoderModel {
   readonly foldNorms: boolean
   /** The most token rows this model's layer chains take ({@link chainRows}; 0 where it does not chain). */
   readonly chainRows: number
-  /** The layer chain's four grid-barrier counters (zero between steps). */
+  /**
+   * The layer chain's scratch: GC_COUNTERS words (its grid barriers' counters and the LM head's publishing
+   * ones, zero between steps), then the LM head's argmax keys, 8 bytes a row, which `sample` takes a greedy
+   * row's token from.
+   */
   readonly #chainCounters: DeviceBuffer<'i32'>
   /** Where decode (and row-by-row prefill) attention runs ({@link DecodeAttention}). */
   readonly decodeAttention: DecodeAttention
@@ -484,8 +493,8 @@ export class DecoderModel {
       const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
       const caches: [Buf[], Buf[]] = [[], []]
       for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
-      const chainCounters = alloc('i32', 4)
-      chainCounters.upload(new Int32Array(4))
+      const chainCounters = alloc('i32', GC_COUNTERS + 2 * CHAIN_MAX_ROWS)
+      chainCounters.upload(new Int32Array(GC_COUNTERS + 2 * CHAIN_MAX_ROWS))
       stream.synchronize()
       return new DecoderModel(device, { ...b, slots, maxSeqLen }, module, weights, invFreq, caches, chainCounters)
     } catch (e) {
@@ -745,7 +754,14 @@ export class DecoderModel {
           { resid: residF32, attn, act, L },
           next
             ? { out: qkv, w: next.qkv, n: qkvWidth, norm: next.attnNorm, bias: next.qkvBias }
-            : { out: localLogits, w: top.lmHead, n: vocab, norm: top.norm },
+            : {
+                out: localLogits,
+                w: top.lmHead,
+                n: vocab,
+                norm: top.norm,
+                argmax: true,
+                publish: t.ready && { sampling: t.sampling, next: t.next, ready: t.ready },
+              },
         )
         continue
       }
@@ -821,6 +837,10 @@ export class DecoderModel {
       c.vocab,
       vocab,
       R,
+      // A chained step's LM head left each row's greedy token (chains run without tensor parallelism, so
+      // gathered is the logits themselves), in the chain's scratch.
+      this.#chainCounters,
+      chain ? 1 : 0,
     ])
   }
 
@@ -928,6 +948,9 @@ export class DecoderModel {
         next.norm,
         next.bias ?? next.w,
         this.#chainCounters,
+        next.publish?.sampling ?? next.w,
+        next.publish?.next ?? next.w,
+        next.publish?.ready ?? next.w,
         this.local.heads * c.headDim,
         c.hidden,
         this.local.ffn,
@@ -967,10 +990,13 @@ const {
   GEMV_RESID,
   GEMV_F32,
   GEMV_EMBED,
+  GEMV_ARGMAX,
+  GEMV_PUBLISH,
   GM_WARPS,
   GM_SLOTS,
   GC_STAGES,
   GC_PRODUCERS,
+  GC_COUNTERS,
   GC_XSTEPS,
   GC_RED_PITCH,
   GC_NORM_SLICES,
@@ -1038,10 +1064,11 @@ export function sampleShape(
 }
 
 // next, logits, gathered, last, pos, params, seeds, V, Vs, R
-const SAMPLE_SIGNATURE = [...Array<'ptr'>(7).fill('ptr'), 'i32', 'i32', 'i32'] as const
+// next, logits, gathered, last, positions, params, seeds, vocab, Vs, R, argmax keys, fused
+const SAMPLE_SIGNATURE = [...Array<'ptr'>(7).fill('ptr'), 'i32', 'i32', 'i32', 'ptr', 'i32'] as const
 
-// resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, Ko, H, F, Nn, M, eps, next_flags, R, W
-const CHAIN_SIGNATURE = [...Array<'ptr'>(12).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
+// resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, params, next, ready, Ko, H, F, Nn, M, eps, next_flags, R, W
+const CHAIN_SIGNATURE = [...Array<'ptr'>(15).fill('ptr'), 'i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32', 'i32'] as const
 /**
  * A layer chain's static shared memory, bytes: two mbarriers a stage, as gemv_chain declares them (a GPU
  * test holds the two figures together), so {@link chainRows} can budget stages before any kernel is compiled.
@@ -1142,6 +1169,10 @@ interface ChainNext {
   n: number
   norm: Buf
   bias?: Buf | undefined
+  /** The LM head's: each row's greedy token as an argmax key for `sample` (GEMV_ARGMAX). */
+  argmax?: boolean
+  /** With `argmax`: an all-greedy step's tokens into `next`, then its `ready` flag set (GEMV_PUBLISH). */
+  publish?: (Pick<ForwardTensors, 'sampling' | 'next'> & { ready: DeviceBuffer<'i32'> }) | undefined
 }
 
 /** One decode GEMV (see `DecoderModel.#gemv`): W is [n][k] ([2n][k] with `silu`). */
@@ -1163,8 +1194,17 @@ interface GemvCall {
 }
 
 /** The GEMV kernels' flags for a call (kernels/decoder.cu's GEMV_*: the prologue's norm, the epilogue's bias, residual add and f32 store). */
-function gemvFlags(g: Pick<GemvCall, 'out' | 'norm' | 'bias' | 'tokens'>): number {
-  return (g.norm ? GEMV_NORM : 0) | (g.bias ? GEMV_BIAS : 0) | (g.out ? 0 : GEMV_RESID) | (g.out?.dtype === 'f32' ? GEMV_F32 : 0) | (g.tokens ? GEMV_EMBED : 0)
+function gemvFlags(g: Pick<GemvCall, 'out' | 'norm' | 'bias' | 'tokens'> & Pick<ChainNext, 'argmax' | 'publish'>): number {
+  const { norm, bias, out, tokens, argmax, publish } = g
+  return (
+    (norm ? GEMV_NORM : 0) |
+    (bias ? GEMV_BIAS : 0) |
+    (out ? 0 : GEMV_RESID) |
+    (out?.dtype === 'f32' ? GEMV_F32 : 0) |
+    (tokens ? GEMV_EMBED : 0) |
+    (argmax ? GEMV_ARGMAX : 0) |
+    (publish ? GEMV_PUBLISH : 0)
+  )
 }
 
 const gemvShapeRule = `every projection's input width a multiple of 8 and at most ${GEMV_MAX_WIDTH}`

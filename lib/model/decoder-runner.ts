@@ -133,7 +133,9 @@ export class DecoderRunner {
     const wrap = (kind: StepKind, tokens: number, reqs: number) =>
       manager.wrap({
         ...stepSpec(model, kind, tokens, reqs),
-        forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs }, b.numTokens, b.numReqs, kind),
+        // A decode step's LM head may publish its tokens before sampling's launch ends the graph (ForwardTensors.ready).
+        readyFlag: kind === 'decode',
+        forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs, ready: ctx.readyFlag }, b.numTokens, b.numReqs, kind),
       })
     this.prefillStep = wrap('prefill', maxPrefill, maxPrefillReqs)
     this.decodeStep = wrap('decode', maxBatch, maxBatch)

@@ -9,6 +9,12 @@
 //! races a copy. The read-back area is single: [`HostStage::read_back`] waits for the stream, and the
 //! caller reads it before the next step. A copy out of device memory would cost a step several µs more
 //! (the copy engine waits for the kernels, then signals); a kernel's few stores over the bus, far less.
+//!
+//! A stage made with a ready flag (one i32 in the read-back area, [`HostStage::ready_buffer`]) lets a step
+//! return before its graph ends: [`HostStage::submit`] zeroes the flag, the step's kernels set it nonzero
+//! once every read-back output holds its final value (stores, then a system-scope fence, then the flag),
+//! and [`HostStage::wait_ready`] returns as soon as it is set, or once the stream drains where the kernels
+//! leave it zero. Kernels after the flag must not write the read-back outputs.
 
 use crate::buffer::Buffer;
 use crate::device::Device;
@@ -19,6 +25,7 @@ use crate::stream::{Pinned, Stream};
 use cudarc::driver::sys;
 use std::ffi::c_void;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Alignment of each input inside an area, bytes (a step's static inputs are allocated packed at the same
 /// alignment, so their device layout is the area's).
@@ -117,13 +124,16 @@ pub struct HostStage {
     done: [Event; 2],
     area_bytes: usize,
     output_bytes: usize,
+    /// The ready flag's byte offset in the read-back area (after the outputs), if the stage has one.
+    ready: Option<usize>,
     current: usize,
 }
 
 impl HostStage {
     /// Staging on `device` for `inputs` (their buffers on it) and read-back `outputs` (dtype, elements),
-    /// whose buffers the stage makes in its read-back area ([`HostStage::output_buffer`]).
-    pub fn new(device: &Rc<Device>, inputs: Vec<StageTensor>, outputs: &[(DType, usize)]) -> Result<HostStage> {
+    /// whose buffers the stage makes in its read-back area ([`HostStage::output_buffer`]); with `ready`, a
+    /// ready flag after them (the module's doc).
+    pub fn new(device: &Rc<Device>, inputs: Vec<StageTensor>, outputs: &[(DType, usize)], ready: bool) -> Result<HostStage> {
         if inputs.len() > 64 {
             return Err(Error::arg("inputs", "at most 64 inputs", inputs.len()));
         }
@@ -136,6 +146,10 @@ impl HostStage {
             }
             outs.push(Output { dtype, len, offset: output_bytes });
             output_bytes += (len * dtype.size()).div_ceil(ALIGN) * ALIGN;
+        }
+        let ready = ready.then_some(output_bytes);
+        if ready.is_some() {
+            output_bytes += ALIGN;
         }
         // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or written.
         let pinned = |bytes: usize| Pinned::new(bytes.max(ALIGN));
@@ -151,6 +165,7 @@ impl HostStage {
             done: [Event::new(device, false)?, Event::new(device, false)?],
             area_bytes,
             output_bytes,
+            ready,
             current: 0,
         })
     }
@@ -187,6 +202,19 @@ impl HostStage {
         Some(Buffer::borrowed(&self.device, self.output_dev + o.offset as u64, self.areas.clone(), o.dtype, o.len))
     }
 
+    /// The ready flag as the device sees it (one i32; none without one): the step's kernels set it.
+    pub fn ready_buffer(&self) -> Option<Buffer> {
+        let at = self.ready?;
+        Some(Buffer::borrowed(&self.device, self.output_dev + at as u64, self.areas.clone(), DType::I32, 1))
+    }
+
+    /// The ready flag as the host sees it.
+    fn ready_flag(&self) -> Option<&AtomicI32> {
+        // SAFETY: the flag is an aligned i32 inside the read-back area (ALIGN bytes reserved for it), pinned
+        // memory that lives as long as self; the device writes it, so the host reads it atomically.
+        self.ready.map(|at| unsafe { AtomicI32::from_ptr(self.output_ptr().add(at) as *mut i32) })
+    }
+
     /// Start of the read-back area: host memory the caller reads outputs from after a step.
     pub fn output_ptr(&self) -> *mut u8 {
         self.areas.output.as_ptr()
@@ -214,6 +242,10 @@ impl HostStage {
         // Every size is checked before anything is enqueued.
         for (i, s) in self.inputs.iter().enumerate() {
             s.rows(i, tokens, reqs)?;
+        }
+        // No kernel that sets the flag is in flight: the last step returned once it was set or the stream drained.
+        if let Some(flag) = self.ready_flag() {
+            flag.store(0, Ordering::Relaxed);
         }
         // Input i's bytes to copy (0: none).
         let bytes = |i: usize| {
@@ -255,6 +287,20 @@ impl HostStage {
     /// Waits for `stream`: what its kernels wrote into the read-back outputs is then on the host.
     pub fn read_back(&self, stream: &Stream) -> Result<()> {
         stream.synchronize()
+    }
+
+    /// Waits until the read-back outputs hold the last submitted step's values: its ready flag set (the
+    /// rest of its work may still run on `stream`), or `stream` drained. Without a flag, [`HostStage::read_back`].
+    /// An error of work after the flag surfaces at the stream's next wait.
+    pub fn wait_ready(&self, stream: &Stream) -> Result<()> {
+        let Some(flag) = self.ready_flag() else { return stream.synchronize() };
+        loop {
+            // Acquire: the outputs' stores came before the flag's (the kernels fence between them).
+            if flag.load(Ordering::Acquire) != 0 || stream.query()? {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Makes the other area current, waiting for the copies last made out of it.
