@@ -275,15 +275,14 @@ gtest(
             t.is(fused[0], V - 1, `${what}: fused, a greedy row's token is its key's column`)
             t.true(Buffer.from(fused.buffer, 4).equals(Buffer.from(got.buffer, 4)), `${what}: fused, a key of 0 and the sampled rows as without`)
             // Published (the chain stored every row's token): sample stores nothing.
-            const mark = bufs.chain.view(C - 1, 1)
-            mark.upload(Int32Array.of(1))
+            const marked = bufs.chain.download()
+            marked[C - 1] = 1
+            bufs.chain.upload(marked)
             bufs.next.upload(new Int32Array(R).fill(-7))
             t.true(
               run(1, shape.sharedMemBytes, 1).every((v) => v === -7),
               `${what}: published, nothing stored`,
             )
-            mark.upload(Int32Array.of(0))
-            mark.dispose()
             for (const n of shards) {
               t.deepEqual(run(n), got, `${what}: ${n} ranks gathered, the same draws`)
               // As bytes: ava's deep comparison gives up on arrays of millions of elements.
