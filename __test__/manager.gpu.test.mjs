@@ -542,7 +542,7 @@ test('timing events bracket the forward alone: graph, piecewise and eager runs, 
   }
 })
 
-test('ready flag: a FULL replay returns once the kernels set it, while the graph still runs; unset, on eager and timed runs the step waits for the stream; a flag without a read-back output is refused', async (t) => {
+test('ready flag: a FULL replay returns once the kernels set it, while the graph still runs; unset, refused by the run, on eager and timed runs the step waits for the stream; a flag without a read-back output is refused', async (t) => {
   const { dev, stream } = setup()
   const mod = dev.compile(
     `__device__ unsigned long long now() { unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
@@ -601,6 +601,10 @@ test('ready flag: a FULL replay returns once the kernels set it, while the graph
   t.true(ms >= TAIL_NS / 1e6, `unset: ${ms.toFixed(1)} ms, the whole tail`)
   t.true(stream.query())
   t.deepEqual(late.hostOutput('y').slice(0, 2), Int32Array.of(8, 18))
+  // Set, but the run says its kernels do not set it: the whole step.
+  const msOff = timed(() => early.run({ a: b }, { numTokens: 2, readyFlag: false }))
+  t.true(msOff >= TAIL_NS / 1e6 && stream.query(), `readyFlag false: ${msOff.toFixed(1)} ms`)
+  t.deepEqual(early.hostOutput('y').slice(0, 2), Int32Array.of(8, 18))
   // Set, but run with timing events (two calls, then a wait for the stream): the whole step.
   const timing = { start: dev.createEvent({ timing: true }), end: dev.createEvent({ timing: true }) }
   const msTimed = timed(() => early.run({ a: b }, { numTokens: 2, timing }))

@@ -139,8 +139,8 @@ fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
 
 /// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
-/// inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stage's ready
-/// flag or the stream, so what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
+/// inputs to copy (bit i: input i) and the read-back wait (after the replay, so what the kernels wrote into
+/// the read-back outputs is on the host: 1 for the stream, 2 for the stage's ready flag or the stream; 0 none); slot `GRAPH` the graph handle (0:
 /// copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
 /// next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
 #[napi(catch_unwind)]
@@ -155,7 +155,7 @@ pub fn stage_launch() -> Result<()> {
 
 fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<()> {
     let (tokens, reqs, mask) = (slots[STAGE + 1], slots[STAGE + 2], slots[STAGE + 3] as u64);
-    let read = slots[STAGE + 4] != 0.0;
+    let wait = slots[STAGE + 4];
     let (graph_id, stream_id) = (slots[GRAPH] as Handle, slots[GRAPH + 1] as Handle);
     if !(tokens >= 0.0 && reqs >= 0.0 && tokens.fract() == 0.0 && reqs.fract() == 0.0) {
         return Err(arg_error("rows", "non-negative integer token and request counts", format!("{tokens} and {reqs}")));
@@ -167,8 +167,10 @@ fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<
         graph::launch(graph_id, &stream)?;
     }
     stage.flip().js()?;
-    if read {
+    if wait == 2.0 {
         stage.wait_ready(&stream).js()?;
+    } else if wait != 0.0 {
+        stage.read_back(&stream).js()?;
     }
     Ok(())
 }

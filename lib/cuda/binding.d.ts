@@ -297,8 +297,8 @@ export interface MemoryInfo {
 /**
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
  * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
- * inputs to copy (bit i: input i) and the read-back flag (1: after the replay, wait for the stage's ready
- * flag or the stream, so what the kernels wrote into the read-back outputs is on the host); slot `GRAPH` the graph handle (0:
+ * inputs to copy (bit i: input i) and the read-back wait (after the replay, so what the kernels wrote into
+ * the read-back outputs is on the host: 1 for the stream, 2 for the stage's ready flag or the stream; 0 none); slot `GRAPH` the graph handle (0:
  * copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
  * next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
  */

@@ -103,10 +103,11 @@ export class HostStage {
 
   /**
    * One native call: copies the first `tokens` or `reqs` rows of every input in `mask` (bit i: input i)
-   * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits for the ready flag
-   * or the stream, so {@link HostStage.outputs} hold what it wrote. The next launch copies from the other area.
+   * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits, so
+   * {@link HostStage.outputs} hold what it wrote: for the ready flag (or the stream's end) where `ready`
+   * and the stage has one, else for the stream. The next launch copies from the other area.
    */
-  launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean): void {
+  launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean, ready = false): void {
     const m = MAILBOX
     const g = LAYOUT.graph
     const s = LAYOUT.stage
@@ -116,7 +117,8 @@ export class HostStage {
     m[s + 1] = tokens
     m[s + 2] = reqs
     m[s + 3] = mask
-    m[s + 4] = readBack && this.outputs.length > 0 ? 1 : 0
+    // 0: no wait; 1: the stream; 2: the ready flag or the stream.
+    m[s + 4] = !readBack || this.outputs.length === 0 ? 0 : ready && this.readyFlag !== undefined ? 2 : 1
     // The binding overwrites this with the area to fill next; a call refused before that leaves ours.
     m[s + 5] = this.#area
     try {

@@ -38,6 +38,13 @@ export interface RunOptions extends DispatchOptions {
   numReqs?: number
   /** Events to record around the forward on the GPU; see {@link StepTiming}. */
   timing?: StepTiming | undefined
+  /**
+   * Whether this run's kernels set the step's ready flag ({@link StepContext.readyFlag}; default: whenever
+   * the step has one). A run that says false waits for the stream, as a step without a flag does; one that
+   * says true but whose kernels leave the flag unset returns once the stream drains, up to a few µs later
+   * than that wait would have.
+   */
+  readyFlag?: boolean | undefined
 }
 
 /**
@@ -335,7 +342,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const first = !piecewise || graphable[0] ? entry.graphs[0] : undefined
       // One native call copies, replays and waits, unless events go between (timing) or pieces follow.
       const whole = !piecewise && timing === undefined
-      this.#stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole)
+      this.#stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole, options.readyFlag !== false)
       if (timing !== undefined) {
         timing.start.record(owner.stream)
         first?.launch(owner.stream)

@@ -49,7 +49,7 @@ type DecoderStep = Step<ReturnType<typeof stepSpec>['inputs'], ReturnType<typeof
  */
 interface StepCall {
   readonly step: DecoderStep
-  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean; timing: StepTiming | undefined }
+  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean; timing: StepTiming | undefined; readyFlag: boolean }
   readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array; sampling: Float32Array; seeds: Uint32Array }
   readonly next: readonly Int32Array[]
 }
@@ -59,7 +59,7 @@ function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformD
   const next = step.hostOutput('next')
   return {
     step,
-    options: { numTokens: 1, numReqs: 1, uniformDecode, timing: undefined },
+    options: { numTokens: 1, numReqs: 1, uniformDecode, timing: undefined, readyFlag: false },
     inputs: { tokens: empty, positions: empty, slots: empty, last, sampling: greedy.params, seeds: greedy.seeds },
     next: Array.from({ length: maxReqs + 1 }, (_, k) => next.subarray(0, k)),
   }
@@ -75,10 +75,12 @@ function runCall(
   slots: Int32Array,
   sampling: SamplingRows,
   timing?: StepTiming,
+  readyFlag = false,
 ): Int32Array {
   c.options.numTokens = numTokens
   c.options.numReqs = n
   c.options.timing = timing
+  c.options.readyFlag = readyFlag
   c.inputs.tokens = tokens
   c.inputs.positions = positions
   c.inputs.slots = slots
@@ -283,7 +285,10 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing)
+    // A layer chain's LM head publishes the tokens of a step whose rows are all greedy (ForwardTensors.ready).
+    let published = this.model.chainsDecode(n)
+    for (let i = 0; i < n && published; i++) published = !(sampling.params[3 * i]! > 0)
+    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing, published)
   }
 
   /**
