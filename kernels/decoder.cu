@@ -2115,8 +2115,10 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
       pdl_launch_next();
       // The LM head's argmax keys and chain_publish's mark start at 0 (its atomics come after three grid
       // barriers; the last step's sample, which read them, ended before this step's first kernel).
-      if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0 && threadIdx.x < M) keys[threadIdx.x] = 0;
-      if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0 && threadIdx.x == 0) ctr[GC_COUNTERS - 1] = 0;
+      if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0) {
+        if (threadIdx.x < M) keys[threadIdx.x] = 0;
+        if (threadIdx.x == 0) ctr[GC_COUNTERS - 1] = 0;
+      }
     } else {
       chain_grid_barrier(ctr + p - 1);
     }

@@ -92,10 +92,11 @@ export interface StepContext<I extends Record<string, TensorSpec>, O extends Rec
    * The step's ready flag (a step whose spec asks for one, {@link StepSpec.readyFlag}): one i32 of pinned
    * host memory mapped for the device, zeroed before each run. A kernel sets it nonzero once every
    * read-back output holds its final value: it stores the outputs, then `__threadfence_system()`, then the
-   * flag. A run then returns as soon as the flag is set, while the rest of the step still runs on the
-   * stream (work after it stays stream-ordered; an error in it surfaces at the stream's next wait). A run
-   * whose kernels leave it zero returns when the stream drains. Nothing after the flag may write a
-   * read-back output.
+   * flag. A FULL replay (without `timing`) then returns as soon as the flag is set, while the rest of the
+   * step still runs on the stream (work after it stays stream-ordered; an error in it surfaces at the
+   * stream's next wait); one whose kernels leave it zero returns when the stream drains. Eager, piecewise
+   * and timed runs, and runs that say their kernels do not set it (`RunOptions.readyFlag` false), wait for
+   * the stream. Nothing after the flag may write a read-back output.
    */
   readonly readyFlag: DeviceBuffer<'i32'> | undefined
   /**

@@ -1064,7 +1064,7 @@ export function sampleShape(
 }
 
 // next, logits, gathered, last, pos, params, seeds, V, Vs, R
-// next, logits, gathered, last, positions, params, seeds, vocab, Vs, R, argmax keys, fused
+// next, logits, gathered, last, positions, params, seeds, vocab, Vs, R, the layer chain's scratch, fused (its LM head's keys are there)
 const SAMPLE_SIGNATURE = [...Array<'ptr'>(7).fill('ptr'), 'i32', 'i32', 'i32', 'ptr', 'i32'] as const
 
 // resid, attn, Wo, act, Wgu, mlp_norm, Wd, next_out, Wn, next_norm, next_bias, ctr, params, next, ready, Ko, H, F, Nn, M, eps, next_flags, R, W
