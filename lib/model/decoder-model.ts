@@ -144,7 +144,7 @@ export interface ForwardTensors {
   /** f32 [requests, vocab]: the logits of each request's last token (values of the model's dtype). */
   logits: DeviceBuffer<'f32'>
   /**
-   * i32 [1], the step's ready flag ({@link StepContext.readyFlag}): a chained decode step whose rows are all
+   * i32 [1], the step's ready flag (`StepContext.readyFlag`): a chained decode step whose rows are all
    * greedy sets it once `next` holds its tokens, as its LM head ends and before `sample` runs.
    */
   ready?: DeviceBuffer<'i32'> | undefined
