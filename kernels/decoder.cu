@@ -1825,6 +1825,11 @@ __device__ __forceinline__ void chain_norm_rows(elem_t* xs, int ld, const float*
   for (int i = lane; i < rest; i += 32) norm_slice(d, kept + i, sr[i], w[kept + i], f);
 }
 
+// The layer chain's scratch words past its four grid barriers' counters (GC_COUNTERS in all): the LM head's
+// blocks done (chain_publish's count) and its published mark (sample stores nothing where it is set).
+#define GC_DONE (GC_COUNTERS - 2)
+#define GC_PUBLISHED (GC_COUNTERS - 1)
+
 // GEMV_ARGMAX's key of logit x (rounded) in column n: the larger key is the larger logit, and of equal ones
 // the lower column, so the largest key of a row is sample's greedy token (torch.argmax: the lowest index among
 // equal maxima; -0 equals +0). 0, below every key, for what sample's sweep never takes: NaN and -inf.
@@ -1960,16 +1965,16 @@ __device__ __forceinline__ void chain_tiles(const ChainOp& o, ChainRing& q, elem
 
 // After the LM head's tiles (GEMV_ARGMAX with GEMV_PUBLISH): the last block to finish them takes each row's
 // token from its key and, when every row is greedy, stores them into next (the step's read-back output, host
-// memory), then sets *ready (host memory too) and ctr[GC_COUNTERS - 1] (sample's mark that it has nothing to
+// memory), then sets *ready (host memory too) and ctr[GC_PUBLISHED] (sample's mark that it has nothing to
 // store). So the host has the tokens while sample's launch still waits for this grid to end: a step returns
-// that much earlier (HostStage's ready flag). ctr[GC_COUNTERS - 2] counts the blocks done (the last one
+// that much earlier (HostStage's ready flag). ctr[GC_DONE] counts the blocks done (the last one
 // resets it). A row without a key (no logit above -inf) or with a temperature leaves it all to sample.
 __device__ __forceinline__ void chain_publish(unsigned* ctr, const unsigned long long* keys, const float* params, int* next, int* ready, int M) {
   chain_sync();  // the block's atomicMax calls come before its count (the release below covers them)
   if (threadIdx.x >= 32) return;
   const int r = threadIdx.x;
   unsigned done = 0;
-  if (r == 0) asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(done) : "l"(ctr + GC_COUNTERS - 2) : "memory");
+  if (r == 0) asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(done) : "l"(ctr + GC_DONE) : "memory");
   if (__shfl_sync(0xffffffff, done, 0) != gridDim.x - 1) return;
   __syncwarp();  // lane 0's acquire before every lane's loads
   // L2's keys (ld.cg, where the atomics are), not this multiprocessor's L1.
@@ -1982,12 +1987,12 @@ __device__ __forceinline__ void chain_publish(unsigned* ctr, const unsigned long
       if (r == 0) next[m] = c;
     }
     if (r == 0) {
-      ctr[GC_COUNTERS - 1] = 1;
+      ctr[GC_PUBLISHED] = 1;
       __threadfence_system();
       *(volatile int*)ready = 1;
     }
   }
-  if (r == 0) ctr[GC_COUNTERS - 2] = 0;
+  if (r == 0) ctr[GC_DONE] = 0;
 }
 
 // gemv_chain's and gemv_chain_streamed's body (STREAM: an op whose K is wider than W streams its rows).
@@ -2117,7 +2122,7 @@ __device__ __forceinline__ void chain_body(float* resid, const elem_t* attn, con
       // barriers; the last step's sample, which read them, ended before this step's first kernel).
       if ((next_flags & GEMV_ARGMAX) && blockIdx.x == 0) {
         if (threadIdx.x < M) keys[threadIdx.x] = 0;
-        if (threadIdx.x == 0) ctr[GC_COUNTERS - 1] = 0;
+        if (threadIdx.x == 0) ctr[GC_PUBLISHED] = 0;
       }
     } else {
       chain_grid_barrier(ctr + p - 1);
@@ -2386,7 +2391,7 @@ __device__ __forceinline__ void sample_rows(int* next, float* logits, const floa
   const unsigned rank = SPLIT > 1 ? cluster_rank() : 0;
   const float temperature = params[3 * r];
   // The chain published every row's token (chain_publish): nothing to store.
-  if (fused && chain[GC_COUNTERS - 1]) return;
+  if (fused && chain[GC_PUBLISHED]) return;
   if (fused && !(temperature > 0.f)) {
     const unsigned long long key = ((const unsigned long long*)(chain + GC_COUNTERS))[r];
     if (key != 0) {

@@ -918,6 +918,19 @@ export class DecoderModel {
   }
 
   /**
+   * Whether a decode step of `rows` rows, sampled as `params` says ([temperature, top-p, top-k] a row), sets
+   * its ready flag (`ForwardTensors.ready`): the kernels' rule, kernels/decoder.cu's chain_publish, for the
+   * host to know which steps to wait for by the flag. Its rows chain and are all greedy (a row with no logit
+   * above -inf, which the kernels also leave to `sample`, the host cannot see: that step's wait falls back to
+   * the stream).
+   */
+  publishesDecode(rows: number, params: Float32Array): boolean {
+    if (!this.chainsDecode(rows)) return false
+    for (let i = 0; i < rows; i++) if (params[3 * i]! > 0) return false
+    return true
+  }
+
+  /**
    * One layer chain of `rows` token rows (kernels/decoder.cu's gemv_chain): o (adding to the residual
    * stream), gate/up with the MLP norm and SiLU into `act`, down (adding), then `next`, a normalized GEMV
    * (the next layer's q/k/v, or the LM head's f32 logits); a block a multiprocessor, its shared memory as

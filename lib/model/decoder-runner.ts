@@ -285,10 +285,7 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    // A layer chain's LM head publishes the tokens of a step whose rows are all greedy (ForwardTensors.ready).
-    let published = this.model.chainsDecode(n)
-    for (let i = 0; i < n && published; i++) published = !(sampling.params[3 * i]! > 0)
-    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing, published)
+    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing, this.model.publishesDecode(n, sampling.params))
   }
 
   /**
