@@ -104,7 +104,7 @@ test('tiny decoder matches the float64 CPU reference (prefill and decode logits,
 test('a wider tiny decoder (query-head groups of 4, MLP width 100) matches the float64 CPU reference', (t) =>
   matchesReference(t, { preset: 'tiny', hidden: 128, heads: 16, kvHeads: 4, ffn: 100 }, 64))
 
-test('graph and eager generate identical tokens; a batched decode step gives each request what it gets alone', async (t) => {
+test('graph and eager generate identical tokens (generate arms each step but the last); a batched decode step gives each request what it gets alone, in a loop of armed steps', async (t) => {
   const { model, graph, eager, mgr } = setup(t)
   const w = await graph.warmup()
   t.true(w.captured > 0 && w.failed === 0)
@@ -112,7 +112,8 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
   const prompts = [5, 13, 29, 40].map((n, i) => prompt(n, 100 + i, V))
   const alone = prompts.map((p, i) => graph.generate(i, p, 12))
   for (const [i, p] of prompts.entries()) t.deepEqual(eager.generate(4 + i, p, 12), alone[i], `prompt ${i}: eager == graph`)
-  // The four requests decode together in batches of 4 after their prefills.
+  // The four requests decode together in batches of 4 after their prefills, each step but the last arming
+  // the next (its replay launched before these tokens are fed back).
   const slots = Int32Array.of(0, 1, 2, 3)
   const toks = new Int32Array(4)
   const pos = new Int32Array(4)
@@ -122,7 +123,7 @@ test('graph and eager generate identical tokens; a batched decode step gives eac
       toks[i] = got[i][step - 1]
       pos[i] = prompts[i].length + step - 1
     }
-    const next = graph.decode(4, slots, toks, pos)
+    const next = graph.decode(4, slots, toks, pos, undefined, undefined, step < 11)
     for (let i = 0; i < 4; i++) got[i].push(next[i])
   }
   for (const [i, g] of got.entries()) t.deepEqual(Int32Array.from(g), alone[i], `request ${i} batched == alone`)
@@ -158,7 +159,7 @@ async function fusedDecodeMatches(t, decodeGemv) {
       toks[i] = got[i][step - 1]
       pos[i] = prompts[i].length + step - 1
     }
-    const next = fused.graph.decode(11, slots, toks, pos)
+    const next = fused.graph.decode(11, slots, toks, pos, undefined, undefined, step < 7)
     for (let i = 0; i < 11; i++) got[i].push(next[i])
   }
   for (const [i, g] of got.entries()) t.deepEqual(Int32Array.from(g), alone[i], `request ${i}: batched == alone`)

@@ -625,3 +625,100 @@ test('ready flag: a FULL replay returns once the kernels set it, while the graph
   mgr.dispose()
   eagerMgr.dispose()
 })
+
+test('armed replays: a loop whose steps arm the next and feed back their outputs gets every output; the gate copies only the inputs a run gives; another size, a timed run, an eager run on the stream, a wait for the stream and disposal each ring the armed replay to run once as it is', async (t) => {
+  const { dev, stream } = setup()
+  const pdl = dev.computeCapability[0] >= 9
+  const mod = dev.compile(
+    `// Waits for the gate before reading an input (programmatic dependent launch), counts its runs.
+    extern "C" __global__ void armed_step(const int* a, const int* bias, int* y, int n, int* ready, unsigned* runs) {
+    #if __CUDA_ARCH__ >= 900
+      asm volatile("griddepcontrol.wait;" ::: "memory");
+    #endif
+      for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = 2 * a[i] + bias[i];
+      __syncthreads();
+      if (threadIdx.x == 0) { atomicAdd(runs, 1u); __threadfence_system(); *(volatile int*)ready = 1; }
+    }`,
+    { name: 'armed_step' },
+  )
+  const kernel = mod.kernel('armed_step', ['ptr', 'ptr', 'ptr', 'i32', 'ptr', 'ptr'])
+  const spec = {
+    name: 'armed',
+    inputs: { a: ['i32', 16], bias: ['i32', 16] },
+    outputs: { y: { dtype: 'i32', rows: 16, readBack: true }, runs: { dtype: 'u32', rows: 16, per: 'request' } },
+    readyFlag: true,
+    armable: true,
+    forward(c, b) {
+      c.stream.launch(kernel, { grid: 1, block: 32, programmaticDependentLaunch: pdl }, [
+        c.inputs.a,
+        c.inputs.bias,
+        c.outputs.y,
+        b.numTokens,
+        c.readyFlag,
+        c.outputs.runs,
+      ])
+    },
+  }
+  const mgr = new GraphManager(dev, { stream, config: { mode: 'FULL', maxNumSeqs: 16, maxCaptureSize: 16 } })
+  const step = mgr.wrap(spec)
+  await mgr.warmup(step)
+  stream.synchronize()
+  const runs = () => step.outputs.runs.download()[0]
+  let counted = runs()
+  const bias = Int32Array.from({ length: 16 }, (_, i) => 100 * i)
+  const expect = (a) => a.map((v, i) => 2 * v + bias[i])
+  // Eight runs of 7 rows, each fed the last one's outputs, each but the last arming the next. Only the
+  // first gives `bias`: the gate must leave it in its buffer (the other staging area holds zeros there).
+  let a = Int32Array.from({ length: 7 }, (_, i) => i + 1)
+  for (let k = 0; k < 8; k++) {
+    step.run(k === 0 ? { a, bias } : { a }, { numTokens: 7, armNext: k < 7 })
+    const want = expect(a)
+    t.deepEqual(step.hostOutput('y').slice(0, 7), want, `run ${k}`)
+    a = want.map((v) => v % 1000)
+  }
+  stream.synchronize()
+  t.is(runs() - counted, 8, 'eight replays, none left armed after the last')
+  counted = runs()
+  t.is(mgr.stats().replays >= 8, true)
+  // Armed, then a wait for the stream: the armed replay runs once with the inputs its buffers hold.
+  step.run({ a }, { numTokens: 7, armNext: true })
+  const last = step.hostOutput('y').slice(0, 7)
+  t.deepEqual(last, expect(a))
+  stream.synchronize()
+  t.is(runs() - counted, 2, 'the run and its armed replay, rung by the wait')
+  t.deepEqual(step.hostOutput('y').slice(0, 7), last, 'the released replay wrote the same outputs')
+  counted = runs()
+  // Armed at 7 rows (a graph of 8), then a run of 3 (a graph of 4): released, then the run.
+  step.run({ a }, { numTokens: 7, armNext: true })
+  const three = Int32Array.of(-5, 6, 70)
+  step.run({ a: three }, { numTokens: 3 })
+  t.deepEqual(step.hostOutput('y').slice(0, 3), expect(three), 'another size after an armed replay')
+  stream.synchronize()
+  t.is(runs() - counted, 3)
+  // Armed, then a timed run (the copies, then its events and the replay apart).
+  step.run({ a }, { numTokens: 7, armNext: true })
+  const timing = { start: dev.createEvent({ timing: true }), end: dev.createEvent({ timing: true }) }
+  step.run({ a: three }, { numTokens: 3, timing })
+  t.deepEqual(step.hostOutput('y').slice(0, 3), expect(three), 'a timed run after an armed replay')
+  // Armed, then an eager step of another manager on the same stream.
+  step.run({ a }, { numTokens: 7, armNext: true })
+  const eagerMgr = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
+  const eager = eagerMgr.wrap({ ...spec, name: 'eager' })
+  eager.run({ a: three, bias }, { numTokens: 3 })
+  t.deepEqual(eager.hostOutput('y').slice(0, 3), expect(three), 'an eager run on the stream after an armed replay')
+  t.deepEqual(step.hostOutput('y').slice(0, 7), expect(a), 'the released replay ran with the last inputs')
+  // Armed, then disposal: the armed replay is rung, nothing waits forever.
+  step.run({ a }, { numTokens: 7, armNext: true })
+  mgr.dispose()
+  eagerMgr.dispose()
+  stream.synchronize()
+  for (const [armable, inputs] of [
+    ['yes', { a: ['i32', 16] }],
+    [true, Object.fromEntries(Array.from({ length: 25 }, (_, i) => [`x${i}`, ['i32', 16]]))],
+  ]) {
+    const m = new GraphManager(dev, { stream, config: { mode: 'NONE' } })
+    const e = t.throws(() => m.wrap({ inputs, outputs: { y: ['i32', 16] }, armable, forward() {} }), { instanceOf: ArgumentError })
+    t.is(e.argument, 'spec.armable')
+    m.dispose()
+  }
+})

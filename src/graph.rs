@@ -151,7 +151,13 @@ pub fn graph_launch() -> Result<()> {
 /// Replays the live graph behind `graph` on `stream`.
 #[inline]
 pub(crate) fn launch(graph: Handle, stream: &core::Stream) -> Result<()> {
-    let exec = GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))?;
+    let exec = exec(graph)?;
     // SAFETY: a graph's handle leaves the table before its executable changes or is destroyed.
     unsafe { exec.launch(stream) }.js()
+}
+
+/// The executable behind `graph`: valid while its handle is in the table (launch it only then).
+#[inline]
+pub(crate) fn exec(graph: Handle) -> Result<core::ExecHandle> {
+    GRAPHS.with(|t| t.borrow().get(graph).copied()).ok_or_else(|| disposed("graph"))
 }

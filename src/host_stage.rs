@@ -27,8 +27,11 @@ impl HostStage {
     /// Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
     /// requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
     /// `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`);
-    /// with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends.
+    /// with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends; with
+    /// `bell`, a doorbell: graphs that begin with `captureGate` run once `stageLaunch` rings it, and may be
+    /// launched ahead (at most 24 inputs).
     #[napi(constructor, catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: &Device,
         buffers: Vec<&DeviceBuffer>,
@@ -37,6 +40,7 @@ impl HostStage {
         output_dtypes: Vec<String>,
         output_lengths: Vec<u32>,
         ready: bool,
+        bell: bool,
     ) -> Result<HostStage> {
         let n = buffers.len();
         if row_bytes.len() != n || per_request.len() != n {
@@ -52,7 +56,7 @@ impl HostStage {
             .map(|(i, b)| core::StageTensor { buffer: b.inner.clone(), row_bytes: row_bytes[i] as usize, per_request: per_request[i] })
             .collect();
         let outputs = typed_lengths("outputs", &output_dtypes, &output_lengths)?;
-        let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs, ready).js()?));
+        let inner = Rc::new(RefCell::new(core::HostStage::new(&device.inner, inputs, &outputs, ready, bell).js()?));
         Ok(HostStage { reg: Registered::new(&STAGES, inner.clone())?, inner })
     }
 
@@ -69,6 +73,13 @@ impl HostStage {
     #[napi(catch_unwind)]
     pub fn ready_buffer(&self) -> Result<Option<DeviceBuffer>> {
         self.inner.borrow().ready_buffer().map(DeviceBuffer::new).transpose()
+    }
+
+    /// Launches the stage's gate on `stream`, which is being captured, as the first node of a graph of
+    /// `tokens` and `reqs` rows (a stage with a doorbell).
+    #[napi(catch_unwind)]
+    pub fn capture_gate(&self, stream: &Stream, tokens: u32, reqs: u32) -> Result<()> {
+        self.inner.borrow().capture_gate(&stream.inner, tokens as usize, reqs as usize).js()
     }
 
     /// Numeric handle for `stageLaunch`.
@@ -140,9 +151,14 @@ fn external(stage: &core::HostStage, ptr: *mut u8, len: usize) -> Uint8Array {
 /// Copies the staged inputs into the static buffers and replays a graph, in one napi call without
 /// arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
 /// inputs to copy (bit i: input i) and the read-back wait (after the replay, so what the kernels wrote into
-/// the read-back outputs is on the host: 1 for the stream, 2 for the stage's ready flag or the stream; 0 none); slot `GRAPH` the graph handle (0:
-/// copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
-/// next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
+/// the read-back outputs is on the host: 1 for the replay's end, 2 for the stage's ready flag or that end;
+/// 0 none); slot `GRAPH` the graph handle (0: copy only) and the stream handle; slot `STAGE + 6` the
+/// doorbell's flags (a stage with one): bit 0, the graphs launched by or after this call begin with the
+/// gate; bit 1, launch the graph once more behind this one, armed (with a wait). With bit 0 and a graph,
+/// the call rings the doorbell instead of copying (and launches only what is not armed already); with
+/// bit 0 and no graph, it copies and rings for the gate to copy nothing. Then flips the stage to its other
+/// area, and writes the area JS fills next to slot `STAGE + 5`, whether the call succeeded or not: that
+/// slot is the one record of it.
 #[napi(catch_unwind)]
 pub fn stage_launch() -> Result<()> {
     mailbox::with(|slots| {
@@ -162,7 +178,20 @@ fn stage_launch_with(stage: &RefCell<core::HostStage>, slots: &[f64]) -> Result<
     }
     let stream = STREAMS.with(|t| t.borrow().get(stream_id).cloned()).ok_or_else(|| disposed("stream"))?;
     let mut stage = stage.borrow_mut();
-    stage.submit(&stream, mask, tokens as usize, reqs as usize).js()?;
+    let gate = slots[STAGE + 6] as u32;
+    if gate & 1 != 0 && graph_id != 0 {
+        let exec = graph::exec(graph_id)?;
+        // SAFETY: the handle is in the table for this whole call (JS runs nothing meanwhile).
+        let mut launch = || unsafe { exec.launch(&stream) };
+        let waits = wait != 0.0;
+        let end =
+            stage.gated_launch(&stream, graph_id as usize, mask, tokens as usize, reqs as usize, waits, gate & 2 != 0, &mut launch).js()?;
+        if waits {
+            stage.wait_end(end, wait == 2.0).js()?;
+        }
+        return Ok(());
+    }
+    stage.submit(&stream, mask, tokens as usize, reqs as usize, gate & 1 != 0).js()?;
     if graph_id != 0 {
         graph::launch(graph_id, &stream)?;
     }

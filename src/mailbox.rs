@@ -13,10 +13,10 @@ use std::cell::Cell;
 pub const GRAPH: usize = 0;
 /// First slot of `stageLaunch`: the host stage handle, the token and request row counts, the copy mask and
 /// the read-back flag (the graph and stream handles are at `GRAPH`); then the one slot the binding writes:
-/// the staging area JS fills next, after every call, failed ones too.
+/// the staging area JS fills next, after every call, failed ones too; then the doorbell's flags.
 pub const STAGE: usize = GRAPH + 2;
 /// Slots from `STAGE`.
-pub const STAGE_SLOTS: usize = 6;
+pub const STAGE_SLOTS: usize = 7;
 /// First slot of `launchKernel`: stream handle, kernel handle, then the geometry, then the arguments.
 pub const KERNEL: usize = STAGE + STAGE_SLOTS;
 /// Slots after the two handles: grid x/y/z, block x/y/z, dynamic shared memory bytes, launch flags (bit 0:

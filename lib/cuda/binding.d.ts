@@ -116,9 +116,11 @@ export declare class HostStage {
    * Staging on `device` for the input `buffers` (`row_bytes[i]` bytes a row of buffer i, whose rows count
    * requests where `per_request[i]` and tokens elsewhere), and for read-back outputs of
    * `output_lengths[j]` elements of `output_dtypes[j]`, whose buffers the stage makes (`outputBuffer`);
-   * with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends.
+   * with `ready`, a ready flag (`readyBuffer`) that lets `stageLaunch` return before the graph ends; with
+   * `bell`, a doorbell: graphs that begin with `captureGate` run once `stageLaunch` rings it, and may be
+   * launched ahead (at most 24 inputs).
    */
-  constructor(device: Device, buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, outputDtypes: Array<string>, outputLengths: Array<number>, ready: boolean)
+  constructor(device: Device, buffers: Array<DeviceBuffer>, rowBytes: Array<number>, perRequest: Array<boolean>, outputDtypes: Array<string>, outputLengths: Array<number>, ready: boolean, bell: boolean)
   /**
    * The static buffer of read-back output `i`, in the read-back area: kernels write it, and once a
    * launch with read-back (or `readBack`) returns, `outputArea` holds what they wrote.
@@ -129,6 +131,11 @@ export declare class HostStage {
    * step's kernels set it nonzero once every read-back output holds its value.
    */
   readyBuffer(): DeviceBuffer | null
+  /**
+   * Launches the stage's gate on `stream`, which is being captured, as the first node of a graph of
+   * `tokens` and `reqs` rows (a stage with a doorbell).
+   */
+  captureGate(stream: Stream, tokens: number, reqs: number): void
   /** Numeric handle for `stageLaunch`. */
   get id(): number
   /** Byte offset of input `i` in an area. */
@@ -298,9 +305,14 @@ export interface MemoryInfo {
  * Copies the staged inputs into the static buffers and replays a graph, in one napi call without
  * arguments. Mailbox: slot `STAGE` the stage handle, then the token and request row counts, the mask of
  * inputs to copy (bit i: input i) and the read-back wait (after the replay, so what the kernels wrote into
- * the read-back outputs is on the host: 1 for the stream, 2 for the stage's ready flag or the stream; 0 none); slot `GRAPH` the graph handle (0:
- * copy only) and the stream handle. Then flips the stage to its other area, and writes the area JS fills
- * next to slot `STAGE + 5`, whether the call succeeded or not: that slot is the one record of it.
+ * the read-back outputs is on the host: 1 for the replay's end, 2 for the stage's ready flag or that end;
+ * 0 none); slot `GRAPH` the graph handle (0: copy only) and the stream handle; slot `STAGE + 6` the
+ * doorbell's flags (a stage with one): bit 0, the graphs launched by or after this call begin with the
+ * gate; bit 1, launch the graph once more behind this one, armed (with a wait). With bit 0 and a graph,
+ * the call rings the doorbell instead of copying (and launches only what is not armed already); with
+ * bit 0 and no graph, it copies and rings for the gate to copy nothing. Then flips the stage to its other
+ * area, and writes the area JS fills next to slot `STAGE + 5`, whether the call succeeded or not: that
+ * slot is the one record of it.
  */
 export declare function stageLaunch(): void
 

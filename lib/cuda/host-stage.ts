@@ -1,7 +1,8 @@
 /**
  * A step's pinned host side: two input staging areas that alternate, a read-back area the kernels write
- * outputs into (and optionally a ready flag they set once those hold their values), and `launch`, the one
- * native call that copies staged inputs in, replays a graph and waits for the outputs.
+ * outputs into (and optionally a ready flag they set once those hold their values, and a doorbell that
+ * graphs beginning with the stage's gate wait for), and `launch`, the one native call that copies staged
+ * inputs in (or rings), replays a graph and waits for the outputs.
  */
 
 import { DeviceBuffer } from './buffer.js'
@@ -51,9 +52,11 @@ export class HostStage {
    * back returns then, while the rest of the graph may still run.
    */
   readonly readyFlag: DeviceBuffer<'i32'> | undefined
+  /** Whether the stage has a doorbell ({@link HostStage.captureGate}). */
+  readonly bell: boolean
   #area: number
 
-  private constructor(n: N.HostStage, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[]) {
+  private constructor(n: N.HostStage, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[], bell: boolean) {
     this.#n = n
     this.#id = n.id
     const views = (bytes: Uint8Array, offset: (i: number) => number, ts: readonly { dtype: DType; length: number }[]) =>
@@ -73,14 +76,16 @@ export class HostStage {
     this.outputBuffers = outputs.map((_, i) => DeviceBuffer.wrap(native(() => n.outputBuffer(i))))
     const ready = native(() => n.readyBuffer())
     this.readyFlag = ready === null ? undefined : DeviceBuffer.wrap<'i32'>(ready)
+    this.bell = bell
     this.#area = n.current
   }
 
   /**
    * Stages `inputs` (copied in, in order) and makes the read-back `outputs` (in order) on `device`, with a
-   * ready flag where `ready` ({@link HostStage.readyFlag}). @internal
+   * ready flag where `ready` ({@link HostStage.readyFlag}) and a doorbell where `bell` (at most 24 inputs;
+   * {@link HostStage.captureGate}). @internal
    */
-  static create(device: Device, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[], ready = false): HostStage {
+  static create(device: Device, inputs: readonly StagedTensor[], outputs: readonly ReadBackTensor[], ready = false, bell = false): HostStage {
     const n = native(
       () =>
         new (binding().HostStage)(
@@ -91,9 +96,18 @@ export class HostStage {
           outputs.map((t) => t.dtype),
           outputs.map((t) => t.length),
           ready,
+          bell,
         ),
     )
-    return new HostStage(n, inputs, outputs)
+    return new HostStage(n, inputs, outputs, bell)
+  }
+
+  /**
+   * Launches the stage's gate on `stream`, which is being captured, as the first node of a graph of `tokens`
+   * and `reqs` rows (a stage with a doorbell): the graph then waits at it until a launch rings.
+   */
+  captureGate(stream: Stream, tokens: number, reqs: number): void {
+    native(() => this.#n.captureGate(stream.native, tokens, reqs))
   }
 
   /** Input `i`'s host view in the area the next launch copies from. */
@@ -104,10 +118,15 @@ export class HostStage {
   /**
    * One native call: copies the first `tokens` or `reqs` rows of every input in `mask` (bit i: input i)
    * to its static buffer, replays `graph` (none: copy only), and with `readBack` waits, so
-   * {@link HostStage.outputs} hold what it wrote: for the ready flag (or the stream's end) where `ready`
-   * and the stage has one, else for the stream. The next launch copies from the other area.
+   * {@link HostStage.outputs} hold what it wrote: for the ready flag (or the replay's end) where `ready`
+   * and the stage has one, else for the replay's end. The next launch copies from the other area.
+   *
+   * `gate` (a stage with a doorbell): 0, no graph with the gate follows (an eager run); 1, the graphs
+   * launched by or after this call begin with the gate (the call rings: for `graph`'s gate to copy, or,
+   * without `graph`, to copy nothing, the call having copied); 3, as 1, and launch `graph` once more behind
+   * this replay, armed, for the next launch of the same graph to ring (with `readBack` only).
    */
-  launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean, ready = false): void {
+  launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean, ready = false, gate: 0 | 1 | 3 = 0): void {
     const m = MAILBOX
     const g = LAYOUT.graph
     const s = LAYOUT.stage
@@ -121,6 +140,7 @@ export class HostStage {
     m[s + 4] = !readBack || this.outputs.length === 0 ? 0 : ready && this.readyFlag !== undefined ? 2 : 1
     // The binding overwrites this with the area to fill next; a call refused before that leaves ours.
     m[s + 5] = this.#area
+    m[s + 6] = gate
     try {
       CALLS.stageLaunch()
     } catch (e) {

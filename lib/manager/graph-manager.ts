@@ -460,7 +460,12 @@ export class GraphManager {
     const opts = { instantiate: false, upload: false, measureMemory: false }
     const c: Captured = { graphs: [], scratch: 0, pool: 0, exec: 0 }
     const add = (fn: () => void) => {
-      const g = this.stream.capture(fn, opts)
+      // An armable step's first graph begins with its gate (StepSpec.armable).
+      const first = c.graphs.length === 0
+      const g = this.stream.capture(() => {
+        if (first) step.captureGate(batch)
+        fn()
+      }, opts)
       c.graphs.push(g)
       c.scratch = Math.max(c.scratch, step.scratchBytes)
       if (instantiate) this.#instantiate(g, step.scratchBytes, c)

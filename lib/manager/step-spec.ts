@@ -130,6 +130,15 @@ export interface StepSpec<I extends Record<string, TensorSpec>, O extends Record
    * its graph ends (a decoder's tokens are read back before the kernels after them finish). Default false.
    */
   readyFlag?: boolean
+  /**
+   * Whether a replay of this step can be launched before its inputs are staged (`RunOptions.armNext`).
+   * Each of its graphs then begins with a gate kernel that waits for a doorbell in pinned host memory and
+   * copies the run's staged inputs into the static buffers (at most 24 inputs). The gate lets the step's
+   * first kernel launch at once (programmatic dependent launch, compute capability 9.0+): a kernel
+   * launched that way may start on what does not depend on the inputs, and must execute
+   * `griddepcontrol.wait` before it reads one. Default false.
+   */
+  armable?: boolean
 }
 
 const ROWS_OF: readonly RowsOf[] = ['token', 'request']

@@ -45,6 +45,15 @@ export interface RunOptions extends DispatchOptions {
    * than that wait would have.
    */
   readyFlag?: boolean | undefined
+  /**
+   * Launch this run's graph once more behind it, armed: it waits at its gate (an armable step,
+   * `StepSpec.armable`) for the step's next run, which then stages its inputs and rings instead of
+   * launching, so the host's launch is off the path from one step's outputs to the next step's start (a
+   * decode loop). A FULL replay of a step with a read-back output only; elsewhere ignored. The next run of
+   * another size, or anything else put on the stream, first rings the armed replay to run with the inputs
+   * the static buffers hold (the last run's), and waits for it: one more replay's time. Default false.
+   */
+  armNext?: boolean | undefined
 }
 
 /**
@@ -101,6 +110,8 @@ export interface ManagedStep {
   readonly inputNames: readonly string[]
   /** Current static input addresses, in input order. */
   inputAddresses(): readonly number[]
+  /** Launches the gate an armable step's graphs begin with, in a capture of `batch` (others: nothing). */
+  captureGate(batch: StepBatch): void
   /** The forward (or all pieces) at `batch`, eagerly or inside a capture; frees its scratch after. */
   callForward(batch: StepBatch): void
   /** Piece `index` at `batch`; frees its scratch after. */
@@ -126,6 +137,8 @@ export interface StepOwner {
 
 /** Most inputs a step takes (the copy mask is one number). */
 const MAX_INPUTS = 52
+/** Most inputs of an armable step (the gate's doorbell names the inputs it copies in 24 bits). */
+const GATE_INPUTS = 24
 
 /** A batch descriptor a forward sees, mutable inside this module only. */
 interface MutableBatch {
@@ -199,6 +212,9 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
         spec.readyFlag,
       )
     check(ins.length <= MAX_INPUTS, 'spec.inputs', `at most ${MAX_INPUTS} inputs`, `${ins.length}`)
+    check(spec.armable === undefined || typeof spec.armable === 'boolean', 'spec.armable', 'a boolean', spec.armable)
+    // The gate's doorbell word names the inputs it copies in 24 bits.
+    if (spec.armable === true) check(ins.length <= GATE_INPUTS, 'spec.armable', `true only for a step of at most ${GATE_INPUTS} inputs`, `${ins.length} inputs`)
     // Token buffers must hold the largest size this step's dispatcher captures; request rows may be fewer
     // (a prefill step of one request): its graphs compute at most that many (GraphManager caps them).
     const needTokens = dispatcher.config.maxCaptureSize
@@ -241,6 +257,7 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
         ins.map((t) => ({ buffer: this.inputs[t.name]!, dtype: t.dtype, rowBytes: t.rowBytes, perRequest: t.per === 'request' })),
         backs.map((t) => ({ dtype: t.dtype, length: length(t) })),
         spec.readyFlag === true,
+        spec.armable === true,
       )
       this.#stage = stage
       for (const [j, t] of backs.entries()) this.#hostOut.set(t.name, stage.outputs[j]!)
@@ -342,7 +359,10 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const first = !piecewise || graphable[0] ? entry.graphs[0] : undefined
       // One native call copies, replays and waits, unless events go between (timing) or pieces follow.
       const whole = !piecewise && timing === undefined
-      this.#stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole, options.readyFlag !== false)
+      const stage = this.#stage
+      // The gate rings; an armed replay needs a wait for this one's outputs before the next staging.
+      const gate = !stage.bell ? 0 : whole && options.armNext === true && stage.outputs.length > 0 ? 3 : 1
+      stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole, options.readyFlag !== false, gate)
       if (timing !== undefined) {
         timing.start.record(owner.stream)
         first?.launch(owner.stream)
@@ -450,6 +470,11 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       if (spec.forward !== undefined) spec.forward(this.#ctx, batch)
       else for (const p of this.#pieces!) p.run(this.#ctx, batch)
     })
+  }
+
+  /** @internal the gate, first in a graph of this step at `batch` being captured (an armable step); else nothing */
+  captureGate(batch: StepBatch): void {
+    if (this.#stage.bell) this.#stage.captureGate(this.#owner.stream, batch.numTokens, batch.numReqs)
   }
 
   /** @internal piece `index` at `batch`; frees its scratch after. */

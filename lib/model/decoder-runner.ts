@@ -49,7 +49,7 @@ type DecoderStep = Step<ReturnType<typeof stepSpec>['inputs'], ReturnType<typeof
  */
 interface StepCall {
   readonly step: DecoderStep
-  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean; timing: StepTiming | undefined; readyFlag: boolean }
+  readonly options: { numTokens: number; numReqs: number; uniformDecode: boolean; timing: StepTiming | undefined; readyFlag: boolean; armNext: boolean }
   readonly inputs: { tokens: Int32Array; positions: Int32Array; slots: Int32Array; last: Int32Array; sampling: Float32Array; seeds: Uint32Array }
   readonly next: readonly Int32Array[]
 }
@@ -59,7 +59,7 @@ function stepCall(step: DecoderStep, maxReqs: number, last: Int32Array, uniformD
   const next = step.hostOutput('next')
   return {
     step,
-    options: { numTokens: 1, numReqs: 1, uniformDecode, timing: undefined, readyFlag: false },
+    options: { numTokens: 1, numReqs: 1, uniformDecode, timing: undefined, readyFlag: false, armNext: false },
     inputs: { tokens: empty, positions: empty, slots: empty, last, sampling: greedy.params, seeds: greedy.seeds },
     next: Array.from({ length: maxReqs + 1 }, (_, k) => next.subarray(0, k)),
   }
@@ -76,11 +76,13 @@ function runCall(
   sampling: SamplingRows,
   timing?: StepTiming,
   readyFlag = false,
+  armNext = false,
 ): Int32Array {
   c.options.numTokens = numTokens
   c.options.numReqs = n
   c.options.timing = timing
   c.options.readyFlag = readyFlag
+  c.options.armNext = armNext
   c.inputs.tokens = tokens
   c.inputs.positions = positions
   c.inputs.slots = slots
@@ -137,6 +139,8 @@ export class DecoderRunner {
         ...stepSpec(model, kind, tokens, reqs),
         // A decode step's LM head may publish its tokens before sampling's launch ends the graph (ForwardTensors.ready).
         readyFlag: kind === 'decode',
+        // A decode loop launches each step's replay before the last step's tokens are back (RunOptions.armNext).
+        armable: kind === 'decode',
         forward: (ctx, b) => model.forward(ctx, { ...ctx.inputs, ...ctx.outputs, ready: ctx.readyFlag }, b.numTokens, b.numReqs, kind),
       })
     this.prefillStep = wrap('prefill', maxPrefill, maxPrefillReqs)
@@ -268,9 +272,19 @@ export class DecoderRunner {
    * One decode step for the first `n` entries of `slots`, `tokens` and `positions` (each request's new
    * token and its position); returns the next tokens (a reused array: copy what you keep), picked as
    * the rows of `sampling` say (default greedy). `timing`: events recorded around the step's forward on the
-   * GPU ({@link StepTiming}).
+   * GPU ({@link StepTiming}). `armNext`: the caller's next call is a decode step of the same `n` (a loop),
+   * so this step's replay is launched once more behind it, armed, and that call only stages and rings
+   * (`RunOptions.armNext`); anything else the stream runs first costs one more step's replay.
    */
-  decode(n: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, sampling: SamplingRows = this.#greedy, timing?: StepTiming): Int32Array {
+  decode(
+    n: number,
+    slots: Int32Array,
+    tokens: Int32Array,
+    positions: Int32Array,
+    sampling: SamplingRows = this.#greedy,
+    timing?: StepTiming,
+    armNext = false,
+  ): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxBatch)) check(false, 'n', `an integer in 1..${this.maxBatch} (maxBatch)`, n)
     if (!(slots instanceof Int32Array && slots.length >= n && positions instanceof Int32Array && positions.length >= n)) {
@@ -285,7 +299,7 @@ export class DecoderRunner {
         check(false, `slots[${i}] / positions[${i}]`, `a slot in 0..${this.model.slots - 1} and a position in 0..${this.model.maxSeqLen - 1}`, [s, p])
       }
     }
-    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing, this.model.publishesDecode(n, sampling.params))
+    return runCall(this.#decode, n, n, tokens, positions, slots, sampling, timing, this.model.publishesDecode(n, sampling.params), armNext)
   }
 
   /**
@@ -305,7 +319,8 @@ export class DecoderRunner {
     for (let i = 1; i < maxNewTokens; i++) {
       one.token[0] = out[i - 1]!
       one.pos[0] = prompt.length + i - 1
-      out[i] = this.decode(1, one.slot, one.token, one.pos, rows)[0]!
+      // Every step but the last is followed by another of one row.
+      out[i] = this.decode(1, one.slot, one.token, one.pos, rows, undefined, i < maxNewTokens - 1)[0]!
       onToken?.(out[i]!, i)
     }
     return out

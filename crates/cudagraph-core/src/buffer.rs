@@ -113,9 +113,13 @@ impl Allocation {
         self.device.bind()?;
         self.freed.set(true);
         match &self.kind {
-            // SAFETY: `ptr` came from cuMemAlloc and is freed once (guarded by `freed`). cuMemFree waits for
-            // work using it to finish.
-            AllocKind::Plain => unsafe { sys::cuMemFree_v2(self.ptr) }.check("cuMemFree"),
+            AllocKind::Plain => {
+                // cuMemFree waits for the device: armed replays are rung first.
+                crate::stream::release_all_armed();
+                // SAFETY: `ptr` came from cuMemAlloc and is freed once (guarded by `freed`). cuMemFree waits
+                // for work using it to finish.
+                unsafe { sys::cuMemFree_v2(self.ptr) }.check("cuMemFree")
+            }
             AllocKind::StreamOrdered(s) => {
                 // Work on other streams (a graph replayed elsewhere) may still use it, and freed memory goes
                 // back to the pool for the next allocation at once: wait for the device first. Dispose and

@@ -135,6 +135,7 @@ impl Device {
     /// Blocks until all work on this device's context is done.
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
+        crate::stream::release_all_armed();
         cu::ctx::synchronize().check("cuCtxSynchronize")
     }
 

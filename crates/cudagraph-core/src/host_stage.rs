@@ -15,17 +15,30 @@
 //! once every read-back output holds its final value (stores, then a system-scope fence, then the flag),
 //! and [`HostStage::wait_ready`] returns as soon as it is set, or once the stream drains where the kernels
 //! leave it zero. Kernels after the flag must not write the read-back outputs.
+//!
+//! A stage made with a doorbell (one u32 of the read-back area's, which the device reads) lets a replay be
+//! launched before its inputs are staged. Each graph of its step begins with the stage's gate kernel
+//! ([`HostStage::capture_gate`], kernels/stage_gate.cu), which waits for the doorbell and then copies the
+//! inputs it names from the staging area (mapped for the device) into their static buffers, so
+//! [`HostStage::gated_launch`] rings instead of copying. With `arm_next` it also launches the same graph once
+//! more behind this one, waiting at its gate: the next gated launch of that graph only rings it, and the
+//! host's launch is off the path between one step's outputs and the next step's start. Anything else
+//! enqueued on the stream first rings an armed replay to run with the inputs its buffers hold
+//! ([`Stream::raw`]), and the stage waits that run out before its next launch.
 
 use crate::buffer::Buffer;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Check, Error, Result};
 use crate::event::Event;
-use crate::stream::{Pinned, Stream};
+use crate::module::{Kernel, Module};
+use crate::stream::{Armed, LaunchConfig, Pinned, Stream, BELL_GO};
 use cudarc::driver::sys;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Alignment of each input inside an area, bytes (a step's static inputs are allocated packed at the same
@@ -37,6 +50,55 @@ const QUERY_INTERVAL: Duration = Duration::from_micros(1);
 
 /// Most unused bytes between two inputs that one copy still spans.
 const MERGE_GAP: usize = 64 << 10;
+
+/// Most inputs a stage with a doorbell takes: the doorbell word's mask (kernels/stage_gate.cu's GATE_INPUTS).
+pub const GATE_INPUTS: usize = 24;
+
+/// One input as the gate copies it (kernels/stage_gate.cu's GateInput).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct GateInput {
+    dst: u64,
+    offset: u32,
+    bytes: u32,
+}
+
+/// The gate's one parameter (kernels/stage_gate.cu's GateParams).
+#[repr(C)]
+struct GateParams {
+    bell: u64,
+    area: u64,
+    area_bytes: u32,
+    n: u32,
+    inputs: [GateInput; GATE_INPUTS],
+}
+
+thread_local! {
+    /// The gate kernel, compiled once per device (by ordinal).
+    static GATES: RefCell<HashMap<i32, Kernel>> = RefCell::new(HashMap::new());
+}
+
+/// The gate kernel of `device`, compiled (or loaded from the kernel cache) on first use.
+fn gate_kernel(device: &Rc<Device>) -> Result<Kernel> {
+    if let Some(k) = GATES.with(|g| g.borrow().get(&device.ordinal()).cloned()) {
+        return Ok(k);
+    }
+    let module = Module::compile(device, include_str!("../../../kernels/stage_gate.cu"), "stage_gate", &[], true)?;
+    let k = module.kernel("stage_gate", Vec::new())?;
+    GATES.with(|g| g.borrow_mut().insert(device.ordinal(), k.clone()));
+    Ok(k)
+}
+
+/// This stage's replay launched ahead and waiting at its gate (or rung by another use of the stream).
+#[derive(Debug)]
+struct Pending {
+    /// The caller's key of its graph.
+    graph: usize,
+    /// The end event recorded after it.
+    end: usize,
+    /// Set once another use of the stream rang it.
+    released: Rc<Cell<bool>>,
+}
 
 /// One static tensor of a step: its device buffer and how many bytes one row takes.
 #[derive(Debug)]
@@ -81,7 +143,8 @@ struct Output {
 /// The pinned memory of a stage: two input areas and the read-back area (mapped for the device).
 #[derive(Debug)]
 struct Areas {
-    input: [Pinned; 2],
+    /// Both input areas, back to back (mapped for the device where the stage has a doorbell).
+    input: Pinned,
     output: Pinned,
     /// Keeps the device's primary context, which owns the pinned memory, alive as long as any view of the
     /// areas (dropped after the memory, being declared last).
@@ -130,16 +193,33 @@ pub struct HostStage {
     output_bytes: usize,
     /// The ready flag's byte offset in the read-back area (after the outputs), if the stage has one.
     ready: Option<usize>,
+    /// The doorbell's byte offset in the read-back area (after the flag), if the stage has one.
+    bell: Option<usize>,
+    /// Events recorded after each gated replay, in turn: what a wait without the flag waits for.
+    ends: [Event; 2],
+    /// The next of `ends` to record.
+    next_end: usize,
+    /// This stage's replay armed on a stream, if any.
+    pending: Option<Pending>,
+    /// Tells this stage's armed replays from others' on a stream.
+    id: usize,
     current: usize,
+}
+
+thread_local! {
+    static NEXT_ID: Cell<usize> = const { Cell::new(1) };
 }
 
 impl HostStage {
     /// Staging on `device` for `inputs` (their buffers on it) and read-back `outputs` (dtype, elements),
     /// whose buffers the stage makes in its read-back area ([`HostStage::output_buffer`]); with `ready`, a
-    /// ready flag after them (the module's doc).
-    pub fn new(device: &Rc<Device>, inputs: Vec<StageTensor>, outputs: &[(DType, usize)], ready: bool) -> Result<HostStage> {
+    /// ready flag after them, and with `bell` a doorbell (the module's doc).
+    pub fn new(device: &Rc<Device>, inputs: Vec<StageTensor>, outputs: &[(DType, usize)], ready: bool, bell: bool) -> Result<HostStage> {
         if inputs.len() > 64 {
             return Err(Error::arg("inputs", "at most 64 inputs", inputs.len()));
+        }
+        if bell && inputs.len() > GATE_INPUTS {
+            return Err(Error::arg("inputs", format!("at most {GATE_INPUTS} inputs for a stage with a doorbell"), inputs.len()));
         }
         let (inputs, area_bytes) = layout(inputs, device)?;
         let mut output_bytes = 0;
@@ -155,21 +235,34 @@ impl HostStage {
         if ready.is_some() {
             output_bytes += ALIGN;
         }
-        // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or written.
-        let pinned = |bytes: usize| Pinned::new(bytes.max(ALIGN));
+        // Its own ALIGN bytes: the host writes the doorbell while the device writes the flag's line.
+        let bell = bell.then_some(output_bytes);
+        if bell.is_some() {
+            output_bytes += ALIGN;
+        }
         device.bind()?;
+        // cuMemHostAlloc refuses 0 bytes; an empty area is never copied from or written. The gate reads the
+        // areas over the bus, so a stage with a doorbell maps them.
+        let both = (2 * area_bytes).max(ALIGN);
+        let input = if bell.is_some() { Pinned::new_mapped(both)? } else { Pinned::new(both)? };
         let output = Pinned::new_mapped(output_bytes.max(ALIGN))?;
         let output_dev = output.device_ptr()?;
+        let event = || Event::new(device, false);
         Ok(HostStage {
             inputs,
             outputs: outs,
             device: device.clone(),
             output_dev,
-            areas: Rc::new(Areas { input: [pinned(area_bytes)?, pinned(area_bytes)?], output, _device: device.clone() }),
-            done: [Event::new(device, false)?, Event::new(device, false)?],
+            areas: Rc::new(Areas { input, output, _device: device.clone() }),
+            done: [event()?, event()?],
             area_bytes,
             output_bytes,
             ready,
+            bell,
+            ends: [event()?, event()?],
+            next_end: 0,
+            pending: None,
+            id: NEXT_ID.with(|n| n.replace(n.get() + 1)),
             current: 0,
         })
     }
@@ -186,7 +279,8 @@ impl HostStage {
 
     /// Start of input area `which` (0 or 1): host memory the caller writes inputs into.
     pub fn area_ptr(&self, which: usize) -> *mut u8 {
-        self.areas.input[which & 1].as_ptr()
+        // SAFETY: both areas lie in the one allocation of 2 * area_bytes (at least ALIGN).
+        unsafe { self.areas.input.as_ptr().add((which & 1) * self.area_bytes) }
     }
 
     /// Bytes of the read-back area.
@@ -234,22 +328,175 @@ impl HostStage {
         self.current
     }
 
+    /// Whether the stage has a doorbell.
+    pub fn has_bell(&self) -> bool {
+        self.bell.is_some()
+    }
+
+    /// The doorbell as the host sees it.
+    fn bell_word(&self) -> Option<&AtomicU32> {
+        // SAFETY: the word is an aligned u32 inside the read-back area (ALIGN bytes reserved for it), pinned
+        // memory that lives as long as self; the device reads and clears it, so the host writes it atomically.
+        self.bell.map(|at| unsafe { AtomicU32::from_ptr(self.output_ptr().add(at) as *mut u32) })
+    }
+
+    /// Launches the gate on `stream`, which is being captured, as the first node of a graph of `tokens` and
+    /// `reqs` rows: every graph of a stage with a doorbell begins with it, and runs only once it is rung.
+    pub fn capture_gate(&self, stream: &Stream, tokens: usize, reqs: usize) -> Result<()> {
+        let at = self.bell.ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
+        let kernel = gate_kernel(&self.device)?;
+        let area = self.areas.input.device_ptr()?;
+        let mut p = GateParams {
+            bell: self.output_dev + at as u64,
+            area,
+            area_bytes: self.area_bytes as u32,
+            n: self.inputs.len() as u32,
+            inputs: [GateInput::default(); GATE_INPUTS],
+        };
+        for (i, s) in self.inputs.iter().enumerate() {
+            let rows = s.rows(i, tokens, reqs)?;
+            p.inputs[i] = GateInput { dst: s.tensor.buffer.ptr()?, offset: s.offset as u32, bytes: (rows * s.tensor.row_bytes) as u32 };
+        }
+        // The graph reads both areas and the doorbell, and writes the inputs' buffers: it keeps them alive.
+        let areas = Buffer::borrowed(&self.device, area, self.areas.clone(), DType::U8, (2 * self.area_bytes).max(ALIGN));
+        let bell = Buffer::borrowed(&self.device, p.bell, self.areas.clone(), DType::U32, 1);
+        let mut kept: Vec<&Buffer> = vec![&areas, &bell];
+        kept.extend(self.inputs.iter().map(|s| &s.tensor.buffer));
+        stream.track_all(&kept);
+        let cfg = LaunchConfig { grid: [1, 1, 1], block: [128, 1, 1], shared_mem_bytes: 0, programmatic: false, cooperative: false };
+        stream.launch_params(&kernel, &cfg, &mut [&mut p as *mut GateParams as *mut c_void])
+    }
+
+    /// Before a launch: this stage's armed replay, if it is `key`'s and still waits at its gate, stays for
+    /// the ring that follows (its end event's index is returned); any other is rung to run as it is, if
+    /// nobody has yet, and waited out, so that it cannot set the ready flag after the next launch zeroes it.
+    fn settle(&mut self, stream: &Stream, key: Option<usize>) -> Result<Option<usize>> {
+        let Some(p) = self.pending.take() else { return Ok(None) };
+        if let Some(armed) = stream.take_armed(self.id) {
+            if !p.released.get() && key == Some(p.graph) {
+                return Ok(Some(p.end));
+            }
+            armed.release();
+        }
+        self.ends[p.end].synchronize()?;
+        Ok(None)
+    }
+
+    /// Records the next end event on `stream`; returns its index.
+    fn record_end(&mut self, stream: &Stream) -> Result<usize> {
+        let e = self.next_end;
+        self.ends[e].record(stream)?;
+        self.next_end ^= 1;
+        Ok(e)
+    }
+
+    /// Rings the doorbell: the gate copies every input in `mask` from the current area; zeroes the flag first.
+    fn ring(&self, mask: u64) -> Result<()> {
+        let bell = self.bell_word().ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
+        // No kernel that sets the flag is in flight: the last step returned once it was set or its replay ended.
+        if let Some(flag) = self.ready_flag() {
+            flag.store(0, Ordering::Relaxed);
+        }
+        // Release: the inputs the host wrote come before the word the gate reads first.
+        bell.store((1 + self.current as u32) | (((mask & ((1 << GATE_INPUTS) - 1)) as u32) << 8), Ordering::Release);
+        Ok(())
+    }
+
+    /// One step of a stage with a doorbell whose graph, `key`, begins with the gate: rings for the inputs in
+    /// `mask` (bit i: input i; `tokens` and `reqs` rows, the graph's, staged in the current area) and,
+    /// unless this stage armed a replay of `key` that still waits, launches it (`launch`). With `arm_next`,
+    /// launches it once more, to wait at its gate for the next ring. The caller says whether it `waits` for
+    /// this step ([`HostStage::wait_end`]) before it stages again, as it must to arm; if not, the area's copy
+    /// is tracked as [`HostStage::submit`]'s is. Returns this step's end event index and makes the other area
+    /// current (waiting, as [`HostStage::flip`] does, for a replay still to read it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gated_launch(
+        &mut self,
+        stream: &Stream,
+        key: usize,
+        mask: u64,
+        tokens: usize,
+        reqs: usize,
+        waits: bool,
+        arm_next: bool,
+        launch: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<usize> {
+        if arm_next && !waits {
+            return Err(Error::arg("armNext", "a launch that waits for its outputs", "one that does not"));
+        }
+        for (i, s) in self.inputs.iter().enumerate() {
+            s.rows(i, tokens, reqs)?;
+        }
+        let bell_ptr = self.bell.map(|at| self.output_ptr().wrapping_add(at) as *mut u32);
+        let armed = self.settle(stream, Some(key))?;
+        self.ring(mask)?;
+        let end = match armed {
+            Some(end) => end,
+            None => {
+                launch()?;
+                self.record_end(stream)?
+            }
+        };
+        if !waits {
+            self.done[self.current].record(stream)?;
+        }
+        if arm_next {
+            launch()?;
+            let e = self.record_end(stream)?;
+            let released = Rc::new(Cell::new(false));
+            let bell = bell_ptr.expect("rang above");
+            stream.arm(Armed { owner: self.id, bell, _keep: self.areas.clone(), released: released.clone() });
+            self.pending = Some(Pending { graph: key, end: e, released });
+        }
+        self.flip()?;
+        Ok(end)
+    }
+
+    /// Waits until the step whose end event is `end` ([`HostStage::gated_launch`]) has its read-back outputs:
+    /// with `ready`, its ready flag set or its replay ended; else its replay ended. Never waits for the
+    /// stream, which may hold the next replay, armed.
+    pub fn wait_end(&self, end: usize, ready: bool) -> Result<()> {
+        let event = &self.ends[end];
+        let Some(flag) = self.ready_flag().filter(|_| ready) else { return event.synchronize() };
+        let mut queried = Instant::now();
+        loop {
+            if flag.load(Ordering::Acquire) != 0 {
+                return Ok(());
+            }
+            if queried.elapsed() >= QUERY_INTERVAL {
+                if event.query()? {
+                    return Ok(());
+                }
+                queried = Instant::now();
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// Enqueues on `stream`, for every input in `mask` (bit i: input i), a copy of its first `tokens` or
     /// `reqs` rows from the current area into its static buffer, and records when the area is free again.
     /// Consecutive inputs whose buffers lie as they do in the area (allocated packed, as a step's are) go in
     /// one copy, with the unused rows between them: each copy costs the stream a few µs of latency, a
     /// few KiB more on the bus far less. What reads the inputs (a graph launch) goes on the same stream
     /// after it; then [`HostStage::flip`].
-    pub fn submit(&self, stream: &Stream, mask: u64, tokens: usize, reqs: usize) -> Result<usize> {
+    ///
+    /// With `gate` (a stage with a doorbell, before graphs the caller launches itself: with events between,
+    /// or in pieces), it also rings for their gate to run without copying, the copies having done so.
+    pub fn submit(&mut self, stream: &Stream, mask: u64, tokens: usize, reqs: usize, gate: bool) -> Result<usize> {
         let area = self.current;
         let base = self.area_ptr(area);
         // Every size is checked before anything is enqueued.
         for (i, s) in self.inputs.iter().enumerate() {
             s.rows(i, tokens, reqs)?;
         }
+        self.settle(stream, None)?;
         // No kernel that sets the flag is in flight: the last step returned once it was set or the stream drained.
         if let Some(flag) = self.ready_flag() {
             flag.store(0, Ordering::Relaxed);
+        }
+        if gate {
+            let bell = self.bell_word().ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
+            bell.store(BELL_GO, Ordering::Release);
         }
         // Input i's bytes to copy (0: none).
         let bytes = |i: usize| {
@@ -348,8 +595,14 @@ impl HostStage {
 
 impl Drop for HostStage {
     fn drop(&mut self) {
-        // The pinned areas must outlive the copies out of them.
-        for e in &self.done {
+        // An armed replay nobody rang would never end: it runs with the inputs its buffers hold.
+        if let (Some(p), Some(bell)) = (self.pending.take(), self.bell_word()) {
+            if !p.released.get() {
+                bell.store(BELL_GO, Ordering::Release);
+            }
+        }
+        // The pinned areas must outlive the copies out of them and the gates reading them.
+        for e in self.done.iter().chain(&self.ends) {
             let _ = e.synchronize();
         }
     }

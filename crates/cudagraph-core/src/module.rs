@@ -234,6 +234,8 @@ impl Module {
 impl Drop for Module {
     fn drop(&mut self) {
         let _ = self.device.bind();
+        // Unloading may wait for the device.
+        crate::stream::release_all_armed();
         // SAFETY: loaded once, unloaded once; kernels and graphs hold an Rc to the module.
         let _ = unsafe { sys::cuModuleUnload(self.raw) };
     }

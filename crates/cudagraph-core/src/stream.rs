@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::graph::{Graph, GraphMemory};
 use crate::module::{ArgKind, Kernel, Module};
 use cudarc::driver::sys;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::c_void;
 use std::rc::Rc;
@@ -108,6 +108,8 @@ impl Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
+        // Freeing pinned memory may wait for the device.
+        release_all_armed();
         // SAFETY: allocated by cuMemHostAlloc, freed once, after the copies using it completed (owners
         // synchronise first).
         let _ = unsafe { sys::cuMemFreeHost(self.ptr as *mut c_void) };
@@ -182,6 +184,32 @@ impl Default for EndCapture {
     }
 }
 
+/// A replay launched ahead of its inputs and waiting at its doorbell (a [`crate::HostStage`] with one):
+/// whatever else is enqueued on the stream would queue behind it, so any other use of the stream first rings
+/// it to run as it is (the inputs its device buffers hold).
+#[derive(Debug)]
+pub(crate) struct Armed {
+    /// The stage that armed it.
+    pub(crate) owner: usize,
+    /// The doorbell word, in pinned host memory `_keep` holds alive.
+    pub(crate) bell: *mut u32,
+    pub(crate) _keep: Rc<dyn std::any::Any>,
+    /// Set once it has been rung by someone other than its stage.
+    pub(crate) released: Rc<Cell<bool>>,
+}
+
+/// What a doorbell word says to a replay's gate: run without copying inputs.
+pub(crate) const BELL_GO: u32 = 3;
+
+impl Armed {
+    /// Rings the doorbell to run the replay with its device inputs as they are.
+    pub(crate) fn release(self) {
+        // SAFETY: the word lies in live pinned memory (`_keep`); a volatile store so the device sees it.
+        unsafe { std::ptr::write_volatile(self.bell, BELL_GO) };
+        self.released.set(true);
+    }
+}
+
 /// The shared part of a stream; allocations made stream-ordered on it hold it alive.
 #[derive(Debug)]
 pub struct StreamInner {
@@ -190,11 +218,39 @@ pub struct StreamInner {
     capture: RefCell<Option<CaptureState>>,
     blas: RefCell<Option<Blas>>,
     staging: RefCell<Vec<Staging>>,
+    /// A replay waiting at its doorbell ([`Armed`]); `is_armed` mirrors it for the hot path.
+    armed: RefCell<Option<Armed>>,
+    is_armed: Cell<bool>,
+    /// Whether the stream is in `ARMED_STREAMS`.
+    listed: Cell<bool>,
+}
+
+thread_local! {
+    /// Streams that have had a replay armed: a wait for the whole device, or a call that makes one (freeing
+    /// memory, unloading a module), rings theirs first ([`release_all_armed`]).
+    static ARMED_STREAMS: RefCell<Vec<std::rc::Weak<StreamInner>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rings every armed replay of this thread's streams to run as it is: a wait for the whole device would
+/// never end while one waits at its gate.
+pub(crate) fn release_all_armed() {
+    let streams = ARMED_STREAMS.with(|a| std::mem::take(&mut *a.borrow_mut()));
+    for s in streams.iter().filter_map(std::rc::Weak::upgrade) {
+        s.listed.set(false);
+        s.is_armed.set(false);
+        let armed = s.armed.borrow_mut().take();
+        if let Some(a) = armed {
+            a.release();
+        }
+    }
 }
 
 impl Drop for StreamInner {
     fn drop(&mut self) {
         let _ = self.device.bind();
+        if let Some(a) = self.armed.get_mut().take() {
+            a.release();
+        }
         if let Some(st) = self.capture.get_mut().take() {
             st.release_graph_allocations();
             let mut g = std::ptr::null_mut();
@@ -246,14 +302,51 @@ impl Stream {
                 capture: RefCell::new(None),
                 blas: RefCell::new(None),
                 staging: RefCell::new(Vec::new()),
+                armed: RefCell::new(None),
+                is_armed: Cell::new(false),
+                listed: Cell::new(false),
             }),
         })
     }
 
-    /// The raw stream handle.
+    /// The raw stream handle, for enqueueing work or waiting: a replay armed on the stream is rung first
+    /// (it runs with the inputs its buffers hold), since the work would queue behind it.
     #[inline]
     pub fn raw(&self) -> sys::CUstream {
+        if self.inner.is_armed.get() {
+            self.release_armed();
+        }
         self.inner.raw
+    }
+
+    #[cold]
+    fn release_armed(&self) {
+        self.inner.is_armed.set(false);
+        if let Some(a) = self.inner.armed.borrow_mut().take() {
+            a.release();
+        }
+    }
+
+    /// Leaves `armed` on the stream: the next use of the stream other than its stage's rings it.
+    pub(crate) fn arm(&self, armed: Armed) {
+        let old = self.inner.armed.borrow_mut().replace(armed);
+        if let Some(old) = old {
+            old.release();
+        }
+        self.inner.is_armed.set(true);
+        if !self.inner.listed.replace(true) {
+            ARMED_STREAMS.with(|a| a.borrow_mut().push(Rc::downgrade(&self.inner)));
+        }
+    }
+
+    /// Takes the armed replay back if `owner` armed it (its stage rings it itself); else leaves it.
+    pub(crate) fn take_armed(&self, owner: usize) -> Option<Armed> {
+        let mut slot = self.inner.armed.borrow_mut();
+        if slot.as_ref().is_some_and(|a| a.owner == owner) {
+            self.inner.is_armed.set(false);
+            return slot.take();
+        }
+        None
     }
 
     /// The stream's device.
@@ -352,13 +445,27 @@ impl Stream {
         for (p, s) in params.iter_mut().zip(slots.iter_mut()) {
             *p = s as *mut u64 as *mut c_void;
         }
+        self.launch_params(kernel, cfg, params)?;
+        if let Some(st) = self.inner.capture.borrow_mut().as_mut() {
+            for a in args {
+                if let KernelArg::Buffer(b) = a {
+                    st.resources.add_alloc(b.allocation());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Launches `kernel` with `params` as `cuLaunchKernel` takes them (each points at one parameter's
+    /// bytes); a capture keeps the kernel's module. The caller vouches for the parameters.
+    pub(crate) fn launch_params(&self, kernel: &Kernel, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
         self.inner.device.bind()?;
         kernel.allow_shared(cfg.shared_mem_bytes)?;
         if cfg.programmatic || cfg.cooperative {
             self.launch_ex(kernel, cfg, params)?;
         } else {
-            // SAFETY: each param points at an 8-byte slot holding the value in the declared kind's layout
-            // (the low bytes, little-endian); the slots outlive the call, which copies them.
+            // SAFETY: each param points at its value in the kernel parameter's layout (the callers build them
+            // so); the values outlive the call, which copies them.
             unsafe {
                 sys::cuLaunchKernel(
                     kernel.func,
@@ -378,11 +485,6 @@ impl Stream {
         }
         if let Some(st) = self.inner.capture.borrow_mut().as_mut() {
             st.resources.add_module(&kernel.module);
-            for a in args {
-                if let KernelArg::Buffer(b) = a {
-                    st.resources.add_alloc(b.allocation());
-                }
-            }
         }
         Ok(())
     }
