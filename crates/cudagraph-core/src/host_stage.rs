@@ -60,7 +60,10 @@ pub const GATE_INPUTS: usize = 24;
 struct GateInput {
     dst: u64,
     offset: u32,
-    bytes: u32,
+    /// 16-byte words, then bytes.
+    words: u32,
+    tail: u32,
+    pad: u32,
 }
 
 /// The gate's one parameter (kernels/stage_gate.cu's GateParams).
@@ -354,8 +357,18 @@ impl HostStage {
             inputs: [GateInput::default(); GATE_INPUTS],
         };
         for (i, s) in self.inputs.iter().enumerate() {
-            let rows = s.rows(i, tokens, reqs)?;
-            p.inputs[i] = GateInput { dst: s.tensor.buffer.ptr()?, offset: s.offset as u32, bytes: (rows * s.tensor.row_bytes) as u32 };
+            let bytes = s.rows(i, tokens, reqs)? * s.tensor.row_bytes;
+            let dst = s.tensor.buffer.ptr()?;
+            // Whole 16-byte words where both ends are aligned (allocations and staging offsets are), rounded up
+            // where the buffer (and so its staging slot) holds the rest; bytes elsewhere.
+            let (words, tail) = if dst % 16 != 0 || s.offset % 16 != 0 {
+                (0, bytes)
+            } else if bytes.div_ceil(16) * 16 <= s.tensor.buffer.byte_len() {
+                (bytes.div_ceil(16), 0)
+            } else {
+                (bytes / 16, bytes % 16)
+            };
+            p.inputs[i] = GateInput { dst, offset: s.offset as u32, words: words as u32, tail: tail as u32, pad: 0 };
         }
         // The graph reads both areas and the doorbell, and writes the inputs' buffers: it keeps them alive.
         let areas = Buffer::borrowed(&self.device, area, self.areas.clone(), DType::U8, (2 * self.area_bytes).max(ALIGN));
