@@ -93,7 +93,8 @@ export async function serve(o: ServeOptions): Promise<number> {
     config: { mode: o.mode, maxNumSeqs: o.maxBatch, maxCaptureSize: maxCapture, maxMemoryBytes: o.graphMemory },
     log: say,
   })
-  const runner = new DecoderRunner(model, manager, { maxBatch: o.maxBatch, maxPrefillTokens: o.maxPrefillTokens })
+  // The server does not know its next batch, so its decode steps never arm: no gate (DecoderRunnerOptions.armable).
+  const runner = new DecoderRunner(model, manager, { maxBatch: o.maxBatch, maxPrefillTokens: o.maxPrefillTokens, armable: false })
   let server: GeneratorServer | undefined
   try {
     await runner.warmup({ progress: true })

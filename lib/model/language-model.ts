@@ -152,7 +152,8 @@ export class LanguageModel {
         stream,
         config: { mode: options.graphs === false ? 'NONE' : 'FULL', maxNumSeqs: model.slots, maxCaptureSize: Math.max(model.slots, maxPrefill) },
       })
-      runner = new DecoderRunner(model, manager, { maxPrefillTokens: maxPrefill })
+      // Its decode loop does not arm (it learns only after a step whether its text has stopped).
+      runner = new DecoderRunner(model, manager, { maxPrefillTokens: maxPrefill, armable: false })
       const warmup = await runner.warmup()
       return new LanguageModel({ model, tokenizer, runner, manager, stream, config: checkpoint.config, defaults, loadStats: stats, warmup, ownComm })
     } catch (e) {
