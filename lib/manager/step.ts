@@ -49,9 +49,9 @@ export interface RunOptions extends DispatchOptions {
    * Launch this run's graph once more behind it, armed: it waits at its gate (an armable step,
    * `StepSpec.armable`) for the step's next run, which then stages its inputs and rings instead of
    * launching, so the host's launch is off the path from one step's outputs to the next step's start (a
-   * decode loop). A FULL replay of a step with a read-back output only; elsewhere ignored. The next run of
-   * another size, or anything else put on the stream, first rings the armed replay to run with the inputs
-   * the static buffers hold (the last run's), and waits for it: one more replay's time. Default false.
+   * decode loop). A FULL replay of a step with a read-back output only; elsewhere ignored. A run of another
+   * size, or anything else put on the stream (or a wait for the whole device), first rings the armed replay
+   * to run with the inputs the static buffers hold (the last run's): one more replay's time. Default false.
    */
   armNext?: boolean | undefined
 }
