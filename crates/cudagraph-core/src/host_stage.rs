@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 /// alignment, so their device layout is the area's).
 const ALIGN: usize = 256;
 
-/// How often [`HostStage::wait_ready`] asks whether the stream has drained while it watches the flag.
+/// How often [`HostStage::wait_ready`] and [`HostStage::wait_end`] ask whether the work has ended while they watch
+/// the flag.
 const QUERY_INTERVAL: Duration = Duration::from_micros(1);
 
 /// Most unused bytes between two inputs that one copy still spans.
@@ -471,19 +472,7 @@ impl HostStage {
     pub fn wait_end(&self, end: usize, ready: bool) -> Result<()> {
         let event = &self.ends[end];
         let Some(flag) = self.ready_flag().filter(|_| ready) else { return event.synchronize() };
-        let mut queried = Instant::now();
-        loop {
-            if flag.load(Ordering::Acquire) != 0 {
-                return Ok(());
-            }
-            if queried.elapsed() >= QUERY_INTERVAL {
-                if event.query()? {
-                    return Ok(());
-                }
-                queried = Instant::now();
-            }
-            std::hint::spin_loop();
-        }
+        spin_on(flag, || event.query())
     }
 
     /// Enqueues on `stream`, for every input in `mask` (bit i: input i), a copy of its first `tokens` or
@@ -558,22 +547,7 @@ impl HostStage {
     /// An error of work after the flag surfaces at the stream's next wait.
     pub fn wait_ready(&self, stream: &Stream) -> Result<()> {
         let Some(flag) = self.ready_flag() else { return stream.synchronize() };
-        let mut queried = Instant::now();
-        loop {
-            // Acquire: the outputs' stores came before the flag's (the kernels fence between them).
-            if flag.load(Ordering::Acquire) != 0 {
-                return Ok(());
-            }
-            // The flag every spin, the stream (a driver call) once a microsecond: a flag set while a query
-            // runs is seen that much later.
-            if queried.elapsed() >= QUERY_INTERVAL {
-                if stream.query()? {
-                    return Ok(());
-                }
-                queried = Instant::now();
-            }
-            std::hint::spin_loop();
-        }
+        spin_on(flag, || stream.query())
     }
 
     /// Makes the other area current, waiting for the copies last made out of it.
@@ -603,6 +577,25 @@ impl HostStage {
         buffer.ptr()?;
         s.tensor.buffer = buffer;
         Ok(())
+    }
+}
+
+/// Spins until `flag` is set or `ended` (a driver call: whether the work that would set it has ended) says so.
+fn spin_on(flag: &AtomicI32, mut ended: impl FnMut() -> Result<bool>) -> Result<()> {
+    let mut queried = Instant::now();
+    loop {
+        // Acquire: the outputs' stores came before the flag's (the kernels fence between them).
+        if flag.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        // The flag every spin, `ended` once a microsecond: a flag set while it runs is seen that much later.
+        if queried.elapsed() >= QUERY_INTERVAL {
+            if ended()? {
+                return Ok(());
+            }
+            queried = Instant::now();
+        }
+        std::hint::spin_loop();
     }
 }
 
