@@ -679,7 +679,7 @@ test('armed replays: a loop whose steps arm the next and feed back their outputs
   stream.synchronize()
   t.is(runs() - counted, 8, 'eight replays, none left armed after the last')
   counted = runs()
-  t.is(mgr.stats().replays >= 8, true)
+  t.true(mgr.stats().replays >= 8)
   // Armed, then a wait for the stream: the armed replay runs once with the inputs its buffers hold.
   step.run({ a }, { numTokens: 7, armNext: true })
   const last = step.hostOutput('y').slice(0, 7)
