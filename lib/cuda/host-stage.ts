@@ -121,12 +121,22 @@ export class HostStage {
    * {@link HostStage.outputs} hold what it wrote: for the ready flag (or the replay's end) where `ready`
    * and the stage has one, else for the replay's end. The next launch copies from the other area.
    *
-   * `gate` (a stage with a doorbell): 0, no graph with the gate follows (an eager run); 1, the graphs
-   * launched by or after this call begin with the gate (the call rings: for `graph`'s gate to copy, or,
-   * without `graph`, to copy nothing, the call having copied); 3, as 1, and launch `graph` once more behind
-   * this replay, armed, for the next launch of the same graph to ring (with `readBack` only).
+   * `replays`: the step's graphs, which begin with the gate where the stage has a doorbell, are launched by
+   * or after this call (false: an eager run). The call then rings: for `graph`'s gate to copy, or, without
+   * `graph`, to copy nothing, the call having copied. `armNext` (with `graph` and `readBack`, else ignored):
+   * launch `graph` once more behind this replay, armed, for the next launch of the same graph to ring.
    */
-  launch(stream: Stream, graph: Graph | undefined, tokens: number, reqs: number, mask: number, readBack: boolean, ready = false, gate: 0 | 1 | 3 = 0): void {
+  launch(
+    stream: Stream,
+    graph: Graph | undefined,
+    tokens: number,
+    reqs: number,
+    mask: number,
+    readBack: boolean,
+    ready = false,
+    replays = false,
+    armNext = false,
+  ): void {
     const m = MAILBOX
     const g = LAYOUT.graph
     const s = LAYOUT.stage
@@ -137,10 +147,12 @@ export class HostStage {
     m[s + 2] = reqs
     m[s + 3] = mask
     // 0: no wait; 1: the stream; 2: the ready flag or the stream.
-    m[s + 4] = !readBack || this.outputs.length === 0 ? 0 : ready && this.readyFlag !== undefined ? 2 : 1
+    const wait = !readBack || this.outputs.length === 0 ? 0 : ready && this.readyFlag !== undefined ? 2 : 1
+    m[s + 4] = wait
     // The binding overwrites this with the area to fill next; a call refused before that leaves ours.
     m[s + 5] = this.#area
-    m[s + 6] = gate
+    // The gate's flags: bit 0 the graphs begin with it, bit 1 arm (only where this call waits for the outputs).
+    m[s + 6] = !this.bell || !replays ? 0 : armNext && graph !== undefined && wait !== 0 ? 3 : 1
     try {
       CALLS.stageLaunch()
     } catch (e) {

@@ -359,10 +359,17 @@ export class Step<I extends Record<string, TensorSpec>, O extends Record<string,
       const first = !piecewise || graphable[0] ? entry.graphs[0] : undefined
       // One native call copies, replays and waits, unless events go between (timing) or pieces follow.
       const whole = !piecewise && timing === undefined
-      const stage = this.#stage
-      // The gate rings; an armed replay needs a wait for this one's outputs before the next staging.
-      const gate = !stage.bell ? 0 : whole && options.armNext === true && stage.outputs.length > 0 ? 3 : 1
-      stage.launch(owner.stream, timing === undefined ? first : undefined, b.numTokens, b.numReqs, mask, whole, options.readyFlag !== false, gate)
+      this.#stage.launch(
+        owner.stream,
+        timing === undefined ? first : undefined,
+        b.numTokens,
+        b.numReqs,
+        mask,
+        whole,
+        options.readyFlag !== false,
+        true,
+        options.armNext === true,
+      )
       if (timing !== undefined) {
         timing.start.record(owner.stream)
         first?.launch(owner.stream)

@@ -493,8 +493,9 @@ export class DecoderModel {
       const cacheLen = (slots + 1) * maxSeqLen * local.kvHeads * config.headDim
       const caches: [Buf[], Buf[]] = [[], []]
       for (let l = 0; l < config.layers; l++) for (const c of caches) c.push(alloc(b.dtype, cacheLen))
+      // The counters, then an 8-byte argmax key a row.
       const chainCounters = alloc('i32', GC_COUNTERS + 2 * CHAIN_MAX_ROWS)
-      chainCounters.upload(new Int32Array(GC_COUNTERS + 2 * CHAIN_MAX_ROWS))
+      chainCounters.upload(new Int32Array(chainCounters.length))
       stream.synchronize()
       return new DecoderModel(device, { ...b, slots, maxSeqLen }, module, weights, invFreq, caches, chainCounters)
     } catch (e) {
@@ -1076,7 +1077,6 @@ export function sampleShape(
   return { block: threadsFor(ceilDiv(part, 8)), sharedMemBytes: fits ? 4 * part : 0 }
 }
 
-// next, logits, gathered, last, pos, params, seeds, V, Vs, R
 // next, logits, gathered, last, positions, params, seeds, vocab, Vs, R, the layer chain's scratch, fused (its LM head's keys are there)
 const SAMPLE_SIGNATURE = [...Array<'ptr'>(7).fill('ptr'), 'i32', 'i32', 'i32', 'ptr', 'i32'] as const
 

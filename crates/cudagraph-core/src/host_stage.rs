@@ -93,15 +93,14 @@ fn gate_kernel(device: &Rc<Device>) -> Result<Kernel> {
     Ok(k)
 }
 
-/// This stage's replay launched ahead and waiting at its gate (or rung by another use of the stream).
+/// This stage's replay launched ahead and waiting at its gate, or rung by another use of the stream (then no
+/// longer in the stream's slot).
 #[derive(Debug)]
 struct Pending {
     /// The caller's key of its graph.
     graph: usize,
     /// The end event recorded after it.
     end: usize,
-    /// Set once another use of the stream rang it.
-    released: Rc<Cell<bool>>,
 }
 
 /// One static tensor of a step: its device buffer and how many bytes one row takes.
@@ -386,11 +385,11 @@ impl HostStage {
     /// nobody has yet, and waited out, so that it cannot set the ready flag after the next launch zeroes it.
     fn settle(&mut self, stream: &Stream, key: Option<usize>) -> Result<Option<usize>> {
         let Some(p) = self.pending.take() else { return Ok(None) };
-        if let Some(armed) = stream.take_armed(self.id) {
-            if !p.released.get() && key == Some(p.graph) {
-                return Ok(Some(p.end));
-            }
-            armed.release();
+        // Still in the stream's slot: nobody has rung it.
+        match stream.take_armed(self.id) {
+            Some(_) if key == Some(p.graph) => return Ok(Some(p.end)),
+            Some(armed) => armed.release(),
+            None => {}
         }
         self.ends[p.end].synchronize()?;
         Ok(None)
@@ -457,10 +456,9 @@ impl HostStage {
         if arm_next {
             launch()?;
             let e = self.record_end(stream)?;
-            let released = Rc::new(Cell::new(false));
             let bell = bell_ptr.expect("rang above");
-            stream.arm(Armed { owner: self.id, bell, _keep: self.areas.clone(), released: released.clone() });
-            self.pending = Some(Pending { graph: key, end: e, released });
+            stream.arm(Armed { owner: self.id, bell, _keep: self.areas.clone() });
+            self.pending = Some(Pending { graph: key, end: e });
         }
         self.flip()?;
         Ok(end)
@@ -601,11 +599,10 @@ fn spin_on(flag: &AtomicI32, mut ended: impl FnMut() -> Result<bool>) -> Result<
 
 impl Drop for HostStage {
     fn drop(&mut self) {
-        // An armed replay nobody rang would never end: it runs with the inputs its buffers hold.
-        if let (Some(p), Some(bell)) = (self.pending.take(), self.bell_word()) {
-            if !p.released.get() {
-                bell.store(BELL_GO, Ordering::Release);
-            }
+        // An armed replay nobody rang would never end: it runs with the inputs its buffers hold (ringing one
+        // already rung leaves a word no gate of this stage reads again).
+        if let (Some(_), Some(bell)) = (self.pending.take(), self.bell_word()) {
+            bell.store(BELL_GO, Ordering::Release);
         }
         // The pinned areas must outlive the copies out of them and the gates reading them.
         for e in self.done.iter().chain(&self.ends) {

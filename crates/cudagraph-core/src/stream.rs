@@ -194,19 +194,17 @@ pub(crate) struct Armed {
     /// The doorbell word, in pinned host memory `_keep` holds alive.
     pub(crate) bell: *mut u32,
     pub(crate) _keep: Rc<dyn std::any::Any>,
-    /// Set once it has been rung by someone other than its stage.
-    pub(crate) released: Rc<Cell<bool>>,
 }
 
 /// What a doorbell word says to a replay's gate: run without copying inputs.
 pub(crate) const BELL_GO: u32 = 3;
 
 impl Armed {
-    /// Rings the doorbell to run the replay with its device inputs as they are.
+    /// Rings the doorbell to run the replay with its device inputs as they are (it leaves the stream's slot
+    /// first: a stage whose replay is no longer there knows it was rung).
     pub(crate) fn release(self) {
         // SAFETY: the word lies in live pinned memory (`_keep`); a volatile store so the device sees it.
         unsafe { std::ptr::write_volatile(self.bell, BELL_GO) };
-        self.released.set(true);
     }
 }
 
