@@ -163,6 +163,9 @@ gtest('generate streams whole characters, ends at stop strings and eos, and seed
     if (++n === 3) ctl.abort()
     if (ch.result) t.is(ch.result.finishReason, 'abort')
   }
+  // Each of those ended with its next step armed (a stop string, an abort): the prefill after it rings that
+  // replay first, and the greedy text is still the same.
+  t.deepEqual([...(await collect(p.text, { maxNewTokens: 64, ignoreEos: true })).result.tokens], [...g.result.tokens], 'greedy after an armed step was left')
   t.log(`greedy text: ${JSON.stringify(text.slice(0, 80))}...; sampled (seed 7): ${JSON.stringify(a.result.text.slice(0, 60))}`)
 })
 

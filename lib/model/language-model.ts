@@ -152,8 +152,7 @@ export class LanguageModel {
         stream,
         config: { mode: options.graphs === false ? 'NONE' : 'FULL', maxNumSeqs: model.slots, maxCaptureSize: Math.max(model.slots, maxPrefill) },
       })
-      // Its decode loop does not arm (it learns only after a step whether its text has stopped).
-      runner = new DecoderRunner(model, manager, { maxPrefillTokens: maxPrefill, armable: false })
+      runner = new DecoderRunner(model, manager, { maxPrefillTokens: maxPrefill })
       const warmup = await runner.warmup()
       return new LanguageModel({ model, tokenizer, runner, manager, stream, config: checkpoint.config, defaults, loadStats: stats, warmup, ownComm })
     } catch (e) {
@@ -227,7 +226,9 @@ export class LanguageModel {
             one.token[0] = next
             one.pos[0] = ids.length + tokens.length - 1
             const t = performance.now()
-            next = runner.decode(1, one.slot, one.token, one.pos, this.#rows)[0]!
+            // Every step but the last arms the next (RunOptions.armNext): a stop string or end-of-sequence
+            // token found after it costs that replay once, run on the same inputs (the same cache entry).
+            next = runner.decode(1, one.slot, one.token, one.pos, this.#rows, undefined, tokens.length + 1 < maxNew)[0]!
             tokenMs.push(performance.now() - t)
             continue
           }
