@@ -23,7 +23,7 @@ import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
 import { loadProgress, loadSummary } from './load-progress.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
-import { copyBandwidth, decodeGpuTime, gemmRate, type PartRow, partBytes, prefillFlops, profileDecode, profilePrefill } from './step-profile.js'
+import { copyBandwidth, decodeGpuTime, gemmRate, type PartRow, partBytes, prefillFlops, prefillGemms, profileDecode, profilePrefill } from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -256,6 +256,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // Where the longest prefill's GPU time goes, part by part (it writes slot 0, which is prefilled again below).
     const longestPrompt = Math.max(...o.promptLengths)
     const prefillParts = profilePrefill(model, stream, longestPrompt, 10)
+    const gemmsAlone = prefillGemms(model, stream, longestPrompt, 5)
 
     // Decode step time per batch size: each request has `context` tokens in the cache.
     say(`decode per batch: prefilling ${maxBatch} requests of ${o.context} tokens`)
@@ -506,6 +507,10 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         prefillParts.map((r) => [r.part, r.calls, fixed(r.us), `${fixed(100 * r.share, 1)}%`]),
       ),
     )
+    const longestRow = promptRows.find((r) => r.promptTokens === longestPrompt)!
+    print(
+      `Its projections' cuBLAS GEMMs alone (every layer's q/k/v, o, gate/up, down, back to back, median of 5): ${fixed(gemmsAlone.us / 1000, 3)} ms, ${fixed(gemmsAlone.flops / gemmsAlone.us / 1e6, 1)} TFLOP/s (${fixed((100 * gemmsAlone.flops) / gemmsAlone.us / 1e-6 / gemmFlops, 1)}% of the GEMM rate); the prefill's graph takes ${fixed(longestRow.prefillGpuMs - gemmsAlone.us / 1000, 3)} ms more`,
+    )
     print('')
     print('Launch floor: chain of 100 tiny kernels (µs per chain, launch to synchronize, median)')
     print(
@@ -584,7 +589,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       decode: decodeRows,
       floor: { copyBytesPerSecond: copyBps, profile },
       gemmFlopsPerSecond: gemmFlops,
-      prefillProfile: { promptTokens: longestPrompt, parts: prefillParts },
+      prefillProfile: { promptTokens: longestPrompt, parts: prefillParts, gemmsAlone },
       launchFloor: floor,
       torch: 'skipped' in torch ? torch : { torch: torch.torch, transformers: torch.transformers, dtype: torch.dtype, device: torch.device },
       targets,

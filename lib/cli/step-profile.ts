@@ -103,6 +103,59 @@ export function gemmRate(device: Device, stream: Stream, dtype: ModelDType): num
   }
 }
 
+/** The projections' GEMMs of a prefill on their own: what the prefill's time would be without its other kernels. */
+export interface PrefillGemms {
+  /** GPU time of every layer's q/k/v, o, gate/up and down GEMMs back to back, µs (median). */
+  us: number
+  /** Their FLOPs (2 per weight a token row). */
+  flops: number
+}
+
+/**
+ * Times `model`'s projection GEMMs of a `tokens`-row prefill alone: every layer's q/k/v, o, gate/up and
+ * down on its own weights, with the prefill's shapes and beta (o and down add into their output), as cuBLAS
+ * runs them in the forward (`tune` off), back to back behind a gate kernel, onto random rows in scratch
+ * buffers; median of `reps` after one untimed. The prefill's time less this is what its attention,
+ * element-wise kernels, LM head and sampling cost.
+ */
+export function prefillGemms(model: DecoderModel, stream: Stream, tokens: number, reps: number): PrefillGemms {
+  const dev = model.device
+  const H = model.config.hidden
+  const layer = (l: number) => {
+    const w = (name: string) => model.weights.get(`layers.${l}.${name}`)!.buffer
+    // [rows x k] weights: q/k/v and gate/up read the hidden rows; o and down write them (beta 1).
+    return [
+      { w: w('qkv'), k: H, beta: 0 },
+      { w: w('o'), n: H, beta: 1 },
+      { w: w('gate_up'), k: H, beta: 0 },
+      { w: w('down'), n: H, beta: 1 },
+    ].map(({ w, k, n, beta }) => (k !== undefined ? { w, k, n: w.length / k, beta } : { w, n: n!, k: w.length / n!, beta }))
+  }
+  const gemms = Array.from({ length: model.config.layers }, (_, l) => layer(l)).flat()
+  const widest = Math.max(...gemms.map((g) => Math.max(g.k, g.n)))
+  const [x, y] = [dev.alloc(model.dtype, tokens * widest), dev.alloc(model.dtype, tokens * widest)]
+  const [e0, e1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
+  try {
+    const init = DecoderModel.module(dev, model.dtype).kernel('init_uniform', ['ptr', 'i64', 'u64', 'f32', 'f32'])
+    for (const [i, b] of [x, y].entries()) stream.launch(init, { grid: 4096, block: 256 }, [b, b.length, BigInt(i + 7), 0.5, 0])
+    const hold = gate(model)
+    const us: number[] = []
+    for (let r = -1; r < reps; r++) {
+      // Longer than enqueueing the GEMMs takes (a few µs each).
+      hold(stream, 2e6 + 20e3 * gemms.length)
+      e0.record(stream)
+      for (const g of gemms) stream.gemm({ a: x, b: g.w, c: y, m: tokens, n: g.n, k: g.k, beta: g.beta, transB: true })
+      e1.record(stream)
+      e1.synchronize()
+      if (r >= 0) us.push(e1.elapsedSince(e0) * 1000)
+    }
+    return { us: percentile(us, 0.5), flops: gemms.reduce((a, g) => a + 2 * tokens * g.n * g.k, 0) }
+  } finally {
+    x.dispose()
+    y.dispose()
+  }
+}
+
 /**
  * FLOPs of a prefill of `tokens` tokens of one request: the projections of every token (2 per weight),
  * causal attention (q.k and p.v over the positions up to each token) and the LM head of its last token.
