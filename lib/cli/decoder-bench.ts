@@ -508,8 +508,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       ),
     )
     const longestRow = promptRows.find((r) => r.promptTokens === longestPrompt)!
+    const gemmsRate = gemmsAlone.flops / (gemmsAlone.us * 1e-6)
     print(
-      `Its projections' cuBLAS GEMMs alone (every layer's q/k/v, o, gate/up, down, back to back, median of 5): ${fixed(gemmsAlone.us / 1000, 3)} ms, ${fixed(gemmsAlone.flops / gemmsAlone.us / 1e6, 1)} TFLOP/s (${fixed((100 * gemmsAlone.flops) / gemmsAlone.us / 1e-6 / gemmFlops, 1)}% of the GEMM rate); the prefill's graph takes ${fixed(longestRow.prefillGpuMs - gemmsAlone.us / 1000, 3)} ms more`,
+      `Its projections' cuBLAS GEMMs alone (every layer's q/k/v, o, gate/up, down, back to back, median of 5): ${fixed(gemmsAlone.us / 1000, 3)} ms, ${fixed(gemmsRate / 1e12, 1)} TFLOP/s (${fixed((100 * gemmsRate) / gemmFlops, 1)}% of the GEMM rate); the prefill's graph takes ${fixed(longestRow.prefillGpuMs - gemmsAlone.us / 1000, 3)} ms more`,
     )
     print('')
     print('Launch floor: chain of 100 tiny kernels (µs per chain, launch to synchronize, median)')

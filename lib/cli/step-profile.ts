@@ -120,17 +120,13 @@ export interface PrefillGemms {
 export function prefillGemms(model: DecoderModel, stream: Stream, tokens: number, reps: number): PrefillGemms {
   const dev = model.device
   const H = model.config.hidden
-  const layer = (l: number) => {
+  // Weights are [n x k]: q/k/v and gate/up read the hidden rows (k = H); o and down add into them (n = H, beta 1).
+  const reads = (w: DeviceBuffer) => ({ w, k: H, n: w.length / H, beta: 0 })
+  const adds = (w: DeviceBuffer) => ({ w, n: H, k: w.length / H, beta: 1 })
+  const gemms = Array.from({ length: model.config.layers }, (_, l) => {
     const w = (name: string) => model.weights.get(`layers.${l}.${name}`)!.buffer
-    // [rows x k] weights: q/k/v and gate/up read the hidden rows; o and down write them (beta 1).
-    return [
-      { w: w('qkv'), k: H, beta: 0 },
-      { w: w('o'), n: H, beta: 1 },
-      { w: w('gate_up'), k: H, beta: 0 },
-      { w: w('down'), n: H, beta: 1 },
-    ].map(({ w, k, n, beta }) => (k !== undefined ? { w, k, n: w.length / k, beta } : { w, n: n!, k: w.length / n!, beta }))
-  }
-  const gemms = Array.from({ length: model.config.layers }, (_, l) => layer(l)).flat()
+    return [reads(w('qkv')), adds(w('o')), reads(w('gate_up')), adds(w('down'))]
+  }).flat()
   const widest = Math.max(...gemms.map((g) => Math.max(g.k, g.n)))
   const [x, y] = [dev.alloc(model.dtype, tokens * widest), dev.alloc(model.dtype, tokens * widest)]
   const [e0, e1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
