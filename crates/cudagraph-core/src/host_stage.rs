@@ -336,17 +336,40 @@ impl HostStage {
         self.bell.is_some()
     }
 
+    /// The doorbell's byte offset in the read-back area.
+    fn bell_at(&self) -> Result<usize> {
+        self.bell.ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))
+    }
+
     /// The doorbell as the host sees it.
-    fn bell_word(&self) -> Option<&AtomicU32> {
+    fn bell_word(&self) -> Result<&AtomicU32> {
+        let at = self.bell_at()?;
         // SAFETY: the word is an aligned u32 inside the read-back area (ALIGN bytes reserved for it), pinned
         // memory that lives as long as self; the device reads and clears it, so the host writes it atomically.
-        self.bell.map(|at| unsafe { AtomicU32::from_ptr(self.output_ptr().add(at) as *mut u32) })
+        Ok(unsafe { AtomicU32::from_ptr(self.output_ptr().add(at) as *mut u32) })
+    }
+
+    /// Writes `word` to the doorbell, zeroing the ready flag first: no kernel that sets it is in flight (the
+    /// last step returned once it was set or its work ended).
+    fn ring(&self, word: u32) -> Result<()> {
+        let bell = self.bell_word()?;
+        self.clear_ready();
+        // Release: the inputs the host wrote come before the word the gate reads first.
+        bell.store(word, Ordering::Release);
+        Ok(())
+    }
+
+    /// Zeroes the ready flag (if the stage has one) before a step whose kernels may set it.
+    fn clear_ready(&self) {
+        if let Some(flag) = self.ready_flag() {
+            flag.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Launches the gate on `stream`, which is being captured, as the first node of a graph of `tokens` and
     /// `reqs` rows: every graph of a stage with a doorbell begins with it, and runs only once it is rung.
     pub fn capture_gate(&self, stream: &Stream, tokens: usize, reqs: usize) -> Result<()> {
-        let at = self.bell.ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
+        let at = self.bell_at()?;
         let kernel = gate_kernel(&self.device)?;
         let area = self.areas.input.device_ptr()?;
         let mut p = GateParams {
@@ -403,18 +426,6 @@ impl HostStage {
         Ok(e)
     }
 
-    /// Rings the doorbell: the gate copies every input in `mask` from the current area; zeroes the flag first.
-    fn ring(&self, mask: u64) -> Result<()> {
-        let bell = self.bell_word().ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
-        // No kernel that sets the flag is in flight: the last step returned once it was set or its replay ended.
-        if let Some(flag) = self.ready_flag() {
-            flag.store(0, Ordering::Relaxed);
-        }
-        // Release: the inputs the host wrote come before the word the gate reads first.
-        bell.store((1 + self.current as u32) | (((mask & ((1 << GATE_INPUTS) - 1)) as u32) << 8), Ordering::Release);
-        Ok(())
-    }
-
     /// One step of a stage with a doorbell whose graph, `key`, begins with the gate: rings for the inputs in
     /// `mask` (bit i: input i; `tokens` and `reqs` rows, the graph's, staged in the current area) and,
     /// unless this stage armed a replay of `key` that still waits, launches it (`launch`). With `arm_next`,
@@ -440,9 +451,9 @@ impl HostStage {
         for (i, s) in self.inputs.iter().enumerate() {
             s.rows(i, tokens, reqs)?;
         }
-        let bell_ptr = self.bell.map(|at| self.output_ptr().wrapping_add(at) as *mut u32);
         let armed = self.settle(stream, Some(key))?;
-        self.ring(mask)?;
+        // The gate copies every input in `mask` from the current area (code 1 or 2).
+        self.ring((1 + self.current as u32) | (((mask & ((1 << GATE_INPUTS) - 1)) as u32) << 8))?;
         let end = match armed {
             Some(end) => end,
             None => {
@@ -456,8 +467,7 @@ impl HostStage {
         if arm_next {
             launch()?;
             let e = self.record_end(stream)?;
-            let bell = bell_ptr.expect("rang above");
-            stream.arm(Armed { owner: self.id, bell, _keep: self.areas.clone() });
+            stream.arm(Armed { owner: self.id, bell: self.bell_word()?.as_ptr(), _keep: self.areas.clone() });
             self.pending = Some(Pending { graph: key, end: e });
         }
         self.flip()?;
@@ -490,13 +500,10 @@ impl HostStage {
             s.rows(i, tokens, reqs)?;
         }
         self.settle(stream, None)?;
-        // No kernel that sets the flag is in flight: the last step returned once it was set or the stream drained.
-        if let Some(flag) = self.ready_flag() {
-            flag.store(0, Ordering::Relaxed);
-        }
         if gate {
-            let bell = self.bell_word().ok_or_else(|| Error::arg("stage", "a stage with a doorbell", "one without"))?;
-            bell.store(BELL_GO, Ordering::Release);
+            self.ring(BELL_GO)?;
+        } else {
+            self.clear_ready();
         }
         // Input i's bytes to copy (0: none).
         let bytes = |i: usize| {
@@ -601,8 +608,8 @@ impl Drop for HostStage {
     fn drop(&mut self) {
         // An armed replay nobody rang would never end: it runs with the inputs its buffers hold (ringing one
         // already rung leaves a word no gate of this stage reads again).
-        if let (Some(_), Some(bell)) = (self.pending.take(), self.bell_word()) {
-            bell.store(BELL_GO, Ordering::Release);
+        if self.pending.take().is_some() {
+            let _ = self.ring(BELL_GO);
         }
         // The pinned areas must outlive the copies out of them and the gates reading them.
         for e in self.done.iter().chain(&self.ends) {

@@ -203,8 +203,9 @@ impl Armed {
     /// Rings the doorbell to run the replay with its device inputs as they are (it leaves the stream's slot
     /// first: a stage whose replay is no longer there knows it was rung).
     pub(crate) fn release(self) {
-        // SAFETY: the word lies in live pinned memory (`_keep`); a volatile store so the device sees it.
-        unsafe { std::ptr::write_volatile(self.bell, BELL_GO) };
+        // SAFETY: the word is an aligned u32 in live pinned memory (`_keep`) that the device reads, so the host
+        // writes it atomically, as its stage does.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.bell) }.store(BELL_GO, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -235,8 +236,16 @@ pub(crate) fn release_all_armed() {
     let streams = ARMED_STREAMS.with(|a| std::mem::take(&mut *a.borrow_mut()));
     for s in streams.iter().filter_map(std::rc::Weak::upgrade) {
         s.listed.set(false);
-        s.is_armed.set(false);
-        let armed = s.armed.borrow_mut().take();
+        s.release_armed();
+    }
+}
+
+impl StreamInner {
+    /// Rings the replay armed on this stream, if any.
+    #[cold]
+    fn release_armed(&self) {
+        self.is_armed.set(false);
+        let armed = self.armed.borrow_mut().take();
         if let Some(a) = armed {
             a.release();
         }
@@ -246,9 +255,7 @@ pub(crate) fn release_all_armed() {
 impl Drop for StreamInner {
     fn drop(&mut self) {
         let _ = self.device.bind();
-        if let Some(a) = self.armed.get_mut().take() {
-            a.release();
-        }
+        self.release_armed();
         if let Some(st) = self.capture.get_mut().take() {
             st.release_graph_allocations();
             let mut g = std::ptr::null_mut();
@@ -312,25 +319,16 @@ impl Stream {
     #[inline]
     pub fn raw(&self) -> sys::CUstream {
         if self.inner.is_armed.get() {
-            self.release_armed();
+            self.inner.release_armed();
         }
         self.inner.raw
     }
 
-    #[cold]
-    fn release_armed(&self) {
-        self.inner.is_armed.set(false);
-        if let Some(a) = self.inner.armed.borrow_mut().take() {
-            a.release();
-        }
-    }
-
-    /// Leaves `armed` on the stream: the next use of the stream other than its stage's rings it.
+    /// Leaves `armed` on the stream: the next use of the stream other than its stage's rings it (and one
+    /// armed there before it).
     pub(crate) fn arm(&self, armed: Armed) {
-        let old = self.inner.armed.borrow_mut().replace(armed);
-        if let Some(old) = old {
-            old.release();
-        }
+        self.inner.release_armed();
+        *self.inner.armed.borrow_mut() = Some(armed);
         self.inner.is_armed.set(true);
         if !self.inner.listed.replace(true) {
             ARMED_STREAMS.with(|a| a.borrow_mut().push(Rc::downgrade(&self.inner)));
