@@ -146,7 +146,7 @@ export class HostStage {
     m[s + 1] = tokens
     m[s + 2] = reqs
     m[s + 3] = mask
-    // 0: no wait; 1: the stream; 2: the ready flag or the stream.
+    // 0: no wait; 1: the replay's end; 2: the ready flag or that end.
     const wait = !readBack || this.outputs.length === 0 ? 0 : ready && this.readyFlag !== undefined ? 2 : 1
     m[s + 4] = wait
     // The binding overwrites this with the area to fill next; a call refused before that leaves ours.

@@ -94,7 +94,7 @@ export interface StepContext<I extends Record<string, TensorSpec>, O extends Rec
    * read-back output holds its final value: it stores the outputs, then `__threadfence_system()`, then the
    * flag. A FULL replay (without `timing`) then returns as soon as the flag is set, while the rest of the
    * step still runs on the stream (work after it stays stream-ordered; an error in it surfaces at the
-   * stream's next wait); one whose kernels leave it zero returns when the stream drains. Eager, piecewise
+   * stream's next wait); one whose kernels leave it zero returns when its replay ends. Eager, piecewise
    * and timed runs, and runs that say their kernels do not set it (`RunOptions.readyFlag` false), wait for
    * the stream. Nothing after the flag may write a read-back output.
    */

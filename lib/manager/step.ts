@@ -40,8 +40,8 @@ export interface RunOptions extends DispatchOptions {
   timing?: StepTiming | undefined
   /**
    * Whether this run's kernels set the step's ready flag ({@link StepContext.readyFlag}; default: whenever
-   * the step has one). A run that says false waits for the stream, as a step without a flag does; one that
-   * says true but whose kernels leave the flag unset returns once the stream drains, up to a few µs later
+   * the step has one). A run that says false waits for its replay's end, as a step without a flag does; one
+   * that says true but whose kernels leave the flag unset returns once the replay ends, up to a few µs later
    * than that wait would have.
    */
   readyFlag?: boolean | undefined

@@ -923,7 +923,7 @@ export class DecoderModel {
    * its ready flag (`ForwardTensors.ready`): the kernels' rule, kernels/decoder.cu's chain_publish, for the
    * host to know which steps to wait for by the flag. Its rows chain and are all greedy (a row with no logit
    * above -inf, which the kernels also leave to `sample`, the host cannot see: that step's wait falls back to
-   * the stream).
+   * its replay's end).
    */
   publishesDecode(rows: number, params: Float32Array): boolean {
     if (!this.chainsDecode(rows)) return false
