@@ -450,9 +450,9 @@ test('flash prefill attention: a prompt of 150 tokens matches float64 and the ro
   byDefault.dispose()
 })
 
-// The flash kernel alone, against float64, with every cache position no step wrote NaN: a row's bits are
+// The flash kernels alone, against float64, with every cache position no step wrote NaN: a row's bits are
 // the same whole, in chunks, and in a step beside other requests and padding rows (the batch invariance
-// the kernel promises; the model's cuBLAS GEMMs do not promise it, so it is tested here).
+// the kernels promise; the model's cuBLAS GEMMs do not promise it, so it is tested here).
 const FLASH_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
 /** A value in [-1, 1) from four integers: every test input differs, none is zero. */
 const hash = (a, b, c, d) => {
@@ -464,10 +464,15 @@ const hash = (a, b, c, d) => {
   x ^= x >>> 15
   return ((x >>> 8) / 16777216) * 2 - 1
 }
-test('flash prefill attention kernel: float64, NaN in unwritten cache, the same bits whole, chunked and batched', (t) => {
+test('flash prefill attention kernels: float64, NaN in unwritten cache, the same bits whole, chunked and batched', async (t) => {
+  const { flashPrefill } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
+  const [major, minor] = dev.computeCapability
   for (const dtype of ['bf16', 'f16']) {
     const { toE, nan, value, module } = dtypeKit(dev, dtype)
+    const hopper = DecoderModel.compiledForHopper(module)
+    // NVRTC here knows sm_90a (CUDA 12.0+), so a compute capability 9.0 device gets the Hopper kernel.
+    t.is(hopper, major === 9 && minor === 0, `${dtype}: compiled for sm_90a on compute capability 9.0 only`)
     for (const [nh, nkv, hd, len, chunk] of [
       [4, 2, 64, 150, 37],
       [8, 2, 64, 100, 64],
@@ -476,114 +481,121 @@ test('flash prefill attention kernel: float64, NaN in unwritten cache, the same 
       [2, 1, 128, 130, 100],
       [3, 1, 80, 65, 64],
     ]) {
-      const kernel = module.kernel(hd <= 64 ? 'attention_prefill_64' : 'attention_prefill_128', FLASH_SIGNATURE)
-      const slots = 4
-      const maxSeq = 256
-      const K = (slot, p, kvh, d) => toE(hash(1, slot, p * 64 + kvh, d))
-      const Vv = (slot, p, kvh, d) => toE(hash(2, slot, p * 64 + kvh, d))
-      const Q = (slot, p, h, d) => toE(3 * hash(3, slot, p * 64 + h, d))
-      const at = (slot, p, kvh) => ((slot * maxSeq + p) * nkv + kvh) * hd
-      // A fresh cache: NaN everywhere; a step writes its rows' keys and values (rope_store's job).
-      const cache = () => {
-        const kc = new Uint16Array((slots + 1) * maxSeq * nkv * hd).fill(nan)
-        return { kc, vc: kc.slice() }
-      }
-      const write = (c, slot, p) => {
-        for (let k = 0; k < nkv; k++)
-          for (let d = 0; d < hd; d++) {
-            c.kc[at(slot, p, k) + d] = K(slot, p, k, d)
-            c.vc[at(slot, p, k) + d] = Vv(slot, p, k, d)
-          }
-      }
-      const step = (c, rows) => {
-        const T = rows.length
-        const width = (nh + 2 * nkv) * hd
-        const qkv = new Uint16Array(T * width).fill(nan)
-        for (const [t, [slot, p]] of rows.entries()) {
-          write(c, slot, p)
-          for (let h = 0; h < nh; h++) for (let d = 0; d < hd; d++) qkv[t * width + h * hd + d] = Q(slot, p, h, d)
+      // The m16n8k16 kernel (16 FA_WARPS rows a block, FA_SPLIT warps each 16), and where the module has
+      // it, the warpgroup-MMA one the model picks for head sizes 64 and 128 on Hopper.
+      const { FA_WARPS, FA_SPLIT } = KERNEL_CONSTANTS
+      const mma = hd <= 64 ? 'attention_prefill_64' : 'attention_prefill_128'
+      const kernels = [{ kernel: module.kernel(mma, FLASH_SIGNATURE), name: mma, rows: 16 * FA_WARPS, threads: 32 * FA_WARPS * FA_SPLIT, sharedMemBytes: 0 }]
+      const picked = flashPrefill(module, hd)
+      t.is(picked.name.includes('_wg_'), hopper && (hd === 64 || hd === 128), `${dtype} hd ${hd}: the model's kernel is ${picked.name}`)
+      if (picked.name !== mma) kernels.push(picked)
+      for (const flash of kernels) {
+        const slots = 4
+        const maxSeq = 256
+        const K = (slot, p, kvh, d) => toE(hash(1, slot, p * 64 + kvh, d))
+        const Vv = (slot, p, kvh, d) => toE(hash(2, slot, p * 64 + kvh, d))
+        const Q = (slot, p, h, d) => toE(3 * hash(3, slot, p * 64 + h, d))
+        const at = (slot, p, kvh) => ((slot * maxSeq + p) * nkv + kvh) * hd
+        // A fresh cache: NaN everywhere; a step writes its rows' keys and values (rope_store's job).
+        const cache = () => {
+          const kc = new Uint16Array((slots + 1) * maxSeq * nkv * hd).fill(nan)
+          return { kc, vc: kc.slice() }
         }
-        const out = up(new Uint16Array(T * nh * hd).fill(0xdead), dtype)
-        const args = [
-          out,
-          up(qkv, dtype),
-          up(c.kc, dtype),
-          up(c.vc, dtype),
-          up(
-            Int32Array.from(rows, (r) => r[1]),
-            'i32',
-          ),
-          up(
-            Int32Array.from(rows, (r) => r[0]),
-            'i32',
-          ),
-        ]
-        // 16 FA_WARPS rows a block, FA_SPLIT warps each 16.
-        const { FA_WARPS, FA_SPLIT } = KERNEL_CONSTANTS
-        stream.launch(kernel, { grid: [nh, Math.ceil(T / (16 * FA_WARPS))], block: 32 * FA_WARPS * FA_SPLIT }, [
-          ...args,
-          T,
-          nh,
-          nkv,
-          hd,
-          maxSeq,
-          1 / Math.sqrt(hd),
-        ])
-        stream.synchronize()
-        return out.download()
-      }
-      const rowBits = (out, t) => [...out.subarray(t * nh * hd, (t + 1) * nh * hd)]
-      const rowsOf = (slot, from, to) => Array.from({ length: to - from }, (_, i) => [slot, from + i])
-      let worst = 0
-      // float64 from the cache the step read (the kernel's own inputs).
-      const vsRef = (out, c, rows) => {
-        for (const [t, [slot, p]] of rows.entries())
-          for (let h = 0; h < nh; h++) {
-            const kvh = Math.floor(h / (nh / nkv))
-            const s = []
-            for (let j = 0; j <= p; j++) {
-              let a = 0
-              for (let d = 0; d < hd; d++) a += value[Q(slot, p, h, d)] * value[c.kc[at(slot, j, kvh) + d]]
-              s.push(a / Math.sqrt(hd))
-            }
-            const mx = Math.max(...s)
-            const e = s.map((v) => Math.exp(v - mx))
-            const sum = e.reduce((x, y) => x + y, 0)
+        const write = (c, slot, p) => {
+          for (let k = 0; k < nkv; k++)
             for (let d = 0; d < hd; d++) {
-              let o = 0
-              for (let j = 0; j <= p; j++) o += (e[j] / sum) * value[c.vc[at(slot, j, kvh) + d]]
-              const got = value[out[(t * nh + h) * hd + d]]
-              worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+              c.kc[at(slot, p, k) + d] = K(slot, p, k, d)
+              c.vc[at(slot, p, k) + d] = Vv(slot, p, k, d)
             }
+        }
+        const step = (c, rows) => {
+          const T = rows.length
+          const width = (nh + 2 * nkv) * hd
+          const qkv = new Uint16Array(T * width).fill(nan)
+          for (const [t, [slot, p]] of rows.entries()) {
+            write(c, slot, p)
+            for (let h = 0; h < nh; h++) for (let d = 0; d < hd; d++) qkv[t * width + h * hd + d] = Q(slot, p, h, d)
           }
+          const out = up(new Uint16Array(T * nh * hd).fill(0xdead), dtype)
+          const args = [
+            out,
+            up(qkv, dtype),
+            up(c.kc, dtype),
+            up(c.vc, dtype),
+            up(
+              Int32Array.from(rows, (r) => r[1]),
+              'i32',
+            ),
+            up(
+              Int32Array.from(rows, (r) => r[0]),
+              'i32',
+            ),
+          ]
+          stream.launch(flash.kernel, { grid: [nh, Math.ceil(T / flash.rows)], block: flash.threads, sharedMemBytes: flash.sharedMemBytes }, [
+            ...args,
+            T,
+            nh,
+            nkv,
+            hd,
+            maxSeq,
+            1 / Math.sqrt(hd),
+          ])
+          stream.synchronize()
+          return out.download()
+        }
+        const rowBits = (out, t) => [...out.subarray(t * nh * hd, (t + 1) * nh * hd)]
+        const rowsOf = (slot, from, to) => Array.from({ length: to - from }, (_, i) => [slot, from + i])
+        let worst = 0
+        // float64 from the cache the step read (the kernel's own inputs).
+        const vsRef = (out, c, rows) => {
+          for (const [t, [slot, p]] of rows.entries())
+            for (let h = 0; h < nh; h++) {
+              const kvh = Math.floor(h / (nh / nkv))
+              const s = []
+              for (let j = 0; j <= p; j++) {
+                let a = 0
+                for (let d = 0; d < hd; d++) a += value[Q(slot, p, h, d)] * value[c.kc[at(slot, j, kvh) + d]]
+                s.push(a / Math.sqrt(hd))
+              }
+              const mx = Math.max(...s)
+              const e = s.map((v) => Math.exp(v - mx))
+              const sum = e.reduce((x, y) => x + y, 0)
+              for (let d = 0; d < hd; d++) {
+                let o = 0
+                for (let j = 0; j <= p; j++) o += (e[j] / sum) * value[c.vc[at(slot, j, kvh) + d]]
+                const got = value[out[(t * nh + h) * hd + d]]
+                worst = Math.max(worst, Number.isFinite(got) ? Math.abs(got - o) : Infinity)
+              }
+            }
+        }
+        const name = `${flash.name} ${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
+        const rows = rowsOf(1, 0, len)
+        const w = cache()
+        const whole = step(w, rows)
+        vsRef(whole, w, rows)
+        const c = cache()
+        let same = 0
+        for (let s = 0; s < len; s += chunk) {
+          const part = rowsOf(1, s, Math.min(len, s + chunk))
+          const o = step(c, part)
+          for (let i = 0; i < part.length; i++) same += String(rowBits(o, i)) === String(rowBits(whole, s + i))
+        }
+        t.is(same, len, `${name}: chunks of ${chunk} == whole`)
+        // Another request continued at 7, this prompt's first 45 rows, a one-token request, 5 padding rows
+        // (the spare slot, position 0).
+        const m = cache()
+        for (let p = 0; p < 7; p++) write(m, 0, p)
+        const b = rowsOf(1, 0, Math.min(len, 45))
+        const mix = [...rowsOf(0, 7, 26), ...b, [2, 0], ...Array.from({ length: 5 }, () => [slots, 0])]
+        const mo = step(m, mix)
+        vsRef(mo, m, mix.slice(0, -5))
+        same = 0
+        for (let i = 0; i < b.length; i++) same += String(rowBits(mo, 19 + i)) === String(rowBits(whole, i))
+        t.is(same, b.length, `${name}: beside other requests == alone`)
+        const tol = dtype === 'bf16' ? 2e-2 : 4e-3
+        t.log(`${name}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
+        t.true(worst < tol, `${name}: ${worst}`)
       }
-      const name = `${dtype} nh ${nh} nkv ${nkv} hd ${hd}`
-      const rows = rowsOf(1, 0, len)
-      const w = cache()
-      const whole = step(w, rows)
-      vsRef(whole, w, rows)
-      const c = cache()
-      let same = 0
-      for (let s = 0; s < len; s += chunk) {
-        const part = rowsOf(1, s, Math.min(len, s + chunk))
-        const o = step(c, part)
-        for (let i = 0; i < part.length; i++) same += String(rowBits(o, i)) === String(rowBits(whole, s + i))
-      }
-      t.is(same, len, `${name}: chunks of ${chunk} == whole`)
-      // Another request continued at 7, this prompt's first 45 rows, a one-token request, 5 padding rows
-      // (the spare slot, position 0).
-      const m = cache()
-      for (let p = 0; p < 7; p++) write(m, 0, p)
-      const b = rowsOf(1, 0, Math.min(len, 45))
-      const mix = [...rowsOf(0, 7, 26), ...b, [2, 0], ...Array.from({ length: 5 }, () => [slots, 0])]
-      const mo = step(m, mix)
-      vsRef(mo, m, mix.slice(0, -5))
-      same = 0
-      for (let i = 0; i < b.length; i++) same += String(rowBits(mo, 19 + i)) === String(rowBits(whole, i))
-      t.is(same, b.length, `${name}: beside other requests == alone`)
-      const tol = dtype === 'bf16' ? 2e-2 : 4e-3
-      t.log(`${name}: max abs err vs float64 ${worst.toExponential(2)} (tolerance ${tol})`)
-      t.true(worst < tol, `${name}: ${worst}`)
     }
   }
 })

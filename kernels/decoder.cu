@@ -10,9 +10,9 @@
 // classes round to the model's dtype (every op of a bf16 model does), these kernels round too (round_e),
 // so a checkpoint gives transformers' tokens, not merely close logits.
 //
-// The constants the host also reads (the GEMV_*, GM_*, GC_* and ATT_* ones, FA_WARPS, FA_SPLIT and
-// SAMPLE_SPLIT) come as -D options: lib/model/decoder-kernels.ts is the one place they are written. A compile
-// without the options stops here with that hint; one left out on its own fails where it is used, by name.
+// The constants the host also reads (the GEMV_*, GM_*, GC_*, ATT_* and FA_* ones and SAMPLE_SPLIT) come as
+// -D options: lib/model/decoder-kernels.ts is the one place they are written. A compile without the options
+// stops here with that hint; one left out on its own fails where it is used, by name.
 #ifndef GEMV_WARPS
 #error "compile kernels/decoder.cu with decoderCompileOptions (lib/model/decoder-kernels.ts): its constants are -D options"
 #endif
@@ -1255,6 +1255,250 @@ extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT, 4) attent
 }
 extern "C" __global__ void __launch_bounds__(32 * FA_WARPS * FA_SPLIT) attention_prefill_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
   flash_prefill<128>(out, qkv, kc, vc, pos, slots, T, nh, nkv, hd, maxSeq, scale);
+}
+
+// Prefill attention on Hopper's warpgroup MMAs (sm_90a, where NVRTC compiles for it; hd 64 or 128):
+// flash_prefill's math, rows and keys, with one warpgroup a block taking FA_WG_ROWS (64) token rows of a
+// query head, and each key tile (FA_WG_KEYS keys) whole. s = q k^T is wgmma from shared memory (q and the
+// key tile K-major, 128-byte swizzled rows of 64 dims); the online softmax runs on s's accumulators, which
+// are, a warp's 16 rows at a time, m16n8k16's fragments; p, rounded to the dtype, is p v's A operand from
+// registers as it stands, and the value tile is its B operand read transposed (its rows are keys), so
+// neither moves. The next FA_WG_STAGES - 1 key tiles stream in (cp.async) while the warpgroup works on
+// this one. Why: flash_prefill is bound by the instructions that feed its m16n8k16 MMAs (fragment loads,
+// a warp's 16 rows a tile), and one m64n64k16 wgmma does 32 of those MMAs from shared memory with no
+// fragment loads. On an H200, 1b's 512-token prefill took 0.969x its time with flash_prefill (bf16, the
+// same process; 0.989x with two 128-key stages, 0.979x with four of 64, 1.021x with two of 64).
+//
+// flash_prefill's promise holds: key tiles start at multiples of the tile, a row's pass covers its slot's
+// keys up to the pass's last position, and a tile a row does not see leaves its state bit for bit
+// unchanged; so a row's bits depend on its slot, its position and the cache alone. Rows of other slots in
+// the block run in their own passes (all 64 rows take part in every MMA: a row outside the pass sees no
+// key).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// d (+)= A B^T, m64nNk16 (N from d's size), both operands K-major in shared memory (descriptors a and b);
+// d's previous value is kept when `acc`, else ignored.
+__device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long a, unsigned long long b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_ELEM "." MMA_ELEM " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(acc));
+}
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], unsigned long long a, unsigned long long b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." MMA_ELEM "." MMA_ELEM " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(acc));
+}
+// d += A B, m64nNk16 (N from d's size): A from registers (the m16n8k16 A fragments of the thread's warp's 16
+// rows), B in shared memory MN-major (its rows are K, N contiguous: the transposed form).
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], unsigned long long b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_ELEM "." MMA_ELEM " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1, 1;"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned (&a)[4], unsigned long long b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." MMA_ELEM "." MMA_ELEM " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+static_assert(FA_WG_ROWS == 64, "a warpgroup MMA's rows");
+static_assert(FA_WG_KEYS == 64 || FA_WG_KEYS == 128, "a key tile: one or two MMAs' width");
+static_assert(FA_WG_STAGES >= 2, "a tile in flight while the warpgroup works on another");
+// A K-major (or, read transposed, MN-major) tile of rows of 128 bytes, 8-row groups 1024 bytes apart, 128-byte
+// swizzle; `lbo`: bytes between 64-wide column blocks (MN-major with N over 64); the tile 1024-byte aligned.
+__device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)(lbo >> 4) << 16) | ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit_wait() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+template <int D>
+__device__ __forceinline__ void flash_prefill_wg(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int maxSeq, float scale) {
+  constexpr int KEYS = D == 128 ? 64 : FA_WG_KEYS;  // a key tile (at head size 128, 64: registers)
+  constexpr int SUB = D / 64;            // 64-dim column blocks of a head: a 128-byte swizzled row each
+  constexpr int QBLK = 64 * 128, KBLK = KEYS * 128;  // bytes of a column block of q, of a key or value tile
+  constexpr int QTILE = SUB * QBLK, TILE = SUB * KBLK;
+  constexpr int QP = 64 * 8 * SUB / 128, PIECES = KEYS * 8 * SUB / 128;  // 16-byte pieces a thread copies
+  extern __shared__ __align__(16) unsigned char fa_smem[];
+  __shared__ int rslot[FA_WG_ROWS], rpos[FA_WG_ROWS];
+  // q, then keys [FA_WG_STAGES], then values [FA_WG_STAGES], from a 1024-byte aligned base.
+  const unsigned base = ((unsigned)__cvta_generic_to_shared(fa_smem) + 1023) & ~1023u;
+  const unsigned qs = base, ks = base + QTILE, vs = ks + FA_WG_STAGES * TILE;
+  const int t = threadIdx.x, warp = t >> 5, lane = t & 31, g = lane >> 2, tig = lane & 3;
+  // The last rows first, as flash_prefill.
+  const int r0 = (gridDim.y - 1 - blockIdx.y) * FA_WG_ROWS, h = blockIdx.x, kvh = h / (nh / nkv);
+  const int rows = min(FA_WG_ROWS, T - r0);
+  const int width = (nh + 2 * nkv) * D;
+  for (int i = t; i < FA_WG_ROWS; i += blockDim.x) {
+    rslot[i] = i < rows ? slots[r0 + i] : -1;
+    rpos[i] = i < rows ? pos[r0 + i] : -1;
+  }
+  // Piece i = t + 128 p of a tile of R rows: row (i / 8) % R of column block i / (8 R), 16-byte chunk i % 8,
+  // stored at chunk i % 8 ^ row % 8 (the swizzle); doff its dims' offset in a row.
+  unsigned soff[PIECES];
+  int doff[PIECES], prow[PIECES];
+#pragma unroll
+  for (int p = 0; p < PIECES; p++) {
+    const int i = t + 128 * p, blk = i / (8 * KEYS), row = (i / 8) % KEYS, c = i % 8;
+    soff[p] = blk * KBLK + row * 128 + ((c ^ (row & 7)) << 4);
+    doff[p] = blk * 64 + c * 8;
+    prow[p] = row;
+  }
+  pdl_wait();
+  pdl_launch_next();
+  const elem_t* q = qkv + (long long)r0 * width + h * D;
+#pragma unroll
+  for (int p = 0; p < QP; p++) {
+    const int i = t + 128 * p, blk = i / 512, row = (i / 8) % 64, c = i % 8;
+    const bool ok = row < rows;
+    cp_async16_to(qs + blk * QBLK + row * 128 + ((c ^ (row & 7)) << 4), ok ? q + (long long)row * width + blk * 64 + c * 8 : q, ok);
+  }
+  __syncthreads();  // rslot and rpos
+
+  // The thread's rows of its warp's 16 (the fragments' rows g and g + 8).
+  const int ra = warp * 16 + g, rb = ra + 8;
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+  const float sl2 = scale * 1.4426950408889634f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+  const long long stride = (long long)nkv * D;
+  for (int start = 0; start < rows;) {
+    // A pass: the run of rows from `start` of one slot, over that slot's keys 0..kmax (the run's last position).
+    const int slot = rslot[start];
+    int stop = start + 1, kmax = rpos[start];
+    for (; stop < rows && rslot[stop] == slot; stop++) kmax = max(kmax, rpos[stop]);
+    const int pa = ra >= start && ra < stop ? rpos[ra] : -1;  // -1: not this pass's row
+    const int pb = rb >= start && rb < stop ? rpos[rb] : -1;
+    const elem_t* kbase = kc + (long long)slot * maxSeq * stride + (long long)kvh * D;
+    const elem_t* vbase = vc + (long long)slot * maxSeq * stride + (long long)kvh * D;
+    // Tile i into buffer i % FA_WG_STAGES, a commit group each (empty past kmax, so that a wait counts
+    // tiles). Keys past kmax may never have been written (any bits, NaN too): zeros, as p v multiplies them
+    // by 0.
+    auto load = [&](int i) {
+      const int k0 = i * KEYS, buf = i % FA_WG_STAGES;
+      if (k0 <= kmax)
+#pragma unroll
+        for (int p = 0; p < PIECES; p++) {
+          const bool ok = k0 + prow[p] <= kmax;
+          const long long c = ok ? (long long)(k0 + prow[p]) * stride + doff[p] : 0;
+          cp_async16_to(ks + buf * TILE + soff[p], kbase + c, ok);
+          cp_async16_to(vs + buf * TILE + soff[p], vbase + c, ok);
+        }
+      cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < FA_WG_STAGES - 1; i++) load(i);
+    for (int i = 0, k0 = 0; k0 <= kmax; i++, k0 += KEYS) {
+      const int buf = i % FA_WG_STAGES;
+      // This tile (and q) landed for every thread, made visible to the MMAs' (async) proxy; every thread is
+      // done with the last tile's buffer, which tile i + FA_WG_STAGES - 1 now streams into.
+      cp_async_wait_group<FA_WG_STAGES - 2>();
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      __syncthreads();
+      load(i + FA_WG_STAGES - 1);
+      float s[KEYS / 2];
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4 * SUB; kk++) {
+        // 16 dims: 32 bytes along a swizzled row, or the next column block.
+        wgmma_ss(s, wg_desc(qs + (kk / 4) * QBLK + (kk % 4) * 32, 16), wg_desc(ks + buf * TILE + (kk / 4) * KBLK + (kk % 4) * 32, 16), kk);
+      }
+      wg_commit_wait();
+      // The causal mask where a row of the thread does not see the tile's last key (rows outside the pass
+      // see none); the rows' maxima over the tile, on their 4 lanes; the scale after (it is positive).
+      if (k0 + KEYS - 1 > pa || k0 + KEYS - 1 > pb)
+#pragma unroll
+        for (int j = 0; j < KEYS / 8; j++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int key = k0 + 8 * j + 2 * tig + e;
+            if (key > pa) s[4 * j + e] = NEG_INF;
+            if (key > pb) s[4 * j + 2 + e] = NEG_INF;
+          }
+      float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+      for (int j = 0; j < KEYS / 8; j++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[4 * j], s[4 * j + 1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[4 * j + 2], s[4 * j + 3]));
+      }
+      float alpha[2], ref[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
+        const float mn = fmaxf(m[i], mx[i] * sl2);
+        alpha[i] = mn == m[i] ? 1.f : ex2_ftz(m[i] - mn);
+        ref[i] = mn == NEG_INF ? 0.f : mn;
+        m[i] = mn;
+      }
+      // p = 2^(s sl2 - max), rounded to the dtype as p v's A fragments (keys 16 kk .. + 15: score blocks 2 kk
+      // and 2 kk + 1), summed unrounded into l.
+      unsigned pf[KEYS / 16][4];
+      float rs[2] = {0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < KEYS / 8; j++) {
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          p[e] = ex2_ftz(fmaf(s[4 * j + e], sl2, -ref[e >> 1]));
+          rs[e >> 1] += p[e];
+        }
+        pf[j >> 1][(j & 1) * 2] = pack2f(p[0], p[1]);
+        pf[j >> 1][(j & 1) * 2 + 1] = pack2f(p[2], p[3]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + rs[i];
+      if (__any_sync(0xffffffff, alpha[0] != 1.f || alpha[1] != 1.f))
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) {
+          o[4 * j] *= alpha[0];
+          o[4 * j + 1] *= alpha[0];
+          o[4 * j + 2] *= alpha[1];
+          o[4 * j + 3] *= alpha[1];
+        }
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < KEYS / 16; kk++) wgmma_rs(o, pf[kk], wg_desc(vs + buf * TILE + kk * 16 * 128, KBLK));
+      wg_commit_wait();
+    }
+    cp_async_wait_all();  // the empty groups past kmax
+    __syncthreads();  // every thread is done with the buffers before the next pass refills them
+    start = stop;
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    l[i] += __shfl_xor_sync(0xffffffff, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffff, l[i], 2);
+  }
+  elem_t* oa = out + ((long long)(r0 + ra) * nh + h) * D;
+  elem_t* ob = out + ((long long)(r0 + rb) * nh + h) * D;
+  const float ia = 1.f / l[0], ib = 1.f / l[1];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    const int d = j * 8 + 2 * tig;
+    if (ra < rows) *(unsigned*)(oa + d) = pack2f(o[4 * j] * ia, o[4 * j + 1] * ia);
+    if (rb < rows) *(unsigned*)(ob + d) = pack2f(o[4 * j + 2] * ib, o[4 * j + 3] * ib);
+  }
+}
+#endif
+// grid [nh, ceil(T / FA_WG_ROWS)], block 128, dynamic shared memory for q, FA_WG_STAGES key and value tiles
+// (FA_WG_KEYS keys, 64 at head size 128), and 1 KiB to align them (flashPrefill in lib/model/decoder-model.ts); the arguments of
+// attention_prefill_*, hd fixed by the kernel. Empty where NVRTC did not compile for sm_90a (the host
+// launches them only where it did).
+extern "C" __global__ void __launch_bounds__(128) attention_prefill_wg_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  flash_prefill_wg<64>(out, qkv, kc, vc, pos, slots, T, nh, nkv, maxSeq, scale);
+#endif
+}
+extern "C" __global__ void __launch_bounds__(128) attention_prefill_wg_128(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  flash_prefill_wg<128>(out, qkv, kc, vc, pos, slots, T, nh, nkv, maxSeq, scale);
+#endif
 }
 
 // out[t][i] = round_e(silu(gu[t][i])) * gu[t][F + i], rounded: transformers applies the activation in

@@ -163,7 +163,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
   }
   const bytes = model.bytes
   say(
-    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${decodeGemvText(model.decodeGemv)}, decode attention on ${model.decodeAttention === 'tensor-cores' ? 'tensor cores' : 'CUDA cores'}, prefill attention ${model.prefillAttention}, norms ${model.foldNorms ? 'folded into the projections' : 'launched'}`,
+    `model: ${(parameterCount(model.config) / 1e6).toFixed(1)}M parameters, ${model.dtype}, ${(bytes.weights / 2 ** 20).toFixed(0)} MiB of weights, ${(bytes.kvCache / 2 ** 20).toFixed(0)} MiB of KV cache (${model.slots} slots x ${maxSeqLen}); decode steps run ${decodeGemvText(model.decodeGemv)}, decode attention on ${model.decodeAttention === 'tensor-cores' ? 'tensor cores' : 'CUDA cores'}, prefill attention ${model.flashKernel ?? model.prefillAttention}, norms ${model.foldNorms ? 'folded into the projections' : 'launched'}`,
   )
 
   const mgr = new GraphManager(dev, { stream, config: { mode: o.mode, maxNumSeqs: Math.min(256, Math.max(1, maxBatch)), maxCaptureSize: maxCapture } })
@@ -582,6 +582,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
         decodeGemv: model.decodeGemv,
         decodeAttention: model.decodeAttention,
         prefillAttention: model.prefillAttention,
+        flashKernel: model.flashKernel,
         ...bytes,
       },
       warmup: warm,

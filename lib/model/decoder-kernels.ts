@@ -79,10 +79,19 @@ export const KERNEL_CONSTANTS = {
   FA_WARPS: 2,
   /** Flash prefill attention: warps splitting each group's key tiles. */
   FA_SPLIT: 2,
+  /** Flash prefill attention on Hopper's warpgroup MMAs: token rows a block (one warpgroup; wgmma's 64). */
+  FA_WG_ROWS: 64,
+  /** Flash prefill attention on Hopper's warpgroup MMAs: keys a tile at head size 64 (64 or 128; 64 at 128). */
+  FA_WG_KEYS: 128,
+  /** Flash prefill attention on Hopper's warpgroup MMAs: key and value tiles a block holds, all but one in flight. */
+  FA_WG_STAGES: 3,
 } as const
 
-/** NVRTC's options for the kernels in `dtype`: each constant as -DNAME=value, and -DCG_BF16 for bf16. */
-export function decoderCompileOptions(dtype: ModelDType): string[] {
+/**
+ * NVRTC's options for the kernels in `dtype`: each constant as -DNAME=value, and -DCG_BF16 for bf16; with
+ * `arch`, the target (`'sm_90a'`: Hopper's warpgroup MMAs, which no other target has), else the device's own.
+ */
+export function decoderCompileOptions(dtype: ModelDType, arch?: string): string[] {
   const defines = Object.entries(KERNEL_CONSTANTS).map(([name, value]) => `-D${name}=${value}`)
-  return dtype === 'bf16' ? [...defines, '-DCG_BF16'] : defines
+  return [...defines, ...(dtype === 'bf16' ? ['-DCG_BF16'] : []), ...(arch === undefined ? [] : [`--gpu-architecture=${arch}`])]
 }

@@ -14,7 +14,7 @@ import type { Device } from '../cuda/device.js'
 import type { Kernel } from '../cuda/kernel.js'
 import type { Module } from '../cuda/module.js'
 import type { LaunchConfig, Stream } from '../cuda/stream.js'
-import { check } from '../errors.js'
+import { CompileError, check } from '../errors.js'
 import { DECODER_KERNELS_PATH, decoderCompileOptions, KERNEL_CONSTANTS } from './decoder-kernels.js'
 import { type ModelConfig, type ModelName, type ModelOverrides, modelConfig, ropeInvFreq } from './model-config.js'
 import { writeSafetensors } from './safetensors.js'
@@ -53,8 +53,9 @@ export interface DecoderOptions {
 
 /**
  * Prefill attention's kernel: `'flash'` on tensor cores (compute capability 8.0+; key tiles with an
- * online softmax, the default there), or `'rows'`, the decode step's kernel a token row a block (f32
- * throughout). Both give a row the same bits alone or beside other requests, whole or in chunks.
+ * online softmax, the default there; on compute capability 9.0, Hopper's warpgroup MMAs at head sizes 64
+ * and 128: {@link flashPrefill}), or `'rows'`, the decode step's kernel a token row a block (f32
+ * throughout). Each gives a row the same bits alone or beside other requests, whole or in chunks.
  */
 export type PrefillAttention = 'flash' | 'rows'
 
@@ -283,8 +284,8 @@ export class DecoderModel {
   readonly #attentionShared: number
   /** Prefill attention's kernel. */
   readonly prefillAttention: PrefillAttention
-  /** The flash kernel for this head size (`'flash'` only). */
-  readonly #flash: Kernel | undefined
+  /** The flash kernel for this head size and how it launches (`'flash'` only). */
+  readonly #flash: FlashPrefill | undefined
   /**
    * Whether kernels launch with programmatic dependent launch (compute capability 9.0+): each waits for
    * the previous kernel with `griddepcontrol.wait` and lets the next launch, inside graphs too.
@@ -362,7 +363,7 @@ export class DecoderModel {
     const split = maxRows > 0 ? module.kernel('sample_split', SAMPLE_SIGNATURE) : undefined
     this.#sampleSplit = split && { kernel: split, blocksPerRow: SAMPLE_SPLIT, maxRows, ...sampleShape(device, split, b.config.vocab, SAMPLE_SPLIT) }
     this.prefillAttention = b.prefillAttention ?? defaultPrefillAttention(device)
-    this.#flash = this.prefillAttention === 'flash' ? module.kernel(`attention_prefill_${bound}`, PREFILL_ATTENTION_SIGNATURE) : undefined
+    this.#flash = this.prefillAttention === 'flash' ? flashPrefill(module, b.config.headDim) : undefined
     this.decodeGemv = b.decodeGemv ?? defaultDecodeGemv(device, b.config, this.local, b.slots)
     this.foldNorms = b.foldNorms !== false
     const chainable = b.decodeChain !== false && this.decodeGemv === 'tensor-cores' && this.communicator === undefined
@@ -424,19 +425,41 @@ export class DecoderModel {
   }
 
   static #modules = new WeakMap<Device, Partial<Record<ModelDType, Module>>>()
+  /** The modules compiled for sm_90a, whose Hopper kernels ({@link flashPrefill}) are not empty. */
+  static #hopper = new WeakSet<Module>()
 
   /**
    * The decoder's kernels for `dtype` on `device`, compiled once per device and dtype (and kept in the
-   * on-disk kernel cache, so a later process loads them instead of running NVRTC again).
+   * on-disk kernel cache, so a later process loads them instead of running NVRTC again). On compute
+   * capability 9.0 they compile for sm_90a, whose warpgroup MMAs the Hopper flash prefill kernel uses; an
+   * NVRTC that does not know sm_90a (before CUDA 12.0) gets the device's own target and leaves that kernel
+   * out.
    */
   static module(device: Device, dtype: ModelDType): Module {
     const compiled = DecoderModel.#modules.get(device) ?? {}
     DecoderModel.#modules.set(device, compiled)
     const hit = compiled[dtype]
     if (hit !== undefined) return hit
-    const module = device.compile(readFileSync(DECODER_KERNELS_PATH, 'utf8'), { name: `decoder-${dtype}`, options: decoderCompileOptions(dtype) })
+    const source = readFileSync(DECODER_KERNELS_PATH, 'utf8')
+    const [major, minor] = device.computeCapability
+    let module: Module | undefined
+    if (major === 9 && minor === 0) {
+      try {
+        module = device.compile(source, { name: `decoder-${dtype}-sm_90a`, options: decoderCompileOptions(dtype, 'sm_90a') })
+        DecoderModel.#hopper.add(module)
+      } catch (e) {
+        // NVRTC before CUDA 12.0 knows no sm_90a. (An error in the source fails the compile below too.)
+        if (!(e instanceof CompileError)) throw e
+      }
+    }
+    module ??= device.compile(source, { name: `decoder-${dtype}`, options: decoderCompileOptions(dtype) })
     compiled[dtype] = module
     return module
+  }
+
+  /** Whether `module` was compiled for sm_90a ({@link DecoderModel.module}): its Hopper kernels run. */
+  static compiledForHopper(module: Module): boolean {
+    return DecoderModel.#hopper.has(module)
   }
 
   /**
@@ -731,9 +754,10 @@ export class DecoderModel {
       trace?.('attention')
       // Both attention kernels: out, qkv, the caches, positions and slots first; `shape` last.
       const rows = [attn, qkv, L.kCache, L.vCache, t.positions, t.slots] as const
-      if (kind === 'prefill' && this.#flash !== undefined) {
-        const grid: [number, number] = [heads, ceilDiv(T, PREFILL_ATTENTION_ROWS)]
-        s.launch(this.#flash, { grid, block: PREFILL_ATTENTION_THREADS, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
+      const flash = this.#flash
+      if (kind === 'prefill' && flash !== undefined) {
+        const grid: [number, number] = [heads, ceilDiv(T, flash.rows)]
+        s.launch(flash.kernel, { grid, block: flash.threads, sharedMemBytes: flash.sharedMemBytes, programmaticDependentLaunch: pdl }, [...rows, T, ...shape])
       } else {
         s.launch(attention, { grid: attentionGrid, block: 32 * ATT_WARPS, sharedMemBytes: attentionShared, programmaticDependentLaunch: pdl }, [
           ...rows,
@@ -893,6 +917,11 @@ export class DecoderModel {
     ])
   }
 
+  /** The flash prefill kernel's name ({@link flashPrefill}), with `'flash'`. */
+  get flashKernel(): string | undefined {
+    return this.#flash?.name
+  }
+
   /**
    * Whether, on cuBLAS's path, the attention norms after the first layer's are folded into q/k/v and
    * launch no kernel ({@link DecoderOptions.foldNorms}): not before a q/k/v bias, which their scale would
@@ -1023,6 +1052,9 @@ const {
   ATT_NORM,
   FA_WARPS,
   FA_SPLIT,
+  FA_WG_ROWS,
+  FA_WG_KEYS,
+  FA_WG_STAGES,
   SAMPLE_SPLIT,
 } = KERNEL_CONSTANTS
 /** The widest input a CUDA-core decode GEMV takes, elements: 8 a 16-byte chunk, GEMV_CHUNKS chunks a lane, 32 lanes. */
@@ -1285,12 +1317,43 @@ export function decodeGemvFits(c: ModelConfig, local: LocalDims, slots: number):
   return gemvShapesFit(c, local) && slots * perRow <= GEMV_MAX_FMA
 }
 
-/** Token rows one prefill attention block takes (FA_ROWS in kernels/decoder.cu). */
-const PREFILL_ATTENTION_ROWS = 16 * FA_WARPS
-/** Its threads: FA_SPLIT warps for each 16 rows. */
-const PREFILL_ATTENTION_THREADS = 32 * FA_WARPS * FA_SPLIT
 // out, qkv, k cache, v cache, positions, slots, T, heads, kv heads, head size, maxSeqLen, scale
 const PREFILL_ATTENTION_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'] as const
+
+/** A flash prefill attention kernel and its launch: grid [query heads, ceil(T / rows)]. */
+export interface FlashPrefill {
+  /** The kernel (kernels/decoder.cu's `attention_prefill_*`). */
+  kernel: Kernel
+  /** Its name. */
+  name: string
+  /** Token rows a block takes. */
+  rows: number
+  /** Threads a block. */
+  threads: number
+  /** Dynamic shared memory a block, bytes. */
+  sharedMemBytes: number
+}
+
+/**
+ * The flash prefill kernel for `headDim` in `module`: on Hopper's warpgroup MMAs where the module was
+ * compiled for sm_90a and the head size is 64 or 128 (`attention_prefill_wg_*`: FA_WG_ROWS rows a block, one
+ * warpgroup, q and FA_WG_STAGES tiles each of keys and values in dynamic shared memory, and 1 KiB to align
+ * them),
+ * else on m16n8k16 MMAs (`attention_prefill_64` or `_128`, bounds on the head size: FA_WARPS groups of 16
+ * rows a block, FA_SPLIT warps each, static shared memory).
+ */
+export function flashPrefill(module: Module, headDim: number): FlashPrefill {
+  if (DecoderModel.compiledForHopper(module) && (headDim === 64 || headDim === 128)) {
+    const name = `attention_prefill_wg_${headDim}`
+    // Rows of 128 bytes (64 dims) a column block: q's FA_WG_ROWS, FA_WG_STAGES tiles each of keys and values.
+    const rowBytes = (headDim / 64) * 128
+    const keys = headDim === 128 ? 64 : FA_WG_KEYS
+    const sharedMemBytes = (FA_WG_ROWS + 2 * FA_WG_STAGES * keys) * rowBytes + 1024
+    return { kernel: module.kernel(name, PREFILL_ATTENTION_SIGNATURE), name, rows: FA_WG_ROWS, threads: 128, sharedMemBytes }
+  }
+  const name = `attention_prefill_${headDim <= 64 ? 64 : 128}`
+  return { kernel: module.kernel(name, PREFILL_ATTENTION_SIGNATURE), name, rows: 16 * FA_WARPS, threads: 32 * FA_WARPS * FA_SPLIT, sharedMemBytes: 0 }
+}
 
 // out, qkv, k cache, v cache, positions, slots, rotary frequencies, flags, heads, kv heads, head size, maxSeqLen,
 // scale, and ATT_NORM's residual rows, their width and the norm's eps
