@@ -1487,9 +1487,9 @@ __device__ __forceinline__ void flash_prefill_wg(elem_t* out, const elem_t* qkv,
 }
 #endif
 // grid [nh, ceil(T / FA_WG_ROWS)], block 128, dynamic shared memory for q, FA_WG_STAGES key and value tiles
-// (FA_WG_KEYS keys, 64 at head size 128), and 1 KiB to align them (flashPrefill in lib/model/decoder-model.ts); the arguments of
-// attention_prefill_*, hd fixed by the kernel. Empty where NVRTC did not compile for sm_90a (the host
-// launches them only where it did).
+// (FA_WG_KEYS keys, 64 at head size 128) and 1 KiB to align them (flashPrefill in
+// lib/model/decoder-model.ts); the arguments of attention_prefill_*, hd fixed by the kernel. Empty where
+// NVRTC did not compile for sm_90a (the host launches them only where it did).
 extern "C" __global__ void __launch_bounds__(128) attention_prefill_wg_64(elem_t* out, const elem_t* qkv, const elem_t* kc, const elem_t* vc, const int* pos, const int* slots, int T, int nh, int nkv, int hd, int maxSeq, float scale) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   flash_prefill_wg<64>(out, qkv, kc, vc, pos, slots, T, nh, nkv, maxSeq, scale);
