@@ -450,10 +450,6 @@ test('flash prefill attention: a prompt of 150 tokens matches float64 and the ro
   byDefault.dispose()
 })
 
-// The flash kernels alone, against float64, with every cache position no step wrote NaN: a row's bits are
-// the same whole, in chunks, and in a step beside other requests and padding rows (the batch invariance
-// the kernels promise; the model's cuBLAS GEMMs do not promise it, so it is tested here).
-const FLASH_SIGNATURE = ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32']
 /** A value in [-1, 1) from four integers: every test input differs, none is zero. */
 const hash = (a, b, c, d) => {
   let x = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b) ^ Math.imul(c + 0x165667b1, 0xc2b2ae35) ^ Math.imul(d + 0x27d4eb2f, 0x27d4eb2d)
@@ -464,6 +460,10 @@ const hash = (a, b, c, d) => {
   x ^= x >>> 15
   return ((x >>> 8) / 16777216) * 2 - 1
 }
+
+// The flash kernels alone, against float64, with every cache position no step wrote NaN: a row's bits are
+// the same whole, in chunks, and in a step beside other requests and padding rows (the batch invariance
+// the kernels promise; the model's cuBLAS GEMMs do not promise it, so it is tested here).
 test('flash prefill attention kernels: float64, NaN in unwritten cache, the same bits whole, chunked and batched', async (t) => {
   const { flashPrefill } = await import('../dist/model/decoder-model.js')
   const { dev, stream, up } = kernelFixture(t)
@@ -481,14 +481,12 @@ test('flash prefill attention kernels: float64, NaN in unwritten cache, the same
       [2, 1, 128, 130, 100],
       [3, 1, 80, 65, 64],
     ]) {
-      // The m16n8k16 kernel (16 FA_WARPS rows a block, FA_SPLIT warps each 16), and where the module has
-      // it, the warpgroup-MMA one the model picks for head sizes 64 and 128 on Hopper.
-      const { FA_WARPS, FA_SPLIT } = KERNEL_CONSTANTS
-      const mma = hd <= 64 ? 'attention_prefill_64' : 'attention_prefill_128'
-      const kernels = [{ kernel: module.kernel(mma, FLASH_SIGNATURE), name: mma, rows: 16 * FA_WARPS, threads: 32 * FA_WARPS * FA_SPLIT, sharedMemBytes: 0 }]
+      // The m16n8k16 kernel, and where the module has it, the warpgroup-MMA one the model picks for head
+      // sizes 64 and 128 on Hopper.
+      const kernels = [flashPrefill(module, hd, false)]
       const picked = flashPrefill(module, hd)
       t.is(picked.name.includes('_wg_'), hopper && (hd === 64 || hd === 128), `${dtype} hd ${hd}: the model's kernel is ${picked.name}`)
-      if (picked.name !== mma) kernels.push(picked)
+      if (picked.name !== kernels[0].name) kernels.push(picked)
       for (const flash of kernels) {
         const slots = 4
         const maxSeq = 256

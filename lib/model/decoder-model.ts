@@ -1335,15 +1335,14 @@ export interface FlashPrefill {
 }
 
 /**
- * The flash prefill kernel for `headDim` in `module`: on Hopper's warpgroup MMAs where the module was
- * compiled for sm_90a and the head size is 64 or 128 (`attention_prefill_wg_*`: FA_WG_ROWS rows a block, one
- * warpgroup, q and FA_WG_STAGES tiles each of keys and values in dynamic shared memory, and 1 KiB to align
- * them),
- * else on m16n8k16 MMAs (`attention_prefill_64` or `_128`, bounds on the head size: FA_WARPS groups of 16
- * rows a block, FA_SPLIT warps each, static shared memory).
+ * The flash prefill kernel for `headDim` in `module`: with `hopper` (by default where the module was
+ * compiled for sm_90a) and a head size of 64 or 128, on Hopper's warpgroup MMAs (`attention_prefill_wg_*`:
+ * FA_WG_ROWS rows a block, one warpgroup, q and FA_WG_STAGES tiles each of keys and values in dynamic shared
+ * memory, and 1 KiB to align them); else on m16n8k16 MMAs (`attention_prefill_64` or `_128`, bounds on the
+ * head size: FA_WARPS groups of 16 rows a block, FA_SPLIT warps each, static shared memory).
  */
-export function flashPrefill(module: Module, headDim: number): FlashPrefill {
-  if (DecoderModel.compiledForHopper(module) && (headDim === 64 || headDim === 128)) {
+export function flashPrefill(module: Module, headDim: number, hopper = DecoderModel.compiledForHopper(module)): FlashPrefill {
+  if (hopper && (headDim === 64 || headDim === 128)) {
     const name = `attention_prefill_wg_${headDim}`
     // Rows of 128 bytes (64 dims) a column block: q's FA_WG_ROWS, FA_WG_STAGES tiles each of keys and values.
     const rowBytes = (headDim / 64) * 128
