@@ -23,7 +23,18 @@ import { tokenSource } from '../util/random.js'
 import { type CpuContention, cpuDelta, cpuSample, describeContention } from './cpu-contention.js'
 import { loadProgress, loadSummary } from './load-progress.js'
 import { cPeer, oursChain, peerPath } from './peers.js'
-import { copyBandwidth, decodeGpuTime, gemmRate, type PartRow, partBytes, prefillFlops, prefillGemms, profileDecode, profilePrefill } from './step-profile.js'
+import {
+  copyBandwidth,
+  decodeGpuTime,
+  gemmRate,
+  type PartRow,
+  partBytes,
+  prefillFlops,
+  prefillGemms,
+  prefillGpuTime,
+  profileDecode,
+  profilePrefill,
+} from './step-profile.js'
 import { lineChartSvg, seriesOf } from './svg-chart.js'
 import { fixed, formatTable } from './table.js'
 
@@ -72,7 +83,7 @@ export interface PromptRow {
   deviceMemoryGB: number
   /** What the machine took from the timing thread's CPU while the graph steps of this row ran (undefined off Linux). */
   cpu: CpuContention | undefined
-  /** GPU time of the graph path's prefill (events around it, median of 10), ms. */
+  /** GPU time of the graph path's prefill (events around its forward behind a gate kernel, median of 10: `prefillGpuTime`), ms. */
   prefillGpuMs: number
   /** Its FLOPs over that time, FLOP/s. */
   prefillFlopsPerSecond: number
@@ -189,7 +200,6 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
     // The prompt-length table. Every step is timed from host input to tokens on the host.
     say('prefill against the GEMM rate: one 8192x8192x8192 cuBLAS GEMM')
     const gemmFlops = gemmRate(dev, stream, model.dtype)
-    const [p0, p1] = [dev.createEvent({ timing: true }), dev.createEvent({ timing: true })]
     const captures0 = mgr.stats().captures
     const promptRows: PromptRow[] = []
     for (const L of o.promptLengths) {
@@ -222,15 +232,9 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       const g = run(graph, 40)
       const cpu = cpuDelta(h0, cpuSample())
       const e = run(eager, 3)
-      const prefillMs: number[] = []
-      for (let i = 0; i < 10; i++) {
-        p0.record(stream)
-        graph.prefill(0, prompt)
-        p1.record(stream)
-        p1.synchronize()
-        prefillMs.push(p1.elapsedSince(p0))
-      }
-      const prefillGpuMs = percentile(prefillMs, 0.5)
+      // Events around the forward, behind a gate: the prefill's GPU time, without the host's turns at
+      // either end (the TTFT above has them).
+      const prefillGpuMs = prefillGpuTime(graph, prompt, 10) / 1000
       const mem = dev.memoryInfo()
       const use = graph.prefillUse(L)
       promptRows.push({
@@ -386,7 +390,7 @@ export async function runBench(o: BenchOptions): Promise<Record<string, unknown>
       `TTFT and decode latency per prompt length: ${modelName}, ${o.tokens} tokens per prompt, mode ${o.mode} (eager columns: the same model without graphs; transformers: its eager prefill)`,
     )
     print(
-      `prefill: its FLOPs (projections, causal attention, one LM-head row) over its GPU time, against the GEMM rate measured here (${fixed(gemmFlops / 1e12, 1)} TFLOP/s, one 8192x8192x8192 cuBLAS GEMM, ${model.dtype})`,
+      `prefill: its FLOPs (projections, causal attention, one LM-head row) over its GPU time (events around its forward, queued behind a gate kernel, median of 10), against the GEMM rate measured here (${fixed(gemmFlops / 1e12, 1)} TFLOP/s, one 8192x8192x8192 cuBLAS GEMM, ${model.dtype})`,
     )
     print(
       formatTable(

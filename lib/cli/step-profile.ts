@@ -36,13 +36,28 @@ export interface PartRow {
  * timed after 10 untimed.
  */
 export function decodeGpuTime(runner: DecoderRunner, batch: number, slots: Int32Array, tokens: Int32Array, positions: Int32Array, reps: number): number {
+  return gatedGpuTime(runner, 10, reps, (timing) => runner.decode(batch, slots, tokens, positions, undefined, timing))
+}
+
+/**
+ * The median GPU time of `runner`'s prefill of `prompt` into slot 0, µs: events around its forward, each
+ * prefill queued behind a gate kernel, as {@link decodeGpuTime} times a decode step. `reps` prefills timed
+ * after 2 untimed.
+ */
+export function prefillGpuTime(runner: DecoderRunner, prompt: Int32Array, reps: number): number {
+  const greedy = samplingRows(1)
+  return gatedGpuTime(runner, 2, reps, (timing) => runner.prefill(0, prompt, 0, greedy, timing))
+}
+
+/** The median of `reps` timed `step`s, µs, after `warm` untimed, each queued behind a 2 ms gate kernel and timed by the events it is given. */
+function gatedGpuTime(runner: DecoderRunner, warm: number, reps: number, step: (timing: StepTiming) => void): number {
   const { model, manager } = runner
   const hold = gate(model)
   const timing: StepTiming = { start: model.device.createEvent({ timing: true }), end: model.device.createEvent({ timing: true }) }
   const us: number[] = []
-  for (let r = -10; r < reps; r++) {
+  for (let r = -warm; r < reps; r++) {
     hold(manager.stream, 2e6)
-    runner.decode(batch, slots, tokens, positions, undefined, timing)
+    step(timing)
     if (r >= 0) us.push(timing.end.elapsedSince(timing.start) * 1000)
   }
   return percentile(us, 0.5)

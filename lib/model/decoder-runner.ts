@@ -210,14 +210,15 @@ export class DecoderRunner {
   /**
    * Runs `tokens` (ids in 0..vocab-1) of the request in `slot` at positions `start`, `start + 1`, ...,
    * writing their keys and values, and returns the next token (greedy unless `sampling` says otherwise:
-   * its row 0). Waits for the result.
+   * its row 0). `timing`: events recorded around the step's forward on the GPU ({@link StepTiming}). Waits
+   * for the result.
    */
-  prefill(slot: number, tokens: Int32Array, start = 0, sampling: SamplingRows = this.#greedy): number {
+  prefill(slot: number, tokens: Int32Array, start = 0, sampling: SamplingRows = this.#greedy, timing?: StepTiming): number {
     const one = this.#one
     one.slot[0] = slot
     one.start[0] = start
     one.length[0] = tokens instanceof Int32Array ? tokens.length : 0
-    return this.prefillBatch(1, one.slot, one.start, one.length, tokens, sampling)[0]!
+    return this.prefillBatch(1, one.slot, one.start, one.length, tokens, sampling, timing)[0]!
   }
 
   /**
@@ -235,9 +236,18 @@ export class DecoderRunner {
    * One prefill step for `n` requests: request i's `lengths[i]` tokens (the next ones of `tokens`, which
    * holds them back to back) go into `slots[i]` at positions `starts[i]`, `starts[i] + 1`, ... (a start
    * above 0 continues a prompt split over steps). Returns each request's next token (a reused array: copy
-   * what you keep), picked as row i of `sampling` says (default greedy). Waits for the result.
+   * what you keep), picked as row i of `sampling` says (default greedy). `timing`: as {@link prefill}'s.
+   * Waits for the result.
    */
-  prefillBatch(n: number, slots: Int32Array, starts: Int32Array, lengths: Int32Array, tokens: Int32Array, sampling: SamplingRows = this.#greedy): Int32Array {
+  prefillBatch(
+    n: number,
+    slots: Int32Array,
+    starts: Int32Array,
+    lengths: Int32Array,
+    tokens: Int32Array,
+    sampling: SamplingRows = this.#greedy,
+    timing?: StepTiming,
+  ): Int32Array {
     // Checked first, messages built only on failure: a step allocates nothing.
     if (!(Number.isInteger(n) && n >= 1 && n <= this.maxPrefillReqs)) check(false, 'n', `an integer in 1..${this.maxPrefillReqs} (maxPrefillReqs)`, n)
     if (
@@ -273,7 +283,7 @@ export class DecoderRunner {
       t += len
       last[r] = t - 1
     }
-    return runCall(this.#prefill, total, n, tokens, positions, slotRows, sampling)
+    return runCall(this.#prefill, total, n, tokens, positions, slotRows, sampling, timing)
   }
 
   /**
