@@ -129,8 +129,9 @@ export interface PrefillGemms {
 /**
  * Times `model`'s projection GEMMs of a `tokens`-row prefill alone: every layer's q/k/v, o, gate/up and
  * down on its own weights, with the prefill's shapes and beta (o and down add into their output), through
- * cuBLAS as the forward calls them, back to back behind a gate kernel, onto random rows in scratch buffers; median of `reps` after one untimed. The prefill's time less this is what its attention,
- * element-wise kernels, LM head and sampling cost.
+ * cuBLAS as the forward calls them, back to back behind a gate kernel, onto random rows in scratch buffers;
+ * median of `reps` after one untimed. The prefill's time less this is what its attention, element-wise
+ * kernels, LM head and sampling cost.
  */
 export function prefillGemms(model: DecoderModel, stream: Stream, tokens: number, reps: number): PrefillGemms {
   const dev = model.device
